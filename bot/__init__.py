@@ -1,0 +1,1 @@
+"""The core of the imagine bot: settings, kie.ai client, storage, job lifecycle, bot class."""

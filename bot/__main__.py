@@ -1,0 +1,116 @@
+"""The composition root: `python -m bot` (or `imagine-bot`).
+
+The only place that reads the environment, opens the shared aiohttp session and the database,
+builds the services and hands them to the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import sys
+
+import aiohttp
+import discord
+import yarl
+from dotenv import load_dotenv
+
+from bot.client import ImagineBot
+from bot.jobs import JobLimits, JobService
+from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient
+from bot.quota import Costs, QuotaBook
+from bot.ratelimit import SlidingWindowLimiter
+from bot.settings import Settings, SettingsError, load_settings, log_level_number
+from bot.store import Store
+
+log = logging.getLogger("bot")
+
+
+class StartupError(Exception):
+    """A problem that stops the bot before it runs; the message is one safe sentence."""
+
+
+def point_discord_at(settings: Settings) -> None:
+    """Send discord.py to a local fake Discord (tests, benchmarks). A no-op in production."""
+    if settings.discord_api_base:
+        discord.http.Route.BASE = settings.discord_api_base
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def build_kie_client(session: aiohttp.ClientSession, settings: Settings) -> KieClient:
+    # Small margins: kie.ai counts arrivals, and the network may bunch our requests together.
+    return KieClient(
+        session,
+        api_key=settings.kie_api_key,
+        base_url=settings.kie_api_base,
+        submit_limiter=SlidingWindowLimiter(*SUBMIT_LIMIT, margin=0.25),
+        query_limiter=SlidingWindowLimiter(*QUERY_LIMIT, margin=0.05),
+        request_timeout=settings.request_timeout,
+    )
+
+
+def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
+    quota = QuotaBook(
+        store,
+        daily_limit=settings.daily_quota,
+        costs=Costs(units_1k=settings.cost_1k, units_2k=settings.cost_2k),
+    )
+    limits = JobLimits(
+        poll_interval=settings.poll_interval,
+        job_timeout=settings.job_timeout,
+        max_image_bytes=settings.max_image_bytes,
+        download_timeout=settings.download_timeout,
+    )
+    jobs = JobService(store, quota, kie, limits)
+    return ImagineBot(settings=settings, store=store, quota=quota, jobs=jobs)
+
+
+async def run(settings: Settings) -> None:
+    point_discord_at(settings)
+    try:
+        store = await Store.open(settings.database_path)
+    except (OSError, sqlite3.Error) as error:
+        raise StartupError(
+            f"DATABASE_PATH ({settings.database_path}) cannot be opened: {error}."
+        ) from None
+    try:
+        async with aiohttp.ClientSession() as session:
+            bot = build_bot(settings, store, build_kie_client(session, settings))
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+            async with bot:
+                try:
+                    await bot.start(settings.discord_token)
+                except discord.LoginFailure:
+                    raise StartupError("DISCORD_TOKEN was refused by Discord.") from None
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    load_dotenv()
+    try:
+        settings = load_settings(os.environ)
+    except SettingsError as error:
+        print(f"imagine-bot: {error}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=log_level_number(settings),
+        format="%(asctime)s %(levelname)-8s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run(settings))
+    except StartupError as error:
+        print(f"imagine-bot: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

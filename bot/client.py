@@ -1,0 +1,126 @@
+"""The bot class: holds the core services, loads the cogs, syncs commands, tracks running jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import messages
+from bot.jobs import JobService
+from bot.quota import QuotaBook
+from bot.settings import Settings
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.imagine", "cogs.quota")
+
+
+class UserFacingError(app_commands.AppCommandError):
+    """A check failed in a way the user can fix; the message is shown to them privately."""
+
+
+class ImagineTree(app_commands.CommandTree["ImagineBot"]):
+    """Maps errors to replies in one place: known ones become short private messages."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
+    ) -> None:
+        if isinstance(error, UserFacingError):
+            text = str(error)
+        elif isinstance(error, app_commands.CheckFailure):
+            text = "You can't use this command here."
+        else:
+            command = interaction.command.name if interaction.command else "?"
+            log.error("command /%s failed", command, exc_info=error)
+            text = messages.generic_error()
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not send an error reply", exc_info=True)
+
+
+class ImagineBot(commands.Bot):
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        quota: QuotaBook,
+        jobs: JobService,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            tree_cls=ImagineTree,
+            # No message from this bot may ping anyone unless it says so explicitly.
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.store = store
+        self.quota = quota
+        self.jobs = jobs
+        self.accepting_jobs = True
+        self._job_tasks: set[asyncio.Task[None]] = set()
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    def start_job(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a job in the background, keeping a reference so it is not garbage collected."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._job_tasks)
+
+    async def close(self) -> None:
+        self.accepting_jobs = False
+        for task in list(self._job_tasks):
+            task.cancel()
+        if self._job_tasks:
+            await asyncio.gather(*self._job_tasks, return_exceptions=True)
+        await super().close()
+
+    # --- command sync -------------------------------------------------------------------------
+
+    async def sync_commands(self) -> None:
+        """Sync only when the definitions changed: Discord allows 200 command creates a day."""
+        mode = self.settings.command_sync
+        if mode == "never":
+            return
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        if guild is not None:
+            # A development guild gets the commands instantly; global ones take up to an hour.
+            self.tree.copy_global_to(guild=guild)
+        scope = f"{self.application_id}:{guild.id if guild else 'global'}"
+        fingerprint = self.command_fingerprint(guild)
+        if mode == "auto" and await self.store.get_meta(f"commands:{scope}") == fingerprint:
+            log.info("slash commands unchanged; not syncing")
+            return
+        synced = await self.tree.sync(guild=guild)
+        await self.store.set_meta(f"commands:{scope}", fingerprint)
+        where = f"development guild {guild.id}" if guild else "all servers"
+        log.info("synced %d slash commands to %s", len(synced), where)
+
+    def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
+        commands_ = self.tree.get_commands(guild=guild)
+        payload = sorted(
+            (command.to_dict(self.tree) for command in commands_), key=lambda c: c["name"]
+        )
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,306 @@
+"""The life of one generation: reserve, submit, wait, download, deliver, and refund on failure.
+
+It knows nothing of Discord: it reports to a `JobReporter`, which the cog implements on top of an
+interaction. Every path out of `JobService.run` either delivers (and commits the charge) or
+refunds and reports a `Failure`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.kie import (
+    DownloadedImage,
+    DownloadError,
+    ImageRequest,
+    KieAuthError,
+    KieClient,
+    KieConnectionError,
+    KieError,
+    KieFeatureDisabled,
+    KieGenerationRejected,
+    KieInsufficientCredits,
+    KieMaintenance,
+    KieMalformedResponse,
+    KieRateLimited,
+    KieServerError,
+    KieSubmitUncertain,
+    KieTimeout,
+    KieValidationError,
+    TaskInfo,
+)
+from bot.quota import QuotaBook, QuotaStatus
+from bot.store import Job, NewJob, Store
+
+log = logging.getLogger(__name__)
+
+
+class Phase(enum.StrEnum):
+    WAITING_TURN = "waiting_turn"  # in the bot's own submission queue (kie.ai rate limit)
+    QUEUED = "queued"  # accepted by kie.ai, not started
+    GENERATING = "generating"
+
+
+class FailureKind(enum.StrEnum):
+    PROMPT_REJECTED = "prompt_rejected"
+    BUSY = "busy"
+    MAINTENANCE = "maintenance"
+    GENERATION_FAILED = "generation_failed"
+    FEATURE_DISABLED = "feature_disabled"
+    OUT_OF_CREDITS = "out_of_credits"
+    MISCONFIGURED = "misconfigured"
+    TIMED_OUT = "timed_out"
+    UNREACHABLE = "unreachable"
+    SUBMIT_UNCERTAIN = "submit_uncertain"
+    BAD_RESPONSE = "bad_response"
+    DOWNLOAD_FAILED = "download_failed"
+    DELIVERY_FAILED = "delivery_failed"
+    INTERNAL = "internal"
+
+
+# Failures the server owner must fix; logged loudly, since members can do nothing about them.
+OWNER_PROBLEMS = frozenset({FailureKind.OUT_OF_CREDITS, FailureKind.MISCONFIGURED})
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    image: ImageRequest
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: Phase
+    started_at: float  # Unix time the job was reserved, for a live relative timestamp
+    position: int | None = None  # place in the bot's submission queue, when waiting for a turn
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: Job
+    image: DownloadedImage
+    elapsed: float
+    quota: QuotaStatus
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    quota: QuotaStatus
+    detail: str | None = None  # kie.ai's own reason, when it gave one the user can act on
+
+
+class DeliveryError(Exception):
+    """The reporter could not put the image in front of the user."""
+
+
+class JobReporter(Protocol):
+    async def progress(self, progress: Progress) -> None: ...
+    async def deliver(self, finished: Finished) -> None: ...
+    async def fail(self, failure: Failure) -> None: ...
+
+
+class JobFailed(Exception):
+    def __init__(self, kind: FailureKind, detail: str | None = None) -> None:
+        super().__init__(kind.value if detail is None else f"{kind.value}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+_KIND_BY_ERROR: tuple[tuple[type[KieError], FailureKind], ...] = (
+    (KieValidationError, FailureKind.PROMPT_REJECTED),
+    (KieRateLimited, FailureKind.BUSY),
+    (KieMaintenance, FailureKind.MAINTENANCE),
+    (KieGenerationRejected, FailureKind.GENERATION_FAILED),
+    (KieFeatureDisabled, FailureKind.FEATURE_DISABLED),
+    (KieInsufficientCredits, FailureKind.OUT_OF_CREDITS),
+    (KieAuthError, FailureKind.MISCONFIGURED),
+    (KieSubmitUncertain, FailureKind.SUBMIT_UNCERTAIN),
+    (KieTimeout, FailureKind.TIMED_OUT),
+    (KieConnectionError, FailureKind.UNREACHABLE),
+    (KieServerError, FailureKind.UNREACHABLE),
+    (KieMalformedResponse, FailureKind.BAD_RESPONSE),
+    (DownloadError, FailureKind.DOWNLOAD_FAILED),
+)
+
+
+def failure_kind(error: KieError) -> FailureKind:
+    for error_type, kind in _KIND_BY_ERROR:
+        if isinstance(error, error_type):
+            return kind
+    return FailureKind.INTERNAL
+
+
+# Poll errors that do not end a job: the task is still running at kie.ai whatever we heard.
+_TRANSIENT_POLL_ERRORS = (
+    KieConnectionError,
+    KieTimeout,
+    KieServerError,
+    KieMalformedResponse,
+    KieRateLimited,
+    KieMaintenance,
+)
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    poll_interval: float = 2.0
+    job_timeout: float = 600.0
+    max_image_bytes: int = 50 * 1024 * 1024
+    download_timeout: float = 60.0
+
+
+class JobService:
+    def __init__(
+        self,
+        store: Store,
+        quota: QuotaBook,
+        kie: KieClient,
+        limits: JobLimits,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._quota = quota
+        self._kie = kie
+        self._limits = limits
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    async def reserve(self, request: JobRequest) -> Job | None:
+        """Charge the units for `request`; None if that would exceed the user's daily quota."""
+        image = request.image
+        return await self._store.reserve(
+            NewJob(
+                user_id=request.user_id,
+                guild_id=request.guild_id,
+                channel_id=request.channel_id,
+                day=self._quota.today(),
+                units=self._quota.costs.units(image.resolution),
+                prompt=image.prompt,
+                aspect_ratio=image.aspect_ratio,
+                resolution=image.resolution,
+            ),
+            self._quota.daily_limit,
+        )
+
+    async def run(self, job: Job, reporter: JobReporter) -> None:
+        """Take a reserved job to a delivered image, or to a refund and a clear failure."""
+        try:
+            task_id = await self._submit(job, reporter)
+            info = await self._wait(job, task_id, reporter)
+            image = await self._download(info)
+        except JobFailed as failed:
+            await self._refund_and_report(job, failed.kind, failed.detail, reporter)
+            return
+        except KieError as error:
+            await self._refund_and_report(job, failure_kind(error), None, reporter, error)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.id)
+            await self._refund_and_report(job, FailureKind.INTERNAL, None, reporter)
+            return
+
+        quota = await self._quota.status(job.user_id)
+        finished = Finished(job, image, self._clock() - job.created_at, quota)
+        try:
+            await reporter.deliver(finished)
+        except DeliveryError as error:
+            log.warning("job %s: could not deliver the image: %s", job.id, error)
+            await self._refund_and_report(job, FailureKind.DELIVERY_FAILED, None, reporter)
+            return
+        await self._store.mark_delivered(job.id)
+        log.info("job %s delivered (task %s, %.1fs)", job.id, task_id, finished.elapsed)
+
+    async def _submit(self, job: Job, reporter: JobReporter) -> str:
+        request = ImageRequest(job.prompt, job.aspect_ratio, job.resolution)  # type: ignore[arg-type]
+        waiting = self._kie.submissions_waiting
+        if waiting:
+            await _report(reporter, Progress(Phase.WAITING_TURN, job.created_at, waiting + 1))
+        task_id = await self._kie.create_task(request)
+        await self._store.mark_submitted(job.id, task_id)
+        log.info("job %s submitted as task %s", job.id, task_id)
+        await _report(reporter, Progress(Phase.QUEUED, job.created_at))
+        return task_id
+
+    async def _wait(self, job: Job, task_id: str, reporter: JobReporter) -> TaskInfo:
+        deadline = self._monotonic() + self._limits.job_timeout
+        phase = Phase.QUEUED
+        while True:
+            await self._sleep(self._limits.poll_interval)
+            if self._monotonic() > deadline:
+                raise JobFailed(FailureKind.TIMED_OUT)
+            try:
+                info = await self._kie.get_task(task_id)
+            except _TRANSIENT_POLL_ERRORS as error:
+                log.info("job %s: poll failed (%s); will poll again", job.id, error)
+                continue
+            if info.state == "fail":
+                raise JobFailed(FailureKind.GENERATION_FAILED, info.fail_message)
+            if info.succeeded:
+                if not info.result_urls:
+                    raise JobFailed(FailureKind.BAD_RESPONSE)
+                return info
+            current = Phase.GENERATING if info.state == "generating" else Phase.QUEUED
+            if current != phase:
+                phase = current
+                await _report(reporter, Progress(phase, job.created_at))
+
+    async def _download(self, info: TaskInfo) -> DownloadedImage:
+        last_error: DownloadError | None = None
+        for url in info.result_urls:
+            try:
+                return await self._kie.download(
+                    url,
+                    max_bytes=self._limits.max_image_bytes,
+                    time_limit=self._limits.download_timeout,
+                )
+            except DownloadError as error:
+                last_error = error
+        raise last_error or DownloadError("no result URL")
+
+    async def _refund_and_report(
+        self,
+        job: Job,
+        kind: FailureKind,
+        detail: str | None,
+        reporter: JobReporter,
+        error: Exception | None = None,
+    ) -> None:
+        reason = f"{kind.value}: {error or detail or ''}"[:500]
+        await self._store.refund(job.id, reason)
+        if kind in OWNER_PROBLEMS:
+            log.error(
+                "job %s failed: %s. The bot cannot generate images until the owner fixes the "
+                "kie.ai account (API key or credits).",
+                job.id,
+                kind.value,
+            )
+        else:
+            log.warning("job %s failed and was refunded: %s", job.id, reason)
+        quota = await self._quota.status(job.user_id)
+        try:
+            await reporter.fail(Failure(kind, quota, detail))
+        except Exception:
+            log.exception("job %s: could not tell the user about the failure", job.id)
+
+
+async def _report(reporter: JobReporter, progress: Progress) -> None:
+    # Progress is cosmetic: a failed edit must never fail the job.
+    try:
+        await reporter.progress(progress)
+    except Exception:
+        log.warning("could not show progress %s", progress.phase, exc_info=True)

@@ -1,0 +1,422 @@
+"""The kie.ai HTTP client: task creation, task details, credits and result downloads.
+
+It knows nothing of Discord. It speaks frozen dataclasses and raises one error type per failure
+class, keeping "the API call failed" (`KieApiError` and its kin) apart from "the image job failed"
+(`TaskFailed`, which is a state of a task, not an exception of a call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from bot.ratelimit import SlidingWindowLimiter
+
+log = logging.getLogger(__name__)
+
+TEXT_TO_IMAGE_MODEL = "flux-2/flex-text-to-image"
+AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+Resolution = Literal["1K", "2K"]
+ASPECT_RATIOS: tuple[AspectRatio, ...] = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
+RESOLUTIONS: tuple[Resolution, ...] = ("1K", "2K")
+PROMPT_MIN_LENGTH = 3
+PROMPT_MAX_LENGTH = 5000
+
+# Documented limits: 20 createTask calls per 10 s per account, 10 recordInfo calls per second.
+SUBMIT_LIMIT = (20, 10.0)
+QUERY_LIMIT = (10, 1.0)
+
+TaskState = Literal["waiting", "queuing", "generating", "success", "fail"]
+FINAL_STATES = frozenset({"success", "fail"})
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class KieError(Exception):
+    """Base class: a call to kie.ai did not give a usable answer."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class KieAuthError(KieError):
+    """401: the API key is missing or wrong (an owner problem, not a user one)."""
+
+
+class KieInsufficientCredits(KieError):
+    """402 (or 433, a sub-key's cap): the account cannot pay for more images."""
+
+
+class KieValidationError(KieError):
+    """422 / 404: kie.ai rejected the request itself (prompt, options or model)."""
+
+
+class KieRateLimited(KieError):
+    """429: too many requests; nothing was created."""
+
+
+class KieMaintenance(KieError):
+    """455: the service is under maintenance; nothing was created."""
+
+
+class KieServerError(KieError):
+    """500 / 5xx: the server failed."""
+
+
+class KieGenerationRejected(KieError):
+    """501: the generation failed at submission."""
+
+
+class KieFeatureDisabled(KieError):
+    """505: the feature is currently switched off."""
+
+
+class KieConnectionError(KieError):
+    """The network failed before an answer arrived."""
+
+
+class KieTimeout(KieError):
+    """No answer in time."""
+
+
+class KieMalformedResponse(KieError):
+    """The answer was not the documented envelope."""
+
+
+class KieSubmitUncertain(KieError):
+    """createTask may or may not have reached kie.ai: it must not be sent again."""
+
+
+class DownloadError(KieError):
+    """The finished image could not be fetched."""
+
+
+_ERRORS_BY_CODE: dict[int, type[KieError]] = {
+    401: KieAuthError,
+    402: KieInsufficientCredits,
+    404: KieValidationError,
+    422: KieValidationError,
+    429: KieRateLimited,
+    433: KieInsufficientCredits,
+    455: KieMaintenance,
+    500: KieServerError,
+    501: KieGenerationRejected,
+    505: KieFeatureDisabled,
+}
+
+# Rejections after which kie.ai created nothing, so sending the same request again is safe.
+_RETRYABLE = (KieRateLimited, KieMaintenance)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    prompt: str
+    aspect_ratio: AspectRatio = "1:1"
+    resolution: Resolution = "1K"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    task_id: str
+    state: str
+    result_urls: tuple[str, ...] = ()
+    fail_code: str | None = None
+    fail_message: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "success"
+
+
+@dataclass(frozen=True)
+class DownloadedImage:
+    data: bytes
+    content_type: str
+    url: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded, jittered exponential backoff for rejections that are safe to retry."""
+
+    attempts: int = 4
+    base_delay: float = 1.0
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        backoff = min(self.max_delay, self.base_delay * 2**attempt)
+        return backoff * random.uniform(0.5, 1.0)
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+
+def build_create_payload(request: ImageRequest, callback_url: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": TEXT_TO_IMAGE_MODEL,
+        "input": {
+            "prompt": request.prompt,
+            "aspect_ratio": request.aspect_ratio,
+            "resolution": request.resolution,
+        },
+    }
+    if callback_url:
+        payload["callBackUrl"] = callback_url
+    return payload
+
+
+def envelope_data(body: Any) -> Any:
+    """Return `data` from a success envelope, or raise the error the envelope describes."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("code"), int):
+        raise KieMalformedResponse("kie.ai answered without a status code")
+    code: int = body["code"]
+    if code == 200:
+        return body.get("data")
+    message = body.get("msg") or body.get("message") or ""
+    error_type = _ERRORS_BY_CODE.get(code, KieServerError)
+    raise error_type(f"kie.ai answered {code}: {str(message)[:300]}", code=code)
+
+
+def parse_task_id(data: Any) -> str:
+    task_id = data.get("taskId") if isinstance(data, Mapping) else None
+    if not isinstance(task_id, str) or not task_id:
+        raise KieMalformedResponse("createTask answered without a taskId")
+    return task_id
+
+
+def parse_result_urls(result_json: Any) -> tuple[str, ...]:
+    """`resultJson` is documented as a JSON string, but be ready for an object or nothing."""
+    if isinstance(result_json, str):
+        if not result_json.strip():
+            return ()
+        try:
+            result_json = json.loads(result_json)
+        except ValueError:
+            return ()
+    if not isinstance(result_json, Mapping):
+        return ()
+    urls = result_json.get("resultUrls")
+    if not isinstance(urls, list):
+        return ()
+    return tuple(u for u in urls if isinstance(u, str) and u.startswith(("http://", "https://")))
+
+
+def parse_task_info(data: Any) -> TaskInfo:
+    if not isinstance(data, Mapping):
+        raise KieMalformedResponse("recordInfo answered without task data")
+    task_id = data.get("taskId")
+    state = data.get("state")
+    if not isinstance(task_id, str) or not isinstance(state, str):
+        raise KieMalformedResponse("recordInfo answered without taskId or state")
+    fail_code = data.get("failCode")
+    fail_message = data.get("failMsg")
+    return TaskInfo(
+        task_id=task_id,
+        state=state,
+        result_urls=parse_result_urls(data.get("resultJson")),
+        fail_code=str(fail_code) if fail_code not in (None, "") else None,
+        fail_message=str(fail_message) if fail_message not in (None, "") else None,
+    )
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+class KieClient:
+    """Talks to kie.ai through one shared aiohttp session, inside the documented rate limits."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        api_key: str,
+        base_url: str,
+        submit_limiter: SlidingWindowLimiter,
+        query_limiter: SlidingWindowLimiter,
+        request_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._base = base_url.rstrip("/")
+        self._submit_limiter = submit_limiter
+        self._query_limiter = query_limiter
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:  # never show the key
+        return f"KieClient(base_url={self._base!r})"
+
+    @property
+    def submissions_waiting(self) -> int:
+        return self._submit_limiter.waiting
+
+    async def create_task(self, request: ImageRequest, callback_url: str | None = None) -> str:
+        """Submit a generation and return its taskId.
+
+        Retries only rejections after which nothing was created (429, 455, or a connection that
+        could not even be opened). Anything that may have reached kie.ai raises
+        `KieSubmitUncertain` instead, because a second request would be a second paid image.
+        """
+        payload = build_create_payload(request, callback_url)
+        for attempt in range(self._retry.attempts):
+            await self._submit_limiter.acquire()
+            try:
+                body, retry_after = await self._post_json("/api/v1/jobs/createTask", payload)
+            except aiohttp.ClientConnectorError as exc:
+                error: KieError = KieConnectionError(f"could not connect to kie.ai: {exc.os_error}")
+                retry_after = None
+            except (aiohttp.ClientError, TimeoutError, KieMalformedResponse) as exc:
+                raise KieSubmitUncertain(
+                    f"createTask outcome unknown ({type(exc).__name__})"
+                ) from None
+            else:
+                try:
+                    return parse_task_id(envelope_data(body))
+                except _RETRYABLE as exc:
+                    error = exc
+                    if isinstance(exc, KieRateLimited):
+                        self._submit_limiter.delay(self._retry.delay(attempt, retry_after))
+            if attempt + 1 < self._retry.attempts:
+                wait = self._retry.delay(attempt, retry_after)
+                log.warning("kie.ai createTask rejected (%s); retrying in %.1fs", error, wait)
+                await self._sleep(wait)
+        raise error
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        """One recordInfo query. Failures raise; the caller's polling loop decides what next."""
+        await self._query_limiter.acquire()
+        try:
+            body, retry_after = await self._get_json(
+                "/api/v1/jobs/recordInfo", params={"taskId": task_id}
+            )
+        except aiohttp.ClientError as exc:
+            raise KieConnectionError(f"recordInfo failed: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise KieTimeout("recordInfo timed out") from None
+        try:
+            return parse_task_info(envelope_data(body))
+        except KieRateLimited:
+            self._query_limiter.delay(self._retry.delay(0, retry_after))
+            raise
+
+    async def get_credits(self) -> float:
+        await self._query_limiter.acquire()
+        try:
+            body, _ = await self._get_json("/api/v1/chat/credit")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KieConnectionError(f"credit query failed: {type(exc).__name__}") from None
+        data = envelope_data(body)
+        if isinstance(data, Mapping):
+            data = data.get("credits", data.get("remainingCredits"))
+        if not isinstance(data, int | float):
+            raise KieMalformedResponse("credit query answered without a number")
+        return float(data)
+
+    async def download(self, url: str, *, max_bytes: int, time_limit: float) -> DownloadedImage:
+        """Fetch a result image with a size cap and a timeout, falling back to a fresh link."""
+        try:
+            return await self._download_once(url, max_bytes=max_bytes, time_limit=time_limit)
+        except DownloadError as first:
+            fresh = await self._fresh_download_url(url)
+            if fresh is None:
+                raise first from None
+            log.info("direct download failed (%s); retrying with a fresh link", first)
+            return await self._download_once(fresh, max_bytes=max_bytes, time_limit=time_limit)
+
+    async def _fresh_download_url(self, url: str) -> str | None:
+        await self._query_limiter.acquire()
+        try:
+            body, _ = await self._post_json("/api/v1/common/download-url", {"url": url})
+            data = envelope_data(body)
+        except (aiohttp.ClientError, TimeoutError, KieError):
+            return None
+        if isinstance(data, Mapping):
+            data = data.get("url") or data.get("downloadUrl")
+        return data if isinstance(data, str) and data.startswith(("http://", "https://")) else None
+
+    async def _download_once(
+        self, url: str, *, max_bytes: int, time_limit: float
+    ) -> DownloadedImage:
+        try:
+            async with self._session.get(
+                url, timeout=aiohttp.ClientTimeout(total=time_limit), allow_redirects=True
+            ) as response:
+                if response.status != 200:
+                    raise DownloadError(f"image download answered HTTP {response.status}")
+                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+                if content_type and not content_type.startswith("image/"):
+                    raise DownloadError(f"image download returned {content_type}, not an image")
+                if (response.content_length or 0) > max_bytes:
+                    raise DownloadError("image is larger than the download cap")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    data.extend(chunk)
+                    if len(data) > max_bytes:
+                        raise DownloadError("image is larger than the download cap")
+        except aiohttp.ClientError as exc:
+            raise DownloadError(f"image download failed: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise DownloadError("image download timed out") from None
+        if not data:
+            raise DownloadError("image download was empty")
+        return DownloadedImage(bytes(data), content_type or "image/png", url)
+
+    async def _post_json(self, path: str, payload: Any) -> tuple[Any, float | None]:
+        async with self._session.post(
+            self._base + path, json=payload, headers=self._headers, timeout=self._timeout
+        ) as response:
+            return await self._read_envelope(response)
+
+    async def _get_json(
+        self, path: str, params: dict[str, str] | None = None
+    ) -> tuple[Any, float | None]:
+        async with self._session.get(
+            self._base + path, params=params, headers=self._headers, timeout=self._timeout
+        ) as response:
+            return await self._read_envelope(response)
+
+    @staticmethod
+    async def _read_envelope(response: aiohttp.ClientResponse) -> tuple[Any, float | None]:
+        text = await response.text()
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, Mapping) and isinstance(body.get("code"), int):
+            return body, _retry_after(response)
+        # A gateway or rate limiter answered instead of the API: map its HTTP status.
+        if response.status in _ERRORS_BY_CODE:
+            return {"code": response.status, "msg": f"HTTP {response.status}"}, _retry_after(
+                response
+            )
+        if response.status >= 500:
+            return {"code": 500, "msg": f"HTTP {response.status}"}, _retry_after(response)
+        raise KieMalformedResponse(f"kie.ai answered HTTP {response.status} without an envelope")

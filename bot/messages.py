@@ -1,0 +1,190 @@
+"""Every text and embed the bot shows, as pure functions (easy to test, easy to restyle).
+
+Prompts are user input: they are escaped (markdown and mentions) and only ever placed in embeds,
+and every message is also sent with allowed mentions off, so a prompt can neither ping anyone nor
+break the layout.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import discord
+
+from bot.jobs import Failure, FailureKind, Finished, Phase, Progress
+from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
+from bot.quota import QuotaStatus
+
+COLOUR_WORKING = discord.Colour.blurple()
+COLOUR_DONE = discord.Colour.green()
+COLOUR_FAILED = discord.Colour.red()
+_DESCRIPTION_LIMIT = 4096
+
+
+def safe_prompt(prompt: str, limit: int = 1000) -> str:
+    """The prompt as inert text: no markdown, no mentions, cut to `limit` characters."""
+    text = discord.utils.escape_mentions(discord.utils.escape_markdown(prompt))
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip("\\") + "…"
+    return text
+
+
+def timestamp(moment: float | datetime, style: str = "R") -> str:
+    """A Discord timestamp; clients render `R` as a live "12 seconds ago" clock."""
+    seconds = moment.timestamp() if isinstance(moment, datetime) else moment
+    return f"<t:{int(seconds)}:{style}>"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def units(count: int) -> str:
+    return f"{count} unit" if count == 1 else f"{count} units"
+
+
+def _options_line(aspect_ratio: str, resolution: str) -> str:
+    return f"{aspect_ratio} · {resolution}"
+
+
+def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Embed:
+    return discord.Embed(
+        title=title, description=safe_prompt(prompt, _DESCRIPTION_LIMIT), colour=colour
+    )
+
+
+# --- /imagine -----------------------------------------------------------------------------------
+
+_PHASE_TEXT = {
+    Phase.WAITING_TURN: "⏳ Waiting for a free slot",
+    Phase.QUEUED: "🕒 Queued at kie.ai",
+    Phase.GENERATING: "🎨 Generating",
+}
+
+
+def progress_embed(
+    progress: Progress, prompt: str, aspect_ratio: str, resolution: str
+) -> discord.Embed:
+    status = _PHASE_TEXT[progress.phase]
+    if progress.phase is Phase.WAITING_TURN and progress.position:
+        status += f" (#{progress.position} in line)"
+    embed = _prompt_embed(f"{status}…", prompt, COLOUR_WORKING)
+    embed.add_field(name="Options", value=_options_line(aspect_ratio, resolution))
+    embed.add_field(name="Started", value=timestamp(progress.started_at))
+    return embed
+
+
+def result_embed(finished: Finished, filename: str, note: str | None = None) -> discord.Embed:
+    job = finished.job
+    embed = _prompt_embed("🖼️ Your image is ready", job.prompt, COLOUR_DONE)
+    embed.add_field(name="Options", value=_options_line(job.aspect_ratio, job.resolution))
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Took", value=duration(finished.elapsed))
+    quota = finished.quota
+    embed.add_field(name="Quota left today", value=f"{quota.remaining} of {quota.limit}")
+    if note:
+        embed.add_field(name="Note", value=note, inline=False)
+    if filename:
+        embed.set_image(url=f"attachment://{filename}")
+    return embed
+
+
+def resized_note(original_size: int, sent_size: int, limit: int, link: str) -> str:
+    return (
+        f"The original ({megabytes(original_size)}) is over this server's "
+        f"{megabytes(limit)} upload limit, so this is a smaller JPEG ({megabytes(sent_size)}). "
+        f"[Full-size original]({link}) (the link expires within a day)."
+    )
+
+
+def link_only_note(original_size: int, limit: int, link: str) -> str:
+    return (
+        f"The image ({megabytes(original_size)}) is over this server's {megabytes(limit)} upload "
+        f"limit and could not be shrunk to fit: [open it here]({link}) (the link expires within "
+        "a day)."
+    )
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+_FAILURE_TEXT = {
+    FailureKind.PROMPT_REJECTED: "kie.ai rejected this prompt or its options.",
+    FailureKind.BUSY: "kie.ai is too busy right now. Please try again in a minute.",
+    FailureKind.MAINTENANCE: "kie.ai is under maintenance. Please try again later.",
+    FailureKind.GENERATION_FAILED: "The generation failed at kie.ai.",
+    FailureKind.FEATURE_DISABLED: "This image model is switched off at kie.ai for now.",
+    FailureKind.OUT_OF_CREDITS: (
+        "The bot's kie.ai account is out of credits. The server owner has been told."
+    ),
+    FailureKind.MISCONFIGURED: (
+        "The bot's kie.ai API key was refused. The server owner has been told."
+    ),
+    FailureKind.TIMED_OUT: "kie.ai took too long to answer, so the bot gave up waiting.",
+    FailureKind.UNREACHABLE: "The bot could not reach kie.ai. Please try again later.",
+    FailureKind.SUBMIT_UNCERTAIN: (
+        "The connection to kie.ai broke while sending your request, so the bot did not send it "
+        "again (that could have made a second, paid image). Please try again."
+    ),
+    FailureKind.BAD_RESPONSE: "kie.ai sent an answer the bot could not read.",
+    FailureKind.DOWNLOAD_FAILED: "The image was made, but the bot could not download it.",
+    FailureKind.DELIVERY_FAILED: "The image was made, but Discord would not accept it.",
+    FailureKind.INTERNAL: "Something went wrong inside the bot. It has been logged.",
+}
+
+
+def failure_embed(failure: Failure, prompt: str, units_refunded: int) -> discord.Embed:
+    embed = _prompt_embed("❌ No image this time", prompt, COLOUR_FAILED)
+    reason = _FAILURE_TEXT[failure.kind]
+    if failure.detail:
+        reason += f"\nReason given: {safe_prompt(failure.detail, 300)}"
+    embed.add_field(name="What happened", value=reason, inline=False)
+    quota = failure.quota
+    embed.add_field(
+        name="Quota",
+        value=(
+            f"Your {units(units_refunded)} went back. "
+            f"{quota.remaining} of {quota.limit} left today."
+        ),
+        inline=False,
+    )
+    return embed
+
+
+def prompt_length_error(length: int) -> str:
+    return (
+        f"Your prompt is {length} characters long; it must be between {PROMPT_MIN_LENGTH} and "
+        f"{PROMPT_MAX_LENGTH}. Nothing was spent."
+    )
+
+
+def quota_exceeded(status: QuotaStatus, cost: int) -> str:
+    return (
+        f"That would need {units(cost)}, but you have {status.remaining} of your "
+        f"{status.limit} daily units left. Your quota resets {timestamp(status.resets_at)}. "
+        "Nothing was spent."
+    )
+
+
+def shutting_down() -> str:
+    return "The bot is restarting and is not taking new requests for a moment. Please try again."
+
+
+# --- /quota -------------------------------------------------------------------------------------
+
+
+def quota_summary(status: QuotaStatus, cost_1k: int, cost_2k: int) -> str:
+    return (
+        f"You have used **{status.used}** of your **{status.limit}** units today; "
+        f"**{status.remaining}** left.\n"
+        f"A 1K image costs {units(cost_1k)}, a 2K image {units(cost_2k)}.\n"
+        f"Your quota resets {timestamp(status.resets_at)} ({timestamp(status.resets_at, 'f')})."
+    )
+
+
+def generic_error() -> str:
+    return "Sorry, something went wrong on our side. It has been logged; please try again."

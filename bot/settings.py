@@ -1,0 +1,147 @@
+"""Typed, validated settings read once from the environment.
+
+Every problem is reported as one plain sentence naming the variable, and never echoes the value
+of a secret: operators paste these messages into chats and issue trackers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SYNC_MODES = ("auto", "always", "never")
+MAX_JOB_TIMEOUT = 840.0
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; the message is safe to print."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str = field(repr=False)
+    kie_api_key: str = field(repr=False)
+    kie_api_base: str = "https://api.kie.ai"
+    database_path: Path = Path("data/imagine.db")
+    daily_quota: int = 10
+    cost_1k: int = 1
+    cost_2k: int = 2
+    poll_interval: float = 2.0
+    job_timeout: float = 600.0
+    progress_min_interval: float = 2.0
+    max_image_bytes: int = 50 * 1024 * 1024
+    download_timeout: float = 60.0
+    request_timeout: float = 30.0
+    dev_guild_id: int | None = None
+    command_sync: str = "auto"
+    log_level: str = "INFO"
+    # Only for running against a local fake Discord (tests, benchmarks); unset in production.
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise SettingsError(f"{name} is not set; add it to your environment or .env file.")
+    return default
+
+
+def _parsed(
+    env: Mapping[str, str],
+    name: str,
+    default: T,
+    parse: Callable[[str], T],
+    check: Callable[[T], bool],
+    expected: str,
+) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {expected}.") from None
+    if not check(value):
+        raise SettingsError(f"{name} must be {expected}.")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.startswith(("http://", "https://", "ws://", "wss://")):
+        raise SettingsError(f"{name} must be a URL starting with http:// or https://.")
+    return raw.rstrip("/")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise SettingsError(f"{name} must be one of {', '.join(choices)}.")
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _parsed(env, name, default, int, lambda v: v > 0, "a whole number above 0")
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _parsed(env, name, default, float, lambda v: v > 0, "a number above 0")
+
+
+def _snowflake(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise SettingsError(f"{name} must be a Discord server ID (digits only).")
+    return int(raw)
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build `Settings` from environment variables, or raise `SettingsError`."""
+    return Settings(
+        discord_token=_text(env, "DISCORD_TOKEN"),
+        kie_api_key=_text(env, "KIE_API_KEY"),
+        kie_api_base=_url(env, "KIE_API_BASE", Settings.kie_api_base) or Settings.kie_api_base,
+        database_path=Path(_text(env, "DATABASE_PATH", str(Settings.database_path))),
+        daily_quota=_positive_int(env, "DAILY_QUOTA", Settings.daily_quota),
+        cost_2k=_positive_int(env, "COST_2K", Settings.cost_2k),
+        poll_interval=_positive_float(env, "POLL_INTERVAL_SECONDS", Settings.poll_interval),
+        # An interaction token lives 15 minutes: the final answer must come before it expires.
+        job_timeout=_parsed(
+            env,
+            "JOB_TIMEOUT_SECONDS",
+            Settings.job_timeout,
+            float,
+            lambda v: 0 < v <= MAX_JOB_TIMEOUT,
+            f"a number of seconds above 0 and at most {MAX_JOB_TIMEOUT:.0f}",
+        ),
+        max_image_bytes=_positive_int(env, "MAX_IMAGE_MB", Settings.max_image_bytes // 2**20)
+        * 2**20,
+        download_timeout=_positive_float(
+            env, "DOWNLOAD_TIMEOUT_SECONDS", Settings.download_timeout
+        ),
+        dev_guild_id=_snowflake(env, "DEV_GUILD_ID"),
+        command_sync=_choice(env, "COMMAND_SYNC", Settings.command_sync, SYNC_MODES),
+        log_level=_choice(env, "LOG_LEVEL", Settings.log_level, LOG_LEVELS),
+        discord_api_base=_url(env, "DISCORD_API_BASE", None),
+        discord_gateway_url=_url(env, "DISCORD_GATEWAY_URL", None),
+    )
+
+
+def log_level_number(settings: Settings) -> int:
+    return logging.getLevelNamesMapping()[settings.log_level]

@@ -1,0 +1,266 @@
+"""All SQL: the schema, its numbered migrations, and the job ledger that quotas are read from.
+
+Every generation is a row in `jobs` from the moment its units are reserved. A user's usage for a
+day is the sum of units of their jobs that were not refunded, so charging is the insert itself
+(one atomic statement) and refunding is a state change: the ledger cannot drift from the jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+
+class JobState(enum.StrEnum):
+    RESERVED = "reserved"  # units charged, not yet sent to kie.ai
+    SUBMITTED = "submitted"  # kie.ai accepted it; task_id is known
+    DELIVERED = "delivered"  # the image reached Discord; the charge is final
+    REFUNDED = "refunded"  # failed or rejected; the units were given back
+
+
+CHARGED_STATES = (JobState.RESERVED, JobState.SUBMITTED, JobState.DELIVERED)
+OPEN_STATES = (JobState.RESERVED, JobState.SUBMITTED)
+
+# Migration N takes the schema from user_version N-1 to N. Append only; never edit a shipped one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id       INTEGER NOT NULL,
+        guild_id      INTEGER,
+        channel_id    INTEGER,
+        day           TEXT    NOT NULL,
+        units         INTEGER NOT NULL CHECK (units > 0),
+        prompt        TEXT    NOT NULL,
+        aspect_ratio  TEXT    NOT NULL,
+        resolution    TEXT    NOT NULL,
+        state         TEXT    NOT NULL,
+        task_id       TEXT,
+        error         TEXT,
+        created_at    REAL    NOT NULL,
+        updated_at    REAL    NOT NULL
+    );
+    CREATE INDEX jobs_user_day ON jobs (user_id, day);
+    CREATE INDEX jobs_state ON jobs (state);
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    day: str
+    units: int
+    prompt: str
+    aspect_ratio: str
+    resolution: str
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    day: str
+    units: int
+    prompt: str
+    aspect_ratio: str
+    resolution: str
+    state: JobState
+    task_id: str | None
+    error: str | None
+    created_at: float
+
+
+_JOB_COLUMNS = (
+    "id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution, "
+    "state, task_id, error, created_at"
+)
+
+
+def _job(row: aiosqlite.Row | tuple) -> Job:
+    values = list(row)
+    values[9] = JobState(values[9])
+    return Job(*values)
+
+
+class Store:
+    """The bot's SQLite database. Open with `Store.open()`, close with `close()`."""
+
+    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+        # One connection is shared by all coroutines; a transaction spanning several awaits
+        # must not interleave with another coroutine's statements.
+        self._write = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Store:
+        if str(path) != ":memory:":
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            store = cls(db, clock)
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        current = await self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database is at schema version {current}, newer than this bot "
+                f"({SCHEMA_VERSION}); upgrade the bot"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            async with self._write:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in MIGRATIONS[version - 1].split(";"):
+                        if statement.strip():
+                            await self._db.execute(statement)
+                    await self._db.execute(f"PRAGMA user_version = {version}")
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+
+    # --- quota ledger -------------------------------------------------------------------------
+
+    async def reserve(self, job: NewJob, limit: int) -> Job | None:
+        """Charge `job.units` and record the job, if the user stays within `limit` for the day.
+
+        One INSERT ... SELECT ... WHERE: the check and the charge cannot be separated, so any
+        number of simultaneous commands can never overspend. Returns None when over the limit.
+        """
+        now = self._clock()
+        async with self._write:
+            cursor = await self._db.execute(
+                f"""
+                INSERT INTO jobs (user_id, guild_id, channel_id, day, units, prompt,
+                                  aspect_ratio, resolution, state, created_at, updated_at)
+                SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+                WHERE (SELECT COALESCE(SUM(units), 0) FROM jobs
+                       WHERE user_id = ? AND day = ?
+                         AND state IN ({", ".join("?" * len(CHARGED_STATES))})) + ? <= ?
+                """,
+                (
+                    job.user_id,
+                    job.guild_id,
+                    job.channel_id,
+                    job.day,
+                    job.units,
+                    job.prompt,
+                    job.aspect_ratio,
+                    job.resolution,
+                    JobState.RESERVED.value,
+                    now,
+                    now,
+                    job.user_id,
+                    job.day,
+                    *CHARGED_STATES,
+                    job.units,
+                    limit,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return None
+            job_id = cursor.lastrowid
+        found = await self.get_job(job_id)
+        assert found is not None
+        return found
+
+    async def units_used(self, user_id: int, day: str) -> int:
+        async with self._db.execute(
+            f"""SELECT COALESCE(SUM(units), 0) FROM jobs WHERE user_id = ? AND day = ?
+                AND state IN ({", ".join("?" * len(CHARGED_STATES))})""",
+            (user_id, day, *CHARGED_STATES),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # --- job states ---------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _job(row) if row else None
+
+    async def open_jobs(self) -> list[Job]:
+        async with self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY id", OPEN_STATES
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_job(row) for row in rows]
+
+    async def mark_submitted(self, job_id: int, task_id: str) -> bool:
+        return await self._transition(job_id, (JobState.RESERVED,), JobState.SUBMITTED, task_id)
+
+    async def mark_delivered(self, job_id: int) -> bool:
+        return await self._transition(job_id, OPEN_STATES, JobState.DELIVERED)
+
+    async def refund(self, job_id: int, reason: str) -> bool:
+        """Give the units back. True only for the call that actually refunded."""
+        return await self._transition(job_id, OPEN_STATES, JobState.REFUNDED, error=reason)
+
+    async def _transition(
+        self,
+        job_id: int,
+        from_states: tuple[JobState, ...],
+        to_state: JobState,
+        task_id: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        # The WHERE on the current state makes each transition happen at most once.
+        async with self._write:
+            cursor = await self._db.execute(
+                f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
+                       error = COALESCE(?, error), updated_at = ?
+                    WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
+                (to_state.value, task_id, error, self._clock(), job_id, *from_states),
+            )
+        return cursor.rowcount == 1
+
+    # --- small key/value settings -------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._write:
+            await self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )

@@ -1,0 +1,1 @@
+"""Slash-command cogs. Each talks to the core only through the services on `ImagineBot`."""

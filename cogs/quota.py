@@ -1,0 +1,33 @@
+"""/quota: how much of today's quota the member has used, and when it resets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import messages
+from cogs.reply import NO_PINGS
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+
+class QuotaCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="quota", description="See how many images you can still make today.")
+    async def quota(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        # Defer first: the database read must not eat into Discord's 3-second window.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        book = self.bot.quota
+        status = await book.status(interaction.user.id)
+        text = messages.quota_summary(status, book.costs.units_1k, book.costs.units_2k)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(QuotaCog(bot))

@@ -1,0 +1,735 @@
+"""In-process fake of kie.ai's Flux-2 job API, for tests.
+
+This module owns the fake service and nothing of the bot: an aiohttp server on 127.0.0.1 that
+answers ``createTask``, ``recordInfo``, ``common/download-url`` and ``chat/credit`` the way
+``/work/shared/kie-api`` documents them, serves the result files, walks each task through a
+scripted lifecycle, sends (optionally signed) callbacks, injects faults, enforces the documented
+rate limits (counting every request over them as a violation) and records every request that
+crossed the wire so tests can assert on it.
+
+Choices where the docs are silent or ambiguous (see ``FakeKie`` for the knobs):
+
+- Envelope errors (401, 402, 404, 422) come with HTTP 200: the OpenAPI page documents only HTTP
+  200 and 500 answers and the notes say to read ``code``. ``auth_http_status`` flips 401s to a
+  real HTTP 401.
+- Rate limits are sliding windows over the requests the limiter *admitted* (timestamped on
+  receipt), so an admitted create that then fails validation or credits still used its slot.
+- Credits are charged when a task is created and never refunded.
+- Pro models cost 5/7 credits (1K/2K), flex models 14/24, as the third-party lists in the notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import copy
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import struct
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+# --- the documented contract -------------------------------------------------------------------
+
+FINAL_STATES: Final = frozenset({"success", "fail"})
+ASPECT_RATIOS: Final = frozenset({"1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"})
+RESOLUTIONS: Final = frozenset({"1K", "2K"})
+PROMPT_MIN: Final = 3
+PROMPT_MAX: Final = 5000
+INPUT_URLS_MAX: Final = 8
+FRESH_URL_TTL: Final = 20 * 60.0  # download-url links are documented as valid for 20 minutes
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    image_to_image: bool
+    cost_1k: int
+    cost_2k: int
+
+    def cost(self, resolution: str) -> int:
+        return self.cost_2k if resolution == "2K" else self.cost_1k
+
+
+MODELS: Final[Mapping[str, ModelSpec]] = MappingProxyType(
+    {
+        "flux-2/flex-text-to-image": ModelSpec(image_to_image=False, cost_1k=14, cost_2k=24),
+        "flux-2/flex-image-to-image": ModelSpec(image_to_image=True, cost_1k=14, cost_2k=24),
+        "flux-2/pro-text-to-image": ModelSpec(image_to_image=False, cost_1k=5, cost_2k=7),
+        "flux-2/pro-image-to-image": ModelSpec(image_to_image=True, cost_1k=5, cost_2k=7),
+    }
+)
+
+DEFAULT_MESSAGES: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        200: "success",
+        401: "You do not have access permissions",
+        402: "Credits insufficient",
+        404: "Not found",
+        422: "Validation error",
+        429: "Rate limited, please try again later",
+        433: "Sub-key usage limit reached",
+        455: "Service is under maintenance",
+        500: "Internal server error",
+        501: "Generation failed",
+        505: "Feature disabled",
+    }
+)
+
+_EXTENSIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+)
+
+
+def make_png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (40, 120, 220)) -> bytes:
+    """A valid, uncompressed-colour RGB PNG, built by hand so the fake needs no Pillow."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour
+    row = b"\x00" + bytes(rgb) * width  # filter byte 0 then the pixels
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
+
+
+TINY_PNG: Final = make_png()
+
+
+# --- scripting and recording ---------------------------------------------------------------------
+
+
+@dataclass
+class TaskScript:
+    """How one task created on the fake behaves."""
+
+    # States the task walks through; the last one is final ("success" or "fail"). Non-final
+    # states may be anything, so clients can be tested against states they do not know.
+    states: list[str] = field(default_factory=lambda: ["waiting", "generating", "success"])
+    step_seconds: float = 0.05  # time spent in each non-final state (loop clock)
+    image: bytes = TINY_PNG
+    content_type: str = "image/png"
+    fail_code: str = "500"  # used when the final state is "fail"
+    fail_msg: str = "Internal error"
+    download_status: int = 200  # status the direct file URL answers (404: expired URL)
+    result_url_count: int = 1
+    # Extras beyond the brief, for shapes the notes say clients must tolerate:
+    callback_times: int = 1  # the same task "may be called back more than once"
+    param_input_as_string: bool = False  # `param`'s "input" "may itself be a JSON string"
+    result_json_as_object: bool = False  # resultJson as an object instead of a JSON string
+
+    def __post_init__(self) -> None:
+        if not self.states or self.states[-1] not in FINAL_STATES:
+            raise ValueError(f"last state must be one of {sorted(FINAL_STATES)}: {self.states}")
+        if any(state in FINAL_STATES for state in self.states[:-1]):
+            raise ValueError(f"only the last state may be final: {self.states}")
+        if self.step_seconds < 0 or self.result_url_count < 1 or self.callback_times < 0:
+            raise ValueError("step_seconds >= 0, result_url_count >= 1, callback_times >= 0")
+
+    @property
+    def duration(self) -> float:
+        """Seconds from creation to the final state."""
+        return self.step_seconds * (len(self.states) - 1)
+
+    def state_index(self, elapsed: float) -> int:
+        if self.step_seconds <= 0:
+            return len(self.states) - 1
+        return min(int(elapsed / self.step_seconds), len(self.states) - 1)
+
+
+@dataclass
+class CreateFault:
+    """Injected answer for the next createTask (or recordInfo) call.
+
+    ``code == 200`` with no ``body``, no ``drop_connection`` and no ``creates_task`` is a pure
+    delay: the request is then handled normally after ``delay`` seconds.
+    """
+
+    code: int  # envelope code: 401, 402, 404, 422, 429, 433, 455, 500, 501, 505
+    msg: str = ""  # empty: the usual message for `code`
+    http_status: int = 200
+    body: str | None = None  # raw body sent instead of the envelope (malformed responses)
+    drop_connection: bool = False  # close the socket without answering
+    delay: float = 0.0  # answer (or drop) after this many seconds
+    creates_task: bool = False  # createTask only: the task really is created before the answer
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case keys
+    json: Any  # parsed JSON body or None
+    status: int  # HTTP status answered; 0 when the connection was dropped
+    code: int | None  # envelope code answered, if any
+    at: float  # loop.time() at receipt
+
+
+@dataclass
+class FakeTask:
+    task_id: str
+    model: str
+    input: dict[str, Any]
+    callback_url: str | None
+    script: TaskScript
+    created_at: float  # loop clock, drives the state machine
+    create_time_ms: int  # wall clock, what the API reports
+    body: dict[str, Any]  # the createTask request body as received
+    cost: int
+    result_urls: list[str]
+
+    def state_at(self, now: float) -> str:
+        return self.script.states[self.script.state_index(now - self.created_at)]
+
+    @property
+    def state(self) -> str:
+        return self.state_at(_now())
+
+    @property
+    def done_at(self) -> float:
+        """Loop time at which the task reaches its final state."""
+        return self.created_at + self.script.duration
+
+    @property
+    def complete_time_ms(self) -> int:
+        return self.create_time_ms + round(self.script.duration * 1000)
+
+    def update_time_ms(self, now: float) -> int:
+        index = self.script.state_index(now - self.created_at)
+        return self.create_time_ms + round(index * self.script.step_seconds * 1000)
+
+    def param(self) -> str:
+        body = dict(self.body)
+        if self.script.param_input_as_string and "input" in body:
+            body["input"] = json.dumps(body["input"])
+        return json.dumps(body)
+
+    def result_json(self) -> str | dict[str, Any]:
+        result = {"resultUrls": list(self.result_urls)}
+        return result if self.script.result_json_as_object else json.dumps(result)
+
+
+def _now() -> float:
+    # The default loop's clock is time.monotonic(); fall back to it outside a loop.
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
+@dataclass(frozen=True)
+class _Rejection:
+    code: int
+    msg: str
+
+
+_CALL: Final = web.RequestKey("kie_call", RecordedCall)
+_DROPPED: Final = web.RequestKey("kie_dropped", bool)
+
+
+# --- the fake service ----------------------------------------------------------------------------
+
+
+class FakeKie:
+    """A kie.ai look-alike on 127.0.0.1:<random port>. Use ``async with`` or start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-kie-key",
+        credits: float = 1000.0,
+        submit_limit: int = 20,
+        submit_window: float = 10.0,
+        query_limit: int = 10,
+        query_window: float = 1.0,
+        rate_limit_http_status: int = 429,
+    ) -> None:
+        self.api_key = api_key
+        self.credits = credits
+        self.submit_limit = submit_limit
+        self.submit_window = submit_window
+        self.query_limit = query_limit
+        self.query_window = query_window
+        self.rate_limit_http_status = rate_limit_http_status
+        # Raw text for real rate-limit rejections instead of the envelope (the notes say a
+        # limiter's 429 may have a non-JSON body).
+        self.rate_limit_body: str | None = None
+        self.auth_http_status = 200  # see the module docstring
+        self.webhook_hmac_key: str | None = None
+        self.callback_timeout = 5.0
+        self.default_script = TaskScript()
+
+        self.base_url = ""
+        self.calls: list[RecordedCall] = []
+        self.tasks: dict[str, FakeTask] = {}
+        self.callbacks_sent: list[tuple[str, int]] = []  # (task_id, receiver's HTTP status, 0 = no answer)
+        self.submit_violations = 0
+        self.query_violations = 0
+
+        self._scripts: collections.deque[TaskScript] = collections.deque()
+        self._create_faults: collections.deque[CreateFault] = collections.deque()
+        self._query_faults: collections.deque[CreateFault] = collections.deque()
+        self._submit_times: collections.deque[float] = collections.deque()
+        self._query_times: collections.deque[float] = collections.deque()
+        self._fresh_links: dict[str, tuple[str, int, float]] = {}  # token -> task, n, expiry
+        self._sequence = itertools.count(1)
+        self._callback_jobs: dict[asyncio.Task[None], FakeTask] = {}
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application(middlewares=[self._record])
+        app.router.add_post("/api/v1/jobs/createTask", self._handle_create)
+        app.router.add_get("/api/v1/jobs/recordInfo", self._handle_record_info)
+        app.router.add_post("/api/v1/common/download-url", self._handle_download_url)
+        app.router.add_get("/api/v1/chat/credit", self._handle_credit)
+        app.router.add_get("/files/{task_id}/{name}", self._handle_file)
+        # Short shutdown: a delayed or dropped request must not hold stop() for a minute.
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.callback_timeout)
+        )
+
+    async def stop(self) -> None:
+        if self._runner is None:
+            return
+        assert self._stopping is not None
+        self._stopping.set()
+        now = _now()
+        for job, task in list(self._callback_jobs.items()):
+            if task.done_at > now:  # not due yet: it would never have been sent
+                job.cancel()
+        if self._callback_jobs:
+            await asyncio.gather(*self._callback_jobs, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self._runner.cleanup()
+        self._runner = None
+
+    async def __aenter__(self) -> FakeKie:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- test-facing helpers --
+
+    def script_next(self, *scripts: TaskScript) -> None:
+        """Queue scripts for the next created tasks, in order."""
+        self._scripts.extend(scripts)
+
+    def fail_create_next(self, *faults: CreateFault) -> None:
+        self._create_faults.extend(faults)
+
+    def fail_query_next(self, *faults: CreateFault) -> None:
+        self._query_faults.extend(faults)
+
+    @property
+    def violations(self) -> int:
+        return self.submit_violations + self.query_violations
+
+    def created_tasks(self) -> list[FakeTask]:
+        return list(self.tasks.values())
+
+    def calls_to(self, path_suffix: str) -> list[RecordedCall]:
+        return [call for call in self.calls if call.path.endswith(path_suffix)]
+
+    async def wait_for_tasks(self, n: int, timeout: float = 10) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.tasks) < n:
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            raise TimeoutError(f"{len(self.tasks)} of {n} tasks created in {timeout}s") from None
+
+    # -- plumbing --
+
+    @web.middleware
+    async def _record(
+        self, request: web.Request, handler: Any
+    ) -> web.StreamResponse:  # records every request
+        at = _now()
+        raw = await request.read()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        call = RecordedCall(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={key.lower(): value for key, value in request.headers.items()},
+            json=parsed,
+            status=0,
+            code=None,
+            at=at,
+        )
+        self.calls.append(call)
+        request[_CALL] = call
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            call.status = exc.status
+            raise
+        call.status = 0 if request.get(_DROPPED) else response.status
+        return response
+
+    def _reply(
+        self, request: web.Request, code: int, data: Any = None, msg: str = "", status: int = 200
+    ) -> web.Response:
+        request[_CALL].code = code
+        body = {"code": code, "msg": msg or DEFAULT_MESSAGES.get(code, "error"), "data": data}
+        return web.json_response(body, status=status)
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key)
+
+    def _unauthorized(self, request: web.Request) -> web.Response:
+        return self._reply(request, 401, status=self.auth_http_status)
+
+    def _rate_limited(self, request: web.Request) -> web.Response:
+        if self.rate_limit_body is not None:
+            return web.Response(text=self.rate_limit_body, status=self.rate_limit_http_status)
+        return self._reply(request, 429, status=self.rate_limit_http_status)
+
+    @staticmethod
+    def _admit(times: collections.deque[float], limit: int, window: float, now: float) -> bool:
+        """Sliding window: admit if fewer than `limit` admissions in the last `window` seconds."""
+        while times and times[0] < now - window:  # strict: equal age still counts
+            times.popleft()
+        if len(times) >= limit:
+            return False
+        times.append(now)
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        # Cut short by stop() so a long injected delay never blocks teardown.
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _answer_fault(
+        self, request: web.Request, fault: CreateFault, task: FakeTask | None = None
+    ) -> web.StreamResponse:
+        if fault.delay > 0:
+            await self._pause(fault.delay)
+        if fault.drop_connection:
+            request[_DROPPED] = True
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client
+        if fault.body is not None:
+            kind = "text/html" if fault.body.lstrip().startswith("<") else "text/plain"
+            return web.Response(text=fault.body, status=fault.http_status, content_type=kind)
+        data = {"taskId": task.task_id} if task is not None and fault.code == 200 else None
+        return self._reply(request, fault.code, data, fault.msg, fault.http_status)
+
+    @staticmethod
+    def _is_pure_delay(fault: CreateFault) -> bool:
+        return (
+            fault.code == 200
+            and fault.body is None
+            and not fault.drop_connection
+            and not fault.creates_task
+        )
+
+    # -- createTask --
+
+    async def _handle_create(self, request: web.Request) -> web.StreamResponse:
+        # Injected faults come first: they model failures in front of the service.
+        if self._create_faults:
+            fault = self._create_faults.popleft()
+            if self._is_pure_delay(fault):
+                await self._pause(fault.delay)
+                return await self._create(request)
+            task = None
+            if fault.creates_task and self._authorized(request):
+                # The request did reach the service, so its limits and rules apply.
+                outcome = await self._admit_and_create(request)
+                task = outcome if isinstance(outcome, FakeTask) else None
+            return await self._answer_fault(request, fault, task)
+        return await self._create(request)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        outcome = await self._admit_and_create(request)
+        if outcome is None:
+            return self._rate_limited(request)
+        if isinstance(outcome, _Rejection):
+            return self._reply(request, outcome.code, msg=outcome.msg)
+        return self._reply(request, 200, {"taskId": outcome.task_id})
+
+    async def _admit_and_create(self, request: web.Request) -> FakeTask | _Rejection | None:
+        """None when rate limited (counted as a violation)."""
+        if not self._admit(self._submit_times, self.submit_limit, self.submit_window, _now()):
+            self.submit_violations += 1
+            return None
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            return _Rejection(422, "Request body must be valid JSON")
+        rejection = validate_create_body(body)
+        if rejection is not None:
+            return rejection
+        cost = MODELS[body["model"]].cost(body["input"]["resolution"])
+        if self.credits < cost:
+            return _Rejection(402, DEFAULT_MESSAGES[402])
+        self.credits -= cost
+        return self._new_task(body, cost)
+
+    def _new_task(self, body: dict[str, Any], cost: int) -> FakeTask:
+        # Snapshot the default so later edits by a test do not rewrite running tasks.
+        script = self._scripts.popleft() if self._scripts else copy.deepcopy(self.default_script)
+        create_time_ms = int(time.time() * 1000)
+        task_id = f"task_flux-2_{create_time_ms}{next(self._sequence):04d}"
+        ext = _EXTENSIONS.get(script.content_type.split(";")[0].strip(), "bin")
+        task = FakeTask(
+            task_id=task_id,
+            model=body["model"],
+            input=body["input"],
+            callback_url=body.get("callBackUrl"),
+            script=script,
+            created_at=_now(),
+            create_time_ms=create_time_ms,
+            body=body,
+            cost=cost,
+            result_urls=[
+                f"{self.base_url}/files/{task_id}/{n}.{ext}"
+                for n in range(script.result_url_count)
+            ],
+        )
+        self.tasks[task_id] = task
+        if task.callback_url:
+            job = asyncio.create_task(self._callback_job(task))
+            self._callback_jobs[job] = task
+            job.add_done_callback(self._callback_jobs.pop)
+        return task
+
+    # -- recordInfo --
+
+    async def _handle_record_info(self, request: web.Request) -> web.StreamResponse:
+        if self._query_faults:
+            fault = self._query_faults.popleft()
+            if not self._is_pure_delay(fault):
+                return await self._answer_fault(request, fault)
+            await self._pause(fault.delay)
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        now = _now()
+        if not self._admit(self._query_times, self.query_limit, self.query_window, now):
+            self.query_violations += 1
+            return self._rate_limited(request)
+        task_id = request.query.get("taskId", "")
+        if not task_id:
+            return self._reply(request, 422, msg="taskId is required")
+        task = self.tasks.get(task_id)
+        if task is None:
+            return self._reply(request, 404, msg="recordInfo is null")
+        return self._reply(request, 200, self.record_info(task, now))
+
+    @staticmethod
+    def record_info(task: FakeTask, now: float) -> dict[str, Any]:
+        """The ``data`` of a recordInfo answer for `task` at loop time `now`."""
+        state = task.state_at(now)
+        final = state in FINAL_STATES
+        failed = state == "fail"
+        return {
+            "taskId": task.task_id,
+            "model": task.model,
+            "state": state,
+            "param": task.param(),
+            "resultJson": task.result_json() if state == "success" else "",
+            "failCode": task.script.fail_code if failed else "",
+            "failMsg": task.script.fail_msg if failed else "",
+            "costTime": round(task.script.duration * 1000) if final else 0,  # milliseconds
+            "completeTime": task.complete_time_ms if final else None,
+            "createTime": task.create_time_ms,
+            "updateTime": task.update_time_ms(now),
+        }
+
+    # -- callbacks --
+
+    async def _callback_job(self, task: FakeTask) -> None:
+        await asyncio.sleep(max(0.0, task.done_at - _now()))
+        for _ in range(task.script.callback_times):
+            await self._send_callback(task)
+
+    def callback_body(self, task: FakeTask) -> dict[str, Any]:
+        """The documented callback body for a finished task."""
+        success = task.script.states[-1] == "success"
+        return {
+            "code": 200 if success else 501,
+            "msg": "Playground task completed successfully." if success else "Playground task failed.",
+            "data": {
+                "taskId": task.task_id,
+                "model": task.model,
+                "state": task.script.states[-1],
+                "param": task.param(),
+                "resultJson": task.result_json() if success else "",
+                "failCode": None if success else task.script.fail_code,
+                "failMsg": None if success else task.script.fail_msg,
+                "costTime": round(task.script.duration),  # seconds here, unlike recordInfo
+                "completeTime": task.complete_time_ms,
+                "createTime": task.create_time_ms,
+                "updateTime": task.complete_time_ms,
+                "creditsConsumed": task.cost,
+            },
+        }
+
+    def sign(self, task_id: str, timestamp: str) -> str:
+        """base64(HMAC-SHA256(webhook_hmac_key, taskId + "." + timestamp))."""
+        assert self.webhook_hmac_key is not None
+        digest = hmac.new(
+            self.webhook_hmac_key.encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256
+        ).digest()
+        return base64.b64encode(digest).decode()
+
+    async def _send_callback(self, task: FakeTask) -> None:
+        assert self._session is not None and task.callback_url is not None
+        headers = {}
+        if self.webhook_hmac_key is not None:
+            timestamp = str(int(time.time()))
+            headers = {
+                "X-Webhook-Timestamp": timestamp,
+                "X-Webhook-Signature": self.sign(task.task_id, timestamp),
+            }
+        status = 0
+        # Why broad: a receiver that is down, slow or broken must never crash the fake.
+        with contextlib.suppress(Exception):
+            async with self._session.post(
+                task.callback_url, json=self.callback_body(task), headers=headers
+            ) as response:
+                await response.read()
+                status = response.status
+        self.callbacks_sent.append((task.task_id, status))
+
+    # -- files, download-url, credit --
+
+    async def _handle_file(self, request: web.Request) -> web.Response:
+        task = self.tasks.get(request.match_info["task_id"])
+        index, _, ext = request.match_info["name"].partition(".")
+        if (
+            task is None
+            or task.state_at(_now()) != "success"
+            or not index.isdigit()
+            or int(index) >= len(task.result_urls)
+            or not task.result_urls[int(index)].endswith(f"/{index}.{ext}")
+        ):
+            return web.Response(status=404, text="Not Found")
+        token = request.query.get("fresh")
+        if token is not None:
+            link = self._fresh_links.get(token)
+            if link is None or link[:2] != (task.task_id, int(index)) or link[2] < _now():
+                return web.Response(status=403, text="Link expired")
+        elif task.script.download_status != 200:
+            return web.Response(status=task.script.download_status, text="Unavailable")
+        return web.Response(body=task.script.image, headers={"Content-Type": task.script.content_type})
+
+    async def _handle_download_url(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        body = request[_CALL].json
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url:
+            return self._reply(request, 422, msg="url is required")
+        for task in self.tasks.values():
+            for n, result_url in enumerate(task.result_urls):
+                if URL(url).with_query(None) == URL(result_url):
+                    token = secrets.token_urlsafe(12)
+                    self._fresh_links[token] = (task.task_id, n, _now() + FRESH_URL_TTL)
+                    return self._reply(request, 200, f"{result_url}?fresh={token}")
+        return self._reply(request, 422, msg="url is not a generated file of this account")
+
+    async def _handle_credit(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        credits = self.credits
+        return self._reply(request, 200, int(credits) if float(credits).is_integer() else credits)
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _is_http_url(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        url = URL(value)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
+
+
+def validate_create_body(body: Any) -> _Rejection | None:
+    """The documented createTask rules; None when the body is acceptable."""
+    if not isinstance(body, dict):
+        return _Rejection(422, "Request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _Rejection(422, "model is required")
+    spec = MODELS.get(model)
+    if spec is None:
+        return _Rejection(404, f"model {model!r} not found")  # the notes: 404 for unknown models
+    callback = body.get("callBackUrl")
+    if callback is not None and not _is_http_url(callback):
+        return _Rejection(422, "callBackUrl must be an http(s) URL")
+    params = body.get("input")
+    if not isinstance(params, dict):
+        return _Rejection(422, "input is required and must be an object")
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str):
+        return _Rejection(422, "input.prompt is required")
+    if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX or not prompt.strip():
+        return _Rejection(422, f"prompt length must be between {PROMPT_MIN}-{PROMPT_MAX} characters")
+    input_urls = params.get("input_urls")
+    if spec.image_to_image:
+        if (
+            not isinstance(input_urls, list)
+            or not 1 <= len(input_urls) <= INPUT_URLS_MAX
+            or not all(_is_http_url(url) for url in input_urls)
+        ):
+            return _Rejection(422, f"input_urls must hold 1-{INPUT_URLS_MAX} http(s) image URLs")
+    elif input_urls is not None:
+        # Stricter than the docs: a text model would silently drop the image, a client bug.
+        return _Rejection(422, "input_urls is only accepted by image-to-image models")
+    aspect_ratio = params.get("aspect_ratio")
+    allowed = ASPECT_RATIOS | {"auto"} if spec.image_to_image else ASPECT_RATIOS
+    if aspect_ratio not in allowed:
+        return _Rejection(422, f"aspect_ratio must be one of {sorted(allowed)}")
+    if params.get("resolution") not in RESOLUTIONS:
+        return _Rejection(422, f"resolution must be one of {sorted(RESOLUTIONS)}")
+    nsfw_checker = params.get("nsfw_checker")
+    if nsfw_checker is not None and not isinstance(nsfw_checker, bool):
+        return _Rejection(422, "nsfw_checker must be a boolean")
+    return None
