@@ -16,7 +16,7 @@ import sys
 import aiohttp
 import discord
 import yarl
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from bot.client import ImagineBot
 from bot.jobs import JobLimits, JobService
@@ -93,7 +93,8 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    load_dotenv()
+    # The .env of the directory the bot is started from; real environment variables win.
+    load_dotenv(find_dotenv(usecwd=True))
     try:
         settings = load_settings(os.environ)
     except SettingsError as error:

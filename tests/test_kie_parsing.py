@@ -1,0 +1,120 @@
+"""The kie.ai response parsers, table-driven: every documented shape and the odd ones."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bot import kie
+from bot.kie import (
+    ImageRequest,
+    KieAuthError,
+    KieError,
+    KieFeatureDisabled,
+    KieGenerationRejected,
+    KieInsufficientCredits,
+    KieMaintenance,
+    KieMalformedResponse,
+    KieRateLimited,
+    KieServerError,
+    KieValidationError,
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "error_type"),
+    [
+        (401, KieAuthError),
+        (402, KieInsufficientCredits),
+        (404, KieValidationError),
+        (422, KieValidationError),
+        (429, KieRateLimited),
+        (433, KieInsufficientCredits),
+        (455, KieMaintenance),
+        (500, KieServerError),
+        (501, KieGenerationRejected),
+        (505, KieFeatureDisabled),
+        (599, KieServerError),
+    ],
+)
+def test_envelope_error_codes_map_to_typed_errors(code: int, error_type: type[KieError]) -> None:
+    with pytest.raises(error_type) as caught:
+        kie.envelope_data({"code": code, "msg": "nope"})
+    assert caught.value.code == code
+    assert "nope" in str(caught.value)
+
+
+def test_envelope_accepts_message_spelled_message() -> None:
+    with pytest.raises(KieValidationError, match="bad prompt"):
+        kie.envelope_data({"code": 422, "message": "bad prompt"})
+
+
+@pytest.mark.parametrize("body", [None, [], "text", {"msg": "no code"}, {"code": "200"}])
+def test_envelope_without_an_integer_code_is_malformed(body: Any) -> None:
+    with pytest.raises(KieMalformedResponse):
+        kie.envelope_data(body)
+
+
+@pytest.mark.parametrize(
+    ("result_json", "urls"),
+    [
+        ('{"resultUrls": ["https://x/a.png"]}', ("https://x/a.png",)),
+        (
+            {"resultUrls": ["https://x/a.png", "http://x/b.png"]},
+            ("https://x/a.png", "http://x/b.png"),
+        ),
+        ("", ()),
+        (None, ()),
+        ("not json", ()),
+        ('{"resultUrls": "https://x/a.png"}', ()),
+        ('{"resultUrls": ["file:///etc/passwd", 3]}', ()),
+    ],
+)
+def test_result_urls_are_parsed_defensively(result_json: Any, urls: tuple[str, ...]) -> None:
+    assert kie.parse_result_urls(result_json) == urls
+
+
+def test_task_info_reads_failure_fields() -> None:
+    info = kie.parse_task_info(
+        {
+            "taskId": "t1",
+            "state": "fail",
+            "failCode": 422,
+            "failMsg": "prohibited",
+            "resultJson": "",
+        }
+    )
+    assert (info.finished, info.succeeded, info.fail_code, info.fail_message) == (
+        True,
+        False,
+        "422",
+        "prohibited",
+    )
+
+
+def test_unknown_state_is_treated_as_still_running() -> None:
+    info = kie.parse_task_info({"taskId": "t1", "state": "rendering"})
+    assert not info.finished
+
+
+@pytest.mark.parametrize("data", [None, {}, {"taskId": "t"}, {"state": "success"}])
+def test_task_info_without_id_or_state_is_malformed(data: Any) -> None:
+    with pytest.raises(KieMalformedResponse):
+        kie.parse_task_info(data)
+
+
+@pytest.mark.parametrize("data", [None, {}, {"taskId": ""}, {"taskId": 5}])
+def test_create_answer_without_task_id_is_malformed(data: Any) -> None:
+    with pytest.raises(KieMalformedResponse):
+        kie.parse_task_id(data)
+
+
+def test_create_payload_matches_the_documented_schema() -> None:
+    payload = kie.build_create_payload(ImageRequest("a red fox", "16:9", "2K"))
+    assert payload == {
+        "model": "flux-2/flex-text-to-image",
+        "input": {"prompt": "a red fox", "aspect_ratio": "16:9", "resolution": "2K"},
+    }
+    assert "callBackUrl" not in json.dumps(payload)

@@ -1,0 +1,67 @@
+"""The sliding-window limiter that keeps the bot inside kie.ai's documented limits."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.ratelimit import SlidingWindowLimiter
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps: the tests run instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+async def test_never_more_than_the_limit_in_any_window() -> None:
+    time = FakeTime()
+    limiter = SlidingWindowLimiter(20, 10.0, clock=time.clock, sleep=time.sleep)
+    granted: list[float] = []
+
+    async def caller() -> None:
+        await limiter.acquire()
+        granted.append(time.now)
+
+    await asyncio.gather(*(caller() for _ in range(65)))
+    assert len(granted) == 65
+    for i in range(len(granted) - 20):
+        assert granted[i + 20] - granted[i] >= 10.0
+    # No idle gaps: each batch of 20 starts as soon as the window allows.
+    assert granted[20] == 10.0 and granted[40] == 20.0 and granted[60] == 30.0
+
+
+async def test_waiters_are_served_in_arrival_order() -> None:
+    time = FakeTime()
+    limiter = SlidingWindowLimiter(1, 1.0, clock=time.clock, sleep=time.sleep)
+    order: list[int] = []
+
+    async def caller(n: int) -> None:
+        await limiter.acquire()
+        order.append(n)
+
+    await asyncio.gather(*(caller(n) for n in range(10)))
+    assert order == list(range(10))
+
+
+async def test_delay_holds_every_caller_back() -> None:
+    time = FakeTime()
+    limiter = SlidingWindowLimiter(10, 1.0, clock=time.clock, sleep=time.sleep)
+    limiter.delay(5.0)
+    await limiter.acquire()
+    assert time.now >= 5.0
+
+
+async def test_margin_widens_the_window() -> None:
+    time = FakeTime()
+    limiter = SlidingWindowLimiter(2, 1.0, margin=0.25, clock=time.clock, sleep=time.sleep)
+    for _ in range(3):
+        await limiter.acquire()
+    assert time.now == 1.25

@@ -1,0 +1,110 @@
+"""Settings: defaults, validation, and the one-line error a bad setting gives at start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings, SettingsError, load_settings
+
+SECRETS = {"DISCORD_TOKEN": "discord-secret-value", "KIE_API_KEY": "kie-secret-value"}
+
+
+def test_defaults_apply_when_only_the_secrets_are_set() -> None:
+    settings = load_settings(SECRETS)
+    assert settings.kie_api_base == "https://api.kie.ai"
+    assert settings.database_path == Path("data/imagine.db")
+    assert settings.daily_quota == 10
+    assert settings.cost_2k == 2
+    assert settings.dev_guild_id is None
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    text = repr(load_settings(SECRETS))
+    assert "discord-secret-value" not in text
+    assert "kie-secret-value" not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DAILY_QUOTA", "ten"),
+        ("DAILY_QUOTA", "0"),
+        ("COST_2K", "-1"),
+        ("POLL_INTERVAL_SECONDS", "soon"),
+        ("JOB_TIMEOUT_SECONDS", "3600"),
+        ("DEV_GUILD_ID", "my-server"),
+        ("KIE_API_BASE", "api.kie.ai"),
+        ("LOG_LEVEL", "loud"),
+        ("COMMAND_SYNC", "sometimes"),
+        ("MAX_IMAGE_MB", "1.5"),
+    ],
+)
+def test_a_malformed_setting_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**SECRETS, name: value})
+    assert name in str(caught.value)
+
+
+@pytest.mark.parametrize("missing", ["DISCORD_TOKEN", "KIE_API_KEY"])
+def test_a_missing_secret_names_the_variable(missing: str) -> None:
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    with pytest.raises(SettingsError, match=missing):
+        load_settings(env)
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings(
+        {**SECRETS, "DAILY_QUOTA": "25", "DEV_GUILD_ID": "1234", "LOG_LEVEL": "debug"}
+    )
+    assert settings == Settings(
+        discord_token="discord-secret-value",
+        kie_api_key="kie-secret-value",
+        daily_quota=25,
+        dev_guild_id=1234,
+        log_level="DEBUG",
+    )
+
+
+def _run_bot(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in {"DISCORD_TOKEN", "KIE_API_KEY"}}
+    return subprocess.run(
+        [sys.executable, "-m", "bot"],
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KIE_API_KEY": "kie-secret-value"}, "DISCORD_TOKEN"),
+        ({**SECRETS, "DAILY_QUOTA": "lots"}, "DAILY_QUOTA"),
+        ({**SECRETS, "KIE_API_BASE": "ftp://kie"}, "KIE_API_BASE"),
+    ],
+)
+def test_bad_settings_stop_the_bot_with_one_plain_sentence(
+    env: dict[str, str], named: str, tmp_path: Path
+) -> None:
+    result = _run_bot(env, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert "Traceback" not in result.stderr
+    for secret in SECRETS.values():
+        assert secret not in result.stderr + result.stdout
+
+
+def test_settings_are_read_from_a_dotenv_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=from-dotenv\nKIE_API_KEY=x\nDAILY_QUOTA=nope\n")
+    result = _run_bot({}, tmp_path)
+    assert result.returncode == 2
+    assert "DAILY_QUOTA" in result.stderr
