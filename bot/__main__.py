@@ -20,7 +20,7 @@ from dotenv import find_dotenv, load_dotenv
 
 from bot.client import ImagineBot
 from bot.jobs import JobLimits, JobService
-from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient
+from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient, RetryPolicy
 from bot.quota import Costs, QuotaBook
 from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Settings, SettingsError, load_settings, log_level_number
@@ -41,15 +41,24 @@ def point_discord_at(settings: Settings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
-def build_kie_client(session: aiohttp.ClientSession, settings: Settings) -> KieClient:
+def build_kie_client(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    *,
+    submit_limit: tuple[int, float] = SUBMIT_LIMIT,
+    query_limit: tuple[int, float] = QUERY_LIMIT,
+    retry: RetryPolicy | None = None,
+) -> KieClient:
+    """The kie.ai client, held to kie.ai's documented limits unless a test says otherwise."""
     # Small margins: kie.ai counts arrivals, and the network may bunch our requests together.
     return KieClient(
         session,
         api_key=settings.kie_api_key,
         base_url=settings.kie_api_base,
-        submit_limiter=SlidingWindowLimiter(*SUBMIT_LIMIT, margin=0.25),
-        query_limiter=SlidingWindowLimiter(*QUERY_LIMIT, margin=0.05),
+        submit_limiter=SlidingWindowLimiter(*submit_limit, margin=0.25),
+        query_limiter=SlidingWindowLimiter(*query_limit, margin=0.05),
         request_timeout=settings.request_timeout,
+        retry=retry,
     )
 
 

@@ -291,6 +291,7 @@ class KieClient:
             try:
                 body, retry_after = await self._post_json("/api/v1/jobs/createTask", payload)
             except aiohttp.ClientConnectorError as exc:
+                # The connection never opened, so the request cannot have reached kie.ai.
                 error: KieError = KieConnectionError(f"could not connect to kie.ai: {exc.os_error}")
                 retry_after = None
             except (aiohttp.ClientError, TimeoutError, KieMalformedResponse) as exc:
@@ -302,11 +303,14 @@ class KieClient:
                     return parse_task_id(envelope_data(body))
                 except _RETRYABLE as exc:
                     error = exc
-                    if isinstance(exc, KieRateLimited):
-                        self._submit_limiter.delay(self._retry.delay(attempt, retry_after))
-            if attempt + 1 < self._retry.attempts:
-                wait = self._retry.delay(attempt, retry_after)
-                log.warning("kie.ai createTask rejected (%s); retrying in %.1fs", error, wait)
+            if attempt + 1 == self._retry.attempts:
+                break
+            wait = self._retry.delay(attempt, retry_after)
+            log.warning("kie.ai createTask rejected (%s); retrying in %.2fs", error, wait)
+            if isinstance(error, KieRateLimited):
+                # Every submitter backs off, not just this one: the limit is per account.
+                self._submit_limiter.delay(wait)
+            else:
                 await self._sleep(wait)
         raise error
 

@@ -274,13 +274,14 @@ class FakeKie:
         self.rate_limit_body: str | None = None
         self.auth_http_status = 200  # see the module docstring
         self.webhook_hmac_key: str | None = None
-        self.callback_timeout = 5.0
+        self.callback_timeout = 5.0  # read by start(); a slow receiver delays stop() this long
         self.default_script = TaskScript()
 
         self.base_url = ""
         self.calls: list[RecordedCall] = []
         self.tasks: dict[str, FakeTask] = {}
-        self.callbacks_sent: list[tuple[str, int]] = []  # (task_id, receiver's HTTP status, 0 = no answer)
+        # (task_id, HTTP status the receiver answered); status 0 when it never answered.
+        self.callbacks_sent: list[tuple[str, int]] = []
         self.submit_violations = 0
         self.query_violations = 0
 
@@ -295,6 +296,7 @@ class FakeKie:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stopping: asyncio.Event | None = None
+        self._task_created = asyncio.Event()
 
     # -- lifecycle --
 
@@ -363,20 +365,22 @@ class FakeKie:
     def calls_to(self, path_suffix: str) -> list[RecordedCall]:
         return [call for call in self.calls if call.path.endswith(path_suffix)]
 
+    # The name `timeout` is part of the agreed API, hence the noqa.
     async def wait_for_tasks(self, n: int, timeout: float = 10) -> None:
+        """Return once at least `n` tasks exist; TimeoutError after `timeout` seconds."""
         try:
             async with asyncio.timeout(timeout):
                 while len(self.tasks) < n:
-                    await asyncio.sleep(0.005)
+                    self._task_created.clear()
+                    await self._task_created.wait()
         except TimeoutError:
             raise TimeoutError(f"{len(self.tasks)} of {n} tasks created in {timeout}s") from None
 
     # -- plumbing --
 
     @web.middleware
-    async def _record(
-        self, request: web.Request, handler: Any
-    ) -> web.StreamResponse:  # records every request
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Record every request, including the ones a fault or the limiter answered."""
         at = _now()
         raw = await request.read()
         try:
@@ -412,7 +416,9 @@ class FakeKie:
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key)
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self.api_key.encode()
+        )
 
     def _unauthorized(self, request: web.Request) -> web.Response:
         return self._reply(request, 401, status=self.auth_http_status)
@@ -525,11 +531,11 @@ class FakeKie:
             body=body,
             cost=cost,
             result_urls=[
-                f"{self.base_url}/files/{task_id}/{n}.{ext}"
-                for n in range(script.result_url_count)
+                f"{self.base_url}/files/{task_id}/{n}.{ext}" for n in range(script.result_url_count)
             ],
         )
         self.tasks[task_id] = task
+        self._task_created.set()
         if task.callback_url:
             job = asyncio.create_task(self._callback_job(task))
             self._callback_jobs[job] = task
@@ -590,7 +596,9 @@ class FakeKie:
         success = task.script.states[-1] == "success"
         return {
             "code": 200 if success else 501,
-            "msg": "Playground task completed successfully." if success else "Playground task failed.",
+            "msg": "Playground task completed successfully."
+            if success
+            else "Playground task failed.",
             "data": {
                 "taskId": task.task_id,
                 "model": task.model,
@@ -654,7 +662,9 @@ class FakeKie:
                 return web.Response(status=403, text="Link expired")
         elif task.script.download_status != 200:
             return web.Response(status=task.script.download_status, text="Unavailable")
-        return web.Response(body=task.script.image, headers={"Content-Type": task.script.content_type})
+        return web.Response(
+            body=task.script.image, headers={"Content-Type": task.script.content_type}
+        )
 
     async def _handle_download_url(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -711,7 +721,9 @@ def validate_create_body(body: Any) -> _Rejection | None:
     if not isinstance(prompt, str):
         return _Rejection(422, "input.prompt is required")
     if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX or not prompt.strip():
-        return _Rejection(422, f"prompt length must be between {PROMPT_MIN}-{PROMPT_MAX} characters")
+        return _Rejection(
+            422, f"prompt length must be between {PROMPT_MIN}-{PROMPT_MAX} characters"
+        )
     input_urls = params.get("input_urls")
     if spec.image_to_image:
         if (
@@ -725,9 +737,10 @@ def validate_create_body(body: Any) -> _Rejection | None:
         return _Rejection(422, "input_urls is only accepted by image-to-image models")
     aspect_ratio = params.get("aspect_ratio")
     allowed = ASPECT_RATIOS | {"auto"} if spec.image_to_image else ASPECT_RATIOS
-    if aspect_ratio not in allowed:
+    if not isinstance(aspect_ratio, str) or aspect_ratio not in allowed:
         return _Rejection(422, f"aspect_ratio must be one of {sorted(allowed)}")
-    if params.get("resolution") not in RESOLUTIONS:
+    resolution = params.get("resolution")
+    if not isinstance(resolution, str) or resolution not in RESOLUTIONS:
         return _Rejection(422, f"resolution must be one of {sorted(RESOLUTIONS)}")
     nsfw_checker = params.get("nsfw_checker")
     if nsfw_checker is not None and not isinstance(nsfw_checker, bool):

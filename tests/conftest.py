@@ -1,0 +1,126 @@
+"""Fixtures: the fake Discord and fake kie.ai on loopback, and the real bot wired to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+import pytest
+import yarl
+
+from bot.__main__ import build_bot, build_kie_client
+from bot.client import ImagineBot
+from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, RetryPolicy
+from bot.settings import Settings
+from bot.store import Store
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.kie_server import FakeKie
+
+# Same number of attempts as production, with tiny delays so the tests stay fast.
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def fake_kie() -> AsyncIterator[FakeKie]:
+    fake = FakeKie()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fake_discord: FakeDiscord, fake_kie: FakeKie) -> Settings:
+    """Settings as an operator would write them, with test-speed intervals."""
+    return Settings(
+        discord_token=fake_discord.token,
+        kie_api_key=fake_kie.api_key,
+        kie_api_base=fake_kie.base_url,
+        database_path=tmp_path / "data" / "imagine.db",
+        daily_quota=10,
+        poll_interval=0.02,
+        progress_min_interval=0.05,
+        download_timeout=5.0,
+        request_timeout=5.0,
+        discord_api_base=fake_discord.api_base,
+        discord_gateway_url=fake_discord.gateway_url,
+    )
+
+
+@dataclass
+class RunningBot:
+    bot: ImagineBot
+    store: Store
+    settings: Settings
+    task: asyncio.Task[None]
+
+    async def job_states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        async with self.store._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as c:
+            for state, count in await c.fetchall():
+                counts[state] = count
+        return counts
+
+
+StartBot = Callable[..., Awaitable[RunningBot]]
+
+
+@pytest.fixture
+async def start_bot(
+    settings: Settings, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[StartBot]:
+    """Start the real bot (real cogs, real SQLite file) against the fakes; stop it afterwards."""
+    # discord.py has no setting for its endpoints: point it at the fake for this test only.
+    monkeypatch.setattr(discord.http.Route, "BASE", fake_discord.api_base)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake_discord.gateway_url)
+    )
+    cleanups: list[Callable[[], Awaitable[Any]]] = []
+
+    async def start(
+        *,
+        submit_limit: tuple[int, float] = SUBMIT_LIMIT,
+        query_limit: tuple[int, float] = QUERY_LIMIT,
+        **overrides: Any,
+    ) -> RunningBot:
+        run_settings = replace(settings, **overrides)
+        session = aiohttp.ClientSession()
+        cleanups.append(session.close)
+        store = await Store.open(run_settings.database_path)
+        cleanups.append(store.close)
+        kie = build_kie_client(
+            session,
+            run_settings,
+            submit_limit=submit_limit,
+            query_limit=query_limit,
+            retry=FAST_RETRY,
+        )
+        bot = build_bot(run_settings, store, kie)
+        task = asyncio.create_task(bot.start(run_settings.discord_token))
+        cleanups.append(lambda: _stop(bot, task))
+        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        return RunningBot(bot, store, run_settings, task)
+
+    yield start
+    for cleanup in reversed(cleanups):
+        await cleanup()
+
+
+async def _stop(bot: ImagineBot, task: asyncio.Task[None]) -> None:
+    if not bot.is_closed():
+        await bot.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)

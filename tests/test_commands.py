@@ -1,0 +1,70 @@
+"""The slash-command definitions Discord receives, and when the bot syncs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.__main__ import build_bot, build_kie_client
+from bot.client import EXTENSIONS
+from bot.settings import Settings
+from bot.store import Store
+from tests.conftest import StartBot
+from tests.fakes.discord_server import FakeDiscord
+
+
+async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    settings = Settings(discord_token="t", kie_api_key="k", database_path=tmp_path / "db.sqlite")
+    store = await Store.open(settings.database_path)
+    async with aiohttp.ClientSession() as session:
+        bot = build_bot(settings, store, build_kie_client(session, settings))
+        for extension in EXTENSIONS:
+            await bot.load_extension(extension)
+        definitions = {c.name: c.to_dict(bot.tree) for c in bot.tree.get_commands()}
+    await store.close()
+    return definitions
+
+
+async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_path: Path) -> None:
+    definitions = await _definitions(tmp_path)
+    assert set(definitions) == {"imagine", "quota"}
+    for command in definitions.values():
+        assert 1 <= len(command["description"]) <= 100
+        assert len(command.get("options", [])) <= 25
+        for option in command.get("options", []):
+            assert 1 <= len(option["description"]) <= 100, option
+            assert len(option.get("choices", [])) <= 25
+
+
+async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:
+    options = {o["name"]: o for o in (await _definitions(tmp_path))["imagine"]["options"]}
+    prompt = options["prompt"]
+    assert (prompt["required"], prompt["min_length"], prompt["max_length"]) == (True, 3, 5000)
+    ratios = [c["value"] for c in options["aspect_ratio"]["choices"]]
+    assert ratios == ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+    assert "auto" not in ratios
+    assert [c["value"] for c in options["resolution"]["choices"]] == ["1K", "2K"]
+    assert not options["aspect_ratio"]["required"] and not options["resolution"]["required"]
+
+
+async def test_commands_are_synced_once_not_on_every_restart(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    first = await start_bot()
+    assert fake_discord.command_puts == 1
+    assert {c["name"] for c in fake_discord.synced_commands[None]} == {"imagine", "quota"}
+    await first.bot.close()
+    await start_bot()
+    assert fake_discord.command_puts == 1, "unchanged commands are not synced again"
+
+
+async def test_a_development_guild_gets_the_commands_instantly(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    await start_bot(dev_guild_id=4242)
+    puts = [r for r in fake_discord.requests if r.method == "PUT"]
+    assert [r.path for r in puts] == [
+        f"/applications/{fake_discord.application_id}/guilds/4242/commands"
+    ]
