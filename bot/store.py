@@ -128,9 +128,13 @@ class Store:
         await self._db.close()
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._rows("PRAGMA user_version")
+        return int(rows[0][0]) if rows else 0
+
+    async def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
+        # Execute and fetch in one call on aiosqlite's thread, so no other coroutine's
+        # statement can run in between and disturb the cursor.
+        return list(await self._db.execute_fetchall(sql, params))
 
     async def _migrate(self) -> None:
         current = await self.schema_version()
@@ -198,28 +202,36 @@ class Store:
         return found
 
     async def units_used(self, user_id: int, day: str) -> int:
-        async with self._db.execute(
+        rows = await self._rows(
             f"""SELECT COALESCE(SUM(units), 0) FROM jobs WHERE user_id = ? AND day = ?
                 AND state IN ({", ".join("?" * len(CHARGED_STATES))})""",
             (user_id, day, *CHARGED_STATES),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        )
+        return int(rows[0][0])
+
+    async def total_units_charged(self) -> int:
+        """Units charged and not refunded, over all users and days."""
+        rows = await self._rows(
+            f"""SELECT COALESCE(SUM(units), 0) FROM jobs
+                WHERE state IN ({", ".join("?" * len(CHARGED_STATES))})""",
+            CHARGED_STATES,
+        )
+        return int(rows[0][0])
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        rows = await self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {JobState(state): count for state, count in rows}
 
     # --- job states ---------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        async with self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return _job(row) if row else None
+        rows = await self._rows(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
 
     async def open_jobs(self) -> list[Job]:
-        async with self._db.execute(
+        rows = await self._rows(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY id", OPEN_STATES
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [_job(row) for row in rows]
 
     async def mark_submitted(self, job_id: int, task_id: str) -> bool:
@@ -253,9 +265,8 @@ class Store:
     # --- small key/value settings -------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else None
+        rows = await self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._write:

@@ -67,12 +67,19 @@ class RunningBot:
     settings: Settings
     task: asyncio.Task[None]
 
+    async def idle(self, timeout: float = 10) -> None:
+        """Wait until every job the bot started has finished its bookkeeping."""
+        async with asyncio.timeout(timeout):
+            while self.bot.running_jobs:  # noqa: ASYNC110 (polling a counter is simplest here)
+                await asyncio.sleep(0.01)
+
     async def job_states(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        async with self.store._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as c:
-            for state, count in await c.fetchall():
-                counts[state] = count
-        return counts
+        await self.idle()
+        return {state.value: count for state, count in (await self.store.count_by_state()).items()}
+
+    async def units_charged(self) -> int:
+        await self.idle()
+        return await self.store.total_units_charged()
 
 
 StartBot = Callable[..., Awaitable[RunningBot]]
@@ -111,7 +118,9 @@ async def start_bot(
         bot = build_bot(run_settings, store, kie)
         task = asyncio.create_task(bot.start(run_settings.discord_token))
         cleanups.append(lambda: _stop(bot, task))
-        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        # The gateway session is up once the fake has sent READY; discord.py's own on_ready
+        # waits two more seconds for guild streams the bot does not need.
+        await fake_discord.wait_until_ready(10)
         return RunningBot(bot, store, run_settings, task)
 
     yield start
