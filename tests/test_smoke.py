@@ -1,0 +1,59 @@
+"""`python -m bot` as an operator runs it: a separate process, configured only by environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.kie_server import FakeKie
+from tests.helpers import READY_TITLE, embed_title, final_answer
+
+
+async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sigterm(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "KIE_"))},
+        "DISCORD_TOKEN": fake_discord.token,
+        "KIE_API_KEY": fake_kie.api_key,
+        "KIE_API_BASE": fake_kie.base_url,
+        "DATABASE_PATH": str(tmp_path / "state" / "imagine.db"),
+        "POLL_INTERVAL_SECONDS": "0.2",
+        "DISCORD_API_BASE": fake_discord.api_base,
+        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
+        "LOG_LEVEL": "DEBUG",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await fake_discord.wait_until_ready(20)
+        imagine = await fake_discord.send_interaction("imagine", {"prompt": "a quiet harbour"})
+        final = await final_answer(fake_discord, imagine, 20)
+        assert embed_title(final) == READY_TITLE
+        assert final.files and final.files[0].data == fake_kie.created_tasks()[0].script.image
+
+        quota = await fake_discord.send_interaction("quota", user_id=imagine.user_id)
+        answer = await final_answer(fake_discord, quota, 20)
+        assert "used **1** of your **10**" in answer.json["content"]
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (await process.stdout.read()).decode() if process.stdout else ""
+    assert (tmp_path / "state" / "imagine.db").exists()
+    assert fake_discord.token not in output
+    assert fake_kie.api_key not in output
