@@ -6,22 +6,22 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
+from bot.delivery import DiscordReply
 from bot.jobs import JobService
 from bot.quota import QuotaBook
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Job, Store
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.imagine", "cogs.quota")
+SHUTDOWN_NOTICE_SECONDS = 5.0
 
 
 class UserFacingError(app_commands.AppCommandError):
@@ -72,29 +72,52 @@ class ImagineBot(commands.Bot):
         self.quota = quota
         self.jobs = jobs
         self.accepting_jobs = True
-        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._job_tasks: dict[asyncio.Task[None], DiscordReply] = {}
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+        await self.resume_unfinished_jobs()
 
-    def start_job(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    async def resume_unfinished_jobs(self) -> None:
+        """Pick up every job a previous run left open (a restart, a crash, a deploy)."""
+        unfinished = await self.jobs.unfinished()
+        for job in unfinished:
+            self.start_job(job)
+        if unfinished:
+            log.info("resumed %d unfinished jobs", len(unfinished))
+
+    def start_job(self, job: Job) -> None:
         """Run a job in the background, keeping a reference so it is not garbage collected."""
-        task = asyncio.create_task(coroutine, name=name)
-        self._job_tasks.add(task)
-        task.add_done_callback(self._job_tasks.discard)
+        reply = DiscordReply(self, job, min_interval=self.settings.progress_min_interval)
+        task = asyncio.create_task(self.jobs.run(job, reply), name=f"job-{job.id}")
+        self._job_tasks[task] = reply
+        task.add_done_callback(self._forget_job)
+
+    def _forget_job(self, task: asyncio.Task[None]) -> None:
+        self._job_tasks.pop(task, None)
 
     @property
     def running_jobs(self) -> int:
         return len(self._job_tasks)
 
     async def close(self) -> None:
+        """Stop taking work; running jobs stay open in the database and resume on next start."""
         self.accepting_jobs = False
-        for task in list(self._job_tasks):
+        running = dict(self._job_tasks)
+        for task in running:
             task.cancel()
-        if self._job_tasks:
-            await asyncio.gather(*self._job_tasks, return_exceptions=True)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+            log.info("left %d running jobs to the next start", len(running))
+            # Best effort and brief: Docker gives a stopping container about ten seconds.
+            notices = [reply.show_paused() for reply in running.values()]
+            try:
+                async with asyncio.timeout(SHUTDOWN_NOTICE_SECONDS):
+                    await asyncio.gather(*notices, return_exceptions=True)
+            except TimeoutError:
+                log.warning("not every waiting member could be told about the restart")
         await super().close()
 
     # --- command sync -------------------------------------------------------------------------

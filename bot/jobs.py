@@ -11,7 +11,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +36,7 @@ from bot.kie import (
     TaskInfo,
 )
 from bot.quota import QuotaBook, QuotaStatus
-from bot.store import Job, NewJob, Store
+from bot.store import Job, JobState, NewJob, ReplyTarget, Store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class FailureKind(enum.StrEnum):
     TIMED_OUT = "timed_out"
     UNREACHABLE = "unreachable"
     SUBMIT_UNCERTAIN = "submit_uncertain"
+    INTERRUPTED = "interrupted"
     BAD_RESPONSE = "bad_response"
     DOWNLOAD_FAILED = "download_failed"
     DELIVERY_FAILED = "delivery_failed"
@@ -74,6 +75,7 @@ class JobRequest:
     guild_id: int | None
     channel_id: int | None
     image: ImageRequest
+    reply: ReplyTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,11 @@ class DeliveryError(Exception):
 
 class JobReporter(Protocol):
     async def progress(self, progress: Progress) -> None: ...
-    async def deliver(self, finished: Finished) -> None: ...
+
+    async def deliver(self, finished: Finished) -> str:
+        """Show the image; return where it went (e.g. "reply", "channel", "dm")."""
+        ...
+
     async def fail(self, failure: Failure) -> None: ...
 
 
@@ -153,9 +159,35 @@ _TRANSIENT_POLL_ERRORS = (
 @dataclass(frozen=True)
 class JobLimits:
     poll_interval: float = 2.0
+    # With callbacks on, polling is only a safety net and can be slow.
+    callback_poll_interval: float = 15.0
     job_timeout: float = 600.0
     max_image_bytes: int = 50 * 1024 * 1024
     download_timeout: float = 60.0
+
+
+class Wakeups:
+    """Lets a kie.ai callback cut a job's wait between two polls short."""
+
+    def __init__(self) -> None:
+        self._events: dict[int, asyncio.Event] = {}
+
+    def wake(self, job_id: int) -> None:
+        # Kept even if the job is not waiting yet, so its next wait returns at once.
+        self._events.setdefault(job_id, asyncio.Event()).set()
+
+    async def wait(self, job_id: int, seconds: float) -> None:
+        event = self._events.setdefault(job_id, asyncio.Event())
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            pass
+        finally:
+            event.clear()
+
+    def forget(self, job_id: int) -> None:
+        self._events.pop(job_id, None)
 
 
 class JobService:
@@ -166,17 +198,17 @@ class JobService:
         kie: KieClient,
         limits: JobLimits,
         *,
+        callback_base_url: str | None = None,
+        wakeups: Wakeups | None = None,
         clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._quota = quota
         self._kie = kie
         self._limits = limits
+        self._callback_base = callback_base_url.rstrip("/") if callback_base_url else None
+        self.wakeups = wakeups or Wakeups()
         self._clock = clock
-        self._monotonic = monotonic
-        self._sleep = sleep
 
     async def reserve(self, request: JobRequest) -> Job | None:
         """Charge the units for `request`; None if that would exceed the user's daily quota."""
@@ -191,14 +223,22 @@ class JobService:
                 prompt=image.prompt,
                 aspect_ratio=image.aspect_ratio,
                 resolution=image.resolution,
+                reply=request.reply,
             ),
             self._quota.daily_limit,
         )
 
+    async def unfinished(self) -> list[Job]:
+        return await self._store.open_jobs()
+
     async def run(self, job: Job, reporter: JobReporter) -> None:
-        """Take a reserved job to a delivered image, or to a refund and a clear failure."""
+        """Take a job from whatever state it is in to a delivered image, or to a refund.
+
+        Used for new jobs and, after a restart, for every unfinished one: each state says what
+        is already done, so nothing is submitted, delivered or charged twice.
+        """
         try:
-            task_id = await self._submit(job, reporter)
+            task_id = await self._ensure_submitted(job, reporter)
             info = await self._wait(job, task_id, reporter)
             image = await self._download(info)
         except JobFailed as failed:
@@ -208,45 +248,80 @@ class JobService:
             await self._refund_and_report(job, failure_kind(error), None, reporter, error)
             return
         except asyncio.CancelledError:
-            raise
+            raise  # shutting down: the job stays open and resumes on the next start
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
             await self._refund_and_report(job, FailureKind.INTERNAL, None, reporter)
             return
+        finally:
+            self.wakeups.forget(job.id)
 
+        await self._store.begin_delivery(job.id)
         quota = await self._quota.status(job.user_id)
         finished = Finished(job, image, self._clock() - job.created_at, quota)
         try:
-            await reporter.deliver(finished)
+            via = await reporter.deliver(finished)
         except DeliveryError as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
             await self._refund_and_report(job, FailureKind.DELIVERY_FAILED, None, reporter)
             return
-        await self._store.mark_delivered(job.id)
-        log.info("job %s delivered (task %s, %.1fs)", job.id, task_id, finished.elapsed)
+        await self._store.mark_delivered(job.id, via)
+        log.info("job %s delivered by %s (task %s, %.1fs)", job.id, via, task_id, finished.elapsed)
+
+    def callback_url(self, job: Job) -> str | None:
+        if self._callback_base is None:
+            return None
+        return f"{self._callback_base}/kie/callback/{job.id}/{job.callback_token}"
+
+    async def _ensure_submitted(self, job: Job, reporter: JobReporter) -> str:
+        if job.state is JobState.SUBMITTING:
+            # createTask may have reached kie.ai before the bot stopped; sending it again
+            # could make a second paid image, so the job is refunded instead.
+            raise JobFailed(FailureKind.INTERRUPTED)
+        if job.task_id is not None:
+            return job.task_id
+        return await self._submit(job, reporter)
 
     async def _submit(self, job: Job, reporter: JobReporter) -> str:
         request = ImageRequest(job.prompt, job.aspect_ratio, job.resolution)  # type: ignore[arg-type]
         waiting = self._kie.submissions_waiting
         if waiting:
             await _report(reporter, Progress(Phase.WAITING_TURN, job.created_at, waiting + 1))
-        task_id = await self._kie.create_task(request)
+
+        async def before_send() -> None:
+            await self._store.begin_submit(job.id)
+
+        task_id = await self._kie.create_task(
+            request, callback_url=self.callback_url(job), before_send=before_send
+        )
         await self._store.mark_submitted(job.id, task_id)
         log.info("job %s submitted as task %s", job.id, task_id)
         await _report(reporter, Progress(Phase.QUEUED, job.created_at))
         return task_id
 
     async def _wait(self, job: Job, task_id: str, reporter: JobReporter) -> TaskInfo:
-        deadline = self._monotonic() + self._limits.job_timeout
+        deadline = job.created_at + self._limits.job_timeout
+        interval = (
+            self._limits.callback_poll_interval
+            if self._callback_base
+            else self._limits.poll_interval
+        )
         phase = Phase.QUEUED
+        # A resumed job may have finished long ago: look at once.
+        look_now = job.state is not JobState.RESERVED
         while True:
-            await self._sleep(self._limits.poll_interval)
-            if self._monotonic() > deadline:
+            if not look_now:
+                await self.wakeups.wait(job.id, min(interval, max(0.0, deadline - self._clock())))
+            look_now = False
+            if self._clock() > deadline:
                 raise JobFailed(FailureKind.TIMED_OUT)
             try:
                 info = await self._kie.get_task(task_id)
             except _TRANSIENT_POLL_ERRORS as error:
                 log.info("job %s: poll failed (%s); will poll again", job.id, error)
+                continue
+            if info.task_id != task_id:
+                log.warning("job %s: kie.ai answered for another task; ignoring it", job.id)
                 continue
             if info.state == "fail":
                 raise JobFailed(FailureKind.GENERATION_FAILED, info.fail_message)
@@ -281,7 +356,8 @@ class JobService:
         error: Exception | None = None,
     ) -> None:
         reason = f"{kind.value}: {error or detail or ''}"[:500]
-        await self._store.refund(job.id, reason)
+        if not await self._store.refund(job.id, reason):
+            return  # already finished elsewhere: never refund or report twice
         if kind in OWNER_PROBLEMS:
             log.error(
                 "job %s failed: %s. The bot cannot generate images until the owner fixes the "

@@ -278,16 +278,25 @@ class KieClient:
     def submissions_waiting(self) -> int:
         return self._submit_limiter.waiting
 
-    async def create_task(self, request: ImageRequest, callback_url: str | None = None) -> str:
+    async def create_task(
+        self,
+        request: ImageRequest,
+        callback_url: str | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
         """Submit a generation and return its taskId.
 
         Retries only rejections after which nothing was created (429, 455, or a connection that
         could not even be opened). Anything that may have reached kie.ai raises
         `KieSubmitUncertain` instead, because a second request would be a second paid image.
+        `before_send` runs once the rate limiter has given this request its turn, right before
+        it goes on the wire (the job records "submitting" there).
         """
         payload = build_create_payload(request, callback_url)
         for attempt in range(self._retry.attempts):
             await self._submit_limiter.acquire()
+            if before_send is not None:
+                await before_send()
             try:
                 body, retry_after = await self._post_json("/api/v1/jobs/createTask", payload)
             except aiohttp.ClientConnectorError as exc:

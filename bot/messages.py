@@ -130,6 +130,11 @@ _FAILURE_TEXT = {
         "The connection to kie.ai broke while sending your request, so the bot did not send it "
         "again (that could have made a second, paid image). Please try again."
     ),
+    FailureKind.INTERRUPTED: (
+        "The bot restarted while sending your request to kie.ai and cannot tell whether it "
+        "arrived, so it did not send it again (that could have made a second, paid image). "
+        "Please try again."
+    ),
     FailureKind.BAD_RESPONSE: "kie.ai sent an answer the bot could not read.",
     FailureKind.DOWNLOAD_FAILED: "The image was made, but the bot could not download it.",
     FailureKind.DELIVERY_FAILED: "The image was made, but Discord would not accept it.",
@@ -153,6 +158,23 @@ def failure_embed(failure: Failure, prompt: str, units_refunded: int) -> discord
         inline=False,
     )
     return embed
+
+
+def paused_embed(prompt: str) -> discord.Embed:
+    embed = _prompt_embed("⏸️ The bot is restarting…", prompt, COLOUR_WORKING)
+    embed.add_field(
+        name="Your image is not lost",
+        value="It will appear here (or be posted in this channel) as soon as the bot is back.",
+        inline=False,
+    )
+    return embed
+
+
+def requester_note(user_id: int, ready: bool) -> str:
+    """The line above a result posted outside the interaction: it pings the requester only."""
+    if ready:
+        return f"<@{user_id}>, your image is ready."
+    return f"<@{user_id}>, your image could not be made."
 
 
 def prompt_length_error(length: int) -> str:

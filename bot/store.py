@@ -8,24 +8,35 @@ day is the sum of units of their jobs that were not refunded, so charging is the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosqlite
 
 
 class JobState(enum.StrEnum):
-    RESERVED = "reserved"  # units charged, not yet sent to kie.ai
+    """Each state is committed before the side effect it announces is attempted."""
+
+    RESERVED = "reserved"  # units charged; nothing sent to kie.ai yet (safe to submit)
+    SUBMITTING = "submitting"  # createTask may be on the wire: never send it again
     SUBMITTED = "submitted"  # kie.ai accepted it; task_id is known
+    DELIVERING = "delivering"  # the image is being posted to Discord
     DELIVERED = "delivered"  # the image reached Discord; the charge is final
-    REFUNDED = "refunded"  # failed or rejected; the units were given back
+    REFUNDED = "refunded"  # failed or rejected; the units were given back (see `error`)
 
 
-CHARGED_STATES = (JobState.RESERVED, JobState.SUBMITTED, JobState.DELIVERED)
-OPEN_STATES = (JobState.RESERVED, JobState.SUBMITTED)
+OPEN_STATES = (
+    JobState.RESERVED,
+    JobState.SUBMITTING,
+    JobState.SUBMITTED,
+    JobState.DELIVERING,
+)
+CHARGED_STATES = (*OPEN_STATES, JobState.DELIVERED)
 
 # Migration N takes the schema from user_version N-1 to N. Append only; never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -53,8 +64,28 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: what a job needs to find its requester again after a restart.
+    """
+    ALTER TABLE jobs ADD COLUMN application_id   INTEGER;
+    ALTER TABLE jobs ADD COLUMN interaction_token TEXT;
+    ALTER TABLE jobs ADD COLUMN interaction_at   REAL;
+    ALTER TABLE jobs ADD COLUMN attachment_limit INTEGER;
+    ALTER TABLE jobs ADD COLUMN nonce            TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_token   TEXT;
+    ALTER TABLE jobs ADD COLUMN delivered_via    TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """The interaction a job answers: its reply can be edited while the token lives (15 min)."""
+
+    application_id: int
+    token: str = field(repr=False)
+    created_at: float  # Unix time of the interaction
+    attachment_limit: int  # bytes per file, as the interaction reported
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,7 @@ class NewJob:
     prompt: str
     aspect_ratio: str
     resolution: str
+    reply: ReplyTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -84,18 +116,28 @@ class Job:
     task_id: str | None
     error: str | None
     created_at: float
+    reply: ReplyTarget | None
+    nonce: str  # random per job: Discord drops a second message with the same nonce
+    callback_token: str = field(repr=False)  # random per job: the secret in its callback URL
+    delivered_via: str | None = None
 
 
 _JOB_COLUMNS = (
     "id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution, "
-    "state, task_id, error, created_at"
+    "state, task_id, error, created_at, application_id, interaction_token, interaction_at, "
+    "attachment_limit, nonce, callback_token, delivered_via"
 )
 
 
 def _job(row: aiosqlite.Row | tuple) -> Job:
-    values = list(row)
+    (*values, application_id, token, interaction_at, limit, nonce, callback, via) = list(row)
     values[9] = JobState(values[9])
-    return Job(*values)
+    reply = None
+    if application_id is not None and token:
+        reply = ReplyTarget(application_id, token, interaction_at, limit)
+    return Job(
+        *values, reply=reply, nonce=nonce or "", callback_token=callback or "", delivered_via=via
+    )
 
 
 class Store:
@@ -116,7 +158,8 @@ class Store:
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA busy_timeout=5000")
-            await db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a state change is on disk before the side effect it announces happens.
+            await db.execute("PRAGMA synchronous=FULL")
             store = cls(db, clock)
             await store._migrate()
         except BaseException:
@@ -144,17 +187,24 @@ class Store:
                 f"({SCHEMA_VERSION}); upgrade the bot"
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            async with self._write:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in MIGRATIONS[version - 1].split(";"):
-                        if statement.strip():
-                            await self._db.execute(statement)
-                    await self._db.execute(f"PRAGMA user_version = {version}")
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
+            async with self._transaction():
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        await self._db.execute(statement)
+                await self._db.execute(f"PRAGMA user_version = {version}")
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        # IMMEDIATE takes the write lock up front (waiting up to busy_timeout for another
+        # process), so the reads inside the transaction see what the write will be based on.
+        async with self._write:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
 
     # --- quota ledger -------------------------------------------------------------------------
 
@@ -165,12 +215,15 @@ class Store:
         number of simultaneous commands can never overspend. Returns None when over the limit.
         """
         now = self._clock()
-        async with self._write:
+        reply = job.reply
+        async with self._transaction():
             cursor = await self._db.execute(
                 f"""
                 INSERT INTO jobs (user_id, guild_id, channel_id, day, units, prompt,
-                                  aspect_ratio, resolution, state, created_at, updated_at)
-                SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+                                  aspect_ratio, resolution, state, created_at, updated_at,
+                                  application_id, interaction_token, interaction_at,
+                                  attachment_limit, nonce, callback_token)
+                SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
                 WHERE (SELECT COALESCE(SUM(units), 0) FROM jobs
                        WHERE user_id = ? AND day = ?
                          AND state IN ({", ".join("?" * len(CHARGED_STATES))})) + ? <= ?
@@ -187,6 +240,12 @@ class Store:
                     JobState.RESERVED.value,
                     now,
                     now,
+                    reply.application_id if reply else None,
+                    reply.token if reply else None,
+                    reply.created_at if reply else None,
+                    reply.attachment_limit if reply else None,
+                    secrets.token_hex(10),  # Discord nonces are at most 25 characters
+                    secrets.token_urlsafe(24),
                     job.user_id,
                     job.day,
                     *CHARGED_STATES,
@@ -194,9 +253,9 @@ class Store:
                     limit,
                 ),
             )
-            if cursor.rowcount != 1:
-                return None
-            job_id = cursor.lastrowid
+        if cursor.rowcount != 1:
+            return None
+        job_id = cursor.lastrowid
         found = await self.get_job(job_id)
         assert found is not None
         return found
@@ -230,15 +289,30 @@ class Store:
 
     async def open_jobs(self) -> list[Job]:
         rows = await self._rows(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY id", OPEN_STATES
+            f"""SELECT {_JOB_COLUMNS} FROM jobs
+                WHERE state IN ({", ".join("?" * len(OPEN_STATES))}) ORDER BY id""",
+            OPEN_STATES,
         )
         return [_job(row) for row in rows]
 
-    async def mark_submitted(self, job_id: int, task_id: str) -> bool:
-        return await self._transition(job_id, (JobState.RESERVED,), JobState.SUBMITTED, task_id)
+    async def begin_submit(self, job_id: int) -> bool:
+        """Committed before createTask is sent: a crash after this must not resend it."""
+        return await self._transition(job_id, (JobState.RESERVED,), JobState.SUBMITTING)
 
-    async def mark_delivered(self, job_id: int) -> bool:
-        return await self._transition(job_id, OPEN_STATES, JobState.DELIVERED)
+    async def mark_submitted(self, job_id: int, task_id: str) -> bool:
+        return await self._transition(
+            job_id, (JobState.SUBMITTING,), JobState.SUBMITTED, task_id=task_id
+        )
+
+    async def begin_delivery(self, job_id: int) -> bool:
+        return await self._transition(
+            job_id, (JobState.SUBMITTED, JobState.DELIVERING), JobState.DELIVERING
+        )
+
+    async def mark_delivered(self, job_id: int, via: str) -> bool:
+        return await self._transition(
+            job_id, (JobState.DELIVERING,), JobState.DELIVERED, delivered_via=via
+        )
 
     async def refund(self, job_id: int, reason: str) -> bool:
         """Give the units back. True only for the call that actually refunded."""
@@ -249,16 +323,31 @@ class Store:
         job_id: int,
         from_states: tuple[JobState, ...],
         to_state: JobState,
+        *,
         task_id: str | None = None,
         error: str | None = None,
+        delivered_via: str | None = None,
     ) -> bool:
-        # The WHERE on the current state makes each transition happen at most once.
+        # The WHERE on the current state makes each transition happen at most once. A finished
+        # job forgets its interaction token: it is a credential, kept only while needed.
+        finished = to_state in (JobState.DELIVERED, JobState.REFUNDED)
         async with self._write:
             cursor = await self._db.execute(
                 f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
-                       error = COALESCE(?, error), updated_at = ?
+                       error = COALESCE(?, error), delivered_via = COALESCE(?, delivered_via),
+                       interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
+                       updated_at = ?
                     WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
-                (to_state.value, task_id, error, self._clock(), job_id, *from_states),
+                (
+                    to_state.value,
+                    task_id,
+                    error,
+                    delivered_via,
+                    finished,
+                    self._clock(),
+                    job_id,
+                    *from_states,
+                ),
             )
         return cursor.rowcount == 1
 

@@ -10,9 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
+from bot.delivery import NO_PINGS
 from bot.jobs import JobRequest
 from bot.kie import ASPECT_RATIOS, PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH, ImageRequest
-from cogs.reply import NO_PINGS, InteractionReply
+from bot.store import ReplyTarget
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -73,6 +74,12 @@ class ImagineCog(commands.Cog):
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             image=ImageRequest(prompt, aspect_ratio, resolution),  # type: ignore[arg-type]
+            reply=ReplyTarget(
+                application_id=interaction.application_id,
+                token=interaction.token,
+                created_at=interaction.created_at.timestamp(),
+                attachment_limit=interaction.filesize_limit,
+            ),
         )
         job = await self.bot.jobs.reserve(request)
         if job is None:
@@ -84,10 +91,7 @@ class ImagineCog(commands.Cog):
                 messages.quota_exceeded(status, cost), ephemeral=True, allowed_mentions=NO_PINGS
             )
             return
-        reply = InteractionReply(
-            interaction, job, min_interval=self.bot.settings.progress_min_interval
-        )
-        self.bot.start_job(self.bot.jobs.run(job, reply), name=f"job-{job.id}")
+        self.bot.start_job(job)
 
 
 async def _private(interaction: discord.Interaction[ImagineBot], text: str) -> None:

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from cogs.reply import NO_PINGS
+from bot.delivery import NO_PINGS
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
-from bot.store import SCHEMA_VERSION, JobState, NewJob, Store
+from bot.store import MIGRATIONS, SCHEMA_VERSION, JobState, NewJob, ReplyTarget, Store
 
 
 def _job(user_id: int = 1, units: int = 1, day: str = "2026-11-27") -> NewJob:
@@ -83,8 +84,75 @@ async def test_a_refund_gives_units_back_exactly_once(store: Store) -> None:
 async def test_a_delivered_job_cannot_be_refunded(store: Store) -> None:
     job = await store.reserve(_job(), limit=2)
     assert job is not None
+    assert await store.begin_submit(job.id)
     assert await store.mark_submitted(job.id, "task-1")
-    assert await store.mark_delivered(job.id)
+    assert not await store.mark_delivered(job.id, "reply"), "only a delivering job is delivered"
+    assert await store.begin_delivery(job.id)
+    assert await store.mark_delivered(job.id, "reply")
     assert not await store.refund(job.id, "late failure")
     assert await store.units_used(1, "2026-11-27") == 1
     assert await store.open_jobs() == []
+
+
+async def test_a_submitted_job_cannot_be_submitted_again(store: Store) -> None:
+    job = await store.reserve(_job(), limit=2)
+    assert job is not None
+    assert await store.begin_submit(job.id)
+    assert not await store.begin_submit(job.id)
+    assert await store.mark_submitted(job.id, "task-1")
+    assert not await store.mark_submitted(job.id, "task-2")
+    found = await store.get_job(job.id)
+    assert found is not None and found.task_id == "task-1"
+
+
+async def test_a_finished_job_forgets_its_interaction_token(store: Store) -> None:
+    reply = ReplyTarget(application_id=7, token="secret-token", created_at=1.0, attachment_limit=9)
+    job = await store.reserve(replace(_job(), reply=reply), limit=2)
+    assert job is not None and job.reply == reply
+    assert "secret-token" not in repr(job)
+    await store.refund(job.id, "failed")
+    found = await store.get_job(job.id)
+    assert found is not None and found.reply is None
+
+
+async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    async with aiosqlite.connect(path) as db:
+        await db.executescript(MIGRATIONS[0])
+        await db.execute(
+            "INSERT INTO jobs (user_id, guild_id, channel_id, day, units, prompt, aspect_ratio,"
+            " resolution, state, task_id, created_at, updated_at)"
+            " VALUES (1, 2, 3, '2026-11-27', 2, 'old prompt', '1:1', '2K', 'submitted', 't-1',"
+            " 100.0, 100.0)"
+        )
+        await db.execute("PRAGMA user_version = 1")
+        await db.commit()
+    store = await Store.open(path)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        (job,) = await store.open_jobs()
+        assert (job.prompt, job.task_id, job.state, job.reply) == (
+            "old prompt",
+            "t-1",
+            JobState.SUBMITTED,
+            None,
+        )
+        assert await store.units_used(1, "2026-11-27") == 2
+    finally:
+        await store.close()
+
+
+async def test_two_connections_writing_at_once_wait_instead_of_failing(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    first, second = await Store.open(path), await Store.open(path)
+    try:
+        results = await asyncio.gather(
+            *(s.reserve(_job(units=1), limit=30) for s in (first, second) for _ in range(20))
+        )
+        assert sum(r is not None for r in results) == 30
+        assert await first.units_used(1, "2026-11-27") == 30
+    finally:
+        await first.close()
+        await second.close()

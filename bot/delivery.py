@@ -1,0 +1,231 @@
+"""`DiscordReply`: shows one job's progress and outcome to its requester, wherever that is possible.
+
+The answer goes, in order of preference:
+1. into the interaction's own reply, while its token lives (15 minutes);
+2. into the channel as a bot message that mentions only the requester (token expired, or the
+   reply was deleted: the member paid for the image, so it is delivered rather than dropped);
+3. by direct message, where the bot cannot post in the channel.
+
+It is built from the job row alone, so a job resumed after a restart is answered the same way
+as a fresh one. Progress edits are coalesced: only the newest state is shown, only when it
+changed, and at most once every `min_interval` seconds (interaction webhooks have small buckets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import discord
+
+from bot import messages
+from bot.images import fit_image
+from bot.jobs import DeliveryError, Failure, Finished, Progress
+from bot.store import Job
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+TOKEN_LIFETIME = 15 * 60.0
+# Stop using a token a little early: a request sent at 14:59 may arrive after 15:00.
+TOKEN_MARGIN = 30.0
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# Discord error codes that mean "this reply cannot be edited any more".
+_REPLY_GONE_CODES = {10008, 10015, 50027}
+
+
+class DiscordReply:
+    """A `JobReporter` for one job."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        job: Job,
+        *,
+        min_interval: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._job = job
+        self._min_interval = min_interval
+        self._clock = clock
+        self._webhook = (
+            discord.Webhook.partial(job.reply.application_id, job.reply.token, client=client)
+            if job.reply
+            else None
+        )
+        self._reply_usable = self._webhook is not None
+        self._last_edit = float("-inf")
+        self._shown: dict[str, Any] | None = None
+        self._pending: discord.Embed | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._editing = False
+
+    # --- progress ---------------------------------------------------------------------------
+
+    async def progress(self, progress: Progress) -> None:
+        if not self._token_alive():
+            return  # no live reply to update; the outcome will be posted
+        job = self._job
+        self._pending = messages.progress_embed(
+            progress, job.prompt, job.aspect_ratio, job.resolution
+        )
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
+
+    async def _flush(self) -> None:
+        wait = self._last_edit + self._min_interval - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        embed, self._pending = self._pending, None
+        if embed is None or embed.to_dict() == self._shown:
+            return
+        self._editing = True
+        try:
+            await self._edit_reply(embed=embed)
+            self._shown = embed.to_dict()
+        except discord.HTTPException as error:
+            log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
+            self._note_reply_error(error)
+        finally:
+            self._editing = False
+            self._last_edit = self._clock()
+
+    async def _stop_progress(self) -> None:
+        """Drop pending progress; let an edit already on the wire finish so it lands first."""
+        self._pending = None
+        flusher = self._flusher
+        if flusher is None or flusher.done():
+            return
+        if not self._editing:
+            flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+
+    async def show_paused(self) -> None:
+        """Tell a waiting member the bot is restarting and their image is not lost."""
+        await self._stop_progress()
+        if not self._token_alive():
+            return
+        embed = messages.paused_embed(self._job.prompt)
+        try:
+            await self._edit_reply(embed=embed)
+        except discord.HTTPException as error:
+            self._note_reply_error(error)
+
+    # --- outcome -----------------------------------------------------------------------------
+
+    async def deliver(self, finished: Finished) -> str:
+        await self._stop_progress()
+        image = finished.image
+        limit = self._job.reply.attachment_limit if self._job.reply else DEFAULT_UPLOAD_LIMIT
+        for attempt_limit in (limit, limit // 2):
+            # Re-encoding a large image is CPU work: keep it off the event loop.
+            stem = f"imagine-{self._job.id}"
+            fitted = await asyncio.to_thread(
+                fit_image, image.data, image.content_type, attempt_limit, stem
+            )
+            if fitted is None:
+                note = messages.link_only_note(len(image.data), limit, image.url)
+                embed = messages.result_embed(finished, "", note)
+                return await self._send_outcome(embed, None, ready=True)
+            note = None
+            if fitted.reencoded:
+                note = messages.resized_note(len(image.data), len(fitted.data), limit, image.url)
+            embed = messages.result_embed(finished, fitted.filename, note)
+            try:
+                return await self._send_outcome(embed, (fitted.data, fitted.filename), ready=True)
+            except _TooLarge:
+                # The limit the interaction reported was not the one Discord applied.
+                log.info("job %s: Discord refused the file as too large; shrinking", self._job.id)
+        raise DeliveryError("Discord refused the image as too large even after shrinking")
+
+    async def fail(self, failure: Failure) -> None:
+        await self._stop_progress()
+        embed = messages.failure_embed(failure, self._job.prompt, self._job.units)
+        try:
+            await self._send_outcome(embed, None, ready=False)
+        except DeliveryError as error:
+            log.warning("job %s: could not report the failure: %s", self._job.id, error)
+
+    async def _send_outcome(
+        self, embed: discord.Embed, file: tuple[bytes, str] | None, *, ready: bool
+    ) -> str:
+        def attachments() -> list[discord.File]:
+            return [discord.File(io.BytesIO(file[0]), filename=file[1])] if file else []
+
+        if self._token_alive():
+            try:
+                await self._edit_reply(embed=embed, attachments=attachments())
+                return "reply"
+            except discord.HTTPException as error:
+                if error.status == 413:
+                    raise _TooLarge from None
+                self._note_reply_error(error)
+                log.info("job %s: reply not editable (%s); posting instead", self._job.id, error)
+        content = messages.requester_note(self._job.user_id, ready)
+        only_requester = discord.AllowedMentions(
+            everyone=False,
+            roles=False,
+            replied_user=False,
+            users=[discord.Object(self._job.user_id)],
+        )
+        if self._job.channel_id is not None:
+            channel = self._client.get_partial_messageable(self._job.channel_id)
+            try:
+                await channel.send(
+                    content,
+                    embed=embed,
+                    files=attachments(),
+                    allowed_mentions=only_requester,
+                    nonce=self._job.nonce,
+                )
+                return "channel"
+            except discord.HTTPException as error:
+                if error.status == 413:
+                    raise _TooLarge from None
+                log.info(
+                    "job %s: cannot post in the channel (%s); trying a DM", self._job.id, error
+                )
+        try:
+            user = await self._client.fetch_user(self._job.user_id)
+            await user.send(
+                content,
+                embed=embed,
+                files=attachments(),
+                allowed_mentions=only_requester,
+                nonce=self._job.nonce,
+            )
+            return "dm"
+        except discord.HTTPException as error:
+            if error.status == 413:
+                raise _TooLarge from None
+            raise DeliveryError(f"no way to reach the requester ({error.status})") from None
+
+    # --- the interaction reply ----------------------------------------------------------------
+
+    def _token_alive(self) -> bool:
+        reply = self._job.reply
+        if reply is None or not self._reply_usable:
+            return False
+        return self._clock() < reply.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
+
+    def _note_reply_error(self, error: discord.HTTPException) -> None:
+        if error.code in _REPLY_GONE_CODES or error.status in (401, 404):
+            self._reply_usable = False
+
+    async def _edit_reply(self, **fields: Any) -> None:
+        assert self._webhook is not None
+        await self._webhook.edit_message(
+            "@original",  # type: ignore[arg-type]  # Discord's documented alias
+            content=None,
+            allowed_mentions=NO_PINGS,
+            **fields,
+        )
+
+
+class _TooLarge(Exception):
+    """Discord answered 413 for the file."""
