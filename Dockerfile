@@ -17,6 +17,10 @@ RUN pip install . && mkdir -p /app/data && chown imagine:imagine /app/data
 
 USER 10001
 VOLUME ["/app/data"]
+# kie.ai callbacks (when PUBLIC_BASE_URL is set) and the health check.
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "bot.healthcheck"]
 # Docker stop sends SIGTERM; the bot stops taking new work and closes the database cleanly.
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "bot"]

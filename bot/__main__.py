@@ -19,12 +19,13 @@ import yarl
 from dotenv import find_dotenv, load_dotenv
 
 from bot.client import ImagineBot
-from bot.jobs import JobLimits, JobService
+from bot.jobs import JobLimits, JobService, Wakeups
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient, RetryPolicy
 from bot.quota import Costs, QuotaBook
 from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Settings, SettingsError, load_settings, log_level_number
 from bot.store import Store
+from bot.webhook import WebhookServer
 
 log = logging.getLogger("bot")
 
@@ -62,7 +63,9 @@ def build_kie_client(
     )
 
 
-def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
+def build_bot(
+    settings: Settings, store: Store, kie: KieClient, wakeups: Wakeups | None = None
+) -> ImagineBot:
     quota = QuotaBook(
         store,
         daily_limit=settings.daily_quota,
@@ -70,12 +73,34 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     )
     limits = JobLimits(
         poll_interval=settings.poll_interval,
+        callback_poll_interval=settings.callback_poll_interval,
         job_timeout=settings.job_timeout,
         max_image_bytes=settings.max_image_bytes,
         download_timeout=settings.download_timeout,
     )
-    jobs = JobService(store, quota, kie, limits)
+    jobs = JobService(
+        store,
+        quota,
+        kie,
+        limits,
+        callback_base_url=settings.public_base_url,
+        wakeups=wakeups or Wakeups(),
+    )
     return ImagineBot(settings=settings, store=store, quota=quota, jobs=jobs)
+
+
+def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer | None:
+    """The callback and health-check server, unless WEBHOOK_PORT is 0."""
+    if not settings.webhook_port:
+        return None
+    return WebhookServer(
+        bot.store,
+        bot.jobs.wakeups,
+        host=settings.webhook_host,
+        port=settings.webhook_port,
+        hmac_key=settings.kie_webhook_hmac_key,
+        health=bot.health,
+    )
 
 
 async def run(settings: Settings) -> None:
@@ -89,14 +114,25 @@ async def run(settings: Settings) -> None:
     try:
         async with aiohttp.ClientSession() as session:
             bot = build_bot(settings, store, build_kie_client(session, settings))
+            server = build_webhook_server(settings, bot)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
-            async with bot:
+            if server is not None:
                 try:
+                    await server.start()
+                except OSError as error:
+                    raise StartupError(
+                        f"WEBHOOK_PORT {settings.webhook_port} cannot be used: {error.strerror}."
+                    ) from None
+            try:
+                async with bot:
                     await bot.start(settings.discord_token)
-                except discord.LoginFailure:
-                    raise StartupError("DISCORD_TOKEN was refused by Discord.") from None
+            except discord.LoginFailure:
+                raise StartupError("DISCORD_TOKEN was refused by Discord.") from None
+            finally:
+                if server is not None:
+                    await server.stop()
     finally:
         await store.close()
 

@@ -102,6 +102,16 @@ class ImagineBot(commands.Bot):
     def running_jobs(self) -> int:
         return len(self._job_tasks)
 
+    def health(self) -> dict[str, object]:
+        """For /healthz: healthy while connected to Discord and not shutting down."""
+        connected = self.is_ready() and not self.is_closed()
+        return {
+            "ok": connected and self.accepting_jobs,
+            "discord_connected": connected,
+            "accepting_jobs": self.accepting_jobs,
+            "running_jobs": self.running_jobs,
+        }
+
     async def close(self) -> None:
         """Stop taking work; running jobs stay open in the database and resume on next start."""
         self.accepting_jobs = False

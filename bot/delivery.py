@@ -122,7 +122,8 @@ class DiscordReply:
         await self._stop_progress()
         image = finished.image
         limit = self._job.reply.attachment_limit if self._job.reply else DEFAULT_UPLOAD_LIMIT
-        for attempt_limit in (limit, limit // 2):
+        attempt_limit = limit
+        for _ in range(3):
             # Re-encoding a large image is CPU work: keep it off the event loop.
             stem = f"imagine-{self._job.id}"
             fitted = await asyncio.to_thread(
@@ -139,8 +140,9 @@ class DiscordReply:
             try:
                 return await self._send_outcome(embed, (fitted.data, fitted.filename), ready=True)
             except _TooLarge:
-                # The limit the interaction reported was not the one Discord applied.
+                # Discord applied a lower limit than the interaction reported: halve and retry.
                 log.info("job %s: Discord refused the file as too large; shrinking", self._job.id)
+                attempt_limit = len(fitted.data) // 2
         raise DeliveryError("Discord refused the image as too large even after shrinking")
 
     async def fail(self, failure: Failure) -> None:

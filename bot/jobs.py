@@ -229,7 +229,14 @@ class JobService:
         )
 
     async def unfinished(self) -> list[Job]:
-        return await self._store.open_jobs()
+        """Jobs a previous run left open. Call once at start-up, before any new work."""
+        now = self._clock()
+        recent = await self._store.submissions_since(now - self._kie.submit_window)
+        unfinished = await self._store.open_jobs()
+        if recent or unfinished:
+            # The previous run was busy moments ago; its calls still count at kie.ai.
+            self._kie.assume_recent_use([now - at for at in recent])
+        return unfinished
 
     async def run(self, job: Job, reporter: JobReporter) -> None:
         """Take a job from whatever state it is in to a delivered image, or to a refund.

@@ -274,6 +274,19 @@ class KieClient:
     def __repr__(self) -> str:  # never show the key
         return f"KieClient(base_url={self._base!r})"
 
+    def assume_recent_use(self, submission_ages: list[float]) -> None:
+        """After a restart: the previous run's recent calls still count at kie.ai.
+
+        `submission_ages` are the ages in seconds of createTask calls it made; its status
+        queries were not recorded, so a full query window is assumed used.
+        """
+        self._submit_limiter.record_past(submission_ages)
+        self._query_limiter.delay(self._query_limiter.period)
+
+    @property
+    def submit_window(self) -> float:
+        return self._submit_limiter.period
+
     @property
     def submissions_waiting(self) -> int:
         return self._submit_limiter.waiting

@@ -44,6 +44,10 @@ class SlidingWindowLimiter:
         self._waiting = 0
 
     @property
+    def period(self) -> float:
+        return self._window
+
+    @property
     def waiting(self) -> int:
         """How many callers are waiting for a slot, including the one being served."""
         return self._waiting
@@ -65,6 +69,12 @@ class SlidingWindowLimiter:
                 self._granted.append(now)
                 return
             await self._sleep(self._window - (now - self._granted[0]))
+
+    def record_past(self, ages: list[float]) -> None:
+        """Count calls made `ages` seconds ago (e.g. by the previous run of the bot)."""
+        now = self._clock()
+        past = sorted(now - age for age in ages if 0 <= age < self._window)
+        self._granted = deque(sorted([*past, *self._granted])[-self._max_calls :])
 
     def delay(self, seconds: float) -> None:
         """Push the window forward after the server said we were too fast (e.g. a 429)."""

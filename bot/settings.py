@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SYNC_MODES = ("auto", "always", "never")
-MAX_JOB_TIMEOUT = 840.0
+MAX_JOB_TIMEOUT = 3600.0
 
 
 class SettingsError(Exception):
@@ -41,6 +41,11 @@ class Settings:
     dev_guild_id: int | None = None
     command_sync: str = "auto"
     log_level: str = "INFO"
+    public_base_url: str | None = None
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 8080
+    kie_webhook_hmac_key: str | None = field(default=None, repr=False)
+    callback_poll_interval: float = 15.0
     # Only for running against a local fake Discord (tests, benchmarks); unset in production.
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
@@ -113,6 +118,13 @@ def _snowflake(env: Mapping[str, str], name: str) -> int | None:
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build `Settings` from environment variables, or raise `SettingsError`."""
+    settings = _read(env)
+    if settings.public_base_url and not settings.webhook_port:
+        raise SettingsError("PUBLIC_BASE_URL needs WEBHOOK_PORT to be a port number, not 0.")
+    return settings
+
+
+def _read(env: Mapping[str, str]) -> Settings:
     return Settings(
         discord_token=_text(env, "DISCORD_TOKEN"),
         kie_api_key=_text(env, "KIE_API_KEY"),
@@ -121,7 +133,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         daily_quota=_positive_int(env, "DAILY_QUOTA", Settings.daily_quota),
         cost_2k=_positive_int(env, "COST_2K", Settings.cost_2k),
         poll_interval=_positive_float(env, "POLL_INTERVAL_SECONDS", Settings.poll_interval),
-        # An interaction token lives 15 minutes: the final answer must come before it expires.
+        # kie.ai suggests giving up after 10-15 minutes; an hour is the outer bound.
         job_timeout=_parsed(
             env,
             "JOB_TIMEOUT_SECONDS",
@@ -138,6 +150,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dev_guild_id=_snowflake(env, "DEV_GUILD_ID"),
         command_sync=_choice(env, "COMMAND_SYNC", Settings.command_sync, SYNC_MODES),
         log_level=_choice(env, "LOG_LEVEL", Settings.log_level, LOG_LEVELS),
+        public_base_url=_url(env, "PUBLIC_BASE_URL", None),
+        webhook_host=_text(env, "WEBHOOK_HOST", Settings.webhook_host),
+        webhook_port=_parsed(
+            env,
+            "WEBHOOK_PORT",
+            Settings.webhook_port,
+            int,
+            lambda v: 0 <= v <= 65535,
+            "a port number from 1 to 65535, or 0 to turn the server off",
+        ),
+        kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
+        callback_poll_interval=_positive_float(
+            env, "CALLBACK_POLL_INTERVAL_SECONDS", Settings.callback_poll_interval
+        ),
         discord_api_base=_url(env, "DISCORD_API_BASE", None),
         discord_gateway_url=_url(env, "DISCORD_GATEWAY_URL", None),
     )

@@ -72,6 +72,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN attachment_limit INTEGER;
     ALTER TABLE jobs ADD COLUMN nonce            TEXT;
     ALTER TABLE jobs ADD COLUMN callback_token   TEXT;
+    ALTER TABLE jobs ADD COLUMN submitted_at     REAL;
     ALTER TABLE jobs ADD COLUMN delivered_via    TEXT;
     """,
 )
@@ -297,7 +298,17 @@ class Store:
 
     async def begin_submit(self, job_id: int) -> bool:
         """Committed before createTask is sent: a crash after this must not resend it."""
-        return await self._transition(job_id, (JobState.RESERVED,), JobState.SUBMITTING)
+        return await self._transition(
+            job_id, (JobState.RESERVED,), JobState.SUBMITTING, submitted_at=self._clock()
+        )
+
+    async def submissions_since(self, since: float) -> list[float]:
+        """When createTask calls went out after `since` (Unix time), oldest first."""
+        rows = await self._rows(
+            "SELECT submitted_at FROM jobs WHERE submitted_at >= ? ORDER BY submitted_at",
+            (since,),
+        )
+        return [float(row[0]) for row in rows]
 
     async def mark_submitted(self, job_id: int, task_id: str) -> bool:
         return await self._transition(
@@ -327,6 +338,7 @@ class Store:
         task_id: str | None = None,
         error: str | None = None,
         delivered_via: str | None = None,
+        submitted_at: float | None = None,
     ) -> bool:
         # The WHERE on the current state makes each transition happen at most once. A finished
         # job forgets its interaction token: it is a credential, kept only while needed.
@@ -335,6 +347,7 @@ class Store:
             cursor = await self._db.execute(
                 f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
                        error = COALESCE(?, error), delivered_via = COALESCE(?, delivered_via),
+                       submitted_at = COALESCE(?, submitted_at),
                        interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
                        updated_at = ?
                     WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
@@ -343,6 +356,7 @@ class Store:
                     task_id,
                     error,
                     delivered_via,
+                    submitted_at,
                     finished,
                     self._clock(),
                     job_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,11 +15,12 @@ import discord
 import pytest
 import yarl
 
-from bot.__main__ import build_bot, build_kie_client
+from bot.__main__ import build_bot, build_kie_client, build_webhook_server
 from bot.client import ImagineBot
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, RetryPolicy
 from bot.settings import Settings
 from bot.store import Store
+from bot.webhook import WebhookServer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 
@@ -66,6 +68,7 @@ class RunningBot:
     store: Store
     settings: Settings
     task: asyncio.Task[None]
+    server: WebhookServer | None = None
 
     async def idle(self, timeout: float = 10) -> None:
         """Wait until every job the bot started has finished its bookkeeping."""
@@ -101,8 +104,17 @@ async def start_bot(
         *,
         submit_limit: tuple[int, float] = SUBMIT_LIMIT,
         query_limit: tuple[int, float] = QUERY_LIMIT,
+        callbacks: bool = False,
         **overrides: Any,
     ) -> RunningBot:
+        if callbacks:
+            port = free_port()
+            overrides = {
+                "public_base_url": f"http://127.0.0.1:{port}",
+                "webhook_host": "127.0.0.1",
+                "webhook_port": port,
+                **overrides,
+            }
         run_settings = replace(settings, **overrides)
         session = aiohttp.ClientSession()
         cleanups.append(session.close)
@@ -116,16 +128,26 @@ async def start_bot(
             retry=FAST_RETRY,
         )
         bot = build_bot(run_settings, store, kie)
+        server = build_webhook_server(run_settings, bot) if callbacks else None
+        if server is not None:
+            await server.start()
+            cleanups.append(server.stop)
         task = asyncio.create_task(bot.start(run_settings.discord_token))
         cleanups.append(lambda: _stop(bot, task))
         # The gateway session is up once the fake has sent READY; discord.py's own on_ready
         # waits two more seconds for guild streams the bot does not need.
         await fake_discord.wait_until_ready(10)
-        return RunningBot(bot, store, run_settings, task)
+        return RunningBot(bot, store, run_settings, task, server)
 
     yield start
     for cleanup in reversed(cleanups):
         await cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def _stop(bot: ImagineBot, task: asyncio.Task[None]) -> None:

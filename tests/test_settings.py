@@ -36,7 +36,7 @@ def test_secrets_never_appear_in_repr() -> None:
         ("DAILY_QUOTA", "0"),
         ("COST_2K", "-1"),
         ("POLL_INTERVAL_SECONDS", "soon"),
-        ("JOB_TIMEOUT_SECONDS", "3600"),
+        ("JOB_TIMEOUT_SECONDS", "7200"),
         ("DEV_GUILD_ID", "my-server"),
         ("KIE_API_BASE", "api.kie.ai"),
         ("LOG_LEVEL", "loud"),

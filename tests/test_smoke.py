@@ -8,6 +8,9 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
+
+from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import READY_TITLE, embed_title, final_answer
@@ -16,6 +19,7 @@ from tests.helpers import READY_TITLE, embed_title, final_answer
 async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sigterm(
     fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
 ) -> None:
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "KIE_"))},
         "DISCORD_TOKEN": fake_discord.token,
@@ -26,6 +30,7 @@ async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sig
         "DISCORD_API_BASE": fake_discord.api_base,
         "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
         "LOG_LEVEL": "DEBUG",
+        "WEBHOOK_PORT": str(port),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -42,6 +47,12 @@ async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sig
         final = await final_answer(fake_discord, imagine, 20)
         assert embed_title(final) == READY_TITLE
         assert final.files and final.files[0].data == fake_kie.created_tasks()[0].script.image
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as health,
+        ):
+            assert health.status == 200, "the Docker health check passes"
 
         quota = await fake_discord.send_interaction("quota", user_id=imagine.user_id)
         answer = await final_answer(fake_discord, quota, 20)

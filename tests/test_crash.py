@@ -1,0 +1,146 @@
+"""The bot process killed with SIGKILL mid-run, again and again: nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bot.store import JobState, Store
+from tests.conftest import free_port
+from tests.fakes.discord_server import FakeDiscord, FakeInteraction
+from tests.fakes.kie_server import FakeKie, TaskScript
+from tests.helpers import FAILED_TITLE, READY_TITLE, embed_of, embed_title, is_original_edit
+
+ROUNDS = 4
+COMMANDS_PER_ROUND = 6
+
+
+class BotProcess:
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self._env = env
+        self._cwd = cwd
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            env=self._env,
+            cwd=self._cwd,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()  # SIGKILL: no clean-up of any kind
+            await self.process.wait()
+
+
+def final_prompts(fake: FakeDiscord, interactions: list[FakeInteraction]) -> Counter[str]:
+    """How many distinct messages show each prompt's final outcome (image or failure)."""
+    shown: Counter[str] = Counter()
+    for interaction in interactions:
+        edits = [
+            r
+            for r in fake.calls_for(interaction)
+            if is_original_edit(r, interaction) and r.status == 200
+        ]
+        # However often the one reply was edited, it is one message.
+        if any(embed_title(e) in (READY_TITLE, FAILED_TITLE) for e in edits):
+            shown[interaction_prompt(fake, interaction)] += 1
+    for request in fake.requests:
+        posted = request.method == "POST" and "/channels/" in request.path
+        if posted and request.status == 200 and embed_title(request) in (READY_TITLE, FAILED_TITLE):
+            shown[embed_of(request)["description"]] += 1
+    return shown
+
+
+def interaction_prompt(fake: FakeDiscord, interaction: FakeInteraction) -> str:
+    for request in fake.calls_for(interaction):
+        if is_original_edit(request, interaction) and request.json and request.json.get("embeds"):
+            return embed_of(request)["description"]
+    return "?"
+
+
+async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    fake_kie.default_script = TaskScript(step_seconds=0.4)
+    database = tmp_path / "imagine.db"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "KIE_"))},
+        "DISCORD_TOKEN": fake_discord.token,
+        "KIE_API_KEY": fake_kie.api_key,
+        "KIE_API_BASE": fake_kie.base_url,
+        "DATABASE_PATH": str(database),
+        "DAILY_QUOTA": "100",
+        "POLL_INTERVAL_SECONDS": "0.1",
+        "WEBHOOK_PORT": str(free_port()),
+        "DISCORD_API_BASE": fake_discord.api_base,
+        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
+    }
+    bot = BotProcess(env, tmp_path)
+    chance = random.Random(1234)
+    interactions: list[FakeInteraction] = []
+    try:
+        for round_number in range(ROUNDS):
+            identified = fake_discord.identify_count
+            await bot.start()
+            await _wait(lambda n=identified: fake_discord.identify_count > n, 30)
+            await fake_discord.wait_until_ready(30)
+            for n in range(COMMANDS_PER_ROUND):
+                prompt = f"round {round_number} picture {n}"
+                interactions.append(
+                    await fake_discord.send_interaction(
+                        "imagine", {"prompt": prompt}, user_id=500 + n % 3
+                    )
+                )
+                await asyncio.sleep(chance.uniform(0.0, 0.15))
+            await asyncio.sleep(chance.uniform(0.05, 1.2))
+            await bot.kill()
+
+        # The last start: every open job must now come to an end.
+        await bot.start()
+        store_path = database
+
+        async def all_answered() -> bool:
+            shown = final_prompts(fake_discord, interactions)
+            return len(shown) == len(interactions)
+
+        async with asyncio.timeout(60):
+            while not await all_answered():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # anything doubled would show up now
+        shown = final_prompts(fake_discord, interactions)
+    finally:
+        await bot.kill()
+
+    assert len(shown) == len(interactions), "every interaction has a final answer"
+    assert set(shown.values()) == {1}, f"exactly one final answer each: {shown}"
+
+    store = await Store.open(store_path)
+    try:
+        states = await store.count_by_state()
+        delivered = states.get(JobState.DELIVERED, 0)
+        refunded = states.get(JobState.REFUNDED, 0)
+        assert delivered + refunded == len(interactions), states
+        # 1K images cost one unit: the units charged are exactly the images delivered.
+        assert await store.total_units_charged() == delivered
+    finally:
+        await store.close()
+    prompts = Counter(task.input["prompt"] for task in fake_kie.created_tasks())
+    assert all(count == 1 for count in prompts.values()), "no job was submitted twice"
+    assert (fake_kie.submit_violations, fake_kie.query_violations) == (0, 0)
+    assert delivered >= len(interactions) // 2, "most jobs survive the crashes"
+
+
+async def _wait(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
