@@ -54,10 +54,12 @@ def final_prompts(fake: FakeDiscord, interactions: list[FakeInteraction]) -> Cou
         # However often the one reply was edited, it is one message.
         if any(embed_title(e) in (READY_TITLE, FAILED_TITLE) for e in edits):
             shown[interaction_prompt(fake, interaction)] += 1
-    for request in fake.requests:
-        posted = request.method == "POST" and "/channels/" in request.path
-        if posted and request.status == 200 and embed_title(request) in (READY_TITLE, FAILED_TITLE):
-            shown[embed_of(request)["description"]] += 1
+    # Messages the bot posted outside the interaction (each one really created, not deduped).
+    for messages in fake.channel_messages.values():
+        for message in messages:
+            embeds = message.get("embeds") or [{}]
+            if embeds[0].get("title") in (READY_TITLE, FAILED_TITLE):
+                shown[embeds[0]["description"]] += 1
     return shown
 
 

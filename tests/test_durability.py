@@ -187,6 +187,38 @@ async def test_after_the_token_expired_the_image_is_posted_pinging_only_the_requ
     assert await running.job_states() == {"delivered": 1}
 
 
+async def test_a_crash_between_posting_and_recording_it_does_not_post_twice(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, settings: Settings
+) -> None:
+    task_id = await create_task_directly(fake_kie, TaskScript(step_seconds=0.01))
+    job_id = await seed_job(
+        settings, fake_discord, state=JobState.DELIVERING, task_id=task_id, token_age=20 * 60
+    )
+    store = await Store.open(settings.database_path)
+    job = await store.get_job(job_id)
+    await store.close()
+    assert job is not None
+    # The previous run posted the image, then died before recording it as delivered.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake_discord.api_base}/channels/{fake_discord.channel_id}/messages",
+            json={
+                "content": "<@777>, your image is ready.",
+                "embeds": [{"title": READY_TITLE, "description": PROMPT}],
+                "nonce": job.nonce,
+                "enforce_nonce": True,
+            },
+            headers={"Authorization": f"Bot {fake_discord.token}"},
+        ) as response,
+    ):
+        assert response.status == 200
+    running = await start_bot()
+    await _wait_channel_posts(fake_discord, 2)
+    assert len(fake_discord.channel_messages[fake_discord.channel_id]) == 1
+    assert await running.job_states() == {"delivered": 1}
+
+
 # --- Discord faults during a job ------------------------------------------------------------------
 
 

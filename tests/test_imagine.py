@@ -242,14 +242,17 @@ async def test_a_failed_generation_shows_kie_ais_reason_and_refunds(
     assert await running.units_charged() == 0
 
 
-async def test_polling_survives_errors_and_garbage(
+async def test_polling_survives_errors_resets_timeouts_and_garbage(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    await start_bot()
+    await start_bot(request_timeout=0.3)
     fake_kie.fail_query_next(
         CreateFault(code=500, http_status=500),
         CreateFault(code=200, body="not json at all"),
         CreateFault(code=455),
+        CreateFault(code=200, drop_connection=True),
+        CreateFault(code=200, delay=1.0),
+        CreateFault(code=429, http_status=429),
     )
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
     assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE

@@ -1431,6 +1431,13 @@ class FakeDiscord:
         channel_id = int(m["channel_id"])
         self._channel(channel_id)
         payload = rec.json if rec.json is not None else {}
+        nonce = payload.get("nonce")
+        if nonce is not None and payload.get("enforce_nonce"):
+            # Discord: the same author and nonce within a few minutes returns the first
+            # message instead of creating a second one.
+            for existing in self.channel_messages.get(channel_id, []):
+                if existing.get("nonce") == str(nonce):
+                    return _Reply(200, copy.deepcopy(existing))
         fields = self._compose(
             None, payload, rec.files, limit=self.upload_limit, channel_id=channel_id
         )
@@ -1441,6 +1448,8 @@ class FakeDiscord:
             message_type=19 if payload.get("message_reference") else 0,
             interaction=None,
         )
+        if nonce is not None:
+            message["nonce"] = str(nonce)
         # The list holds the live dicts, so later edits show up in channel_messages too.
         self.channel_messages.setdefault(channel_id, []).append(message)
         return _Reply(200, copy.deepcopy(message))
