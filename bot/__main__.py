@@ -19,8 +19,9 @@ import yarl
 from dotenv import find_dotenv, load_dotenv
 
 from bot.client import ImagineBot
-from bot.jobs import JobLimits, JobService, Wakeups
+from bot.jobs import JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient, RetryPolicy
+from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
 from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Settings, SettingsError, load_settings, log_level_number
@@ -63,29 +64,23 @@ def build_kie_client(
     )
 
 
-def build_bot(
-    settings: Settings, store: Store, kie: KieClient, wakeups: Wakeups | None = None
-) -> ImagineBot:
+def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     quota = QuotaBook(
         store,
         daily_limit=settings.daily_quota,
         costs=Costs(units_1k=settings.cost_1k, units_2k=settings.cost_2k),
     )
     limits = JobLimits(
-        poll_interval=settings.poll_interval,
-        callback_poll_interval=settings.callback_poll_interval,
         job_timeout=settings.job_timeout,
         max_image_bytes=settings.max_image_bytes,
         download_timeout=settings.download_timeout,
     )
-    jobs = JobService(
-        store,
-        quota,
-        kie,
-        limits,
-        callback_base_url=settings.public_base_url,
-        wakeups=wakeups or Wakeups(),
+    # With callbacks on, polling is only a safety net and runs slowly.
+    poll_every = (
+        settings.callback_poll_interval if settings.public_base_url else settings.poll_interval
     )
+    polls = PollScheduler(kie, min_interval=poll_every)
+    jobs = JobService(store, quota, kie, limits, polls, callback_base_url=settings.public_base_url)
     return ImagineBot(settings=settings, store=store, quota=quota, jobs=jobs)
 
 
@@ -95,7 +90,7 @@ def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer |
         return None
     return WebhookServer(
         bot.store,
-        bot.jobs.wakeups,
+        bot.jobs.polls,
         host=settings.webhook_host,
         port=settings.webhook_port,
         hmac_key=settings.kie_webhook_hmac_key,

@@ -128,6 +128,7 @@ class ImagineBot(commands.Bot):
                     await asyncio.gather(*notices, return_exceptions=True)
             except TimeoutError:
                 log.warning("not every waiting member could be told about the restart")
+        await self.jobs.polls.stop()
         await super().close()
 
     # --- command sync -------------------------------------------------------------------------

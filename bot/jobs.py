@@ -35,6 +35,7 @@ from bot.kie import (
     KieValidationError,
     TaskInfo,
 )
+from bot.polling import PollScheduler
 from bot.quota import QuotaBook, QuotaStatus
 from bot.store import Job, JobState, NewJob, ReplyTarget, Store
 
@@ -42,9 +43,10 @@ log = logging.getLogger(__name__)
 
 
 class Phase(enum.StrEnum):
-    WAITING_TURN = "waiting_turn"  # in the bot's own submission queue (kie.ai rate limit)
-    QUEUED = "queued"  # accepted by kie.ai, not started
-    GENERATING = "generating"
+    # Only two states are shown, so a job costs at most two progress edits: Discord's
+    # interaction webhooks have small rate-limit buckets, and a live timestamp is the clock.
+    QUEUED = "queued"  # in line for kie.ai's submission limit (20 per 10 s per account)
+    GENERATING = "generating"  # kie.ai has the task (its own waiting/queuing included)
 
 
 class FailureKind(enum.StrEnum):
@@ -82,7 +84,8 @@ class JobRequest:
 class Progress:
     phase: Phase
     started_at: float  # Unix time the job was reserved, for a live relative timestamp
-    position: int | None = None  # place in the bot's submission queue, when waiting for a turn
+    position: int | None = None  # place in line, while queued
+    turn_at: float | None = None  # Unix time the turn is expected, while queued
 
 
 @dataclass(frozen=True)
@@ -145,49 +148,12 @@ def failure_kind(error: KieError) -> FailureKind:
     return FailureKind.INTERNAL
 
 
-# Poll errors that do not end a job: the task is still running at kie.ai whatever we heard.
-_TRANSIENT_POLL_ERRORS = (
-    KieConnectionError,
-    KieTimeout,
-    KieServerError,
-    KieMalformedResponse,
-    KieRateLimited,
-    KieMaintenance,
-)
-
-
 @dataclass(frozen=True)
 class JobLimits:
-    poll_interval: float = 2.0
-    # With callbacks on, polling is only a safety net and can be slow.
-    callback_poll_interval: float = 15.0
     job_timeout: float = 600.0
     max_image_bytes: int = 50 * 1024 * 1024
     download_timeout: float = 60.0
-
-
-class Wakeups:
-    """Lets a kie.ai callback cut a job's wait between two polls short."""
-
-    def __init__(self) -> None:
-        self._events: dict[int, asyncio.Event] = {}
-
-    def wake(self, job_id: int) -> None:
-        # Kept even if the job is not waiting yet, so its next wait returns at once.
-        self._events.setdefault(job_id, asyncio.Event()).set()
-
-    async def wait(self, job_id: int, seconds: float) -> None:
-        event = self._events.setdefault(job_id, asyncio.Event())
-        try:
-            async with asyncio.timeout(seconds):
-                await event.wait()
-        except TimeoutError:
-            pass
-        finally:
-            event.clear()
-
-    def forget(self, job_id: int) -> None:
-        self._events.pop(job_id, None)
+    max_concurrent_transfers: int = 8
 
 
 class JobService:
@@ -197,18 +163,20 @@ class JobService:
         quota: QuotaBook,
         kie: KieClient,
         limits: JobLimits,
+        polls: PollScheduler,
         *,
         callback_base_url: str | None = None,
-        wakeups: Wakeups | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._quota = quota
         self._kie = kie
         self._limits = limits
+        self.polls = polls
         self._callback_base = callback_base_url.rstrip("/") if callback_base_url else None
-        self.wakeups = wakeups or Wakeups()
         self._clock = clock
+        # Bounds memory: at most this many images are downloaded or uploaded at once.
+        self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
 
     async def reserve(self, request: JobRequest) -> Job | None:
         """Charge the units for `request`; None if that would exceed the user's daily quota."""
@@ -246,23 +214,23 @@ class JobService:
         """
         try:
             task_id = await self._ensure_submitted(job, reporter)
-            info = await self._wait(job, task_id, reporter)
-            image = await self._download(info)
+            info = await self._wait(job, task_id)
+            async with self._transfers:
+                image = await self._download(info)
+                await self._deliver(job, task_id, image, reporter)
         except JobFailed as failed:
             await self._refund_and_report(job, failed.kind, failed.detail, reporter)
-            return
         except KieError as error:
             await self._refund_and_report(job, failure_kind(error), None, reporter, error)
-            return
         except asyncio.CancelledError:
             raise  # shutting down: the job stays open and resumes on the next start
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
             await self._refund_and_report(job, FailureKind.INTERNAL, None, reporter)
-            return
-        finally:
-            self.wakeups.forget(job.id)
 
+    async def _deliver(
+        self, job: Job, task_id: str, image: DownloadedImage, reporter: JobReporter
+    ) -> None:
         await self._store.begin_delivery(job.id)
         quota = await self._quota.status(job.user_id)
         finished = Finished(job, image, self._clock() - job.created_at, quota)
@@ -270,8 +238,7 @@ class JobService:
             via = await reporter.deliver(finished)
         except DeliveryError as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
-            await self._refund_and_report(job, FailureKind.DELIVERY_FAILED, None, reporter)
-            return
+            raise JobFailed(FailureKind.DELIVERY_FAILED) from None
         await self._store.mark_delivered(job.id, via)
         log.info("job %s delivered by %s (task %s, %.1fs)", job.id, via, task_id, finished.elapsed)
 
@@ -291,55 +258,54 @@ class JobService:
 
     async def _submit(self, job: Job, reporter: JobReporter) -> str:
         request = ImageRequest(job.prompt, job.aspect_ratio, job.resolution)  # type: ignore[arg-type]
-        waiting = self._kie.submissions_waiting
-        if waiting:
-            await _report(reporter, Progress(Phase.WAITING_TURN, job.created_at, waiting + 1))
+        turn = self._kie.submit_turn(job.user_id)
+        if turn.wait_seconds > 0:
+            turn_at = self._clock() + turn.wait_seconds
+            await _report(reporter, Progress(Phase.QUEUED, job.created_at, turn.position, turn_at))
 
         async def before_send() -> None:
             await self._store.begin_submit(job.id)
 
         task_id = await self._kie.create_task(
-            request, callback_url=self.callback_url(job), before_send=before_send
+            request,
+            callback_url=self.callback_url(job),
+            before_send=before_send,
+            queue_key=job.user_id,
         )
         await self._store.mark_submitted(job.id, task_id)
         log.info("job %s submitted as task %s", job.id, task_id)
-        await _report(reporter, Progress(Phase.QUEUED, job.created_at))
+        await _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id
 
-    async def _wait(self, job: Job, task_id: str, reporter: JobReporter) -> TaskInfo:
-        deadline = job.created_at + self._limits.job_timeout
-        interval = (
-            self._limits.callback_poll_interval
-            if self._callback_base
-            else self._limits.poll_interval
-        )
-        phase = Phase.QUEUED
+    async def _wait(self, job: Job, task_id: str) -> TaskInfo:
+        """Wait for the task's result through the shared poll scheduler, up to the deadline."""
+        now = self._clock()
+        submitted_at = job.submitted_at or now
         # A resumed job may have finished long ago: look at once.
-        look_now = job.state is not JobState.RESERVED
-        while True:
-            if not look_now:
-                await self.wakeups.wait(job.id, min(interval, max(0.0, deadline - self._clock())))
-            look_now = False
-            if self._clock() > deadline:
-                raise JobFailed(FailureKind.TIMED_OUT)
-            try:
-                info = await self._kie.get_task(task_id)
-            except _TRANSIENT_POLL_ERRORS as error:
-                log.info("job %s: poll failed (%s); will poll again", job.id, error)
-                continue
-            if info.task_id != task_id:
-                log.warning("job %s: kie.ai answered for another task; ignoring it", job.id)
-                continue
-            if info.state == "fail":
-                raise JobFailed(FailureKind.GENERATION_FAILED, info.fail_message)
-            if info.succeeded:
-                if not info.result_urls:
-                    raise JobFailed(FailureKind.BAD_RESPONSE)
-                return info
-            current = Phase.GENERATING if info.state == "generating" else Phase.QUEUED
-            if current != phase:
-                phase = current
-                await _report(reporter, Progress(phase, job.created_at))
+        watch = self.polls.watch(
+            job.id,
+            task_id,
+            age=max(0.0, now - submitted_at),
+            look_now=job.state is not JobState.RESERVED,
+        )
+        try:
+            while True:
+                remaining = job.created_at + self._limits.job_timeout - self._clock()
+                if remaining <= 0:
+                    raise JobFailed(FailureKind.TIMED_OUT)
+                try:
+                    async with asyncio.timeout(remaining):
+                        info = await watch.updates.get()
+                except TimeoutError:
+                    raise JobFailed(FailureKind.TIMED_OUT) from None
+                if info.state == "fail":
+                    raise JobFailed(FailureKind.GENERATION_FAILED, info.fail_message)
+                if info.succeeded:
+                    if not info.result_urls:
+                        raise JobFailed(FailureKind.BAD_RESPONSE)
+                    return info
+        finally:
+            self.polls.unwatch(watch)
 
     async def _download(self, info: TaskInfo) -> DownloadedImage:
         last_error: DownloadError | None = None

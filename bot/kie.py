@@ -11,13 +11,13 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 
-from bot.ratelimit import SlidingWindowLimiter
+from bot.ratelimit import SlidingWindowLimiter, Turn
 
 log = logging.getLogger(__name__)
 
@@ -287,15 +287,16 @@ class KieClient:
     def submit_window(self) -> float:
         return self._submit_limiter.period
 
-    @property
-    def submissions_waiting(self) -> int:
-        return self._submit_limiter.waiting
+    def submit_turn(self, queue_key: Hashable = None) -> Turn:
+        """Where a new submission for `queue_key` would stand in the line for kie.ai."""
+        return self._submit_limiter.turn(queue_key)
 
     async def create_task(
         self,
         request: ImageRequest,
         callback_url: str | None = None,
         before_send: Callable[[], Awaitable[None]] | None = None,
+        queue_key: Hashable = None,
     ) -> str:
         """Submit a generation and return its taskId.
 
@@ -303,11 +304,12 @@ class KieClient:
         could not even be opened). Anything that may have reached kie.ai raises
         `KieSubmitUncertain` instead, because a second request would be a second paid image.
         `before_send` runs once the rate limiter has given this request its turn, right before
-        it goes on the wire (the job records "submitting" there).
+        it goes on the wire (the job records "submitting" there). Callers waiting for a turn are
+        served round-robin by `queue_key` (the member), so nobody can hog the line.
         """
         payload = build_create_payload(request, callback_url)
         for attempt in range(self._retry.attempts):
-            await self._submit_limiter.acquire()
+            await self._submit_limiter.acquire(queue_key)
             if before_send is not None:
                 await before_send()
             try:

@@ -59,8 +59,7 @@ def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Em
 # --- /imagine -----------------------------------------------------------------------------------
 
 _PHASE_TEXT = {
-    Phase.WAITING_TURN: "⏳ Waiting for a free slot",
-    Phase.QUEUED: "🕒 Queued at kie.ai",
+    Phase.QUEUED: "🕒 Queued",
     Phase.GENERATING: "🎨 Generating",
 }
 
@@ -68,12 +67,15 @@ _PHASE_TEXT = {
 def progress_embed(
     progress: Progress, prompt: str, aspect_ratio: str, resolution: str
 ) -> discord.Embed:
-    status = _PHASE_TEXT[progress.phase]
-    if progress.phase is Phase.WAITING_TURN and progress.position:
-        status += f" (#{progress.position} in line)"
-    embed = _prompt_embed(f"{status}…", prompt, COLOUR_WORKING)
+    embed = _prompt_embed(f"{_PHASE_TEXT[progress.phase]}…", prompt, COLOUR_WORKING)
     embed.add_field(name="Options", value=_options_line(aspect_ratio, resolution))
     embed.add_field(name="Started", value=timestamp(progress.started_at))
+    if progress.position is not None and progress.turn_at is not None:
+        # A live timestamp counts down in the client, so the line needs no edits to move.
+        embed.add_field(
+            name="In line",
+            value=f"#{progress.position} · your turn {timestamp(progress.turn_at)}",
+        )
     return embed
 
 

@@ -1,7 +1,9 @@
 """Client-side rate limiting: keep every caller inside a provider's documented limits.
 
-kie.ai rejects (rather than queues) calls over its limits, so the bot queues them itself. Waiters
-are served first come, first served, however many members are waiting.
+kie.ai rejects (rather than queues) calls over its limits, so the bot queues them itself.
+Waiters are grouped by a key (a member, for submissions) and served round-robin across keys,
+first come first served within a key: one member firing twenty commands cannot push everyone
+else to the back of the line.
 """
 
 from __future__ import annotations
@@ -9,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Turn:
+    """Where a new caller would stand in line, and roughly when its turn comes."""
+
+    position: int  # 1 = next
+    wait_seconds: float
+
+
 class SlidingWindowLimiter:
-    """At most `max_calls` acquisitions in any `period` seconds, granted in arrival order.
+    """At most `max_calls` grants in any `period` seconds, fair across keys.
 
     `margin` widens the window a little, because the server measures arrival times and the
     network can bunch requests up.
@@ -38,33 +49,73 @@ class SlidingWindowLimiter:
         self._clock = clock
         self._sleep = sleep
         self._granted: deque[float] = deque()
-        # asyncio.Lock wakes waiters in FIFO order, which gives arrival-order fairness.
-        self._turn = asyncio.Lock()
-
-        self._waiting = 0
+        # Each key's waiters, and how many turns the key has had while waiting. The next turn
+        # goes to the key with the fewest, then to the one served longest ago.
+        self._lines: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        self._turns: dict[Hashable, int] = {}
+        self._last_served: dict[Hashable, int] = {}
+        self._grants = 0
+        self._dispatcher: asyncio.Task[None] | None = None
 
     @property
     def period(self) -> float:
         return self._window
 
-    @property
-    def waiting(self) -> int:
-        """How many callers are waiting for a slot, including the one being served."""
-        return self._waiting
+    def turn(self, key: Hashable = None) -> Turn:
+        """Where a caller with `key` would stand if it asked now."""
+        own = len(self._lines.get(key, ()))
+        round_of_new = self._turns.get(key, self._current_round()) + own
+        ahead = own + sum(
+            max(0, min(len(line), round_of_new + 1 - self._turns[k]))
+            for k, line in self._lines.items()
+            if k != key
+        )
+        position = ahead + 1
+        self._expire(self._clock())
+        free_now = self._max_calls - len(self._granted)
+        beyond = max(0, position - free_now)
+        return Turn(position, beyond * self._window / self._max_calls)
 
-    async def acquire(self) -> None:
-        self._waiting += 1
-        try:
-            async with self._turn:
-                await self._take_slot()
-        finally:
-            self._waiting -= 1
+    async def acquire(self, key: Hashable = None) -> None:
+        """Wait for a slot. Callers with the same key are served in order."""
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if key not in self._lines:
+            # A key joining the line starts in the current round, not ahead of everyone.
+            self._turns[key] = self._current_round()
+            self._last_served[key] = -1
+            self._lines[key] = deque()
+        self._lines[key].append(granted)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="rate-limiter")
+        await granted
+
+    def _current_round(self) -> int:
+        return min(self._turns.values(), default=0)
+
+    async def _dispatch(self) -> None:
+        while self._lines:
+            await self._take_slot()
+            key = min(self._lines, key=lambda k: (self._turns[k], self._last_served[k]))
+            line = self._lines[key]
+            waiter = line.popleft()
+            self._turns[key] += 1
+            self._grants += 1
+            self._last_served[key] = self._grants
+            if not line:
+                del self._lines[key], self._turns[key], self._last_served[key]
+            if waiter.done():  # cancelled while waiting: give the slot back
+                self._granted.pop()
+                continue
+            waiter.set_result(None)
+
+    def _expire(self, now: float) -> None:
+        while self._granted and now - self._granted[0] >= self._window:
+            self._granted.popleft()
 
     async def _take_slot(self) -> None:
         while True:
             now = self._clock()
-            while self._granted and now - self._granted[0] >= self._window:
-                self._granted.popleft()
+            self._expire(now)
             if len(self._granted) < self._max_calls:
                 self._granted.append(now)
                 return

@@ -121,23 +121,29 @@ class Job:
     nonce: str  # random per job: Discord drops a second message with the same nonce
     callback_token: str = field(repr=False)  # random per job: the secret in its callback URL
     delivered_via: str | None = None
+    submitted_at: float | None = None  # Unix time createTask went out
 
 
 _JOB_COLUMNS = (
     "id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution, "
     "state, task_id, error, created_at, application_id, interaction_token, interaction_at, "
-    "attachment_limit, nonce, callback_token, delivered_via"
+    "attachment_limit, nonce, callback_token, delivered_via, submitted_at"
 )
 
 
 def _job(row: aiosqlite.Row | tuple) -> Job:
-    (*values, application_id, token, interaction_at, limit, nonce, callback, via) = list(row)
+    (*values, application_id, token, interaction_at, limit, nonce, callback, via, sent) = list(row)
     values[9] = JobState(values[9])
     reply = None
     if application_id is not None and token:
         reply = ReplyTarget(application_id, token, interaction_at, limit)
     return Job(
-        *values, reply=reply, nonce=nonce or "", callback_token=callback or "", delivered_via=via
+        *values,
+        reply=reply,
+        nonce=nonce or "",
+        callback_token=callback or "",
+        delivered_via=via,
+        submitted_at=sent,
     )
 
 

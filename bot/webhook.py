@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.jobs import Wakeups
+from bot.polling import PollScheduler
 from bot.store import OPEN_STATES, Store
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class WebhookServer:
     def __init__(
         self,
         store: Store,
-        wakeups: Wakeups,
+        polls: PollScheduler,
         *,
         host: str,
         port: int,
@@ -70,7 +70,7 @@ class WebhookServer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._wakeups = wakeups
+        self._polls = polls
         self._host = host
         self._port = port
         self._hmac_key = hmac_key
@@ -139,7 +139,7 @@ class WebhookServer:
         self.callbacks_accepted += 1
         if job.state in OPEN_STATES:
             log.debug("callback for job %s (task %s): checking it now", job.id, task_id)
-            self._wakeups.wake(job.id)
+            self._polls.wake(job.id)
         return web.json_response(_OK)
 
     def _refuse(self, status: int, reason: str) -> web.Response:

@@ -84,21 +84,53 @@ async def test_every_aspect_ratio_is_forwarded_exactly(
     assert create.json["input"]["aspect_ratio"] == ratio
 
 
-async def test_progress_is_shown_while_waiting_and_edits_are_spaced_out(
+async def test_progress_is_shown_while_waiting(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    # Polls every 0.15 s stay under the 10 queries/s limit, so no state is skipped.
-    await start_bot(progress_min_interval=0.3, poll_interval=0.15)
-    fake_kie.script_next(TaskScript(states=["waiting", "generating", "success"], step_seconds=0.5))
+    await start_bot()
+    fake_kie.script_next(TaskScript(states=["waiting", "generating", "success"], step_seconds=0.3))
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
     await final_answer(fake_discord, interaction)
-
-    titles = [embed_title(edit) for edit in original_edits(fake_discord, interaction)]
-    assert titles == ["🕒 Queued at kie.ai…", "🎨 Generating…", READY_TITLE]
-    progress = original_edits(fake_discord, interaction)[:2]
+    edits = original_edits(fake_discord, interaction)
+    assert [embed_title(edit) for edit in edits] == ["🎨 Generating…", READY_TITLE]
     # A live Discord timestamp is the clock: it ticks in the client without any edit.
-    assert field(progress[0], "Started").startswith("<t:")
-    assert progress[1].at - progress[0].at >= 0.3
+    assert field(edits[0], "Started").startswith("<t:")
+    # Happy path: the defer, one progress edit, the result.
+    assert len(fake_discord.calls_for(interaction)) == 3
+
+
+async def test_a_queued_member_sees_their_place_in_line_and_edits_are_spaced_out(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    # One submission per second stands in for kie.ai's 20 per 10 s.
+    await start_bot(submit_limit=(1, 1.0), progress_min_interval=0.5)
+    interactions = [
+        await fake_discord.send_interaction("imagine", {"prompt": f"{PROMPT} {n}"}, user_id=n)
+        for n in range(1, 4)
+    ]
+    await asyncio.gather(*(final_answer(fake_discord, i) for i in interactions))
+    third = original_edits(fake_discord, interactions[2])
+    assert [embed_title(edit) for edit in third] == ["🕒 Queued…", "🎨 Generating…", READY_TITLE]
+    line = field(third[0], "In line")
+    assert line.startswith("#2 · your turn <t:") and line.endswith(":R>")
+    assert third[1].at - third[0].at >= 0.5, "progress edits are spaced out"
+    assert len(fake_discord.calls_for(interactions[2])) == 4, "at most 4 Discord calls a job"
+
+
+async def test_the_line_is_fair_across_members(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    await start_bot(submit_limit=(1, 0.3))
+    greedy = [
+        await fake_discord.send_interaction("imagine", {"prompt": f"greedy {n}"}, user_id=1)
+        for n in range(4)
+    ]
+    await asyncio.sleep(0.05)
+    polite = await fake_discord.send_interaction("imagine", {"prompt": "polite"}, user_id=2)
+    await asyncio.gather(*(final_answer(fake_discord, i) for i in [*greedy, polite]))
+    order = [task.input["prompt"] for task in fake_kie.created_tasks()]
+    assert order.index("polite") <= 2, order
+    assert fake_kie.violations == 0
 
 
 # --- rejected before anything is spent ------------------------------------------------------------

@@ -17,8 +17,10 @@ class FakeTime:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        # Let everyone already woken run first, as they would during a real sleep.
+        for _ in range(5):
+            await asyncio.sleep(0)
         self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
 
 
 async def test_never_more_than_the_limit_in_any_window() -> None:
@@ -65,3 +67,47 @@ async def test_margin_widens_the_window() -> None:
     for _ in range(3):
         await limiter.acquire()
     assert time.now == 1.25
+
+
+async def test_keys_are_served_round_robin() -> None:
+    time = FakeTime()
+    limiter = SlidingWindowLimiter(1, 1.0, clock=time.clock, sleep=time.sleep)
+    order: list[str] = []
+
+    async def caller(key: str, n: int) -> None:
+        await limiter.acquire(key)
+        order.append(f"{key}{n}")
+
+    greedy = [asyncio.create_task(caller("a", n)) for n in range(4)]
+    await asyncio.sleep(0)
+    polite = [asyncio.create_task(caller("b", n)) for n in range(2)]
+    await asyncio.gather(*greedy, *polite)
+    assert order == ["a0", "b0", "a1", "b1", "a2", "a3"]
+
+
+async def test_turn_tells_a_new_caller_its_place_and_wait() -> None:
+    time = FakeTime()
+    limiter = SlidingWindowLimiter(2, 10.0, clock=time.clock, sleep=time.sleep)
+    assert limiter.turn("x").wait_seconds == 0
+    await limiter.acquire("a")
+    await limiter.acquire("a")
+    waiting = [asyncio.create_task(limiter.acquire("a")) for _ in range(3)]
+    await asyncio.sleep(0)
+    turn = limiter.turn("b")
+    assert turn.position == 2  # behind a's first waiter, ahead of a's others
+    assert turn.wait_seconds == 10.0
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_cancelled_waiter_gives_its_slot_back() -> None:
+    time = FakeTime()
+    limiter = SlidingWindowLimiter(1, 1.0, clock=time.clock, sleep=time.sleep)
+    await limiter.acquire()
+    doomed = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    doomed.cancel()
+    await asyncio.gather(doomed, return_exceptions=True)
+    await limiter.acquire()
+    assert time.now == 1.0

@@ -1,0 +1,1 @@
+"""Load benchmarks for the bot; run with `python -m bench.run` (see bench/README.md)."""

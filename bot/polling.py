@@ -1,0 +1,177 @@
+"""One shared budget of kie.ai status queries, spent on the tasks most likely to have finished.
+
+kie.ai allows 10 recordInfo queries per second per key, whatever the number of waiting members.
+Instead of every job polling on its own timer, jobs register their task here and one scheduler
+decides which task to query next:
+
+- a task kie.ai just called back about goes first (the callback is only a wake-up call);
+- then, among tasks not queried in the last `min_interval` seconds, the one with the highest
+  chance of having finished since it was last queried, judged from how long recent tasks took;
+- until enough durations are known, the task queried longest ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.kie import KieClient, KieError, TaskInfo
+
+log = logging.getLogger(__name__)
+
+MIN_SAMPLES = 5
+MAX_SAMPLES = 200
+MAX_QUERIES_IN_FLIGHT = 10
+
+
+class DurationModel:
+    """Recent task durations (seconds from submission to a seen result), as an empirical CDF."""
+
+    def __init__(self, max_samples: int = MAX_SAMPLES) -> None:
+        self._recent: deque[float] = deque(maxlen=max_samples)
+        self._sorted: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._sorted.remove(self._recent[0])
+        self._recent.append(seconds)
+        bisect.insort(self._sorted, seconds)
+
+    @property
+    def known(self) -> bool:
+        return len(self._sorted) >= MIN_SAMPLES
+
+    def done_by(self, seconds: float) -> float:
+        """The share of recent tasks that had finished `seconds` after submission."""
+        return bisect.bisect_right(self._sorted, seconds) / len(self._sorted)
+
+
+@dataclass(eq=False)
+class TaskWatch:
+    job_id: int
+    task_id: str
+    submitted_at: float  # scheduler clock
+    last_polled: float = -math.inf
+    urgent: bool = False
+    updates: asyncio.Queue[TaskInfo] = field(default_factory=asyncio.Queue)
+
+    def chance_done(self, now: float, durations: DurationModel) -> float:
+        """How likely the task finished between its last query and now."""
+        if not durations.known or self.last_polled == -math.inf:
+            return 0.0
+        before = durations.done_by(self.last_polled - self.submitted_at)
+        after = durations.done_by(now - self.submitted_at)
+        return (after - before) / max(1.0 - before, 1e-6)
+
+
+class PollScheduler:
+    def __init__(
+        self,
+        kie: KieClient,
+        *,
+        min_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._kie = kie
+        self._min_interval = min_interval
+        self._clock = clock
+        self._watches: dict[int, TaskWatch] = {}
+        self.durations = DurationModel()
+        self._changed = asyncio.Event()
+        self._in_flight = asyncio.Semaphore(MAX_QUERIES_IN_FLIGHT)
+        self._runner: asyncio.Task[None] | None = None
+        self._queries: set[asyncio.Task[None]] = set()
+
+    def watch(self, job_id: int, task_id: str, *, age: float = 0.0, look_now: bool) -> TaskWatch:
+        """Start watching a task that was submitted `age` seconds ago."""
+        watch = TaskWatch(job_id, task_id, self._clock() - age)
+        if not look_now:
+            watch.last_polled = self._clock()
+        self._watches[job_id] = watch
+        self._ensure_running()
+        self._changed.set()
+        return watch
+
+    def unwatch(self, watch: TaskWatch) -> None:
+        if self._watches.get(watch.job_id) is watch:
+            del self._watches[watch.job_id]
+
+    def wake(self, job_id: int) -> None:
+        """kie.ai says this job's task changed: query it next."""
+        watch = self._watches.get(job_id)
+        if watch is not None:
+            watch.urgent = True
+            self._changed.set()
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._runner, *self._queries) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._runner = None
+
+    def _ensure_running(self) -> None:
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name="kie-poll-scheduler")
+
+    async def _run(self) -> None:
+        while True:
+            watch, wait = self._next()
+            if watch is None:
+                self._changed.clear()
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
+                continue
+            await self._in_flight.acquire()
+            # Choose again: while we waited for a free slot, the best candidate may have changed.
+            watch = self._next()[0]
+            if watch is None:
+                self._in_flight.release()
+                continue
+            watch.urgent = False
+            watch.last_polled = self._clock()
+            query = asyncio.create_task(self._query(watch), name=f"poll-{watch.task_id}")
+            self._queries.add(query)
+            query.add_done_callback(self._queries.discard)
+
+    def _next(self) -> tuple[TaskWatch | None, float | None]:
+        """The task to query now, or how long until one is due (None: nothing to watch)."""
+        now = self._clock()
+        best: TaskWatch | None = None
+        best_key: tuple[bool, float, float] | None = None
+        soonest: float | None = None
+        for watch in self._watches.values():
+            due_in = watch.last_polled + self._min_interval - now
+            if not watch.urgent and due_in > 0:
+                soonest = due_in if soonest is None else min(soonest, due_in)
+                continue
+            key = (watch.urgent, watch.chance_done(now, self.durations), now - watch.last_polled)
+            if best_key is None or key > best_key:
+                best, best_key = watch, key
+        return best, soonest
+
+    async def _query(self, watch: TaskWatch) -> None:
+        try:
+            # get_task waits for a slot in the 10-per-second budget itself.
+            info = await self._kie.get_task(watch.task_id)
+        except KieError as error:
+            log.info("status query for task %s failed (%s); will retry", watch.task_id, error)
+            return
+        finally:
+            self._in_flight.release()
+            self._changed.set()
+        if info.task_id != watch.task_id:
+            log.warning("kie.ai answered for another task than %s; ignored", watch.task_id)
+            return
+        if info.succeeded:
+            self.durations.add(self._clock() - watch.submitted_at)
+        watch.updates.put_nowait(info)
