@@ -1,0 +1,82 @@
+"""The shared poll budget: spent first on callbacks, then on tasks most likely finished."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.kie import TaskInfo
+from bot.polling import DurationModel, PollScheduler, TaskWatch
+
+
+class RecordingKie:
+    """Stands in for KieClient.get_task: records which task was asked about, in order."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        self.asked.append(task_id)
+        return TaskInfo(task_id=task_id, state="generating")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_chance_done_follows_recent_durations() -> None:
+    durations = DurationModel()
+    for seconds in (10, 12, 14, 16, 18, 20, 22, 24, 26, 28):
+        durations.add(seconds)
+    early = TaskWatch(1, "early", submitted_at=0.0, last_polled=2.0)
+    due = TaskWatch(2, "due", submitted_at=0.0, last_polled=19.0)
+    # No recent task finished within 5 s; one seen at 19 s has a fair chance by 21 s.
+    assert early.chance_done(5.0, durations) == 0.0
+    assert due.chance_done(21.0, durations) > early.chance_done(9.0, durations)
+    assert (
+        TaskWatch(3, "late", submitted_at=0.0, last_polled=27.0).chance_done(40.0, durations) == 1.0
+    )
+
+
+def test_the_model_forgets_old_durations() -> None:
+    durations = DurationModel(max_samples=5)
+    for seconds in (100, 100, 100, 100, 100, 1, 1, 1, 1, 1):
+        durations.add(seconds)
+    assert durations.done_by(2) == 1.0
+
+
+async def test_a_called_back_task_is_asked_about_before_the_others() -> None:
+    kie = RecordingKie()
+    clock = Clock()
+    scheduler = PollScheduler(kie, min_interval=5.0, clock=clock)  # type: ignore[arg-type]
+    try:
+        scheduler.watch(1, "quiet", look_now=False)
+        scheduler.watch(2, "called-back", look_now=False)
+        await asyncio.sleep(0.01)
+        assert kie.asked == [], "nothing is due before min_interval"
+        scheduler.wake(2)
+        await asyncio.sleep(0.01)
+        assert kie.asked == ["called-back"]
+    finally:
+        await scheduler.stop()
+
+
+async def test_due_tasks_are_asked_about_in_order_of_likely_completion() -> None:
+    kie = RecordingKie()
+    clock = Clock()
+    scheduler = PollScheduler(kie, min_interval=1.0, clock=clock)  # type: ignore[arg-type]
+    for seconds in (20, 21, 22, 23, 24, 25):
+        scheduler.durations.add(seconds)
+    try:
+        young = scheduler.watch(1, "young", age=3.0, look_now=False)
+        old = scheduler.watch(2, "old", age=21.0, look_now=False)
+        young.last_polled = old.last_polled = clock.now - 2.0
+        clock.now += 0.5
+        await asyncio.sleep(0.01)
+        assert kie.asked[:1] == ["old"]
+        assert (await old.updates.get()).state == "generating"
+    finally:
+        await scheduler.stop()
