@@ -24,19 +24,13 @@ EXTENSIONS = ("cogs.imagine", "cogs.quota")
 SHUTDOWN_NOTICE_SECONDS = 5.0
 
 
-class UserFacingError(app_commands.AppCommandError):
-    """A check failed in a way the user can fix; the message is shown to them privately."""
-
-
 class ImagineTree(app_commands.CommandTree["ImagineBot"]):
     """Maps errors to replies in one place: known ones become short private messages."""
 
     async def on_error(
         self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
     ) -> None:
-        if isinstance(error, UserFacingError):
-            text = str(error)
-        elif isinstance(error, app_commands.CheckFailure):
+        if isinstance(error, app_commands.CheckFailure):
             text = "You can't use this command here."
         else:
             command = interaction.command.name if interaction.command else "?"

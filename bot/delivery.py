@@ -124,11 +124,14 @@ class DiscordReply:
         limit = self._job.reply.attachment_limit if self._job.reply else DEFAULT_UPLOAD_LIMIT
         attempt_limit = limit
         for _ in range(3):
-            # Re-encoding a large image is CPU work: keep it off the event loop.
             stem = f"imagine-{self._job.id}"
-            fitted = await asyncio.to_thread(
-                fit_image, image.data, image.content_type, attempt_limit, stem
-            )
+            if len(image.data) <= attempt_limit:
+                fitted = fit_image(image.data, image.content_type, attempt_limit, stem)  # as is
+            else:
+                # Re-encoding a large image is CPU work: keep it off the event loop.
+                fitted = await asyncio.to_thread(
+                    fit_image, image.data, image.content_type, attempt_limit, stem
+                )
             if fitted is None:
                 note = messages.link_only_note(len(image.data), limit, image.url)
                 embed = messages.result_embed(finished, "", note)
@@ -169,22 +172,10 @@ class DiscordReply:
                 self._note_reply_error(error)
                 log.info("job %s: reply not editable (%s); posting instead", self._job.id, error)
         content = messages.requester_note(self._job.user_id, ready)
-        only_requester = discord.AllowedMentions(
-            everyone=False,
-            roles=False,
-            replied_user=False,
-            users=[discord.Object(self._job.user_id)],
-        )
         if self._job.channel_id is not None:
             channel = self._client.get_partial_messageable(self._job.channel_id)
             try:
-                await channel.send(
-                    content,
-                    embed=embed,
-                    files=attachments(),
-                    allowed_mentions=only_requester,
-                    nonce=self._job.nonce,
-                )
+                await self._post(channel, content, embed, attachments())
                 return "channel"
             except discord.HTTPException as error:
                 if error.status == 413:
@@ -194,18 +185,37 @@ class DiscordReply:
                 )
         try:
             user = await self._client.fetch_user(self._job.user_id)
-            await user.send(
-                content,
-                embed=embed,
-                files=attachments(),
-                allowed_mentions=only_requester,
-                nonce=self._job.nonce,
-            )
+            await self._post(user, content, embed, attachments())
             return "dm"
         except discord.HTTPException as error:
             if error.status == 413:
                 raise _TooLarge from None
             raise DeliveryError(f"no way to reach the requester ({error.status})") from None
+
+    async def _post(
+        self,
+        where: discord.abc.Messageable,
+        content: str,
+        embed: discord.Embed,
+        files: list[discord.File],
+    ) -> None:
+        """A message outside the interaction: it may ping the requester, and nobody else.
+
+        The job's nonce makes Discord drop a second copy, should a crash make us post again.
+        """
+        only_requester = discord.AllowedMentions(
+            everyone=False,
+            roles=False,
+            replied_user=False,
+            users=[discord.Object(self._job.user_id)],
+        )
+        await where.send(
+            content,
+            embed=embed,
+            files=files,
+            allowed_mentions=only_requester,
+            nonce=self._job.nonce,
+        )
 
     # --- the interaction reply ----------------------------------------------------------------
 
