@@ -237,6 +237,25 @@ def parse_task_info(data: Any) -> TaskInfo:
     )
 
 
+_IMAGE_OR_BINARY = ("image/", "application/octet-stream", "binary/octet-stream")
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """The image type the first bytes show; storage servers often say octet-stream."""
+    for magic, content_type in _MAGIC:
+        if head.startswith(magic):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     try:
         return float(response.headers["Retry-After"])
@@ -400,7 +419,7 @@ class KieClient:
                 if response.status != 200:
                     raise DownloadError(f"image download answered HTTP {response.status}")
                 content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-                if content_type and not content_type.startswith("image/"):
+                if content_type and not content_type.startswith(_IMAGE_OR_BINARY):
                     raise DownloadError(f"image download returned {content_type}, not an image")
                 if (response.content_length or 0) > max_bytes:
                     raise DownloadError("image is larger than the download cap")
@@ -413,9 +432,10 @@ class KieClient:
             raise DownloadError(f"image download failed: {type(exc).__name__}") from None
         except TimeoutError:
             raise DownloadError("image download timed out") from None
-        if not data:
-            raise DownloadError("image download was empty")
-        return DownloadedImage(bytes(data), content_type or "image/png", url)
+        sniffed = sniff_image_type(bytes(data[:16]))
+        if sniffed is None:
+            raise DownloadError("the download is not a PNG, JPEG, WebP or GIF image")
+        return DownloadedImage(bytes(data), sniffed, url)
 
     async def _post_json(self, path: str, payload: Any) -> tuple[Any, float | None]:
         async with self._session.post(

@@ -85,17 +85,24 @@ class ImagineCog(commands.Cog):
         if job is None:
             status = await self.bot.quota.status(interaction.user.id)
             cost = self.bot.quota.costs.units(request.image.resolution)
-            # The public "thinking…" reply goes away; the refusal is only for the requester.
-            await interaction.delete_original_response()
-            await interaction.followup.send(
-                messages.quota_exceeded(status, cost), ephemeral=True, allowed_mentions=NO_PINGS
-            )
+            await _refuse_after_defer(interaction, messages.quota_exceeded(status, cost))
             return
         self.bot.start_job(job)
 
 
 async def _private(interaction: discord.Interaction[ImagineBot], text: str) -> None:
     await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def _refuse_after_defer(interaction: discord.Interaction[ImagineBot], text: str) -> None:
+    """The public "thinking…" reply goes away; the refusal is shown to the requester only."""
+    try:
+        await interaction.delete_original_response()
+    except discord.HTTPException:
+        # Cannot remove it: say it there instead (no pings, like every message).
+        await interaction.edit_original_response(content=text, allowed_mentions=NO_PINGS)
+        return
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -30,14 +30,17 @@ PROMPT = "a lighthouse in a storm, oil painting"
 
 
 @pytest.mark.parametrize(("resolution", "cost"), [("1K", 1), ("2K", 2)])
+@pytest.mark.parametrize("served_as", ["image/png", "application/octet-stream"])
 async def test_an_image_is_generated_and_delivered_in_the_same_reply(
     start_bot: StartBot,
     fake_discord: FakeDiscord,
     fake_kie: FakeKie,
     resolution: str,
     cost: int,
+    served_as: str,
 ) -> None:
     running = await start_bot()
+    fake_kie.script_next(TaskScript(content_type=served_as))
     interaction = await fake_discord.send_interaction(
         "imagine", {"prompt": PROMPT, "resolution": resolution}, user_id=111
     )
@@ -167,6 +170,21 @@ async def test_quota_exhausted_tells_the_user_when_it_resets(
     assert fake_discord.original_message(second) is None, "the public placeholder is removed"
     assert len(fake_kie.calls_to("/api/v1/jobs/createTask")) == 1
     assert await running.units_charged() == 2
+
+
+async def test_a_refusal_is_still_shown_if_the_placeholder_cannot_be_removed(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    await start_bot(daily_quota=1)
+    fake_discord.fail_next("DELETE", "/messages/@original", status=404, code=0, count=5)
+    await final_answer(
+        fake_discord, await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    )
+    second = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    edit = await fake_discord.wait_for_request(
+        lambda r: r in original_edits(fake_discord, second) and "resets <t:" in str(r.json)
+    )
+    assert edit.json["allowed_mentions"] == {"parse": []}
 
 
 async def test_twenty_simultaneous_commands_race_for_the_last_units(

@@ -118,3 +118,18 @@ def test_create_payload_matches_the_documented_schema() -> None:
         "input": {"prompt": "a red fox", "aspect_ratio": "16:9", "resolution": "2K"},
     }
     assert "callBackUrl" not in json.dumps(payload)
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "image/png"),
+        (b"\xff\xd8\xff\xe0", "image/jpeg"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"GIF89a", "image/gif"),
+        (b"<html><body>", None),
+        (b"", None),
+    ],
+)
+def test_downloads_are_recognised_by_their_bytes(head: bytes, kind: str | None) -> None:
+    assert kie.sniff_image_type(head) == kind
