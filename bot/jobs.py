@@ -288,9 +288,11 @@ class JobService:
             age=max(0.0, now - submitted_at),
             look_now=job.state is not JobState.RESERVED,
         )
+        # Counted from submission: time spent in the bot's own line is not kie.ai's fault.
+        deadline = submitted_at + self._limits.job_timeout
         try:
             while True:
-                remaining = job.created_at + self._limits.job_timeout - self._clock()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise JobFailed(FailureKind.TIMED_OUT)
                 try:
