@@ -328,11 +328,11 @@ class KieClient:
         """
         payload = build_create_payload(request, callback_url)
         for attempt in range(self._retry.attempts):
-            await self._submit_limiter.acquire(queue_key)
-            if before_send is not None:
-                await before_send()
             try:
-                body, retry_after = await self._post_json("/api/v1/jobs/createTask", payload)
+                async with self._submit_limiter.use(queue_key):
+                    if before_send is not None:
+                        await before_send()
+                    body, retry_after = await self._post_json("/api/v1/jobs/createTask", payload)
             except aiohttp.ClientConnectorError as exc:
                 # The connection never opened, so the request cannot have reached kie.ai.
                 error: KieError = KieConnectionError(f"could not connect to kie.ai: {exc.os_error}")
@@ -359,11 +359,11 @@ class KieClient:
 
     async def get_task(self, task_id: str) -> TaskInfo:
         """One recordInfo query. Failures raise; the caller's polling loop decides what next."""
-        await self._query_limiter.acquire()
         try:
-            body, retry_after = await self._get_json(
-                "/api/v1/jobs/recordInfo", params={"taskId": task_id}
-            )
+            async with self._query_limiter.use():
+                body, retry_after = await self._get_json(
+                    "/api/v1/jobs/recordInfo", params={"taskId": task_id}
+                )
         except aiohttp.ClientError as exc:
             raise KieConnectionError(f"recordInfo failed: {type(exc).__name__}") from None
         except TimeoutError:
@@ -375,9 +375,9 @@ class KieClient:
             raise
 
     async def get_credits(self) -> float:
-        await self._query_limiter.acquire()
         try:
-            body, _ = await self._get_json("/api/v1/chat/credit")
+            async with self._query_limiter.use():
+                body, _ = await self._get_json("/api/v1/chat/credit")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KieConnectionError(f"credit query failed: {type(exc).__name__}") from None
         data = envelope_data(body)
@@ -399,9 +399,9 @@ class KieClient:
             return await self._download_once(fresh, max_bytes=max_bytes, time_limit=time_limit)
 
     async def _fresh_download_url(self, url: str) -> str | None:
-        await self._query_limiter.acquire()
         try:
-            body, _ = await self._post_json("/api/v1/common/download-url", {"url": url})
+            async with self._query_limiter.use():
+                body, _ = await self._post_json("/api/v1/common/download-url", {"url": url})
             data = envelope_data(body)
         except (aiohttp.ClientError, TimeoutError, KieError):
             return None

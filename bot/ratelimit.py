@@ -9,13 +9,20 @@ else to the back of the line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class _Grant:
+    at: float  # when the call counts from; infinity while it is still on the wire
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class SlidingWindowLimiter:
         self._window = period + margin
         self._clock = clock
         self._sleep = sleep
-        self._granted: deque[float] = deque()
+        self._granted: list[_Grant] = []
         # Each key's waiters, and how many turns the key has had while waiting. The next turn
         # goes to the key with the fewest, then to the one served longest ago.
         self._lines: dict[Hashable, deque[asyncio.Future[None]]] = {}
@@ -56,6 +63,7 @@ class SlidingWindowLimiter:
         self._last_served: dict[Hashable, int] = {}
         self._grants = 0
         self._dispatcher: asyncio.Task[None] | None = None
+        self._slot_freed = asyncio.Event()
 
     @property
     def period(self) -> float:
@@ -76,9 +84,28 @@ class SlidingWindowLimiter:
         beyond = max(0, position - free_now)
         return Turn(position, beyond * self._window / self._max_calls)
 
+    @contextlib.asynccontextmanager
+    async def use(self, key: Hashable = None) -> AsyncIterator[None]:
+        """Hold a slot for one call, counted from when the call has finished.
+
+        The server counts a call when it arrives, which is some time after we were granted the
+        slot (the event loop may be busy, the request slow). Counting from the end of the call
+        keeps the next window's calls from arriving too early, however late this one went out.
+        """
+        grant = await self._acquire(key)
+        grant.at = math.inf
+        try:
+            yield
+        finally:
+            grant.at = self._clock()
+            self._slot_freed.set()
+
     async def acquire(self, key: Hashable = None) -> None:
-        """Wait for a slot. Callers with the same key are served in order."""
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Wait for a slot, counted from now. Callers with the same key are served in order."""
+        await self._acquire(key)
+
+    async def _acquire(self, key: Hashable) -> _Grant:
+        granted: asyncio.Future[_Grant] = asyncio.get_running_loop().create_future()
         if key not in self._lines:
             # A key joining the line starts in the current round, not ahead of everyone.
             self._turns[key] = self._current_round()
@@ -87,14 +114,14 @@ class SlidingWindowLimiter:
         self._lines[key].append(granted)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="rate-limiter")
-        await granted
+        return await granted
 
     def _current_round(self) -> int:
         return min(self._turns.values(), default=0)
 
     async def _dispatch(self) -> None:
         while self._lines:
-            await self._take_slot()
+            grant = await self._take_slot()
             key = min(self._lines, key=lambda k: (self._turns[k], self._last_served[k]))
             line = self._lines[key]
             waiter = line.popleft()
@@ -104,33 +131,38 @@ class SlidingWindowLimiter:
             if not line:
                 del self._lines[key], self._turns[key], self._last_served[key]
             if waiter.done():  # cancelled while waiting: give the slot back
-                self._granted.pop()
+                self._granted.remove(grant)
                 continue
-            waiter.set_result(None)
+            waiter.set_result(grant)
 
     def _expire(self, now: float) -> None:
-        while self._granted and now - self._granted[0] >= self._window:
-            self._granted.popleft()
+        self._granted = [g for g in self._granted if now - g.at < self._window]
 
-    async def _take_slot(self) -> None:
+    async def _take_slot(self) -> _Grant:
         while True:
             now = self._clock()
             self._expire(now)
             if len(self._granted) < self._max_calls:
-                self._granted.append(now)
-                return
-            await self._sleep(self._window - (now - self._granted[0]))
+                grant = _Grant(now)
+                self._granted.append(grant)
+                return grant
+            oldest = min(g.at for g in self._granted)
+            if oldest == math.inf:
+                # Every slot is on the wire: the first to finish will wake us.
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            await self._sleep(self._window - (now - oldest))
 
     def record_past(self, ages: list[float]) -> None:
         """Count calls made `ages` seconds ago (e.g. by the previous run of the bot)."""
         now = self._clock()
-        past = sorted(now - age for age in ages if 0 <= age < self._window)
-        self._granted = deque(sorted([*past, *self._granted])[-self._max_calls :])
+        past = [_Grant(now - age) for age in ages if 0 <= age < self._window]
+        newest = sorted([*past, *self._granted], key=lambda g: g.at)
+        self._granted = newest[-self._max_calls :]
 
     def delay(self, seconds: float) -> None:
         """Push the window forward after the server said we were too fast (e.g. a 429)."""
-        now = self._clock()
-        self._granted.clear()
         # Fill the window so nothing is granted until `seconds` have passed.
-        stamp = now + seconds - self._window
-        self._granted.extend([stamp] * self._max_calls)
+        stamp = self._clock() + seconds - self._window
+        self._granted = [_Grant(stamp) for _ in range(self._max_calls)]
