@@ -1,0 +1,249 @@
+"""The blocklist check: disguised terms are caught, innocent words that contain one are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.blocklist import (
+    MAX_TERM_CHARS,
+    BlockMatch,
+    BlockRule,
+    find_blocked,
+    normalize_term,
+)
+
+
+def _rules(*terms: str) -> list[BlockRule]:
+    return [BlockRule(term) for term in terms]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "term", "excerpt"),
+    [
+        # As typed, and in any case
+        ("a gore scene", "gore", "gore"),
+        ("a GoRe scene", "gore", "GoRe"),
+        ("a gore scene", "GORE", "gore"),
+        # Accents, precomposed or typed as separate marks
+        ("a gôré scene", "gore", "gôré"),
+        ("a gore\u0301 scene", "gore", "gore\u0301"),
+        ("a gore scene", "gôré", "gore"),
+        # Look-alike letters from other scripts
+        ("a gоrе scene", "gore", "gоrе"),  # Cyrillic о and е
+        ("a gοrε scene", "gore", "gοrε"),  # Greek omicron and epsilon
+        ("ВАD idea", "bad", "ВАD"),  # Cyrillic capitals
+        ("ꜱᴘʟᴀᴛᴛᴇʀ", "splatter", "ꜱᴘʟᴀᴛᴛᴇʀ"),  # "small capitals" font
+        ("ｇｏｒｅ art", "gore", "ｇｏｒｅ"),  # fullwidth
+        ("𝐛𝐚𝐝 day", "bad", "𝐛𝐚𝐝"),  # mathematical bold
+        ("𝓰𝓸𝓻𝓮", "gore", "𝓰𝓸𝓻𝓮"),  # mathematical script
+        # Invisible characters inside the word
+        ("g\u200dore", "gore", "g\u200dore"),  # zero-width joiner
+        ("g\u200bo\u2060r\u00ade", "gore", "g\u200bo\u2060r\u00ade"),  # ZWSP, word joiner, SHY
+        ("go\u3164re", "gore", "go\u3164re"),  # Hangul filler, a "letter" that shows nothing
+        # Letters spelled out with separators
+        ("very b a d idea", "bad", "b a d"),
+        ("very b.a.d idea", "bad", "b.a.d"),
+        ("very b_a-d idea", "bad", "b_a-d"),
+        ("very b/a/d!", "bad", "b/a/d"),
+        ("g o r e", "gore", "g o r e"),
+        # Letters stretched
+        ("so baaaad", "bad", "baaaad"),
+        ("goooorrrre", "gore", "goooorrrre"),
+        ("asssss", "ass", "asssss"),
+        # Leetspeak
+        ("g0r3 scene", "gore", "g0r3"),
+        ("a b4d idea", "bad", "b4d"),
+        ("kick a$$", "ass", "a$$"),
+        ("@$$ cheeks", "ass", "@$$"),
+        ("a55 cheeks", "ass", "a55"),
+        ("5h1t post", "shit", "5h1t"),
+        ("sh!t post", "shit", "sh!t"),
+        ("b!a!d idea", "bad", "b!a!d"),
+        ("k1ll it", "kill", "k1ll"),
+        ("ki11 it", "kill", "ki11"),
+        ("b 4 d", "bad", "b 4 d"),
+        # Several tricks at once
+        ("ｂ.𝐚.\u200dԁ", "bad", "ｂ.𝐚.\u200dԁ"),
+        ("𝐠ô\u200br3333", "gore", "𝐠ô\u200br3333"),
+        # Multi-word terms, across any separators or run together
+        ("a bad word here", "bad word", "bad word"),
+        ("a bad -- WORD here", "bad word", "bad -- WORD"),
+        ("a bad_word here", "bad word", "bad_word"),
+        ("a badword here", "bad word", "badword"),
+        ("the b a d word", "bad word", "b a d word"),
+        ("the b a d w o r d", "bad word", "b a d w o r d"),
+        # A spelled-out word straight after "a" or "I"
+        ("draw a b a d idea", "bad", "b a d"),
+        ("draw a g.o.r.e scene", "gore", "g.o.r.e"),
+        ("I g o r e", "gore", "g o r e"),
+        ("draw a b a d word", "bad word", "b a d word"),
+        ("say a s s", "ass", "a s s"),
+        ("a bad\nword", "bad-word", "bad\nword"),
+        # Plurals
+        ("two bads", "bad", "bads"),
+        ("bad words", "bad word", "bad words"),
+        ("lots of asses", "ass", "asses"),
+        ("some boxes", "box", "boxes"),
+        # Punctuation around the word
+        ("(gore)", "gore", "gore"),
+        ('"gore!"', "gore", "gore"),
+        ("gore's look", "gore", "gore"),
+    ],
+)
+def test_blocked_term_is_found_however_it_is_disguised(
+    prompt: str, term: str, excerpt: str
+) -> None:
+    assert find_blocked(prompt, _rules(term)) == BlockMatch(BlockRule(term), excerpt)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "term"),
+    [
+        # Words that contain a term (the Scunthorpe problem)
+        ("a class photo", "ass"),
+        ("a robot assistant", "ass"),
+        ("a secret passage", "ass"),
+        ("an assassin", "ass"),
+        ("assess the damage", "ass"),
+        ("draw a cat as a dog", "ass"),
+        ("a cucumber salad", "cum"),
+        ("a scanned document", "cum"),
+        ("Scunthorpe United", "cunt"),
+        ("a therapist's office", "rapist"),
+        ("data analysis", "anal"),
+        ("Essex countryside", "sex"),
+        ("hello world", "hell"),
+        ("he'll be fine", "hell"),
+        ("a shell on the beach", "hell"),
+        ("a button", "butt"),
+        ("a good dog", "god"),
+        ("the country of Niger", "nigger"),
+        ("cocktail party", "cock"),
+        ("a hat that he hates", "hats"),
+        # Numbers that are not leetspeak
+        ("1920s street photo", "izos"),
+        ("4k wallpaper", "ak"),
+        ("3d render", "ed"),
+        ("8k, 35mm film", "mm"),
+        ("10x zoom", "iox"),
+        ("sunrise at 5am", "sam"),
+        ("A1 steak sauce", "ai"),
+        ("1080p h264", "hz"),
+        ("costs $555", "sss"),
+        ("for <@55>", "ass"),
+        # Letters that are only spelled out as part of a longer run
+        ("c l a s s", "ass"),
+        ("a c l a s s", "ass"),
+        # Look-alikes fold to letters, not to nothing
+        ("Гope", "gore"),
+    ],
+)
+def test_innocent_prompt_is_not_blocked(prompt: str, term: str) -> None:
+    assert find_blocked(prompt, _rules(term)) is None
+
+
+@pytest.mark.parametrize(
+    ("term", "stored"),
+    [
+        ("gore", "gore"),
+        ("  GORE ", "gore"),
+        ("Gôré", "gore"),
+        ("ｇｏｒｅ", "gore"),
+        ("gоrе", "gore"),  # Cyrillic
+        ("g\u200bore", "gore"),
+        ("bad word", "bad word"),
+        ("bad-word", "bad word"),
+        ("Bad   Word", "bad word"),
+        ("b a d", "bad"),
+        ("a$$", "ass"),
+        ("k1ll", "kill"),
+        ("4k", "4k"),
+        ("1920s", "1920s"),
+        ("ab", "ab"),
+    ],
+)
+def test_terms_that_match_alike_are_stored_alike(term: str, stored: str) -> None:
+    assert normalize_term(term) == stored
+    assert normalize_term(stored) == stored
+
+
+@pytest.mark.parametrize(
+    ("term", "message"),
+    [
+        ("", "at least 2"),
+        ("   ", "at least 2"),
+        ("x", "at least 2"),
+        ("é", "at least 2"),
+        ("!!", "at least 2"),
+        ("-_-", "at least 2"),
+        ("\u200b\u200bx", "at least 2"),
+        ("x" * (MAX_TERM_CHARS + 1), f"at most {MAX_TERM_CHARS}"),
+    ],
+)
+def test_unusable_term_is_refused_with_a_reason(term: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        normalize_term(term)
+
+
+def test_longest_allowed_term_is_accepted() -> None:
+    assert normalize_term("ab" * (MAX_TERM_CHARS // 2)) == "ab" * (MAX_TERM_CHARS // 2)
+
+
+def test_first_rule_in_the_list_wins_over_an_earlier_position() -> None:
+    match = find_blocked("bad then gore", _rules("gore", "bad"))
+    assert match == BlockMatch(BlockRule("gore"), "gore")
+
+
+def test_earliest_place_is_shown_for_a_rule_that_matches_twice() -> None:
+    match = find_blocked("g0re and gore", _rules("gore"))
+    assert match == BlockMatch(BlockRule("gore"), "g0re")
+
+
+def test_rule_keeps_the_term_as_the_admin_typed_it() -> None:
+    match = find_blocked("a gore scene", _rules("GÔRE"))
+    assert match is not None and match.rule.term == "GÔRE"
+
+
+def test_no_rules_blocks_nothing() -> None:
+    assert find_blocked("anything at all", []) is None
+
+
+def test_invalid_stored_term_is_skipped_not_fatal() -> None:
+    match = find_blocked("a gore scene", _rules("x", "", "gore"))
+    assert match == BlockMatch(BlockRule("gore"), "gore")
+
+
+def test_empty_prompt_matches_nothing() -> None:
+    assert find_blocked("", _rules("gore")) is None
+
+
+def test_full_size_list_and_prompt_are_checked() -> None:
+    # 500 distinct terms (letters only, some multi-word) against a 5,000-character prompt.
+    letters = "bcdfghjklmnprstvwz"
+    terms = [
+        "q" + letters[n % 18] + letters[n // 18 % 18] + letters[n // 324] + ("" if n % 5 else " qq")
+        for n in range(500)
+    ]
+    filler = "a cinematic photo of a castle on a hill at dusk, volumetric light, 4k, 3d, "
+    innocent = (filler * (5000 // len(filler) + 1))[:5000]
+    assert len(terms) == len(set(terms)) == 500
+    assert find_blocked(innocent, _rules(*terms)) is None
+
+    last = terms[-1]
+    prompt = innocent[: 5000 - len(last) - 1] + " " + last.upper()
+    assert len(prompt) == 5000
+    assert find_blocked(prompt, _rules(*terms)) == BlockMatch(BlockRule(last), last.upper())
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a " * 2500,  # one run of 2,500 single letters
+        "1" * 5000,  # one long number
+        "a1" * 2500,  # one long word full of ambiguous digits
+        "𝐛\u200b" * 2500,  # every character needs folding
+        "aaaa" * 1250,  # one letter stretched very far
+    ],
+)
+def test_hostile_prompt_of_full_length_is_checked(prompt: str) -> None:
+    assert find_blocked(prompt, _rules("gore", "bad word")) is None
