@@ -21,6 +21,7 @@ from dotenv import find_dotenv, load_dotenv
 from bot.client import ImagineBot
 from bot.jobs import JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient, RetryPolicy
+from bot.moderation import Moderation
 from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
 from bot.ratelimit import SlidingWindowLimiter
@@ -81,7 +82,9 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     )
     polls = PollScheduler(kie, min_interval=poll_every)
     jobs = JobService(store, quota, kie, limits, polls, callback_base_url=settings.public_base_url)
-    return ImagineBot(settings=settings, store=store, quota=quota, jobs=jobs)
+    return ImagineBot(
+        settings=settings, store=store, quota=quota, jobs=jobs, moderation=Moderation(store)
+    )
 
 
 def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer | None:

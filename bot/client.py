@@ -12,15 +12,17 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
+from bot.audit import AuditLog
 from bot.delivery import DiscordReply
 from bot.jobs import JobService
+from bot.moderation import Moderation
 from bot.quota import QuotaBook
 from bot.settings import Settings
 from bot.store import Job, Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.quota")
+EXTENSIONS = ("cogs.imagine", "cogs.quota", "cogs.moderation")
 SHUTDOWN_NOTICE_SECONDS = 5.0
 
 
@@ -53,6 +55,7 @@ class ImagineBot(commands.Bot):
         store: Store,
         quota: QuotaBook,
         jobs: JobService,
+        moderation: Moderation,
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -65,6 +68,8 @@ class ImagineBot(commands.Bot):
         self.store = store
         self.quota = quota
         self.jobs = jobs
+        self.moderation = moderation
+        self.audit = AuditLog(self, moderation)
         self.accepting_jobs = True
         self._job_tasks: dict[asyncio.Task[None], DiscordReply] = {}
 
@@ -84,7 +89,9 @@ class ImagineBot(commands.Bot):
 
     def start_job(self, job: Job) -> None:
         """Run a job in the background, keeping a reference so it is not garbage collected."""
-        reply = DiscordReply(self, job, min_interval=self.settings.progress_min_interval)
+        reply = DiscordReply(
+            self, job, min_interval=self.settings.progress_min_interval, audit=self.audit
+        )
         task = asyncio.create_task(self.jobs.run(job, reply), name=f"job-{job.id}")
         self._job_tasks[task] = reply
         task.add_done_callback(self._forget_job)

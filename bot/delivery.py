@@ -23,6 +23,7 @@ from typing import Any
 import discord
 
 from bot import messages
+from bot.audit import AuditLog
 from bot.images import fit_image
 from bot.jobs import DeliveryError, Failure, Finished, Progress
 from bot.store import Job
@@ -48,9 +49,12 @@ class DiscordReply:
         *,
         min_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
+        audit: AuditLog | None = None,
     ) -> None:
         self._client = client
         self._job = job
+        self._audit = audit
+        self._posted_url: str | None = None
         self._min_interval = min_interval
         self._clock = clock
         self._webhook = (
@@ -141,11 +145,15 @@ class DiscordReply:
                 note = messages.resized_note(len(image.data), len(fitted.data), limit, image.url)
             embed = messages.result_embed(finished, fitted.filename, note)
             try:
-                return await self._send_outcome(embed, (fitted.data, fitted.filename), ready=True)
+                via = await self._send_outcome(embed, (fitted.data, fitted.filename), ready=True)
             except _TooLarge:
                 # Discord applied a lower limit than the interaction reported: halve and retry.
                 log.info("job %s: Discord refused the file as too large; shrinking", self._job.id)
                 attempt_limit = len(fitted.data) // 2
+                continue
+            if self._audit is not None:
+                await self._audit.generation(self._job, self._posted_url)
+            return via
         raise DeliveryError("Discord refused the image as too large even after shrinking")
 
     async def fail(self, failure: Failure) -> None:
@@ -164,7 +172,8 @@ class DiscordReply:
 
         if self._token_alive():
             try:
-                await self._edit_reply(embed=embed, attachments=attachments())
+                message = await self._edit_reply(embed=embed, attachments=attachments())
+                self._posted_url = message.jump_url
                 return "reply"
             except discord.HTTPException as error:
                 if error.status == 413:
@@ -229,9 +238,9 @@ class DiscordReply:
         if error.code in _REPLY_GONE_CODES or error.status in (401, 404):
             self._reply_usable = False
 
-    async def _edit_reply(self, **fields: Any) -> None:
+    async def _edit_reply(self, **fields: Any) -> discord.WebhookMessage:
         assert self._webhook is not None
-        await self._webhook.edit_message(
+        return await self._webhook.edit_message(
             "@original",  # type: ignore[arg-type]  # Discord's documented alias
             content=None,
             allowed_mentions=NO_PINGS,

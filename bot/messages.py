@@ -13,7 +13,9 @@ import discord
 
 from bot.jobs import Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
+from bot.moderation import Refusal, RefusalKind
 from bot.quota import QuotaStatus
+from bot.store import Job
 
 COLOUR_WORKING = discord.Colour.blurple()
 COLOUR_DONE = discord.Colour.green()
@@ -212,3 +214,40 @@ def quota_summary(status: QuotaStatus, cost_1k: int, cost_2k: int) -> str:
 
 def generic_error() -> str:
     return "Sorry, something went wrong on our side. It has been logged; please try again."
+
+
+# --- moderation -----------------------------------------------------------------------------------
+
+
+def moderation_refusal(refusal: Refusal) -> str:
+    if refusal.kind is RefusalKind.BANNED:
+        return "You can't use the image bot in this server. Nothing was spent."
+    term = safe_prompt(refusal.term or "", 100)
+    excerpt = safe_prompt(refusal.excerpt or "", 100)
+    return (
+        f"Your prompt uses a term this server has blocked: **{term}** (in “{excerpt}”). "
+        "Nothing was spent."
+    )
+
+
+def audit_generation_embed(job: Job, link: str | None) -> discord.Embed:
+    embed = _prompt_embed("🖼️ Image generated", job.prompt, COLOUR_DONE)
+    embed.add_field(name="Member", value=f"<@{job.user_id}>")
+    if job.channel_id:
+        embed.add_field(name="Channel", value=f"<#{job.channel_id}>")
+    embed.add_field(name="Options", value=_options_line(job.aspect_ratio, job.resolution))
+    if link:
+        embed.add_field(name="Result", value=f"[Jump to the image]({link})")
+    return embed
+
+
+def audit_event_embed(
+    title: str, member_id: int, detail: str, actor_id: int | None
+) -> discord.Embed:
+    embed = discord.Embed(title=title, colour=COLOUR_FAILED)
+    embed.add_field(name="Member", value=f"<@{member_id}>")
+    if actor_id is not None and actor_id != member_id:
+        embed.add_field(name="By", value=f"<@{actor_id}>")
+    if detail:
+        embed.add_field(name="Details", value=safe_prompt(detail, 1000), inline=False)
+    return embed

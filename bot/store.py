@@ -75,6 +75,39 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN submitted_at     REAL;
     ALTER TABLE jobs ADD COLUMN delivered_via    TEXT;
     """,
+    # 3: moderation. Every admin change and every refused prompt is kept in moderation_log.
+    """
+    CREATE TABLE guild_settings (
+        guild_id         INTEGER PRIMARY KEY,
+        audit_channel_id INTEGER
+    );
+    CREATE TABLE blocked_terms (
+        guild_id   INTEGER NOT NULL,
+        canonical  TEXT    NOT NULL,
+        term       TEXT    NOT NULL,
+        added_by   INTEGER NOT NULL,
+        added_at   REAL    NOT NULL,
+        PRIMARY KEY (guild_id, canonical)
+    );
+    CREATE TABLE bans (
+        guild_id   INTEGER NOT NULL,
+        user_id    INTEGER NOT NULL,
+        banned_by  INTEGER NOT NULL,
+        reason     TEXT,
+        banned_at  REAL    NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE moderation_log (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id  INTEGER NOT NULL,
+        user_id   INTEGER NOT NULL,
+        actor_id  INTEGER,
+        kind      TEXT    NOT NULL,
+        detail    TEXT,
+        at        REAL    NOT NULL
+    );
+    CREATE INDEX moderation_log_guild ON moderation_log (guild_id, at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -370,6 +403,88 @@ class Store:
                 ),
             )
         return cursor.rowcount == 1
+
+    # --- moderation ---------------------------------------------------------------------------
+
+    async def add_blocked_term(self, guild_id: int, canonical: str, term: str, actor: int) -> bool:
+        """False when the server already blocks that term (in any spelling)."""
+        async with self._write:
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO blocked_terms"
+                " (guild_id, canonical, term, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
+                (guild_id, canonical, term, actor, self._clock()),
+            )
+        return cursor.rowcount == 1
+
+    async def remove_blocked_term(self, guild_id: int, canonical: str) -> bool:
+        async with self._write:
+            cursor = await self._db.execute(
+                "DELETE FROM blocked_terms WHERE guild_id = ? AND canonical = ?",
+                (guild_id, canonical),
+            )
+        return cursor.rowcount == 1
+
+    async def blocked_terms(self, guild_id: int) -> list[str]:
+        rows = await self._rows(
+            "SELECT term FROM blocked_terms WHERE guild_id = ? ORDER BY added_at, term",
+            (guild_id,),
+        )
+        return [str(row[0]) for row in rows]
+
+    async def ban(self, guild_id: int, user_id: int, actor: int, reason: str | None) -> bool:
+        async with self._write:
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO bans (guild_id, user_id, banned_by, reason, banned_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (guild_id, user_id, actor, reason, self._clock()),
+            )
+        return cursor.rowcount == 1
+
+    async def unban(self, guild_id: int, user_id: int) -> bool:
+        async with self._write:
+            cursor = await self._db.execute(
+                "DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+        return cursor.rowcount == 1
+
+    async def is_banned(self, guild_id: int, user_id: int) -> bool:
+        rows = await self._rows(
+            "SELECT 1 FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        return bool(rows)
+
+    async def set_audit_channel(self, guild_id: int, channel_id: int | None) -> None:
+        async with self._write:
+            await self._db.execute(
+                "INSERT INTO guild_settings (guild_id, audit_channel_id) VALUES (?, ?)"
+                " ON CONFLICT (guild_id)"
+                " DO UPDATE SET audit_channel_id = excluded.audit_channel_id",
+                (guild_id, channel_id),
+            )
+
+    async def audit_channel(self, guild_id: int) -> int | None:
+        rows = await self._rows(
+            "SELECT audit_channel_id FROM guild_settings WHERE guild_id = ?", (guild_id,)
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def log_moderation(
+        self, guild_id: int, user_id: int, kind: str, detail: str, actor: int | None = None
+    ) -> None:
+        async with self._write:
+            await self._db.execute(
+                "INSERT INTO moderation_log (guild_id, user_id, actor_id, kind, detail, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (guild_id, user_id, actor, kind, detail[:1000], self._clock()),
+            )
+
+    async def moderation_events(self, guild_id: int) -> list[tuple[str, int, str]]:
+        """(kind, user_id, detail) of a server's moderation log, oldest first."""
+        rows = await self._rows(
+            "SELECT kind, user_id, detail FROM moderation_log WHERE guild_id = ? ORDER BY id",
+            (guild_id,),
+        )
+        return [(str(k), int(u), str(d)) for k, u, d in rows]
 
     # --- small key/value settings -------------------------------------------------------------
 

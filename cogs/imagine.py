@@ -69,6 +69,15 @@ class ImagineCog(commands.Cog):
             return
 
         await interaction.response.defer(thinking=True)
+        refusal = await self.bot.moderation.check(interaction.guild_id, interaction.user.id, prompt)
+        if refusal is not None:
+            await _refuse_after_defer(interaction, messages.moderation_refusal(refusal))
+            title = "🚫 Prompt refused" if refusal.term else "⛔ Banned member refused"
+            detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
+            await self.bot.audit.event(
+                interaction.guild_id, title, interaction.user.id, detail, None
+            )
+            return
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,

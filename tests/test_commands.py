@@ -29,13 +29,28 @@ async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_path: Path) -> None:
     definitions = await _definitions(tmp_path)
-    assert set(definitions) == {"imagine", "quota"}
-    for command in definitions.values():
-        assert 1 <= len(command["description"]) <= 100
+    assert set(definitions) == {"imagine", "quota", "moderation"}
+
+    def check(command: dict[str, Any]) -> None:
+        assert 1 <= len(command["description"]) <= 100, command["name"]
         assert len(command.get("options", [])) <= 25
         for option in command.get("options", []):
+            if option["type"] == 1:  # a subcommand
+                check(option)
+                continue
             assert 1 <= len(option["description"]) <= 100, option
             assert len(option.get("choices", [])) <= 25
+
+    for command in definitions.values():
+        check(command)
+
+
+async def test_moderation_commands_are_for_server_managers_only(tmp_path: Path) -> None:
+    moderation = (await _definitions(tmp_path))["moderation"]
+    assert int(moderation["default_member_permissions"]) == 1 << 5  # Manage Server
+    assert moderation["contexts"] == [0] or moderation.get("dm_permission") is False
+    names = {o["name"] for o in moderation["options"]}
+    assert names == {"block", "unblock", "blocklist", "ban", "unban", "audit-channel"}
 
 
 async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:
@@ -54,7 +69,11 @@ async def test_commands_are_synced_once_not_on_every_restart(
 ) -> None:
     first = await start_bot()
     assert fake_discord.command_puts == 1
-    assert {c["name"] for c in fake_discord.synced_commands[None]} == {"imagine", "quota"}
+    assert {c["name"] for c in fake_discord.synced_commands[None]} == {
+        "imagine",
+        "quota",
+        "moderation",
+    }
     await first.bot.close()
     await start_bot()
     assert fake_discord.command_puts == 1, "unchanged commands are not synced again"

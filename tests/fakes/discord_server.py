@@ -1645,6 +1645,7 @@ class FakeDiscord:
         permissions: str = str(_EVERYONE_PERMISSIONS),
         app_permissions: str = str(_EVERYONE_PERMISSIONS),
         created_at: dt.datetime | None = None,
+        resolved: dict[str, Any] | None = None,
     ) -> FakeInteraction:
         """Dispatch a chat-input INTERACTION_CREATE and return what identifies it.
 
@@ -1672,6 +1673,9 @@ class FakeDiscord:
             command_data["guild_id"] = command["guild_id"]
         if options:
             command_data["options"] = [_option_payload(k, v) for k, v in options.items()]
+        if resolved:
+            # Users, members, channels or attachments that options refer to, as Discord sends.
+            command_data["resolved"] = resolved
 
         payload: dict[str, Any] = {
             "id": str(interaction_id),

@@ -1,0 +1,40 @@
+"""The optional audit-log channel: each generation and each moderation event, with no pings."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+
+from bot import messages
+from bot.moderation import Moderation
+from bot.store import Job
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+
+
+class AuditLog:
+    def __init__(self, client: discord.Client, moderation: Moderation) -> None:
+        self._client = client
+        self._moderation = moderation
+
+    async def generation(self, job: Job, link: str | None) -> None:
+        await self._post(job.guild_id, messages.audit_generation_embed(job, link))
+
+    async def event(
+        self, guild_id: int | None, title: str, member_id: int, detail: str, actor_id: int | None
+    ) -> None:
+        await self._post(guild_id, messages.audit_event_embed(title, member_id, detail, actor_id))
+
+    async def _post(self, guild_id: int | None, embed: discord.Embed) -> None:
+        # Best effort: a missing channel or permission must never fail a member's request.
+        channel_id = await self._moderation.audit_channel(guild_id)
+        if channel_id is None:
+            return
+        try:
+            channel = self._client.get_partial_messageable(channel_id)
+            await channel.send(embed=embed, allowed_mentions=NO_PINGS)
+        except discord.HTTPException as error:
+            log.warning("could not post to the audit channel %s: %s", channel_id, error.status)

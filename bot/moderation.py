@@ -1,0 +1,113 @@
+"""Per-server moderation: blocked terms, banned members, and the record of both.
+
+Checked before anything is spent. Every admin change and every refused prompt is written to the
+moderation log, so an admin can always see what happened and who did it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from bot.blocklist import BlockRule, find_blocked, normalize_term
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_TERMS = 500
+
+
+class RefusalKind(enum.StrEnum):
+    BANNED = "banned"
+    BLOCKED_TERM = "blocked_term"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    kind: RefusalKind
+    term: str | None = None  # the blocked term, as the admin typed it
+    excerpt: str | None = None  # what the member wrote that matched
+
+
+class ModerationError(Exception):
+    """An admin's request cannot be carried out; the message says why, politely."""
+
+
+class Moderation:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        # Terms per server, read once and dropped on every change: checks stay cheap.
+        self._rules: dict[int, tuple[BlockRule, ...]] = {}
+
+    async def check(self, guild_id: int | None, user_id: int, prompt: str) -> Refusal | None:
+        """Why this prompt may not be generated here, or None. A refusal is recorded."""
+        if guild_id is None:
+            return None  # direct messages have no server policy
+        if await self._store.is_banned(guild_id, user_id):
+            await self._store.log_moderation(guild_id, user_id, "refused_banned", prompt)
+            return Refusal(RefusalKind.BANNED)
+        match = find_blocked(prompt, await self._rules_for(guild_id))
+        if match is None:
+            return None
+        await self._store.log_moderation(
+            guild_id, user_id, "refused_blocked_term", f"{match.rule.term}: {prompt}"
+        )
+        return Refusal(RefusalKind.BLOCKED_TERM, match.rule.term, match.excerpt)
+
+    async def _rules_for(self, guild_id: int) -> tuple[BlockRule, ...]:
+        rules = self._rules.get(guild_id)
+        if rules is None:
+            rules = tuple(BlockRule(term) for term in await self._store.blocked_terms(guild_id))
+            self._rules[guild_id] = rules
+        return rules
+
+    async def add_term(self, guild_id: int, term: str, actor: int) -> bool:
+        """Block `term` in this server. False if it (or a spelling of it) was already blocked."""
+        try:
+            canonical = normalize_term(term)
+        except ValueError as error:
+            raise ModerationError(str(error)) from None
+        if len(await self.terms(guild_id)) >= MAX_TERMS:
+            raise ModerationError(f"A server can block at most {MAX_TERMS} terms.")
+        added = await self._store.add_blocked_term(guild_id, canonical, term.strip(), actor)
+        if added:
+            self._rules.pop(guild_id, None)
+            await self._store.log_moderation(guild_id, actor, "term_added", term, actor)
+        return added
+
+    async def remove_term(self, guild_id: int, term: str, actor: int) -> bool:
+        try:
+            canonical = normalize_term(term)
+        except ValueError as error:
+            raise ModerationError(str(error)) from None
+        removed = await self._store.remove_blocked_term(guild_id, canonical)
+        if removed:
+            self._rules.pop(guild_id, None)
+            await self._store.log_moderation(guild_id, actor, "term_removed", term, actor)
+        return removed
+
+    async def terms(self, guild_id: int) -> list[str]:
+        return [rule.term for rule in await self._rules_for(guild_id)]
+
+    async def ban(self, guild_id: int, user_id: int, actor: int, reason: str | None) -> bool:
+        if user_id == actor:
+            raise ModerationError("You can't ban yourself.")
+        banned = await self._store.ban(guild_id, user_id, actor, reason)
+        if banned:
+            await self._store.log_moderation(guild_id, user_id, "banned", reason or "", actor)
+        return banned
+
+    async def unban(self, guild_id: int, user_id: int, actor: int) -> bool:
+        unbanned = await self._store.unban(guild_id, user_id)
+        if unbanned:
+            await self._store.log_moderation(guild_id, user_id, "unbanned", "", actor)
+        return unbanned
+
+    async def set_audit_channel(self, guild_id: int, channel_id: int | None, actor: int) -> None:
+        await self._store.set_audit_channel(guild_id, channel_id)
+        detail = str(channel_id) if channel_id else "off"
+        await self._store.log_moderation(guild_id, actor, "audit_channel", detail, actor)
+
+    async def audit_channel(self, guild_id: int | None) -> int | None:
+        return None if guild_id is None else await self._store.audit_channel(guild_id)

@@ -1,0 +1,161 @@
+"""/moderation: a server's blocked terms, banned members and audit-log channel.
+
+Only in a server, and by default only for members who can manage it (Discord hides the commands
+from others; the bot checks again, since server admins can change who sees them). Every answer
+is private and shows the change back; every change is recorded in the moderation log.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import messages
+from bot.delivery import NO_PINGS
+from bot.moderation import ModerationError
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class ModerationCog(
+    commands.GroupCog,
+    group_name="moderation",
+    group_description="Blocked terms, banned members and the audit log for this server.",
+):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
+        if interaction.guild_id is None or not interaction.permissions.manage_guild:
+            await _private(interaction, "Only members who can manage this server can do that.")
+            return False
+        return True
+
+    @app_commands.command(name="block", description="Block a word or phrase in prompts.")
+    @app_commands.describe(term="The word or phrase; other spellings of it are caught too.")
+    async def block(
+        self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
+    ) -> None:
+        guild_id, actor = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            added = await self.bot.moderation.add_term(guild_id, term, actor)
+        except ModerationError as error:
+            await _followup(interaction, str(error))
+            return
+        count = len(await self.bot.moderation.terms(guild_id))
+        shown = messages.safe_prompt(term, 100)
+        if added:
+            await self.bot.audit.event(guild_id, "🚫 Term blocked", actor, term, actor)
+            await _followup(interaction, f"Blocked **{shown}**. This server blocks {count} terms.")
+        else:
+            await _followup(interaction, f"**{shown}** was already blocked. Nothing changed.")
+
+    @app_commands.command(name="unblock", description="Allow a blocked word or phrase again.")
+    @app_commands.describe(term="The blocked word or phrase, in any spelling.")
+    async def unblock(
+        self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
+    ) -> None:
+        guild_id, actor = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            removed = await self.bot.moderation.remove_term(guild_id, term, actor)
+        except ModerationError as error:
+            await _followup(interaction, str(error))
+            return
+        shown = messages.safe_prompt(term, 100)
+        if removed:
+            await self.bot.audit.event(guild_id, "✅ Term unblocked", actor, term, actor)
+            await _followup(interaction, f"**{shown}** is allowed again.")
+        else:
+            await _followup(interaction, f"**{shown}** was not blocked. Nothing changed.")
+
+    @app_commands.command(name="blocklist", description="Show this server's blocked terms.")
+    async def blocklist(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        guild_id, _ = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        terms = await self.bot.moderation.terms(guild_id)
+        if not terms:
+            await _followup(interaction, "This server blocks no terms.")
+            return
+        listed = ", ".join(f"`{messages.safe_prompt(t, 100)}`" for t in terms)
+        await _followup(interaction, f"Blocked terms ({len(terms)}): {listed}"[:1900])
+
+    @app_commands.command(name="ban", description="Stop a member from using the image bot here.")
+    @app_commands.describe(member="Who to ban from the bot.", reason="Why (kept in the log).")
+    async def ban(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        member: discord.User,
+        reason: app_commands.Range[str, 1, 300] | None = None,
+    ) -> None:
+        guild_id, actor = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            banned = await self.bot.moderation.ban(guild_id, member.id, actor, reason)
+        except ModerationError as error:
+            await _followup(interaction, str(error))
+            return
+        if banned:
+            await self.bot.audit.event(guild_id, "⛔ Member banned", member.id, reason or "", actor)
+            await _followup(interaction, f"<@{member.id}> can no longer use the bot here.")
+        else:
+            await _followup(interaction, f"<@{member.id}> was already banned. Nothing changed.")
+
+    @app_commands.command(name="unban", description="Let a banned member use the bot again.")
+    @app_commands.describe(member="Who to unban.")
+    async def unban(
+        self, interaction: discord.Interaction[ImagineBot], member: discord.User
+    ) -> None:
+        guild_id, actor = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if await self.bot.moderation.unban(guild_id, member.id, actor):
+            await self.bot.audit.event(guild_id, "✅ Member unbanned", member.id, "", actor)
+            await _followup(interaction, f"<@{member.id}> can use the bot again.")
+        else:
+            await _followup(interaction, f"<@{member.id}> was not banned. Nothing changed.")
+
+    @app_commands.command(
+        name="audit-channel", description="Where the bot logs generations and moderation."
+    )
+    @app_commands.describe(channel="The log channel; leave empty to stop logging.")
+    async def audit_channel(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        guild_id, actor = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.moderation.set_audit_channel(
+            guild_id, channel.id if channel else None, actor
+        )
+        if channel is None:
+            await _followup(interaction, "The audit log is off.")
+        else:
+            await _followup(
+                interaction, f"Generations and moderation events now go to <#{channel.id}>."
+            )
+
+
+def _ids(interaction: discord.Interaction[ImagineBot]) -> tuple[int, int]:
+    assert interaction.guild_id is not None  # guild_only
+    return interaction.guild_id, interaction.user.id
+
+
+async def _private(interaction: discord.Interaction[ImagineBot], text: str) -> None:
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def _followup(interaction: discord.Interaction[ImagineBot], text: str) -> None:
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(ModerationCog(bot))

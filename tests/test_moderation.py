@@ -1,0 +1,184 @@
+"""/moderation end to end: admins set rules through commands; members meet them at /imagine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+
+from tests.conftest import StartBot
+from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.fakes.kie_server import FakeKie
+from tests.helpers import READY_TITLE, embed_of, embed_title, final_answer
+
+ADMIN = 9001
+MEMBER = 4242
+ADMIN_PERMISSIONS = str(discord.Permissions(manage_guild=True, view_channel=True).value)
+
+
+def _option(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {"name": name, **value}
+    if isinstance(value, discord.Object):
+        return {"name": name, "type": 6, "value": str(value.id)}
+    return {"name": name, "type": 3, "value": value}
+
+
+async def moderate(
+    fake: FakeDiscord,
+    subcommand: str,
+    options: dict[str, Any] | None = None,
+    *,
+    user_id: int = ADMIN,
+    permissions: str = ADMIN_PERMISSIONS,
+    guild_id: int | None = None,
+    resolved: dict[str, Any] | None = None,
+) -> RecordedRequest:
+    """Run a /moderation subcommand and return the bot's private answer."""
+    raw = {"type": 1, "options": [_option(k, v) for k, v in (options or {}).items()]}
+    extra = {"guild_id": guild_id} if guild_id is not None else {}
+    interaction = await fake.send_interaction(
+        "moderation",
+        {subcommand: raw},
+        user_id=user_id,
+        permissions=permissions,
+        resolved=resolved,
+        **extra,
+    )
+    return await final_answer(fake, interaction)
+
+
+def answer_text(request: RecordedRequest) -> str:
+    body = request.json or {}
+    return str(body.get("content") or (body.get("data") or {}).get("content") or "")
+
+
+def user_resolved(user_id: int) -> dict[str, Any]:
+    user = {"id": str(user_id), "username": "someone", "discriminator": "0", "avatar": None}
+    return {"users": {str(user_id): user}}
+
+
+async def imagine(fake: FakeDiscord, prompt: str, **kwargs: Any) -> FakeInteraction:
+    return await fake.send_interaction("imagine", {"prompt": prompt}, user_id=MEMBER, **kwargs)
+
+
+async def test_a_blocked_term_is_refused_privately_in_any_spelling_and_costs_nothing(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    added = await moderate(fake_discord, "block", {"term": "gore"})
+    assert "Blocked **gore**" in answer_text(added)
+    assert added.json["flags"] & 64, "admin answers are private"
+
+    refusal = await final_answer(fake_discord, await imagine(fake_discord, "a scene full of G0RE"))
+    assert refusal.json["flags"] & 64
+    assert "blocked: **gore**" in answer_text(refusal)
+    assert "G0RE" in answer_text(refusal)
+    assert fake_kie.calls_to("/api/v1/jobs/createTask") == []
+    assert await running.units_charged() == 0
+    events = await running.store.moderation_events(fake_discord.guild_id)
+    assert [kind for kind, _, _ in events] == ["term_added", "refused_blocked_term"]
+
+
+async def test_an_innocent_word_containing_a_term_is_allowed(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    await start_bot()
+    await moderate(fake_discord, "block", {"term": "ass"})
+    final = await final_answer(fake_discord, await imagine(fake_discord, "a class of assistants"))
+    assert embed_title(final) == READY_TITLE
+
+
+async def test_terms_can_be_listed_and_unblocked(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    await start_bot()
+    await moderate(fake_discord, "block", {"term": "gore"})
+    again = await moderate(fake_discord, "block", {"term": "GÖRE"})
+    assert "already blocked" in answer_text(again)
+    assert "gore" in answer_text(await moderate(fake_discord, "blocklist"))
+    assert "allowed again" in answer_text(await moderate(fake_discord, "unblock", {"term": "gore"}))
+    assert "no terms" in answer_text(await moderate(fake_discord, "blocklist"))
+    final = await final_answer(fake_discord, await imagine(fake_discord, "gore"))
+    assert embed_title(final) == READY_TITLE
+
+
+async def test_a_banned_member_is_refused_until_unbanned(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    target = discord.Object(MEMBER)
+    banned = await moderate(
+        fake_discord, "ban", {"member": target, "reason": "spam"}, resolved=user_resolved(MEMBER)
+    )
+    assert "can no longer use the bot" in answer_text(banned)
+    refusal = await final_answer(fake_discord, await imagine(fake_discord, "a quiet lake"))
+    assert "can't use the image bot" in answer_text(refusal)
+    assert fake_kie.calls_to("/api/v1/jobs/createTask") == []
+
+    await moderate(fake_discord, "unban", {"member": target}, resolved=user_resolved(MEMBER))
+    final = await final_answer(fake_discord, await imagine(fake_discord, "a quiet lake"))
+    assert embed_title(final) == READY_TITLE
+    kinds = [kind for kind, _, _ in await running.store.moderation_events(fake_discord.guild_id)]
+    assert kinds == ["banned", "refused_banned", "unbanned"]
+
+
+async def test_members_without_manage_server_cannot_change_anything(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    everyone = str(discord.Permissions(view_channel=True, send_messages=True).value)
+    answer = await moderate(
+        fake_discord, "block", {"term": "lake"}, user_id=MEMBER, permissions=everyone
+    )
+    assert "Only members who can manage this server" in answer_text(answer)
+    assert await running.store.blocked_terms(fake_discord.guild_id) == []
+
+
+async def test_one_servers_rules_never_touch_another(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    await start_bot()
+    await moderate(fake_discord, "block", {"term": "lake"})
+    other_guild = fake_discord.guild_id + 1
+    final = await final_answer(
+        fake_discord, await imagine(fake_discord, "a quiet lake", guild_id=other_guild)
+    )
+    assert embed_title(final) == READY_TITLE
+
+
+async def test_the_audit_channel_gets_generations_and_refusals_without_pings(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    audit_channel = fake_discord.channel_id  # a channel of the server, known to the bot
+    channel = {
+        "id": str(audit_channel),
+        "type": 0,
+        "name": "audit",
+        "permissions": ADMIN_PERMISSIONS,
+    }
+    answer = await moderate(
+        fake_discord,
+        "audit-channel",
+        {"channel": {"type": 7, "value": str(audit_channel)}},
+        resolved={"channels": {str(audit_channel): channel}},
+    )
+    assert f"<#{audit_channel}>" in answer_text(answer)
+    await moderate(fake_discord, "block", {"term": "gore"})
+    await final_answer(fake_discord, await imagine(fake_discord, "@everyone gore"))
+    await final_answer(fake_discord, await imagine(fake_discord, "a quiet lake"))
+    await running.idle()
+
+    posts = [
+        r
+        for r in fake_discord.requests
+        if r.method == "POST" and r.path == f"/channels/{audit_channel}/messages"
+    ]
+    titles = [embed_title(p) for p in posts]
+    assert titles == ["🚫 Term blocked", "🚫 Prompt refused", "🖼️ Image generated"]
+    assert all(p.json["allowed_mentions"] == {"parse": []} for p in posts)
+    generated = embed_of(posts[-1])
+    assert "a quiet lake" in generated["description"]
+    links = [f["value"] for f in generated["fields"] if f["name"] == "Result"]
+    assert links and "/channels/" in links[0]
