@@ -8,6 +8,7 @@ class, keeping "the API call failed" (`KieApiError` and its kin) apart from "the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from bot.ratelimit import SlidingWindowLimiter, Turn
+from bot.ratelimit import Grant, SlidingWindowLimiter, Turn
 
 log = logging.getLogger(__name__)
 
@@ -357,10 +358,17 @@ class KieClient:
                 await self._sleep(wait)
         raise error
 
-    async def get_task(self, task_id: str) -> TaskInfo:
-        """One recordInfo query. Failures raise; the caller's polling loop decides what next."""
+    def query_slot(self) -> contextlib.AbstractAsyncContextManager[Grant]:
+        """A turn in the status-query budget, for a caller that picks the task once it has one."""
+        return self._query_limiter.use()
+
+    async def get_task(self, task_id: str, *, slot_held: bool = False) -> TaskInfo:
+        """One recordInfo query. Failures raise; the caller's polling loop decides what next.
+
+        With `slot_held`, the caller already holds a `query_slot()`.
+        """
         try:
-            async with self._query_limiter.use():
+            async with contextlib.nullcontext() if slot_held else self._query_limiter.use():
                 body, retry_after = await self._get_json(
                     "/api/v1/jobs/recordInfo", params={"taskId": task_id}
                 )

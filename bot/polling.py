@@ -84,7 +84,7 @@ class PollScheduler:
         self._watches: dict[int, TaskWatch] = {}
         self.durations = DurationModel()
         self._changed = asyncio.Event()
-        self._in_flight = asyncio.Semaphore(MAX_QUERIES_IN_FLIGHT)
+        self._pending = 0  # queries waiting for a slot or on the wire
         self._runner: asyncio.Task[None] | None = None
         self._queries: set[asyncio.Task[None]] = set()
 
@@ -122,52 +122,64 @@ class PollScheduler:
 
     async def _run(self) -> None:
         while True:
-            watch, wait = self._next()
-            if watch is None:
+            due, wait = self._due()
+            if due <= self._pending or self._pending >= MAX_QUERIES_IN_FLIGHT:
                 self._changed.clear()
                 try:
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(wait if due <= self._pending else None):
                         await self._changed.wait()
                 except TimeoutError:
                     pass
                 continue
-            await self._in_flight.acquire()
-            # Choose again: while we waited for a free slot, the best candidate may have changed.
-            watch = self._next()[0]
-            if watch is None:
-                self._in_flight.release()
-                continue
-            watch.urgent = False
-            watch.last_polled = self._clock()
-            query = asyncio.create_task(self._query(watch), name=f"poll-{watch.task_id}")
+            self._pending += 1
+            query = asyncio.create_task(self._query_best(), name="kie-status-query")
             self._queries.add(query)
             query.add_done_callback(self._queries.discard)
 
-    def _next(self) -> tuple[TaskWatch | None, float | None]:
-        """The task to query now, or how long until one is due (None: nothing to watch)."""
+    def _due(self) -> tuple[int, float | None]:
+        """How many tasks are due for a query, and how long until the next one is."""
         now = self._clock()
-        best: TaskWatch | None = None
-        best_key: tuple[bool, float, float] | None = None
+        due = 0
         soonest: float | None = None
         for watch in self._watches.values():
             due_in = watch.last_polled + self._min_interval - now
-            if not watch.urgent and due_in > 0:
+            if watch.urgent or due_in <= 0:
+                due += 1
+            else:
                 soonest = due_in if soonest is None else min(soonest, due_in)
+        return due, soonest
+
+    def _best(self) -> TaskWatch | None:
+        """The due task most worth a query now: called back, then likely done, then stalest."""
+        now = self._clock()
+        best: TaskWatch | None = None
+        best_key: tuple[bool, float, float] | None = None
+        for watch in self._watches.values():
+            if not watch.urgent and watch.last_polled + self._min_interval > now:
                 continue
             key = (watch.urgent, watch.chance_done(now, self.durations), now - watch.last_polled)
             if best_key is None or key > best_key:
                 best, best_key = watch, key
-        return best, soonest
+        return best
 
-    async def _query(self, watch: TaskWatch) -> None:
+    async def _query_best(self) -> None:
         try:
-            # get_task waits for a slot in the 10-per-second budget itself.
-            info = await self._kie.get_task(watch.task_id)
-        except KieError as error:
-            log.info("status query for task %s failed (%s); will retry", watch.task_id, error)
-            return
+            # The task is chosen only once a query slot is ours, so a callback that arrives
+            # while we wait for the slot still goes first.
+            async with self._kie.query_slot() as slot:
+                watch = self._best()
+                if watch is None:
+                    slot.unused = True
+                    return
+                watch.urgent = False
+                watch.last_polled = self._clock()
+                try:
+                    info = await self._kie.get_task(watch.task_id, slot_held=True)
+                except KieError as error:
+                    log.info("status query for task %s failed (%s)", watch.task_id, error)
+                    return
         finally:
-            self._in_flight.release()
+            self._pending -= 1
             self._changed.set()
         if info.task_id != watch.task_id:
             log.warning("kie.ai answered for another task than %s; ignored", watch.task_id)

@@ -21,8 +21,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass
-class _Grant:
+class Grant:
     at: float  # when the call counts from; infinity while it is still on the wire
+    unused: bool = False  # set by a holder that decided not to make the call after all
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class SlidingWindowLimiter:
         self._window = period + margin
         self._clock = clock
         self._sleep = sleep
-        self._granted: list[_Grant] = []
+        self._granted: list[Grant] = []
         # Each key's waiters, and how many turns the key has had while waiting. The next turn
         # goes to the key with the fewest, then to the one served longest ago.
         self._lines: dict[Hashable, deque[asyncio.Future[None]]] = {}
@@ -85,7 +86,7 @@ class SlidingWindowLimiter:
         return Turn(position, beyond * self._window / self._max_calls)
 
     @contextlib.asynccontextmanager
-    async def use(self, key: Hashable = None) -> AsyncIterator[None]:
+    async def use(self, key: Hashable = None) -> AsyncIterator[Grant]:
         """Hold a slot for one call, counted from when the call has finished.
 
         The server counts a call when it arrives, which is some time after we were granted the
@@ -95,17 +96,20 @@ class SlidingWindowLimiter:
         grant = await self._acquire(key)
         grant.at = math.inf
         try:
-            yield
+            yield grant
         finally:
-            grant.at = self._clock()
+            if grant.unused:
+                self._granted.remove(grant)
+            else:
+                grant.at = self._clock()
             self._slot_freed.set()
 
     async def acquire(self, key: Hashable = None) -> None:
         """Wait for a slot, counted from now. Callers with the same key are served in order."""
         await self._acquire(key)
 
-    async def _acquire(self, key: Hashable) -> _Grant:
-        granted: asyncio.Future[_Grant] = asyncio.get_running_loop().create_future()
+    async def _acquire(self, key: Hashable) -> Grant:
+        granted: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         if key not in self._lines:
             # A key joining the line starts in the current round, not ahead of everyone.
             self._turns[key] = self._current_round()
@@ -138,12 +142,12 @@ class SlidingWindowLimiter:
     def _expire(self, now: float) -> None:
         self._granted = [g for g in self._granted if now - g.at < self._window]
 
-    async def _take_slot(self) -> _Grant:
+    async def _take_slot(self) -> Grant:
         while True:
             now = self._clock()
             self._expire(now)
             if len(self._granted) < self._max_calls:
-                grant = _Grant(now)
+                grant = Grant(now)
                 self._granted.append(grant)
                 return grant
             oldest = min(g.at for g in self._granted)
@@ -157,7 +161,7 @@ class SlidingWindowLimiter:
     def record_past(self, ages: list[float]) -> None:
         """Count calls made `ages` seconds ago (e.g. by the previous run of the bot)."""
         now = self._clock()
-        past = [_Grant(now - age) for age in ages if 0 <= age < self._window]
+        past = [Grant(now - age) for age in ages if 0 <= age < self._window]
         newest = sorted([*past, *self._granted], key=lambda g: g.at)
         self._granted = newest[-self._max_calls :]
 
@@ -165,4 +169,4 @@ class SlidingWindowLimiter:
         """Push the window forward after the server said we were too fast (e.g. a 429)."""
         # Fill the window so nothing is granted until `seconds` have passed.
         stamp = self._clock() + seconds - self._window
-        self._granted = [_Grant(stamp) for _ in range(self._max_calls)]
+        self._granted = [Grant(stamp) for _ in range(self._max_calls)]

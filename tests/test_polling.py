@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from bot.kie import TaskInfo
 from bot.polling import DurationModel, PollScheduler, TaskWatch
+from bot.ratelimit import Grant, SlidingWindowLimiter
 
 
 class RecordingKie:
-    """Stands in for KieClient.get_task: records which task was asked about, in order."""
+    """Stands in for KieClient's status queries: records which task was asked about, in order."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self._budget = SlidingWindowLimiter(10, 1.0)
 
-    async def get_task(self, task_id: str) -> TaskInfo:
+    def query_slot(self) -> contextlib.AbstractAsyncContextManager[Grant]:
+        return self._budget.use()
+
+    async def get_task(self, task_id: str, *, slot_held: bool = False) -> TaskInfo:
+        assert slot_held, "the scheduler picks a task only once it holds a slot"
         self.asked.append(task_id)
         return TaskInfo(task_id=task_id, state="generating")
 
@@ -78,5 +85,23 @@ async def test_due_tasks_are_asked_about_in_order_of_likely_completion() -> None
         await asyncio.sleep(0.01)
         assert kie.asked[:1] == ["old"]
         assert (await old.updates.get()).state == "generating"
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_callback_jumps_ahead_of_polls_already_waiting_for_the_budget() -> None:
+    kie = RecordingKie()
+    kie._budget = SlidingWindowLimiter(1, 0.2)  # a tight budget: every query waits its turn
+    scheduler = PollScheduler(kie, min_interval=0.0)  # type: ignore[arg-type]
+    try:
+        for n in range(5):
+            scheduler.watch(n, f"stale-{n}", look_now=True)
+        await asyncio.sleep(0.05)  # the first query went out; the rest wait for the budget
+        scheduler.watch(99, "called-back", look_now=False)
+        scheduler.wake(99)
+        async with asyncio.timeout(2):
+            while "called-back" not in kie.asked:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert kie.asked.index("called-back") == 1
     finally:
         await scheduler.stop()
