@@ -22,7 +22,7 @@ from bot.store import Job, Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.quota", "cogs.moderation")
+EXTENSIONS = ("cogs.imagine", "cogs.quota", "cogs.history", "cogs.moderation")
 SHUTDOWN_NOTICE_SECONDS = 5.0
 
 

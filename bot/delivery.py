@@ -25,7 +25,7 @@ import discord
 from bot import messages
 from bot.audit import AuditLog
 from bot.images import fit_image
-from bot.jobs import DeliveryError, Failure, Finished, Progress
+from bot.jobs import Delivery, DeliveryError, Failure, Finished, Progress
 from bot.store import Job
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class DiscordReply:
 
     # --- outcome -----------------------------------------------------------------------------
 
-    async def deliver(self, finished: Finished) -> str:
+    async def deliver(self, finished: Finished) -> Delivery:
         await self._stop_progress()
         image = finished.image
         limit = self._job.reply.attachment_limit if self._job.reply else DEFAULT_UPLOAD_LIMIT
@@ -139,7 +139,8 @@ class DiscordReply:
             if fitted is None:
                 note = messages.link_only_note(len(image.data), limit, image.url)
                 embed = messages.result_embed(finished, "", note)
-                return await self._send_outcome(embed, None, ready=True)
+                via = await self._send_outcome(embed, None, ready=True)
+                return Delivery(via, self._posted_url)
             note = None
             if fitted.reencoded:
                 note = messages.resized_note(len(image.data), len(fitted.data), limit, image.url)
@@ -153,7 +154,7 @@ class DiscordReply:
                 continue
             if self._audit is not None:
                 await self._audit.generation(self._job, self._posted_url)
-            return via
+            return Delivery(via, self._posted_url)
         raise DeliveryError("Discord refused the image as too large even after shrinking")
 
     async def fail(self, failure: Failure) -> None:

@@ -103,6 +103,12 @@ class Failure:
     detail: str | None = None  # kie.ai's own reason, when it gave one the user can act on
 
 
+@dataclass(frozen=True)
+class Delivery:
+    via: str  # "reply", "channel" or "dm"
+    url: str | None  # a link to the message that shows the image
+
+
 class DeliveryError(Exception):
     """The reporter could not put the image in front of the user."""
 
@@ -110,8 +116,8 @@ class DeliveryError(Exception):
 class JobReporter(Protocol):
     async def progress(self, progress: Progress) -> None: ...
 
-    async def deliver(self, finished: Finished) -> str:
-        """Show the image; return where it went (e.g. "reply", "channel", "dm")."""
+    async def deliver(self, finished: Finished) -> Delivery:
+        """Show the image; say where it went."""
         ...
 
     async def fail(self, failure: Failure) -> None: ...
@@ -235,12 +241,18 @@ class JobService:
         quota = await self._quota.status(job.user_id)
         finished = Finished(job, image, self._clock() - job.created_at, quota)
         try:
-            via = await reporter.deliver(finished)
+            delivery = await reporter.deliver(finished)
         except DeliveryError as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
-        await self._store.mark_delivered(job.id, via)
-        log.info("job %s delivered by %s (task %s, %.1fs)", job.id, via, task_id, finished.elapsed)
+        await self._store.mark_delivered(job.id, delivery.via, delivery.url)
+        log.info(
+            "job %s delivered by %s (task %s, %.1fs)",
+            job.id,
+            delivery.via,
+            task_id,
+            finished.elapsed,
+        )
 
     def callback_url(self, job: Job) -> str | None:
         if self._callback_base is None:

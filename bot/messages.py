@@ -15,7 +15,7 @@ from bot.jobs import Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.moderation import Refusal, RefusalKind
 from bot.quota import QuotaStatus
-from bot.store import Job
+from bot.store import Job, JobState
 
 COLOUR_WORKING = discord.Colour.blurple()
 COLOUR_DONE = discord.Colour.green()
@@ -250,4 +250,24 @@ def audit_event_embed(
         embed.add_field(name="By", value=f"<@{actor_id}>")
     if detail:
         embed.add_field(name="Details", value=safe_prompt(detail, 1000), inline=False)
+    return embed
+
+
+# --- /history -----------------------------------------------------------------------------------
+
+
+def history_embed(jobs: list[Job]) -> discord.Embed:
+    embed = discord.Embed(title="🗂️ Your latest images", colour=COLOUR_WORKING)
+    if not jobs:
+        embed.description = "Nothing yet here. Try `/imagine`!"
+        return embed
+    for job in jobs:
+        when = timestamp(job.created_at, "f")
+        options = _options_line(job.aspect_ratio, job.resolution)
+        if job.state is JobState.DELIVERED:
+            link = f" · [open]({job.result_url})" if job.result_url else ""
+            value = f"{when} · {options}{link}"
+        else:
+            value = f"{when} · {options} · not made, units refunded"
+        embed.add_field(name=safe_prompt(job.prompt, 200), value=value, inline=False)
     return embed

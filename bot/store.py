@@ -108,6 +108,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX moderation_log_guild ON moderation_log (guild_id, at);
     """,
+    # 4: a link to the message that shows each delivered image, for /history.
+    """
+    ALTER TABLE jobs ADD COLUMN result_url TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -155,21 +159,22 @@ class Job:
     callback_token: str = field(repr=False)  # random per job: the secret in its callback URL
     delivered_via: str | None = None
     submitted_at: float | None = None  # Unix time createTask went out
+    result_url: str | None = None  # link to the message showing the image
 
 
 _JOB_COLUMNS = (
     "id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution, "
     "state, task_id, error, created_at, application_id, interaction_token, interaction_at, "
-    "attachment_limit, nonce, callback_token, delivered_via, submitted_at"
+    "attachment_limit, nonce, callback_token, delivered_via, submitted_at, result_url"
 )
 
 
 def _job(row: aiosqlite.Row | tuple) -> Job:
-    (*values, application_id, token, interaction_at, limit, nonce, callback, via, sent) = list(row)
+    (*values, app_id, token, interaction_at, limit, nonce, callback, via, sent, url) = list(row)
     values[9] = JobState(values[9])
     reply = None
-    if application_id is not None and token:
-        reply = ReplyTarget(application_id, token, interaction_at, limit)
+    if app_id is not None and token:
+        reply = ReplyTarget(app_id, token, interaction_at, limit)
     return Job(
         *values,
         reply=reply,
@@ -177,6 +182,7 @@ def _job(row: aiosqlite.Row | tuple) -> Job:
         callback_token=callback or "",
         delivered_via=via,
         submitted_at=sent,
+        result_url=url,
     )
 
 
@@ -359,10 +365,20 @@ class Store:
             job_id, (JobState.SUBMITTED, JobState.DELIVERING), JobState.DELIVERING
         )
 
-    async def mark_delivered(self, job_id: int, via: str) -> bool:
+    async def mark_delivered(self, job_id: int, via: str, url: str | None = None) -> bool:
         return await self._transition(
-            job_id, (JobState.DELIVERING,), JobState.DELIVERED, delivered_via=via
+            job_id, (JobState.DELIVERING,), JobState.DELIVERED, delivered_via=via, result_url=url
         )
+
+    async def recent_jobs(self, user_id: int, guild_id: int | None, limit: int) -> list[Job]:
+        """A member's latest finished generations in one server (or in DMs), newest first."""
+        rows = await self._rows(
+            f"""SELECT {_JOB_COLUMNS} FROM jobs
+                WHERE user_id = ? AND guild_id IS ? AND state IN (?, ?)
+                ORDER BY id DESC LIMIT ?""",
+            (user_id, guild_id, JobState.DELIVERED, JobState.REFUNDED, limit),
+        )
+        return [_job(row) for row in rows]
 
     async def refund(self, job_id: int, reason: str) -> bool:
         """Give the units back. True only for the call that actually refunded."""
@@ -378,6 +394,7 @@ class Store:
         error: str | None = None,
         delivered_via: str | None = None,
         submitted_at: float | None = None,
+        result_url: str | None = None,
     ) -> bool:
         # The WHERE on the current state makes each transition happen at most once. A finished
         # job forgets its interaction token: it is a credential, kept only while needed.
@@ -387,6 +404,7 @@ class Store:
                 f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
                        error = COALESCE(?, error), delivered_via = COALESCE(?, delivered_via),
                        submitted_at = COALESCE(?, submitted_at),
+                       result_url = COALESCE(?, result_url),
                        interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
                        updated_at = ?
                     WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
@@ -396,6 +414,7 @@ class Store:
                     error,
                     delivered_via,
                     submitted_at,
+                    result_url,
                     finished,
                     self._clock(),
                     job_id,

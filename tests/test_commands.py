@@ -29,7 +29,7 @@ async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_path: Path) -> None:
     definitions = await _definitions(tmp_path)
-    assert set(definitions) == {"imagine", "quota", "moderation"}
+    assert set(definitions) == {"imagine", "quota", "history", "moderation"}
 
     def check(command: dict[str, Any]) -> None:
         assert 1 <= len(command["description"]) <= 100, command["name"]
@@ -72,6 +72,7 @@ async def test_commands_are_synced_once_not_on_every_restart(
     assert {c["name"] for c in fake_discord.synced_commands[None]} == {
         "imagine",
         "quota",
+        "history",
         "moderation",
     }
     await first.bot.close()

@@ -441,3 +441,22 @@ async def test_a_burst_of_commands_stays_inside_kie_ais_rate_limits(
         assert await running.job_states() == {"delivered": 18}
     finally:
         await fake_kie.stop()
+
+
+async def test_history_lists_a_members_images_with_links_privately(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    await start_bot()
+    fake_kie.fail_create_next(CreateFault(code=422, msg="no"))
+    for prompt in ("first **picture**", "second picture"):
+        await final_answer(
+            fake_discord, await fake_discord.send_interaction("imagine", {"prompt": prompt})
+        )
+    other = await fake_discord.send_interaction("imagine", {"prompt": "not mine"}, user_id=7)
+    await final_answer(fake_discord, other)
+    history = await final_answer(fake_discord, await fake_discord.send_interaction("history"))
+    assert history.json["flags"] & 64
+    fields = embed_of(history)["fields"]
+    assert [f["name"] for f in fields] == ["second picture", "first \\*\\*picture\\*\\*"]
+    assert "[open](" in fields[0]["value"] and "/channels/" in fields[0]["value"]
+    assert "refunded" in fields[1]["value"]
