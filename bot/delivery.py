@@ -168,9 +168,30 @@ class DiscordReply:
     async def _send_outcome(
         self, embed: discord.Embed, file: tuple[bytes, str] | None, *, ready: bool
     ) -> str:
-        def attachments() -> list[discord.File]:
-            return [discord.File(io.BytesIO(file[0]), filename=file[1])] if file else []
+        buffers: list[io.BytesIO] = []
 
+        def attachments() -> list[discord.File]:
+            if file is None:
+                return []
+            buffer = io.BytesIO(file[0])
+            buffers.append(buffer)
+            return [discord.File(buffer, filename=file[1])]
+
+        try:
+            return await self._route_outcome(embed, attachments, ready=ready)
+        finally:
+            # discord.File ties its buffer into a reference cycle that only the cyclic garbage
+            # collector frees, which may be many images later; closing it frees the image now.
+            for buffer in buffers:
+                io.BytesIO.close(buffer)
+
+    async def _route_outcome(
+        self,
+        embed: discord.Embed,
+        attachments: Callable[[], list[discord.File]],
+        *,
+        ready: bool,
+    ) -> str:
         if self._token_alive():
             try:
                 message = await self._edit_reply(embed=embed, attachments=attachments())
