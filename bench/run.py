@@ -42,8 +42,13 @@ FIRST_USER_ID = 1_400_000_000_000_000_000
 _TOKEN_PATH = re.compile(r"^/(?:webhooks|interactions)/\d+/([^/]+)")
 _CHANNEL_POST = re.compile(r"^/channels/\d+/messages$")
 _LOG_LEVEL = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ", re.MULTILINE)
-# discord.py's start-up notices about optional voice libraries say nothing about the load.
-_LOG_NOISE = re.compile(r"^.*voice will NOT be supported\n?", re.MULTILINE)
+# Not about the load: discord.py's notices about optional voice libraries, and its "websocket is
+# 41.3s behind", which is a race between its keep-alive thread and the fake's instant heartbeat
+# ACK (the ACK is handled before the thread records the send; latency = one whole interval).
+_LOG_NOISE = re.compile(
+    r"^.*(?:voice will NOT be supported|Can't keep up, shard ID \S+ websocket is).*\n?",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class RunResult:
     mode: str
     run: int
     jobs: int
-    sources: str  # sources_digest() when the bot process started
+    bot_version: str  # git HEAD and a digest of bot/ and cogs/ when the bot process started
     delivered: int = 0
     failed: int = 0
     unanswered: int = 0
@@ -91,6 +96,13 @@ class RunResult:
     cpu_ms_per_job: float | None = None  # all the bot's CPU time, start-up included
     startup_cpu_s: float | None = None  # CPU time used before the gateway was READY
     peak_rss_mb: float | None = None
+    final_rss_mb: float | None = None  # VmRSS just before stopping: what the bot kept
+    # Shortest time spanned by (limit + 1) consecutive arrivals at the fake kie.ai: a run keeps
+    # within the limit only if this stays above the window (10 s for createTask, 1 s for
+    # recordInfo). Arrivals are stamped on the harness loop, so its lag blurs them.
+    tightest_submit_s: float | None = None
+    tightest_query_s: float | None = None
+    harness_lag_max_ms: float | None = None  # worst stall of this process's event loop
     submit_violations: int = 0
     query_violations: int = 0
     discord_429s: int = 0
@@ -129,6 +141,10 @@ ROWS: tuple[tuple[str, str, int], ...] = (
     ("bot CPU per job (ms)", "cpu_ms_per_job", 1),
     ("bot CPU before READY, included above (s)", "startup_cpu_s", 2),
     ("bot peak RSS (MB)", "peak_rss_mb", 1),
+    ("bot RSS at the end (MB)", "final_rss_mb", 1),
+    ("tightest 21 createTask arrivals (s, limit 10)", "tightest_submit_s", 2),
+    ("tightest 11 recordInfo arrivals (s, limit 1)", "tightest_query_s", 2),
+    ("harness event-loop stall, max (ms)", "harness_lag_max_ms", 0),
     ("kie.ai submit-limit violations", "submit_violations", 0),
     ("kie.ai query-limit violations", "query_violations", 0),
     ("Discord 429 answers", "discord_429s", 0),
@@ -176,17 +192,43 @@ def bot_env(
     return env
 
 
-def proc_figures(pid: int) -> tuple[float | None, float | None]:
-    """(CPU seconds, user + system, and peak RSS in MB) of a live process, from /proc."""
+@dataclass(frozen=True)
+class ProcFigures:
+    cpu_s: float  # user + system
+    peak_rss_mb: float  # VmHWM
+    rss_mb: float  # VmRSS
+
+
+def proc_figures(pid: int) -> ProcFigures | None:
+    """CPU time and memory of a live process, from /proc; None once it has gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return None, None
+        return None
     fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": fields 3, 4, ...
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    hwm = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    return cpu, (int(hwm.group(1)) / 1024 if hwm else None)
+    memory = dict(re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", status, re.MULTILINE))
+    return ProcFigures(
+        cpu_s=(int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),  # utime, stime
+        peak_rss_mb=int(memory.get("VmHWM", 0)) / 1024,
+        rss_mb=int(memory.get("VmRSS", 0)) / 1024,
+    )
+
+
+def tightest(times: list[float], count: int) -> float | None:
+    """The shortest span of `count` consecutive times (None if there are fewer)."""
+    ordered = sorted(times)
+    spans = [ordered[i + count - 1] - ordered[i] for i in range(len(ordered) - count + 1)]
+    return min(spans, default=None)
+
+
+async def watch_loop_lag(worst: list[float], tick: float = 0.05) -> None:
+    """Keep the worst overshoot of a short sleep in worst[0]: how long the loop was stalled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(tick)
+        worst[0] = max(worst[0], loop.time() - before - tick)
 
 
 class AnswerWatch:
@@ -272,7 +314,9 @@ async def run_once(opts: Options, mode: str, run: int, log_path: Path) -> RunRes
     kie = FakeKie(credits=30.0 * opts.jobs)  # flex 1K costs 14 credits: never the bottleneck
     await discord.start()
     await kie.start()
-    result = RunResult(mode=mode, run=run, jobs=opts.jobs, sources=sources_digest())
+    stall = [0.0]
+    lag_watch = asyncio.create_task(watch_loop_lag(stall))
+    result = RunResult(mode=mode, run=run, jobs=opts.jobs, bot_version=bot_version())
     interactions: dict[str, FakeInteraction] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="imagine-bench-") as tmp:
@@ -281,7 +325,8 @@ async def run_once(opts: Options, mode: str, run: int, log_path: Path) -> RunRes
             process = await start_bot(env, workdir, log_path)
             try:
                 await until_ready(discord, process)
-                result.startup_cpu_s = proc_figures(process.pid)[0]
+                at_ready = proc_figures(process.pid)
+                result.startup_cpu_s = at_ready.cpu_s if at_ready else None
                 kie.script_next(*(TaskScript(step_seconds=d / 2, image=image) for d in draws))
                 prompts = [
                     f"benchmark picture {n} of a lighthouse at dusk" for n in range(opts.jobs)
@@ -299,17 +344,20 @@ async def run_once(opts: Options, mode: str, run: int, log_path: Path) -> RunRes
                 interactions = dict(zip(prompts, sent, strict=True))
                 watch = AnswerWatch(discord, interactions)
                 await wait_for_answers(watch, opts, process, started)
-                cpu, result.peak_rss_mb = proc_figures(process.pid)
-                if cpu is not None:
-                    result.cpu_ms_per_job = cpu * 1000 / opts.jobs
+                at_end = proc_figures(process.pid)
+                if at_end is not None:
+                    result.cpu_ms_per_job = at_end.cpu_s * 1000 / opts.jobs
+                    result.peak_rss_mb, result.final_rss_mb = at_end.peak_rss_mb, at_end.rss_mb
                 if watch.last_at is not None:
                     result.wall_s = watch.last_at - started
             finally:
                 result.bot_exit_code = await stop_bot(process)
             measure(result, discord, kie, interactions)
     finally:
+        lag_watch.cancel()
         await kie.stop()
         await discord.stop()
+    result.harness_lag_max_ms = stall[0] * 1000
     levels = log_levels(log_path)
     result.bot_warnings = levels["WARNING"]
     result.bot_errors = levels["ERROR"] + levels["CRITICAL"]
@@ -401,6 +449,12 @@ def measure(
     result.kie_downloads_per_job = per_job(kinds["download"])
     per_task = Counter(c.query.get("taskId") for c in kie.calls if c.path.endswith("/recordInfo"))
     result.kie_query_max = max(per_task.values(), default=0)
+    arrivals = {
+        kind: [c.at for c in kie.calls if c.path.endswith(f"/{kind}")]
+        for kind in ("createTask", "recordInfo")
+    }
+    result.tightest_submit_s = tightest(arrivals["createTask"], kie.submit_limit + 1)
+    result.tightest_query_s = tightest(arrivals["recordInfo"], kie.query_limit + 1)
     result.submit_violations = kie.submit_violations
     result.query_violations = kie.query_violations
     result.discord_429s = discord.rate_limited_responses
@@ -445,17 +499,8 @@ def medians(results: list[RunResult]) -> dict[str, float | None]:
     return out
 
 
-def sources_digest() -> str:
-    """The bot may be edited between commits: a digest of its sources pins what was measured."""
-    digest = hashlib.sha256()
-    for path in sorted([*ROOT.glob("bot/*.py"), *ROOT.glob("cogs/*.py")]):
-        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def machine() -> dict[str, object]:
-    meminfo = Path("/proc/meminfo").read_text()
-    total = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.MULTILINE)
+def bot_version() -> str:
+    """Git HEAD (+dirty) and a digest of bot/ and cogs/: the bot may change between commits."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -468,8 +513,16 @@ def machine() -> dict[str, object]:
         ).stdout.strip()
     except OSError:
         head, dirty = "unknown", ""
+    digest = hashlib.sha256()
+    for path in sorted([*ROOT.glob("bot/*.py"), *ROOT.glob("cogs/*.py")]):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"{head}{'+dirty' if dirty else ''}/{digest.hexdigest()[:8]}"
+
+
+def machine() -> dict[str, object]:
+    meminfo = Path("/proc/meminfo").read_text()
+    total = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.MULTILINE)
     return {
-        "git": head + ("+dirty" if dirty else ""),
         "cpus": os.cpu_count(),
         "memory_gib": round(int(total.group(1)) / 2**20, 1) if total else None,
         "python": platform.python_version(),
@@ -498,9 +551,9 @@ def report(opts: Options, results: list[RunResult]) -> None:
     info = machine()
     print(
         f"\n{opts.jobs} jobs from {opts.users} users, {opts.image_kb} KB images, generation "
-        f"{opts.gen_min:g}-{opts.gen_max:g} s, seed {opts.seed}; git {info['git']} "
-        f"(bot sources {', '.join(sorted({r.sources for r in results}))}), "
-        f"{info['cpus']} CPUs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"{opts.gen_min:g}-{opts.gen_max:g} s, seed {opts.seed}; {info['cpus']} CPUs; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; bot (git/sources) at each run's start: "
+        f"{', '.join(r.bot_version for r in results)}\n"
     )
     print(table(columns))
     figures = {

@@ -21,7 +21,6 @@ from dotenv import find_dotenv, load_dotenv
 from bot.client import ImagineBot
 from bot.jobs import JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient, RetryPolicy
-from bot.memory import return_large_blocks_to_the_os
 from bot.moderation import Moderation
 from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
@@ -148,7 +147,6 @@ def main() -> None:
         level=log_level_number(settings),
         format="%(asctime)s %(levelname)-8s %(name)s: %(message)s",
     )
-    return_large_blocks_to_the_os()
     try:
         asyncio.run(run(settings))
     except StartupError as error:
