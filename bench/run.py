@@ -291,14 +291,14 @@ async def stop_bot(process: asyncio.subprocess.Process) -> int | None:
     return process.returncode
 
 
-async def until_ready(discord: FakeDiscord, process: asyncio.subprocess.Process) -> None:
+async def until_ready(discord: FakeDiscord, process: asyncio.subprocess.Process, log: Path) -> None:
     ready = asyncio.ensure_future(discord.wait_until_ready(60))
     exited = asyncio.ensure_future(process.wait())
     await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
     exited.cancel()
     if not ready.done():
         ready.cancel()
-        raise RuntimeError(f"the bot exited with status {process.returncode} before READY")
+        raise RuntimeError(f"the bot exited with status {process.returncode}; see {log}")
     ready.result()
 
 
@@ -324,7 +324,7 @@ async def run_once(opts: Options, mode: str, run: int, log_path: Path) -> RunRes
             env = bot_env(discord, kie, workdir, free_port(), mode, opts.jobs)
             process = await start_bot(env, workdir, log_path)
             try:
-                await until_ready(discord, process)
+                await until_ready(discord, process, log_path)
                 at_ready = proc_figures(process.pid)
                 result.startup_cpu_s = at_ready.cpu_s if at_ready else None
                 kie.script_next(*(TaskScript(step_seconds=d / 2, image=image) for d in draws))
