@@ -80,7 +80,9 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     poll_every = (
         settings.callback_poll_interval if settings.public_base_url else settings.poll_interval
     )
-    polls = PollScheduler(kie, min_interval=poll_every)
+    polls = PollScheduler(
+        kie, min_interval=poll_every, reserve_for_wakeups=3 if settings.public_base_url else 0
+    )
     jobs = JobService(store, quota, kie, limits, polls, callback_base_url=settings.public_base_url)
     return ImagineBot(
         settings=settings, store=store, quota=quota, jobs=jobs, moderation=Moderation(store)

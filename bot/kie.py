@@ -358,6 +358,9 @@ class KieClient:
                 await self._sleep(wait)
         raise error
 
+    def free_query_slots(self) -> int:
+        return self._query_limiter.free_now()
+
     def query_slot(self) -> contextlib.AbstractAsyncContextManager[Grant]:
         """A turn in the status-query budget, for a caller that picks the task once it has one."""
         return self._query_limiter.use()

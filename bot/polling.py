@@ -16,6 +16,7 @@ import asyncio
 import bisect
 import logging
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 MIN_SAMPLES = 5
 MAX_SAMPLES = 200
 MAX_QUERIES_IN_FLIGHT = 10
+RESERVE_RECHECK = 0.05  # seconds between looks at the budget while routine polls hold back
 
 
 class DurationModel:
@@ -76,11 +78,17 @@ class PollScheduler:
         kie: KieClient,
         *,
         min_interval: float,
+        reserve_for_wakeups: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self._kie = kie
         self._min_interval = min_interval
+        # With callbacks on, routine polls leave this many slots of each second's budget free,
+        # so a task kie.ai just called back about never waits behind them.
+        self._reserve = reserve_for_wakeups
         self._clock = clock
+        self._jitter = jitter
         self._watches: dict[int, TaskWatch] = {}
         self.durations = DurationModel()
         self._changed = asyncio.Event()
@@ -92,7 +100,9 @@ class PollScheduler:
         """Start watching a task that was submitted `age` seconds ago."""
         watch = TaskWatch(job_id, task_id, self._clock() - age)
         if not look_now:
-            watch.last_polled = self._clock()
+            # Tasks are submitted in bursts; spread their first routine polls so they do not
+            # all fall due in the same second.
+            watch.last_polled = self._clock() - self._jitter(0.0, 0.5) * self._min_interval
         self._watches[job_id] = watch
         self._ensure_running()
         self._changed.set()
@@ -122,11 +132,14 @@ class PollScheduler:
 
     async def _run(self) -> None:
         while True:
-            due, wait = self._due()
-            if due <= self._pending or self._pending >= MAX_QUERIES_IN_FLIGHT:
+            due, urgent, wait = self._due()
+            held_back = not urgent and self._kie.free_query_slots() <= self._reserve
+            if due <= self._pending or self._pending >= MAX_QUERIES_IN_FLIGHT or held_back:
+                if held_back and due > self._pending:
+                    wait = RESERVE_RECHECK
                 self._changed.clear()
                 try:
-                    async with asyncio.timeout(wait if due <= self._pending else None):
+                    async with asyncio.timeout(wait if due <= self._pending or held_back else None):
                         await self._changed.wait()
                 except TimeoutError:
                     pass
@@ -136,18 +149,20 @@ class PollScheduler:
             self._queries.add(query)
             query.add_done_callback(self._queries.discard)
 
-    def _due(self) -> tuple[int, float | None]:
-        """How many tasks are due for a query, and how long until the next one is."""
+    def _due(self) -> tuple[int, int, float | None]:
+        """How many tasks are due for a query (and how many of those kie.ai called back
+        about), and how long until the next one is due."""
         now = self._clock()
-        due = 0
+        due = urgent = 0
         soonest: float | None = None
         for watch in self._watches.values():
             due_in = watch.last_polled + self._min_interval - now
             if watch.urgent or due_in <= 0:
                 due += 1
+                urgent += watch.urgent
             else:
                 soonest = due_in if soonest is None else min(soonest, due_in)
-        return due, soonest
+        return due, urgent, soonest
 
     def _best(self) -> TaskWatch | None:
         """The due task most worth a query now: called back, then likely done, then stalest."""
@@ -168,7 +183,9 @@ class PollScheduler:
             # while we wait for the slot still goes first.
             async with self._kie.query_slot() as slot:
                 watch = self._best()
-                if watch is None:
+                if watch is None or (
+                    not watch.urgent and self._kie.free_query_slots() < self._reserve
+                ):
                     slot.unused = True
                     return
                 watch.urgent = False

@@ -70,6 +70,15 @@ class SlidingWindowLimiter:
     def period(self) -> float:
         return self._window
 
+    def free_now(self) -> int:
+        """Slots that could be granted this instant, if nobody were waiting."""
+        self._expire(self._clock())
+        return max(0, self._max_calls - len(self._granted) - self.waiting)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(line) for line in self._lines.values())
+
     def turn(self, key: Hashable = None) -> Turn:
         """Where a caller with `key` would stand if it asked now."""
         own = len(self._lines.get(key, ()))

@@ -20,6 +20,9 @@ class RecordingKie:
     def query_slot(self) -> contextlib.AbstractAsyncContextManager[Grant]:
         return self._budget.use()
 
+    def free_query_slots(self) -> int:
+        return self._budget.free_now()
+
     async def get_task(self, task_id: str, *, slot_held: bool = False) -> TaskInfo:
         assert slot_held, "the scheduler picks a task only once it holds a slot"
         self.asked.append(task_id)
@@ -103,5 +106,21 @@ async def test_a_callback_jumps_ahead_of_polls_already_waiting_for_the_budget() 
             while "called-back" not in kie.asked:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert kie.asked.index("called-back") == 1
+    finally:
+        await scheduler.stop()
+
+
+async def test_routine_polls_leave_part_of_the_budget_for_callbacks() -> None:
+    kie = RecordingKie()  # a budget of 10 queries per second
+    scheduler = PollScheduler(kie, min_interval=0.5, reserve_for_wakeups=3)  # type: ignore[arg-type]
+    try:
+        for n in range(20):
+            scheduler.watch(n, f"routine-{n}", look_now=True)
+        await asyncio.sleep(0.3)
+        assert len(kie.asked) == 7, "three of the ten slots stay free"
+        scheduler.watch(99, "called-back", look_now=False)
+        scheduler.wake(99)
+        await asyncio.sleep(0.05)
+        assert kie.asked[-1] == "called-back"
     finally:
         await scheduler.stop()
