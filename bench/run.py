@@ -33,7 +33,14 @@ from pathlib import Path
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript, make_png
-from tests.helpers import FAILED_TITLE, READY_TITLE, embed_of, embed_title, is_final
+from tests.helpers import (
+    FAILED_TITLE,
+    READY_TITLE,
+    bot_environment,
+    embed_of,
+    embed_title,
+    is_final,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("callbacks", "polling")
@@ -172,18 +179,11 @@ def image_of(size: int, rng: random.Random) -> bytes:
 def bot_env(
     discord: FakeDiscord, kie: FakeKie, workdir: Path, port: int, mode: str, quota: int
 ) -> dict[str, str]:
-    # Drop every variable the bot reads from the environment, so only ours apply.
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    own = {line.split("=", 1)[0] for line in lines if "=" in line and not line.startswith("#")}
-    env = {key: value for key, value in os.environ.items() if key not in own}
-    env.update(
-        DISCORD_TOKEN=discord.token,
-        KIE_API_KEY=kie.api_key,
-        KIE_API_BASE=kie.base_url,
-        DATABASE_PATH=str(workdir / "imagine.db"),
+    env = bot_environment(
+        discord,
+        kie,
+        workdir / "imagine.db",
         DAILY_QUOTA=str(quota),
-        DISCORD_API_BASE=discord.api_base,
-        DISCORD_GATEWAY_URL=discord.gateway_url,
         WEBHOOK_PORT=str(port),
         LOG_LEVEL="WARNING",
     )

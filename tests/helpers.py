@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.fakes.kie_server import FakeKie
 
+ROOT = Path(__file__).resolve().parent.parent
 READY_TITLE = "🖼️ Your image is ready"
 FAILED_TITLE = "❌ No image this time"
 
@@ -69,3 +73,26 @@ def bot_payloads(fake: FakeDiscord, interaction: FakeInteraction) -> list[dict[s
                 continue
         payloads.append(body)
     return payloads
+
+
+def bot_environment(
+    discord: FakeDiscord, kie: FakeKie, database: Path, **settings: str
+) -> dict[str, str]:
+    """What an operator would give `python -m bot`, pointed at the fakes.
+
+    Every variable the bot reads is dropped from the inherited environment first, so only
+    these apply, whatever the machine running the tests has set.
+    """
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    own = {line.split("=", 1)[0] for line in lines if "=" in line and not line.startswith("#")}
+    env = {key: value for key, value in os.environ.items() if key not in own}
+    env.update(
+        DISCORD_TOKEN=discord.token,
+        KIE_API_KEY=kie.api_key,
+        KIE_API_BASE=kie.base_url,
+        DATABASE_PATH=str(database),
+        DISCORD_API_BASE=discord.api_base,
+        DISCORD_GATEWAY_URL=discord.gateway_url,
+    )
+    env.update(settings)
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sys
 from collections import Counter
@@ -13,7 +12,14 @@ from bot.store import JobState, Store
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript
-from tests.helpers import FAILED_TITLE, READY_TITLE, embed_of, embed_title, is_original_edit
+from tests.helpers import (
+    FAILED_TITLE,
+    READY_TITLE,
+    bot_environment,
+    embed_of,
+    embed_title,
+    is_original_edit,
+)
 
 ROUNDS = 4
 COMMANDS_PER_ROUND = 6
@@ -75,18 +81,14 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
 ) -> None:
     fake_kie.default_script = TaskScript(step_seconds=0.4)
     database = tmp_path / "imagine.db"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "KIE_"))},
-        "DISCORD_TOKEN": fake_discord.token,
-        "KIE_API_KEY": fake_kie.api_key,
-        "KIE_API_BASE": fake_kie.base_url,
-        "DATABASE_PATH": str(database),
-        "DAILY_QUOTA": "100",
-        "POLL_INTERVAL_SECONDS": "0.1",
-        "WEBHOOK_PORT": str(free_port()),
-        "DISCORD_API_BASE": fake_discord.api_base,
-        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
-    }
+    env = bot_environment(
+        fake_discord,
+        fake_kie,
+        database,
+        DAILY_QUOTA="100",
+        POLL_INTERVAL_SECONDS="0.1",
+        WEBHOOK_PORT=str(free_port()),
+    )
     bot = BotProcess(env, tmp_path)
     chance = random.Random(1234)
     interactions: list[FakeInteraction] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -13,25 +12,21 @@ import aiohttp
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
-from tests.helpers import READY_TITLE, embed_title, final_answer
+from tests.helpers import READY_TITLE, bot_environment, embed_title, final_answer
 
 
 async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sigterm(
     fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "KIE_"))},
-        "DISCORD_TOKEN": fake_discord.token,
-        "KIE_API_KEY": fake_kie.api_key,
-        "KIE_API_BASE": fake_kie.base_url,
-        "DATABASE_PATH": str(tmp_path / "state" / "imagine.db"),
-        "POLL_INTERVAL_SECONDS": "0.2",
-        "DISCORD_API_BASE": fake_discord.api_base,
-        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
-        "LOG_LEVEL": "DEBUG",
-        "WEBHOOK_PORT": str(port),
-    }
+    env = bot_environment(
+        fake_discord,
+        fake_kie,
+        tmp_path / "state" / "imagine.db",
+        POLL_INTERVAL_SECONDS="0.2",
+        LOG_LEVEL="DEBUG",
+        WEBHOOK_PORT=str(port),
+    )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
