@@ -122,9 +122,14 @@ async def run(settings: Settings) -> None:
                 try:
                     await server.start()
                 except OSError as error:
-                    raise StartupError(
-                        f"WEBHOOK_PORT {settings.webhook_port} cannot be used: {error.strerror}."
-                    ) from None
+                    problem = (
+                        f"WEBHOOK_PORT {settings.webhook_port} cannot be used: {error.strerror}"
+                    )
+                    if settings.public_base_url:  # callbacks depend on it
+                        raise StartupError(f"{problem}.") from None
+                    # Only the health check lives there: run without it rather than not at all.
+                    log.warning("%s; running without the health check", problem)
+                    server = None
             try:
                 async with bot:
                     await bot.start(settings.discord_token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -70,3 +71,29 @@ async def healthy(port: int, timeout: float = 10) -> bool:
                     return True
             await asyncio.sleep(0.1)
     return False
+
+
+async def test_a_busy_health_check_port_does_not_stop_the_bot(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        env = bot_environment(
+            fake_discord,
+            fake_kie,
+            tmp_path / "imagine.db",
+            WEBHOOK_PORT=str(taken.getsockname()[1]),
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            await fake_discord.wait_until_ready(20)
+            imagine = await fake_discord.send_interaction("imagine", {"prompt": "a busy port"})
+            assert embed_title(await final_answer(fake_discord, imagine, 20)) == READY_TITLE
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 20)
+    log = (await process.stderr.read()).decode() if process.stderr else ""
+    assert "running without the health check" in log
