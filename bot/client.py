@@ -148,7 +148,12 @@ class ImagineBot(commands.Bot):
         if mode == "auto" and await self.store.get_meta(f"commands:{scope}") == fingerprint:
             log.info("slash commands unchanged; not syncing")
             return
-        synced = await self.tree.sync(guild=guild)
+        try:
+            synced = await self.tree.sync(guild=guild)
+        except discord.HTTPException as error:
+            # Commands synced earlier keep working; try again on the next start.
+            log.error("could not sync slash commands (%s %s)", error.status, error.text)
+            return
         await self.store.set_meta(f"commands:{scope}", fingerprint)
         where = f"development guild {guild.id}" if guild else "all servers"
         log.info("synced %d slash commands to %s", len(synced), where)

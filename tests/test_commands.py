@@ -13,6 +13,7 @@ from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
+from tests.helpers import final_answer
 
 
 async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
@@ -88,3 +89,16 @@ async def test_a_development_guild_gets_the_commands_instantly(
     assert [r.path for r in puts] == [
         f"/applications/{fake_discord.application_id}/guilds/4242/commands"
     ]
+
+
+async def test_a_failed_sync_does_not_stop_the_bot_and_is_retried_next_start(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    fake_discord.fail_next("PUT", "/commands", status=403, code=50001, message="Missing Access")
+    first = await start_bot()
+    interaction = await fake_discord.send_interaction("quota")
+    assert "used **0**" in (await final_answer(fake_discord, interaction)).json["content"]
+    await first.bot.close()
+    await start_bot()
+    puts = [r.status for r in fake_discord.requests if r.method == "PUT"]
+    assert puts == [403, 200]
