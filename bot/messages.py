@@ -222,6 +222,9 @@ def generic_error() -> str:
 def moderation_refusal(refusal: Refusal) -> str:
     if refusal.kind is RefusalKind.BANNED:
         return "You can't use the image bot in this server. Nothing was spent."
+    if refusal.kind is RefusalKind.WRONG_CHANNEL:
+        where = ", ".join(f"<#{channel}>" for channel in refusal.channels)
+        return f"In this server, `/imagine` works in {where}. Nothing was spent."
     term = safe_prompt(refusal.term or "", 100)
     excerpt = safe_prompt(refusal.excerpt or "", 100)
     return (

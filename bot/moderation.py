@@ -21,6 +21,7 @@ MAX_TERMS = 500
 class RefusalKind(enum.StrEnum):
     BANNED = "banned"
     BLOCKED_TERM = "blocked_term"
+    WRONG_CHANNEL = "wrong_channel"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Refusal:
     kind: RefusalKind
     term: str | None = None  # the blocked term, as the admin typed it
     excerpt: str | None = None  # what the member wrote that matched
+    channels: tuple[int, ...] = ()  # where /imagine may be used instead
 
 
 class ModerationError(Exception):
@@ -40,10 +42,15 @@ class Moderation:
         # Terms per server, read once and dropped on every change: checks stay cheap.
         self._rules: dict[int, tuple[BlockRule, ...]] = {}
 
-    async def check(self, guild_id: int | None, user_id: int, prompt: str) -> Refusal | None:
+    async def check(
+        self, guild_id: int | None, channel_id: int | None, user_id: int, prompt: str
+    ) -> Refusal | None:
         """Why this prompt may not be generated here, or None. A refusal is recorded."""
         if guild_id is None:
             return None  # direct messages have no server policy
+        allowed = await self._store.allowed_channels(guild_id)
+        if allowed and channel_id not in allowed:
+            return Refusal(RefusalKind.WRONG_CHANNEL, channels=tuple(allowed))
         if await self._store.is_banned(guild_id, user_id):
             await self._store.log_moderation(guild_id, user_id, "refused_banned", prompt)
             return Refusal(RefusalKind.BANNED)
@@ -108,6 +115,25 @@ class Moderation:
         await self._store.set_audit_channel(guild_id, channel_id)
         detail = str(channel_id) if channel_id else "off"
         await self._store.log_moderation(guild_id, actor, "audit_channel", detail, actor)
+
+    async def allow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
+        added = await self._store.allow_channel(guild_id, channel_id)
+        if added:
+            await self._store.log_moderation(
+                guild_id, actor, "channel_allowed", str(channel_id), actor
+            )
+        return added
+
+    async def disallow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
+        removed = await self._store.disallow_channel(guild_id, channel_id)
+        if removed:
+            await self._store.log_moderation(
+                guild_id, actor, "channel_disallowed", str(channel_id), actor
+            )
+        return removed
+
+    async def allowed_channels(self, guild_id: int) -> list[int]:
+        return await self._store.allowed_channels(guild_id)
 
     async def audit_channel(self, guild_id: int | None) -> int | None:
         return None if guild_id is None else await self._store.audit_channel(guild_id)

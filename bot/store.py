@@ -112,6 +112,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN result_url TEXT;
     """,
+    # 5: channels where /imagine may be used (none listed: everywhere).
+    """
+    CREATE TABLE allowed_channels (
+        guild_id   INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, channel_id)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -486,6 +494,29 @@ class Store:
             "SELECT audit_channel_id FROM guild_settings WHERE guild_id = ?", (guild_id,)
         )
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def allow_channel(self, guild_id: int, channel_id: int) -> bool:
+        async with self._write:
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO allowed_channels (guild_id, channel_id) VALUES (?, ?)",
+                (guild_id, channel_id),
+            )
+        return cursor.rowcount == 1
+
+    async def disallow_channel(self, guild_id: int, channel_id: int) -> bool:
+        async with self._write:
+            cursor = await self._db.execute(
+                "DELETE FROM allowed_channels WHERE guild_id = ? AND channel_id = ?",
+                (guild_id, channel_id),
+            )
+        return cursor.rowcount == 1
+
+    async def allowed_channels(self, guild_id: int) -> list[int]:
+        rows = await self._rows(
+            "SELECT channel_id FROM allowed_channels WHERE guild_id = ? ORDER BY channel_id",
+            (guild_id,),
+        )
+        return [int(row[0]) for row in rows]
 
     async def log_moderation(
         self, guild_id: int, user_id: int, kind: str, detail: str, actor: int | None = None

@@ -13,6 +13,7 @@ from bot import messages
 from bot.delivery import NO_PINGS
 from bot.jobs import JobRequest
 from bot.kie import ASPECT_RATIOS, PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH, ImageRequest
+from bot.moderation import RefusalKind
 from bot.store import ReplyTarget
 
 if TYPE_CHECKING:
@@ -69,9 +70,13 @@ class ImagineCog(commands.Cog):
             return
 
         await interaction.response.defer(thinking=True)
-        refusal = await self.bot.moderation.check(interaction.guild_id, interaction.user.id, prompt)
+        refusal = await self.bot.moderation.check(
+            interaction.guild_id, interaction.channel_id, interaction.user.id, prompt
+        )
         if refusal is not None:
             await _refuse_after_defer(interaction, messages.moderation_refusal(refusal))
+            if refusal.kind is RefusalKind.WRONG_CHANNEL:
+                return  # a wrong channel is a mistake, not a moderation event
             title = "🚫 Prompt refused" if refusal.term else "⛔ Banned member refused"
             detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
             await self.bot.audit.event(

@@ -143,6 +143,33 @@ class ModerationCog(
                 interaction, f"Generations and moderation events now go to <#{channel.id}>."
             )
 
+    @app_commands.command(name="allow-channel", description="Let /imagine be used in a channel.")
+    @app_commands.describe(channel="Once any channel is listed, /imagine works only in those.")
+    async def allow_channel(
+        self, interaction: discord.Interaction[ImagineBot], channel: discord.TextChannel
+    ) -> None:
+        guild_id, actor = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.moderation.allow_channel(guild_id, channel.id, actor)
+        listed = await self.bot.moderation.allowed_channels(guild_id)
+        where = ", ".join(f"<#{c}>" for c in listed)
+        await _followup(interaction, f"`/imagine` now works only in {where}.")
+
+    @app_commands.command(name="disallow-channel", description="Take a channel off the list.")
+    @app_commands.describe(channel="With no channel listed, /imagine works everywhere.")
+    async def disallow_channel(
+        self, interaction: discord.Interaction[ImagineBot], channel: discord.TextChannel
+    ) -> None:
+        guild_id, actor = _ids(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.moderation.disallow_channel(guild_id, channel.id, actor)
+        listed = await self.bot.moderation.allowed_channels(guild_id)
+        if listed:
+            where = ", ".join(f"<#{c}>" for c in listed)
+            await _followup(interaction, f"`/imagine` now works only in {where}.")
+        else:
+            await _followup(interaction, "`/imagine` works in every channel again.")
+
 
 def _ids(interaction: discord.Interaction[ImagineBot]) -> tuple[int, int]:
     assert interaction.guild_id is not None  # guild_only

@@ -51,7 +51,16 @@ async def test_moderation_commands_are_for_server_managers_only(tmp_path: Path) 
     assert int(moderation["default_member_permissions"]) == 1 << 5  # Manage Server
     assert moderation["contexts"] == [0] or moderation.get("dm_permission") is False
     names = {o["name"] for o in moderation["options"]}
-    assert names == {"block", "unblock", "blocklist", "ban", "unban", "audit-channel"}
+    assert names == {
+        "block",
+        "unblock",
+        "blocklist",
+        "ban",
+        "unban",
+        "audit-channel",
+        "allow-channel",
+        "disallow-channel",
+    }
 
 
 async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:

@@ -182,3 +182,35 @@ async def test_the_audit_channel_gets_generations_and_refusals_without_pings(
     assert "a quiet lake" in generated["description"]
     links = [f["value"] for f in generated["fields"] if f["name"] == "Result"]
     assert links and "/channels/" in links[0]
+
+
+async def test_imagine_can_be_limited_to_some_channels(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    home = fake_discord.channel_id
+    channel = {"id": str(home), "type": 0, "name": "art", "permissions": ADMIN_PERMISSIONS}
+    allowed = await moderate(
+        fake_discord,
+        "allow-channel",
+        {"channel": {"type": 7, "value": str(home)}},
+        resolved={"channels": {str(home): channel}},
+    )
+    assert f"only in <#{home}>" in answer_text(allowed)
+
+    elsewhere = await final_answer(
+        fake_discord, await imagine(fake_discord, "a quiet lake", channel_id=home + 1)
+    )
+    assert f"works in <#{home}>" in answer_text(elsewhere)
+    assert fake_kie.calls_to("/api/v1/jobs/createTask") == []
+    here = await final_answer(fake_discord, await imagine(fake_discord, "a quiet lake"))
+    assert embed_title(here) == READY_TITLE
+
+    cleared = await moderate(
+        fake_discord,
+        "disallow-channel",
+        {"channel": {"type": 7, "value": str(home)}},
+        resolved={"channels": {str(home): channel}},
+    )
+    assert "every channel again" in answer_text(cleared)
+    assert await running.store.allowed_channels(fake_discord.guild_id) == []
