@@ -151,9 +151,7 @@ class ModerationCog(
         guild_id, actor = _ids(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.moderation.allow_channel(guild_id, channel.id, actor)
-        listed = await self.bot.moderation.allowed_channels(guild_id)
-        where = ", ".join(f"<#{c}>" for c in listed)
-        await _followup(interaction, f"`/imagine` now works only in {where}.")
+        await _followup(interaction, await self._where_imagine_works(guild_id))
 
     @app_commands.command(name="disallow-channel", description="Take a channel off the list.")
     @app_commands.describe(channel="With no channel listed, /imagine works everywhere.")
@@ -163,12 +161,13 @@ class ModerationCog(
         guild_id, actor = _ids(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.moderation.disallow_channel(guild_id, channel.id, actor)
+        await _followup(interaction, await self._where_imagine_works(guild_id))
+
+    async def _where_imagine_works(self, guild_id: int) -> str:
         listed = await self.bot.moderation.allowed_channels(guild_id)
-        if listed:
-            where = ", ".join(f"<#{c}>" for c in listed)
-            await _followup(interaction, f"`/imagine` now works only in {where}.")
-        else:
-            await _followup(interaction, "`/imagine` works in every channel again.")
+        if not listed:
+            return "`/imagine` works in every channel again."
+        return f"`/imagine` now works only in {', '.join(f'<#{c}>' for c in listed)}."
 
 
 def _ids(interaction: discord.Interaction[ImagineBot]) -> tuple[int, int]:
