@@ -228,6 +228,12 @@ class Store:
         rows = await self._rows("PRAGMA user_version")
         return int(rows[0][0]) if rows else 0
 
+    async def _changed(self, sql: str, params: tuple[object, ...]) -> bool:
+        """Run one write; True when it changed exactly one row."""
+        async with self._write:
+            cursor = await self._db.execute(sql, params)
+        return cursor.rowcount == 1
+
     async def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
         # Execute and fetch in one call on aiosqlite's thread, so no other coroutine's
         # statement can run in between and disturb the cursor.
@@ -407,49 +413,43 @@ class Store:
         # The WHERE on the current state makes each transition happen at most once. A finished
         # job forgets its interaction token: it is a credential, kept only while needed.
         finished = to_state in (JobState.DELIVERED, JobState.REFUNDED)
-        async with self._write:
-            cursor = await self._db.execute(
-                f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
-                       error = COALESCE(?, error), delivered_via = COALESCE(?, delivered_via),
-                       submitted_at = COALESCE(?, submitted_at),
-                       result_url = COALESCE(?, result_url),
-                       interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
-                       updated_at = ?
-                    WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
-                (
-                    to_state.value,
-                    task_id,
-                    error,
-                    delivered_via,
-                    submitted_at,
-                    result_url,
-                    finished,
-                    self._clock(),
-                    job_id,
-                    *from_states,
-                ),
-            )
-        return cursor.rowcount == 1
+        return await self._changed(
+            f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
+                   error = COALESCE(?, error), delivered_via = COALESCE(?, delivered_via),
+                   submitted_at = COALESCE(?, submitted_at),
+                   result_url = COALESCE(?, result_url),
+                   interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
+                   updated_at = ?
+                WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
+            (
+                to_state.value,
+                task_id,
+                error,
+                delivered_via,
+                submitted_at,
+                result_url,
+                finished,
+                self._clock(),
+                job_id,
+                *from_states,
+            ),
+        )
 
     # --- moderation ---------------------------------------------------------------------------
 
     async def add_blocked_term(self, guild_id: int, canonical: str, term: str, actor: int) -> bool:
         """False when the server already blocks that term (in any spelling)."""
-        async with self._write:
-            cursor = await self._db.execute(
-                "INSERT OR IGNORE INTO blocked_terms"
-                " (guild_id, canonical, term, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
-                (guild_id, canonical, term, actor, self._clock()),
-            )
-        return cursor.rowcount == 1
+        return await self._changed(
+            "INSERT OR IGNORE INTO blocked_terms"
+            " (guild_id, canonical, term, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
+            (guild_id, canonical, term, actor, self._clock()),
+        )
 
     async def remove_blocked_term(self, guild_id: int, canonical: str) -> bool:
-        async with self._write:
-            cursor = await self._db.execute(
-                "DELETE FROM blocked_terms WHERE guild_id = ? AND canonical = ?",
-                (guild_id, canonical),
-            )
-        return cursor.rowcount == 1
+        return await self._changed(
+            "DELETE FROM blocked_terms WHERE guild_id = ? AND canonical = ?",
+            (guild_id, canonical),
+        )
 
     async def blocked_terms(self, guild_id: int) -> list[str]:
         rows = await self._rows(
@@ -459,20 +459,16 @@ class Store:
         return [str(row[0]) for row in rows]
 
     async def ban(self, guild_id: int, user_id: int, actor: int, reason: str | None) -> bool:
-        async with self._write:
-            cursor = await self._db.execute(
-                "INSERT OR IGNORE INTO bans (guild_id, user_id, banned_by, reason, banned_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (guild_id, user_id, actor, reason, self._clock()),
-            )
-        return cursor.rowcount == 1
+        return await self._changed(
+            "INSERT OR IGNORE INTO bans (guild_id, user_id, banned_by, reason, banned_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (guild_id, user_id, actor, reason, self._clock()),
+        )
 
     async def unban(self, guild_id: int, user_id: int) -> bool:
-        async with self._write:
-            cursor = await self._db.execute(
-                "DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            )
-        return cursor.rowcount == 1
+        return await self._changed(
+            "DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
 
     async def is_banned(self, guild_id: int, user_id: int) -> bool:
         rows = await self._rows(
@@ -496,20 +492,16 @@ class Store:
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def allow_channel(self, guild_id: int, channel_id: int) -> bool:
-        async with self._write:
-            cursor = await self._db.execute(
-                "INSERT OR IGNORE INTO allowed_channels (guild_id, channel_id) VALUES (?, ?)",
-                (guild_id, channel_id),
-            )
-        return cursor.rowcount == 1
+        return await self._changed(
+            "INSERT OR IGNORE INTO allowed_channels (guild_id, channel_id) VALUES (?, ?)",
+            (guild_id, channel_id),
+        )
 
     async def disallow_channel(self, guild_id: int, channel_id: int) -> bool:
-        async with self._write:
-            cursor = await self._db.execute(
-                "DELETE FROM allowed_channels WHERE guild_id = ? AND channel_id = ?",
-                (guild_id, channel_id),
-            )
-        return cursor.rowcount == 1
+        return await self._changed(
+            "DELETE FROM allowed_channels WHERE guild_id = ? AND channel_id = ?",
+            (guild_id, channel_id),
+        )
 
     async def allowed_channels(self, guild_id: int) -> list[int]:
         rows = await self._rows(
