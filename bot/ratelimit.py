@@ -113,10 +113,6 @@ class SlidingWindowLimiter:
                 grant.at = self._clock()
             self._slot_freed.set()
 
-    async def acquire(self, key: Hashable = None) -> None:
-        """Wait for a slot, counted from now. Callers with the same key are served in order."""
-        await self._acquire(key)
-
     async def _acquire(self, key: Hashable) -> Grant:
         granted: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         if key not in self._lines:

@@ -23,13 +23,19 @@ class FakeTime:
         self.now += max(seconds, 0.0)
 
 
+async def take(limiter: SlidingWindowLimiter, key: str | None = None) -> None:
+    """One call's worth of the limit, made instantly."""
+    async with limiter.use(key):
+        pass
+
+
 async def test_never_more_than_the_limit_in_any_window() -> None:
     time = FakeTime()
     limiter = SlidingWindowLimiter(20, 10.0, clock=time.clock, sleep=time.sleep)
     granted: list[float] = []
 
     async def caller() -> None:
-        await limiter.acquire()
+        await take(limiter)
         granted.append(time.now)
 
     await asyncio.gather(*(caller() for _ in range(65)))
@@ -46,7 +52,7 @@ async def test_waiters_are_served_in_arrival_order() -> None:
     order: list[int] = []
 
     async def caller(n: int) -> None:
-        await limiter.acquire()
+        await take(limiter)
         order.append(n)
 
     await asyncio.gather(*(caller(n) for n in range(10)))
@@ -57,7 +63,7 @@ async def test_delay_holds_every_caller_back() -> None:
     time = FakeTime()
     limiter = SlidingWindowLimiter(10, 1.0, clock=time.clock, sleep=time.sleep)
     limiter.delay(5.0)
-    await limiter.acquire()
+    await take(limiter)
     assert time.now >= 5.0
 
 
@@ -65,7 +71,7 @@ async def test_margin_widens_the_window() -> None:
     time = FakeTime()
     limiter = SlidingWindowLimiter(2, 1.0, margin=0.25, clock=time.clock, sleep=time.sleep)
     for _ in range(3):
-        await limiter.acquire()
+        await take(limiter)
     assert time.now == 1.25
 
 
@@ -75,7 +81,7 @@ async def test_keys_are_served_round_robin() -> None:
     order: list[str] = []
 
     async def caller(key: str, n: int) -> None:
-        await limiter.acquire(key)
+        await take(limiter, key)
         order.append(f"{key}{n}")
 
     greedy = [asyncio.create_task(caller("a", n)) for n in range(4)]
@@ -89,9 +95,9 @@ async def test_turn_tells_a_new_caller_its_place_and_wait() -> None:
     time = FakeTime()
     limiter = SlidingWindowLimiter(2, 10.0, clock=time.clock, sleep=time.sleep)
     assert limiter.turn("x").wait_seconds == 0
-    await limiter.acquire("a")
-    await limiter.acquire("a")
-    waiting = [asyncio.create_task(limiter.acquire("a")) for _ in range(3)]
+    await take(limiter, "a")
+    await take(limiter, "a")
+    waiting = [asyncio.create_task(take(limiter, "a")) for _ in range(3)]
     await asyncio.sleep(0)
     turn = limiter.turn("b")
     assert turn.position == 2  # behind a's first waiter, ahead of a's others
@@ -104,10 +110,10 @@ async def test_turn_tells_a_new_caller_its_place_and_wait() -> None:
 async def test_a_cancelled_waiter_gives_its_slot_back() -> None:
     time = FakeTime()
     limiter = SlidingWindowLimiter(1, 1.0, clock=time.clock, sleep=time.sleep)
-    await limiter.acquire()
-    doomed = asyncio.create_task(limiter.acquire())
+    await take(limiter)
+    doomed = asyncio.create_task(take(limiter))
     await asyncio.sleep(0)
     doomed.cancel()
     await asyncio.gather(doomed, return_exceptions=True)
-    await limiter.acquire()
+    await take(limiter)
     assert time.now == 1.0
