@@ -71,10 +71,7 @@ class Moderation:
 
     async def add_term(self, guild_id: int, term: str, actor: int) -> bool:
         """Block `term` in this server. False if it (or a spelling of it) was already blocked."""
-        try:
-            canonical = normalize_term(term)
-        except ValueError as error:
-            raise ModerationError(str(error)) from None
+        canonical = _canonical(term)
         if len(await self.terms(guild_id)) >= MAX_TERMS:
             raise ModerationError(f"A server can block at most {MAX_TERMS} terms.")
         added = await self._store.add_blocked_term(guild_id, canonical, term.strip(), actor)
@@ -84,10 +81,7 @@ class Moderation:
         return added
 
     async def remove_term(self, guild_id: int, term: str, actor: int) -> bool:
-        try:
-            canonical = normalize_term(term)
-        except ValueError as error:
-            raise ModerationError(str(error)) from None
+        canonical = _canonical(term)
         removed = await self._store.remove_blocked_term(guild_id, canonical)
         if removed:
             self._rules.pop(guild_id, None)
@@ -137,3 +131,10 @@ class Moderation:
 
     async def audit_channel(self, guild_id: int | None) -> int | None:
         return None if guild_id is None else await self._store.audit_channel(guild_id)
+
+
+def _canonical(term: str) -> str:
+    try:
+        return normalize_term(term)
+    except ValueError as error:
+        raise ModerationError(str(error)) from None
