@@ -19,9 +19,11 @@ import yarl
 from dotenv import find_dotenv, load_dotenv
 
 from bot.client import ImagineBot
+from bot.credits import CreditWatch
 from bot.jobs import JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient, RetryPolicy
 from bot.moderation import Moderation
+from bot.policy import ServerAdmin
 from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
 from bot.ratelimit import SlidingWindowLimiter
@@ -58,6 +60,7 @@ def build_kie_client(
         session,
         api_key=settings.kie_api_key,
         base_url=settings.kie_api_base,
+        upload_base_url=settings.kie_upload_base,
         submit_limiter=SlidingWindowLimiter(*submit_limit, margin=0.25),
         query_limiter=SlidingWindowLimiter(*query_limit, margin=0.05),
         request_timeout=settings.request_timeout,
@@ -75,6 +78,8 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
         job_timeout=settings.job_timeout,
         max_image_bytes=settings.max_image_bytes,
         download_timeout=settings.download_timeout,
+        max_running_per_member=settings.max_running_per_member or None,
+        max_running_per_server=settings.max_running_per_server or None,
     )
     # With callbacks on, polling is only a safety net and runs slowly.
     poll_every = (
@@ -85,7 +90,13 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     )
     jobs = JobService(store, quota, kie, limits, polls, callback_base_url=settings.public_base_url)
     return ImagineBot(
-        settings=settings, store=store, quota=quota, jobs=jobs, moderation=Moderation(store)
+        settings=settings,
+        store=store,
+        quota=quota,
+        jobs=jobs,
+        moderation=Moderation(store),
+        admin=ServerAdmin(store, quota),
+        credits=CreditWatch(kie, threshold=settings.low_credits_warning),
     )
 
 

@@ -13,16 +13,25 @@ from discord.ext import commands
 
 from bot import messages
 from bot.audit import AuditLog
-from bot.delivery import DiscordReply
-from bot.jobs import JobService
+from bot.credits import Balance, CreditWatch
+from bot.delivery import NO_PINGS, DiscordReply
+from bot.jobs import FailureKind, JobService
 from bot.moderation import Moderation
+from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
 from bot.settings import Settings
 from bot.store import Job, Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.quota", "cogs.history", "cogs.moderation")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.results",
+    "cogs.quota",
+    "cogs.history",
+    "cogs.moderation",
+    "cogs.server",
+)
 SHUTDOWN_NOTICE_SECONDS = 5.0
 
 
@@ -56,6 +65,8 @@ class ImagineBot(commands.Bot):
         quota: QuotaBook,
         jobs: JobService,
         moderation: Moderation,
+        admin: ServerAdmin,
+        credits: CreditWatch,
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -69,6 +80,8 @@ class ImagineBot(commands.Bot):
         self.quota = quota
         self.jobs = jobs
         self.moderation = moderation
+        self.admin = admin
+        self.credits = credits
         self.audit = AuditLog(self, moderation)
         self.accepting_jobs = True
         self._job_tasks: dict[asyncio.Task[None], DiscordReply] = {}
@@ -92,9 +105,35 @@ class ImagineBot(commands.Bot):
         reply = DiscordReply(
             self, job, min_interval=self.settings.progress_min_interval, audit=self.audit
         )
-        task = asyncio.create_task(self.jobs.run(job, reply), name=f"job-{job.id}")
+        task = asyncio.create_task(self._run_job(job, reply), name=f"job-{job.id}")
         self._job_tasks[task] = reply
         task.add_done_callback(self._forget_job)
+
+    async def _run_job(self, job: Job, reply: DiscordReply) -> None:
+        failure = await self.jobs.run(job, reply)
+        # Each finished job is a chance to notice a low balance before members run into it.
+        low = await self.credits.after_job(out_of_credits=failure is FailureKind.OUT_OF_CREDITS)
+        if low is not None:
+            await self.warn_owners(low, job.guild_id)
+
+    async def warn_owners(self, balance: Balance, guild_id: int | None) -> None:
+        """DM the bot's owner (who pays kie.ai) and the server's owner about a low balance."""
+        owners: set[int] = set()
+        try:
+            app = await self.application_info()
+            owners.add(app.team.owner_id if app.team and app.team.owner_id else app.owner.id)
+        except discord.HTTPException:
+            log.warning("could not look up the bot's owner to warn about credits")
+        guild = self.get_guild(guild_id) if guild_id is not None else None
+        if guild is not None and guild.owner_id is not None:
+            owners.add(guild.owner_id)
+        text = messages.low_credits_warning(balance)
+        for owner_id in owners:
+            try:
+                user = await self.fetch_user(owner_id)
+                await user.send(text, allowed_mentions=NO_PINGS)
+            except discord.HTTPException as error:
+                log.warning("could not warn owner %s about credits: %s", owner_id, error.status)
 
     def _forget_job(self, task: asyncio.Task[None]) -> None:
         self._job_tasks.pop(task, None)

@@ -24,6 +24,7 @@ import discord
 
 from bot import messages
 from bot.audit import AuditLog
+from bot.buttons import result_view
 from bot.images import fit_image
 from bot.jobs import Delivery, DeliveryError, Failure, Finished, Progress
 from bot.store import Job
@@ -75,9 +76,7 @@ class DiscordReply:
         if not self._token_alive():
             return  # no live reply to update; the outcome will be posted
         job = self._job
-        self._pending = messages.progress_embed(
-            progress, job.prompt, job.aspect_ratio, job.resolution
-        )
+        self._pending = messages.progress_embed(progress, job)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
 
@@ -192,9 +191,11 @@ class DiscordReply:
         *,
         ready: bool,
     ) -> str:
+        # A result gets its buttons; a failure has nothing to re-roll or delete.
+        view = result_view(self._job.id) if ready else None
         if self._token_alive():
             try:
-                message = await self._edit_reply(embed=embed, attachments=attachments())
+                message = await self._edit_reply(embed=embed, attachments=attachments(), view=view)
                 self._posted_url = message.jump_url
                 return "reply"
             except discord.HTTPException as error:
@@ -206,7 +207,7 @@ class DiscordReply:
         if self._job.channel_id is not None:
             channel = self._client.get_partial_messageable(self._job.channel_id)
             try:
-                await self._post(channel, content, embed, attachments())
+                await self._post(channel, content, embed, attachments(), view)
                 return "channel"
             except discord.HTTPException as error:
                 if error.status == 413:
@@ -216,7 +217,7 @@ class DiscordReply:
                 )
         try:
             user = await self._client.fetch_user(self._job.user_id)
-            await self._post(user, content, embed, attachments())
+            await self._post(user, content, embed, attachments(), view)
             return "dm"
         except discord.HTTPException as error:
             if error.status == 413:
@@ -229,6 +230,7 @@ class DiscordReply:
         content: str,
         embed: discord.Embed,
         files: list[discord.File],
+        view: discord.ui.View | None,
     ) -> None:
         """A message outside the interaction: it may ping the requester, and nobody else.
 
@@ -240,13 +242,15 @@ class DiscordReply:
             replied_user=False,
             users=[discord.Object(self._job.user_id)],
         )
-        await where.send(
+        message = await where.send(
             content,
             embed=embed,
             files=files,
             allowed_mentions=only_requester,
             nonce=self._job.nonce,
+            view=view,
         )
+        self._posted_url = message.jump_url
 
     # --- the interaction reply ----------------------------------------------------------------
 

@@ -37,14 +37,16 @@ from bot.kie import (
 )
 from bot.polling import PollScheduler
 from bot.quota import QuotaBook, QuotaStatus
-from bot.store import Job, JobState, NewJob, ReplyTarget, Store
+from bot.runqueue import RunLimits, RunQueue, Wait
+from bot.store import Job, JobState, NewJob, Origin, Refusal, ReplyTarget, Store
 
 log = logging.getLogger(__name__)
 
 
 class Phase(enum.StrEnum):
-    # Only two states are shown, so a job costs at most two progress edits: Discord's
-    # interaction webhooks have small rate-limit buckets, and a live timestamp is the clock.
+    # Few states are shown, so a job costs at most two progress edits on the happy path:
+    # Discord's interaction webhooks have small rate-limit buckets; a live timestamp is the clock.
+    WAITING = "waiting"  # held back by the member's or the server's running-jobs limit
     QUEUED = "queued"  # in line for kie.ai's submission limit (20 per 10 s per account)
     GENERATING = "generating"  # kie.ai has the task (its own waiting/queuing included)
 
@@ -64,6 +66,7 @@ class FailureKind(enum.StrEnum):
     BAD_RESPONSE = "bad_response"
     DOWNLOAD_FAILED = "download_failed"
     DELIVERY_FAILED = "delivery_failed"
+    REFERENCE_FAILED = "reference_failed"  # kie.ai could not take the reference image
     INTERNAL = "internal"
 
 
@@ -78,6 +81,11 @@ class JobRequest:
     channel_id: int | None
     image: ImageRequest
     reply: ReplyTarget | None = None
+    role_ids: tuple[int, ...] = ()  # the member's roles, for role quotas
+    reference_url: str | None = None  # image-to-image: the reference as the member gave it
+    input_url: str | None = None  # ... already on kie.ai's file host (a re-roll of one)
+    origin: Origin = Origin.COMMAND
+    parent_job_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class Progress:
     started_at: float  # Unix time the job was reserved, for a live relative timestamp
     position: int | None = None  # place in line, while queued
     turn_at: float | None = None  # Unix time the turn is expected, while queued
+    wait: Wait | None = None  # place in the server's line and what holds it, while waiting
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,8 @@ class JobLimits:
     max_image_bytes: int = 50 * 1024 * 1024
     download_timeout: float = 60.0
     max_concurrent_transfers: int = 8
+    max_running_per_member: int | None = 2  # defaults where a server set none; None: no limit
+    max_running_per_server: int | None = 20
 
 
 class JobService:
@@ -183,10 +194,14 @@ class JobService:
         self._clock = clock
         # Bounds memory: at most this many images are downloaded or uploaded at once.
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
+        self.run_queue = RunQueue()
 
-    async def reserve(self, request: JobRequest) -> Job | None:
-        """Charge the units for `request`; None if that would exceed the user's daily quota."""
+    async def reserve(self, request: JobRequest) -> Job | Refusal:
+        """Charge the units for `request`, or say which limit (member quota, server budget) it
+        would exceed."""
         image = request.image
+        limit = await self._quota.limit_for(request.guild_id, request.role_ids)
+        policy = await self._quota.policy(request.guild_id)
         return await self._store.reserve(
             NewJob(
                 user_id=request.user_id,
@@ -198,9 +213,20 @@ class JobService:
                 aspect_ratio=image.aspect_ratio,
                 resolution=image.resolution,
                 reply=request.reply,
+                reference_url=request.reference_url,
+                input_url=request.input_url,
+                origin=request.origin,
+                parent_job_id=request.parent_job_id,
             ),
-            self._quota.daily_limit,
+            limit,
+            policy.daily_budget,
         )
+
+    async def run_limits(self, guild_id: int | None) -> RunLimits:
+        policy = await self._quota.policy(guild_id)
+        per_member = policy.max_running_per_member or self._limits.max_running_per_member
+        per_server = policy.max_running or self._limits.max_running_per_server
+        return RunLimits(per_member=per_member or None, per_server=per_server or None)
 
     async def unfinished(self) -> list[Job]:
         """Jobs a previous run left open. Call once at start-up, before any new work."""
@@ -212,33 +238,54 @@ class JobService:
             self._kie.assume_recent_use([now - at for at in recent])
         return unfinished
 
-    async def run(self, job: Job, reporter: JobReporter) -> None:
+    async def run(self, job: Job, reporter: JobReporter) -> FailureKind | None:
         """Take a job from whatever state it is in to a delivered image, or to a refund.
 
         Used for new jobs and, after a restart, for every unfinished one: each state says what
-        is already done, so nothing is submitted, delivered or charged twice.
+        is already done, so nothing is submitted, delivered or charged twice. Returns why the
+        job failed, or None when it was delivered.
         """
+        error: Exception | None = None
         try:
+            await self._take_turn(job, reporter)
             task_id = await self._ensure_submitted(job, reporter)
             info = await self._wait(job, task_id)
             async with self._transfers:
                 image = await self._download(info)
                 await self._deliver(job, task_id, image, reporter)
+            return None
         except JobFailed as failed:
-            await self._refund_and_report(job, failed.kind, failed.detail, reporter)
-        except KieError as error:
-            await self._refund_and_report(job, failure_kind(error), None, reporter, error)
+            kind, detail = failed.kind, failed.detail
+        except KieError as kie_error:
+            kind, detail, error = failure_kind(kie_error), None, kie_error
         except asyncio.CancelledError:
             raise  # shutting down: the job stays open and resumes on the next start
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
-            await self._refund_and_report(job, FailureKind.INTERNAL, None, reporter)
+            kind, detail = FailureKind.INTERNAL, None
+        finally:
+            self.run_queue.leave(job.id)
+        await self._refund_and_report(job, kind, detail, reporter, error)
+        return kind
+
+    async def _take_turn(self, job: Job, reporter: JobReporter) -> None:
+        """Wait while the member or the server has as many jobs running as allowed."""
+        if job.state is not JobState.RESERVED:
+            # Already at kie.ai (resumed after a restart): it runs, and counts as running.
+            self.run_queue.occupy(job.id, job.user_id, job.guild_id)
+            return
+
+        async def show(wait: Wait) -> None:
+            await _report(reporter, Progress(Phase.WAITING, job.created_at, wait=wait))
+
+        limits = await self.run_limits(job.guild_id)
+        await self.run_queue.enter(job.id, job.user_id, job.guild_id, limits, show)
 
     async def _deliver(
         self, job: Job, task_id: str, image: DownloadedImage, reporter: JobReporter
     ) -> None:
         await self._store.begin_delivery(job.id)
-        quota = await self._quota.status(job.user_id)
+        quota = await self._quota_after(job)
         finished = Finished(job, image, self._clock() - job.created_at, quota)
         try:
             delivery = await reporter.deliver(finished)
@@ -254,6 +301,10 @@ class JobService:
             finished.elapsed,
         )
 
+    async def _quota_after(self, job: Job) -> QuotaStatus:
+        limit = job.quota_limit if job.quota_limit is not None else self._quota.daily_limit
+        return await self._quota.status(job.user_id, job.guild_id, limit)
+
     def callback_url(self, job: Job) -> str | None:
         if self._callback_base is None:
             return None
@@ -268,8 +319,33 @@ class JobService:
             return job.task_id
         return await self._submit(job, reporter)
 
+    async def _reference_urls(self, job: Job) -> tuple[str, ...]:
+        """The reference image as kie.ai's file host serves it, uploading it the first time."""
+        if not job.image_to_image:
+            return ()
+        if job.input_url is not None:
+            return (job.input_url,)
+        assert job.reference_url is not None
+        try:
+            # A folder per job: the file host overwrites a file uploaded to the same path.
+            input_url = await self._kie.upload_reference(
+                job.reference_url, upload_path=f"imagine-bot/job-{job.id}"
+            )
+        except (KieAuthError, KieInsufficientCredits, KieMaintenance):
+            raise
+        except KieError as error:
+            log.warning("job %s: the reference image could not be uploaded: %s", job.id, error)
+            raise JobFailed(FailureKind.REFERENCE_FAILED) from None
+        await self._store.set_input_url(job.id, input_url)
+        return (input_url,)
+
     async def _submit(self, job: Job, reporter: JobReporter) -> str:
-        request = ImageRequest(job.prompt, job.aspect_ratio, job.resolution)  # type: ignore[arg-type]
+        request = ImageRequest(
+            job.prompt,
+            job.aspect_ratio,  # type: ignore[arg-type]
+            job.resolution,  # type: ignore[arg-type]
+            input_urls=await self._reference_urls(job),
+        )
         turn = self._kie.submit_turn(job.user_id)
         if turn.wait_seconds > 0:
             turn_at = self._clock() + turn.wait_seconds
@@ -354,7 +430,7 @@ class JobService:
             )
         else:
             log.warning("job %s failed and was refunded: %s", job.id, reason)
-        quota = await self._quota.status(job.user_id)
+        quota = await self._quota_after(job)
         try:
             await reporter.fail(Failure(kind, quota, detail))
         except Exception:

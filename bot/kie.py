@@ -23,12 +23,17 @@ from bot.ratelimit import Grant, SlidingWindowLimiter, Turn
 log = logging.getLogger(__name__)
 
 TEXT_TO_IMAGE_MODEL = "flux-2/flex-text-to-image"
-AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+IMAGE_TO_IMAGE_MODEL = "flux-2/flex-image-to-image"
+AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
 Resolution = Literal["1K", "2K"]
 ASPECT_RATIOS: tuple[AspectRatio, ...] = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
+AUTO_ASPECT_RATIO: AspectRatio = "auto"  # image-to-image only: match the reference image
 RESOLUTIONS: tuple[Resolution, ...] = ("1K", "2K")
 PROMPT_MIN_LENGTH = 3
 PROMPT_MAX_LENGTH = 5000
+# Image-to-image references: JPEG, PNG or WebP, at most 10 MB each (documented).
+REFERENCE_TYPES = ("image/jpeg", "image/png", "image/webp")
+REFERENCE_MAX_BYTES = 10 * 1024 * 1024
 
 # Documented limits: 20 createTask calls per 10 s per account, 10 recordInfo calls per second.
 SUBMIT_LIMIT = (20, 10.0)
@@ -126,6 +131,12 @@ class ImageRequest:
     prompt: str
     aspect_ratio: AspectRatio = "1:1"
     resolution: Resolution = "1K"
+    # Reference images on kie.ai's file host; any makes it an image-to-image request.
+    input_urls: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> str:
+        return IMAGE_TO_IMAGE_MODEL if self.input_urls else TEXT_TO_IMAGE_MODEL
 
 
 @dataclass(frozen=True)
@@ -172,13 +183,15 @@ class RetryPolicy:
 
 def build_create_payload(request: ImageRequest, callback_url: str | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "model": TEXT_TO_IMAGE_MODEL,
+        "model": request.model,
         "input": {
             "prompt": request.prompt,
             "aspect_ratio": request.aspect_ratio,
             "resolution": request.resolution,
         },
     }
+    if request.input_urls:
+        payload["input"]["input_urls"] = list(request.input_urls)
     if callback_url:
         payload["callBackUrl"] = callback_url
     return payload
@@ -201,6 +214,16 @@ def parse_task_id(data: Any) -> str:
     if not isinstance(task_id, str) or not task_id:
         raise KieMalformedResponse("createTask answered without a taskId")
     return task_id
+
+
+def parse_upload_url(data: Any) -> str:
+    """The link kie.ai's file host gives an uploaded file (`downloadUrl`; `fileUrl` as well)."""
+    url = None
+    if isinstance(data, Mapping):
+        url = data.get("downloadUrl") or data.get("fileUrl")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise KieMalformedResponse("the file upload answered without a download URL")
+    return url
 
 
 def parse_result_urls(result_json: Any) -> tuple[str, ...]:
@@ -276,6 +299,7 @@ class KieClient:
         *,
         api_key: str,
         base_url: str,
+        upload_base_url: str = "https://kieai.redpandaai.co",
         submit_limiter: SlidingWindowLimiter,
         query_limiter: SlidingWindowLimiter,
         request_timeout: float = 30.0,
@@ -285,6 +309,7 @@ class KieClient:
         self._session = session
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._base = base_url.rstrip("/")
+        self._upload_base = upload_base_url.rstrip("/")
         self._submit_limiter = submit_limiter
         self._query_limiter = query_limiter
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -398,6 +423,24 @@ class KieClient:
             raise KieMalformedResponse("credit query answered without a number")
         return float(data)
 
+    async def upload_reference(self, file_url: str, *, upload_path: str) -> str:
+        """Copy a reference image to kie.ai's file host and return the link for `input_urls`.
+
+        Discord's attachment links are signed and expire, so kie.ai gets its own copy (free,
+        deleted after 3 days). The file host fetches `file_url` itself.
+        """
+        try:
+            body, _ = await self._post_json(
+                "/api/file-url-upload",
+                {"fileUrl": file_url, "uploadPath": upload_path},
+                base=self._upload_base,
+            )
+        except aiohttp.ClientError as exc:
+            raise KieConnectionError(f"file upload failed: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise KieTimeout("file upload timed out") from None
+        return parse_upload_url(envelope_data(body))
+
     async def download(self, url: str, *, max_bytes: int, time_limit: float) -> DownloadedImage:
         """Fetch a result image with a size cap and a timeout, falling back to a fresh link."""
         try:
@@ -448,9 +491,11 @@ class KieClient:
             raise DownloadError("the download is not a PNG, JPEG, WebP or GIF image")
         return DownloadedImage(bytes(data), sniffed, url)
 
-    async def _post_json(self, path: str, payload: Any) -> tuple[Any, float | None]:
+    async def _post_json(
+        self, path: str, payload: Any, *, base: str | None = None
+    ) -> tuple[Any, float | None]:
         async with self._session.post(
-            self._base + path, json=payload, headers=self._headers, timeout=self._timeout
+            (base or self._base) + path, json=payload, headers=self._headers, timeout=self._timeout
         ) as response:
             return await self._read_envelope(response)
 

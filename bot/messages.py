@@ -11,11 +11,13 @@ from datetime import datetime
 
 import discord
 
+from bot.credits import Balance
 from bot.jobs import Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.moderation import Refusal, RefusalKind
-from bot.quota import QuotaStatus
-from bot.store import Job, JobState
+from bot.quota import BudgetStatus, QuotaStatus
+from bot.runqueue import HeldBy, Wait
+from bot.store import Job, JobState, Origin
 
 COLOUR_WORKING = discord.Colour.blurple()
 COLOUR_DONE = discord.Colour.green()
@@ -48,8 +50,12 @@ def units(count: int) -> str:
     return f"{count} unit" if count == 1 else f"{count} units"
 
 
-def _options_line(aspect_ratio: str, resolution: str) -> str:
-    return f"{aspect_ratio} · {resolution}"
+def job_options(job: Job) -> str:
+    line = f"{job.aspect_ratio} · {job.resolution}"
+    return f"{line} · from a reference image" if job.image_to_image else line
+
+
+_ORIGIN_TEXT = {Origin.REROLL: "🎲 Re-roll", Origin.VARY: "🔀 Variation"}
 
 
 def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Embed:
@@ -61,17 +67,18 @@ def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Em
 # --- /imagine -----------------------------------------------------------------------------------
 
 _PHASE_TEXT = {
+    Phase.WAITING: "⏳ Waiting for a free slot",
     Phase.QUEUED: "🕒 Queued",
     Phase.GENERATING: "🎨 Generating",
 }
 
 
-def progress_embed(
-    progress: Progress, prompt: str, aspect_ratio: str, resolution: str
-) -> discord.Embed:
-    embed = _prompt_embed(f"{_PHASE_TEXT[progress.phase]}…", prompt, COLOUR_WORKING)
-    embed.add_field(name="Options", value=_options_line(aspect_ratio, resolution))
+def progress_embed(progress: Progress, job: Job) -> discord.Embed:
+    embed = _prompt_embed(f"{_PHASE_TEXT[progress.phase]}…", job.prompt, COLOUR_WORKING)
+    embed.add_field(name="Options", value=job_options(job))
     embed.add_field(name="Started", value=timestamp(progress.started_at))
+    if progress.wait is not None:
+        embed.add_field(name="Queue", value=queue_text(progress.wait), inline=False)
     if progress.position is not None and progress.turn_at is not None:
         # A live timestamp counts down in the client, so the line needs no edits to move.
         embed.add_field(
@@ -81,10 +88,21 @@ def progress_embed(
     return embed
 
 
+def queue_text(wait: Wait) -> str:
+    if wait.held_by is HeldBy.MEMBER_LIMIT:
+        why = f"you can have {wait.limit} running at once; it starts when one of yours finishes"
+    else:
+        why = f"this server runs {wait.limit} at once; it starts when a place frees up"
+    return f"Position **{wait.position}** in line · {why}. Nothing is charged twice."
+
+
 def result_embed(finished: Finished, filename: str, note: str | None = None) -> discord.Embed:
     job = finished.job
-    embed = _prompt_embed("🖼️ Your image is ready", job.prompt, COLOUR_DONE)
-    embed.add_field(name="Options", value=_options_line(job.aspect_ratio, job.resolution))
+    title = "🖼️ Your image is ready"
+    if job.origin in _ORIGIN_TEXT:
+        title = f"🖼️ {_ORIGIN_TEXT[job.origin]} is ready"
+    embed = _prompt_embed(title, job.prompt, COLOUR_DONE)
+    embed.add_field(name="Options", value=job_options(job))
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
     embed.add_field(name="Took", value=duration(finished.elapsed))
     quota = finished.quota
@@ -142,6 +160,10 @@ _FAILURE_TEXT = {
     FailureKind.BAD_RESPONSE: "kie.ai sent an answer the bot could not read.",
     FailureKind.DOWNLOAD_FAILED: "The image was made, but the bot could not download it.",
     FailureKind.DELIVERY_FAILED: "The image was made, but Discord would not accept it.",
+    FailureKind.REFERENCE_FAILED: (
+        "kie.ai could not use the reference image. It must still be available and be a JPEG, "
+        "PNG or WebP of at most 10 MB."
+    ),
     FailureKind.INTERNAL: "Something went wrong inside the bot. It has been logged.",
 }
 
@@ -196,6 +218,35 @@ def quota_exceeded(status: QuotaStatus, cost: int) -> str:
     )
 
 
+def auto_needs_image() -> str:
+    return (
+        "The `auto` shape matches a reference image: add one with the `image` option, or pick "
+        "a shape. Nothing was spent."
+    )
+
+
+def reference_not_image(filename: str) -> str:
+    return (
+        f"**{safe_prompt(filename, 100)}** is not an image the generator can use: send a JPEG, "
+        "PNG or WebP. Nothing was spent."
+    )
+
+
+def reference_too_large(size: int, limit: int) -> str:
+    return (
+        f"Your reference image is {megabytes(size)}; the generator takes at most "
+        f"{megabytes(limit)}. Nothing was spent."
+    )
+
+
+def budget_exhausted(status: BudgetStatus, cost: int) -> str:
+    return (
+        f"This server's daily image budget is used up ({status.spent} of {status.budget} units "
+        f"spent; that would need {units(cost)}). It resets {timestamp(status.resets_at)}. "
+        "Nothing was spent."
+    )
+
+
 def shutting_down() -> str:
     return "The bot is restarting and is not taking new requests for a moment. Please try again."
 
@@ -203,13 +254,21 @@ def shutting_down() -> str:
 # --- /quota -------------------------------------------------------------------------------------
 
 
-def quota_summary(status: QuotaStatus, cost_1k: int, cost_2k: int) -> str:
-    return (
+def quota_summary(
+    status: QuotaStatus, cost_1k: int, cost_2k: int, budget: BudgetStatus | None = None
+) -> str:
+    text = (
         f"You have used **{status.used}** of your **{status.limit}** units today; "
         f"**{status.remaining}** left.\n"
         f"A 1K image costs {units(cost_1k)}, a 2K image {units(cost_2k)}.\n"
         f"Your quota resets {timestamp(status.resets_at)} ({timestamp(status.resets_at, 'f')})."
     )
+    if budget is not None:
+        text += (
+            f"\nThis server's shared budget today: {budget.spent} of {budget.budget} units "
+            f"spent, {budget.remaining} left."
+        )
+    return text
 
 
 def generic_error() -> str:
@@ -238,7 +297,7 @@ def audit_generation_embed(job: Job, link: str | None) -> discord.Embed:
     embed.add_field(name="Member", value=f"<@{job.user_id}>")
     if job.channel_id:
         embed.add_field(name="Channel", value=f"<#{job.channel_id}>")
-    embed.add_field(name="Options", value=_options_line(job.aspect_ratio, job.resolution))
+    embed.add_field(name="Options", value=job_options(job))
     if link:
         embed.add_field(name="Result", value=f"[Jump to the image]({link})")
     return embed
@@ -266,11 +325,47 @@ def history_embed(jobs: list[Job]) -> discord.Embed:
         return embed
     for job in jobs:
         when = timestamp(job.created_at, "f")
-        options = _options_line(job.aspect_ratio, job.resolution)
-        if job.state is JobState.DELIVERED:
+        options = job_options(job)
+        if job.origin in _ORIGIN_TEXT:
+            options = f"{_ORIGIN_TEXT[job.origin]} · {options}"
+        if job.state is JobState.DELIVERED and job.deleted_at is not None:
+            value = f"{when} · {options} · deleted"
+        elif job.state is JobState.DELIVERED:
             link = f" · [open]({job.result_url})" if job.result_url else ""
             value = f"{when} · {options}{link}"
         else:
             value = f"{when} · {options} · not made, units refunded"
         embed.add_field(name=safe_prompt(job.prompt, 200), value=value, inline=False)
     return embed
+
+
+# --- result buttons -------------------------------------------------------------------------------
+
+
+def result_unknown() -> str:
+    return "The bot has no record of this image any more, so this button can't do anything."
+
+
+def delete_not_allowed(requester_id: int) -> str:
+    return (
+        f"Only <@{requester_id}>, who asked for this image, or a member who can manage messages "
+        "can delete it."
+    )
+
+
+def nothing_to_vary() -> str:
+    return (
+        "This result has no image attached to start from (it was too large to upload). "
+        "Try Re-roll instead. Nothing was spent."
+    )
+
+
+# --- credits and server policy --------------------------------------------------------------------
+
+
+def low_credits_warning(balance: Balance) -> str:
+    return (
+        f"⚠️ The image bot's kie.ai account is running low: **{balance.credits:,.0f} credits** "
+        f"left (the warning level is {balance.threshold:,.0f}). Top it up at https://kie.ai so "
+        "members can keep generating; when it runs out, every request fails and is refunded."
+    )

@@ -1,25 +1,42 @@
-"""Quota policy: what an image costs, which UTC day it counts against, and when that day ends."""
+"""Quota policy: what an image costs, which member limit and server budget apply, which UTC day
+it counts against, and when that day ends.
+
+A member's quota is counted per server (direct messages are their own "server"). The daily limit
+is the highest quota of the member's roles that have one, else the server's default, else the
+bot's default; an admin's grants for the day add to it and a reset clears what was used.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.kie import Resolution
-from bot.store import Store
+from bot.store import ServerPolicy, Store
 
 
 @dataclass(frozen=True)
 class QuotaStatus:
     used: int
-    limit: int
+    limit: int  # today's limit, grants included
     resets_at: datetime
 
     @property
     def remaining(self) -> int:
         return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    spent: int
+    budget: int
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget - self.spent)
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,18 @@ class Costs:
 
     def units(self, resolution: Resolution) -> int:
         return self.units_2k if resolution == "2K" else self.units_1k
+
+
+def member_limit(policy: ServerPolicy, role_ids: Iterable[int], default: int) -> int:
+    """The daily limit of a member with these roles: the highest role quota they hold applies.
+
+    A role quota may be lower than the server default (e.g. for newcomers): holding any role
+    with a quota replaces the default rather than adding to it.
+    """
+    role_limits = [policy.role_quotas[r] for r in role_ids if r in policy.role_quotas]
+    if role_limits:
+        return max(role_limits)
+    return policy.daily_quota if policy.daily_quota is not None else default
 
 
 class QuotaBook:
@@ -43,12 +72,15 @@ class QuotaBook:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self.daily_limit = daily_limit
+        self.daily_limit = daily_limit  # the bot's default, where a server set none
         self.costs = costs
         self._clock = clock
 
     def today(self) -> str:
         return self.now().date().isoformat()
+
+    def days_ago(self, days: int) -> str:
+        return (self.now().date() - timedelta(days=days)).isoformat()
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -57,6 +89,30 @@ class QuotaBook:
         now = self.now()
         return datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
 
-    async def status(self, user_id: int) -> QuotaStatus:
-        used = await self._store.units_used(user_id, self.today())
-        return QuotaStatus(used=used, limit=self.daily_limit, resets_at=self.next_reset())
+    async def policy(self, guild_id: int | None) -> ServerPolicy:
+        if guild_id is None:
+            return ServerPolicy()
+        return await self._store.server_policy(guild_id)
+
+    async def limit_for(self, guild_id: int | None, role_ids: Iterable[int]) -> int:
+        return member_limit(await self.policy(guild_id), role_ids, self.daily_limit)
+
+    async def status(self, user_id: int, guild_id: int | None, limit: int) -> QuotaStatus:
+        """Today's usage against `limit` (the member's limit from `limit_for`)."""
+        usage = await self._store.usage(user_id, guild_id, self.today())
+        return QuotaStatus(
+            used=usage.used, limit=limit + usage.granted, resets_at=self.next_reset()
+        )
+
+    async def member_status(
+        self, user_id: int, guild_id: int | None, role_ids: Iterable[int]
+    ) -> QuotaStatus:
+        return await self.status(user_id, guild_id, await self.limit_for(guild_id, role_ids))
+
+    async def budget_status(self, guild_id: int | None) -> BudgetStatus | None:
+        """The server's daily budget, or None when it has none."""
+        budget = (await self.policy(guild_id)).daily_budget
+        if guild_id is None or budget is None:
+            return None
+        spent = await self._store.server_units(guild_id, self.today())
+        return BudgetStatus(spent=spent, budget=budget, resets_at=self.next_reset())

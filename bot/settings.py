@@ -28,8 +28,12 @@ class Settings:
     discord_token: str = field(repr=False)
     kie_api_key: str = field(repr=False)
     kie_api_base: str = "https://api.kie.ai"
+    kie_upload_base: str = "https://kieai.redpandaai.co"  # kie.ai's file host, same key
     database_path: Path = Path("data/imagine.db")
     daily_quota: int = 10
+    max_running_per_member: int = 2  # jobs at once; 0: no limit (servers may set their own)
+    max_running_per_server: int = 20
+    low_credits_warning: float = 100.0  # warn the owner below this kie.ai balance; 0: never
     cost_1k: int = 1
     cost_2k: int = 2
     poll_interval: float = 2.0
@@ -103,6 +107,10 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return _parsed(env, name, default, int, lambda v: v > 0, "a whole number above 0")
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    return _parsed(env, name, default, int, lambda v: v >= 0, "a whole number, 0 or more")
+
+
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return _parsed(env, name, default, float, lambda v: v > 0, "a number above 0")
 
@@ -129,9 +137,25 @@ def _read(env: Mapping[str, str]) -> Settings:
         discord_token=_text(env, "DISCORD_TOKEN"),
         kie_api_key=_text(env, "KIE_API_KEY"),
         kie_api_base=_url(env, "KIE_API_BASE", Settings.kie_api_base) or Settings.kie_api_base,
+        kie_upload_base=_url(env, "KIE_UPLOAD_BASE", Settings.kie_upload_base)
+        or Settings.kie_upload_base,
         database_path=Path(_text(env, "DATABASE_PATH", str(Settings.database_path))),
         daily_quota=_positive_int(env, "DAILY_QUOTA", Settings.daily_quota),
         cost_2k=_positive_int(env, "COST_2K", Settings.cost_2k),
+        max_running_per_member=_count(
+            env, "MAX_RUNNING_PER_MEMBER", Settings.max_running_per_member
+        ),
+        max_running_per_server=_count(
+            env, "MAX_RUNNING_PER_SERVER", Settings.max_running_per_server
+        ),
+        low_credits_warning=_parsed(
+            env,
+            "LOW_CREDITS_WARNING",
+            Settings.low_credits_warning,
+            float,
+            lambda v: v >= 0,
+            "a number of credits, 0 or more",
+        ),
         poll_interval=_positive_float(env, "POLL_INTERVAL_SECONDS", Settings.poll_interval),
         # kie.ai suggests giving up after 10-15 minutes; an hour is the outer bound.
         job_timeout=_parsed(

@@ -120,6 +120,38 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (guild_id, channel_id)
     );
     """,
+    # 6: reference images and result buttons; per-server quota policy and running limits.
+    # Quotas are counted per member per server from here on (guild_id IS NULL: direct messages).
+    """
+    ALTER TABLE jobs ADD COLUMN reference_url  TEXT;
+    ALTER TABLE jobs ADD COLUMN input_url      TEXT;
+    ALTER TABLE jobs ADD COLUMN origin         TEXT NOT NULL DEFAULT 'command';
+    ALTER TABLE jobs ADD COLUMN parent_job_id  INTEGER;
+    ALTER TABLE jobs ADD COLUMN quota_limit    INTEGER;
+    ALTER TABLE jobs ADD COLUMN deleted_at     REAL;
+    CREATE INDEX jobs_guild_day ON jobs (guild_id, day);
+    ALTER TABLE guild_settings ADD COLUMN daily_quota            INTEGER;
+    ALTER TABLE guild_settings ADD COLUMN daily_budget           INTEGER;
+    ALTER TABLE guild_settings ADD COLUMN max_running_per_member INTEGER;
+    ALTER TABLE guild_settings ADD COLUMN max_running            INTEGER;
+    CREATE TABLE role_quotas (
+        guild_id    INTEGER NOT NULL,
+        role_id     INTEGER NOT NULL,
+        daily_quota INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, role_id)
+    );
+    CREATE TABLE quota_adjustments (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id  INTEGER,
+        user_id   INTEGER NOT NULL,
+        day       TEXT    NOT NULL,
+        kind      TEXT    NOT NULL,
+        units     INTEGER NOT NULL DEFAULT 0,
+        actor_id  INTEGER,
+        at        REAL    NOT NULL
+    );
+    CREATE INDEX quota_adjustments_member ON quota_adjustments (user_id, guild_id, day);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -134,6 +166,12 @@ class ReplyTarget:
     attachment_limit: int  # bytes per file, as the interaction reported
 
 
+class Origin(enum.StrEnum):
+    COMMAND = "command"  # /imagine
+    REROLL = "reroll"  # the Re-roll button: same prompt and options
+    VARY = "vary"  # the Vary button: the result as the reference image
+
+
 @dataclass(frozen=True)
 class NewJob:
     user_id: int
@@ -145,6 +183,10 @@ class NewJob:
     aspect_ratio: str
     resolution: str
     reply: ReplyTarget | None = None
+    reference_url: str | None = None  # image-to-image: where the reference image can be fetched
+    input_url: str | None = None  # ... once uploaded to kie.ai's file host (3 days)
+    origin: Origin = Origin.COMMAND
+    parent_job_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,29 +210,104 @@ class Job:
     delivered_via: str | None = None
     submitted_at: float | None = None  # Unix time createTask went out
     result_url: str | None = None  # link to the message showing the image
+    reference_url: str | None = None
+    input_url: str | None = None
+    origin: Origin = Origin.COMMAND
+    parent_job_id: int | None = None
+    quota_limit: int | None = None  # the member's daily limit when the job was charged
+    deleted_at: float | None = None  # when the result message was deleted with its button
 
+    @property
+    def image_to_image(self) -> bool:
+        return self.reference_url is not None or self.input_url is not None
+
+
+class Refusal(enum.StrEnum):
+    """Why `Store.reserve` charged nothing."""
+
+    QUOTA = "quota"  # the member's daily quota
+    BUDGET = "budget"  # the server's daily budget
+
+
+@dataclass(frozen=True)
+class Usage:
+    used: int  # units charged today, since the last reset
+    granted: int  # extra units granted for today
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    """A server's own settings; None everywhere means the bot's defaults."""
+
+    daily_quota: int | None = None
+    role_quotas: dict[int, int] = field(default_factory=dict)  # role id -> daily units
+    daily_budget: int | None = None  # units for the whole server per day
+    max_running_per_member: int | None = None
+    max_running: int | None = None
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    day: str
+    delivered: int
+    failed: int
+    units: int
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    kind: str
+    user_id: int
+    actor_id: int | None
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True)
+class MemberTotals:
+    user_id: int
+    delivered: int
+    units: int
+
+
+# Settings an admin may change with one value each; the names are also the column names.
+POLICY_COLUMNS = ("daily_quota", "daily_budget", "max_running_per_member", "max_running")
 
 _JOB_COLUMNS = (
     "id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution, "
     "state, task_id, error, created_at, application_id, interaction_token, interaction_at, "
-    "attachment_limit, nonce, callback_token, delivered_via, submitted_at, result_url"
+    "attachment_limit, nonce, callback_token, delivered_via, submitted_at, result_url, "
+    "reference_url, input_url, origin, parent_job_id, quota_limit, deleted_at"
 )
+# The states whose units count: constants, so they are safe to write into SQL.
+_CHARGED_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in CHARGED_STATES) + ")"
 
 
 def _job(row: aiosqlite.Row | tuple) -> Job:
-    (*values, app_id, token, interaction_at, limit, nonce, callback, via, sent, url) = list(row)
-    values[9] = JobState(values[9])
+    values = list(row)
+    (app_id, token, interaction_at, limit, nonce, callback, via, sent, url) = values[13:22]
+    (reference, input_url, origin, parent, quota_limit, deleted) = values[22:28]
     reply = None
     if app_id is not None and token:
         reply = ReplyTarget(app_id, token, interaction_at, limit)
     return Job(
-        *values,
+        *values[:9],
+        state=JobState(values[9]),
+        task_id=values[10],
+        error=values[11],
+        created_at=values[12],
         reply=reply,
         nonce=nonce or "",
         callback_token=callback or "",
         delivered_via=via,
         submitted_at=sent,
         result_url=url,
+        reference_url=reference,
+        input_url=input_url,
+        origin=Origin(origin or Origin.COMMAND),
+        parent_job_id=parent,
+        quota_limit=quota_limit,
+        deleted_at=deleted,
     )
 
 
@@ -234,7 +351,9 @@ class Store:
             cursor = await self._db.execute(sql, params)
         return cursor.rowcount == 1
 
-    async def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
+    async def _rows(
+        self, sql: str, params: tuple[object, ...] | dict[str, object] = ()
+    ) -> list[tuple]:
         # Execute and fetch in one call on aiosqlite's thread, so no other coroutine's
         # statement can run in between and disturb the cursor.
         return list(await self._db.execute_fetchall(sql, params))
@@ -268,25 +387,32 @@ class Store:
 
     # --- quota ledger -------------------------------------------------------------------------
 
-    async def reserve(self, job: NewJob, limit: int) -> Job | None:
-        """Charge `job.units` and record the job, if the user stays within `limit` for the day.
+    async def reserve(self, job: NewJob, limit: int, budget: int | None = None) -> Job | Refusal:
+        """Charge `job.units` and record the job, if the member stays within `limit` for the day
+        (plus what an admin granted) and the server within its daily `budget`.
 
-        One INSERT ... SELECT ... WHERE: the check and the charge cannot be separated, so any
-        number of simultaneous commands can never overspend. Returns None when over the limit.
+        The checks and the insert run in one IMMEDIATE transaction under the write lock, so no
+        other command can charge in between: any number of simultaneous commands cannot
+        overspend either the member's quota or the server's budget.
         """
         now = self._clock()
         reply = job.reply
         async with self._transaction():
+            usage = await self._usage(job.user_id, job.guild_id, job.day)
+            if usage.used + job.units > limit + usage.granted:
+                return Refusal.QUOTA
+            if budget is not None and job.guild_id is not None:
+                spent = await self._server_units(job.guild_id, job.day)
+                if spent + job.units > budget:
+                    return Refusal.BUDGET
             cursor = await self._db.execute(
-                f"""
+                """
                 INSERT INTO jobs (user_id, guild_id, channel_id, day, units, prompt,
                                   aspect_ratio, resolution, state, created_at, updated_at,
                                   application_id, interaction_token, interaction_at,
-                                  attachment_limit, nonce, callback_token)
-                SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-                WHERE (SELECT COALESCE(SUM(units), 0) FROM jobs
-                       WHERE user_id = ? AND day = ?
-                         AND state IN ({", ".join("?" * len(CHARGED_STATES))})) + ? <= ?
+                                  attachment_limit, nonce, callback_token, reference_url,
+                                  input_url, origin, parent_job_id, quota_limit)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     job.user_id,
@@ -306,27 +432,63 @@ class Store:
                     reply.attachment_limit if reply else None,
                     secrets.token_hex(10),  # Discord nonces are at most 25 characters
                     secrets.token_urlsafe(24),
-                    job.user_id,
-                    job.day,
-                    *CHARGED_STATES,
-                    job.units,
+                    job.reference_url,
+                    job.input_url,
+                    job.origin.value,
+                    job.parent_job_id,
                     limit,
                 ),
             )
-        if cursor.rowcount != 1:
-            return None
         job_id = cursor.lastrowid
+        assert job_id is not None
         found = await self.get_job(job_id)
         assert found is not None
         return found
 
-    async def units_used(self, user_id: int, day: str) -> int:
+    async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
+        """A member's charged units in one server (None: direct messages) on one day."""
+        return await self._usage(user_id, guild_id, day)
+
+    async def _usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
+        # A reset by an admin makes the jobs charged before it stop counting for the day.
         rows = await self._rows(
-            f"""SELECT COALESCE(SUM(units), 0) FROM jobs WHERE user_id = ? AND day = ?
-                AND state IN ({", ".join("?" * len(CHARGED_STATES))})""",
-            (user_id, day, *CHARGED_STATES),
+            f"""
+            SELECT
+              (SELECT COALESCE(SUM(units), 0) FROM jobs
+                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND {_CHARGED_SQL}
+                  AND created_at > COALESCE(
+                    (SELECT MAX(at) FROM quota_adjustments
+                      WHERE user_id = :user AND guild_id IS :guild AND day = :day
+                        AND kind = 'reset'), 0)),
+              (SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
+                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'grant')
+            """,
+            {"user": user_id, "guild": guild_id, "day": day},
+        )
+        return Usage(used=int(rows[0][0]), granted=int(rows[0][1]))
+
+    async def server_units(self, guild_id: int, day: str) -> int:
+        """Units charged in one server on one day, over all members (the server budget)."""
+        return await self._server_units(guild_id, day)
+
+    async def _server_units(self, guild_id: int, day: str) -> int:
+        rows = await self._rows(
+            f"SELECT COALESCE(SUM(units), 0) FROM jobs WHERE guild_id = ? AND day = ?"
+            f" AND {_CHARGED_SQL}",
+            (guild_id, day),
         )
         return int(rows[0][0])
+
+    async def add_quota_adjustment(
+        self, guild_id: int, user_id: int, day: str, kind: str, units: int, actor: int
+    ) -> None:
+        """Record an admin's grant of extra units (kind "grant") or a reset ("reset")."""
+        async with self._write:
+            await self._db.execute(
+                "INSERT INTO quota_adjustments (guild_id, user_id, day, kind, units, actor_id, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (guild_id, user_id, day, kind, units, actor, self._clock()),
+            )
 
     async def total_units_charged(self) -> int:
         """Units charged and not refunded, over all users and days."""
@@ -527,6 +689,82 @@ class Store:
             (guild_id,),
         )
         return [(str(k), int(u), str(d)) for k, u, d in rows]
+
+    # --- per-server policy --------------------------------------------------------------------
+
+    async def server_policy(self, guild_id: int) -> ServerPolicy:
+        rows = await self._rows(
+            f"SELECT {', '.join(POLICY_COLUMNS)} FROM guild_settings WHERE guild_id = ?",
+            (guild_id,),
+        )
+        roles = await self._rows(
+            "SELECT role_id, daily_quota FROM role_quotas WHERE guild_id = ?", (guild_id,)
+        )
+        values = dict(zip(POLICY_COLUMNS, rows[0], strict=True)) if rows else {}
+        return ServerPolicy(**values, role_quotas={int(role): int(units) for role, units in roles})
+
+    async def set_policy_value(self, guild_id: int, name: str, value: int | None) -> None:
+        if name not in POLICY_COLUMNS:
+            raise ValueError(f"unknown server setting {name!r}")
+        async with self._write:
+            await self._db.execute(
+                f"INSERT INTO guild_settings (guild_id, {name}) VALUES (?, ?)"
+                f" ON CONFLICT (guild_id) DO UPDATE SET {name} = excluded.{name}",
+                (guild_id, value),
+            )
+
+    async def set_role_quota(self, guild_id: int, role_id: int, units: int | None) -> bool:
+        """Set (or, with None, remove) a role's daily quota; False when nothing changed."""
+        if units is None:
+            return await self._changed(
+                "DELETE FROM role_quotas WHERE guild_id = ? AND role_id = ?", (guild_id, role_id)
+            )
+        return await self._changed(
+            "INSERT INTO role_quotas (guild_id, role_id, daily_quota) VALUES (?, ?, ?)"
+            " ON CONFLICT (guild_id, role_id) DO UPDATE SET daily_quota = excluded.daily_quota",
+            (guild_id, role_id, units),
+        )
+
+    # --- results and statistics ---------------------------------------------------------------
+
+    async def set_input_url(self, job_id: int, url: str) -> None:
+        """The reference image's copy on kie.ai's file host, kept so a restart need not redo it."""
+        await self._changed("UPDATE jobs SET input_url = ? WHERE id = ?", (url, job_id))
+
+    async def mark_result_deleted(self, job_id: int) -> bool:
+        return await self._changed(
+            "UPDATE jobs SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+            (self._clock(), job_id),
+        )
+
+    async def daily_totals(self, guild_id: int, since_day: str) -> list[DayTotals]:
+        """Per UTC day from `since_day` on: images delivered, jobs failed, units charged."""
+        rows = await self._rows(
+            f"""SELECT day, SUM(state = 'delivered'), SUM(state = 'refunded'),
+                       SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END)
+                FROM jobs WHERE guild_id = ? AND day >= ? GROUP BY day ORDER BY day""",
+            (guild_id, since_day),
+        )
+        return [DayTotals(str(d), int(ok), int(failed), int(u)) for d, ok, failed, u in rows]
+
+    async def top_members(self, guild_id: int, since_day: str, limit: int) -> list[MemberTotals]:
+        rows = await self._rows(
+            f"""SELECT user_id, SUM(state = 'delivered'),
+                       SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS spent
+                FROM jobs WHERE guild_id = ? AND day >= ?
+                GROUP BY user_id HAVING spent > 0 ORDER BY spent DESC, user_id LIMIT ?""",
+            (guild_id, since_day, limit),
+        )
+        return [MemberTotals(int(user), int(ok), int(units)) for user, ok, units in rows]
+
+    async def admin_changes(self, guild_id: int, limit: int) -> list[LogEntry]:
+        """The latest changes admins made in a server (entries with an actor), newest first."""
+        rows = await self._rows(
+            "SELECT kind, user_id, actor_id, detail, at FROM moderation_log"
+            " WHERE guild_id = ? AND actor_id IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (guild_id, limit),
+        )
+        return [LogEntry(str(k), int(u), a, str(d or ""), float(t)) for k, u, a, d, t in rows]
 
     # --- small key/value settings -------------------------------------------------------------
 

@@ -1,8 +1,13 @@
-"""/imagine: turn a prompt into an image. Options and checks here; the lifecycle is `JobService`."""
+"""/imagine: turn a prompt (and maybe a reference image) into an image.
+
+Options and checks live here, and the start shared with the result buttons; the lifecycle is
+`JobService`.
+"""
 
 from __future__ import annotations
 
 import logging
+import mimetypes
 from typing import TYPE_CHECKING
 
 import discord
@@ -10,11 +15,19 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.delivery import NO_PINGS
 from bot.jobs import JobRequest
-from bot.kie import ASPECT_RATIOS, PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH, ImageRequest
+from bot.kie import (
+    ASPECT_RATIOS,
+    AUTO_ASPECT_RATIO,
+    PROMPT_MAX_LENGTH,
+    PROMPT_MIN_LENGTH,
+    REFERENCE_MAX_BYTES,
+    REFERENCE_TYPES,
+    ImageRequest,
+)
 from bot.moderation import RefusalKind
-from bot.store import ReplyTarget
+from bot.store import Job, Refusal
+from cogs.common import private, refuse_after_defer, reply_target, role_ids
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -30,7 +43,10 @@ _RATIO_NAMES = {
     "3:2": "3:2 photo landscape",
     "2:3": "2:3 photo portrait",
 }
-ASPECT_RATIO_CHOICES = [app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS]
+ASPECT_RATIO_CHOICES = [
+    *(app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS),
+    app_commands.Choice(name="auto (match the reference image)", value=AUTO_ASPECT_RATIO),
+]
 
 
 class ImagineCog(commands.Cog):
@@ -40,8 +56,9 @@ class ImagineCog(commands.Cog):
     @app_commands.command(name="imagine", description="Turn a prompt into an image (Flux-2).")
     @app_commands.describe(
         prompt="What to draw, in your own words (3 to 5000 characters).",
-        aspect_ratio="The shape of the image. Default: 1:1 square.",
+        aspect_ratio="The shape of the image. Default: 1:1, or auto with a reference image.",
         resolution="1K (default) or 2K, sharper but costs more of your daily quota (see /quota).",
+        image="A reference image to start from (JPEG, PNG or WebP, up to 10 MB).",
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
@@ -54,69 +71,92 @@ class ImagineCog(commands.Cog):
         self,
         interaction: discord.Interaction[ImagineBot],
         prompt: app_commands.Range[str, PROMPT_MIN_LENGTH, PROMPT_MAX_LENGTH],
-        aspect_ratio: str = "1:1",
+        aspect_ratio: str | None = None,
         resolution: str = "1K",
+        image: discord.Attachment | None = None,
     ) -> None:
         # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
-        if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
-            await _private(interaction, messages.prompt_length_error(len(prompt)))
-            return
-        if aspect_ratio not in ASPECT_RATIOS or resolution not in ("1K", "2K"):
-            await _private(interaction, "That option is not one the bot offers. Nothing was spent.")
-            return
-        if not self.bot.accepting_jobs:
-            await _private(interaction, messages.shutting_down())
-            return
-
-        await interaction.response.defer(thinking=True)
-        refusal = await self.bot.moderation.check(
-            interaction.guild_id, interaction.channel_id, interaction.user.id, prompt
-        )
-        if refusal is not None:
-            await _refuse_after_defer(interaction, messages.moderation_refusal(refusal))
-            if refusal.kind is RefusalKind.WRONG_CHANNEL:
-                return  # a wrong channel is a mistake, not a moderation event
-            title = "🚫 Prompt refused" if refusal.term else "⛔ Banned member refused"
-            detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
-            await self.bot.audit.event(
-                interaction.guild_id, title, interaction.user.id, detail, None
-            )
+        if aspect_ratio is None:
+            aspect_ratio = AUTO_ASPECT_RATIO if image is not None else "1:1"
+        problem = _option_problem(prompt, aspect_ratio, resolution, image)
+        if problem is not None:
+            await private(interaction, problem)
             return
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             image=ImageRequest(prompt, aspect_ratio, resolution),  # type: ignore[arg-type]
-            reply=ReplyTarget(
-                application_id=interaction.application_id,
-                token=interaction.token,
-                created_at=interaction.created_at.timestamp(),
-                attachment_limit=interaction.filesize_limit,
-            ),
+            reply=reply_target(interaction),
+            role_ids=role_ids(interaction),
+            reference_url=image.url if image is not None else None,
         )
-        job = await self.bot.jobs.reserve(request)
-        if job is None:
-            status = await self.bot.quota.status(interaction.user.id)
-            cost = self.bot.quota.costs.units(request.image.resolution)
-            await _refuse_after_defer(interaction, messages.quota_exceeded(status, cost))
-            return
-        self.bot.start_job(job)
+        await start_generation(self.bot, interaction, request)
 
 
-async def _private(interaction: discord.Interaction[ImagineBot], text: str) -> None:
-    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+def _option_problem(
+    prompt: str, aspect_ratio: str, resolution: str, image: discord.Attachment | None
+) -> str | None:
+    """What is wrong with the options, in words for the member; None when all is well."""
+    if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
+        return messages.prompt_length_error(len(prompt))
+    if aspect_ratio not in (*ASPECT_RATIOS, AUTO_ASPECT_RATIO) or resolution not in ("1K", "2K"):
+        return "That option is not one the bot offers. Nothing was spent."
+    if aspect_ratio == AUTO_ASPECT_RATIO and image is None:
+        return messages.auto_needs_image()
+    if image is not None:
+        return reference_problem(image.content_type, image.filename, image.size)
+    return None
 
 
-async def _refuse_after_defer(interaction: discord.Interaction[ImagineBot], text: str) -> None:
-    """The public "thinking…" reply goes away; the refusal is shown to the requester only."""
-    try:
-        await interaction.delete_original_response()
-    except discord.HTTPException:
-        # Cannot remove it: say it there instead (no pings, like every message).
-        await interaction.edit_original_response(content=text, allowed_mentions=NO_PINGS)
+def reference_problem(content_type: str | None, filename: str, size: int) -> str | None:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if not kind:  # Discord leaves it out for some uploads: go by the name
+        kind = mimetypes.guess_type(filename)[0] or ""
+    if kind not in REFERENCE_TYPES:
+        return messages.reference_not_image(filename)
+    if size > REFERENCE_MAX_BYTES:
+        return messages.reference_too_large(size, REFERENCE_MAX_BYTES)
+    return None
+
+
+async def start_generation(
+    bot: ImagineBot, interaction: discord.Interaction[ImagineBot], request: JobRequest
+) -> None:
+    """Moderation, charge and start: shared by /imagine and the Re-roll and Vary buttons.
+
+    Answers the interaction with a public "thinking…" reply that becomes the job's reply.
+    """
+    if not bot.accepting_jobs:
+        await private(interaction, messages.shutting_down())
         return
-    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+    await interaction.response.defer(thinking=True)
+    prompt = request.image.prompt
+    refusal = await bot.moderation.check(
+        interaction.guild_id, interaction.channel_id, interaction.user.id, prompt
+    )
+    if refusal is not None:
+        await refuse_after_defer(interaction, messages.moderation_refusal(refusal))
+        if refusal.kind is RefusalKind.WRONG_CHANNEL:
+            return  # a wrong channel is a mistake, not a moderation event
+        title = "🚫 Prompt refused" if refusal.term else "⛔ Banned member refused"
+        detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
+        await bot.audit.event(interaction.guild_id, title, interaction.user.id, detail, None)
+        return
+    job = await bot.jobs.reserve(request)
+    cost = bot.quota.costs.units(request.image.resolution)
+    if job is Refusal.QUOTA:
+        status = await bot.quota.member_status(request.user_id, request.guild_id, request.role_ids)
+        await refuse_after_defer(interaction, messages.quota_exceeded(status, cost))
+        return
+    if job is Refusal.BUDGET:
+        budget = await bot.quota.budget_status(request.guild_id)
+        assert budget is not None
+        await refuse_after_defer(interaction, messages.budget_exhausted(budget, cost))
+        return
+    assert isinstance(job, Job)
+    bot.start_job(job)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -14,8 +14,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.delivery import NO_PINGS
 from bot.moderation import ModerationError
+from cogs.common import followup, guild_and_actor, private
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -34,7 +34,7 @@ class ModerationCog(
 
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            await _private(interaction, "Only members who can manage this server can do that.")
+            await private(interaction, "Only members who can manage this server can do that.")
             return False
         return True
 
@@ -43,50 +43,50 @@ class ModerationCog(
     async def block(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
-        guild_id, actor = _ids(interaction)
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             added = await self.bot.moderation.add_term(guild_id, term, actor)
         except ModerationError as error:
-            await _followup(interaction, str(error))
+            await followup(interaction, str(error))
             return
         count = len(await self.bot.moderation.terms(guild_id))
         shown = messages.safe_prompt(term, 100)
         if added:
             await self.bot.audit.event(guild_id, "🚫 Term blocked", actor, term, actor)
-            await _followup(interaction, f"Blocked **{shown}**. This server blocks {count} terms.")
+            await followup(interaction, f"Blocked **{shown}**. This server blocks {count} terms.")
         else:
-            await _followup(interaction, f"**{shown}** was already blocked. Nothing changed.")
+            await followup(interaction, f"**{shown}** was already blocked. Nothing changed.")
 
     @app_commands.command(name="unblock", description="Allow a blocked word or phrase again.")
     @app_commands.describe(term="The blocked word or phrase, in any spelling.")
     async def unblock(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
-        guild_id, actor = _ids(interaction)
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             removed = await self.bot.moderation.remove_term(guild_id, term, actor)
         except ModerationError as error:
-            await _followup(interaction, str(error))
+            await followup(interaction, str(error))
             return
         shown = messages.safe_prompt(term, 100)
         if removed:
             await self.bot.audit.event(guild_id, "✅ Term unblocked", actor, term, actor)
-            await _followup(interaction, f"**{shown}** is allowed again.")
+            await followup(interaction, f"**{shown}** is allowed again.")
         else:
-            await _followup(interaction, f"**{shown}** was not blocked. Nothing changed.")
+            await followup(interaction, f"**{shown}** was not blocked. Nothing changed.")
 
     @app_commands.command(name="blocklist", description="Show this server's blocked terms.")
     async def blocklist(self, interaction: discord.Interaction[ImagineBot]) -> None:
-        guild_id, _ = _ids(interaction)
+        guild_id, _ = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         terms = await self.bot.moderation.terms(guild_id)
         if not terms:
-            await _followup(interaction, "This server blocks no terms.")
+            await followup(interaction, "This server blocks no terms.")
             return
         listed = ", ".join(f"`{messages.safe_prompt(t, 100)}`" for t in terms)
-        await _followup(interaction, f"Blocked terms ({len(terms)}): {listed}"[:1900])
+        await followup(interaction, f"Blocked terms ({len(terms)}): {listed}"[:1900])
 
     @app_commands.command(name="ban", description="Stop a member from using the image bot here.")
     @app_commands.describe(member="Who to ban from the bot.", reason="Why (kept in the log).")
@@ -96,31 +96,31 @@ class ModerationCog(
         member: discord.User,
         reason: app_commands.Range[str, 1, 300] | None = None,
     ) -> None:
-        guild_id, actor = _ids(interaction)
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             banned = await self.bot.moderation.ban(guild_id, member.id, actor, reason)
         except ModerationError as error:
-            await _followup(interaction, str(error))
+            await followup(interaction, str(error))
             return
         if banned:
             await self.bot.audit.event(guild_id, "⛔ Member banned", member.id, reason or "", actor)
-            await _followup(interaction, f"<@{member.id}> can no longer use the bot here.")
+            await followup(interaction, f"<@{member.id}> can no longer use the bot here.")
         else:
-            await _followup(interaction, f"<@{member.id}> was already banned. Nothing changed.")
+            await followup(interaction, f"<@{member.id}> was already banned. Nothing changed.")
 
     @app_commands.command(name="unban", description="Let a banned member use the bot again.")
     @app_commands.describe(member="Who to unban.")
     async def unban(
         self, interaction: discord.Interaction[ImagineBot], member: discord.User
     ) -> None:
-        guild_id, actor = _ids(interaction)
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         if await self.bot.moderation.unban(guild_id, member.id, actor):
             await self.bot.audit.event(guild_id, "✅ Member unbanned", member.id, "", actor)
-            await _followup(interaction, f"<@{member.id}> can use the bot again.")
+            await followup(interaction, f"<@{member.id}> can use the bot again.")
         else:
-            await _followup(interaction, f"<@{member.id}> was not banned. Nothing changed.")
+            await followup(interaction, f"<@{member.id}> was not banned. Nothing changed.")
 
     @app_commands.command(
         name="audit-channel", description="Where the bot logs generations and moderation."
@@ -131,15 +131,15 @@ class ModerationCog(
         interaction: discord.Interaction[ImagineBot],
         channel: discord.TextChannel | None = None,
     ) -> None:
-        guild_id, actor = _ids(interaction)
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.moderation.set_audit_channel(
             guild_id, channel.id if channel else None, actor
         )
         if channel is None:
-            await _followup(interaction, "The audit log is off.")
+            await followup(interaction, "The audit log is off.")
         else:
-            await _followup(
+            await followup(
                 interaction, f"Generations and moderation events now go to <#{channel.id}>."
             )
 
@@ -148,39 +148,26 @@ class ModerationCog(
     async def allow_channel(
         self, interaction: discord.Interaction[ImagineBot], channel: discord.TextChannel
     ) -> None:
-        guild_id, actor = _ids(interaction)
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.moderation.allow_channel(guild_id, channel.id, actor)
-        await _followup(interaction, await self._where_imagine_works(guild_id))
+        await followup(interaction, await self._where_imagine_works(guild_id))
 
     @app_commands.command(name="disallow-channel", description="Take a channel off the list.")
     @app_commands.describe(channel="With no channel listed, /imagine works everywhere.")
     async def disallow_channel(
         self, interaction: discord.Interaction[ImagineBot], channel: discord.TextChannel
     ) -> None:
-        guild_id, actor = _ids(interaction)
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.moderation.disallow_channel(guild_id, channel.id, actor)
-        await _followup(interaction, await self._where_imagine_works(guild_id))
+        await followup(interaction, await self._where_imagine_works(guild_id))
 
     async def _where_imagine_works(self, guild_id: int) -> str:
         listed = await self.bot.moderation.allowed_channels(guild_id)
         if not listed:
             return "`/imagine` works in every channel again."
         return f"`/imagine` now works only in {', '.join(f'<#{c}>' for c in listed)}."
-
-
-def _ids(interaction: discord.Interaction[ImagineBot]) -> tuple[int, int]:
-    assert interaction.guild_id is not None  # guild_only
-    return interaction.guild_id, interaction.user.id
-
-
-async def _private(interaction: discord.Interaction[ImagineBot], text: str) -> None:
-    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
-
-
-async def _followup(interaction: discord.Interaction[ImagineBot], text: str) -> None:
-    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot import messages
 from bot.delivery import NO_PINGS
+from cogs.common import role_ids
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -24,8 +25,11 @@ class QuotaCog(commands.Cog):
         # Defer first: the database read must not eat into Discord's 3-second window.
         await interaction.response.defer(ephemeral=True, thinking=True)
         book = self.bot.quota
-        status = await book.status(interaction.user.id)
-        text = messages.quota_summary(status, book.costs.units_1k, book.costs.units_2k)
+        status = await book.member_status(
+            interaction.user.id, interaction.guild_id, role_ids(interaction)
+        )
+        budget = await book.budget_status(interaction.guild_id)
+        text = messages.quota_summary(status, book.costs.units_1k, book.costs.units_2k, budget)
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 

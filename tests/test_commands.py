@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bot.__main__ import build_bot, build_kie_client
 from bot.client import EXTENSIONS
@@ -30,7 +31,7 @@ async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_path: Path) -> None:
     definitions = await _definitions(tmp_path)
-    assert set(definitions) == {"imagine", "quota", "history", "moderation"}
+    assert set(definitions) == {"imagine", "quota", "history", "moderation", "server"}
 
     def check(command: dict[str, Any]) -> None:
         assert 1 <= len(command["description"]) <= 100, command["name"]
@@ -46,12 +47,8 @@ async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_pa
         check(command)
 
 
-async def test_moderation_commands_are_for_server_managers_only(tmp_path: Path) -> None:
-    moderation = (await _definitions(tmp_path))["moderation"]
-    assert int(moderation["default_member_permissions"]) == 1 << 5  # Manage Server
-    assert moderation["contexts"] == [0] or moderation.get("dm_permission") is False
-    names = {o["name"] for o in moderation["options"]}
-    assert names == {
+ADMIN_GROUPS = {
+    "moderation": {
         "block",
         "unblock",
         "blocklist",
@@ -60,7 +57,27 @@ async def test_moderation_commands_are_for_server_managers_only(tmp_path: Path) 
         "audit-channel",
         "allow-channel",
         "disallow-channel",
-    }
+    },
+    "server": {
+        "settings",
+        "quota",
+        "role-quota",
+        "grant",
+        "reset",
+        "budget",
+        "limits",
+        "credits",
+        "stats",
+    },
+}
+
+
+@pytest.mark.parametrize("group", sorted(ADMIN_GROUPS))
+async def test_admin_commands_are_for_server_managers_only(tmp_path: Path, group: str) -> None:
+    definition = (await _definitions(tmp_path))[group]
+    assert int(definition["default_member_permissions"]) == 1 << 5  # Manage Server
+    assert definition["contexts"] == [0] or definition.get("dm_permission") is False
+    assert {o["name"] for o in definition["options"]} == ADMIN_GROUPS[group]
 
 
 async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:
@@ -68,10 +85,11 @@ async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:
     prompt = options["prompt"]
     assert (prompt["required"], prompt["min_length"], prompt["max_length"]) == (True, 3, 5000)
     ratios = [c["value"] for c in options["aspect_ratio"]["choices"]]
-    assert ratios == ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
-    assert "auto" not in ratios
+    # auto only makes sense with a reference image; the bot refuses it without one.
+    assert ratios == ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
     assert [c["value"] for c in options["resolution"]["choices"]] == ["1K", "2K"]
-    assert not options["aspect_ratio"]["required"] and not options["resolution"]["required"]
+    assert options["image"]["type"] == 11  # ATTACHMENT
+    assert not any(options[name]["required"] for name in ("aspect_ratio", "resolution", "image"))
 
 
 async def test_commands_are_synced_once_not_on_every_restart(
@@ -84,6 +102,7 @@ async def test_commands_are_synced_once_not_on_every_restart(
         "quota",
         "history",
         "moderation",
+        "server",
     }
     await first.bot.close()
     await start_bot()

@@ -191,9 +191,9 @@ async def test_twenty_simultaneous_commands_race_for_the_last_units(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
     running = await start_bot(daily_quota=10)
-    await running.bot.jobs.reserve(_request(user_id=5, resolution="1K"))
-    for _ in range(6):
-        await running.bot.jobs.reserve(_request(user_id=5, resolution="1K"))
+    guild = fake_discord.guild_id
+    for _ in range(7):
+        await running.bot.jobs.reserve(_request(user_id=5, guild_id=guild, resolution="1K"))
     # 7 of 10 units are used: exactly three of twenty 1K commands may run.
     interactions = await asyncio.gather(
         *(
@@ -211,11 +211,11 @@ async def test_twenty_simultaneous_commands_race_for_the_last_units(
     assert fake_kie.violations == 0
 
 
-def _request(user_id: int, resolution: str):  # type: ignore[no-untyped-def]
+def _request(user_id: int, guild_id: int, resolution: str):  # type: ignore[no-untyped-def]
     from bot.jobs import JobRequest
     from bot.kie import ImageRequest
 
-    return JobRequest(user_id, None, None, ImageRequest("old job", "1:1", resolution))  # type: ignore[arg-type]
+    return JobRequest(user_id, guild_id, None, ImageRequest("old job", "1:1", resolution))  # type: ignore[arg-type]
 
 
 # --- kie.ai says no -------------------------------------------------------------------------------

@@ -9,11 +9,28 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.store import MIGRATIONS, SCHEMA_VERSION, JobState, NewJob, ReplyTarget, Store
+from bot.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    DayTotals,
+    Job,
+    JobState,
+    MemberTotals,
+    NewJob,
+    Refusal,
+    ReplyTarget,
+    ServerPolicy,
+    Store,
+    Usage,
+)
 
 
 def _job(user_id: int = 1, units: int = 1, day: str = "2026-11-27") -> NewJob:
     return NewJob(user_id, 10, 20, day, units, "a prompt", "1:1", "1K")
+
+
+async def _used(store: Store, day: str, user_id: int = 1, guild_id: int | None = 10) -> int:
+    return (await store.usage(user_id, guild_id, day)).used
 
 
 @pytest.fixture
@@ -38,7 +55,7 @@ async def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -
     await store.reserve(_job(), limit=5)
     await store.close()
     store = await Store.open(path)
-    assert await store.units_used(1, "2026-11-27") == 1
+    assert await _used(store, "2026-11-27") == 1
     assert await store.schema_version() == SCHEMA_VERSION
     await store.close()
 
@@ -52,51 +69,51 @@ async def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
 
 
 async def test_reservation_stops_at_the_limit(store: Store) -> None:
-    assert await store.reserve(_job(units=2), limit=3) is not None
-    assert await store.reserve(_job(units=2), limit=3) is None
-    assert await store.reserve(_job(units=1), limit=3) is not None
-    assert await store.units_used(1, "2026-11-27") == 3
+    assert isinstance(await store.reserve(_job(units=2), limit=3), Job)
+    assert await store.reserve(_job(units=2), limit=3) is Refusal.QUOTA
+    assert isinstance(await store.reserve(_job(units=1), limit=3), Job)
+    assert await _used(store, "2026-11-27") == 3
 
 
 async def test_quota_is_per_user_and_per_day(store: Store) -> None:
-    assert await store.reserve(_job(user_id=1), limit=1) is not None
-    assert await store.reserve(_job(user_id=2), limit=1) is not None
-    assert await store.reserve(_job(user_id=1, day="2026-11-28"), limit=1) is not None
-    assert await store.reserve(_job(user_id=1), limit=1) is None
+    assert isinstance(await store.reserve(_job(user_id=1), limit=1), Job)
+    assert isinstance(await store.reserve(_job(user_id=2), limit=1), Job)
+    assert isinstance(await store.reserve(_job(user_id=1, day="2026-11-28"), limit=1), Job)
+    assert await store.reserve(_job(user_id=1), limit=1) is Refusal.QUOTA
 
 
 async def test_twenty_simultaneous_reservations_never_overspend(store: Store) -> None:
     results = await asyncio.gather(*(store.reserve(_job(units=1), limit=7) for _ in range(20)))
-    assert sum(r is not None for r in results) == 7
-    assert await store.units_used(1, "2026-11-27") == 7
+    assert sum(isinstance(r, Job) for r in results) == 7
+    assert await _used(store, "2026-11-27") == 7
 
 
 async def test_a_refund_gives_units_back_exactly_once(store: Store) -> None:
     job = await store.reserve(_job(units=2), limit=2)
-    assert job is not None
+    assert isinstance(job, Job)
     assert await store.refund(job.id, "failed") is True
     assert await store.refund(job.id, "failed again") is False
-    assert await store.units_used(1, "2026-11-27") == 0
+    assert await _used(store, "2026-11-27") == 0
     refunded = await store.get_job(job.id)
     assert refunded is not None and refunded.state is JobState.REFUNDED
 
 
 async def test_a_delivered_job_cannot_be_refunded(store: Store) -> None:
     job = await store.reserve(_job(), limit=2)
-    assert job is not None
+    assert isinstance(job, Job)
     assert await store.begin_submit(job.id)
     assert await store.mark_submitted(job.id, "task-1")
     assert not await store.mark_delivered(job.id, "reply"), "only a delivering job is delivered"
     assert await store.begin_delivery(job.id)
     assert await store.mark_delivered(job.id, "reply")
     assert not await store.refund(job.id, "late failure")
-    assert await store.units_used(1, "2026-11-27") == 1
+    assert await _used(store, "2026-11-27") == 1
     assert await store.open_jobs() == []
 
 
 async def test_a_submitted_job_cannot_be_submitted_again(store: Store) -> None:
     job = await store.reserve(_job(), limit=2)
-    assert job is not None
+    assert isinstance(job, Job)
     assert await store.begin_submit(job.id)
     assert not await store.begin_submit(job.id)
     assert await store.mark_submitted(job.id, "task-1")
@@ -108,7 +125,7 @@ async def test_a_submitted_job_cannot_be_submitted_again(store: Store) -> None:
 async def test_a_finished_job_forgets_its_interaction_token(store: Store) -> None:
     reply = ReplyTarget(application_id=7, token="secret-token", created_at=1.0, attachment_limit=9)
     job = await store.reserve(replace(_job(), reply=reply), limit=2)
-    assert job is not None and job.reply == reply
+    assert isinstance(job, Job) and job.reply == reply
     assert "secret-token" not in repr(job)
     await store.refund(job.id, "failed")
     found = await store.get_job(job.id)
@@ -139,7 +156,7 @@ async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
             JobState.SUBMITTED,
             None,
         )
-        assert await store.units_used(1, "2026-11-27") == 2
+        assert await _used(store, "2026-11-27", guild_id=2) == 2
     finally:
         await store.close()
 
@@ -151,8 +168,88 @@ async def test_two_connections_writing_at_once_wait_instead_of_failing(tmp_path:
         results = await asyncio.gather(
             *(s.reserve(_job(units=1), limit=30) for s in (first, second) for _ in range(20))
         )
-        assert sum(r is not None for r in results) == 30
-        assert await first.units_used(1, "2026-11-27") == 30
+        assert sum(isinstance(r, Job) for r in results) == 30
+        assert await _used(first, "2026-11-27") == 30
     finally:
         await first.close()
         await second.close()
+
+
+# --- per-server policy ------------------------------------------------------------------------
+
+
+def _in(guild_id: int | None, user_id: int = 1, units: int = 1) -> NewJob:
+    return NewJob(user_id, guild_id, 20, "2026-11-27", units, "a prompt", "1:1", "1K")
+
+
+async def test_quota_is_counted_per_server(store: Store) -> None:
+    assert isinstance(await store.reserve(_in(10), limit=1), Job)
+    assert await store.reserve(_in(10), limit=1) is Refusal.QUOTA
+    assert isinstance(await store.reserve(_in(11), limit=1), Job), "another server"
+    assert isinstance(await store.reserve(_in(None), limit=1), Job), "direct messages"
+
+
+async def test_the_server_budget_stops_everyone_once_spent(store: Store) -> None:
+    assert isinstance(await store.reserve(_in(10, user_id=1, units=2), limit=5, budget=3), Job)
+    assert await store.reserve(_in(10, user_id=2, units=2), limit=5, budget=3) is Refusal.BUDGET
+    assert isinstance(await store.reserve(_in(10, user_id=2, units=1), limit=5, budget=3), Job)
+    assert await store.reserve(_in(10, user_id=3), limit=5, budget=3) is Refusal.BUDGET
+    assert isinstance(await store.reserve(_in(11, user_id=3), limit=5, budget=3), Job)
+    assert await store.server_units(10, "2026-11-27") == 3
+
+
+async def test_simultaneous_members_never_overspend_the_server_budget(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.reserve(_in(10, user_id=u), limit=5, budget=7) for u in range(20))
+    )
+    assert sum(isinstance(r, Job) for r in results) == 7
+    assert await store.server_units(10, "2026-11-27") == 7
+
+
+async def test_a_grant_adds_to_todays_limit_and_a_reset_clears_usage(store: Store) -> None:
+    day = "2026-11-27"
+    assert isinstance(await store.reserve(_in(10), limit=1), Job)
+    assert await store.reserve(_in(10), limit=1) is Refusal.QUOTA
+    await store.add_quota_adjustment(10, 1, day, "grant", 2, actor=99)
+    assert await store.usage(1, 10, day) == Usage(used=1, granted=2)
+    assert isinstance(await store.reserve(_in(10, units=2), limit=1), Job)
+    assert await store.reserve(_in(10), limit=1) is Refusal.QUOTA
+    await store.add_quota_adjustment(10, 1, day, "reset", 0, actor=99)
+    assert await store.usage(1, 10, day) == Usage(used=0, granted=2)
+    assert await store.usage(1, 11, day) == Usage(used=0, granted=0), "another server"
+
+
+async def test_policy_of_one_server_never_touches_another(store: Store) -> None:
+    await store.set_policy_value(10, "daily_quota", 3)
+    await store.set_policy_value(10, "daily_budget", 50)
+    await store.set_role_quota(10, 555, 8)
+    assert await store.server_policy(10) == ServerPolicy(
+        daily_quota=3, role_quotas={555: 8}, daily_budget=50
+    )
+    assert await store.server_policy(11) == ServerPolicy()
+    assert await store.set_role_quota(10, 555, None)
+    assert not await store.set_role_quota(10, 555, None)
+    await store.set_policy_value(10, "daily_quota", None)
+    assert await store.server_policy(10) == ServerPolicy(daily_budget=50)
+    with pytest.raises(ValueError):
+        await store.set_policy_value(10, "prompt; DROP TABLE jobs", 1)
+
+
+async def test_daily_totals_and_top_members(store: Store) -> None:
+    delivered = await store.reserve(_in(10, user_id=1, units=2), limit=9)
+    failed = await store.reserve(_in(10, user_id=2), limit=9)
+    await store.reserve(_in(10, user_id=2), limit=9)  # still open: charged, not finished
+    await store.reserve(_in(11, user_id=3), limit=9)  # another server
+    assert isinstance(delivered, Job) and isinstance(failed, Job)
+    await store.begin_submit(delivered.id)
+    await store.mark_submitted(delivered.id, "t")
+    await store.begin_delivery(delivered.id)
+    await store.mark_delivered(delivered.id, "reply")
+    await store.refund(failed.id, "generation_failed")
+    assert await store.daily_totals(10, "2026-11-21") == [
+        DayTotals("2026-11-27", delivered=1, failed=1, units=3)
+    ]
+    assert await store.top_members(10, "2026-11-21", 5) == [
+        MemberTotals(1, delivered=1, units=2),
+        MemberTotals(2, delivered=0, units=1),
+    ]

@@ -1,4 +1,4 @@
-"""In-process fake of kie.ai's Flux-2 job API, for tests.
+"""In-process fake of kie.ai's Flux-2 job API and its file upload host, for tests.
 
 This module owns the fake service and nothing of the bot: an aiohttp server on 127.0.0.1 that
 answers ``createTask``, ``recordInfo``, ``common/download-url`` and ``chat/credit`` the way
@@ -6,6 +6,16 @@ answers ``createTask``, ``recordInfo``, ``common/download-url`` and ``chat/credi
 scripted lifecycle, sends (optionally signed) callbacks, injects faults, enforces the documented
 rate limits (counting every request over them as a violation) and records every request that
 crossed the wire so tests can assert on it.
+
+The same server also plays the upload host (``https://kieai.redpandaai.co`` in production; the
+bot gets a separate base URL for it, which tests point here): ``POST /api/file-url-upload``,
+``/api/file-stream-upload`` and ``/api/file-base64-upload``, as docs.kie.ai's File Upload API
+pages describe them (2025/26; request fields ``fileUrl`` / multipart ``file`` / ``base64Data``,
+plus ``uploadPath`` and optional ``fileName``). A success answers ``{"success": true, "code":
+200, "msg": "File uploaded successfully", "data": {"fileName", "filePath", "downloadUrl",
+"fileSize", "mimeType", "uploadedAt"}}``; ``downloadUrl`` is served here under ``/tempfile/``.
+Image-to-image tasks download their ``input_urls`` when created, as the real service must.
+Outgoing downloads are recorded in ``fetches``, stored files in ``uploads``.
 
 Choices where the docs are silent or ambiguous (see ``FakeKie`` for the knobs):
 
@@ -16,15 +26,48 @@ Choices where the docs are silent or ambiguous (see ``FakeKie`` for the knobs):
   receipt), so an admitted create that then fails validation or credits still used its slot.
 - Credits are charged when a task is created and never refunded.
 - Pro models cost 5/7 credits (1K/2K), flex models 14/24, as the third-party lists in the notes.
+
+Upload host (the docs list HTTP 400, 401 and 500 answers but show no error body):
+
+- Errors answer with the HTTP status equal to ``code`` and the success envelope's shape,
+  ``{"success": false, "code": 400|401|500, "msg": ..., "data": null}``;
+  ``upload_errors_use_http_status = False`` answers them with HTTP 200 instead.
+- ``uploadPath`` is required (every documented example sends it; "." / ".." / empty segments are
+  refused). Without ``fileName`` the name comes from the URL's last path segment (documented for
+  URL uploads), the multipart part's filename, or is random. The same ``filePath`` overwrites the
+  earlier file (documented), so two uploads of Discord's ``image.png`` into one ``uploadPath``
+  collide, as they would for real.
+- Any file type is accepted ("images, videos, documents"); ``mimeType`` is sniffed from the
+  bytes, else taken from the declared type. ``upload_images_only = True`` refuses non-images
+  with 400 instead. A ``fileUrl`` that cannot be downloaded (connection error, non-200 answer,
+  over the 30 s documented download timeout) is refused with 400.
+- Size: the docs only *recommend* at most 100MB; the fake enforces 100,000,000 bytes
+  (``upload_max_bytes``) per file, with 400. Stored files expire after 3 days (``upload_ttl``;
+  docs.kie.ai says 3 days, an older mirror also says 24 hours somewhere).
+
+Image-to-image inputs (the docs do not say when a bad input is noticed):
+
+- Each of ``input_urls`` is downloaded when the task is created, concurrently, after the rate
+  limiter admitted the request (so a refused create still used its slot) and after the body
+  passed validation. It must answer 200 and be a JPEG, PNG or WebP (magic bytes) of at most
+  10,000,000 bytes ("at most 10 MB each", read as decimal megabytes, the stricter reading).
+- A bad input refuses the create with code 422 and nothing charged (``input_rejection =
+  "create"``, the default); ``input_rejection = "task"`` instead creates (and charges) the task
+  and lets it end in ``fail`` with failCode "422" and the reason as failMsg.
+- An image-to-image task whose script keeps the default image produces ``I2I_RESULT_PNG``
+  (orange instead of blue), so tests can tell which model made a delivered file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import collections
 import contextlib
 import copy
+import dataclasses
+import datetime
 import hashlib
 import hmac
 import itertools
@@ -36,10 +79,11 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeGuard
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiDictProxy
 from yarl import URL
 
 # --- the documented contract -------------------------------------------------------------------
@@ -51,6 +95,15 @@ PROMPT_MIN: Final = 3
 PROMPT_MAX: Final = 5000
 INPUT_URLS_MAX: Final = 8
 FRESH_URL_TTL: Final = 20 * 60.0  # download-url links are documented as valid for 20 minutes
+INPUT_IMAGE_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/webp"})
+INPUT_IMAGE_MAX_BYTES: Final = 10_000_000  # "at most 10 MB each" (decimal: the stricter reading)
+# The upload host's documented numbers: "recommended maximum file size is 100MB", "download
+# timeout is 30 seconds", files "automatically deleted after 3 days".
+UPLOAD_MAX_BYTES: Final = 100_000_000
+UPLOAD_FETCH_TIMEOUT: Final = 30.0
+UPLOAD_TTL: Final = 3 * 24 * 3600.0
+# aiohttp refuses bodies over 1 MiB by default; a base64 upload of the largest file is 4/3 of it.
+_BODY_LIMIT: Final = 2 * UPLOAD_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -88,9 +141,31 @@ DEFAULT_MESSAGES: Final[Mapping[int, str]] = MappingProxyType(
     }
 )
 
+UPLOAD_MESSAGES: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        200: "File uploaded successfully",
+        400: "Request parameter error",
+        401: "Unauthorized access",
+        500: "Internal server error",
+    }
+)
+
 _EXTENSIONS: Final[Mapping[str, str]] = MappingProxyType(
     {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 )
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The image MIME type the magic bytes announce, or None for anything else."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
 
 
 def make_png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (40, 120, 220)) -> bytes:
@@ -111,6 +186,7 @@ def make_png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (40, 1
 
 
 TINY_PNG: Final = make_png()
+I2I_RESULT_PNG: Final = make_png(rgb=(230, 120, 30))  # what image-to-image tasks produce
 
 
 # --- scripting and recording ---------------------------------------------------------------------
@@ -181,6 +257,34 @@ class RecordedCall:
     status: int  # HTTP status answered; 0 when the connection was dropped
     code: int | None  # envelope code answered, if any
     at: float  # loop.time() at receipt
+    # multipart/form-data bodies: text fields as str, files as {"filename", "content_type"}
+    form: dict[str, Any] | None = None
+
+
+@dataclass
+class FetchRecord:
+    """One download the fake made itself (a ``fileUrl`` or an image-to-image input)."""
+
+    url: str
+    purpose: Literal["upload", "input"]
+    status: int = 0  # HTTP status the source answered; 0 when it never answered
+    size: int = 0  # bytes received
+    error: str = ""  # why the file was refused; empty when it was usable
+
+
+@dataclass
+class FakeUpload:
+    """One file stored by the upload host."""
+
+    source: str  # the fileUrl, "stream" or "base64"
+    data: bytes
+    upload_path: str
+    file_name: str
+    file_path: str  # upload_path/file_name; a later upload to the same path replaces this one
+    mime_type: str
+    download_url: str
+    uploaded_at: float  # loop clock
+    expires_at: float  # loop clock
 
 
 @dataclass
@@ -195,6 +299,12 @@ class FakeTask:
     body: dict[str, Any]  # the createTask request body as received
     cost: int
     result_urls: list[str]
+    # The downloaded input_urls, in order (image-to-image tasks whose inputs were all usable).
+    input_images: list[bytes] = field(default_factory=list)
+
+    @property
+    def input_urls(self) -> list[str]:
+        return list(self.input.get("input_urls") or [])
 
     def state_at(self, now: float) -> str:
         return self.script.states[self.script.state_index(now - self.created_at)]
@@ -241,8 +351,13 @@ class _Rejection:
     msg: str
 
 
+class _FetchFailed(Exception):
+    """A file the fake was asked to download could not be downloaded."""
+
+
 _CALL: Final = web.RequestKey("kie_call", RecordedCall)
 _DROPPED: Final = web.RequestKey("kie_dropped", bool)
+_FORM: Final = web.RequestKey("kie_form", MultiDictProxy[Any])
 
 
 # --- the fake service ----------------------------------------------------------------------------
@@ -276,6 +391,14 @@ class FakeKie:
         self.webhook_hmac_key: str | None = None
         self.callback_timeout = 5.0  # read by start(); a slow receiver delays stop() this long
         self.default_script = TaskScript()
+        # Image-to-image inputs and the upload host; see the module docstring.
+        self.input_rejection: Literal["create", "task"] = "create"
+        self.input_image_max_bytes = INPUT_IMAGE_MAX_BYTES
+        self.upload_max_bytes = UPLOAD_MAX_BYTES
+        self.upload_images_only = False
+        self.upload_errors_use_http_status = True
+        self.upload_ttl = UPLOAD_TTL
+        self.fetch_timeout = UPLOAD_FETCH_TIMEOUT
 
         self.base_url = ""
         self.calls: list[RecordedCall] = []
@@ -284,10 +407,16 @@ class FakeKie:
         self.callbacks_sent: list[tuple[str, int]] = []
         self.submit_violations = 0
         self.query_violations = 0
+        self.uploads: list[FakeUpload] = []  # every stored file, overwritten ones included
+        self.fetches: list[FetchRecord] = []
 
         self._scripts: collections.deque[TaskScript] = collections.deque()
         self._create_faults: collections.deque[CreateFault] = collections.deque()
         self._query_faults: collections.deque[CreateFault] = collections.deque()
+        self._upload_faults: collections.deque[CreateFault] = collections.deque()
+        self._stored: dict[str, FakeUpload] = {}  # file_path -> the latest upload there
+        # Stands for the per-account "xxx" directory of documented download URLs.
+        self._account_dir = hashlib.sha256(api_key.encode()).hexdigest()[:12]
         self._submit_times: collections.deque[float] = collections.deque()
         self._query_times: collections.deque[float] = collections.deque()
         self._fresh_links: dict[str, tuple[str, int, float]] = {}  # token -> task, n, expiry
@@ -302,12 +431,16 @@ class FakeKie:
 
     async def start(self) -> None:
         self._stopping = asyncio.Event()
-        app = web.Application(middlewares=[self._record])
+        app = web.Application(middlewares=[self._record], client_max_size=_BODY_LIMIT)
         app.router.add_post("/api/v1/jobs/createTask", self._handle_create)
         app.router.add_get("/api/v1/jobs/recordInfo", self._handle_record_info)
         app.router.add_post("/api/v1/common/download-url", self._handle_download_url)
         app.router.add_get("/api/v1/chat/credit", self._handle_credit)
         app.router.add_get("/files/{task_id}/{name}", self._handle_file)
+        app.router.add_post("/api/file-url-upload", self._handle_url_upload)
+        app.router.add_post("/api/file-stream-upload", self._handle_stream_upload)
+        app.router.add_post("/api/file-base64-upload", self._handle_base64_upload)
+        app.router.add_get("/tempfile/{account}/{file_path:.+}", self._handle_uploaded_file)
         # Short shutdown: a delayed or dropped request must not hold stop() for a minute.
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
@@ -355,6 +488,22 @@ class FakeKie:
     def fail_query_next(self, *faults: CreateFault) -> None:
         self._query_faults.extend(faults)
 
+    def fail_upload_next(self, *faults: CreateFault) -> None:
+        """Faults for the next upload calls (any of the three). An envelope fault answers with
+        the upload host's envelope; its HTTP status follows ``upload_errors_use_http_status``
+        unless the fault sets a non-200 ``http_status``."""
+        self._upload_faults.extend(faults)
+
+    @property
+    def upload_base_url(self) -> str:
+        """Where the bot's upload host setting should point: the fake serves both."""
+        return self.base_url
+
+    def stored_file(self, download_url: str) -> FakeUpload | None:
+        """The upload a ``downloadUrl`` currently serves, if any."""
+        url = str(URL(download_url).with_query(None))
+        return next((up for up in self._stored.values() if up.download_url == url), None)
+
     @property
     def violations(self) -> int:
         return self.submit_violations + self.query_violations
@@ -381,25 +530,29 @@ class FakeKie:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Record every request, including the ones a fault or the limiter answered."""
-        at = _now()
-        raw = await request.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
         call = RecordedCall(
             method=request.method,
             path=request.path,
             query=dict(request.query),
             headers={key.lower(): value for key, value in request.headers.items()},
-            json=parsed,
+            json=None,
             status=0,
             code=None,
-            at=at,
+            at=_now(),
         )
         self.calls.append(call)
         request[_CALL] = call
         try:
+            if request.content_type == "multipart/form-data":
+                # Parsed here because the body can be read only once.
+                with contextlib.suppress(ValueError):  # malformed: the handler refuses it
+                    form = await request.post()
+                    request[_FORM] = form
+                    call.form = _describe_form(form)
+            else:
+                raw = await request.read()
+                with contextlib.suppress(ValueError):
+                    call.json = json.loads(raw) if raw else None
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:
             call.status = exc.status
@@ -508,15 +661,58 @@ class FakeKie:
         rejection = validate_create_body(body)
         if rejection is not None:
             return rejection
-        cost = MODELS[body["model"]].cost(body["input"]["resolution"])
+        spec = MODELS[body["model"]]
+        inputs: list[bytes] | str = []
+        if spec.image_to_image:
+            inputs = await self._fetch_inputs(body["input"]["input_urls"])
+            if isinstance(inputs, str) and self.input_rejection == "create":
+                return _Rejection(422, inputs)
+        cost = spec.cost(body["input"]["resolution"])
         if self.credits < cost:
             return _Rejection(402, DEFAULT_MESSAGES[402])
         self.credits -= cost
-        return self._new_task(body, cost)
+        if isinstance(inputs, str):
+            return self._new_task(body, cost, input_failure=inputs)
+        return self._new_task(body, cost, input_images=inputs)
 
-    def _new_task(self, body: dict[str, Any], cost: int) -> FakeTask:
+    async def _fetch_inputs(self, urls: list[str]) -> list[bytes] | str:
+        """The input images, or why the service would refuse them."""
+        results = await asyncio.gather(*(self._fetch_input(url) for url in urls))
+        for index, result in enumerate(results):
+            if isinstance(result, str):
+                return f"input_urls[{index}] {result}"
+        return [result for result in results if isinstance(result, bytes)]
+
+    async def _fetch_input(self, url: str) -> bytes | str:
+        record = FetchRecord(url=url, purpose="input")
+        try:
+            data, _ = await self._fetch(record, self.input_image_max_bytes)
+        except _FetchFailed as exc:
+            return f"could not be downloaded: {exc}"
+        if sniff_image(data) not in INPUT_IMAGE_TYPES:
+            record.error = "not a JPEG, PNG or WebP image"
+            return f"is {record.error}"
+        return data
+
+    def _new_task(
+        self,
+        body: dict[str, Any],
+        cost: int,
+        *,
+        input_images: list[bytes] | None = None,
+        input_failure: str | None = None,
+    ) -> FakeTask:
         # Snapshot the default so later edits by a test do not rewrite running tasks.
         script = self._scripts.popleft() if self._scripts else copy.deepcopy(self.default_script)
+        if MODELS[body["model"]].image_to_image and script.image == TINY_PNG:
+            script = dataclasses.replace(script, image=I2I_RESULT_PNG)
+        if input_failure is not None:
+            script = dataclasses.replace(
+                script,
+                states=[*script.states[:-1], "fail"],
+                fail_code="422",
+                fail_msg=input_failure,
+            )
         create_time_ms = int(time.time() * 1000)
         task_id = f"task_flux-2_{create_time_ms}{next(self._sequence):04d}"
         ext = _EXTENSIONS.get(script.content_type.split(";")[0].strip(), "bin")
@@ -533,6 +729,7 @@ class FakeKie:
             result_urls=[
                 f"{self.base_url}/files/{task_id}/{n}.{ext}" for n in range(script.result_url_count)
             ],
+            input_images=input_images or [],
         )
         self.tasks[task_id] = task
         self._task_created.set()
@@ -687,6 +884,198 @@ class FakeKie:
         credits = self.credits
         return self._reply(request, 200, int(credits) if float(credits).is_integer() else credits)
 
+    # -- outgoing downloads --
+
+    async def _fetch(self, record: FetchRecord, limit: int) -> tuple[bytes, str]:
+        """GET ``record.url`` as the real service would: the body and its declared type.
+
+        Records the attempt in ``fetches``; _FetchFailed says why the file is unusable.
+        """
+        self.fetches.append(record)
+        try:
+            return await self._download(record, limit)
+        except _FetchFailed as exc:
+            record.error = str(exc)
+            raise
+
+    async def _download(self, record: FetchRecord, limit: int) -> tuple[bytes, str]:
+        assert self._session is not None
+        timeout = aiohttp.ClientTimeout(total=self.fetch_timeout)
+        too_large = f"the file is larger than {limit} bytes"
+        try:
+            async with self._session.get(record.url, timeout=timeout) as response:
+                record.status = response.status
+                if response.status != 200:
+                    raise _FetchFailed(f"the server answered HTTP {response.status}")
+                if (response.content_length or 0) > limit:
+                    raise _FetchFailed(too_large)
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    data.extend(chunk)
+                    record.size = len(data)
+                    if len(data) > limit:
+                        raise _FetchFailed(too_large)
+                return bytes(data), response.headers.get("Content-Type", "")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _FetchFailed(f"the download failed ({type(exc).__name__})") from None
+
+    # -- the upload host --
+
+    def _upload_reply(
+        self, request: web.Request, code: int, data: Any = None, msg: str = "", status: int = 200
+    ) -> web.Response:
+        request[_CALL].code = code
+        if status == 200 and code != 200 and self.upload_errors_use_http_status:
+            status = code if 400 <= code <= 599 else 500
+        body = {
+            "success": code == 200,
+            "code": code,
+            "msg": msg or UPLOAD_MESSAGES.get(code, DEFAULT_MESSAGES.get(code, "error")),
+            "data": data,
+        }
+        return web.json_response(body, status=status)
+
+    async def _upload_preamble(self, request: web.Request) -> web.StreamResponse | None:
+        """Injected faults, then auth; None when the upload may go ahead."""
+        if self._upload_faults:
+            fault = self._upload_faults.popleft()
+            if fault.body is not None or fault.drop_connection:
+                return await self._answer_fault(request, fault)
+            await self._pause(fault.delay)
+            if not self._is_pure_delay(fault):
+                return self._upload_reply(
+                    request, fault.code, msg=fault.msg, status=fault.http_status
+                )
+        if not self._authorized(request):
+            return self._upload_reply(request, 401)
+        return None
+
+    async def _handle_url_upload(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self._upload_preamble(request)) is not None:
+            return early
+        body = request[_CALL].json
+        if not isinstance(body, dict):
+            return self._upload_reply(request, 400, msg="Request body must be a JSON object")
+        file_url = body.get("fileUrl")
+        if not isinstance(file_url, str) or not _is_http_url(file_url):
+            return self._upload_reply(request, 400, msg="fileUrl must be an http(s) URL")
+        target = _upload_target(body.get("uploadPath"), body.get("fileName"))
+        if isinstance(target, _Rejection):
+            return self._upload_reply(request, target.code, msg=target.msg)
+        upload_path, file_name = target
+        record = FetchRecord(url=file_url, purpose="upload")
+        try:
+            data, declared = await self._fetch(record, self.upload_max_bytes)
+        except _FetchFailed as exc:
+            return self._upload_reply(request, 400, msg=f"Failed to download file: {exc}")
+        if not file_name and _valid_file_name(URL(file_url).name):
+            file_name = URL(file_url).name  # documented: "extracts filenames from URLs"
+        return self._store(request, file_url, data, declared, upload_path, file_name)
+
+    async def _handle_stream_upload(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self._upload_preamble(request)) is not None:
+            return early
+        form = request.get(_FORM)
+        if form is None:
+            return self._upload_reply(request, 400, msg="Body must be multipart/form-data")
+        part = form.get("file")
+        original = ""
+        if isinstance(part, web.FileField):
+            data = await asyncio.to_thread(part.file.read)  # may be spooled to disk
+            declared, original = part.content_type, part.filename or ""
+        elif isinstance(part, bytes | bytearray):
+            data, declared = bytes(part), ""
+        else:
+            return self._upload_reply(request, 400, msg="file is required")
+        target = _upload_target(form.get("uploadPath"), form.get("fileName"))
+        if isinstance(target, _Rejection):
+            return self._upload_reply(request, target.code, msg=target.msg)
+        upload_path, file_name = target
+        if not file_name and _valid_file_name(original):
+            file_name = original
+        return self._store(request, "stream", data, declared, upload_path, file_name)
+
+    async def _handle_base64_upload(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self._upload_preamble(request)) is not None:
+            return early
+        body = request[_CALL].json
+        if not isinstance(body, dict):
+            return self._upload_reply(request, 400, msg="Request body must be a JSON object")
+        encoded = body.get("base64Data")
+        if not isinstance(encoded, str) or not encoded:
+            return self._upload_reply(request, 400, msg="base64Data is required")
+        declared = ""
+        if encoded.startswith("data:"):  # documented: a data URL works too
+            header, _, encoded = encoded.partition(",")
+            declared = header.removeprefix("data:").split(";")[0]
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            return self._upload_reply(request, 400, msg="base64Data is not valid Base64")
+        target = _upload_target(body.get("uploadPath"), body.get("fileName"))
+        if isinstance(target, _Rejection):
+            return self._upload_reply(request, target.code, msg=target.msg)
+        return self._store(request, "base64", data, declared, *target)
+
+    def _store(
+        self,
+        request: web.Request,
+        source: str,
+        data: bytes,
+        declared_type: str,
+        upload_path: str,
+        file_name: str,
+    ) -> web.Response:
+        if not data:
+            return self._upload_reply(request, 400, msg="The file is empty")
+        if len(data) > self.upload_max_bytes:
+            return self._upload_reply(
+                request, 400, msg=f"File size exceeds the limit of {self.upload_max_bytes} bytes"
+            )
+        declared = declared_type.split(";")[0].strip().lower()
+        mime_type = sniff_image(data) or declared or "application/octet-stream"
+        if self.upload_images_only and not mime_type.startswith("image/"):
+            return self._upload_reply(request, 400, msg="Only image files are accepted")
+        if not file_name:  # documented: "a random file name will be automatically generated"
+            file_name = f"{secrets.token_hex(8)}.{_EXTENSIONS.get(mime_type, 'bin')}"
+        file_path = f"{upload_path}/{file_name}"
+        now = _now()
+        upload = FakeUpload(
+            source=source,
+            data=data,
+            upload_path=upload_path,
+            file_name=file_name,
+            file_path=file_path,
+            mime_type=mime_type,
+            download_url=str(
+                URL(self.base_url).joinpath("tempfile", self._account_dir, *file_path.split("/"))
+            ),
+            uploaded_at=now,
+            expires_at=now + self.upload_ttl,
+        )
+        self.uploads.append(upload)
+        self._stored[file_path] = upload
+        uploaded_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        data_out = {
+            "fileName": file_name,
+            "filePath": file_path,
+            "downloadUrl": upload.download_url,
+            "fileSize": len(data),
+            "mimeType": mime_type,
+            "uploadedAt": uploaded_at.replace("+00:00", "Z"),
+        }
+        return self._upload_reply(request, 200, data_out)
+
+    async def _handle_uploaded_file(self, request: web.Request) -> web.Response:
+        upload = self._stored.get(request.match_info["file_path"])
+        if (
+            request.match_info["account"] != self._account_dir
+            or upload is None
+            or upload.expires_at < _now()
+        ):
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=upload.data, headers={"Content-Type": upload.mime_type})
+
 
 # --- validation ----------------------------------------------------------------------------------
 
@@ -699,6 +1088,42 @@ def _is_http_url(value: object) -> bool:
     except ValueError:
         return False
     return url.scheme in ("http", "https") and bool(url.host)
+
+
+def _valid_file_name(name: object) -> TypeGuard[str]:
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\")
+    )
+
+
+def _upload_target(upload_path: object, file_name: object) -> tuple[str, str] | _Rejection:
+    """The normalised (uploadPath, fileName) of an upload; fileName "" when not given."""
+    if not isinstance(upload_path, str) or not upload_path.strip("/"):
+        return _Rejection(400, "uploadPath is required")
+    segments = upload_path.strip("/").split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        return _Rejection(400, "uploadPath is not a valid path")
+    if file_name is None or file_name == "":
+        return "/".join(segments), ""
+    if not _valid_file_name(file_name):
+        return _Rejection(400, "fileName is not a valid file name")
+    return "/".join(segments), file_name
+
+
+def _describe_form(form: MultiDictProxy[Any]) -> dict[str, Any]:
+    """A multipart body as RecordedCall.form shows it (files by name and type, not bytes)."""
+    described: dict[str, Any] = {}
+    for name, value in form.items():
+        if isinstance(value, web.FileField):
+            described[name] = {"filename": value.filename, "content_type": value.content_type}
+        elif isinstance(value, bytes | bytearray):
+            described[name] = {"filename": None, "content_type": None}
+        else:
+            described[name] = value
+    return described
 
 
 def validate_create_body(body: Any) -> _Rejection | None:

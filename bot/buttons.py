@@ -1,0 +1,62 @@
+"""The buttons under every result: Re-roll, Vary and Delete.
+
+Each button's custom id names its action and the job id (`imagine:vary:42`), and the bot
+registers `ResultButton` as a dynamic item matching that pattern, so a button keeps working
+after any restart without the bot remembering a view per message. A press is handed on as the
+`result_button` event; `cogs/results.py` listens for it and decides what the press does.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+import discord
+
+CUSTOM_ID = re.compile(r"imagine:(?P<action>reroll|vary|delete):(?P<job_id>[0-9]{1,19})")
+
+
+class ResultAction(enum.StrEnum):
+    REROLL = "reroll"
+    VARY = "vary"
+    DELETE = "delete"
+
+
+_LOOKS = {
+    ResultAction.REROLL: ("Re-roll", "🎲", discord.ButtonStyle.primary),
+    ResultAction.VARY: ("Vary", "🔀", discord.ButtonStyle.secondary),
+    ResultAction.DELETE: ("Delete", "🗑️", discord.ButtonStyle.danger),
+}
+
+
+class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID.pattern):
+    def __init__(self, action: ResultAction, job_id: int) -> None:
+        label, emoji, style = _LOOKS[action]
+        super().__init__(
+            discord.ui.Button(
+                label=label, emoji=emoji, style=style, custom_id=f"imagine:{action}:{job_id}"
+            )
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> ResultButton:
+        return cls(ResultAction(match["action"]), int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction.client.dispatch("result_button", interaction, self.action, self.job_id)
+
+
+def result_view(job_id: int) -> discord.ui.View:
+    """The buttons for one result. Only dynamic items: discord.py keeps no state per message."""
+    view = discord.ui.View(timeout=None)
+    for action in ResultAction:
+        view.add_item(ResultButton(action, job_id))
+    return view

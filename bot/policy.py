@@ -1,0 +1,95 @@
+"""Per-server policy that admins set: quotas, role quotas, grants and resets, the daily budget,
+and how many jobs may run at once.
+
+Every change is written to the server's moderation log with who made it, so `/server settings`
+can show it back; settings are keyed by server, so one server's never touch another's.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from bot.quota import QuotaBook, QuotaStatus
+from bot.store import LogEntry, ServerPolicy, Store
+
+MAX_UNITS = 10_000  # a sane ceiling for any quota, grant or budget an admin types
+MAX_RUNNING = 100  # kie.ai runs "about 100+" tasks at once per account
+
+
+class Setting(enum.StrEnum):
+    """The one-number settings, named as the store's columns."""
+
+    DAILY_QUOTA = "daily_quota"
+    DAILY_BUDGET = "daily_budget"
+    MAX_RUNNING_PER_MEMBER = "max_running_per_member"
+    MAX_RUNNING = "max_running"
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """Everything `/server settings` shows."""
+
+    policy: ServerPolicy
+    default_quota: int  # the bot's, where the server set none
+    run_limits: tuple[int | None, int | None]  # effective (per member, per server); None: none
+    allowed_channels: list[int]
+    audit_channel: int | None
+    blocked_terms: int
+    recent_changes: list[LogEntry]
+
+
+class ServerAdmin:
+    def __init__(self, store: Store, quota: QuotaBook) -> None:
+        self._store = store
+        self._quota = quota
+
+    async def set_value(
+        self, guild_id: int, setting: Setting, value: int | None, actor: int
+    ) -> None:
+        """Set one number (None: back to the bot's default, or no budget)."""
+        await self._store.set_policy_value(guild_id, setting.value, value)
+        shown = "default" if value is None else str(value)
+        await self._store.log_moderation(guild_id, actor, setting.value, shown, actor)
+
+    async def set_role_quota(
+        self, guild_id: int, role_id: int, units: int | None, actor: int
+    ) -> bool:
+        changed = await self._store.set_role_quota(guild_id, role_id, units)
+        if changed:
+            shown = f"<@&{role_id}>: {'removed' if units is None else units}"
+            await self._store.log_moderation(guild_id, actor, "role_quota", shown, actor)
+        return changed
+
+    async def grant(
+        self, guild_id: int, user_id: int, role_ids: tuple[int, ...], units: int, actor: int
+    ) -> QuotaStatus:
+        """Extra units for today only, on top of the member's limit."""
+        await self._store.add_quota_adjustment(
+            guild_id, user_id, self._quota.today(), "grant", units, actor
+        )
+        await self._store.log_moderation(guild_id, user_id, "grant", f"+{units}", actor)
+        return await self._quota.member_status(user_id, guild_id, role_ids)
+
+    async def reset(
+        self, guild_id: int, user_id: int, role_ids: tuple[int, ...], actor: int
+    ) -> QuotaStatus:
+        """Forget what the member used today (refunds nothing: the images stay made)."""
+        await self._store.add_quota_adjustment(
+            guild_id, user_id, self._quota.today(), "reset", 0, actor
+        )
+        await self._store.log_moderation(guild_id, user_id, "reset", "usage reset", actor)
+        return await self._quota.member_status(user_id, guild_id, role_ids)
+
+    async def view(
+        self, guild_id: int, run_limits: tuple[int | None, int | None], changes: int = 8
+    ) -> PolicyView:
+        return PolicyView(
+            policy=await self._store.server_policy(guild_id),
+            default_quota=self._quota.daily_limit,
+            run_limits=run_limits,
+            allowed_channels=await self._store.allowed_channels(guild_id),
+            audit_channel=await self._store.audit_channel(guild_id),
+            blocked_terms=len(await self._store.blocked_terms(guild_id)),
+            recent_changes=await self._store.admin_changes(guild_id, changes),
+        )

@@ -1,0 +1,122 @@
+"""Texts and embeds of the `/server` admin commands, as pure functions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import discord
+
+from bot.credits import Balance
+from bot.messages import COLOUR_WORKING, safe_prompt, timestamp, units
+from bot.policy import PolicyView
+from bot.quota import QuotaStatus
+from bot.store import DayTotals, MemberTotals
+
+_CHANGE_NAMES = {
+    "daily_quota": "daily quota",
+    "daily_budget": "daily budget",
+    "max_running_per_member": "running jobs per member",
+    "max_running": "running jobs in the server",
+    "role_quota": "role quota",
+    "grant": "grant",
+    "reset": "quota reset",
+    "term_added": "blocked term",
+    "term_removed": "unblocked term",
+    "banned": "ban",
+    "unbanned": "unban",
+    "audit_channel": "audit channel",
+    "channel_allowed": "channel allowed",
+    "channel_disallowed": "channel removed",
+}
+
+
+def _limit(value: int | None) -> str:
+    return "no limit" if value is None else str(value)
+
+
+def settings_embed(view: PolicyView) -> discord.Embed:
+    policy = view.policy
+    embed = discord.Embed(title="⚙️ Image bot settings for this server", colour=COLOUR_WORKING)
+    quota = (
+        units(policy.daily_quota)
+        if policy.daily_quota is not None
+        else f"{units(view.default_quota)} (the bot's default)"
+    )
+    embed.add_field(name="Daily quota per member", value=quota)
+    roles = ", ".join(
+        f"<@&{role}>: {units(n)}"
+        for role, n in sorted(policy.role_quotas.items(), key=lambda item: -item[1])
+    )
+    embed.add_field(name="Role quotas (highest applies)", value=roles or "none")
+    budget = units(policy.daily_budget) if policy.daily_budget is not None else "none"
+    embed.add_field(name="Server budget per day", value=budget)
+    per_member, per_server = view.run_limits
+    embed.add_field(
+        name="Running at once",
+        value=f"{_limit(per_member)} per member · {_limit(per_server)} in the server",
+    )
+    channels = ", ".join(f"<#{c}>" for c in view.allowed_channels) or "every channel"
+    embed.add_field(name="/imagine works in", value=channels)
+    audit = f"<#{view.audit_channel}>" if view.audit_channel else "off"
+    embed.add_field(name="Audit log", value=audit)
+    embed.add_field(name="Blocked terms", value=str(view.blocked_terms))
+    if view.recent_changes:
+        lines = [
+            f"{timestamp(entry.at)} <@{entry.actor_id}> · "
+            f"{_CHANGE_NAMES.get(entry.kind, entry.kind)}"
+            + (f" <@{entry.user_id}>" if entry.user_id != entry.actor_id else "")
+            + (f": {safe_prompt(entry.detail, 80)}" if entry.detail else "")
+            for entry in view.recent_changes
+        ]
+        embed.add_field(name="Latest changes", value="\n".join(lines)[:1024], inline=False)
+    return embed
+
+
+def member_quota_line(user_id: int, status: QuotaStatus) -> str:
+    return (
+        f"<@{user_id}> has now used {status.used} of {units(status.limit)} today "
+        f"({status.remaining} left, resets {timestamp(status.resets_at)})."
+    )
+
+
+def credits_text(balance: Balance) -> str:
+    text = f"The kie.ai account has **{balance.credits:,.0f} credits** left."
+    if balance.low:
+        text += (
+            f"\n⚠️ That is below the warning level of {balance.threshold:,.0f}: top it up at "
+            "https://kie.ai before members' requests start failing. The bot's owner has been told."
+        )
+    return text
+
+
+def stats_embed(
+    days: list[DayTotals], top: list[MemberTotals], today: str, since: datetime
+) -> discord.Embed:
+    embed = discord.Embed(title="📊 Image generations in this server", colour=COLOUR_WORKING)
+    for title, chosen in (
+        ("Today", [d for d in days if d.day == today]),
+        ("Last 7 days", days),
+    ):
+        delivered = sum(d.delivered for d in chosen)
+        failed = sum(d.failed for d in chosen)
+        spent = sum(d.units for d in chosen)
+        embed.add_field(
+            name=title,
+            value=f"{delivered} made · {failed} failed (refunded) · {units(spent)} spent",
+            inline=False,
+        )
+    leaders = "\n".join(
+        f"{rank}. <@{member.user_id}>: {member.delivered} made, {units(member.units)}"
+        for rank, member in enumerate(top, start=1)
+    )
+    embed.add_field(name="Top members (7 days)", value=leaders or "nobody yet", inline=False)
+    embed.set_footer(text=f"UTC days since {since:%a %d %b}")
+    return embed
+
+
+def admin_only() -> str:
+    return "Only members who can manage this server can do that."
+
+
+def credits_unavailable() -> str:
+    return "kie.ai did not tell the balance just now. Please try again in a minute."

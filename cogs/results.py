@@ -1,0 +1,121 @@
+"""What the buttons under a result do (see `bot/buttons.py` for the buttons themselves).
+
+- Re-roll: the same prompt and options again, as a new job charged to whoever pressed it.
+- Vary: a new image from the same prompt with this result as the reference image.
+- Delete: removes the result; only its requester or a member who can manage messages may.
+
+Re-roll and Vary go through every check `/imagine` does (restart, ban, channel, blocklist,
+quota, budget), because the member pressing may not be the one who asked, and the server's
+rules may have changed since.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot import messages
+from bot.buttons import ResultAction, ResultButton
+from bot.jobs import JobRequest
+from bot.kie import AUTO_ASPECT_RATIO, ImageRequest
+from bot.store import Job, JobState, Origin
+from cogs.common import private, reply_target, role_ids
+from cogs.imagine import reference_problem, start_generation
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+log = logging.getLogger(__name__)
+
+
+class ResultsCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_result_button(
+        self, interaction: discord.Interaction[ImagineBot], action: ResultAction, job_id: int
+    ) -> None:
+        job = await self.bot.store.get_job(job_id)
+        if job is None or job.state is not JobState.DELIVERED:
+            await private(interaction, messages.result_unknown())
+            return
+        if action is ResultAction.DELETE:
+            await self._delete(interaction, job)
+        elif action is ResultAction.REROLL:
+            await self._again(interaction, job, Origin.REROLL)
+        else:
+            await self._again(interaction, job, Origin.VARY)
+
+    async def _delete(self, interaction: discord.Interaction[ImagineBot], job: Job) -> None:
+        permissions = interaction.permissions
+        if interaction.user.id != job.user_id and not (
+            interaction.guild_id is not None and permissions.manage_messages
+        ):
+            await private(interaction, messages.delete_not_allowed(job.user_id))
+            return
+        # Acknowledge without a new message; "@original" is then the message with the button.
+        await interaction.response.defer()
+        with contextlib.suppress(discord.NotFound):  # already gone
+            await interaction.delete_original_response()
+        await self.bot.store.mark_result_deleted(job.id)
+        if interaction.user.id != job.user_id:
+            await self.bot.audit.event(
+                interaction.guild_id,
+                "🗑️ Result deleted",
+                job.user_id,
+                job.prompt,
+                interaction.user.id,
+            )
+
+    async def _again(
+        self, interaction: discord.Interaction[ImagineBot], parent: Job, origin: Origin
+    ) -> None:
+        image = ImageRequest(parent.prompt, parent.aspect_ratio, parent.resolution)  # type: ignore[arg-type]
+        reference_url, input_url = parent.reference_url, parent.input_url
+        if origin is Origin.VARY:
+            attachment = _result_image(interaction.message)
+            if attachment is None:
+                await private(interaction, messages.nothing_to_vary())
+                return
+            problem = reference_problem(
+                attachment.content_type, attachment.filename, attachment.size
+            )
+            if problem is not None:
+                await private(interaction, problem)
+                return
+            # The result itself, as the message now links it (Discord refreshes signed links).
+            image = ImageRequest(parent.prompt, AUTO_ASPECT_RATIO, parent.resolution)  # type: ignore[arg-type]
+            reference_url, input_url = attachment.url, None
+        request = JobRequest(
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            image=image,
+            reply=reply_target(interaction),
+            role_ids=role_ids(interaction),
+            reference_url=reference_url,
+            input_url=input_url,
+            origin=origin,
+            parent_job_id=parent.id,
+        )
+        await start_generation(self.bot, interaction, request)
+
+
+def _result_image(message: discord.Message | None) -> discord.Attachment | None:
+    if message is None:
+        return None
+    for attachment in message.attachments:
+        if (attachment.content_type or "").startswith("image/"):
+            return attachment
+    return None
+
+
+async def setup(bot: ImagineBot) -> None:
+    # Registered once per process: the buttons of every earlier result work again at once.
+    bot.add_dynamic_items(ResultButton)
+    await bot.add_cog(ResultsCog(bot))

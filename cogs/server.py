@@ -1,0 +1,196 @@
+"""/server: a server's own image-bot policy: quotas, role quotas, grants and resets, the daily
+budget, running limits, the kie.ai balance and usage statistics.
+
+Only in a server, and by default only for members who can manage it (Discord hides the commands
+from others; the bot checks again, since admins can change who sees them). Every answer is
+private and shows the change back; every change is recorded (see `bot/policy.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import server_messages as texts
+from bot.charts import DayStats, render_daily_chart
+from bot.delivery import NO_PINGS
+from bot.kie import KieError
+from bot.policy import MAX_RUNNING, MAX_UNITS, Setting
+from cogs.common import followup, guild_and_actor, private
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+Units = app_commands.Range[int, 0, MAX_UNITS]
+Running = app_commands.Range[int, 0, MAX_RUNNING]
+STATS_DAYS = 7
+TOP_MEMBERS = 5
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class ServerCog(
+    commands.GroupCog,
+    group_name="server",
+    group_description="This server's image quotas, budget, limits, credits and statistics.",
+):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
+        if interaction.guild_id is None or not interaction.permissions.manage_guild:
+            await private(interaction, texts.admin_only())
+            return False
+        return True
+
+    @app_commands.command(name="settings", description="Show this server's image-bot settings.")
+    async def settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self._show_settings(interaction)
+
+    @app_commands.command(name="quota", description="Set the daily quota of every member.")
+    @app_commands.describe(units="Units per member per day; leave empty for the bot's default.")
+    async def quota(
+        self, interaction: discord.Interaction[ImagineBot], units: Units | None = None
+    ) -> None:
+        await self._set(interaction, Setting.DAILY_QUOTA, units)
+
+    @app_commands.command(name="role-quota", description="Give members of a role their own quota.")
+    @app_commands.describe(
+        role="The role.", units="Units per day; leave empty to remove the role's quota."
+    )
+    async def role_quota(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        role: discord.Role,
+        units: Units | None = None,
+    ) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.admin.set_role_quota(guild_id, role.id, units, actor)
+        await self._show_settings(interaction)
+
+    @app_commands.command(name="grant", description="Give a member extra units for today.")
+    @app_commands.describe(member="Who gets them.", units="How many extra units, today only.")
+    async def grant(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        member: discord.User,
+        units: app_commands.Range[int, 1, MAX_UNITS],
+    ) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        status = await self.bot.admin.grant(guild_id, member.id, _roles(member), units, actor)
+        await followup(interaction, texts.member_quota_line(member.id, status))
+
+    @app_commands.command(name="reset", description="Clear what a member used today.")
+    @app_commands.describe(member="Whose usage to clear (their images stay).")
+    async def reset(
+        self, interaction: discord.Interaction[ImagineBot], member: discord.User
+    ) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        status = await self.bot.admin.reset(guild_id, member.id, _roles(member), actor)
+        await followup(interaction, texts.member_quota_line(member.id, status))
+
+    @app_commands.command(name="budget", description="Cap the units the whole server spends a day.")
+    @app_commands.describe(units="Units per day for everyone together; leave empty for no cap.")
+    async def budget(
+        self, interaction: discord.Interaction[ImagineBot], units: Units | None = None
+    ) -> None:
+        await self._set(interaction, Setting.DAILY_BUDGET, units)
+
+    @app_commands.command(name="limits", description="How many images may be generating at once.")
+    @app_commands.describe(
+        per_member="Jobs at once per member (0: the bot's default; empty: unchanged).",
+        server="Jobs at once in the whole server (0: the bot's default; empty: unchanged).",
+    )
+    async def limits(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        per_member: Running | None = None,
+        server: Running | None = None,
+    ) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        for setting, value in (
+            (Setting.MAX_RUNNING_PER_MEMBER, per_member),
+            (Setting.MAX_RUNNING, server),
+        ):
+            if value is not None:
+                await self.bot.admin.set_value(guild_id, setting, value or None, actor)
+        await self._show_settings(interaction)
+
+    @app_commands.command(name="credits", description="The kie.ai account balance.")
+    async def credits(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            balance = await self.bot.credits.balance()
+        except KieError:
+            await followup(interaction, texts.credits_unavailable())
+            return
+        await followup(interaction, texts.credits_text(balance))
+        if self.bot.credits.warning_due(balance):
+            await self.bot.warn_owners(balance, interaction.guild_id)
+
+    @app_commands.command(name="stats", description="Generations, failures and units spent.")
+    async def stats(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        guild_id, _ = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        book = self.bot.quota
+        since = book.days_ago(STATS_DAYS - 1)
+        totals = await self.bot.store.daily_totals(guild_id, since)
+        top = await self.bot.store.top_members(guild_id, since, TOP_MEMBERS)
+        first_day = date.fromisoformat(since)
+        embed = texts.stats_embed(
+            totals, top, book.today(), datetime.combine(first_day, datetime.min.time(), UTC)
+        )
+        by_day = {t.day: t for t in totals}
+        days = []
+        for offset in range(STATS_DAYS):
+            day = first_day + timedelta(days=offset)
+            found = by_day.get(day.isoformat())
+            days.append(
+                DayStats(day, found.delivered, found.failed, found.units)
+                if found
+                else DayStats(day, 0, 0, 0)
+            )
+        png = await asyncio.to_thread(render_daily_chart, days, title="Last 7 days (UTC)")
+        embed.set_image(url="attachment://stats.png")
+        await interaction.followup.send(
+            embed=embed,
+            file=discord.File(io.BytesIO(png), filename="stats.png"),
+            ephemeral=True,
+            allowed_mentions=NO_PINGS,
+        )
+
+    async def _set(
+        self, interaction: discord.Interaction[ImagineBot], setting: Setting, value: int | None
+    ) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.admin.set_value(guild_id, setting, value, actor)
+        await self._show_settings(interaction)
+
+    async def _show_settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        guild_id, _ = guild_and_actor(interaction)
+        limits = await self.bot.jobs.run_limits(guild_id)
+        view = await self.bot.admin.view(guild_id, (limits.per_member, limits.per_server))
+        await interaction.followup.send(
+            embed=texts.settings_embed(view), ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+
+def _roles(member: discord.User | discord.Member) -> tuple[int, ...]:
+    return tuple(r.id for r in getattr(member, "roles", []) if not r.is_default())
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(ServerCog(bot))
