@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import discord
+
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie
 
@@ -96,3 +98,57 @@ def bot_environment(
     )
     env.update(settings)
     return env
+
+
+# --- admin commands -------------------------------------------------------------------------------
+
+ADMIN = 9001
+ADMIN_PERMISSIONS = str(discord.Permissions(manage_guild=True, view_channel=True).value)
+
+
+def _option(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {"name": name, **value}
+    if isinstance(value, discord.Object):
+        return {"name": name, "type": 6, "value": str(value.id)}
+    if isinstance(value, bool):
+        return {"name": name, "type": 5, "value": value}
+    if isinstance(value, int):
+        return {"name": name, "type": 4, "value": value}
+    return {"name": name, "type": 3, "value": value}
+
+
+async def admin_command(
+    fake: FakeDiscord,
+    group: str,
+    subcommand: str,
+    options: dict[str, Any] | None = None,
+    *,
+    user_id: int = ADMIN,
+    permissions: str = ADMIN_PERMISSIONS,
+    guild_id: int | None = None,
+    resolved: dict[str, Any] | None = None,
+    timeout: float = 15,
+) -> RecordedRequest:
+    """Run `/group subcommand` and return the bot's (private) answer."""
+    raw = {"type": 1, "options": [_option(k, v) for k, v in (options or {}).items()]}
+    extra = {"guild_id": guild_id} if guild_id is not None else {}
+    interaction = await fake.send_interaction(
+        group,
+        {subcommand: raw},
+        user_id=user_id,
+        permissions=permissions,
+        resolved=resolved,
+        **extra,
+    )
+    return await final_answer(fake, interaction, timeout)
+
+
+def answer_text(request: RecordedRequest) -> str:
+    body = request.json or {}
+    return str(body.get("content") or (body.get("data") or {}).get("content") or "")
+
+
+def user_resolved(user_id: int) -> dict[str, Any]:
+    user = {"id": str(user_id), "username": "someone", "discriminator": "0", "avatar": None}
+    return {"users": {str(user_id): user}}

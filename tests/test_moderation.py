@@ -9,53 +9,25 @@ import discord
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie
-from tests.helpers import READY_TITLE, embed_of, embed_title, final_answer
+from tests.helpers import (
+    ADMIN_PERMISSIONS,
+    READY_TITLE,
+    admin_command,
+    answer_text,
+    embed_of,
+    embed_title,
+    final_answer,
+    user_resolved,
+)
 
-ADMIN = 9001
 MEMBER = 4242
-ADMIN_PERMISSIONS = str(discord.Permissions(manage_guild=True, view_channel=True).value)
-
-
-def _option(name: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {"name": name, **value}
-    if isinstance(value, discord.Object):
-        return {"name": name, "type": 6, "value": str(value.id)}
-    return {"name": name, "type": 3, "value": value}
 
 
 async def moderate(
-    fake: FakeDiscord,
-    subcommand: str,
-    options: dict[str, Any] | None = None,
-    *,
-    user_id: int = ADMIN,
-    permissions: str = ADMIN_PERMISSIONS,
-    guild_id: int | None = None,
-    resolved: dict[str, Any] | None = None,
+    fake: FakeDiscord, subcommand: str, options: dict[str, Any] | None = None, **kwargs: Any
 ) -> RecordedRequest:
     """Run a /moderation subcommand and return the bot's private answer."""
-    raw = {"type": 1, "options": [_option(k, v) for k, v in (options or {}).items()]}
-    extra = {"guild_id": guild_id} if guild_id is not None else {}
-    interaction = await fake.send_interaction(
-        "moderation",
-        {subcommand: raw},
-        user_id=user_id,
-        permissions=permissions,
-        resolved=resolved,
-        **extra,
-    )
-    return await final_answer(fake, interaction)
-
-
-def answer_text(request: RecordedRequest) -> str:
-    body = request.json or {}
-    return str(body.get("content") or (body.get("data") or {}).get("content") or "")
-
-
-def user_resolved(user_id: int) -> dict[str, Any]:
-    user = {"id": str(user_id), "username": "someone", "discriminator": "0", "avatar": None}
-    return {"users": {str(user_id): user}}
+    return await admin_command(fake, "moderation", subcommand, options, **kwargs)
 
 
 async def imagine(fake: FakeDiscord, prompt: str, **kwargs: Any) -> FakeInteraction:

@@ -2,11 +2,13 @@
 
 This module owns the fake service and nothing else: an aiohttp server on 127.0.0.1 that an
 unmodified discord.py 2.7 client logs in to, connects its gateway to, receives injected
-INTERACTION_CREATE events from, and answers over REST. It records every REST request faithfully
-(tests assert on what the bot sent), keeps the state Discord would keep (interaction responses,
-followups, channel and DM messages, synced commands, gateway sessions), enforces the platform
-rules a bot can trip over (token lifetime, double acknowledgement, message and command limits,
-upload limits, the small interaction-webhook rate limit) and lets a test inject faults.
+INTERACTION_CREATE events from (slash commands and button presses), and answers over REST. It
+records every REST request faithfully (tests assert on what the bot sent), keeps the state Discord
+would keep (interaction responses, followups, channel and DM messages with their components, guild
+roles, synced commands, gateway sessions, uploaded attachments served by a small CDN), enforces
+the platform rules a bot can trip over (token lifetime, double acknowledgement, callback types per
+interaction type, message, component and command limits, upload limits, the small
+interaction-webhook rate limit) and lets a test inject faults.
 
 Wire formats were checked against discord.py 2.7.1 (``http.py``, ``webhook/async_.py``,
 ``gateway.py``, ``state.py``, ``interactions.py``); see ``/work/shared/DISCORD-NOTES.md``.
@@ -34,6 +36,7 @@ import math
 import mimetypes
 import re
 import secrets
+import struct
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +48,7 @@ from aiohttp import BodyPartReader, WSMsgType, web
 
 __all__ = [
     "DEFAULT_GUILD",
+    "DEFAULT_USER_ID",
     "FakeDiscord",
     "FakeInteraction",
     "RecordedFile",
@@ -54,12 +58,16 @@ __all__ = [
 API_PREFIX: Final = "/api/v10"
 GATEWAY_PATH: Final = "/gateway"
 CDN_PREFIX: Final = "/attachments"
+# Files a user attached to a slash-command option live here on Discord's CDN.
+EPHEMERAL_CDN_PREFIX: Final = "/ephemeral-attachments"
 
 DEFAULT_APPLICATION_ID: Final = 1_300_000_000_000_000_001
 DEFAULT_GUILD_ID: Final = 1_300_000_000_000_000_100
 DEFAULT_CHANNEL_ID: Final = 1_300_000_000_000_000_200
 DEFAULT_OWNER_ID: Final = 1_300_000_000_000_000_300
 DEFAULT_USER_ID: Final = 1_300_000_000_000_000_400
+# Distinct from the application owner, so a test can tell "bot owner" from "server owner".
+DEFAULT_GUILD_OWNER_ID: Final = 1_300_000_000_000_000_500
 
 TOKEN_LIFETIME: Final = dt.timedelta(minutes=15)
 DEFAULT_UPLOAD_LIMIT: Final = 10 * 1024 * 1024
@@ -80,9 +88,27 @@ _CREATE_FLAGS: Final = EPHEMERAL | SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | IS
 _CHANNEL_FLAGS: Final = SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | IS_COMPONENTS_V2
 _EDIT_FLAGS: Final = SUPPRESS_EMBEDS | IS_COMPONENTS_V2
 
+# Interaction types (https://discord.com/developers/docs/interactions/receiving-and-responding)
+APPLICATION_COMMAND: Final = 2
+MESSAGE_COMPONENT: Final = 3
+
+# Component types and limits (https://discord.com/developers/docs/components/reference)
+_ACTION_ROW: Final = 1
+_BUTTON: Final = 2
+_SELECTS: Final = frozenset({3, 5, 6, 7, 8})
+_LINK_STYLE: Final = 5
+_PREMIUM_STYLE: Final = 6
+_MAX_ACTION_ROWS: Final = 5
+_MAX_ROW_WIDTH: Final = 5
+_MAX_CUSTOM_ID: Final = 100
+_MAX_LABEL: Final = 80
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
 _PRIVILEGED_INTENTS: Final = discord.Intents(
     members=True, presences=True, message_content=True
 ).value
+_ALL_PERMISSIONS: Final = discord.Permissions.all().value
+_ADMINISTRATOR: Final = discord.Permissions(administrator=True).value
 _EVERYONE_PERMISSIONS: Final = discord.Permissions(
     view_channel=True,
     send_messages=True,
@@ -140,6 +166,8 @@ class FakeInteraction:
     user_id: int
     channel_id: int
     guild_id: int | None
+    # For a button press: the message the button is on.
+    message_id: int | None = None
 
 
 # --------------------------------------------------------------------------- internals
@@ -196,10 +224,11 @@ class _Window:
 @dataclass
 class _InteractionState:
     info: FakeInteraction
-    name: str
+    name: str  # the command's name, or the pressed button's custom_id
     user: dict[str, Any]
     attachment_size_limit: int
     dispatched_at: float
+    kind: int = APPLICATION_COMMAND
     callback_type: int | None = None
     callback_at: float | None = None
     original_id: int | None = None
@@ -402,8 +431,191 @@ def _message_problems(payload: dict[str, Any]) -> list[_Problem]:
     return problems
 
 
+def _walk_components(
+    components: list[Any], path: tuple[str | int, ...] = ("components",)
+) -> list[tuple[tuple[str | int, ...], dict[str, Any]]]:
+    """Every component of a message, depth first, with its form-error path."""
+    found: list[tuple[tuple[str | int, ...], dict[str, Any]]] = []
+    for index, component in enumerate(components):
+        if not isinstance(component, dict):
+            continue
+        where = (*path, index)
+        found.append((where, component))
+        # Action rows and containers nest in "components", a section's button in "accessory".
+        found += _walk_components(component.get("components") or [], (*where, "components"))
+        if isinstance(component.get("accessory"), dict):
+            found.append(((*where, "accessory"), component["accessory"]))
+    return found
+
+
+def _button_problems(path: tuple[str | int, ...], button: dict[str, Any]) -> list[_Problem]:
+    problems: list[_Problem] = []
+    style = button.get("style")
+    if style not in range(1, _PREMIUM_STYLE + 1):
+        problems.append(
+            ((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2, 3, 4, 5, 6}.")
+        )
+        return problems
+    custom_id, label = button.get("custom_id"), button.get("label")
+    if style == _LINK_STYLE:
+        if not button.get("url"):
+            problems.append(((*path, "url"), "BUTTON_COMPONENT_URL_REQUIRED", "A url is required"))
+        if custom_id is not None:
+            problems.append(
+                (
+                    (*path, "custom_id"),
+                    "BUTTON_COMPONENT_LINK_HAS_CUSTOM_ID",
+                    "A custom id cannot be used with a link button",
+                )
+            )
+    elif style == _PREMIUM_STYLE:
+        if not button.get("sku_id"):
+            problems.append(((*path, "sku_id"), "BASE_TYPE_REQUIRED", "This field is required"))
+        if any(button.get(k) for k in ("custom_id", "label", "url", "emoji")):
+            problems.append(
+                (
+                    path,
+                    "BUTTON_COMPONENT_PREMIUM_INVALID",
+                    "Premium buttons cannot have a custom id, label, url or emoji",
+                )
+            )
+    else:
+        if custom_id is None:
+            problems.append(
+                (
+                    (*path, "custom_id"),
+                    "BUTTON_COMPONENT_CUSTOM_ID_REQUIRED",
+                    "A custom id is required",
+                )
+            )
+        if button.get("url") is not None:
+            problems.append(
+                (
+                    (*path, "url"),
+                    "BUTTON_COMPONENT_INVALID_URL",
+                    "Only link buttons can have a url",
+                )
+            )
+    if custom_id is not None:
+        problems += _length_problems((*path, "custom_id"), custom_id, 1, _MAX_CUSTOM_ID)
+    if label is not None and (not isinstance(label, str) or len(label) > _MAX_LABEL):
+        problems.append(
+            (
+                (*path, "label"),
+                "BASE_TYPE_MAX_LENGTH",
+                f"Must be {_MAX_LABEL} or fewer in length.",
+            )
+        )
+    if style != _PREMIUM_STYLE and not label and not button.get("emoji"):
+        problems.append(
+            (
+                (*path, "label"),
+                "BUTTON_COMPONENT_LABEL_OR_EMOJI_REQUIRED",
+                "A label or emoji is required",
+            )
+        )
+    return problems
+
+
+def _component_problems(components: Any, *, v2: bool) -> list[_Problem]:
+    """Layout checks Discord makes on message components (action rows and buttons).
+
+    Without IS_COMPONENTS_V2 a message holds at most 5 top-level action rows; either way an
+    action row holds 1-5 buttons or one select, and custom ids are unique in the message.
+    """
+    if components is None:
+        return []
+    if not isinstance(components, list):
+        return [(("components",), "BASE_TYPE_ARRAY", "Must be an array")]
+    problems: list[_Problem] = []
+    if not v2:
+        if len(components) > _MAX_ACTION_ROWS:
+            problems.append(
+                (
+                    ("components",),
+                    "BASE_TYPE_MAX_LENGTH",
+                    f"Must be {_MAX_ACTION_ROWS} or fewer in length.",
+                )
+            )
+        for index, component in enumerate(components):
+            if not isinstance(component, dict) or component.get("type") != _ACTION_ROW:
+                problems.append(
+                    (
+                        ("components", index, "type"),
+                        "UNION_TYPE_CHOICES",
+                        'Value of field "type" must be one of (1,).',
+                    )
+                )
+    seen: set[str] = set()
+    for path, component in _walk_components(components):
+        ctype = component.get("type")
+        if ctype == _ACTION_ROW:
+            children = component.get("components") or []
+            if not 1 <= len(children) <= _MAX_ROW_WIDTH:
+                problems.append(
+                    (
+                        (*path, "components"),
+                        "BASE_TYPE_BAD_LENGTH",
+                        f"Must be between 1 and {_MAX_ROW_WIDTH} in length.",
+                    )
+                )
+            kinds = [c.get("type") for c in children if isinstance(c, dict)]
+            if any(k in _SELECTS for k in kinds) and len(kinds) > 1:
+                problems.append(
+                    (
+                        (*path, "components"),
+                        "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                        "The specified component exceeds the maximum width",
+                    )
+                )
+        elif ctype == _BUTTON:
+            problems += _button_problems(path, component)
+        custom_id = component.get("custom_id")
+        if isinstance(custom_id, str):
+            if custom_id in seen:
+                problems.append(
+                    (
+                        (*path, "custom_id"),
+                        "COMPONENT_CUSTOM_ID_DUPLICATED",
+                        "Component custom id cannot be duplicated",
+                    )
+                )
+            seen.add(custom_id)
+    return problems
+
+
+def _numbered_components(components: list[Any]) -> list[dict[str, Any]]:
+    """A copy with Discord's component ids: each component without one gets the next free
+    number, depth first from 1, skipping ids the bot chose itself."""
+    numbered = copy.deepcopy(components)
+    walked = [c for _, c in _walk_components(numbered)]
+    taken = {c["id"] for c in walked if isinstance(c.get("id"), int) and c["id"] > 0}
+    next_id = 1
+    for component in walked:
+        if isinstance(component.get("id"), int) and component["id"] > 0:
+            continue
+        while next_id in taken:
+            next_id += 1
+        component["id"] = next_id
+        taken.add(next_id)
+    return numbered
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR chunk (the first chunk of every PNG)."""
+    if len(data) >= 24 and data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    return None
+
+
 def _option_payload(name: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):  # a raw option, e.g. {"type": 11, "value": "<attachment id>"}
+    if isinstance(value, dict):  # a raw option, e.g. {"type": 8, "value": "<role id>"}
+        if "type" not in value:
+            raise TypeError(
+                f"option {name}: a raw option needs a 'type'; attachments must come from"
+                " FakeDiscord.add_attachment()"
+            )
         return {"name": name, **value}
     # bool before int: bool is an int subclass.
     if isinstance(value, bool):
@@ -421,7 +633,13 @@ def _option_payload(name: str, value: Any) -> dict[str, Any]:
 
 
 class FakeDiscord:
-    """Fake Discord service. ``start()`` it, point discord.py at it, ``stop()`` it."""
+    """Fake Discord service. ``start()`` it, point discord.py at it, ``stop()`` it.
+
+    ``owner_id`` owns the application (``GET /oauth2/applications/@me``, so discord.py's
+    ``Bot.is_owner``); ``guild_owner_id`` owns the fake's guild (``Guild.owner_id``) and is a
+    different user by default. Both are plain users of the fake: ``dm_channel_id(owner_id)``
+    finds the DM channel the bot opens with the owner.
+    """
 
     def __init__(
         self,
@@ -430,6 +648,8 @@ class FakeDiscord:
         bot_user_id: int | None = None,
         guild_id: int = DEFAULT_GUILD_ID,
         channel_id: int = DEFAULT_CHANNEL_ID,
+        owner_id: int = DEFAULT_OWNER_ID,
+        guild_owner_id: int = DEFAULT_GUILD_OWNER_ID,
         token: str = "fake-bot-token",
         bot_username: str = "imagine-bot",
         enforce_webhook_rate_limit: bool = True,
@@ -440,6 +660,8 @@ class FakeDiscord:
         self.bot_user_id = application_id if bot_user_id is None else bot_user_id
         self.guild_id = guild_id
         self.channel_id = channel_id
+        self.owner_id = owner_id
+        self.guild_owner_id = guild_owner_id
         self.token = token
         self.bot_username = bot_username
         self.enforce_webhook_rate_limit = enforce_webhook_rate_limit
@@ -472,9 +694,16 @@ class FakeDiscord:
         self._snowflake_counter = 0
 
         self._users: dict[int, dict[str, Any]] = {}
+        self._remember_user(owner_id, "owner")
+        if guild_owner_id != owner_id:
+            self._remember_user(guild_owner_id, "guild-owner")
+        self._roles: dict[int, dict[str, Any]] = {}  # role id -> role, without @everyone
         self._interactions: dict[str, _InteractionState] = {}
         self._messages: dict[int, dict[str, Any]] = {}
         self._attachment_data: dict[int, bytes] = {}
+        self._attachment_types: dict[int, str] = {}  # content types given to add_attachment
+        # Attachment objects handed out by add_attachment, by id: usable as option values.
+        self._option_attachments: dict[str, dict[str, Any]] = {}
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self._dm_recipients: dict[int, int] = {}  # DM channel id -> user id
 
@@ -489,6 +718,9 @@ class FakeDiscord:
         app.router.add_route("*", API_PREFIX + "{tail:.*}", self._handle_api)
         app.router.add_get(GATEWAY_PATH, self._handle_gateway)
         app.router.add_get(CDN_PREFIX + "/{channel}/{attachment}/{filename}", self._handle_cdn)
+        app.router.add_get(
+            EPHEMERAL_CDN_PREFIX + "/{owner}/{attachment}/{filename}", self._handle_cdn
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -601,8 +833,95 @@ class FakeDiscord:
         return state.callback_at - state.dispatched_at
 
     def attachment_bytes(self, attachment_id: int | str) -> bytes:
-        """The bytes stored for an attachment the bot uploaded."""
+        """The bytes stored for an attachment the bot uploaded (or a test added)."""
         return self._attachment_data[int(attachment_id)]
+
+    def message(self, message_id: int | str) -> dict[str, Any] | None:
+        """Any message the fake holds (channel, DM, interaction response, followup), or None."""
+        message = self._messages.get(int(message_id))
+        return None if message is None else copy.deepcopy(message)
+
+    def add_attachment(
+        self, data: bytes, filename: str, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """Store a user's upload and return its attachment object for a slash-command option.
+
+        The object is what Discord puts in ``data.resolved.attachments[<id>]``: ``id``,
+        ``filename``, ``size``, ``url`` / ``proxy_url`` (served by the fake CDN under
+        ``/ephemeral-attachments/``), ``content_type`` when given, ``width`` / ``height`` for
+        a PNG, and ``ephemeral: true`` (option uploads are never posted in the channel).
+
+        Pass the returned dict as an option value, ``send_interaction("cmd", {"image": att})``:
+        the option becomes ``{"type": 11, "value": "<id>"}`` and the object is added to
+        ``resolved.attachments``, as Discord does. Call after ``start()`` (the URL needs it).
+        """
+        if not self.http_base:
+            raise RuntimeError("FakeDiscord.add_attachment: start() the fake first")
+        attachment_id = self._snowflake()
+        self._attachment_data[attachment_id] = bytes(data)
+        url = (
+            f"{self.http_base}{EPHEMERAL_CDN_PREFIX}/{self.application_id}"
+            f"/{attachment_id}/{filename}"
+        )
+        attachment: dict[str, Any] = {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+        }
+        if content_type is not None:
+            attachment["content_type"] = content_type
+            self._attachment_types[attachment_id] = content_type
+        size = _png_size(data)
+        if size is not None:
+            attachment["width"], attachment["height"] = size
+        attachment["ephemeral"] = True
+        self._option_attachments[attachment["id"]] = attachment
+        return copy.deepcopy(attachment)
+
+    def resolved_roles(self, *role_ids: int) -> dict[str, Any]:
+        """``resolved`` for role options: ``{"roles": {id: role}}`` as Discord sends it.
+
+        Use with a raw option, e.g. ``send_interaction("cmd", {"role": {"type": 8,
+        "value": str(role_id)}}, resolved=fake.resolved_roles(role_id))``. The @everyone
+        role is the guild's id.
+        """
+        return {"roles": {str(role_id): self._role(role_id) for role_id in role_ids}}
+
+    async def add_role(
+        self,
+        name: str,
+        *,
+        permissions: int = 0,
+        position: int | None = None,
+        color: int = 0,
+        hoist: bool = False,
+        mentionable: bool = False,
+    ) -> int:
+        """Create a role in the fake's guild and return its id.
+
+        It is part of every later GUILD_CREATE; a client already connected also gets
+        GUILD_ROLE_CREATE, so discord.py's cache knows it (``Member.roles`` drops ids the
+        cache does not know). ``position`` defaults to above every existing role.
+        """
+        role_id = self._snowflake()
+        if position is None:
+            position = max((r["position"] for r in self._roles.values()), default=0) + 1
+        self._roles[role_id] = self._role_payload(
+            role_id,
+            name,
+            permissions=permissions,
+            position=position,
+            color=color,
+            hoist=hoist,
+            mentionable=mentionable,
+        )
+        session = self._current_session
+        if session is not None:
+            event = {"guild_id": str(self.guild_id), "role": self._role(role_id)}
+            await self._dispatch(session, "GUILD_ROLE_CREATE", event)
+        return role_id
 
     def dm_channel_id(self, user_id: int) -> int:
         """The DM channel id between the bot and ``user_id`` (created on first use)."""
@@ -737,15 +1056,7 @@ class FakeDiscord:
         return copy.deepcopy(known) if known else self._remember_user(user_id, f"user{user_id}")
 
     def _owner(self) -> dict[str, Any]:
-        return {
-            "id": str(DEFAULT_OWNER_ID),
-            "username": "owner",
-            "discriminator": "0",
-            "global_name": "Owner",
-            "avatar": None,
-            "public_flags": 0,
-            "flags": 0,
-        }
+        return self._user(self.owner_id)
 
     def _application(self) -> dict[str, Any]:
         return {
@@ -804,6 +1115,51 @@ class FakeDiscord:
             return self._dm_channel(channel_id)
         raise _ApiError(404, 10003, "Unknown Channel")
 
+    @staticmethod
+    def _role_payload(
+        role_id: int,
+        name: str,
+        *,
+        permissions: int,
+        position: int,
+        color: int = 0,
+        hoist: bool = False,
+        mentionable: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "id": str(role_id),
+            "name": name,
+            "permissions": str(permissions),
+            "position": position,
+            "color": color,
+            "colors": {"primary_color": color, "secondary_color": None, "tertiary_color": None},
+            "hoist": hoist,
+            "managed": False,
+            "mentionable": mentionable,
+            "icon": None,
+            "unicode_emoji": None,
+            "flags": 0,
+        }
+
+    def _role(self, role_id: int) -> dict[str, Any]:
+        if role_id == self.guild_id:  # @everyone shares the guild's id
+            return self._role_payload(
+                role_id, "@everyone", permissions=_EVERYONE_PERMISSIONS, position=0
+            )
+        role = self._roles.get(role_id)
+        if role is None:
+            raise ValueError(f"FakeDiscord: no role {role_id} in the guild (add_role first)")
+        return copy.deepcopy(role)
+
+    def _member_permissions(self, user_id: int, roles: list[int]) -> str:
+        """What Discord computes for ``member.permissions`` (no channel overwrites here)."""
+        if user_id == self.guild_owner_id:
+            return str(_ALL_PERMISSIONS)
+        value = _EVERYONE_PERMISSIONS
+        for role_id in roles:
+            value |= int(self._role(role_id)["permissions"])
+        return str(_ALL_PERMISSIONS if value & _ADMINISTRATOR else value)
+
     def _guild_create(self) -> dict[str, Any]:
         joined = _iso(_now())
         return {
@@ -814,7 +1170,7 @@ class FakeDiscord:
             "discovery_splash": None,
             "banner": None,
             "description": None,
-            "owner_id": str(DEFAULT_OWNER_ID),
+            "owner_id": str(self.guild_owner_id),
             "application_id": None,
             "afk_channel_id": None,
             "afk_timeout": 300,
@@ -835,22 +1191,7 @@ class FakeDiscord:
             "vanity_url_code": None,
             "max_members": 500_000,
             "features": [],
-            "roles": [
-                {
-                    "id": str(self.guild_id),  # @everyone shares the guild's id
-                    "name": "@everyone",
-                    "permissions": str(_EVERYONE_PERMISSIONS),
-                    "position": 0,
-                    "color": 0,
-                    "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-                    "hoist": False,
-                    "managed": False,
-                    "mentionable": False,
-                    "icon": None,
-                    "unicode_emoji": None,
-                    "flags": 0,
-                }
-            ],
+            "roles": [self._role(self.guild_id), *(self._role(r) for r in self._roles)],
             "emojis": [],
             "stickers": [],
             "joined_at": joined,
@@ -914,13 +1255,17 @@ class FakeDiscord:
             owners = {"0": str(info.guild_id or 0)}
             message["webhook_id"] = str(self.application_id)
             message["application_id"] = str(self.application_id)
-            message["interaction_metadata"] = {
+            metadata: dict[str, Any] = {
                 "id": str(info.id),
-                "type": 2,
-                "name": interaction.name,
+                "type": interaction.kind,
                 "user": copy.deepcopy(interaction.user),
                 "authorizing_integration_owners": owners,
             }
+            if interaction.kind == MESSAGE_COMPONENT:
+                metadata["interacted_message_id"] = str(info.message_id)
+            else:
+                metadata["name"] = interaction.name
+            message["interaction_metadata"] = metadata
             if interaction.original_id is not None:
                 message["interaction_metadata"]["original_response_message_id"] = str(
                     interaction.original_id
@@ -954,6 +1299,9 @@ class FakeDiscord:
                 "proxy_url": url,
                 "content_type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
             }
+            size = _png_size(upload.data)
+            if size is not None:
+                attachment["width"], attachment["height"] = size
             if meta.get("description"):
                 attachment["description"] = meta["description"]
             return attachment
@@ -992,7 +1340,11 @@ class FakeDiscord:
         """Validated message fields after applying ``payload`` to ``base`` (not mutated)."""
         if not isinstance(payload, dict):
             raise _form_error([((), "DICT_TYPE_CONVERT", "Only dictionaries may be used")])
-        problems = _message_problems(payload)
+        flags = payload.get("flags") if "flags" in payload else (base or {}).get("flags")
+        v2 = bool(int(flags or 0) & IS_COMPONENTS_V2)
+        problems = _message_problems(payload) + _component_problems(
+            payload.get("components"), v2=v2
+        )
         if problems:
             raise _form_error(problems)
         if any(len(upload.data) > limit for upload in files):
@@ -1008,7 +1360,8 @@ class FakeDiscord:
         if "embeds" in payload:
             fields["embeds"] = [{"type": "rich", **e} for e in payload["embeds"] or []]
         if "components" in payload:
-            fields["components"] = payload["components"] or []
+            # Stored and returned with the ids Discord gives every component.
+            fields["components"] = _numbered_components(payload["components"] or [])
         if "tts" in payload and base is None:
             fields["tts"] = bool(payload["tts"])
         if "message_reference" in payload and base is None:
@@ -1020,6 +1373,13 @@ class FakeDiscord:
         if not any(fields[k] for k in ("content", "embeds", "components", "attachments")):
             raise _ApiError(400, 50006, "Cannot send an empty message")
         return fields
+
+    def _forget_message(self, message: dict[str, Any]) -> None:
+        """Delete a message wherever the fake keeps it."""
+        self._messages.pop(int(message["id"]), None)
+        channel_messages = self.channel_messages.get(int(message["channel_id"]), [])
+        if message in channel_messages:
+            channel_messages.remove(message)
 
     def _commit_edit(self, message: dict[str, Any], fields: dict[str, Any], flags: Any) -> None:
         message.update(fields)
@@ -1214,11 +1574,14 @@ class FakeDiscord:
         )
 
     async def _handle_cdn(self, request: web.Request) -> web.StreamResponse:
-        data = self._attachment_data.get(int(request.match_info["attachment"]))
+        attachment_id = int(request.match_info["attachment"])
+        data = self._attachment_data.get(attachment_id)
         if data is None:
             return web.Response(status=404)
         filename = request.match_info["filename"]
-        ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        ctype = self._attachment_types.get(attachment_id) or (
+            mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        )
         return web.Response(body=data, headers={"Content-Type": ctype})
 
     # ------------------------------------------------------------------ REST handlers
@@ -1300,34 +1663,45 @@ class FakeDiscord:
         data = body.get("data") or {}
         flags = int(data.get("flags") or 0)
         channel_id = state.info.channel_id
+        limit = state.attachment_size_limit
+        component = state.kind == MESSAGE_COMPONENT
         message: dict[str, Any] | None = None
-        if ctype == 5:
-            message = self._new_message(
-                channel_id=channel_id,
-                fields={},
-                flags=LOADING | (flags & EPHEMERAL),
-                message_type=20,
-                interaction=state,
-            )
-            state.original_pending = True
-        elif ctype == 4:
-            fields = self._compose(
-                None, data, rec.files, limit=state.attachment_size_limit, channel_id=channel_id
-            )
+        if ctype in (4, 5):
+            if ctype == 5:
+                fields: dict[str, Any] = {}
+                flags = LOADING | (flags & EPHEMERAL)
+            else:
+                fields = self._compose(None, data, rec.files, limit=limit, channel_id=channel_id)
+                flags &= _CREATE_FLAGS
+            message_type = 20  # CHAT_INPUT_COMMAND
+            if component:
+                # An answer to a button press is a reply to the message the button is on.
+                message_type = 19
+                fields["message_reference"] = self._reference(state)
             message = self._new_message(
                 channel_id=channel_id,
                 fields=fields,
-                flags=flags & _CREATE_FLAGS,
-                message_type=20,
+                flags=flags,
+                message_type=message_type,
                 interaction=state,
             )
-        elif ctype != 9:  # 9 = modal; 6/7 are for component interactions, 8 for autocomplete
+            state.original_pending = ctype == 5
+        elif ctype in (6, 7) and component:
+            # DEFERRED_UPDATE_MESSAGE / UPDATE_MESSAGE: no new message; @original is now the
+            # message the button is on.
+            message = self._messages.get(state.info.message_id or 0)
+            if message is None:
+                raise _ApiError(404, 10008, "Unknown Message")
+            if ctype == 7:
+                fields = self._compose(message, data, rec.files, limit=limit, channel_id=channel_id)
+                self._commit_edit(message, fields, data.get("flags"))
+        elif ctype != 9:  # 9 = modal; 6/7 only answer components, 8 only autocomplete
             raise _form_error(
                 [(("type",), "INTERACTION_CALLBACK_TYPE_INVALID", f"Invalid callback type {ctype}")]
             )
         state.callback_type = ctype
         state.callback_at = rec.at
-        interaction: dict[str, Any] = {"id": str(state.info.id), "type": 2}
+        interaction: dict[str, Any] = {"id": str(state.info.id), "type": state.kind}
         resource: dict[str, Any] = {"type": ctype}
         if message is not None:
             state.original_id = int(message["id"])
@@ -1336,9 +1710,20 @@ class FakeDiscord:
                 response_message_loading=bool(message["flags"] & LOADING),
                 response_message_ephemeral=bool(message["flags"] & EPHEMERAL),
             )
-            if ctype == 4:
+            if ctype in (4, 7):
                 resource["message"] = copy.deepcopy(message)
         return _Reply(200, {"interaction": interaction, "resource": resource})
+
+    def _reference(self, state: _InteractionState) -> dict[str, Any]:
+        """``message_reference`` of a reply to the message a pressed button is on."""
+        reference: dict[str, Any] = {
+            "type": 0,
+            "message_id": str(state.info.message_id),
+            "channel_id": str(state.info.channel_id),
+        }
+        if state.info.guild_id is not None:
+            reference["guild_id"] = str(state.info.guild_id)
+        return reference
 
     def _webhook_state(self, m: re.Match[str]) -> _InteractionState:
         if int(m["app_id"]) != self.application_id:
@@ -1385,7 +1770,8 @@ class FakeDiscord:
     def _delete_webhook_message(self, rec: RecordedRequest, m: re.Match[str]) -> _Reply:
         state = self._webhook_state(m)
         message = self._webhook_message(state, m["message"])
-        del self._messages[int(message["id"])]
+        # After a component's type 6/7 callback @original is a channel message: it goes too.
+        self._forget_message(message)
         if int(message["id"]) == state.original_id:
             state.original_pending = False
         return _Reply(204)
@@ -1479,9 +1865,7 @@ class FakeDiscord:
         return _Reply(200, copy.deepcopy(message))
 
     def _delete_channel_message(self, rec: RecordedRequest, m: re.Match[str]) -> _Reply:
-        message = self._channel_message(m)
-        self.channel_messages[int(m["channel_id"])].remove(message)
-        self._messages.pop(int(message["id"]), None)
+        self._forget_message(self._channel_message(m))
         return _Reply(204)
 
     # ------------------------------------------------------------------ gateway
@@ -1632,67 +2016,77 @@ class FakeDiscord:
                     return command
         return None
 
-    async def send_interaction(
-        self,
-        name: str,
-        options: dict[str, Any] | None = None,
-        *,
-        user_id: int = DEFAULT_USER_ID,
-        username: str = "member",
-        guild_id: int | Literal[_Default.GUILD] | None = DEFAULT_GUILD,
-        channel_id: int | None = None,
-        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
-        permissions: str = str(_EVERYONE_PERMISSIONS),
-        app_permissions: str = str(_EVERYONE_PERMISSIONS),
-        created_at: dt.datetime | None = None,
-        resolved: dict[str, Any] | None = None,
-    ) -> FakeInteraction:
-        """Dispatch a chat-input INTERACTION_CREATE and return what identifies it.
+    def _options(
+        self, options: dict[str, Any] | None, resolved: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Option payloads, and ``resolved`` with the attachments those options refer to."""
+        merged: dict[str, Any] = {}
+        payloads: list[dict[str, Any]] = []
+        for name, value in (options or {}).items():
+            issued = (
+                self._option_attachments.get(str(value.get("id")))
+                if isinstance(value, dict) and "type" not in value
+                else None
+            )
+            if issued is None:
+                payloads.append(_option_payload(name, value))
+                continue
+            payloads.append({"name": name, "type": 11, "value": issued["id"]})
+            merged.setdefault("attachments", {})[issued["id"]] = copy.deepcopy(issued)
+        for kind, entries in (resolved or {}).items():
+            merged.setdefault(kind, {}).update(copy.deepcopy(entries))
+        return payloads, merged
 
-        ``guild_id=None`` makes a DM interaction (channel defaults to the user's DM channel).
-        ``created_at`` in the past makes the interaction, and so its token, look old.
-        """
+    async def _dispatch_interaction(
+        self,
+        *,
+        kind: int,
+        name: str,
+        data: dict[str, Any],
+        user_id: int,
+        username: str,
+        guild: int | None,
+        channel_id: int,
+        attachment_size_limit: int,
+        permissions: str | None,
+        app_permissions: str,
+        roles: list[int] | None,
+        created_at: dt.datetime | None,
+        message: dict[str, Any] | None = None,
+    ) -> FakeInteraction:
+        """Build an INTERACTION_CREATE (guild member or DM user parts), register it, send it."""
         session = self._current_session
         if session is None:
-            raise RuntimeError("FakeDiscord.send_interaction: no client is READY yet")
-        guild = self.guild_id if guild_id is DEFAULT_GUILD else guild_id
-        if channel_id is None:
-            channel_id = self.channel_id if guild is not None else self.dm_channel_id(user_id)
+            raise RuntimeError("FakeDiscord: no client is READY yet to receive an interaction")
+        if roles and guild != self.guild_id:
+            raise ValueError("FakeDiscord: roles exist only in the fake's own guild")
+        role_ids = list(roles or [])
+        for role_id in role_ids:
+            self._role(role_id)  # raises for a role the guild does not have
         created = created_at or _now()
         interaction_id = self._snowflake(created)
         token = "aW50ZXJhY3Rpb246" + secrets.token_hex(32)
         user = self._remember_user(user_id, username)
-
-        command = self._find_command(name, guild)
-        command_data: dict[str, Any] = {
-            "id": command["id"] if command else str(self._snowflake()),
-            "name": name,
-            "type": 1,
-        }
-        if command is not None and "guild_id" in command:
-            command_data["guild_id"] = command["guild_id"]
-        if options:
-            command_data["options"] = [_option_payload(k, v) for k, v in options.items()]
-        if resolved:
-            # Users, members, channels or attachments that options refer to, as Discord sends.
-            command_data["resolved"] = resolved
-
         payload: dict[str, Any] = {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
-            "type": 2,
+            "type": kind,
             "token": token,
             "version": 1,
-            "data": command_data,
+            "data": data,
             "channel_id": str(channel_id),
             "locale": "en-US",
             "app_permissions": app_permissions,
             "entitlements": [],
             "attachment_size_limit": attachment_size_limit,
         }
+        if message is not None:
+            payload["message"] = copy.deepcopy(message)
         if guild is not None:
             # Another channel (or guild) than the fake's own: same shape, other ids.
             channel = {**self._guild_channel(), "id": str(channel_id), "guild_id": str(guild)}
+            if permissions is None:
+                permissions = self._member_permissions(user_id, role_ids)
             payload.update(
                 guild_id=str(guild),
                 guild={"id": str(guild), "locale": "en-US", "features": []},
@@ -1700,7 +2094,7 @@ class FakeDiscord:
                 channel={**channel, "permissions": app_permissions},
                 member={
                     "user": user,
-                    "roles": [],
+                    "roles": [str(r) for r in role_ids],
                     "joined_at": _iso(created),
                     "deaf": False,
                     "mute": False,
@@ -1737,6 +2131,7 @@ class FakeDiscord:
             user_id=user_id,
             channel_id=channel_id,
             guild_id=guild,
+            message_id=None if message is None else int(message["id"]),
         )
         # Registered before dispatch: the bot may answer before _dispatch returns.
         self._interactions[token] = _InteractionState(
@@ -1745,6 +2140,142 @@ class FakeDiscord:
             user=user,
             attachment_size_limit=attachment_size_limit,
             dispatched_at=time.monotonic(),
+            kind=kind,
         )
         await self._dispatch(session, "INTERACTION_CREATE", payload)
         return info
+
+    async def send_interaction(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        username: str = "member",
+        guild_id: int | Literal[_Default.GUILD] | None = DEFAULT_GUILD,
+        channel_id: int | None = None,
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+        permissions: str | None = None,
+        app_permissions: str = str(_EVERYONE_PERMISSIONS),
+        roles: list[int] | None = None,
+        created_at: dt.datetime | None = None,
+        resolved: dict[str, Any] | None = None,
+    ) -> FakeInteraction:
+        """Dispatch a chat-input INTERACTION_CREATE and return what identifies it.
+
+        ``guild_id=None`` makes a DM interaction (channel defaults to the user's DM channel).
+        ``created_at`` in the past makes the interaction, and so its token, look old.
+
+        Option values: str, int, float and bool get their option type; a dict with a ``type``
+        is a raw option (``{"type": 8, "value": str(role_id)}``), whose users, members,
+        channels or roles go in ``resolved`` (see ``resolved_roles``); an attachment object
+        from ``add_attachment`` becomes an attachment option and fills ``resolved`` itself.
+        ``roles`` (ids from ``add_role``) fill ``member.roles``; ``permissions`` defaults to
+        what Discord computes from @everyone and those roles (everything for the guild owner).
+        """
+        guild = self.guild_id if guild_id is DEFAULT_GUILD else guild_id
+        if channel_id is None:
+            channel_id = self.channel_id if guild is not None else self.dm_channel_id(user_id)
+        command = self._find_command(name, guild)
+        command_data: dict[str, Any] = {
+            "id": command["id"] if command else str(self._snowflake()),
+            "name": name,
+            "type": 1,
+        }
+        if command is not None and "guild_id" in command:
+            command_data["guild_id"] = command["guild_id"]
+        option_payloads, all_resolved = self._options(options, resolved)
+        if option_payloads:
+            command_data["options"] = option_payloads
+        if all_resolved:
+            command_data["resolved"] = all_resolved
+        return await self._dispatch_interaction(
+            kind=APPLICATION_COMMAND,
+            name=name,
+            data=command_data,
+            user_id=user_id,
+            username=username,
+            guild=guild,
+            channel_id=channel_id,
+            attachment_size_limit=attachment_size_limit,
+            permissions=permissions,
+            app_permissions=app_permissions,
+            roles=roles,
+            created_at=created_at,
+        )
+
+    async def press_button(
+        self,
+        message_id: int | str,
+        custom_id: str,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        username: str = "member",
+        guild_id: int | Literal[_Default.GUILD] | None = DEFAULT_GUILD,
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+        permissions: str | None = None,
+        app_permissions: str = str(_EVERYONE_PERMISSIONS),
+        roles: list[int] | None = None,
+        created_at: dt.datetime | None = None,
+    ) -> FakeInteraction:
+        """Press a button on a message the bot sent: a MESSAGE_COMPONENT INTERACTION_CREATE.
+
+        The interaction carries ``data: {custom_id, component_type: 2}`` and the whole stored
+        message, in the channel the message is in; a DM message makes a DM interaction
+        (``guild_id`` may then only be left as is or None). Raises ValueError for what real
+        Discord cannot produce: an unknown message, a custom_id on no enabled, non-link
+        button of the message, someone else's ephemeral message or DM.
+
+        The bot may answer with callback types 4, 5, 6 (DEFERRED_UPDATE_MESSAGE) or 7
+        (UPDATE_MESSAGE); after 6 or 7, ``@original`` is the message the button is on.
+        """
+        message = self._messages.get(int(message_id))
+        if message is None:
+            raise ValueError(f"FakeDiscord.press_button: no message {message_id}")
+        walked = _walk_components(message["components"])
+        buttons = [c for _, c in walked if c.get("type") == _BUTTON]
+        button = next((b for b in buttons if b.get("custom_id") == custom_id), None)
+        if button is None:
+            ids = [b.get("custom_id") for b in buttons if b.get("custom_id")]
+            raise ValueError(
+                f"FakeDiscord.press_button: message {message_id} has no button {custom_id!r}"
+                f" (its buttons: {ids})"
+            )
+        if button.get("disabled"):
+            raise ValueError(f"FakeDiscord.press_button: button {custom_id!r} is disabled")
+        channel_id = int(message["channel_id"])
+        if message["flags"] & EPHEMERAL:
+            viewer = int((message.get("interaction_metadata") or {})["user"]["id"])
+            if viewer != user_id:
+                raise ValueError(
+                    f"FakeDiscord.press_button: only user {viewer} sees ephemeral message"
+                    f" {message_id}"
+                )
+        recipient = self._dm_recipients.get(channel_id)
+        if recipient is not None:
+            if guild_id not in (DEFAULT_GUILD, None):
+                raise ValueError("FakeDiscord.press_button: the message is in a DM channel")
+            if recipient != user_id:
+                raise ValueError(
+                    f"FakeDiscord.press_button: message {message_id} is in the DM of {recipient}"
+                )
+            guild: int | None = None
+        elif guild_id is None:
+            raise ValueError(f"FakeDiscord.press_button: message {message_id} is in a guild")
+        else:
+            guild = self.guild_id if guild_id is DEFAULT_GUILD else guild_id
+        return await self._dispatch_interaction(
+            kind=MESSAGE_COMPONENT,
+            name=custom_id,
+            data={"custom_id": custom_id, "component_type": _BUTTON},
+            user_id=user_id,
+            username=username,
+            guild=guild,
+            channel_id=channel_id,
+            attachment_size_limit=attachment_size_limit,
+            permissions=permissions,
+            app_permissions=app_permissions,
+            roles=roles,
+            created_at=created_at,
+            message=message,
+        )
