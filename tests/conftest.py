@@ -51,6 +51,7 @@ def settings(tmp_path: Path, fake_discord: FakeDiscord, fake_kie: FakeKie) -> Se
         discord_token=fake_discord.token,
         kie_api_key=fake_kie.api_key,
         kie_api_base=fake_kie.base_url,
+        kie_upload_base=fake_kie.upload_base_url,
         database_path=tmp_path / "data" / "imagine.db",
         daily_quota=10,
         poll_interval=0.02,

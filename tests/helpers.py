@@ -92,6 +92,7 @@ def bot_environment(
         DISCORD_TOKEN=discord.token,
         KIE_API_KEY=kie.api_key,
         KIE_API_BASE=kie.base_url,
+        KIE_UPLOAD_BASE=kie.upload_base_url,
         DATABASE_PATH=str(database),
         DISCORD_API_BASE=discord.api_base,
         DISCORD_GATEWAY_URL=discord.gateway_url,
