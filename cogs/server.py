@@ -74,7 +74,9 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.bot.admin.set_role_quota(guild_id, role.id, units, actor)
+        if await self.bot.admin.set_role_quota(guild_id, role.id, units, actor):
+            shown = "removed" if units is None else str(units)
+            await self._audit(interaction, "⚙️ Role quota changed", f"{role.name}: {shown}")
         await self._show_settings(interaction)
 
     @app_commands.command(name="grant", description="Give a member extra units for today.")
@@ -89,6 +91,7 @@ class ServerCog(
         await interaction.response.defer(ephemeral=True, thinking=True)
         status = await self.bot.admin.grant(guild_id, member.id, _roles(member), units, actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
+        await self._audit(interaction, "🎁 Units granted", f"+{units} today", member.id)
 
     @app_commands.command(name="reset", description="Clear what a member used today.")
     @app_commands.describe(member="Whose usage to clear (their images stay).")
@@ -99,6 +102,7 @@ class ServerCog(
         await interaction.response.defer(ephemeral=True, thinking=True)
         status = await self.bot.admin.reset(guild_id, member.id, _roles(member), actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
+        await self._audit(interaction, "🔄 Quota reset", "usage today cleared", member.id)
 
     @app_commands.command(name="budget", description="Cap the units the whole server spends a day.")
     @app_commands.describe(units="Units per day for everyone together; leave empty for no cap.")
@@ -126,6 +130,7 @@ class ServerCog(
         ):
             if value is not None:
                 await self.bot.admin.set_value(guild_id, setting, value or None, actor)
+                await self._audit(interaction, "⚙️ Setting changed", f"{setting}: {value}")
         await self._show_settings(interaction)
 
     @app_commands.command(name="credits", description="The kie.ai account balance.")
@@ -177,7 +182,20 @@ class ServerCog(
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.admin.set_value(guild_id, setting, value, actor)
+        shown = "default" if value is None else str(value)
+        await self._audit(interaction, "⚙️ Setting changed", f"{setting}: {shown}")
         await self._show_settings(interaction)
+
+    async def _audit(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        title: str,
+        detail: str,
+        member_id: int | None = None,
+    ) -> None:
+        """Admin changes go to the audit channel too, when the server has one."""
+        guild_id, actor = guild_and_actor(interaction)
+        await self.bot.audit.event(guild_id, title, member_id or actor, detail, actor)
 
     async def _show_settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)
