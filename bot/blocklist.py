@@ -190,6 +190,7 @@ def _articles_apart(words: list[_Word]) -> list[_Word] | None:
     apart = []
     for word in words:
         if _starts_with_article(word):
+            assert word.second is not None  # a spelled-out word has a second letter
             apart.append(_Word(word.raw[0], word.start, word.start + 1))
             apart.append(_Word(word.raw[1:], word.second, word.end))
         else:

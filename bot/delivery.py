@@ -85,12 +85,12 @@ class DiscordReply:
         if wait > 0:
             await asyncio.sleep(wait)
         embed, self._pending = self._pending, None
-        if embed is None or embed.to_dict() == self._shown:
+        if embed is None or dict(embed.to_dict()) == self._shown:
             return
         self._editing = True
         try:
             await self._edit_reply(embed=embed)
-            self._shown = embed.to_dict()
+            self._shown = dict(embed.to_dict())
         except discord.HTTPException as error:
             log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
             self._note_reply_error(error)
@@ -136,11 +136,11 @@ class DiscordReply:
                     fit_image, image.data, image.content_type, attempt_limit, stem
                 )
             if fitted is None:
-                note = messages.link_only_note(len(image.data), limit, image.url)
-                embed = messages.result_embed(finished, "", note)
+                link_note = messages.link_only_note(len(image.data), limit, image.url)
+                embed = messages.result_embed(finished, "", link_note)
                 via = await self._send_outcome(embed, None, ready=True)
                 return Delivery(via, self._posted_url)
-            note = None
+            note: str | None = None
             if fitted.reencoded:
                 note = messages.resized_note(len(image.data), len(fitted.data), limit, image.url)
             embed = messages.result_embed(finished, fitted.filename, note)
@@ -192,7 +192,7 @@ class DiscordReply:
         ready: bool,
     ) -> str:
         # A result gets its buttons; a failure has nothing to re-roll or delete.
-        view = result_view(self._job.id) if ready else None
+        view = result_view(self._job.id) if ready else discord.ui.View()
         if self._token_alive():
             try:
                 message = await self._edit_reply(embed=embed, attachments=attachments(), view=view)
@@ -230,7 +230,7 @@ class DiscordReply:
         content: str,
         embed: discord.Embed,
         files: list[discord.File],
-        view: discord.ui.View | None,
+        view: discord.ui.View,
     ) -> None:
         """A message outside the interaction: it may ping the requester, and nobody else.
 
@@ -266,8 +266,9 @@ class DiscordReply:
 
     async def _edit_reply(self, **fields: Any) -> discord.WebhookMessage:
         assert self._webhook is not None
-        return await self._webhook.edit_message(
-            "@original",  # type: ignore[arg-type]  # Discord's documented alias
+        # "@original" is Discord's documented alias for the interaction's reply.
+        return await self._webhook.edit_message(  # type: ignore[call-overload]
+            "@original",
             content=None,
             allowed_mentions=NO_PINGS,
             **fields,

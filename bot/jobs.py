@@ -233,6 +233,10 @@ class JobService:
         now = self._clock()
         recent = await self._store.submissions_since(now - self._kie.submit_window)
         unfinished = await self._store.open_jobs()
+        for job in unfinished:
+            if job.state is not JobState.RESERVED:
+                # Already at kie.ai: counted as running before any waiting job may start.
+                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
         if recent or unfinished:
             # The previous run was busy moments ago; its calls still count at kie.ai.
             self._kie.assume_recent_use([now - at for at in recent])

@@ -59,7 +59,7 @@ class SlidingWindowLimiter:
         self._granted: list[Grant] = []
         # Each key's waiters, and how many turns the key has had while waiting. The next turn
         # goes to the key with the fewest, then to the one served longest ago.
-        self._lines: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        self._lines: dict[Hashable, deque[asyncio.Future[Grant]]] = {}
         self._turns: dict[Hashable, int] = {}
         self._last_served: dict[Hashable, int] = {}
         self._grants = 0

@@ -284,18 +284,27 @@ _CHARGED_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in CHARGED_STATES) 
 
 
 def _job(row: aiosqlite.Row | tuple) -> Job:
-    values = list(row)
-    (app_id, token, interaction_at, limit, nonce, callback, via, sent, url) = values[13:22]
-    (reference, input_url, origin, parent, quota_limit, deleted) = values[22:28]
+    (job_id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution) = row[:9]
+    (state, task_id, error, created_at) = row[9:13]
+    (app_id, token, interaction_at, limit, nonce, callback, via, sent, url) = row[13:22]
+    (reference, input_url, origin, parent, quota_limit, deleted) = row[22:28]
     reply = None
     if app_id is not None and token:
         reply = ReplyTarget(app_id, token, interaction_at, limit)
     return Job(
-        *values[:9],
-        state=JobState(values[9]),
-        task_id=values[10],
-        error=values[11],
-        created_at=values[12],
+        id=job_id,
+        user_id=user_id,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        day=day,
+        units=units,
+        prompt=prompt,
+        aspect_ratio=aspect_ratio,
+        resolution=resolution,
+        state=JobState(state),
+        task_id=task_id,
+        error=error,
+        created_at=created_at,
         reply=reply,
         nonce=nonce or "",
         callback_token=callback or "",
@@ -356,7 +365,7 @@ class Store:
     ) -> list[tuple]:
         # Execute and fetch in one call on aiosqlite's thread, so no other coroutine's
         # statement can run in between and disturb the cursor.
-        return list(await self._db.execute_fetchall(sql, params))
+        return [tuple(row) for row in await self._db.execute_fetchall(sql, params)]
 
     async def _migrate(self) -> None:
         current = await self.schema_version()
