@@ -262,6 +262,9 @@ class JobService:
             kind, detail = failed.kind, failed.detail
         except KieError as kie_error:
             kind, detail, error = failure_kind(kie_error), None, kie_error
+            if isinstance(kie_error, KieValidationError):
+                # kie.ai says which field it refused (the prompt, or the reference image).
+                detail = kie_error.reason
         except asyncio.CancelledError:
             raise  # shutting down: the job stays open and resumes on the next start
         except Exception:

@@ -31,9 +31,11 @@ AUTO_ASPECT_RATIO: AspectRatio = "auto"  # image-to-image only: match the refere
 RESOLUTIONS: tuple[Resolution, ...] = ("1K", "2K")
 PROMPT_MIN_LENGTH = 3
 PROMPT_MAX_LENGTH = 5000
-# Image-to-image references: JPEG, PNG or WebP, at most 10 MB each (documented).
+# Image-to-image references: JPEG, PNG or WebP, at most 10 MB each (documented; decimal
+# megabytes, the stricter reading), kept by kie.ai's file host for 3 days.
 REFERENCE_TYPES = ("image/jpeg", "image/png", "image/webp")
-REFERENCE_MAX_BYTES = 10 * 1024 * 1024
+REFERENCE_MAX_BYTES = 10_000_000
+REFERENCE_LIFETIME = 3 * 24 * 3600.0
 
 # Documented limits: 20 createTask calls per 10 s per account, 10 recordInfo calls per second.
 SUBMIT_LIMIT = (20, 10.0)
@@ -49,9 +51,10 @@ FINAL_STATES = frozenset({"success", "fail"})
 class KieError(Exception):
     """Base class: a call to kie.ai did not give a usable answer."""
 
-    def __init__(self, message: str, *, code: int | None = None) -> None:
+    def __init__(self, message: str, *, code: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason  # kie.ai's own words (`msg`), when it gave any
 
 
 class KieAuthError(KieError):
@@ -204,9 +207,9 @@ def envelope_data(body: Any) -> Any:
     code: int = body["code"]
     if code == 200:
         return body.get("data")
-    message = body.get("msg") or body.get("message") or ""
+    message = str(body.get("msg") or body.get("message") or "")[:300]
     error_type = _ERRORS_BY_CODE.get(code, KieServerError)
-    raise error_type(f"kie.ai answered {code}: {str(message)[:300]}", code=code)
+    raise error_type(f"kie.ai answered {code}: {message}", code=code, reason=message or None)
 
 
 def parse_task_id(data: Any) -> str:

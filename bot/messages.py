@@ -234,8 +234,9 @@ def reference_not_image(filename: str) -> str:
 
 def reference_too_large(size: int, limit: int) -> str:
     return (
-        f"Your reference image is {megabytes(size)}; the generator takes at most "
-        f"{megabytes(limit)}. Nothing was spent."
+        # Decimal megabytes, as kie.ai states its limit.
+        f"Your reference image is {size / 1e6:.1f} MB; the generator takes at most "
+        f"{limit / 1e6:g} MB. Nothing was spent."
     )
 
 
@@ -350,6 +351,13 @@ def delete_not_allowed(requester_id: int) -> str:
     return (
         f"Only <@{requester_id}>, who asked for this image, or a member who can manage messages "
         "can delete it."
+    )
+
+
+def reference_expired() -> str:
+    return (
+        "kie.ai keeps reference images for 3 days, and this one is gone. Use `/imagine` with "
+        "the image again, or press Vary. Nothing was spent."
     )
 
 

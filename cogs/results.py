@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import discord
@@ -21,7 +22,7 @@ from discord.ext import commands
 from bot import messages
 from bot.buttons import ResultAction, ResultButton
 from bot.jobs import JobRequest
-from bot.kie import AUTO_ASPECT_RATIO, ImageRequest
+from bot.kie import AUTO_ASPECT_RATIO, REFERENCE_LIFETIME, ImageRequest
 from bot.store import Job, JobState, Origin
 from cogs.common import private, reply_target, role_ids
 from cogs.imagine import reference_problem, start_generation
@@ -41,7 +42,8 @@ class ResultsCog(commands.Cog):
         self, interaction: discord.Interaction[ImagineBot], action: ResultAction, job_id: int
     ) -> None:
         job = await self.bot.store.get_job(job_id)
-        if job is None or job.state is not JobState.DELIVERED:
+        # DELIVERING too: the buttons are on screen a moment before the job is recorded done.
+        if job is None or job.state not in (JobState.DELIVERING, JobState.DELIVERED):
             await private(interaction, messages.result_unknown())
             return
         if action is ResultAction.DELETE:
@@ -77,6 +79,9 @@ class ResultsCog(commands.Cog):
     ) -> None:
         image = ImageRequest(parent.prompt, parent.aspect_ratio, parent.resolution)  # type: ignore[arg-type]
         reference_url, input_url = parent.reference_url, parent.input_url
+        if origin is Origin.REROLL and parent.image_to_image and _reference_expired(parent):
+            await private(interaction, messages.reference_expired())
+            return
         if origin is Origin.VARY:
             attachment = _result_image(interaction.message)
             if attachment is None:
@@ -104,6 +109,11 @@ class ResultsCog(commands.Cog):
             parent_job_id=parent.id,
         )
         await start_generation(self.bot, interaction, request)
+
+
+def _reference_expired(job: Job) -> bool:
+    """kie.ai's file host deletes uploads after 3 days; an hour of margin for the job itself."""
+    return time.time() - job.created_at > REFERENCE_LIFETIME - 3600
 
 
 def _result_image(message: discord.Message | None) -> discord.Attachment | None:
