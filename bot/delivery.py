@@ -81,22 +81,24 @@ class DiscordReply:
             self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
 
     async def _flush(self) -> None:
-        wait = self._last_edit + self._min_interval - self._clock()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        embed, self._pending = self._pending, None
-        if embed is None or dict(embed.to_dict()) == self._shown:
-            return
-        self._editing = True
-        try:
-            await self._edit_reply(embed=embed)
-            self._shown = dict(embed.to_dict())
-        except discord.HTTPException as error:
-            log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
-            self._note_reply_error(error)
-        finally:
-            self._editing = False
-            self._last_edit = self._clock()
+        # Loops: progress that arrives while an edit is on the wire is shown after it.
+        while self._pending is not None and self._token_alive():
+            wait = self._last_edit + self._min_interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            embed, self._pending = self._pending, None
+            if embed is None or dict(embed.to_dict()) == self._shown:
+                continue
+            self._editing = True
+            try:
+                await self._edit_reply(embed=embed)
+                self._shown = dict(embed.to_dict())
+            except discord.HTTPException as error:
+                log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
+                self._note_reply_error(error)
+            finally:
+                self._editing = False
+                self._last_edit = self._clock()
 
     async def _stop_progress(self) -> None:
         """Drop pending progress; let an edit already on the wire finish so it lands first."""

@@ -228,6 +228,10 @@ class JobService:
         per_server = policy.max_running or self._limits.max_running_per_server
         return RunLimits(per_member=per_member or None, per_server=per_server or None)
 
+    async def limits_changed(self, guild_id: int) -> None:
+        """Apply a server's new running limits to the jobs already waiting there."""
+        self.run_queue.set_limits(guild_id, await self.run_limits(guild_id))
+
     async def unfinished(self) -> list[Job]:
         """Jobs a previous run left open. Call once at start-up, before any new work."""
         now = self._clock()

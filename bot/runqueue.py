@@ -97,6 +97,13 @@ class RunQueue:
                 self._waiting.remove(waiter)
                 self._admit()
 
+    def set_limits(self, guild_id: int, limits: RunLimits) -> None:
+        """A server changed its limits: waiting jobs follow the new ones at once."""
+        for waiter in self._waiting:
+            if waiter.member[0] == guild_id:
+                waiter.limits = limits
+        self._admit()
+
     def occupy(self, job_id: int, user_id: int, guild_id: int | None) -> None:
         """Count a job that is already at kie.ai (resumed after a restart) as running."""
         self._start(job_id, (guild_id, user_id))

@@ -131,6 +131,7 @@ class ServerCog(
             if value is not None:
                 await self.bot.admin.set_value(guild_id, setting, value or None, actor)
                 await self._audit(interaction, "⚙️ Setting changed", f"{setting}: {value}")
+        await self.bot.jobs.limits_changed(guild_id)
         await self._show_settings(interaction)
 
     @app_commands.command(name="credits", description="The kie.ai account balance.")
