@@ -1,0 +1,272 @@
+"""The fair-use line on its own (`bot.runqueue`): real asyncio, no bot, no Discord, no kie.ai."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from bot.runqueue import HeldBy, RunLimits, RunQueue, Wait
+
+GUILD = 1
+OTHER_GUILD = 2
+ALICE, BOB, CAROL, DAVE = 11, 12, 13, 14
+
+
+@dataclass
+class Entry:
+    """One job's `enter()` running as a task, with every position it was told."""
+
+    job_id: int
+    task: asyncio.Task[None]
+    waits: list[Wait] = field(default_factory=list)
+
+    @property
+    def admitted(self) -> bool:
+        return self.task.done() and not self.task.cancelled()
+
+    @property
+    def last_wait(self) -> Wait | None:
+        return self.waits[-1] if self.waits else None
+
+
+class Line:
+    """A RunQueue plus the jobs a test sent into it, each entering as the bot does."""
+
+    def __init__(self) -> None:
+        self.queue = RunQueue()
+        self.entries: list[Entry] = []
+        self.admitted: list[int] = []  # job ids in the order they were let in
+
+    async def enter(
+        self, job_id: int, user_id: int, guild_id: int | None, limits: RunLimits
+    ) -> Entry:
+        waits: list[Wait] = []
+
+        async def on_wait(wait: Wait) -> None:
+            waits.append(wait)
+
+        async def run() -> None:
+            await self.queue.enter(job_id, user_id, guild_id, limits, on_wait)
+            self.admitted.append(job_id)
+
+        entry = Entry(job_id, asyncio.create_task(run(), name=f"enter-{job_id}"), waits)
+        self.entries.append(entry)
+        await settle()
+        return entry
+
+
+async def settle() -> None:
+    """Let every task that can run do so (the line needs no time, only turns of the loop)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def line() -> AsyncIterator[Line]:
+    line = Line()
+    yield line
+    for entry in line.entries:
+        entry.task.cancel()
+    await asyncio.gather(*(e.task for e in line.entries), return_exceptions=True)
+
+
+def wait(position: int, held_by: HeldBy, limit: int) -> Wait:
+    return Wait(position=position, held_by=held_by, limit=limit)
+
+
+# --- admission ------------------------------------------------------------------------------------
+
+
+async def test_a_member_runs_up_to_their_limit_and_the_next_job_waits(line: Line) -> None:
+    limits = RunLimits(per_member=2, per_server=None)
+    first = await line.enter(1, ALICE, GUILD, limits)
+    second = await line.enter(2, ALICE, GUILD, limits)
+    third = await line.enter(3, ALICE, GUILD, limits)
+
+    assert first.admitted and second.admitted
+    assert first.waits == [] and second.waits == [], "a job let in at once is never 'waiting'"
+    assert not third.admitted
+    assert third.waits == [wait(1, HeldBy.MEMBER_LIMIT, 2)]
+    assert (line.queue.running(), line.queue.running(GUILD), line.queue.waiting()) == (2, 2, 1)
+
+
+async def test_a_server_runs_up_to_its_limit_across_members(line: Line) -> None:
+    limits = RunLimits(per_member=None, per_server=2)
+    alice = await line.enter(1, ALICE, GUILD, limits)
+    bob = await line.enter(2, BOB, GUILD, limits)
+    carol = await line.enter(3, CAROL, GUILD, limits)
+    dave = await line.enter(4, DAVE, GUILD, limits)
+
+    assert alice.admitted and bob.admitted
+    assert carol.waits == [wait(1, HeldBy.SERVER_LIMIT, 2)]
+    assert dave.waits == [wait(2, HeldBy.SERVER_LIMIT, 2)]
+    # Another server's line is not this one's business.
+    elsewhere = await line.enter(5, CAROL, OTHER_GUILD, limits)
+    assert elsewhere.admitted
+    assert line.queue.running(GUILD) == 2 and line.queue.running(OTHER_GUILD) == 1
+
+
+async def test_none_limits_mean_no_limit_at_all(line: Line) -> None:
+    unlimited = RunLimits(per_member=None, per_server=None)
+    entries = [await line.enter(n, ALICE, GUILD, unlimited) for n in range(50)]
+    entries += [await line.enter(100 + n, ALICE, None, unlimited) for n in range(10)]
+    assert all(entry.admitted for entry in entries)
+    assert line.queue.waiting() == 0
+    assert line.queue.running() == 60
+
+
+# --- order ----------------------------------------------------------------------------------------
+
+
+async def test_waiting_jobs_are_let_in_first_in_first_out(line: Line) -> None:
+    limits = RunLimits(per_member=None, per_server=1)
+    await line.enter(1, ALICE, GUILD, limits)
+    behind = ((2, BOB), (3, CAROL), (4, DAVE), (5, BOB))
+    waiting = [await line.enter(job, member, GUILD, limits) for job, member in behind]
+    assert [entry.last_wait for entry in waiting] == [
+        wait(n, HeldBy.SERVER_LIMIT, 1) for n in (1, 2, 3, 4)
+    ]
+    for leaving in (1, 2, 3, 4):
+        line.queue.leave(leaving)
+        await settle()
+    assert line.admitted == [1, 2, 3, 4, 5]
+    assert line.queue.waiting() == 0
+
+
+async def test_a_job_held_only_by_its_members_limit_lets_others_pass(line: Line) -> None:
+    limits = RunLimits(per_member=1, per_server=2)
+    await line.enter(1, ALICE, GUILD, limits)
+    alice_again = await line.enter(2, ALICE, GUILD, limits)
+    bob = await line.enter(3, BOB, GUILD, limits)
+
+    assert alice_again.waits == [wait(1, HeldBy.MEMBER_LIMIT, 1)]
+    assert bob.admitted, "Alice's second job must not hold up Bob"
+
+    # Now the server is full; Carol waits behind Alice, for the server.
+    carol = await line.enter(4, CAROL, GUILD, limits)
+    assert carol.last_wait is not None and carol.last_wait.held_by is HeldBy.SERVER_LIMIT
+    # Bob's place frees up: Alice still has one running, so Carol passes her.
+    line.queue.leave(3)
+    await settle()
+    assert carol.admitted and not alice_again.admitted
+    line.queue.leave(1)
+    await settle()
+    assert alice_again.admitted
+    assert line.admitted == [1, 3, 4, 2]
+
+
+# --- positions ------------------------------------------------------------------------------------
+
+
+async def test_positions_are_counted_per_server(line: Line) -> None:
+    limits = RunLimits(per_member=None, per_server=1)
+    await line.enter(1, ALICE, GUILD, limits)
+    here = [await line.enter(n, BOB, GUILD, limits) for n in (2, 3)]
+    await line.enter(4, CAROL, OTHER_GUILD, limits)
+    there = await line.enter(5, DAVE, OTHER_GUILD, limits)
+    assert [entry.last_wait for entry in here] == [
+        wait(1, HeldBy.SERVER_LIMIT, 1),
+        wait(2, HeldBy.SERVER_LIMIT, 1),
+    ]
+    assert there.waits == [wait(1, HeldBy.SERVER_LIMIT, 1)], "first in its own server's line"
+
+
+async def test_in_direct_messages_each_member_has_their_own_line(line: Line) -> None:
+    limits = RunLimits(per_member=1, per_server=1)
+    await line.enter(1, ALICE, None, limits)
+    alice_second = await line.enter(2, ALICE, None, limits)
+    bob_first = await line.enter(3, BOB, None, limits)
+    bob_second = await line.enter(4, BOB, None, limits)
+    alice_third = await line.enter(5, ALICE, None, limits)
+
+    assert bob_first.admitted, "no server limit applies in direct messages"
+    assert alice_second.waits == [wait(1, HeldBy.MEMBER_LIMIT, 1)]
+    assert bob_second.waits == [wait(1, HeldBy.MEMBER_LIMIT, 1)]
+    assert alice_third.waits == [wait(2, HeldBy.MEMBER_LIMIT, 1)]
+
+
+async def test_each_waiting_job_hears_when_its_position_moves_and_only_then(line: Line) -> None:
+    limits = RunLimits(per_member=None, per_server=1)
+    await line.enter(1, ALICE, GUILD, limits)
+    bob = await line.enter(2, BOB, GUILD, limits)
+    carol = await line.enter(3, CAROL, GUILD, limits)
+    dave = await line.enter(4, DAVE, GUILD, limits)
+
+    # Comings and goings elsewhere do not move this line: no news for anyone in it.
+    await line.enter(5, ALICE, OTHER_GUILD, limits)
+    line.queue.leave(5)
+    await line.enter(6, ALICE, GUILD, limits)  # joins at the back
+    await settle()
+    assert [len(e.waits) for e in (bob, carol, dave)] == [1, 1, 1]
+
+    line.queue.leave(1)
+    await settle()
+    assert bob.admitted
+    assert carol.waits == [wait(2, HeldBy.SERVER_LIMIT, 1), wait(1, HeldBy.SERVER_LIMIT, 1)]
+    assert dave.waits == [wait(3, HeldBy.SERVER_LIMIT, 1), wait(2, HeldBy.SERVER_LIMIT, 1)]
+
+
+# --- leaving the line -----------------------------------------------------------------------------
+
+
+async def test_a_job_cancelled_while_waiting_leaves_the_line_and_the_next_moves_up(
+    line: Line,
+) -> None:
+    limits = RunLimits(per_member=None, per_server=1)
+    await line.enter(1, ALICE, GUILD, limits)
+    bob = await line.enter(2, BOB, GUILD, limits)
+    carol = await line.enter(3, CAROL, GUILD, limits)
+
+    bob.task.cancel()
+    await settle()
+    assert bob.task.cancelled()
+    assert line.queue.waiting() == 1
+    assert carol.last_wait == wait(1, HeldBy.SERVER_LIMIT, 1)
+    # JobService.run always leaves, whether or not the job ran: harmless for a waiter.
+    line.queue.leave(2)
+    assert line.queue.running(GUILD) == 1
+
+    line.queue.leave(1)
+    await settle()
+    assert carol.admitted
+    assert line.admitted == [1, 3]
+    assert line.queue.running(GUILD) == 1
+
+
+async def test_leaving_with_an_unknown_or_already_finished_job_changes_nothing(
+    line: Line,
+) -> None:
+    limits = RunLimits(per_member=1, per_server=None)
+    line.queue.leave(999)
+    await line.enter(1, ALICE, GUILD, limits)
+    line.queue.leave(1)
+    line.queue.leave(1)  # a second leave must not hand out a second place
+    line.queue.leave(999)
+    assert line.queue.running() == 0
+    await line.enter(2, ALICE, GUILD, limits)
+    third = await line.enter(3, ALICE, GUILD, limits)
+    assert not third.admitted, "the member's limit of one still holds"
+    assert third.waits == [wait(1, HeldBy.MEMBER_LIMIT, 1)]
+
+
+async def test_jobs_resumed_after_a_restart_count_as_running(line: Line) -> None:
+    limits = RunLimits(per_member=1, per_server=2)
+    line.queue.occupy(1, ALICE, GUILD)
+    line.queue.occupy(1, ALICE, GUILD)  # counted once, however often it is said
+    line.queue.occupy(2, BOB, GUILD)
+    assert line.queue.running(GUILD) == 2
+
+    alice = await line.enter(3, ALICE, GUILD, limits)
+    carol = await line.enter(4, CAROL, GUILD, limits)
+    assert alice.waits == [wait(1, HeldBy.MEMBER_LIMIT, 1)]
+    assert carol.waits == [wait(2, HeldBy.SERVER_LIMIT, 2)]
+
+    line.queue.leave(2)
+    await settle()
+    assert carol.admitted and not alice.admitted
+    line.queue.leave(1)
+    await settle()
+    assert alice.admitted
