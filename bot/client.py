@@ -150,6 +150,7 @@ class ImagineBot(commands.Bot):
             "discord_connected": connected,
             "accepting_jobs": self.accepting_jobs,
             "running_jobs": self.running_jobs,
+            "waiting_jobs": self.jobs.run_queue.waiting(),
         }
 
     async def close(self) -> None:

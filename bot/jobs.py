@@ -200,8 +200,8 @@ class JobService:
         """Charge the units for `request`, or say which limit (member quota, server budget) it
         would exceed."""
         image = request.image
-        limit = await self._quota.limit_for(request.guild_id, request.role_ids)
         policy = await self._quota.policy(request.guild_id)
+        limit = self._quota.limit_in(policy, request.role_ids)
         return await self._store.reserve(
             NewJob(
                 user_id=request.user_id,

@@ -95,7 +95,10 @@ class QuotaBook:
         return await self._store.server_policy(guild_id)
 
     async def limit_for(self, guild_id: int | None, role_ids: Iterable[int]) -> int:
-        return member_limit(await self.policy(guild_id), role_ids, self.daily_limit)
+        return self.limit_in(await self.policy(guild_id), role_ids)
+
+    def limit_in(self, policy: ServerPolicy, role_ids: Iterable[int]) -> int:
+        return member_limit(policy, role_ids, self.daily_limit)
 
     async def status(self, user_id: int, guild_id: int | None, limit: int) -> QuotaStatus:
         """Today's usage against `limit` (the member's limit from `limit_for`)."""

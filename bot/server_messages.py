@@ -30,6 +30,11 @@ _CHANGE_NAMES = {
 }
 
 
+def change_name(kind: str) -> str:
+    """How an admin change of this kind is named in the log and the audit channel."""
+    return _CHANGE_NAMES.get(kind, kind)
+
+
 def _limit(value: int | None) -> str:
     return "no limit" if value is None else str(value)
 
@@ -63,7 +68,7 @@ def settings_embed(view: PolicyView) -> discord.Embed:
     if view.recent_changes:
         lines = [
             f"{timestamp(entry.at)} <@{entry.actor_id}> · "
-            f"{_CHANGE_NAMES.get(entry.kind, entry.kind)}"
+            f"{change_name(entry.kind)}"
             + (f" <@{entry.user_id}>" if entry.user_id != entry.actor_id else "")
             + (f": {safe_prompt(entry.detail, 80)}" if entry.detail else "")
             for entry in view.recent_changes

@@ -407,11 +407,11 @@ class Store:
         now = self._clock()
         reply = job.reply
         async with self._transaction():
-            usage = await self._usage(job.user_id, job.guild_id, job.day)
+            usage = await self.usage(job.user_id, job.guild_id, job.day)
             if usage.used + job.units > limit + usage.granted:
                 return Refusal.QUOTA
             if budget is not None and job.guild_id is not None:
-                spent = await self._server_units(job.guild_id, job.day)
+                spent = await self.server_units(job.guild_id, job.day)
                 if spent + job.units > budget:
                     return Refusal.BUDGET
             cursor = await self._db.execute(
@@ -456,9 +456,6 @@ class Store:
 
     async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
         """A member's charged units in one server (None: direct messages) on one day."""
-        return await self._usage(user_id, guild_id, day)
-
-    async def _usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
         # A reset by an admin makes the jobs charged before it stop counting for the day.
         rows = await self._rows(
             f"""
@@ -478,9 +475,6 @@ class Store:
 
     async def server_units(self, guild_id: int, day: str) -> int:
         """Units charged in one server on one day, over all members (the server budget)."""
-        return await self._server_units(guild_id, day)
-
-    async def _server_units(self, guild_id: int, day: str) -> int:
         rows = await self._rows(
             f"SELECT COALESCE(SUM(units), 0) FROM jobs WHERE guild_id = ? AND day = ?"
             f" AND {_CHARGED_SQL}",

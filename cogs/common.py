@@ -38,7 +38,12 @@ def reply_target(interaction: discord.Interaction[ImagineBot]) -> ReplyTarget:
 
 
 def role_ids(interaction: discord.Interaction[ImagineBot]) -> tuple[int, ...]:
-    roles = getattr(interaction.user, "roles", [])  # a Member in a server, a User in DMs
+    return member_role_ids(interaction.user)
+
+
+def member_role_ids(user: discord.User | discord.Member) -> tuple[int, ...]:
+    """The member's roles (for role quotas); none for a plain User, as in direct messages."""
+    roles = getattr(user, "roles", [])
     return tuple(role.id for role in roles if not role.is_default())
 
 

@@ -22,7 +22,8 @@ from bot.charts import DayStats, render_daily_chart
 from bot.delivery import NO_PINGS
 from bot.kie import KieError
 from bot.policy import MAX_RUNNING, MAX_UNITS, Setting
-from cogs.common import followup, guild_and_actor, private
+from bot.store import DayTotals
+from cogs.common import followup, guild_and_actor, member_role_ids, private
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -89,7 +90,8 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await self.bot.admin.grant(guild_id, member.id, _roles(member), units, actor)
+        roles = member_role_ids(member)
+        status = await self.bot.admin.grant(guild_id, member.id, roles, units, actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
         await self._audit(interaction, "🎁 Units granted", f"+{units} today", member.id)
 
@@ -100,7 +102,7 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await self.bot.admin.reset(guild_id, member.id, _roles(member), actor)
+        status = await self.bot.admin.reset(guild_id, member.id, member_role_ids(member), actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
         await self._audit(interaction, "🔄 Quota reset", "usage today cleared", member.id)
 
@@ -130,7 +132,10 @@ class ServerCog(
         ):
             if value is not None:
                 await self.bot.admin.set_value(guild_id, setting, value or None, actor)
-                await self._audit(interaction, "⚙️ Setting changed", f"{setting}: {value}")
+                shown = str(value) if value else "default"
+                await self._audit(
+                    interaction, "⚙️ Setting changed", f"{texts.change_name(setting)}: {shown}"
+                )
         await self.bot.jobs.limits_changed(guild_id)
         await self._show_settings(interaction)
 
@@ -155,19 +160,9 @@ class ServerCog(
         totals = await self.bot.store.daily_totals(guild_id, since)
         top = await self.bot.store.top_members(guild_id, since, TOP_MEMBERS)
         first_day = date.fromisoformat(since)
-        embed = texts.stats_embed(
-            totals, top, book.today(), datetime.combine(first_day, datetime.min.time(), UTC)
-        )
-        by_day = {t.day: t for t in totals}
-        days = []
-        for offset in range(STATS_DAYS):
-            day = first_day + timedelta(days=offset)
-            found = by_day.get(day.isoformat())
-            days.append(
-                DayStats(day, found.delivered, found.failed, found.units)
-                if found
-                else DayStats(day, 0, 0, 0)
-            )
+        since_midnight = datetime.combine(first_day, datetime.min.time(), UTC)
+        embed = texts.stats_embed(totals, top, book.today(), since_midnight)
+        days = _every_day(totals, first_day, STATS_DAYS)
         png = await asyncio.to_thread(render_daily_chart, days, title="Last 7 days (UTC)")
         embed.set_image(url="attachment://stats.png")
         await interaction.followup.send(
@@ -184,7 +179,9 @@ class ServerCog(
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.admin.set_value(guild_id, setting, value, actor)
         shown = "default" if value is None else str(value)
-        await self._audit(interaction, "⚙️ Setting changed", f"{setting}: {shown}")
+        await self._audit(
+            interaction, "⚙️ Setting changed", f"{texts.change_name(setting)}: {shown}"
+        )
         await self._show_settings(interaction)
 
     async def _audit(
@@ -207,8 +204,15 @@ class ServerCog(
         )
 
 
-def _roles(member: discord.User | discord.Member) -> tuple[int, ...]:
-    return tuple(r.id for r in getattr(member, "roles", []) if not r.is_default())
+def _every_day(totals: list[DayTotals], first_day: date, count: int) -> list[DayStats]:
+    """One entry per day for the chart, zero for days without generations."""
+    by_day = {t.day: t for t in totals}
+    days = []
+    for offset in range(count):
+        day = first_day + timedelta(days=offset)
+        found = by_day.get(day.isoformat(), DayTotals(day.isoformat(), 0, 0, 0))
+        days.append(DayStats(day, found.delivered, found.failed, found.units))
+    return days
 
 
 async def setup(bot: ImagineBot) -> None:
