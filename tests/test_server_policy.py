@@ -8,6 +8,8 @@ from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript
 from tests.helpers import (
+    ADMIN,
+    ADMIN_PERMISSIONS,
     FAILED_TITLE,
     READY_TITLE,
     admin_command,
@@ -244,3 +246,39 @@ async def test_stats_count_today_and_the_week_with_top_members_and_a_chart(
     assert embed_of(stats)["image"]["url"] == "attachment://stats.png"
     (chart,) = stats.files
     assert chart.filename == "stats.png" and chart.data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_policy_changes_are_posted_to_the_audit_channel_without_pings(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    await start_bot()
+    audit = fake_discord.channel_id
+    channel = {"id": str(audit), "type": 0, "name": "audit", "permissions": ADMIN_PERMISSIONS}
+    await admin_command(
+        fake_discord,
+        "moderation",
+        "audit-channel",
+        {"channel": {"type": 7, "value": str(audit)}},
+        resolved={"channels": {str(audit): channel}},
+    )
+    await server(fake_discord, "quota", {"units": 3})
+    await server(
+        fake_discord,
+        "grant",
+        {"member": member_option(MEMBER), "units": 2},
+        resolved=user_resolved(MEMBER),
+    )
+    # The grant is posted after the admin's answer: wait for it.
+    await fake_discord.wait_for_request(
+        lambda r: r.path == f"/channels/{audit}/messages" and embed_title(r) == "🎁 Units granted"
+    )
+    posts = [
+        r
+        for r in fake_discord.requests
+        if r.method == "POST" and r.path == f"/channels/{audit}/messages"
+    ]
+    assert [embed_title(p) for p in posts] == ["⚙️ Setting changed", "🎁 Units granted"]
+    assert field(posts[0], "Details") == "daily quota: 3"
+    assert field(posts[1], "Member") == f"<@{MEMBER}>"
+    assert field(posts[1], "By") == f"<@{ADMIN}>"
+    assert all(p.json["allowed_mentions"] == {"parse": []} for p in posts)
