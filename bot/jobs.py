@@ -38,7 +38,7 @@ from bot.kie import (
 from bot.polling import PollScheduler
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits, RunQueue, Wait
-from bot.store import Job, JobState, NewJob, Origin, Refusal, ReplyTarget, Store
+from bot.store import Job, JobState, NewJob, Origin, OverLimit, ReplyTarget, Store
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class JobService:
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
         self.run_queue = RunQueue()
 
-    async def reserve(self, request: JobRequest) -> Job | Refusal:
+    async def reserve(self, request: JobRequest) -> Job | OverLimit:
         """Charge the units for `request`, or say which limit (member quota, server budget) it
         would exceed."""
         image = request.image

@@ -222,7 +222,7 @@ class Job:
         return self.reference_url is not None or self.input_url is not None
 
 
-class Refusal(enum.StrEnum):
+class OverLimit(enum.StrEnum):
     """Why `Store.reserve` charged nothing."""
 
     QUOTA = "quota"  # the member's daily quota
@@ -396,7 +396,7 @@ class Store:
 
     # --- quota ledger -------------------------------------------------------------------------
 
-    async def reserve(self, job: NewJob, limit: int, budget: int | None = None) -> Job | Refusal:
+    async def reserve(self, job: NewJob, limit: int, budget: int | None = None) -> Job | OverLimit:
         """Charge `job.units` and record the job, if the member stays within `limit` for the day
         (plus what an admin granted) and the server within its daily `budget`.
 
@@ -409,11 +409,11 @@ class Store:
         async with self._transaction():
             usage = await self.usage(job.user_id, job.guild_id, job.day)
             if usage.used + job.units > limit + usage.granted:
-                return Refusal.QUOTA
+                return OverLimit.QUOTA
             if budget is not None and job.guild_id is not None:
                 spent = await self.server_units(job.guild_id, job.day)
                 if spent + job.units > budget:
-                    return Refusal.BUDGET
+                    return OverLimit.BUDGET
             cursor = await self._db.execute(
                 """
                 INSERT INTO jobs (user_id, guild_id, channel_id, day, units, prompt,

@@ -26,7 +26,7 @@ from bot.kie import (
     ImageRequest,
 )
 from bot.moderation import RefusalKind
-from bot.store import Job, Refusal
+from bot.store import Job, OverLimit
 from cogs.common import private, refuse_after_defer, reply_target, role_ids
 
 if TYPE_CHECKING:
@@ -146,11 +146,11 @@ async def start_generation(
         return
     job = await bot.jobs.reserve(request)
     cost = bot.quota.costs.units(request.image.resolution)
-    if job is Refusal.QUOTA:
+    if job is OverLimit.QUOTA:
         status = await bot.quota.member_status(request.user_id, request.guild_id, request.role_ids)
         await refuse_after_defer(interaction, messages.quota_exceeded(status, cost))
         return
-    if job is Refusal.BUDGET:
+    if job is OverLimit.BUDGET:
         budget = await bot.quota.budget_status(request.guild_id)
         assert budget is not None
         await refuse_after_defer(interaction, messages.budget_exhausted(budget, cost))

@@ -17,7 +17,7 @@ from bot.store import (
     JobState,
     MemberTotals,
     NewJob,
-    Refusal,
+    OverLimit,
     ReplyTarget,
     ServerPolicy,
     Store,
@@ -70,7 +70,7 @@ async def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
 
 async def test_reservation_stops_at_the_limit(store: Store) -> None:
     assert isinstance(await store.reserve(_job(units=2), limit=3), Job)
-    assert await store.reserve(_job(units=2), limit=3) is Refusal.QUOTA
+    assert await store.reserve(_job(units=2), limit=3) is OverLimit.QUOTA
     assert isinstance(await store.reserve(_job(units=1), limit=3), Job)
     assert await _used(store, "2026-11-27") == 3
 
@@ -79,7 +79,7 @@ async def test_quota_is_per_user_and_per_day(store: Store) -> None:
     assert isinstance(await store.reserve(_job(user_id=1), limit=1), Job)
     assert isinstance(await store.reserve(_job(user_id=2), limit=1), Job)
     assert isinstance(await store.reserve(_job(user_id=1, day="2026-11-28"), limit=1), Job)
-    assert await store.reserve(_job(user_id=1), limit=1) is Refusal.QUOTA
+    assert await store.reserve(_job(user_id=1), limit=1) is OverLimit.QUOTA
 
 
 async def test_twenty_simultaneous_reservations_never_overspend(store: Store) -> None:
@@ -184,16 +184,16 @@ def _in(guild_id: int | None, user_id: int = 1, units: int = 1) -> NewJob:
 
 async def test_quota_is_counted_per_server(store: Store) -> None:
     assert isinstance(await store.reserve(_in(10), limit=1), Job)
-    assert await store.reserve(_in(10), limit=1) is Refusal.QUOTA
+    assert await store.reserve(_in(10), limit=1) is OverLimit.QUOTA
     assert isinstance(await store.reserve(_in(11), limit=1), Job), "another server"
     assert isinstance(await store.reserve(_in(None), limit=1), Job), "direct messages"
 
 
 async def test_the_server_budget_stops_everyone_once_spent(store: Store) -> None:
     assert isinstance(await store.reserve(_in(10, user_id=1, units=2), limit=5, budget=3), Job)
-    assert await store.reserve(_in(10, user_id=2, units=2), limit=5, budget=3) is Refusal.BUDGET
+    assert await store.reserve(_in(10, user_id=2, units=2), limit=5, budget=3) is OverLimit.BUDGET
     assert isinstance(await store.reserve(_in(10, user_id=2, units=1), limit=5, budget=3), Job)
-    assert await store.reserve(_in(10, user_id=3), limit=5, budget=3) is Refusal.BUDGET
+    assert await store.reserve(_in(10, user_id=3), limit=5, budget=3) is OverLimit.BUDGET
     assert isinstance(await store.reserve(_in(11, user_id=3), limit=5, budget=3), Job)
     assert await store.server_units(10, "2026-11-27") == 3
 
@@ -209,11 +209,11 @@ async def test_simultaneous_members_never_overspend_the_server_budget(store: Sto
 async def test_a_grant_adds_to_todays_limit_and_a_reset_clears_usage(store: Store) -> None:
     day = "2026-11-27"
     assert isinstance(await store.reserve(_in(10), limit=1), Job)
-    assert await store.reserve(_in(10), limit=1) is Refusal.QUOTA
+    assert await store.reserve(_in(10), limit=1) is OverLimit.QUOTA
     await store.add_quota_adjustment(10, 1, day, "grant", 2, actor=99)
     assert await store.usage(1, 10, day) == Usage(used=1, granted=2)
     assert isinstance(await store.reserve(_in(10, units=2), limit=1), Job)
-    assert await store.reserve(_in(10), limit=1) is Refusal.QUOTA
+    assert await store.reserve(_in(10), limit=1) is OverLimit.QUOTA
     await store.add_quota_adjustment(10, 1, day, "reset", 0, actor=99)
     assert await store.usage(1, 10, day) == Usage(used=0, granted=2)
     assert await store.usage(1, 11, day) == Usage(used=0, granted=0), "another server"
