@@ -169,6 +169,11 @@ class ImagineBot(commands.Bot):
                     await asyncio.gather(*notices, return_exceptions=True)
             except TimeoutError:
                 log.warning("not every waiting member could be told about the restart")
+        try:
+            async with asyncio.timeout(SHUTDOWN_NOTICE_SECONDS):
+                await self.jobs.drain()
+        except TimeoutError:
+            log.warning("not every refunded member could be told before shutting down")
         await self.jobs.polls.stop()
         await super().close()
 

@@ -69,6 +69,7 @@ class DiscordReply:
         self._pending: discord.Embed | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._editing = False
+        self._outcome_started = False
 
     # --- progress ---------------------------------------------------------------------------
 
@@ -113,8 +114,8 @@ class DiscordReply:
     async def show_paused(self) -> None:
         """Tell a waiting member the bot is restarting and their image is not lost."""
         await self._stop_progress()
-        if not self._token_alive():
-            return
+        if not self._token_alive() or self._outcome_started:
+            return  # an image or a refund notice is (or is about to be) there: leave it
         embed = messages.paused_embed(self._job.prompt)
         try:
             await self._edit_reply(embed=embed)
@@ -124,6 +125,7 @@ class DiscordReply:
     # --- outcome -----------------------------------------------------------------------------
 
     async def deliver(self, finished: Finished) -> Delivery:
+        self._outcome_started = True
         await self._stop_progress()
         image = finished.image
         limit = self._job.reply.attachment_limit if self._job.reply else DEFAULT_UPLOAD_LIMIT
@@ -159,6 +161,7 @@ class DiscordReply:
         raise DeliveryError("Discord refused the image as too large even after shrinking")
 
     async def fail(self, failure: Failure) -> None:
+        self._outcome_started = True
         await self._stop_progress()
         embed = messages.failure_embed(failure, self._job.prompt, self._job.units)
         try:

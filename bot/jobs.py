@@ -195,6 +195,7 @@ class JobService:
         # Bounds memory: at most this many images are downloaded or uploaded at once.
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
         self.run_queue = RunQueue()
+        self._finishing: set[asyncio.Task[None]] = set()
 
     async def reserve(self, request: JobRequest) -> Job | OverLimit:
         """Charge the units for `request`, or say which limit (member quota, server budget) it
@@ -276,8 +277,20 @@ class JobService:
             kind, detail = FailureKind.INTERNAL, None
         finally:
             self.run_queue.leave(job.id)
-        await self._refund_and_report(job, kind, detail, reporter, error)
+        # A refund that has started is finished even if the bot is stopping, so the member
+        # is told what happened to their units (`drain` waits for these).
+        finishing = asyncio.create_task(
+            self._refund_and_report(job, kind, detail, reporter, error), name=f"refund-{job.id}"
+        )
+        self._finishing.add(finishing)
+        finishing.add_done_callback(self._finishing.discard)
+        await asyncio.shield(finishing)
         return kind
+
+    async def drain(self) -> None:
+        """On shutdown: let refunds in progress tell their members (bound it with a timeout)."""
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
 
     async def _take_turn(self, job: Job, reporter: JobReporter) -> None:
         """Wait while the member or the server has as many jobs running as allowed."""

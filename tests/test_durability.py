@@ -129,6 +129,22 @@ async def test_a_graceful_restart_tells_the_member_and_delivers_once_afterwards(
     assert len(finals) == 1
 
 
+async def test_a_shutdown_during_a_refund_still_tells_the_member(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    fake_kie.script_next(TaskScript(states=["generating", "fail"], fail_msg="no luck"))
+    # The failure notice meets a 429 and must wait a second: the bot is stopped meanwhile.
+    fake_discord.rate_limit_next("PATCH", "/messages/@original", retry_after=1.0, count=2)
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    await wait_for_state(running.store, 1, JobState.REFUNDED)
+    await running.bot.close()
+    edits = [e for e in original_edits(fake_discord, interaction) if e.status == 200]
+    assert edits and embed_title(edits[-1]) == FAILED_TITLE, [embed_title(e) for e in edits]
+    assert "1 unit went back" in field(edits[-1], "Quota")
+    assert await running.store.total_units_charged() == 0
+
+
 async def test_commands_during_shutdown_are_refused_politely(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
