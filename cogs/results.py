@@ -62,8 +62,15 @@ class ResultsCog(commands.Cog):
             return
         # Acknowledge without a new message; "@original" is then the message with the button.
         await interaction.response.defer()
-        with contextlib.suppress(discord.NotFound):  # already gone
+        try:
             await interaction.delete_original_response()
+        except discord.NotFound:
+            pass  # already gone
+        except discord.HTTPException:
+            # The interaction route refused: the bot's own message can go by the channel route.
+            if interaction.message is not None:
+                with contextlib.suppress(discord.NotFound):
+                    await interaction.message.delete()
         await self.bot.store.mark_result_deleted(job.id)
         if interaction.user.id != job.user_id:
             await self.bot.audit.event(

@@ -405,6 +405,24 @@ async def test_the_requester_deletes_the_result_and_history_says_deleted(
     assert "[open](" not in entry["value"]
 
 
+async def test_delete_falls_back_to_the_channel_route_when_the_interaction_route_fails(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    _, _, message = await deliver(fake_discord, running)
+    fake_discord.fail_next(
+        "DELETE", "/messages/@original", status=403, code=50001, message="Missing Access"
+    )
+    await fake_discord.press_button(
+        message["id"], custom_ids(message)[2], user_id=REQUESTER, permissions=EVERYONE
+    )
+    deleted = await fake_discord.wait_for_request(
+        lambda r: r.method == "DELETE" and r.path.endswith(f"/messages/{message['id']}")
+    )
+    assert deleted.path.startswith("/channels/") and deleted.status == 204
+    assert fake_discord.message(message["id"]) is None
+
+
 async def test_another_member_cannot_delete_a_result_and_is_told_why_privately(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:

@@ -1843,10 +1843,16 @@ class FakeDiscord:
     def _channel_message(self, m: re.Match[str]) -> dict[str, Any]:
         channel_id = int(m["channel_id"])
         self._channel(channel_id)
-        for message in self.channel_messages.get(channel_id, []):
-            if message["id"] == m["message_id"]:
-                return message
-        raise _ApiError(404, 10008, "Unknown Message")
+        # Any message of the channel, interaction replies included (they are channel messages
+        # too, written by the bot's user); ephemeral ones exist only for their recipient.
+        message = self._messages.get(int(m["message_id"]))
+        if (
+            message is None
+            or int(message["channel_id"]) != channel_id
+            or message["flags"] & EPHEMERAL
+        ):
+            raise _ApiError(404, 10008, "Unknown Message")
+        return message
 
     def _get_channel_message(self, rec: RecordedRequest, m: re.Match[str]) -> _Reply:
         return _Reply(200, copy.deepcopy(self._channel_message(m)))
