@@ -119,9 +119,5 @@ def stats_embed(
     return embed
 
 
-def admin_only() -> str:
-    return "Only members who can manage this server can do that."
-
-
 def credits_unavailable() -> str:
     return "kie.ai did not tell the balance just now. Please try again in a minute."

@@ -51,6 +51,15 @@ async def followup(interaction: discord.Interaction[ImagineBot], text: str) -> N
     await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
+async def is_server_manager(interaction: discord.Interaction[ImagineBot]) -> bool:
+    """The admin cogs' check. Discord hides their commands from others by default, but
+    server admins can change who sees them, so the bot checks Manage Server again."""
+    if interaction.guild_id is None or not interaction.permissions.manage_guild:
+        await private(interaction, "Only members who can manage this server can do that.")
+        return False
+    return True
+
+
 def guild_and_actor(interaction: discord.Interaction[ImagineBot]) -> tuple[int, int]:
     """For admin commands, which are server-only: the server and the admin acting."""
     assert interaction.guild_id is not None

@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot import messages
 from bot.moderation import ModerationError
-from cogs.common import followup, guild_and_actor, private
+from cogs.common import followup, guild_and_actor, is_server_manager
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -33,10 +33,7 @@ class ModerationCog(
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            await private(interaction, "Only members who can manage this server can do that.")
-            return False
-        return True
+        return await is_server_manager(interaction)
 
     @app_commands.command(name="block", description="Block a word or phrase in prompts.")
     @app_commands.describe(term="The word or phrase; other spellings of it are caught too.")

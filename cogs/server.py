@@ -23,7 +23,7 @@ from bot.delivery import NO_PINGS
 from bot.kie import KieError
 from bot.policy import MAX_RUNNING, MAX_UNITS, Setting
 from bot.store import DayTotals
-from cogs.common import followup, guild_and_actor, member_role_ids, private
+from cogs.common import followup, guild_and_actor, is_server_manager, member_role_ids
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -46,10 +46,7 @@ class ServerCog(
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            await private(interaction, texts.admin_only())
-            return False
-        return True
+        return await is_server_manager(interaction)
 
     @app_commands.command(name="settings", description="Show this server's image-bot settings.")
     async def settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
