@@ -42,6 +42,10 @@ def test_secrets_never_appear_in_repr() -> None:
         ("LOG_LEVEL", "loud"),
         ("COMMAND_SYNC", "sometimes"),
         ("MAX_IMAGE_MB", "1.5"),
+        ("MAX_RUNNING_PER_MEMBER", "-1"),
+        ("MAX_RUNNING_PER_SERVER", "lots"),
+        ("LOW_CREDITS_WARNING", "-5"),
+        ("KIE_UPLOAD_BASE", "kieai.redpandaai.co"),
     ],
 )
 def test_a_malformed_setting_names_the_variable(name: str, value: str) -> None:
@@ -59,7 +63,16 @@ def test_a_missing_secret_names_the_variable(missing: str) -> None:
 
 def test_values_are_parsed() -> None:
     settings = load_settings(
-        {**SECRETS, "DAILY_QUOTA": "25", "DEV_GUILD_ID": "1234", "LOG_LEVEL": "debug"}
+        {
+            **SECRETS,
+            "DAILY_QUOTA": "25",
+            "DEV_GUILD_ID": "1234",
+            "LOG_LEVEL": "debug",
+            "MAX_RUNNING_PER_MEMBER": "0",
+            "MAX_RUNNING_PER_SERVER": "5",
+            "LOW_CREDITS_WARNING": "250.5",
+            "KIE_UPLOAD_BASE": "http://files.example/",
+        }
     )
     assert settings == Settings(
         discord_token="discord-secret-value",
@@ -67,6 +80,10 @@ def test_values_are_parsed() -> None:
         daily_quota=25,
         dev_guild_id=1234,
         log_level="DEBUG",
+        max_running_per_member=0,
+        max_running_per_server=5,
+        low_credits_warning=250.5,
+        kie_upload_base="http://files.example",
     )
 
 
