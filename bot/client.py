@@ -42,6 +42,8 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
         self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
     ) -> None:
         if isinstance(error, app_commands.CheckFailure):
+            if interaction.response.is_done():
+                return  # the check has already told the member why
             text = "You can't use this command here."
         else:
             command = interaction.command.name if interaction.command else "?"

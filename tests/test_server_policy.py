@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.conftest import StartBot
@@ -14,6 +15,7 @@ from tests.helpers import (
     READY_TITLE,
     admin_command,
     answer_text,
+    bot_payloads,
     embed_of,
     embed_title,
     field,
@@ -164,6 +166,23 @@ async def test_members_without_manage_server_cannot_change_the_policy(
         assert "Only members who can manage this server" in answer_text(refusal)
     assert (await running.store.server_policy(fake_discord.guild_id)).daily_quota is None
     assert await running.store.admin_changes(fake_discord.guild_id, 10) == []
+
+
+async def test_a_refused_admin_command_gets_exactly_one_private_answer(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    running = await start_bot()
+    raw = {"type": 1, "options": []}
+    interaction = await fake_discord.send_interaction(
+        "server", {"stats": raw}, user_id=MEMBER, permissions="0"
+    )
+    await final_answer(fake_discord, interaction)
+    await running.idle()
+    await asyncio.sleep(0.2)  # an error handler would answer within moments
+    payloads = bot_payloads(fake_discord, interaction)
+    assert [p.get("content") for p in payloads] == [
+        "Only members who can manage this server can do that."
+    ]
 
 
 async def test_limits_are_shown_back_and_zero_means_the_default(
