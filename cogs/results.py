@@ -41,6 +41,20 @@ class ResultsCog(commands.Cog):
     async def on_result_button(
         self, interaction: discord.Interaction[ImagineBot], action: ResultAction, job_id: int
     ) -> None:
+        # A listener's errors reach no command error handler: answer them here, like the tree.
+        try:
+            await self._press(interaction, action, job_id)
+        except Exception:
+            log.exception("the %s button of job %s failed", action, job_id)
+            with contextlib.suppress(discord.HTTPException):
+                if interaction.response.is_done():
+                    await interaction.followup.send(messages.generic_error(), ephemeral=True)
+                else:
+                    await private(interaction, messages.generic_error())
+
+    async def _press(
+        self, interaction: discord.Interaction[ImagineBot], action: ResultAction, job_id: int
+    ) -> None:
         job = await self.bot.store.get_job(job_id)
         # DELIVERING too: the buttons are on screen a moment before the job is recorded done.
         if job is None or job.state not in (JobState.DELIVERING, JobState.DELIVERED):

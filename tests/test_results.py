@@ -527,3 +527,25 @@ async def test_a_button_for_a_refunded_job_does_nothing_but_say_so(
     assert is_private(answer) and "no record of this image" in answer_text(answer)
     assert len(fake_kie.calls_to("/api/v1/jobs/createTask")) == 1
     assert await running.job_states() == {"refunded": 1}
+
+
+async def test_a_button_that_fails_inside_the_bot_still_gets_a_private_answer(
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    fake_kie: FakeKie,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running = await start_bot()
+    _, _, message = await deliver(fake_discord, running)
+
+    async def broken(job_id: int) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(running.bot.store, "get_job", broken)
+    press = await fake_discord.press_button(
+        message["id"], custom_ids(message)[0], user_id=REQUESTER, permissions=EVERYONE
+    )
+    answer = await final_answer(fake_discord, press)
+    assert is_private(answer)
+    assert "something went wrong on our side" in answer_text(answer)
+    assert len(fake_kie.calls_to("/api/v1/jobs/createTask")) == 1, "nothing new was started"
