@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from bot.quota import QuotaBook, QuotaStatus
+from bot.runqueue import RunLimits
 from bot.store import LogEntry, ServerPolicy, Store
 
 MAX_UNITS = 10_000  # a sane ceiling for any quota, grant or budget an admin types
@@ -32,7 +33,7 @@ class PolicyView:
 
     policy: ServerPolicy
     default_quota: int  # the bot's, where the server set none
-    run_limits: tuple[int | None, int | None]  # effective (per member, per server); None: none
+    run_limits: RunLimits  # the effective ones, the bot's defaults filled in
     allowed_channels: list[int]
     audit_channel: int | None
     blocked_terms: int
@@ -53,13 +54,17 @@ class ServerAdmin:
         await self._store.log_moderation(guild_id, actor, setting.value, shown, actor)
 
     async def set_role_quota(
-        self, guild_id: int, role_id: int, units: int | None, actor: int
-    ) -> bool:
-        changed = await self._store.set_role_quota(guild_id, role_id, units)
-        if changed:
-            shown = f"<@&{role_id}>: {'removed' if units is None else units}"
-            await self._store.log_moderation(guild_id, actor, "role_quota", shown, actor)
-        return changed
+        self, guild_id: int, role_id: int, role_name: str, units: int | None, actor: int
+    ) -> str | None:
+        """Set or (None) remove a role's quota; what changed, in words, or None if nothing.
+
+        By the role's name: the log is shown as plain text, where a mention would not render.
+        """
+        if not await self._store.set_role_quota(guild_id, role_id, units):
+            return None
+        change = f"{role_name}: {'removed' if units is None else units}"
+        await self._store.log_moderation(guild_id, actor, "role_quota", change, actor)
+        return change
 
     async def grant(
         self, guild_id: int, user_id: int, role_ids: tuple[int, ...], units: int, actor: int
@@ -81,9 +86,7 @@ class ServerAdmin:
         await self._store.log_moderation(guild_id, user_id, "reset", "usage reset", actor)
         return await self._quota.member_status(user_id, guild_id, role_ids)
 
-    async def view(
-        self, guild_id: int, run_limits: tuple[int | None, int | None], changes: int = 8
-    ) -> PolicyView:
+    async def view(self, guild_id: int, run_limits: RunLimits, changes: int = 8) -> PolicyView:
         return PolicyView(
             policy=await self._store.server_policy(guild_id),
             default_quota=self._quota.daily_limit,

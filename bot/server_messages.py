@@ -55,10 +55,10 @@ def settings_embed(view: PolicyView) -> discord.Embed:
     embed.add_field(name="Role quotas (highest applies)", value=roles or "none")
     budget = units(policy.daily_budget) if policy.daily_budget is not None else "none"
     embed.add_field(name="Server budget per day", value=budget)
-    per_member, per_server = view.run_limits
+    limits = view.run_limits
     embed.add_field(
         name="Running at once",
-        value=f"{_limit(per_member)} per member · {_limit(per_server)} in the server",
+        value=f"{_limit(limits.per_member)} per member · {_limit(limits.per_server)} in the server",
     )
     channels = ", ".join(f"<#{c}>" for c in view.allowed_channels) or "every channel"
     embed.add_field(name="/imagine works in", value=channels)

@@ -72,9 +72,9 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if await self.bot.admin.set_role_quota(guild_id, role.id, units, actor):
-            shown = "removed" if units is None else str(units)
-            await self._audit(interaction, "⚙️ Role quota changed", f"{role.name}: {shown}")
+        change = await self.bot.admin.set_role_quota(guild_id, role.id, role.name, units, actor)
+        if change is not None:
+            await self._audit(interaction, "⚙️ Role quota changed", change)
         await self._show_settings(interaction)
 
     @app_commands.command(name="grant", description="Give a member extra units for today.")
@@ -195,7 +195,7 @@ class ServerCog(
     async def _show_settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)
         limits = await self.bot.jobs.run_limits(guild_id)
-        view = await self.bot.admin.view(guild_id, (limits.per_member, limits.per_server))
+        view = await self.bot.admin.view(guild_id, limits)
         await interaction.followup.send(
             embed=texts.settings_embed(view), ephemeral=True, allowed_mentions=NO_PINGS
         )

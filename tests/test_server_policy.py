@@ -84,6 +84,8 @@ async def test_the_highest_role_quota_applies_and_replaces_the_default(
         )
     assert f"<@&{patron}>: 3 units" in field(answer, "Role quotas (highest applies)")
     assert f"<@&{newcomer}>: 0 units" in field(answer, "Role quotas (highest applies)")
+    # The log names the role: a mention would not render in the escaped change list.
+    assert "role quota: Patron: 3" in field(answer, "Latest changes")
 
     # Only the newcomer role: its 0 replaces the default of 2.
     refused = await imagine(fake_discord, user_id=MEMBER, roles=[newcomer])
