@@ -18,11 +18,14 @@ import discord
 import yarl
 from dotenv import find_dotenv, load_dotenv
 
+from bot import messages
+from bot.alerts import AlertKind, OperatorAlerts
 from bot.client import ImagineBot
 from bot.credits import CreditWatch
-from bot.jobs import JobLimits, JobService
-from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieClient, RetryPolicy
+from bot.jobs import FailureKind, JobLimits, JobService
+from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
 from bot.moderation import Moderation
+from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
@@ -68,12 +71,34 @@ def build_kie_client(
     )
 
 
+# kie.ai's price for a flex 1K image as third-party lists give it (unconfirmed; the notes say
+# 14): only for the start-up log line's rough "how many images" figure.
+CREDITS_PER_1K_IMAGE = 14
+START_CHECK_SECONDS = 15.0
+
+
 def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
+    operator = OperatorControls(
+        store,
+        Ceilings(
+            member_daily=settings.max_member_daily,
+            server_daily=settings.server_daily_cap or None,
+            total_daily=settings.total_daily_cap or None,
+        ),
+        PauseGate(),
+    )
     quota = QuotaBook(
         store,
+        operator,
         daily_limit=settings.daily_quota,
         costs=Costs(units_1k=settings.cost_1k, units_2k=settings.cost_2k),
     )
+    alerts = OperatorAlerts(store)  # routed to Discord once the bot exists, below
+
+    async def alert_operator(kind: FailureKind) -> bool:
+        alert, text = _OPERATOR_ALERTS[kind]
+        return await alerts.alert(alert, text())
+
     limits = JobLimits(
         job_timeout=settings.job_timeout,
         max_image_bytes=settings.max_image_bytes,
@@ -88,15 +113,60 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     polls = PollScheduler(
         kie, min_interval=poll_every, reserve_for_wakeups=3 if settings.public_base_url else 0
     )
-    jobs = JobService(store, quota, kie, limits, polls, callback_base_url=settings.public_base_url)
-    return ImagineBot(
+    jobs = JobService(
+        store,
+        quota,
+        kie,
+        limits,
+        polls,
+        callback_base_url=settings.public_base_url,
+        gate=operator.gate,
+        alert_operator=alert_operator,
+        allow_nsfw=settings.allow_nsfw,
+    )
+    bot = ImagineBot(
         settings=settings,
         store=store,
         quota=quota,
         jobs=jobs,
         moderation=Moderation(store),
-        admin=ServerAdmin(store, quota),
+        admin=ServerAdmin(store, quota, nsfw_permitted=settings.allow_nsfw),
         credits=CreditWatch(kie, threshold=settings.low_credits_warning),
+        operator=operator,
+        alerts=alerts,
+    )
+    alerts.route_to(bot.tell_operator)
+    return bot
+
+
+_OPERATOR_ALERTS = {
+    FailureKind.MISCONFIGURED: (AlertKind.KEY_REFUSED, messages.key_refused_alert),
+    FailureKind.OUT_OF_CREDITS: (
+        AlertKind.OUT_OF_CREDITS,
+        messages.out_of_credits_alert,
+    ),
+    FailureKind.FEATURE_DISABLED: (AlertKind.FEATURE_DISABLED, messages.feature_disabled_alert),
+}
+
+
+async def check_kie_account(kie: KieClient) -> None:
+    """Ask kie.ai for the balance once at start: a refused key stops the bot before any
+    member pays for it; kie.ai being unreachable does not."""
+    try:
+        async with asyncio.timeout(START_CHECK_SECONDS):
+            credits = await kie.get_credits()
+    except TimeoutError:
+        log.warning("kie.ai did not tell the balance at start; starting anyway")
+        return
+    except KieAuthError:
+        raise StartupError("KIE_API_KEY was refused by kie.ai.") from None
+    except KieError as error:
+        log.warning("could not read the kie.ai balance at start (%s); starting anyway", error)
+        return
+    log.info(
+        "kie.ai balance: %.0f credits, roughly %d 1K images",
+        credits,
+        credits // CREDITS_PER_1K_IMAGE,
     )
 
 
@@ -124,7 +194,9 @@ async def run(settings: Settings) -> None:
         ) from None
     try:
         async with aiohttp.ClientSession() as session:
-            bot = build_bot(settings, store, build_kie_client(session, settings))
+            kie = build_kie_client(session, settings)
+            await check_kie_account(kie)
+            bot = build_bot(settings, store, kie)
             server = build_webhook_server(settings, bot)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import time
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
+from bot.admission import Admission, Asker
+from bot.alerts import AlertKind, OperatorAlerts
 from bot.audit import AuditLog
-from bot.credits import Balance, CreditWatch
+from bot.credits import CreditWatch
 from bot.delivery import NO_PINGS, DiscordReply
 from bot.jobs import FailureKind, JobService
 from bot.moderation import Moderation
+from bot.operator import OperatorControls
 from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
 from bot.settings import Settings
@@ -31,12 +36,24 @@ EXTENSIONS = (
     "cogs.history",
     "cogs.moderation",
     "cogs.server",
+    "cogs.owner",  # registers nothing unless OWNER_GUILD_ID is set
 )
+OWNER_GROUP = "owner"
 SHUTDOWN_NOTICE_SECONDS = 5.0
+OPERATORS_TTL = 600.0
 
 
 class ImagineTree(app_commands.CommandTree["ImagineBot"]):
-    """Maps errors to replies in one place: known ones become short private messages."""
+    """Maps errors to replies in one place: known ones become short private messages, and
+    turns every command away where the bot is not enabled (a server not allowed or banned, or
+    DMs while they are off) before the command itself runs."""
+
+    async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:
+        command = interaction.command
+        root = getattr(command, "root_parent", None) or command
+        if root is not None and root.name == OWNER_GROUP:
+            return True  # the operator's own commands check their user instead
+        return await interaction.client.gate_passed(interaction)
 
     async def on_error(
         self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
@@ -69,6 +86,8 @@ class ImagineBot(commands.Bot):
         moderation: Moderation,
         admin: ServerAdmin,
         credits: CreditWatch,
+        operator: OperatorControls,
+        alerts: OperatorAlerts,
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -84,15 +103,47 @@ class ImagineBot(commands.Bot):
         self.moderation = moderation
         self.admin = admin
         self.credits = credits
+        self.operator = operator
+        self.alerts = alerts
         self.audit = AuditLog(self, moderation)
+        self.admission = Admission(
+            store,
+            operator,
+            moderation,
+            quota,
+            allowed_guilds=settings.allowed_guild_ids,
+            allow_dms=settings.allow_dms,
+            shares_server=lambda guild_id: self.get_guild(guild_id) is not None,
+            post_audit=lambda guild, title, member, detail: self.audit.event(
+                guild, title, member, detail, None
+            ),
+            alert_total_cap=lambda: alerts.alert(
+                AlertKind.TOTAL_CAP, messages.total_cap_alert(settings.total_daily_cap)
+            ),
+        )
+        self._operators: tuple[float, tuple[int, ...]] | None = None
         self.accepting_jobs = True
         self._job_tasks: dict[asyncio.Task[None], DiscordReply] = {}
 
     async def setup_hook(self) -> None:
+        await self.operator.load()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
         await self.resume_unfinished_jobs()
+
+    async def gate_passed(self, interaction: discord.Interaction[ImagineBot]) -> bool:
+        """False (after a private answer) where the bot is not enabled for this interaction."""
+        refusal = await self.admission.gate(interaction.guild_id)
+        if refusal is None:
+            return True
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.response.send_message(
+                messages.refusal_text(refusal), ephemeral=True, allowed_mentions=NO_PINGS
+            )
+        asker = Asker(interaction.user.id, interaction.guild_id, interaction.channel_id)
+        await self.admission.record(asker, refusal)
+        return False
 
     async def resume_unfinished_jobs(self) -> None:
         """Pick up every job a previous run left open (a restart, a crash, a deploy)."""
@@ -116,26 +167,48 @@ class ImagineBot(commands.Bot):
         # Each finished job is a chance to notice a low balance before members run into it.
         low = await self.credits.after_job(out_of_credits=failure is FailureKind.OUT_OF_CREDITS)
         if low is not None:
-            await self.warn_owners(low, job.guild_id)
+            await self.alerts.alert(AlertKind.LOW_BALANCE, messages.low_credits_alert(low))
 
-    async def warn_owners(self, balance: Balance, guild_id: int | None) -> None:
-        """DM the bot's owner (who pays kie.ai) and the server's owner about a low balance."""
-        owners: set[int] = set()
-        try:
+    async def operator_ids(self) -> tuple[int, ...]:
+        """The application's owner, or every member of its team (looked up every 10 minutes)."""
+        now = time.monotonic()
+        if self._operators is None or now - self._operators[0] > OPERATORS_TTL:
             app = await self.application_info()
-            owners.add(app.team.owner_id if app.team and app.team.owner_id else app.owner.id)
+            ids = tuple(m.id for m in app.team.members) if app.team else (app.owner.id,)
+            self._operators = (now, ids)
+        return self._operators[1]
+
+    async def is_operator(self, user: discord.abc.User) -> bool:
+        try:
+            return user.id in await self.operator_ids()
         except discord.HTTPException:
-            log.warning("could not look up the bot's owner to warn about credits")
-        guild = self.get_guild(guild_id) if guild_id is not None else None
-        if guild is not None and guild.owner_id is not None:
-            owners.add(guild.owner_id)
-        text = messages.low_credits_warning(balance)
+            log.warning("could not look up the bot's owner")
+            return False
+
+    async def tell_operator(self, text: str) -> bool:
+        """Post an alert to OPS_CHANNEL_ID, or else (or if that fails) DM the application's
+        owner, or every member of its team. True when it reached someone."""
+        channel_id = self.settings.ops_channel_id
+        if channel_id is not None:
+            try:
+                await self.get_partial_messageable(channel_id).send(text, allowed_mentions=NO_PINGS)
+                return True
+            except discord.HTTPException as error:
+                log.warning("could not post to OPS_CHANNEL_ID (%s); trying DMs", error.status)
+        try:
+            owners = await self.operator_ids()
+        except discord.HTTPException:
+            log.warning("could not look up the bot's owner to alert them")
+            return False
+        delivered = False
         for owner_id in owners:
             try:
                 user = await self.fetch_user(owner_id)
                 await user.send(text, allowed_mentions=NO_PINGS)
+                delivered = True
             except discord.HTTPException as error:
-                log.warning("could not warn owner %s about credits: %s", owner_id, error.status)
+                log.warning("could not alert owner %s by DM: %s", owner_id, error.status)
+        return delivered
 
     def _forget_job(self, task: asyncio.Task[None]) -> None:
         self._job_tasks.pop(task, None)
@@ -186,10 +259,19 @@ class ImagineBot(commands.Bot):
         mode = self.settings.command_sync
         if mode == "never":
             return
-        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        dev = self.settings.dev_guild_id
+        guild = discord.Object(dev) if dev else None
         if guild is not None:
             # A development guild gets the commands instantly; global ones take up to an hour.
             self.tree.copy_global_to(guild=guild)
+        scopes = [guild]
+        owner_guild = self.settings.owner_guild_id
+        if owner_guild is not None and owner_guild != dev:
+            scopes.append(discord.Object(owner_guild))  # /owner lives there alone
+        for scope in scopes:
+            await self._sync_scope(scope, mode)
+
+    async def _sync_scope(self, guild: discord.Object | None, mode: str) -> None:
         scope = f"{self.application_id}:{guild.id if guild else 'global'}"
         fingerprint = self.command_fingerprint(guild)
         if mode == "auto" and await self.store.get_meta(f"commands:{scope}") == fingerprint:
@@ -202,7 +284,7 @@ class ImagineBot(commands.Bot):
             log.error("could not sync slash commands (%s %s)", error.status, error.text)
             return
         await self.store.set_meta(f"commands:{scope}", fingerprint)
-        where = f"development guild {guild.id}" if guild else "all servers"
+        where = f"server {guild.id}" if guild else "all servers"
         log.info("synced %d slash commands to %s", len(synced), where)
 
     def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:

@@ -147,9 +147,13 @@ class DiscordReply:
             note: str | None = None
             if fitted.reencoded:
                 note = messages.resized_note(len(image.data), len(fitted.data), limit, image.url)
-            embed = messages.result_embed(finished, fitted.filename, note)
+            filename, shown_in_embed = fitted.filename, fitted.filename
+            if self._job.spoiler:
+                # An embed's image cannot be blurred: the file alone carries the picture.
+                filename, shown_in_embed = f"SPOILER_{fitted.filename}", ""
+            embed = messages.result_embed(finished, shown_in_embed, note)
             try:
-                via = await self._send_outcome(embed, (fitted.data, fitted.filename), ready=True)
+                via = await self._send_outcome(embed, (fitted.data, filename), ready=True)
             except _TooLarge:
                 # Discord applied a lower limit than the interaction reported: halve and retry.
                 log.info("job %s: Discord refused the file as too large; shrinking", self._job.id)

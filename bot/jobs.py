@@ -11,7 +11,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,7 +34,9 @@ from bot.kie import (
     KieTimeout,
     KieValidationError,
     TaskInfo,
+    blocked_by_safety_filter,
 )
+from bot.operator import PauseGate
 from bot.polling import PollScheduler
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits, RunQueue, Wait
@@ -49,6 +51,7 @@ class Phase(enum.StrEnum):
     WAITING = "waiting"  # held back by the member's or the server's running-jobs limit
     QUEUED = "queued"  # in line for kie.ai's submission limit (20 per 10 s per account)
     GENERATING = "generating"  # kie.ai has the task (its own waiting/queuing included)
+    PAUSED = "paused"  # the operator paused generation; it goes on when they resume
 
 
 class FailureKind(enum.StrEnum):
@@ -67,11 +70,17 @@ class FailureKind(enum.StrEnum):
     DOWNLOAD_FAILED = "download_failed"
     DELIVERY_FAILED = "delivery_failed"
     REFERENCE_FAILED = "reference_failed"  # kie.ai could not take the reference image
+    CONTENT_FILTERED = "content_filtered"  # kie.ai's safety filter blocked the image
     INTERNAL = "internal"
 
 
-# Failures the server owner must fix; logged loudly, since members can do nothing about them.
-OWNER_PROBLEMS = frozenset({FailureKind.OUT_OF_CREDITS, FailureKind.MISCONFIGURED})
+# Failures only the bot's operator can fix (the kie.ai account): logged loudly and alerted,
+# since members can do nothing about them.
+OPERATOR_PROBLEMS = frozenset(
+    {FailureKind.OUT_OF_CREDITS, FailureKind.MISCONFIGURED, FailureKind.FEATURE_DISABLED}
+)
+# Tells the operator about one of those; True when the alert reached them (now or lately).
+AlertOperator = Callable[[FailureKind], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class JobRequest:
     input_url: str | None = None  # ... already on kie.ai's file host (a re-roll of one)
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
+    age_restricted: bool = False  # asked in an age-restricted channel (or a thread of one)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ class Progress:
     position: int | None = None  # place in line, while queued
     turn_at: float | None = None  # Unix time the turn is expected, while queued
     wait: Wait | None = None  # place in the server's line and what holds it, while waiting
+    note: str | None = None  # the operator's reason, while paused
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class Failure:
     kind: FailureKind
     quota: QuotaStatus
     detail: str | None = None  # kie.ai's own reason, when it gave one the user can act on
+    operator_alerted: bool = False  # for the operator's problems: they really were told
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,9 @@ class JobService:
         polls: PollScheduler,
         *,
         callback_base_url: str | None = None,
+        gate: PauseGate | None = None,
+        alert_operator: AlertOperator | None = None,
+        allow_nsfw: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -192,6 +207,9 @@ class JobService:
         self.polls = polls
         self._callback_base = callback_base_url.rstrip("/") if callback_base_url else None
         self._clock = clock
+        self._gate = gate or PauseGate()
+        self._alert_operator = alert_operator
+        self._allow_nsfw = allow_nsfw  # ALLOW_NSFW: may servers ever turn kie.ai's filter off
         # Bounds memory: at most this many images are downloaded or uploaded at once.
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
         self.run_queue = RunQueue()
@@ -202,7 +220,9 @@ class JobService:
         would exceed."""
         image = request.image
         policy = await self._quota.policy(request.guild_id)
-        limit = self._quota.limit_in(policy, request.role_ids)
+        # kie.ai's filter is off only where the operator, the server and the channel all allow
+        # adult content; spoilers are the server's wish for its age-restricted channels.
+        unfiltered = self._allow_nsfw and policy.nsfw_allowed and request.age_restricted
         return await self._store.reserve(
             NewJob(
                 user_id=request.user_id,
@@ -218,9 +238,10 @@ class JobService:
                 input_url=request.input_url,
                 origin=request.origin,
                 parent_job_id=request.parent_job_id,
+                nsfw_checker=not unfiltered,
+                spoiler=request.age_restricted and policy.nsfw_spoiler,
             ),
-            limit,
-            policy.daily_budget,
+            await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
         )
 
     async def run_limits(self, guild_id: int | None) -> RunLimits:
@@ -257,6 +278,8 @@ class JobService:
         error: Exception | None = None
         try:
             await self._take_turn(job, reporter)
+            if job.state is JobState.RESERVED:
+                await self._while_paused(job, reporter)
             task_id = await self._ensure_submitted(job, reporter)
             info = await self._wait(job, task_id)
             async with self._transfers:
@@ -270,6 +293,8 @@ class JobService:
             if isinstance(kie_error, KieValidationError):
                 # kie.ai says which field it refused (the prompt, or the reference image).
                 detail = kie_error.reason
+            if blocked_by_safety_filter(kie_error.reason):
+                kind, detail = FailureKind.CONTENT_FILTERED, None
         except asyncio.CancelledError:
             raise  # shutting down: the job stays open and resumes on the next start
         except Exception:
@@ -291,6 +316,15 @@ class JobService:
         """On shutdown: let refunds in progress tell their members (bound it with a timeout)."""
         if self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
+
+    async def _while_paused(self, job: Job, reporter: JobReporter) -> None:
+        """Hold a job that kie.ai has not seen yet while the operator has generation paused;
+        its charge stays, and it goes on by itself on resume."""
+        if not self._gate.paused:
+            return
+        progress = Progress(Phase.PAUSED, job.created_at, note=self._gate.reason)
+        await _report(reporter, progress)
+        await self._gate.wait_open()
 
     async def _take_turn(self, job: Job, reporter: JobReporter) -> None:
         """Wait while the member or the server has as many jobs running as allowed."""
@@ -369,6 +403,7 @@ class JobService:
             job.aspect_ratio,  # type: ignore[arg-type]
             job.resolution,  # type: ignore[arg-type]
             input_urls=await self._reference_urls(job),
+            nsfw_checker=job.nsfw_checker,
         )
         turn = self._kie.submit_turn(job.user_id)
         if turn.wait_seconds > 0:
@@ -376,6 +411,9 @@ class JobService:
             await _report(reporter, Progress(Phase.QUEUED, job.created_at, turn.position, turn_at))
 
         async def before_send() -> None:
+            # A pause that came while this job waited for its turn holds it here, still
+            # unsent: nothing new reaches kie.ai while the operator has generation paused.
+            await self._gate.wait_open()
             await self._store.begin_submit(job.id)
 
         task_id = await self._kie.create_task(
@@ -412,7 +450,11 @@ class JobService:
                         info = await watch.updates.get()
                 except TimeoutError:
                     raise JobFailed(FailureKind.TIMED_OUT) from None
+                if info.finished and info.credits is not None:
+                    await self._store.set_job_credits(job.id, info.credits)
                 if info.state == "fail":
+                    if blocked_by_safety_filter(info.fail_message):
+                        raise JobFailed(FailureKind.CONTENT_FILTERED)
                     raise JobFailed(FailureKind.GENERATION_FAILED, info.fail_message)
                 if info.succeeded:
                     if not info.result_urls:
@@ -445,18 +487,24 @@ class JobService:
         reason = f"{kind.value}: {error or detail or ''}"[:500]
         if not await self._store.refund(job.id, reason):
             return  # already finished elsewhere: never refund or report twice
-        if kind in OWNER_PROBLEMS:
+        alerted = False
+        if kind in OPERATOR_PROBLEMS:
             log.error(
-                "job %s failed: %s. The bot cannot generate images until the owner fixes the "
-                "kie.ai account (API key or credits).",
+                "job %s failed: %s. The bot cannot generate images until the operator fixes "
+                "the kie.ai account (API key, credits or model).",
                 job.id,
                 kind.value,
             )
+            if self._alert_operator is not None:
+                try:
+                    alerted = await self._alert_operator(kind)
+                except Exception:
+                    log.exception("job %s: could not alert the operator", job.id)
         else:
             log.warning("job %s failed and was refunded: %s", job.id, reason)
         quota = await self._quota_after(job)
         try:
-            await reporter.fail(Failure(kind, quota, detail))
+            await reporter.fail(Failure(kind, quota, detail, operator_alerted=alerted))
         except Exception:
             log.exception("job %s: could not tell the user about the failure", job.id)
 

@@ -136,6 +136,9 @@ class ImageRequest:
     resolution: Resolution = "1K"
     # Reference images on kie.ai's file host; any makes it an image-to-image request.
     input_urls: tuple[str, ...] = ()
+    # kie.ai's own content filter ("defaults to false": off unless asked for). The bot always
+    # sends it, true unless the operator, the server and the channel all allow adult content.
+    nsfw_checker: bool = True
 
     @property
     def model(self) -> str:
@@ -149,6 +152,7 @@ class TaskInfo:
     result_urls: tuple[str, ...] = ()
     fail_code: str | None = None
     fail_message: str | None = None
+    credits: float | None = None  # what the task cost, where kie.ai says so
 
     @property
     def finished(self) -> bool:
@@ -191,6 +195,7 @@ def build_create_payload(request: ImageRequest, callback_url: str | None = None)
             "prompt": request.prompt,
             "aspect_ratio": request.aspect_ratio,
             "resolution": request.resolution,
+            "nsfw_checker": request.nsfw_checker,
         },
     }
     if request.input_urls:
@@ -246,6 +251,40 @@ def parse_result_urls(result_json: Any) -> tuple[str, ...]:
     return tuple(u for u in urls if isinstance(u, str) and u.startswith(("http://", "https://")))
 
 
+# Words in kie.ai's failure messages that mean its safety filter refused (e.g. "Invalid prompt:
+# prompt contains prohibited content"); kie.ai documents no failure code for it.
+_SAFETY_WORDS = (
+    "nsfw",
+    "prohibited",
+    "sensitive",
+    "safety",
+    "unsafe",
+    "inappropriate",
+    "content policy",
+    "moderation",
+    "flagged",
+    "explicit",
+)
+
+
+def blocked_by_safety_filter(message: str | None) -> bool:
+    """Whether a failure message says kie.ai's content filter blocked the request or image."""
+    text = (message or "").lower()
+    return any(word in text for word in _SAFETY_WORDS)
+
+
+def parse_credits(data: Any) -> float | None:
+    """What a task cost, from a callback or task record (`creditsConsumed`, older pages
+    `consumeCredits`); None when absent or implausible."""
+    if not isinstance(data, Mapping):
+        return None
+    for key in ("creditsConsumed", "consumeCredits", "credits_consumed"):
+        value = data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) if 0 <= value <= 100_000 else None
+    return None
+
+
 def parse_task_info(data: Any) -> TaskInfo:
     if not isinstance(data, Mapping):
         raise KieMalformedResponse("recordInfo answered without task data")
@@ -261,6 +300,7 @@ def parse_task_info(data: Any) -> TaskInfo:
         result_urls=parse_result_urls(data.get("resultJson")),
         fail_code=str(fail_code) if fail_code not in (None, "") else None,
         fail_message=str(fail_message) if fail_message not in (None, "") else None,
+        credits=parse_credits(data),
     )
 
 

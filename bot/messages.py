@@ -11,10 +11,10 @@ from datetime import datetime
 
 import discord
 
+from bot.admission import Refusal, RefusalReason
 from bot.credits import Balance
-from bot.jobs import Failure, FailureKind, Finished, Phase, Progress
+from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
-from bot.moderation import Refusal, RefusalKind
 from bot.quota import BudgetStatus, QuotaStatus
 from bot.runqueue import HeldBy, Wait
 from bot.store import Job, JobState, Origin
@@ -70,6 +70,7 @@ _PHASE_TEXT = {
     Phase.WAITING: "⏳ Waiting for a free slot",
     Phase.QUEUED: "🕒 Queued",
     Phase.GENERATING: "🎨 Generating",
+    Phase.PAUSED: "⏸️ Paused by the bot's operator",
 }
 
 
@@ -79,6 +80,13 @@ def progress_embed(progress: Progress, job: Job) -> discord.Embed:
     embed.add_field(name="Started", value=timestamp(progress.started_at))
     if progress.wait is not None:
         embed.add_field(name="Queue", value=queue_text(progress.wait), inline=False)
+    if progress.phase is Phase.PAUSED:
+        reason = f"Reason: {safe_prompt(progress.note, 300)}\n" if progress.note else ""
+        embed.add_field(
+            name="Your image is not lost",
+            value=f"{reason}It is still reserved and starts by itself when generation resumes.",
+            inline=False,
+        )
     if progress.position is not None and progress.turn_at is not None:
         # A live timestamp counts down in the client, so the line needs no edits to move.
         embed.add_field(
@@ -140,12 +148,9 @@ _FAILURE_TEXT = {
     FailureKind.MAINTENANCE: "kie.ai is under maintenance. Please try again later.",
     FailureKind.GENERATION_FAILED: "The generation failed at kie.ai.",
     FailureKind.FEATURE_DISABLED: "This image model is switched off at kie.ai for now.",
-    FailureKind.OUT_OF_CREDITS: (
-        "The bot's kie.ai account is out of credits. The server owner has been told."
-    ),
-    FailureKind.MISCONFIGURED: (
-        "The bot's kie.ai API key was refused. The server owner has been told."
-    ),
+    FailureKind.OUT_OF_CREDITS: "The bot's kie.ai account is out of credits.",
+    FailureKind.MISCONFIGURED: "The bot's kie.ai API key was refused.",
+    FailureKind.CONTENT_FILTERED: "kie.ai's safety filter blocked this image; try rewording.",
     FailureKind.TIMED_OUT: "kie.ai took too long to answer, so the bot gave up waiting.",
     FailureKind.UNREACHABLE: "The bot could not reach kie.ai. Please try again later.",
     FailureKind.SUBMIT_UNCERTAIN: (
@@ -171,6 +176,13 @@ _FAILURE_TEXT = {
 def failure_embed(failure: Failure, prompt: str, units_refunded: int) -> discord.Embed:
     embed = _prompt_embed("❌ No image this time", prompt, COLOUR_FAILED)
     reason = _FAILURE_TEXT[failure.kind]
+    if failure.kind in OPERATOR_PROBLEMS:
+        # Only claimed when it is true: the alert really reached the operator.
+        reason += (
+            " The bot's operator has been alerted."
+            if failure.operator_alerted
+            else " Please tell a server admin."
+        )
     if failure.detail:
         reason += f"\nReason given: {safe_prompt(failure.detail, 300)}"
     embed.add_field(name="What happened", value=reason, inline=False)
@@ -210,14 +222,6 @@ def prompt_length_error(length: int) -> str:
     )
 
 
-def quota_exceeded(status: QuotaStatus, cost: int) -> str:
-    return (
-        f"That would need {units(cost)}, but you have {status.remaining} of your "
-        f"{status.limit} daily units left. Your quota resets {timestamp(status.resets_at)}. "
-        "Nothing was spent."
-    )
-
-
 def auto_needs_image() -> str:
     return (
         "The `auto` shape matches a reference image: add one with the `image` option, or pick "
@@ -237,14 +241,6 @@ def reference_too_large(size: int, limit: int) -> str:
         # Decimal megabytes, as kie.ai states its limit.
         f"Your reference image is {size / 1e6:.1f} MB; the generator takes at most "
         f"{limit / 1e6:g} MB. Nothing was spent."
-    )
-
-
-def budget_exhausted(status: BudgetStatus, cost: int) -> str:
-    return (
-        f"This server's daily image budget is used up ({status.spent} of {status.budget} units "
-        f"spent; that would need {units(cost)}). It resets {timestamp(status.resets_at)}. "
-        "Nothing was spent."
     )
 
 
@@ -279,17 +275,55 @@ def generic_error() -> str:
 # --- moderation -----------------------------------------------------------------------------------
 
 
-def moderation_refusal(refusal: Refusal) -> str:
-    if refusal.kind is RefusalKind.BANNED:
-        return "You can't use the image bot in this server. Nothing was spent."
-    if refusal.kind is RefusalKind.WRONG_CHANNEL:
+def refusal_text(refusal: Refusal) -> str:
+    """What a refused member reads, privately. Every refusal spent nothing, and says so."""
+    return f"{_refusal_reason(refusal)} Nothing was spent."
+
+
+def _refusal_reason(refusal: Refusal) -> str:
+    reason = refusal.reason
+    if reason is RefusalReason.NOT_ENABLED:
+        return "This bot is not enabled for this server."
+    if reason is RefusalReason.SERVER_BANNED:
+        return "The image bot is not available in this server."
+    if reason is RefusalReason.DMS_OFF:
+        return "The image bot works in servers, not in direct messages."
+    if reason is RefusalReason.USER_BANNED:
+        return "You can't use the image bot."
+    if reason is RefusalReason.PAUSED:
+        why = f" ({safe_prompt(refusal.note, 300)})" if refusal.note else ""
+        return f"Image generation is paused by the bot's operator{why}. Please try again later."
+    if reason is RefusalReason.BANNED:
+        return "You can't use the image bot in this server."
+    if reason is RefusalReason.WRONG_CHANNEL:
         where = ", ".join(f"<#{channel}>" for channel in refusal.channels)
-        return f"In this server, `/imagine` works in {where}. Nothing was spent."
-    term = safe_prompt(refusal.term or "", 100)
-    excerpt = safe_prompt(refusal.excerpt or "", 100)
+        return f"In this server, `/imagine` works in {where}."
+    if reason in (RefusalReason.BLOCKED_TERM, RefusalReason.GLOBAL_TERM):
+        whose = "this server has" if reason is RefusalReason.BLOCKED_TERM else "the bot has"
+        term = safe_prompt(refusal.term or "", 100)
+        excerpt = safe_prompt(refusal.excerpt or "", 100)
+        return f"Your prompt uses a term {whose} blocked: **{term}** (in “{excerpt}”)."
+    if reason is RefusalReason.QUOTA and refusal.quota is not None:
+        return _over_quota(refusal.quota, refusal.cost)
+    if reason in (RefusalReason.BUDGET, RefusalReason.SERVER_CAP) and refusal.budget is not None:
+        return _over_budget(refusal.budget, refusal.cost)
+    resets = f" It resets {timestamp(refusal.resets_at)}." if refusal.resets_at else ""
+    if reason is RefusalReason.TOTAL_CAP:
+        return f"The image bot has made all the images it can today, in every server.{resets}"
+    return f"You can't make more images here today.{resets}"
+
+
+def _over_quota(status: QuotaStatus, cost: int) -> str:
     return (
-        f"Your prompt uses a term this server has blocked: **{term}** (in “{excerpt}”). "
-        "Nothing was spent."
+        f"That would need {units(cost)}, but you have {status.remaining} of your "
+        f"{status.limit} daily units left. Your quota resets {timestamp(status.resets_at)}."
+    )
+
+
+def _over_budget(status: BudgetStatus, cost: int) -> str:
+    return (
+        f"This server's daily image budget is used up ({status.spent} of {status.budget} units "
+        f"spent; that would need {units(cost)}). It resets {timestamp(status.resets_at)}."
     )
 
 
@@ -371,9 +405,41 @@ def nothing_to_vary() -> str:
 # --- credits and server policy --------------------------------------------------------------------
 
 
-def low_credits_warning(balance: Balance) -> str:
+def low_credits_alert(balance: Balance) -> str:
+    if balance.credits <= 0:
+        state = "has run out of credits"
+    else:
+        state = f"is running low: **{balance.credits:,.0f} credits** left"
     return (
-        f"⚠️ The image bot's kie.ai account is running low: **{balance.credits:,.0f} credits** "
-        f"left (the warning level is {balance.threshold:,.0f}). Top it up at https://kie.ai so "
-        "members can keep generating; when it runs out, every request fails and is refunded."
+        f"⚠️ The image bot's kie.ai account {state} (the warning level is "
+        f"{balance.threshold:,.0f}). Top it up at https://kie.ai so members can keep generating; "
+        "when it runs out, every request fails and is refunded."
+    )
+
+
+def out_of_credits_alert() -> str:
+    return (
+        "⛔ kie.ai refused a generation: the bot's account is out of credits. Every "
+        "request now fails and is refunded until it is topped up at https://kie.ai."
+    )
+
+
+def key_refused_alert() -> str:
+    return (
+        "⛔ kie.ai refused the bot's API key (401). Every request fails and is refunded until "
+        "`KIE_API_KEY` is fixed and the bot restarted."
+    )
+
+
+def feature_disabled_alert() -> str:
+    return (
+        "⚠️ kie.ai answered that the image model is switched off (505). Requests fail and are "
+        "refunded until kie.ai turns it back on."
+    )
+
+
+def total_cap_alert(cap: int) -> str:
+    return (
+        f"📉 The bot reached its daily cap of {units(cap)} over every server (`TOTAL_DAILY_CAP`). "
+        "Every request is refused until midnight UTC; raise the cap and restart to go on."
     )

@@ -21,6 +21,7 @@ MAX_TERMS = 500
 class RefusalKind(enum.StrEnum):
     BANNED = "banned"
     BLOCKED_TERM = "blocked_term"
+    GLOBAL_TERM = "global_term"  # on the operator's list, which applies everywhere
     WRONG_CHANNEL = "wrong_channel"
 
 
@@ -41,13 +42,32 @@ class Moderation:
         self._store = store
         # Terms per server, read once and dropped on every change: checks stay cheap.
         self._rules: dict[int, tuple[BlockRule, ...]] = {}
+        self._global_rules: tuple[BlockRule, ...] | None = None  # the operator's
 
     async def check(
         self, guild_id: int | None, channel_id: int | None, user_id: int, prompt: str
     ) -> Refusal | None:
-        """Why this prompt may not be generated here, or None. A refusal is recorded."""
-        if guild_id is None:
-            return None  # direct messages have no server policy
+        """Why this prompt may not be generated here, or None. A refusal is recorded.
+
+        A server's own rules apply in that server; the operator's terms apply everywhere,
+        direct messages included.
+        """
+        if guild_id is not None:
+            refusal = await self._server_check(guild_id, channel_id, user_id, prompt)
+            if refusal is not None:
+                return refusal
+        match = find_blocked(prompt, await self._global_rules_now())
+        if match is None:
+            return None
+        if guild_id is not None:
+            await self._store.log_moderation(
+                guild_id, user_id, "refused_global_term", f"{match.rule.term}: {prompt}"
+            )
+        return Refusal(RefusalKind.GLOBAL_TERM, match.rule.term, match.excerpt)
+
+    async def _server_check(
+        self, guild_id: int, channel_id: int | None, user_id: int, prompt: str
+    ) -> Refusal | None:
         allowed = await self._store.allowed_channels(guild_id)
         if allowed and channel_id not in allowed:
             return Refusal(RefusalKind.WRONG_CHANNEL, channels=tuple(allowed))
@@ -61,6 +81,28 @@ class Moderation:
             guild_id, user_id, "refused_blocked_term", f"{match.rule.term}: {prompt}"
         )
         return Refusal(RefusalKind.BLOCKED_TERM, match.rule.term, match.excerpt)
+
+    async def _global_rules_now(self) -> tuple[BlockRule, ...]:
+        if self._global_rules is None:
+            self._global_rules = tuple(BlockRule(term) for term in await self._store.global_terms())
+        return self._global_rules
+
+    async def add_global_term(self, term: str) -> bool:
+        """The operator blocks `term` everywhere. False if it was already blocked."""
+        canonical = _canonical(term)
+        if len(await self._global_rules_now()) >= MAX_TERMS:
+            raise ModerationError(f"The bot's blocklist holds at most {MAX_TERMS} terms.")
+        added = await self._store.add_global_term(canonical, term.strip())
+        self._global_rules = None
+        return added
+
+    async def remove_global_term(self, term: str) -> bool:
+        removed = await self._store.remove_global_term(_canonical(term))
+        self._global_rules = None
+        return removed
+
+    async def global_terms(self) -> list[str]:
+        return [rule.term for rule in await self._global_rules_now()]
 
     async def _rules_for(self, guild_id: int) -> tuple[BlockRule, ...]:
         rules = self._rules.get(guild_id)

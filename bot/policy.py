@@ -2,7 +2,9 @@
 and how many jobs may run at once.
 
 Every change is written to the server's moderation log with who made it, so `/server settings`
-can show it back; settings are keyed by server, so one server's never touch another's.
+can show it back; settings are keyed by server, so one server's never touch another's. No setting
+may go past the operator's ceilings (`MAX_MEMBER_DAILY`, the server's daily cap): a change that
+asks for more is refused with the ceiling named.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from bot.store import LogEntry, ServerPolicy, Store
 
 MAX_UNITS = 10_000  # a sane ceiling for any quota, grant or budget an admin types
 MAX_RUNNING = 100  # kie.ai runs "about 100+" tasks at once per account
+
+
+class PolicyError(Exception):
+    """A change the operator's ceilings do not allow; the message says why, politely."""
 
 
 class Setting(enum.StrEnum):
@@ -34,6 +40,9 @@ class PolicyView:
     policy: ServerPolicy
     default_quota: int  # the bot's, where the server set none
     run_limits: RunLimits  # the effective ones, the bot's defaults filled in
+    member_ceiling: int  # the operator's MAX_MEMBER_DAILY
+    server_cap: int | None  # the operator's daily cap for this server
+    nsfw_permitted: bool  # the operator's ALLOW_NSFW
     allowed_channels: list[int]
     audit_channel: int | None
     blocked_terms: int
@@ -41,14 +50,28 @@ class PolicyView:
 
 
 class ServerAdmin:
-    def __init__(self, store: Store, quota: QuotaBook) -> None:
+    def __init__(self, store: Store, quota: QuotaBook, *, nsfw_permitted: bool = False) -> None:
         self._store = store
         self._quota = quota
+        self._nsfw_permitted = nsfw_permitted
 
     async def set_value(
         self, guild_id: int, setting: Setting, value: int | None, actor: int
     ) -> None:
-        """Set one number (None: back to the bot's default, or no budget)."""
+        """Set one number (None: back to the bot's default, or no budget).
+
+        Raises `PolicyError` for a quota above the operator's ceiling or a budget above the
+        server's cap.
+        """
+        if value is not None and setting is Setting.DAILY_QUOTA:
+            self._check_member_units(value)
+        if value is not None and setting is Setting.DAILY_BUDGET:
+            cap = await self._quota.server_cap(guild_id)
+            if cap is not None and value > cap:
+                raise PolicyError(
+                    f"The bot's operator caps this server at {cap} units a day; its budget can "
+                    f"be lower, not higher. Nothing changed."
+                )
         await self._store.set_policy_value(guild_id, setting.value, value)
         shown = "default" if value is None else str(value)
         await self._store.log_moderation(guild_id, actor, setting.value, shown, actor)
@@ -60,6 +83,8 @@ class ServerAdmin:
 
         By the role's name: the log is shown as plain text, where a mention would not render.
         """
+        if units is not None:
+            self._check_member_units(units)
         if not await self._store.set_role_quota(guild_id, role_id, units):
             return None
         change = f"{role_name}: {'removed' if units is None else units}"
@@ -69,7 +94,16 @@ class ServerAdmin:
     async def grant(
         self, guild_id: int, user_id: int, role_ids: tuple[int, ...], units: int, actor: int
     ) -> QuotaStatus:
-        """Extra units for today only, on top of the member's limit."""
+        """Extra units for today only, on top of the member's limit, up to the ceiling."""
+        ceiling = self._quota.ceiling
+        today = await self._quota.limit_today(user_id, guild_id, role_ids)
+        if today + units > ceiling:
+            room = max(0, ceiling - today)
+            raise PolicyError(
+                f"The bot's operator allows at most {ceiling} units per member per day, and "
+                f"<@{user_id}> already has {today} today: at most {room} more can be granted. "
+                "Nothing changed."
+            )
         await self._store.add_quota_adjustment(
             guild_id, user_id, self._quota.today(), "grant", units, actor
         )
@@ -86,11 +120,37 @@ class ServerAdmin:
         await self._store.log_moderation(guild_id, user_id, "reset", "usage reset", actor)
         return await self._quota.member_status(user_id, guild_id, role_ids)
 
+    async def set_nsfw(
+        self, guild_id: int, allow: bool | None, spoiler: bool | None, actor: int
+    ) -> list[str]:
+        """Adult content in age-restricted channels (kie.ai's filter off there, if the operator
+        permits it) and spoilers for results there; what changed, in words."""
+        changes = []
+        for name, value in (("nsfw_allowed", allow), ("nsfw_spoiler", spoiler)):
+            if value is None:
+                continue
+            await self._store.set_nsfw(guild_id, name, value)
+            shown = "on" if value else "off"
+            await self._store.log_moderation(guild_id, actor, name, shown, actor)
+            changes.append(f"{name}: {shown}")
+        return changes
+
+    def _check_member_units(self, units: int) -> None:
+        ceiling = self._quota.ceiling
+        if units > ceiling:
+            raise PolicyError(
+                f"The bot's operator allows at most {ceiling} units per member per day, so a "
+                f"quota of {units} can't be set. Nothing changed."
+            )
+
     async def view(self, guild_id: int, run_limits: RunLimits, changes: int = 8) -> PolicyView:
         return PolicyView(
             policy=await self._store.server_policy(guild_id),
             default_quota=self._quota.daily_limit,
             run_limits=run_limits,
+            member_ceiling=self._quota.ceiling,
+            server_cap=await self._quota.server_cap(guild_id),
+            nsfw_permitted=self._nsfw_permitted,
             allowed_channels=await self._store.allowed_channels(guild_id),
             audit_channel=await self._store.audit_channel(guild_id),
             blocked_terms=len(await self._store.blocked_terms(guild_id)),

@@ -3,7 +3,9 @@ it counts against, and when that day ends.
 
 A member's quota is counted per server (direct messages are their own "server"). The daily limit
 is the highest quota of the member's roles that have one, else the server's default, else the
-bot's default; an admin's grants for the day add to it and a reset clears what was used.
+bot's default; an admin's grants for the day add to it and a reset clears what was used. The
+operator's ceilings cap all of it: `MAX_MEMBER_DAILY` per member (grants included), the server's
+cap (`SERVER_DAILY_CAP` or the owner's own for it) and `TOTAL_DAILY_CAP` over everything.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.kie import Resolution
-from bot.store import ServerPolicy, Store
+from bot.operator import OperatorControls
+from bot.store import ServerPolicy, SpendLimits, Store
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,16 @@ class QuotaBook:
     def __init__(
         self,
         store: Store,
+        operator: OperatorControls,
         *,
         daily_limit: int,
         costs: Costs,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._operator = operator
         self.daily_limit = daily_limit  # the bot's default, where a server set none
+        self.ceiling = operator.ceilings.member_daily  # no member may spend more, grants or not
         self.costs = costs
         self._clock = clock
 
@@ -100,12 +106,37 @@ class QuotaBook:
     def limit_in(self, policy: ServerPolicy, role_ids: Iterable[int]) -> int:
         return member_limit(policy, role_ids, self.daily_limit)
 
-    async def status(self, user_id: int, guild_id: int | None, limit: int) -> QuotaStatus:
-        """Today's usage against `limit` (the member's limit from `limit_for`)."""
-        usage = await self._store.usage(user_id, guild_id, self.today())
-        return QuotaStatus(
-            used=usage.used, limit=limit + usage.granted, resets_at=self.next_reset()
+    async def spend_limits(
+        self, guild_id: int | None, role_ids: Iterable[int], policy: ServerPolicy | None = None
+    ) -> SpendLimits:
+        """Every limit a charge by this member here must stay within today."""
+        policy = policy if policy is not None else await self.policy(guild_id)
+        total = self._operator.ceilings.total_daily
+        return SpendLimits(
+            member=self.limit_in(policy, role_ids),
+            member_ceiling=self.ceiling,
+            server_budget=policy.daily_budget,
+            server_cap=await self._operator.server_cap(guild_id),
+            total_cap=total or None,
         )
+
+    async def server_cap(self, guild_id: int | None) -> int | None:
+        return await self._operator.server_cap(guild_id)
+
+    async def limit_today(self, user_id: int, guild_id: int, role_ids: Iterable[int]) -> int:
+        """The member's limit today with grants, before the operator's ceiling."""
+        usage = await self._store.usage(user_id, guild_id, self.today())
+        return await self.limit_for(guild_id, role_ids) + usage.granted
+
+    def month_start(self) -> str:
+        return self.now().date().replace(day=1).isoformat()
+
+    async def status(self, user_id: int, guild_id: int | None, limit: int) -> QuotaStatus:
+        """Today's usage against `limit` (the member's limit from `limit_for`), grants added and
+        the operator's ceiling applied."""
+        usage = await self._store.usage(user_id, guild_id, self.today())
+        today = SpendLimits(member=limit, member_ceiling=self.ceiling).member_limit(usage.granted)
+        return QuotaStatus(used=usage.used, limit=today, resets_at=self.next_reset())
 
     async def member_status(
         self, user_id: int, guild_id: int | None, role_ids: Iterable[int]
@@ -113,9 +144,13 @@ class QuotaBook:
         return await self.status(user_id, guild_id, await self.limit_for(guild_id, role_ids))
 
     async def budget_status(self, guild_id: int | None) -> BudgetStatus | None:
-        """The server's daily budget, or None when it has none."""
-        budget = (await self.policy(guild_id)).daily_budget
-        if guild_id is None or budget is None:
+        """What the server (or all DMs) may still spend today: the lower of its own budget and
+        the operator's cap for it; None when neither applies."""
+        limits = [await self._operator.server_cap(guild_id)]
+        if guild_id is not None:
+            limits.append((await self.policy(guild_id)).daily_budget)
+        caps = [limit for limit in limits if limit is not None]
+        if not caps:
             return None
         spent = await self._store.server_units(guild_id, self.today())
-        return BudgetStatus(spent=spent, budget=budget, resets_at=self.next_reset())
+        return BudgetStatus(spent=spent, budget=min(caps), resets_at=self.next_reset())

@@ -9,8 +9,8 @@ import discord
 from bot.credits import Balance
 from bot.messages import COLOUR_WORKING, safe_prompt, timestamp, units
 from bot.policy import PolicyView
-from bot.quota import QuotaStatus
-from bot.store import DayTotals, MemberTotals
+from bot.quota import BudgetStatus, QuotaStatus
+from bot.store import DayTotals, MemberTotals, ServerSpend
 
 _CHANGE_NAMES = {
     "daily_quota": "daily quota",
@@ -27,12 +27,20 @@ _CHANGE_NAMES = {
     "audit_channel": "audit channel",
     "channel_allowed": "channel allowed",
     "channel_disallowed": "channel removed",
+    "nsfw_allowed": "adult content in age-restricted channels",
+    "nsfw_spoiler": "spoilers in age-restricted channels",
 }
 
 
 def change_name(kind: str) -> str:
     """How an admin change of this kind is named in the log and the audit channel."""
     return _CHANGE_NAMES.get(kind, kind)
+
+
+def nsfw_change(change: str) -> str:
+    """ "nsfw_allowed: on" in words."""
+    name, _, value = change.partition(": ")
+    return f"{change_name(name)}: {value}"
 
 
 def _limit(value: int | None) -> str:
@@ -47,14 +55,17 @@ def settings_embed(view: PolicyView) -> discord.Embed:
         if policy.daily_quota is not None
         else f"{units(view.default_quota)} (the bot's default)"
     )
-    embed.add_field(name="Daily quota per member", value=quota)
+    embed.add_field(
+        name="Daily quota per member", value=f"{quota} · at most {view.member_ceiling} (the bot's)"
+    )
     roles = ", ".join(
         f"<@&{role}>: {units(n)}"
         for role, n in sorted(policy.role_quotas.items(), key=lambda item: -item[1])
     )
     embed.add_field(name="Role quotas (highest applies)", value=roles or "none")
     budget = units(policy.daily_budget) if policy.daily_budget is not None else "none"
-    embed.add_field(name="Server budget per day", value=budget)
+    cap = units(view.server_cap) if view.server_cap is not None else "none"
+    embed.add_field(name="Server budget per day", value=f"{budget} · the bot's cap: {cap}")
     limits = view.run_limits
     embed.add_field(
         name="Running at once",
@@ -65,6 +76,7 @@ def settings_embed(view: PolicyView) -> discord.Embed:
     audit = f"<#{view.audit_channel}>" if view.audit_channel else "off"
     embed.add_field(name="Audit log", value=audit)
     embed.add_field(name="Blocked terms", value=str(view.blocked_terms))
+    embed.add_field(name="Adult content", value=_nsfw_state(view), inline=False)
     if view.recent_changes:
         lines = [
             f"{timestamp(entry.at)} <@{entry.actor_id}> · "
@@ -77,6 +89,18 @@ def settings_embed(view: PolicyView) -> discord.Embed:
     return embed
 
 
+def _nsfw_state(view: PolicyView) -> str:
+    policy = view.policy
+    if not policy.nsfw_allowed:
+        state = "off: kie.ai's safety filter is on in every channel"
+    elif not view.nsfw_permitted:
+        state = "allowed here, but the bot's operator does not permit it: the filter stays on"
+    else:
+        state = "on in age-restricted channels (kie.ai's safety filter off there)"
+    spoilers = "on" if policy.nsfw_spoiler else "off"
+    return f"{state} · spoilers in age-restricted channels: {spoilers}"
+
+
 def member_quota_line(user_id: int, status: QuotaStatus) -> str:
     return (
         f"<@{user_id}> has now used {status.used} of {units(status.limit)} today "
@@ -84,13 +108,34 @@ def member_quota_line(user_id: int, status: QuotaStatus) -> str:
     )
 
 
-def credits_text(balance: Balance) -> str:
-    text = f"The kie.ai account has **{balance.credits:,.0f} credits** left."
+def credits_text(balance: Balance, operator_alerted: bool) -> str:
+    text = f"The bot's kie.ai account has **{balance.credits:,.0f} credits** left."
     if balance.low:
-        text += (
-            f"\n⚠️ That is below the warning level of {balance.threshold:,.0f}: top it up at "
-            "https://kie.ai before members' requests start failing. The bot's owner has been told."
+        told = (
+            "The bot's operator has been alerted."
+            if operator_alerted
+            else "Please tell the bot's operator."
         )
+        text += f"\n⚠️ That is below the warning level of {balance.threshold:,.0f}. {told}"
+    return text
+
+
+def server_spend_text(spend: ServerSpend, budget: BudgetStatus | None) -> str:
+    text = (
+        f"This server spent **{units(spend.units_today)}** today and "
+        f"**{units(spend.units_month)}** this month (UTC)."
+    )
+    if budget is not None:
+        text += f" Today's allowance: {budget.spent} of {budget.budget} units."
+    text += f"\nkie.ai credits this month: {credits_figure(spend)}."
+    return text
+
+
+def credits_figure(spend: ServerSpend) -> str:
+    """The credits kie.ai reported, and how many images it did not report a cost for."""
+    text = f"{spend.credits_month:,.0f}"
+    if spend.unreported_month:
+        text += f" (+ {spend.unreported_month} images whose cost kie.ai did not report)"
     return text
 
 

@@ -50,6 +50,16 @@ class Settings:
     webhook_port: int = 8080
     kie_webhook_hmac_key: str | None = field(default=None, repr=False)
     callback_poll_interval: float = 15.0
+    # The operator's controls for a public bot: ceilings no server setting can lift.
+    max_member_daily: int = 50  # units per member per UTC day in one server (DMs: one more)
+    server_daily_cap: int = 500  # units per server per UTC day; 0: no cap
+    total_daily_cap: int = 0  # units per UTC day over everything; 0: no cap
+    allowed_guild_ids: frozenset[int] = frozenset()  # empty: every server
+    owner_guild_id: int | None = None  # where /owner is registered; None: no owner commands
+    allow_nsfw: bool = False  # may servers turn kie.ai's filter off in age-restricted channels
+    allow_dms: bool = False
+    ops_channel_id: int | None = None  # operator alerts go here, else by DM to the owner(s)
+    show_credits_to_servers: bool = False  # /server credits shows the account's balance
     # Only for running against a local fake Discord (tests, benchmarks); unset in production.
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
@@ -115,13 +125,35 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return _parsed(env, name, default, float, lambda v: v > 0, "a number above 0")
 
 
-def _snowflake(env: Mapping[str, str], name: str) -> int | None:
+def _snowflake(env: Mapping[str, str], name: str, what: str = "server") -> int | None:
     raw = env.get(name, "").strip()
     if not raw:
         return None
     if not raw.isdigit():
-        raise SettingsError(f"{name} must be a Discord server ID (digits only).")
+        raise SettingsError(f"{name} must be a Discord {what} ID (digits only).")
     return int(raw)
+
+
+def _snowflakes(env: Mapping[str, str], name: str) -> frozenset[int]:
+    parts = [part.strip() for part in env.get(name, "").split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise SettingsError(f"{name} must be Discord server IDs (digits) separated by commas.")
+    return frozenset(int(part) for part in parts)
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false.")
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -187,6 +219,17 @@ def _read(env: Mapping[str, str]) -> Settings:
         kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
         callback_poll_interval=_positive_float(
             env, "CALLBACK_POLL_INTERVAL_SECONDS", Settings.callback_poll_interval
+        ),
+        max_member_daily=_positive_int(env, "MAX_MEMBER_DAILY", Settings.max_member_daily),
+        server_daily_cap=_count(env, "SERVER_DAILY_CAP", Settings.server_daily_cap),
+        total_daily_cap=_count(env, "TOTAL_DAILY_CAP", Settings.total_daily_cap),
+        allowed_guild_ids=_snowflakes(env, "ALLOWED_GUILD_IDS"),
+        owner_guild_id=_snowflake(env, "OWNER_GUILD_ID"),
+        allow_nsfw=_flag(env, "ALLOW_NSFW", Settings.allow_nsfw),
+        allow_dms=_flag(env, "ALLOW_DMS", Settings.allow_dms),
+        ops_channel_id=_snowflake(env, "OPS_CHANNEL_ID", "channel"),
+        show_credits_to_servers=_flag(
+            env, "SHOW_CREDITS_TO_SERVERS", Settings.show_credits_to_servers
         ),
         discord_api_base=_url(env, "DISCORD_API_BASE", None),
         discord_gateway_url=_url(env, "DISCORD_GATEWAY_URL", None),

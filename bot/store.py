@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -152,6 +153,49 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX quota_adjustments_member ON quota_adjustments (user_id, guild_id, day);
     """,
+    # 7: the operator's controls for a public bot. Caps, bans and terms that no server setting
+    # can lift; content safety per job; what kie.ai charged; refusals counted per reason.
+    # guild_key is the server id, or 0 for direct messages (a key may not be NULL).
+    """
+    ALTER TABLE jobs ADD COLUMN nsfw_checker INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN spoiler      INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN credits      REAL;
+    CREATE INDEX jobs_day ON jobs (day);
+    CREATE INDEX bans_user ON bans (user_id);
+    ALTER TABLE guild_settings ADD COLUMN nsfw_allowed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE guild_settings ADD COLUMN nsfw_spoiler INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE server_caps (
+        guild_key  INTEGER PRIMARY KEY,
+        daily_cap  INTEGER NOT NULL
+    );
+    CREATE TABLE banned_users (
+        user_id    INTEGER PRIMARY KEY,
+        reason     TEXT
+    );
+    CREATE TABLE banned_servers (
+        guild_id   INTEGER PRIMARY KEY,
+        reason     TEXT
+    );
+    CREATE TABLE global_terms (
+        canonical  TEXT PRIMARY KEY,
+        term       TEXT NOT NULL
+    );
+    CREATE TABLE owner_log (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        actor_id   INTEGER NOT NULL,
+        action     TEXT    NOT NULL,
+        target     TEXT,
+        detail     TEXT,
+        at         REAL    NOT NULL
+    );
+    CREATE TABLE refusal_counts (
+        day        TEXT    NOT NULL,
+        guild_key  INTEGER NOT NULL,
+        reason     TEXT    NOT NULL,
+        count      INTEGER NOT NULL,
+        PRIMARY KEY (day, guild_key, reason)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -187,6 +231,8 @@ class NewJob:
     input_url: str | None = None  # ... once uploaded to kie.ai's file host (3 days)
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
+    nsfw_checker: bool = True  # kie.ai's own content filter; off only where all may allow it
+    spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
 
 
 @dataclass(frozen=True)
@@ -216,6 +262,9 @@ class Job:
     parent_job_id: int | None = None
     quota_limit: int | None = None  # the member's daily limit when the job was charged
     deleted_at: float | None = None  # when the result message was deleted with its button
+    nsfw_checker: bool = True
+    spoiler: bool = False
+    credits: float | None = None  # what kie.ai charged, when it said so
 
     @property
     def image_to_image(self) -> bool:
@@ -225,8 +274,26 @@ class Job:
 class OverLimit(enum.StrEnum):
     """Why `Store.reserve` charged nothing."""
 
-    QUOTA = "quota"  # the member's daily quota
-    BUDGET = "budget"  # the server's daily budget
+    QUOTA = "quota"  # the member's daily quota (capped by the operator's ceiling)
+    BUDGET = "budget"  # the server's own daily budget
+    SERVER_CAP = "server_cap"  # the operator's daily cap for the server (DMs: for all DMs)
+    TOTAL_CAP = "total_cap"  # the operator's daily cap over every server and DM
+
+
+@dataclass(frozen=True)
+class SpendLimits:
+    """What one charge must stay within, each per UTC day; None: no limit."""
+
+    member: int  # the member's limit from the server's policy; grants add to it
+    member_ceiling: int | None = None  # the operator's MAX_MEMBER_DAILY, grants included
+    server_budget: int | None = None  # the server's own budget (servers only)
+    server_cap: int | None = None  # the operator's cap for the server, or for all DMs together
+    total_cap: int | None = None  # the operator's cap over everything
+
+    def member_limit(self, granted: int) -> int:
+        """Today's limit with grants, never above the ceiling."""
+        limit = self.member + granted
+        return limit if self.member_ceiling is None else min(limit, self.member_ceiling)
 
 
 @dataclass(frozen=True)
@@ -244,6 +311,8 @@ class ServerPolicy:
     daily_budget: int | None = None  # units for the whole server per day
     max_running_per_member: int | None = None
     max_running: int | None = None
+    nsfw_allowed: bool = False  # kie.ai's filter may be off in age-restricted channels
+    nsfw_spoiler: bool = False  # results in age-restricted channels are posted as spoilers
 
 
 @dataclass(frozen=True)
@@ -270,15 +339,39 @@ class MemberTotals:
     units: int
 
 
+@dataclass(frozen=True)
+class ServerSpend:
+    """One server's spending (guild_key 0: every direct message together)."""
+
+    guild_key: int
+    units_today: int
+    units_month: int
+    credits_month: float  # what kie.ai reported charging
+    unreported_month: int  # images of the month whose cost kie.ai did not report
+
+
+@dataclass(frozen=True)
+class OwnerAction:
+    actor_id: int
+    action: str
+    target: str
+    detail: str
+    at: float
+
+
 # Settings an admin may change with one value each; the names are also the column names.
 POLICY_COLUMNS = ("daily_quota", "daily_budget", "max_running_per_member", "max_running")
+NSFW_COLUMNS = ("nsfw_allowed", "nsfw_spoiler")
 
 _JOB_COLUMNS = (
     "id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution, "
     "state, task_id, error, created_at, application_id, interaction_token, interaction_at, "
     "attachment_limit, nonce, callback_token, delivered_via, submitted_at, result_url, "
-    "reference_url, input_url, origin, parent_job_id, quota_limit, deleted_at"
+    "reference_url, input_url, origin, parent_job_id, quota_limit, deleted_at, "
+    "nsfw_checker, spoiler, credits"
 )
+# The owner's bans: table -> its key column (constants, so they are safe to write into SQL).
+_BAN_TABLES = {"banned_users": "user_id", "banned_servers": "guild_id"}
 # The states whose units count: constants, so they are safe to write into SQL.
 _CHARGED_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in CHARGED_STATES) + ")"
 
@@ -288,6 +381,7 @@ def _job(row: aiosqlite.Row | tuple) -> Job:
     (state, task_id, error, created_at) = row[9:13]
     (app_id, token, interaction_at, limit, nonce, callback, via, sent, url) = row[13:22]
     (reference, input_url, origin, parent, quota_limit, deleted) = row[22:28]
+    (nsfw_checker, spoiler, credits) = row[28:31]
     reply = None
     if app_id is not None and token:
         reply = ReplyTarget(app_id, token, interaction_at, limit)
@@ -317,6 +411,9 @@ def _job(row: aiosqlite.Row | tuple) -> Job:
         parent_job_id=parent,
         quota_limit=quota_limit,
         deleted_at=deleted,
+        nsfw_checker=bool(nsfw_checker),
+        spoiler=bool(spoiler),
+        credits=credits,
     )
 
 
@@ -396,32 +493,50 @@ class Store:
 
     # --- quota ledger -------------------------------------------------------------------------
 
-    async def reserve(self, job: NewJob, limit: int, budget: int | None = None) -> Job | OverLimit:
-        """Charge `job.units` and record the job, if the member stays within `limit` for the day
-        (plus what an admin granted) and the server within its daily `budget`.
+    async def over_limit(
+        self, user_id: int, guild_id: int | None, day: str, units: int, limits: SpendLimits
+    ) -> OverLimit | None:
+        """Which limit charging `units` now would exceed, or None (a read; `reserve` decides)."""
+        usage = await self.usage(user_id, guild_id, day)
+        if usage.used + units > limits.member_limit(usage.granted):
+            return OverLimit.QUOTA
+        server_limits = (
+            (limits.server_budget if guild_id is not None else None, OverLimit.BUDGET),
+            (limits.server_cap, OverLimit.SERVER_CAP),
+        )
+        if any(limit is not None for limit, _ in server_limits):
+            spent = await self.server_units(guild_id, day)
+            for limit, refusal in server_limits:
+                if limit is not None and spent + units > limit:
+                    return refusal
+        if limits.total_cap is not None and await self.total_units(day) + units > limits.total_cap:
+            return OverLimit.TOTAL_CAP
+        return None
+
+    async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
+        """Charge `job.units` and record the job, if it stays within every limit of the day:
+        the member's (plus grants, under the operator's ceiling), the server's budget and cap,
+        and the operator's total.
 
         The checks and the insert run in one IMMEDIATE transaction under the write lock, so no
         other command can charge in between: any number of simultaneous commands cannot
-        overspend either the member's quota or the server's budget.
+        overspend any of them.
         """
         now = self._clock()
         reply = job.reply
         async with self._transaction():
-            usage = await self.usage(job.user_id, job.guild_id, job.day)
-            if usage.used + job.units > limit + usage.granted:
-                return OverLimit.QUOTA
-            if budget is not None and job.guild_id is not None:
-                spent = await self.server_units(job.guild_id, job.day)
-                if spent + job.units > budget:
-                    return OverLimit.BUDGET
+            refusal = await self.over_limit(job.user_id, job.guild_id, job.day, job.units, limits)
+            if refusal is not None:
+                return refusal
             cursor = await self._db.execute(
                 """
                 INSERT INTO jobs (user_id, guild_id, channel_id, day, units, prompt,
                                   aspect_ratio, resolution, state, created_at, updated_at,
                                   application_id, interaction_token, interaction_at,
                                   attachment_limit, nonce, callback_token, reference_url,
-                                  input_url, origin, parent_job_id, quota_limit)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  input_url, origin, parent_job_id, quota_limit,
+                                  nsfw_checker, spoiler)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     job.user_id,
@@ -445,7 +560,9 @@ class Store:
                     job.input_url,
                     job.origin.value,
                     job.parent_job_id,
-                    limit,
+                    limits.member,
+                    job.nsfw_checker,
+                    job.spoiler,
                 ),
             )
         job_id = cursor.lastrowid
@@ -473,12 +590,20 @@ class Store:
         )
         return Usage(used=int(rows[0][0]), granted=int(rows[0][1]))
 
-    async def server_units(self, guild_id: int, day: str) -> int:
-        """Units charged in one server on one day, over all members (the server budget)."""
+    async def server_units(self, guild_id: int | None, day: str) -> int:
+        """Units charged in one server (None: all direct messages) on one day, over all members
+        (the server budget and cap)."""
         rows = await self._rows(
-            f"SELECT COALESCE(SUM(units), 0) FROM jobs WHERE guild_id = ? AND day = ?"
+            f"SELECT COALESCE(SUM(units), 0) FROM jobs WHERE guild_id IS ? AND day = ?"
             f" AND {_CHARGED_SQL}",
             (guild_id, day),
+        )
+        return int(rows[0][0])
+
+    async def total_units(self, day: str) -> int:
+        """Units charged on one day over every server and DM (the operator's total cap)."""
+        rows = await self._rows(
+            f"SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = ? AND {_CHARGED_SQL}", (day,)
         )
         return int(rows[0][0])
 
@@ -696,15 +821,28 @@ class Store:
     # --- per-server policy --------------------------------------------------------------------
 
     async def server_policy(self, guild_id: int) -> ServerPolicy:
+        columns = (*POLICY_COLUMNS, *NSFW_COLUMNS)
         rows = await self._rows(
-            f"SELECT {', '.join(POLICY_COLUMNS)} FROM guild_settings WHERE guild_id = ?",
+            f"SELECT {', '.join(columns)} FROM guild_settings WHERE guild_id = ?",
             (guild_id,),
         )
         roles = await self._rows(
             "SELECT role_id, daily_quota FROM role_quotas WHERE guild_id = ?", (guild_id,)
         )
-        values = dict(zip(POLICY_COLUMNS, rows[0], strict=True)) if rows else {}
+        values: dict[str, Any] = dict(zip(columns, rows[0], strict=True)) if rows else {}
+        for name in NSFW_COLUMNS:
+            values[name] = bool(values.get(name))
         return ServerPolicy(**values, role_quotas={int(role): int(units) for role, units in roles})
+
+    async def set_nsfw(self, guild_id: int, name: str, value: bool) -> None:
+        if name not in NSFW_COLUMNS:
+            raise ValueError(f"unknown server setting {name!r}")
+        async with self._write:
+            await self._db.execute(
+                f"INSERT INTO guild_settings (guild_id, {name}) VALUES (?, ?)"
+                f" ON CONFLICT (guild_id) DO UPDATE SET {name} = excluded.{name}",
+                (guild_id, int(value)),
+            )
 
     async def set_policy_value(self, guild_id: int, name: str, value: int | None) -> None:
         if name not in POLICY_COLUMNS:
@@ -769,6 +907,127 @@ class Store:
         )
         return [LogEntry(str(k), int(u), a, str(d or ""), float(t)) for k, u, a, d, t in rows]
 
+    # --- the operator's controls --------------------------------------------------------------
+
+    async def server_cap(self, guild_key: int) -> int | None:
+        """The owner's own cap for one server (0: all DMs), overriding SERVER_DAILY_CAP."""
+        rows = await self._rows(
+            "SELECT daily_cap FROM server_caps WHERE guild_key = ?", (guild_key,)
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def server_caps(self) -> dict[int, int]:
+        rows = await self._rows("SELECT guild_key, daily_cap FROM server_caps")
+        return {int(key): int(cap) for key, cap in rows}
+
+    async def set_server_cap(self, guild_key: int, cap: int | None) -> None:
+        async with self._write:
+            if cap is None:
+                await self._db.execute("DELETE FROM server_caps WHERE guild_key = ?", (guild_key,))
+            else:
+                await self._db.execute(
+                    "INSERT INTO server_caps (guild_key, daily_cap) VALUES (?, ?)"
+                    " ON CONFLICT (guild_key) DO UPDATE SET daily_cap = excluded.daily_cap",
+                    (guild_key, cap),
+                )
+
+    async def ban_everywhere(self, table: str, key: int, reason: str | None) -> bool:
+        """Ban a user (`banned_users`) or a server (`banned_servers`); False if it already was."""
+        column = _BAN_TABLES[table]
+        return await self._changed(
+            f"INSERT OR IGNORE INTO {table} ({column}, reason) VALUES (?, ?)", (key, reason)
+        )
+
+    async def unban_everywhere(self, table: str, key: int) -> bool:
+        column = _BAN_TABLES[table]
+        return await self._changed(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+
+    async def banned_everywhere(self, table: str, key: int) -> bool:
+        column = _BAN_TABLES[table]
+        rows = await self._rows(f"SELECT 1 FROM {table} WHERE {column} = ?", (key,))
+        return bool(rows)
+
+    async def servers_banning(self, user_id: int) -> list[int]:
+        """The servers whose managers banned this member from the bot."""
+        rows = await self._rows("SELECT guild_id FROM bans WHERE user_id = ?", (user_id,))
+        return [int(row[0]) for row in rows]
+
+    async def add_global_term(self, canonical: str, term: str) -> bool:
+        return await self._changed(
+            "INSERT OR IGNORE INTO global_terms (canonical, term) VALUES (?, ?)", (canonical, term)
+        )
+
+    async def remove_global_term(self, canonical: str) -> bool:
+        return await self._changed("DELETE FROM global_terms WHERE canonical = ?", (canonical,))
+
+    async def global_terms(self) -> list[str]:
+        rows = await self._rows("SELECT term FROM global_terms ORDER BY rowid")
+        return [str(row[0]) for row in rows]
+
+    async def log_owner_action(self, actor: int, action: str, target: str, detail: str) -> None:
+        async with self._write:
+            await self._db.execute(
+                "INSERT INTO owner_log (actor_id, action, target, detail, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (actor, action, target[:200], detail[:1000], self._clock()),
+            )
+
+    async def owner_actions(self, limit: int) -> list[OwnerAction]:
+        """The owner's latest actions, newest first."""
+        rows = await self._rows(
+            "SELECT actor_id, action, target, detail, at FROM owner_log ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            OwnerAction(int(a), str(k), str(t or ""), str(d or ""), float(at))
+            for a, k, t, d, at in rows
+        ]
+
+    async def count_refusal(self, day: str, guild_key: int, reason: str) -> None:
+        async with self._write:
+            await self._db.execute(
+                "INSERT INTO refusal_counts (day, guild_key, reason, count) VALUES (?, ?, ?, 1)"
+                " ON CONFLICT (day, guild_key, reason) DO UPDATE SET count = count + 1",
+                (day, guild_key, reason),
+            )
+
+    async def refusals_on(self, day: str) -> dict[int, dict[str, int]]:
+        """Refusals of one day: server (0: DMs) -> reason -> how many."""
+        rows = await self._rows(
+            "SELECT guild_key, reason, count FROM refusal_counts WHERE day = ?", (day,)
+        )
+        counts: dict[int, dict[str, int]] = {}
+        for key, reason, count in rows:
+            counts.setdefault(int(key), {})[str(reason)] = int(count)
+        return counts
+
+    async def spend_by_server(
+        self, today: str, month_start: str, only: int | None = None
+    ) -> list[ServerSpend]:
+        """Every server (0: all DMs) that spent anything this month, biggest spender first;
+        with `only`, just that one."""
+        where = "day >= ?"
+        params: list[object] = [today, month_start]
+        if only is not None:
+            where += " AND guild_id IS ?"
+            params.append(only or None)
+        rows = await self._rows(
+            f"""SELECT COALESCE(guild_id, 0) AS key,
+                       SUM(CASE WHEN day = ? AND {_CHARGED_SQL} THEN units ELSE 0 END),
+                       SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS month,
+                       COALESCE(SUM(credits), 0),
+                       SUM(credits IS NULL AND state = 'delivered')
+                FROM jobs WHERE {where} GROUP BY key ORDER BY month DESC, key""",
+            tuple(params),
+        )
+        return [
+            ServerSpend(int(key), int(today_units), int(month), float(credits), int(unknown))
+            for key, today_units, month, credits, unknown in rows
+        ]
+
+    async def set_job_credits(self, job_id: int, credits: float) -> None:
+        await self._changed("UPDATE jobs SET credits = ? WHERE id = ?", (credits, job_id))
+
     # --- small key/value settings -------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
@@ -782,3 +1041,7 @@ class Store:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    async def delete_meta(self, key: str) -> None:
+        async with self._write:
+            await self._db.execute("DELETE FROM meta WHERE key = ?", (key,))

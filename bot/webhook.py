@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.kie import parse_credits
 from bot.polling import PollScheduler
 from bot.store import OPEN_STATES, Store
 
@@ -137,6 +138,11 @@ class WebhookServer:
         ):
             return self._refuse(401, "bad signature")
         self.callbacks_accepted += 1
+        # Only the cost is taken from the body (for the operator's accounts): the path is the
+        # job's secret and the task id matched; state and image are re-read from kie.ai.
+        credits = parse_credits(body.get("data")) if isinstance(body, dict) else None
+        if credits is not None and job.credits is None:
+            await self._store.set_job_credits(job.id, credits)
         if job.state in OPEN_STATES:
             log.debug("callback for job %s (task %s): checking it now", job.id, task_id)
             self._polls.wake(job.id)

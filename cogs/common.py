@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 import discord
 
+from bot import messages
+from bot.admission import Asker, Refusal
 from bot.delivery import NO_PINGS
 from bot.store import ReplyTarget
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
+
+
+log = logging.getLogger(__name__)
+PARENT_LOOKUP_SECONDS = 3.0
 
 
 async def private(interaction: discord.Interaction[ImagineBot], text: str) -> None:
@@ -64,3 +72,37 @@ def guild_and_actor(interaction: discord.Interaction[ImagineBot]) -> tuple[int, 
     """For admin commands, which are server-only: the server and the admin acting."""
     assert interaction.guild_id is not None
     return interaction.guild_id, interaction.user.id
+
+
+async def refuse(
+    interaction: discord.Interaction[ImagineBot], asker: Asker, refusal: Refusal
+) -> None:
+    """Tell the member privately why not (as the first answer where possible, so nothing
+    public appears), then let the core count it and tell whoever should know."""
+    text = messages.refusal_text(refusal)
+    if interaction.response.is_done():
+        await refuse_after_defer(interaction, text)
+    else:
+        await private(interaction, text)
+    await interaction.client.admission.record(asker, refusal)
+
+
+async def age_restricted(interaction: discord.Interaction[ImagineBot]) -> bool:
+    """Whether the interaction's channel is marked age-restricted (a thread: its parent)."""
+    channel = interaction.channel
+    if interaction.guild_id is None or channel is None:
+        return False
+    if isinstance(channel, discord.Thread):
+        parent: object = channel.parent
+        if parent is None and channel.parent_id:
+            try:
+                async with asyncio.timeout(PARENT_LOOKUP_SECONDS):
+                    parent = await interaction.client.fetch_channel(channel.parent_id)
+            except (discord.HTTPException, TimeoutError):
+                log.info("could not look up the parent of thread %s", channel.id)
+                return False  # unknown counts as not age-restricted: the filter stays on
+        channel_or_parent: object = parent
+    else:
+        channel_or_parent = channel
+    is_nsfw = getattr(channel_or_parent, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False

@@ -6,6 +6,8 @@ Options and checks live here, and the start shared with the result buttons; the 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import mimetypes
 from typing import TYPE_CHECKING
@@ -15,6 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
+from bot.admission import Asker
 from bot.jobs import JobRequest
 from bot.kie import (
     ASPECT_RATIOS,
@@ -25,9 +28,8 @@ from bot.kie import (
     REFERENCE_TYPES,
     ImageRequest,
 )
-from bot.moderation import RefusalKind
-from bot.store import Job, OverLimit
-from cogs.common import private, refuse_after_defer, reply_target, role_ids
+from bot.store import OverLimit
+from cogs.common import age_restricted, private, refuse, reply_target, role_ids
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -124,38 +126,39 @@ def reference_problem(content_type: str | None, filename: str, size: int) -> str
 async def start_generation(
     bot: ImagineBot, interaction: discord.Interaction[ImagineBot], request: JobRequest
 ) -> None:
-    """Moderation, charge and start: shared by /imagine and the Re-roll and Vary buttons.
+    """Admit, charge and start: shared by /imagine and the Re-roll and Vary buttons.
 
-    Answers the interaction with a public "thinking…" reply that becomes the job's reply.
+    A refusal is the interaction's first, private answer. An admitted request gets a public
+    "thinking…" reply that becomes the job's reply.
     """
     if not bot.accepting_jobs:
         await private(interaction, messages.shutting_down())
         return
-    await interaction.response.defer(thinking=True)
-    prompt = request.image.prompt
-    refusal = await bot.moderation.check(
-        interaction.guild_id, interaction.channel_id, interaction.user.id, prompt
+    asker = Asker(
+        user_id=request.user_id,
+        guild_id=request.guild_id,
+        channel_id=request.channel_id,
+        role_ids=request.role_ids,
+        prompt=request.image.prompt,
+        units=bot.quota.costs.units(request.image.resolution),
     )
+    checking = asyncio.ensure_future(bot.admission.check(asker))
+    done, _ = await asyncio.wait({checking}, timeout=bot.admission.answer_within)
+    if not done:
+        # The checks are indexed reads, but a busy database must not cost Discord's 3 s.
+        log.warning("admission checks are slow; answering publicly first")
+        await interaction.response.defer(thinking=True)
+    refusal = await checking
     if refusal is not None:
-        await refuse_after_defer(interaction, messages.moderation_refusal(refusal))
-        if refusal.kind is RefusalKind.WRONG_CHANNEL:
-            return  # a wrong channel is a mistake, not a moderation event
-        title = "🚫 Prompt refused" if refusal.term else "⛔ Banned member refused"
-        detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
-        await bot.audit.event(interaction.guild_id, title, interaction.user.id, detail, None)
+        await refuse(interaction, asker, refusal)
         return
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
+    request = dataclasses.replace(request, age_restricted=await age_restricted(interaction))
     job = await bot.jobs.reserve(request)
-    cost = bot.quota.costs.units(request.image.resolution)
-    if job is OverLimit.QUOTA:
-        status = await bot.quota.member_status(request.user_id, request.guild_id, request.role_ids)
-        await refuse_after_defer(interaction, messages.quota_exceeded(status, cost))
+    if isinstance(job, OverLimit):  # someone else's charge got there first
+        await refuse(interaction, asker, await bot.admission.over_limit(asker, job))
         return
-    if job is OverLimit.BUDGET:
-        budget = await bot.quota.budget_status(request.guild_id)
-        assert budget is not None
-        await refuse_after_defer(interaction, messages.budget_exhausted(budget, cost))
-        return
-    assert isinstance(job, Job)
     bot.start_job(job)
 
 

@@ -61,7 +61,9 @@ class ResultsCog(commands.Cog):
             await private(interaction, messages.result_unknown())
             return
         if action is ResultAction.DELETE:
-            await self._delete(interaction, job)
+            # Re-roll and Vary meet every rule in start_generation; Delete only this one.
+            if await self.bot.gate_passed(interaction):
+                await self._delete(interaction, job)
         elif action is ResultAction.REROLL:
             await self._again(interaction, job, Origin.REROLL)
         else:

@@ -18,11 +18,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import server_messages as texts
+from bot.alerts import AlertKind
 from bot.charts import DayStats, render_daily_chart
 from bot.delivery import NO_PINGS
 from bot.kie import KieError
-from bot.policy import MAX_RUNNING, MAX_UNITS, Setting
-from bot.store import DayTotals
+from bot.messages import low_credits_alert
+from bot.operator import guild_key
+from bot.policy import MAX_RUNNING, MAX_UNITS, PolicyError, Setting
+from bot.store import DayTotals, ServerSpend
 from cogs.common import followup, guild_and_actor, is_server_manager, member_role_ids
 
 if TYPE_CHECKING:
@@ -72,7 +75,11 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        change = await self.bot.admin.set_role_quota(guild_id, role.id, role.name, units, actor)
+        try:
+            change = await self.bot.admin.set_role_quota(guild_id, role.id, role.name, units, actor)
+        except PolicyError as error:
+            await followup(interaction, str(error))
+            return
         if change is not None:
             await self._audit(interaction, "⚙️ Role quota changed", change)
         await self._show_settings(interaction)
@@ -88,7 +95,11 @@ class ServerCog(
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         roles = member_role_ids(member)
-        status = await self.bot.admin.grant(guild_id, member.id, roles, units, actor)
+        try:
+            status = await self.bot.admin.grant(guild_id, member.id, roles, units, actor)
+        except PolicyError as error:
+            await followup(interaction, str(error))
+            return
         await followup(interaction, texts.member_quota_line(member.id, status))
         await self._audit(interaction, "🎁 Units granted", f"+{units} today", member.id)
 
@@ -136,17 +147,46 @@ class ServerCog(
         await self.bot.jobs.limits_changed(guild_id)
         await self._show_settings(interaction)
 
-    @app_commands.command(name="credits", description="The kie.ai account balance.")
-    async def credits(self, interaction: discord.Interaction[ImagineBot]) -> None:
+    @app_commands.command(name="nsfw", description="Adult content in age-restricted channels.")
+    @app_commands.describe(
+        allow="Turn kie.ai's safety filter off in age-restricted channels (if the bot's operator "
+        "permits it).",
+        spoiler="Post results in age-restricted channels as spoilers.",
+    )
+    async def nsfw(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        allow: bool | None = None,
+        spoiler: bool | None = None,
+    ) -> None:
+        guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
+        for change in await self.bot.admin.set_nsfw(guild_id, allow, spoiler, actor):
+            await self._audit(interaction, "⚙️ Setting changed", texts.nsfw_change(change))
+        await self._show_settings(interaction)
+
+    @app_commands.command(name="credits", description="What this server spent (units, credits).")
+    async def credits(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        guild_id, _ = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        book = self.bot.quota
+        found = await self.bot.store.spend_by_server(book.today(), book.month_start(), guild_id)
+        spend = found[0] if found else ServerSpend(guild_key(guild_id), 0, 0, 0.0, 0)
+        text = texts.server_spend_text(spend, await book.budget_status(guild_id))
+        if not self.bot.settings.show_credits_to_servers:
+            # The account is the operator's: its balance is theirs to share, or not.
+            await followup(interaction, text)
+            return
         try:
             balance = await self.bot.credits.balance()
         except KieError:
-            await followup(interaction, texts.credits_unavailable())
+            await followup(interaction, f"{text}\n{texts.credits_unavailable()}")
             return
-        await followup(interaction, texts.credits_text(balance))
-        if self.bot.credits.warning_due(balance):
-            await self.bot.warn_owners(balance, interaction.guild_id)
+        alerted = False
+        if balance.low:
+            alert = low_credits_alert(balance)
+            alerted = await self.bot.alerts.alert(AlertKind.LOW_BALANCE, alert)
+        await followup(interaction, f"{text}\n{texts.credits_text(balance, alerted)}")
 
     @app_commands.command(name="stats", description="Generations, failures and units spent.")
     async def stats(self, interaction: discord.Interaction[ImagineBot]) -> None:
@@ -174,7 +214,11 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.bot.admin.set_value(guild_id, setting, value, actor)
+        try:
+            await self.bot.admin.set_value(guild_id, setting, value, actor)
+        except PolicyError as error:
+            await followup(interaction, str(error))
+            return
         shown = "default" if value is None else str(value)
         await self._audit(
             interaction, "⚙️ Setting changed", f"{texts.change_name(setting)}: {shown}"

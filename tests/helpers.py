@@ -145,6 +145,19 @@ async def admin_command(
     return await final_answer(fake, interaction, timeout)
 
 
+def is_private(answer: RecordedRequest) -> bool:
+    """Whether an answer (a callback, a follow-up or an edit) is shown to its member only."""
+    body = answer.json or {}
+    flags = body.get("flags", (body.get("data") or {}).get("flags", 0)) or 0
+    return bool(flags & 64)
+
+
+def first_answer_is_private(fake: FakeDiscord, interaction: FakeInteraction) -> bool:
+    """The interaction's first answer was a private message, not a public "thinking…"."""
+    first = fake.calls_for(interaction)[0]
+    return (first.json or {}).get("type") == 4 and is_private(first)
+
+
 def answer_text(request: RecordedRequest) -> str:
     body = request.json or {}
     return str(body.get("content") or (body.get("data") or {}).get("content") or "")

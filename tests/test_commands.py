@@ -68,6 +68,7 @@ ADMIN_GROUPS = {
         "limits",
         "credits",
         "stats",
+        "nsfw",
     },
 }
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from bot.settings import Settings
-from bot.store import JobState, NewJob, ReplyTarget, Store
+from bot.store import JobState, NewJob, ReplyTarget, SpendLimits, Store
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -91,7 +91,7 @@ async def seed_job(
                 "1K",
                 reply,
             ),
-            limit=10,
+            SpendLimits(10),
         )
         assert job is not None
         if state is not JobState.RESERVED:

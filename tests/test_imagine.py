@@ -15,6 +15,7 @@ from tests.fakes.kie_server import CreateFault, FakeKie, TaskScript
 from tests.helpers import (
     FAILED_TITLE,
     READY_TITLE,
+    answer_text,
     bot_payloads,
     embed_of,
     embed_title,
@@ -54,7 +55,12 @@ async def test_an_image_is_generated_and_delivered_in_the_same_reply(
     assert create.headers["authorization"] == f"Bearer {fake_kie.api_key}"
     assert create.json == {
         "model": "flux-2/flex-text-to-image",
-        "input": {"prompt": PROMPT, "aspect_ratio": "1:1", "resolution": resolution},
+        "input": {
+            "prompt": PROMPT,
+            "aspect_ratio": "1:1",
+            "resolution": resolution,
+            "nsfw_checker": True,  # kie.ai's filter is off unless asked for: always ask
+        },
     }
 
     assert embed_title(final) == READY_TITLE
@@ -164,10 +170,11 @@ async def test_quota_exhausted_tells_the_user_when_it_resets(
         "imagine", {"prompt": PROMPT}, user_id=first.user_id
     )
     refusal = await final_answer(fake_discord, second)
-    assert refusal.json["flags"] & 64, "the refusal is ephemeral"
-    assert "resets <t:" in refusal.json["content"]
-    assert "0 of your 2" in refusal.json["content"]
-    assert fake_discord.original_message(second) is None, "the public placeholder is removed"
+    # The refusal is the first answer, and private: no public "thinking…" ever appeared.
+    (answer,) = fake_discord.calls_for(second)
+    assert answer.json["type"] == 4 and answer.json["data"]["flags"] & 64
+    assert "resets <t:" in answer_text(refusal)
+    assert "0 of your 2" in answer_text(refusal)
     assert len(fake_kie.calls_to("/api/v1/jobs/createTask")) == 1
     assert await running.units_charged() == 2
 
@@ -175,7 +182,9 @@ async def test_quota_exhausted_tells_the_user_when_it_resets(
 async def test_a_refusal_is_still_shown_if_the_placeholder_cannot_be_removed(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    await start_bot(daily_quota=1)
+    running = await start_bot(daily_quota=1)
+    # A database too slow for Discord's 3 s: the bot answers publicly first, then refuses.
+    running.bot.admission.answer_within = 0.0
     fake_discord.fail_next("DELETE", "/messages/@original", status=404, code=0, count=5)
     await final_answer(
         fake_discord, await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
@@ -279,7 +288,7 @@ async def test_a_failed_generation_shows_kie_ais_reason_and_refunds(
         TaskScript(
             states=["waiting", "fail"],
             fail_code="422",
-            fail_msg="Invalid prompt: prompt contains prohibited content",
+            fail_msg="Invalid prompt: the prompt is too long for this model",
         )
     )
     interaction = await fake_discord.send_interaction(
@@ -287,7 +296,7 @@ async def test_a_failed_generation_shows_kie_ais_reason_and_refunds(
     )
     final = await final_answer(fake_discord, interaction)
     assert embed_title(final) == FAILED_TITLE
-    assert "prohibited content" in field(final, "What happened")
+    assert "too long for this model" in field(final, "What happened")
     assert "2 units went back" in field(final, "Quota")
     assert await running.units_charged() == 0
 

@@ -115,9 +115,52 @@ def test_create_payload_matches_the_documented_schema() -> None:
     payload = kie.build_create_payload(ImageRequest("a red fox", "16:9", "2K"))
     assert payload == {
         "model": "flux-2/flex-text-to-image",
-        "input": {"prompt": "a red fox", "aspect_ratio": "16:9", "resolution": "2K"},
+        "input": {
+            "prompt": "a red fox",
+            "aspect_ratio": "16:9",
+            "resolution": "2K",
+            "nsfw_checker": True,
+        },
     }
     assert "callBackUrl" not in json.dumps(payload)
+    unfiltered = ImageRequest("a red fox", nsfw_checker=False)
+    assert kie.build_create_payload(unfiltered)["input"]["nsfw_checker"] is False
+
+
+@pytest.mark.parametrize(
+    ("message", "blocked"),
+    [
+        ("Invalid prompt: prompt contains prohibited content", True),
+        ("NSFW content detected", True),
+        ("The image was flagged by our safety system", True),
+        ("Sensitive content", True),
+        ("Internal error", False),
+        ("Invalid aspect_ratio", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_safety_filter_failures_are_told_apart_by_their_message(
+    message: str | None, blocked: bool
+) -> None:
+    assert kie.blocked_by_safety_filter(message) is blocked
+
+
+@pytest.mark.parametrize(
+    ("data", "credits"),
+    [
+        ({"creditsConsumed": 14}, 14.0),
+        ({"consumeCredits": 2.5}, 2.5),
+        ({"creditsConsumed": "14"}, None),
+        ({"creditsConsumed": True}, None),
+        ({"creditsConsumed": -1}, None),
+        ({"creditsConsumed": 10**9}, None),
+        ({}, None),
+        ("14", None),
+    ],
+)
+def test_task_costs_are_read_only_when_plausible(data: object, credits: float | None) -> None:
+    assert kie.parse_credits(data) == credits
 
 
 @pytest.mark.parametrize(

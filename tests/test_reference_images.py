@@ -10,7 +10,7 @@ import pytest
 
 from bot.kie import IMAGE_TO_IMAGE_MODEL, REFERENCE_MAX_BYTES
 from bot.settings import Settings
-from bot.store import JobState, NewJob, ReplyTarget, Store
+from bot.store import JobState, NewJob, ReplyTarget, SpendLimits, Store
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import I2I_RESULT_PNG, CreateFault, FakeKie, make_png
@@ -80,6 +80,7 @@ async def test_a_reference_image_is_uploaded_to_the_file_host_and_used_image_to_
         "aspect_ratio": "auto",
         "resolution": "1K",
         "input_urls": [upload.download_url],
+        "nsfw_checker": True,
     }
     (task,) = fake_kie.created_tasks()
     assert task.input_images == [REFERENCE], "kie.ai could fetch the uploaded copy"
@@ -310,7 +311,7 @@ async def _seed_reserved_job(settings: Settings, fake_discord: FakeDiscord, **ur
                 reply,
                 **urls,
             ),
-            limit=10,
+            SpendLimits(10),
         )
         assert not isinstance(job, str) and job is not None
         return job.id

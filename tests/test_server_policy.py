@@ -20,6 +20,7 @@ from tests.helpers import (
     embed_title,
     field,
     final_answer,
+    is_private,
     user_resolved,
 )
 
@@ -51,7 +52,7 @@ async def test_a_server_quota_applies_to_its_members_only_and_is_shown_back(
     running = await start_bot(daily_quota=5)
     answer = await server(fake_discord, "quota", {"units": 1})
     assert answer.json["flags"] & 64, "admin answers are private"
-    assert field(answer, "Daily quota per member") == "1 unit"
+    assert field(answer, "Daily quota per member") == "1 unit · at most 50 (the bot's)"
     assert "daily quota: 1" in field(answer, "Latest changes")
 
     assert embed_title(await imagine(fake_discord)) == READY_TITLE
@@ -65,7 +66,9 @@ async def test_a_server_quota_applies_to_its_members_only_and_is_shown_back(
     assert len(fake_kie.created_tasks()) == 3
 
     back = await server(fake_discord, "quota")  # no units: back to the bot's default
-    assert field(back, "Daily quota per member") == "5 units (the bot's default)"
+    assert field(back, "Daily quota per member") == (
+        "5 units (the bot's default) · at most 50 (the bot's)"
+    )
     assert embed_title(await imagine(fake_discord)) == READY_TITLE
 
 
@@ -133,11 +136,11 @@ async def test_the_server_budget_stops_generation_for_everyone_until_tomorrow(
 ) -> None:
     running = await start_bot(daily_quota=10)
     answer = await server(fake_discord, "budget", {"units": 2})
-    assert field(answer, "Server budget per day") == "2 units"
+    assert field(answer, "Server budget per day") == "2 units · the bot's cap: 500 units"
     assert embed_title(await imagine(fake_discord, user_id=MEMBER)) == READY_TITLE
     assert embed_title(await imagine(fake_discord, user_id=OTHER_MEMBER)) == READY_TITLE
     refusal = await imagine(fake_discord, user_id=4444)
-    assert refusal.json["flags"] & 64
+    assert is_private(refusal)
     assert "daily image budget is used up (2 of 2 units spent" in answer_text(refusal)
     assert len(fake_kie.created_tasks()) == 2
     assert await running.units_charged() == 2
@@ -197,10 +200,31 @@ async def test_limits_are_shown_back_and_zero_means_the_default(
     assert field(answer, "Running at once") == "1 per member · 20 in the server"
 
 
-async def test_credits_show_the_balance_and_warn_both_owners_when_low(
+def dms_to(fake: FakeDiscord, user_id: int, since: int = 0) -> list[RecordedRequest]:
+    path = f"/channels/{fake.dm_channel_id(user_id)}/messages"
+    return [r for r in fake.requests[since:] if r.method == "POST" and r.path == path]
+
+
+async def test_credits_show_the_servers_own_spend_not_the_operators_balance(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    await start_bot(low_credits_warning=100)
+    await start_bot(callbacks=True)
+    fake_kie.credits = 5000
+    assert embed_title(await imagine(fake_discord)) == READY_TITLE
+    await fake_discord.wait_for_request(lambda r: r.method == "PATCH")  # delivered
+    answer = await server(fake_discord, "credits")
+    text = answer_text(answer)
+    assert "credits** left" not in text, "the balance is the operator's"
+    assert "spent **1 unit** today and **1 unit** this month" in text
+    (task,) = fake_kie.created_tasks()
+    # The cost kie.ai reported in its callback, or that it did not report one yet.
+    assert f"this month: {task.cost}" in text or "did not report" in text
+
+
+async def test_credits_show_the_balance_when_the_operator_shares_it_and_alert_only_them(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    await start_bot(low_credits_warning=100, show_credits_to_servers=True)
     fake_kie.credits = 5000
     healthy = await server(fake_discord, "credits")
     assert "**5,000 credits** left" in answer_text(healthy)
@@ -209,42 +233,34 @@ async def test_credits_show_the_balance_and_warn_both_owners_when_low(
     fake_kie.credits = 42
     low = await server(fake_discord, "credits")
     assert "**42 credits** left" in answer_text(low)
-    assert "below the warning level of 100" in answer_text(low)
-    for owner in (fake_discord.owner_id, fake_discord.guild_owner_id):
-        warning = await fake_discord.wait_for_request(
-            lambda r, owner=owner: (
-                r.method == "POST"
-                and r.path == f"/channels/{fake_discord.dm_channel_id(owner)}/messages"
-            )
-        )
-        assert "running low: **42 credits**" in answer_text(warning)
-        assert warning.json["allowed_mentions"]["parse"] == []
+    assert "below the warning level of 100. The bot's operator has been alerted." in answer_text(
+        low
+    )
+    (warning,) = dms_to(fake_discord, fake_discord.owner_id)
+    assert "running low: **42 credits**" in answer_text(warning)
+    assert warning.json["allowed_mentions"]["parse"] == []
+    assert dms_to(fake_discord, fake_discord.guild_owner_id) == [], "not the server's owner"
 
-    # Once a day, not on every look.
+    # Once an hour, not on every look.
     before = len(fake_discord.requests)
     await server(fake_discord, "credits")
-    dms = [
-        r
-        for r in fake_discord.requests[before:]
-        if r.method == "POST" and "/channels/" in r.path and r.path.endswith("/messages")
-    ]
-    assert dms == []
+    assert dms_to(fake_discord, fake_discord.owner_id, before) == []
 
 
-async def test_a_job_that_runs_out_of_credits_warns_the_owner(
+async def test_a_job_that_runs_out_of_credits_alerts_the_operator_once(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    await start_bot(low_credits_warning=100)
+    running = await start_bot(low_credits_warning=100)
     fake_kie.credits = 3  # less than one image costs
-    failed = await imagine(fake_discord)
-    assert embed_title(failed) == FAILED_TITLE
-    warning = await fake_discord.wait_for_request(
-        lambda r: (
-            r.method == "POST"
-            and r.path == f"/channels/{fake_discord.dm_channel_id(fake_discord.owner_id)}/messages"
-        )
-    )
-    assert "**3 credits**" in answer_text(warning)
+    failures = await asyncio.gather(*(imagine(fake_discord, user_id=MEMBER + n) for n in range(3)))
+    for failed in failures:
+        assert embed_title(failed) == FAILED_TITLE
+        assert "The bot's operator has been alerted." in field(failed, "What happened")
+    await running.idle()
+    (alert,) = dms_to(fake_discord, fake_discord.owner_id)
+    assert "out of credits" in answer_text(alert)
+    assert dms_to(fake_discord, fake_discord.guild_owner_id) == []
+    assert await running.units_charged() == 0
 
 
 async def test_stats_count_today_and_the_week_with_top_members_and_a_chart(

@@ -20,6 +20,7 @@ from bot.store import (
     OverLimit,
     ReplyTarget,
     ServerPolicy,
+    SpendLimits,
     Store,
     Usage,
 )
@@ -52,7 +53,7 @@ async def test_first_start_creates_the_schema_with_a_version_and_wal(tmp_path: P
 async def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
     path = tmp_path / "imagine.db"
     store = await Store.open(path)
-    await store.reserve(_job(), limit=5)
+    await store.reserve(_job(), SpendLimits(5))
     await store.close()
     store = await Store.open(path)
     assert await _used(store, "2026-11-27") == 1
@@ -69,27 +70,29 @@ async def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
 
 
 async def test_reservation_stops_at_the_limit(store: Store) -> None:
-    assert isinstance(await store.reserve(_job(units=2), limit=3), Job)
-    assert await store.reserve(_job(units=2), limit=3) is OverLimit.QUOTA
-    assert isinstance(await store.reserve(_job(units=1), limit=3), Job)
+    assert isinstance(await store.reserve(_job(units=2), SpendLimits(3)), Job)
+    assert await store.reserve(_job(units=2), SpendLimits(3)) is OverLimit.QUOTA
+    assert isinstance(await store.reserve(_job(units=1), SpendLimits(3)), Job)
     assert await _used(store, "2026-11-27") == 3
 
 
 async def test_quota_is_per_user_and_per_day(store: Store) -> None:
-    assert isinstance(await store.reserve(_job(user_id=1), limit=1), Job)
-    assert isinstance(await store.reserve(_job(user_id=2), limit=1), Job)
-    assert isinstance(await store.reserve(_job(user_id=1, day="2026-11-28"), limit=1), Job)
-    assert await store.reserve(_job(user_id=1), limit=1) is OverLimit.QUOTA
+    assert isinstance(await store.reserve(_job(user_id=1), SpendLimits(1)), Job)
+    assert isinstance(await store.reserve(_job(user_id=2), SpendLimits(1)), Job)
+    assert isinstance(await store.reserve(_job(user_id=1, day="2026-11-28"), SpendLimits(1)), Job)
+    assert await store.reserve(_job(user_id=1), SpendLimits(1)) is OverLimit.QUOTA
 
 
 async def test_twenty_simultaneous_reservations_never_overspend(store: Store) -> None:
-    results = await asyncio.gather(*(store.reserve(_job(units=1), limit=7) for _ in range(20)))
+    results = await asyncio.gather(
+        *(store.reserve(_job(units=1), SpendLimits(7)) for _ in range(20))
+    )
     assert sum(isinstance(r, Job) for r in results) == 7
     assert await _used(store, "2026-11-27") == 7
 
 
 async def test_a_refund_gives_units_back_exactly_once(store: Store) -> None:
-    job = await store.reserve(_job(units=2), limit=2)
+    job = await store.reserve(_job(units=2), SpendLimits(2))
     assert isinstance(job, Job)
     assert await store.refund(job.id, "failed") is True
     assert await store.refund(job.id, "failed again") is False
@@ -99,7 +102,7 @@ async def test_a_refund_gives_units_back_exactly_once(store: Store) -> None:
 
 
 async def test_a_delivered_job_cannot_be_refunded(store: Store) -> None:
-    job = await store.reserve(_job(), limit=2)
+    job = await store.reserve(_job(), SpendLimits(2))
     assert isinstance(job, Job)
     assert await store.begin_submit(job.id)
     assert await store.mark_submitted(job.id, "task-1")
@@ -112,7 +115,7 @@ async def test_a_delivered_job_cannot_be_refunded(store: Store) -> None:
 
 
 async def test_a_submitted_job_cannot_be_submitted_again(store: Store) -> None:
-    job = await store.reserve(_job(), limit=2)
+    job = await store.reserve(_job(), SpendLimits(2))
     assert isinstance(job, Job)
     assert await store.begin_submit(job.id)
     assert not await store.begin_submit(job.id)
@@ -124,7 +127,7 @@ async def test_a_submitted_job_cannot_be_submitted_again(store: Store) -> None:
 
 async def test_a_finished_job_forgets_its_interaction_token(store: Store) -> None:
     reply = ReplyTarget(application_id=7, token="secret-token", created_at=1.0, attachment_limit=9)
-    job = await store.reserve(replace(_job(), reply=reply), limit=2)
+    job = await store.reserve(replace(_job(), reply=reply), SpendLimits(2))
     assert isinstance(job, Job) and job.reply == reply
     assert "secret-token" not in repr(job)
     await store.refund(job.id, "failed")
@@ -166,7 +169,7 @@ async def test_two_connections_writing_at_once_wait_instead_of_failing(tmp_path:
     first, second = await Store.open(path), await Store.open(path)
     try:
         results = await asyncio.gather(
-            *(s.reserve(_job(units=1), limit=30) for s in (first, second) for _ in range(20))
+            *(s.reserve(_job(units=1), SpendLimits(30)) for s in (first, second) for _ in range(20))
         )
         assert sum(isinstance(r, Job) for r in results) == 30
         assert await _used(first, "2026-11-27") == 30
@@ -183,24 +186,25 @@ def _in(guild_id: int | None, user_id: int = 1, units: int = 1) -> NewJob:
 
 
 async def test_quota_is_counted_per_server(store: Store) -> None:
-    assert isinstance(await store.reserve(_in(10), limit=1), Job)
-    assert await store.reserve(_in(10), limit=1) is OverLimit.QUOTA
-    assert isinstance(await store.reserve(_in(11), limit=1), Job), "another server"
-    assert isinstance(await store.reserve(_in(None), limit=1), Job), "direct messages"
+    assert isinstance(await store.reserve(_in(10), SpendLimits(1)), Job)
+    assert await store.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
+    assert isinstance(await store.reserve(_in(11), SpendLimits(1)), Job), "another server"
+    assert isinstance(await store.reserve(_in(None), SpendLimits(1)), Job), "direct messages"
 
 
 async def test_the_server_budget_stops_everyone_once_spent(store: Store) -> None:
-    assert isinstance(await store.reserve(_in(10, user_id=1, units=2), limit=5, budget=3), Job)
-    assert await store.reserve(_in(10, user_id=2, units=2), limit=5, budget=3) is OverLimit.BUDGET
-    assert isinstance(await store.reserve(_in(10, user_id=2, units=1), limit=5, budget=3), Job)
-    assert await store.reserve(_in(10, user_id=3), limit=5, budget=3) is OverLimit.BUDGET
-    assert isinstance(await store.reserve(_in(11, user_id=3), limit=5, budget=3), Job)
+    budget = SpendLimits(5, server_budget=3)
+    assert isinstance(await store.reserve(_in(10, user_id=1, units=2), budget), Job)
+    assert await store.reserve(_in(10, user_id=2, units=2), budget) is OverLimit.BUDGET
+    assert isinstance(await store.reserve(_in(10, user_id=2, units=1), budget), Job)
+    assert await store.reserve(_in(10, user_id=3), budget) is OverLimit.BUDGET
+    assert isinstance(await store.reserve(_in(11, user_id=3), budget), Job)
     assert await store.server_units(10, "2026-11-27") == 3
 
 
 async def test_simultaneous_members_never_overspend_the_server_budget(store: Store) -> None:
     results = await asyncio.gather(
-        *(store.reserve(_in(10, user_id=u), limit=5, budget=7) for u in range(20))
+        *(store.reserve(_in(10, user_id=u), SpendLimits(5, server_budget=7)) for u in range(20))
     )
     assert sum(isinstance(r, Job) for r in results) == 7
     assert await store.server_units(10, "2026-11-27") == 7
@@ -208,12 +212,12 @@ async def test_simultaneous_members_never_overspend_the_server_budget(store: Sto
 
 async def test_a_grant_adds_to_todays_limit_and_a_reset_clears_usage(store: Store) -> None:
     day = "2026-11-27"
-    assert isinstance(await store.reserve(_in(10), limit=1), Job)
-    assert await store.reserve(_in(10), limit=1) is OverLimit.QUOTA
+    assert isinstance(await store.reserve(_in(10), SpendLimits(1)), Job)
+    assert await store.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
     await store.add_quota_adjustment(10, 1, day, "grant", 2, actor=99)
     assert await store.usage(1, 10, day) == Usage(used=1, granted=2)
-    assert isinstance(await store.reserve(_in(10, units=2), limit=1), Job)
-    assert await store.reserve(_in(10), limit=1) is OverLimit.QUOTA
+    assert isinstance(await store.reserve(_in(10, units=2), SpendLimits(1)), Job)
+    assert await store.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
     await store.add_quota_adjustment(10, 1, day, "reset", 0, actor=99)
     assert await store.usage(1, 10, day) == Usage(used=0, granted=2)
     assert await store.usage(1, 11, day) == Usage(used=0, granted=0), "another server"
@@ -236,10 +240,10 @@ async def test_policy_of_one_server_never_touches_another(store: Store) -> None:
 
 
 async def test_daily_totals_and_top_members(store: Store) -> None:
-    delivered = await store.reserve(_in(10, user_id=1, units=2), limit=9)
-    failed = await store.reserve(_in(10, user_id=2), limit=9)
-    await store.reserve(_in(10, user_id=2), limit=9)  # still open: charged, not finished
-    await store.reserve(_in(11, user_id=3), limit=9)  # another server
+    delivered = await store.reserve(_in(10, user_id=1, units=2), SpendLimits(9))
+    failed = await store.reserve(_in(10, user_id=2), SpendLimits(9))
+    await store.reserve(_in(10, user_id=2), SpendLimits(9))  # still open: charged, not finished
+    await store.reserve(_in(11, user_id=3), SpendLimits(9))  # another server
     assert isinstance(delivered, Job) and isinstance(failed, Job)
     await store.begin_submit(delivered.id)
     await store.mark_submitted(delivered.id, "t")

@@ -651,6 +651,7 @@ class FakeDiscord:
         owner_id: int = DEFAULT_OWNER_ID,
         guild_owner_id: int = DEFAULT_GUILD_OWNER_ID,
         token: str = "fake-bot-token",
+        team_member_ids: list[int] | None = None,
         bot_username: str = "imagine-bot",
         enforce_webhook_rate_limit: bool = True,
         allow_privileged_intents: bool = False,
@@ -662,6 +663,8 @@ class FakeDiscord:
         self.channel_id = channel_id
         self.owner_id = owner_id
         self.guild_owner_id = guild_owner_id
+        # A team-owned application (``owner_id`` is then the team's owner and first member).
+        self.team_member_ids = list(team_member_ids or [])
         self.token = token
         self.bot_username = bot_username
         self.enforce_webhook_rate_limit = enforce_webhook_rate_limit
@@ -706,6 +709,8 @@ class FakeDiscord:
         self._option_attachments: dict[str, dict[str, Any]] = {}
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self._dm_recipients: dict[int, int] = {}  # DM channel id -> user id
+        # More channels of the guild: text channels and threads (``add_channel``/``add_thread``).
+        self._extra_channels: dict[int, dict[str, Any]] = {}
 
         self._sessions: dict[str, _GatewaySession] = {}
         self._current_session: _GatewaySession | None = None
@@ -1071,7 +1076,7 @@ class FakeDiscord:
             "bot_require_code_grant": False,
             "verify_key": "0" * 64,
             "owner": self._owner(),
-            "team": None,
+            "team": self._team(),
             "flags": 0,
             "tags": [],
             "redirect_uris": [],
@@ -1082,6 +1087,65 @@ class FakeDiscord:
             "bot": self._bot_user(),
             "integration_types_config": {"0": {}},
         }
+
+    def _team(self) -> dict[str, Any] | None:
+        if not self.team_member_ids:
+            return None
+        team_id = str(self.application_id + 7)
+        return {
+            "id": team_id,
+            "name": "Fake team",
+            "icon": None,
+            "owner_user_id": str(self.owner_id),
+            "members": [
+                {
+                    "user": self._user(member),
+                    "membership_state": 2,
+                    "team_id": team_id,
+                    "permissions": ["*"],
+                    "role": "admin" if member == self.owner_id else "read_only",
+                }
+                for member in self.team_member_ids
+            ],
+        }
+
+    def add_channel(self, name: str = "channel", *, nsfw: bool = False) -> int:
+        """Another text channel of the guild; ``nsfw`` marks it age-restricted. Channels added
+        before the client is READY arrive with GUILD_CREATE; later ones only in interactions
+        and from ``GET /channels/{id}``, as for a client whose cache missed them."""
+        channel_id = self._snowflake()
+        self._extra_channels[channel_id] = {
+            **self._guild_channel(),
+            "id": str(channel_id),
+            "name": name,
+            "nsfw": nsfw,
+        }
+        return channel_id
+
+    def add_thread(self, parent_id: int, name: str = "thread") -> int:
+        """A public thread in ``parent_id`` (the fake's channel or one from ``add_channel``)."""
+        self._channel(parent_id)
+        thread_id = self._snowflake()
+        self._extra_channels[thread_id] = {
+            "id": str(thread_id),
+            "type": 11,
+            "guild_id": str(self.guild_id),
+            "parent_id": str(parent_id),
+            "owner_id": str(self.bot_user_id),
+            "name": name,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": _iso(_now()),
+                "locked": False,
+            },
+        }
+        return thread_id
 
     def _guild_channel(self) -> dict[str, Any]:
         return {
@@ -1111,6 +1175,8 @@ class FakeDiscord:
     def _channel(self, channel_id: int) -> dict[str, Any]:
         if channel_id == self.channel_id:
             return self._guild_channel()
+        if channel_id in self._extra_channels:
+            return copy.deepcopy(self._extra_channels[channel_id])
         if channel_id in self._dm_recipients:
             return self._dm_channel(channel_id)
         raise _ApiError(404, 10003, "Unknown Channel")
@@ -1213,8 +1279,11 @@ class FakeDiscord:
                     "avatar": None,
                 }
             ],
-            "channels": [self._guild_channel()],
-            "threads": [],
+            "channels": [
+                self._guild_channel(),
+                *(c for c in self._extra_channels.values() if c["type"] != 11),
+            ],
+            "threads": [c for c in self._extra_channels.values() if c["type"] == 11],
             "voice_states": [],
             "presences": [],
             "stage_instances": [],
@@ -2090,7 +2159,11 @@ class FakeDiscord:
             payload["message"] = copy.deepcopy(message)
         if guild is not None:
             # Another channel (or guild) than the fake's own: same shape, other ids.
-            channel = {**self._guild_channel(), "id": str(channel_id), "guild_id": str(guild)}
+            known = self._extra_channels.get(channel_id)
+            if known is not None and guild == self.guild_id:
+                channel = copy.deepcopy(known)
+            else:
+                channel = {**self._guild_channel(), "id": str(channel_id), "guild_id": str(guild)}
             if permissions is None:
                 permissions = self._member_permissions(user_id, role_ids)
             payload.update(

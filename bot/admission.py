@@ -1,0 +1,228 @@
+"""Admitting a request: every rule a generation must pass before anything is spent.
+
+One entry serves `/imagine` and the result buttons. The operator's rules come first (is the bot
+enabled in this server, is the server or the member banned everywhere, are DMs on, is generation
+paused), then the server's (channels, bans, blocked terms) and the operator's global terms, then
+the limits of the day (quota, budget, caps). Each is one indexed read, so a refusal can be the
+interaction's first, private answer and leave no public trace.
+
+Every refusal is counted per server and reason for `/owner servers` and logged, and the ones a
+server's managers should see go to its audit channel; both at most once per member and reason
+every ten minutes, so a member hammering a command cannot flood either.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.moderation import Moderation, RefusalKind
+from bot.operator import OperatorControls, guild_key
+from bot.quota import BudgetStatus, QuotaBook, QuotaStatus
+from bot.store import OverLimit, Store
+
+log = logging.getLogger(__name__)
+
+FIRST_ANSWER_SECONDS = 2.0  # of Discord's 3 s to acknowledge, the most the checks may take
+NOTICE_EVERY = 600.0  # one audit post and one log line per member and reason in this time
+_NOTICES_KEPT = 10_000  # bounded memory for the throttle under a flood of distinct members
+
+
+class RefusalReason(enum.StrEnum):
+    NOT_ENABLED = "not_enabled"  # the server is not in ALLOWED_GUILD_IDS
+    SERVER_BANNED = "server_banned"  # the owner banned the server
+    DMS_OFF = "dms_off"  # ALLOW_DMS is false
+    USER_BANNED = "user_banned"  # banned by the owner, or (in DMs) by a server the bot is in
+    PAUSED = "paused"  # the owner paused generation
+    WRONG_CHANNEL = "wrong_channel"
+    BANNED = "banned"  # banned by this server's managers
+    BLOCKED_TERM = "blocked_term"  # this server's blocklist
+    GLOBAL_TERM = "global_term"  # the operator's blocklist
+    QUOTA = "quota"
+    BUDGET = "budget"
+    SERVER_CAP = "server_cap"
+    TOTAL_CAP = "total_cap"
+
+
+# Refusals a server's managers hear about in their audit channel.
+_AUDITED = {
+    RefusalReason.BANNED: "⛔ Banned member refused",
+    RefusalReason.BLOCKED_TERM: "🚫 Prompt refused",
+    RefusalReason.GLOBAL_TERM: "🚫 Prompt refused (the bot's blocklist)",
+    RefusalReason.USER_BANNED: "⛔ Member banned by the bot's operator refused",
+    RefusalReason.SERVER_CAP: "📉 The bot's daily cap for this server is reached",
+}
+_BY_MODERATION = {
+    RefusalKind.WRONG_CHANNEL: RefusalReason.WRONG_CHANNEL,
+    RefusalKind.BANNED: RefusalReason.BANNED,
+    RefusalKind.BLOCKED_TERM: RefusalReason.BLOCKED_TERM,
+    RefusalKind.GLOBAL_TERM: RefusalReason.GLOBAL_TERM,
+}
+_BY_OVER_LIMIT = {
+    OverLimit.QUOTA: RefusalReason.QUOTA,
+    OverLimit.BUDGET: RefusalReason.BUDGET,
+    OverLimit.SERVER_CAP: RefusalReason.SERVER_CAP,
+    OverLimit.TOTAL_CAP: RefusalReason.TOTAL_CAP,
+}
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who asks, where, and for what: all admission needs of a request."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    role_ids: tuple[int, ...] = ()
+    prompt: str | None = None  # None: not a generation (another command, a Delete press)
+    units: int = 0  # what the generation would cost
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: RefusalReason
+    term: str | None = None  # the blocked term, as it was typed when blocked
+    excerpt: str | None = None  # what in the prompt matched it
+    channels: tuple[int, ...] = ()  # where /imagine works instead
+    note: str | None = None  # the operator's reason for a pause
+    quota: QuotaStatus | None = None
+    budget: BudgetStatus | None = None  # the server's budget or cap, as it stands
+    cost: int = 0
+    resets_at: datetime | None = None
+
+
+AuditPost = Callable[[int | None, str, int, str], Awaitable[None]]  # guild, title, member, detail
+
+
+class Admission:
+    def __init__(
+        self,
+        store: Store,
+        operator: OperatorControls,
+        moderation: Moderation,
+        quota: QuotaBook,
+        *,
+        allowed_guilds: frozenset[int],
+        allow_dms: bool,
+        shares_server: Callable[[int], bool],
+        post_audit: AuditPost,
+        alert_total_cap: Callable[[], Awaitable[bool]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._operator = operator
+        self._moderation = moderation
+        self._quota = quota
+        self._alert_total_cap = alert_total_cap
+        self._allowed_guilds = allowed_guilds
+        self._allow_dms = allow_dms
+        self._shares_server = shares_server
+        self._post_audit = post_audit
+        self._clock = clock
+        self._noticed: dict[tuple[object, ...], float] = {}
+        # Past this, the interaction is acknowledged before the checks end (see the cogs).
+        self.answer_within = FIRST_ANSWER_SECONDS
+
+    async def gate(self, guild_id: int | None) -> Refusal | None:
+        """The rules for every command: is the bot enabled here at all."""
+        if guild_id is None:
+            return None if self._allow_dms else Refusal(RefusalReason.DMS_OFF)
+        if self._allowed_guilds and guild_id not in self._allowed_guilds:
+            return Refusal(RefusalReason.NOT_ENABLED)
+        if await self._operator.server_banned(guild_id):
+            return Refusal(RefusalReason.SERVER_BANNED)
+        return None
+
+    async def check(self, asker: Asker) -> Refusal | None:
+        """Every rule a generation must pass before it is charged; None: go ahead.
+
+        Reads only: the charge itself (`JobService.reserve`) checks the limits again, atomically.
+        """
+        refusal = await self.gate(asker.guild_id)
+        if refusal is not None:
+            return refusal
+        if await self._banned_everywhere(asker.user_id, asker.guild_id):
+            return Refusal(RefusalReason.USER_BANNED)
+        gate = self._operator.gate
+        if gate.paused:
+            return Refusal(RefusalReason.PAUSED, note=gate.reason)
+        if asker.prompt is not None:
+            moderated = await self._moderation.check(
+                asker.guild_id, asker.channel_id, asker.user_id, asker.prompt
+            )
+            if moderated is not None:
+                return Refusal(
+                    _BY_MODERATION[moderated.kind],
+                    term=moderated.term,
+                    excerpt=moderated.excerpt,
+                    channels=moderated.channels,
+                )
+            limits = await self._quota.spend_limits(asker.guild_id, asker.role_ids)
+            over = await self._store.over_limit(
+                asker.user_id, asker.guild_id, self._quota.today(), asker.units, limits
+            )
+            if over is not None:
+                return await self.over_limit(asker, over)
+        return None
+
+    async def over_limit(self, asker: Asker, over: OverLimit) -> Refusal:
+        """The refusal for a limit the charge would exceed, with the figures to show."""
+        reason = _BY_OVER_LIMIT[over]
+        quota = budget = None
+        if reason is RefusalReason.QUOTA:
+            quota = await self._quota.member_status(asker.user_id, asker.guild_id, asker.role_ids)
+        elif reason in (RefusalReason.BUDGET, RefusalReason.SERVER_CAP):
+            budget = await self._quota.budget_status(asker.guild_id)
+        return Refusal(
+            reason, quota=quota, budget=budget, cost=asker.units, resets_at=self._quota.next_reset()
+        )
+
+    async def record(self, asker: Asker, refusal: Refusal) -> None:
+        """After the member was told: count the refusal, and tell whoever should know, without
+        letting one member flood the log or the audit channel."""
+        reason = refusal.reason
+        if reason is RefusalReason.NOT_ENABLED:
+            # Nothing is stored for a server the bot is not enabled in: one log line a day.
+            if self._first_notice(("not_enabled", asker.guild_id, self._quota.today()), 86400):
+                log.info("refused a command in server %s: not in ALLOWED_GUILD_IDS", asker.guild_id)
+            return
+        await self._store.count_refusal(self._quota.today(), guild_key(asker.guild_id), reason)
+        if reason is RefusalReason.TOTAL_CAP:
+            await self._alert_total_cap()  # at most once an hour, however many are refused
+        if not self._first_notice((asker.guild_id, asker.user_id, reason), NOTICE_EVERY):
+            return
+        log.info(
+            "refused user %s in %s: %s",
+            asker.user_id,
+            f"server {asker.guild_id}" if asker.guild_id else "DMs",
+            reason.value,
+        )
+        title = _AUDITED.get(reason)
+        if title is not None and asker.guild_id is not None:
+            prompt = asker.prompt or ""
+            detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
+            await self._post_audit(asker.guild_id, title, asker.user_id, detail)
+
+    async def _banned_everywhere(self, user_id: int, guild_id: int | None) -> bool:
+        if await self._operator.user_banned(user_id):
+            return True
+        if guild_id is not None:
+            return False
+        # DMs are never a way around a server's ban: any server the bot is still in counts.
+        return any(self._shares_server(g) for g in await self._store.servers_banning(user_id))
+
+    def _first_notice(self, key: tuple[object, ...], every: float) -> bool:
+        now = self._clock()
+        if now - self._noticed.get(key, float("-inf")) < every:
+            return False
+        if len(self._noticed) >= _NOTICES_KEPT:
+            cutoff = now - 86400
+            self._noticed = {k: t for k, t in self._noticed.items() if t > cutoff}
+            if len(self._noticed) >= _NOTICES_KEPT:
+                self._noticed.clear()
+        self._noticed[key] = now
+        return True

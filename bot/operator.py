@@ -1,0 +1,152 @@
+"""The operator's controls over a public deployment: what no server setting can lift.
+
+The operator (the application's owner or team) runs one kie.ai account for many servers they do
+not know. From `/owner` they cap a server's daily units, ban a user or a server everywhere, block
+terms on top of every server's blocklist, and pause all generation. Every action is kept in
+`owner_log` with who did it and when. The pause lives in the database too, so a restart does not
+quietly resume generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from bot.store import OwnerAction, Store
+
+log = logging.getLogger(__name__)
+
+DM_KEY = 0  # the "server" key of direct messages in caps and counts
+_PAUSE_KEY = "operator:paused"  # meta: the reason while paused; absent while running
+
+
+def guild_key(guild_id: int | None) -> int:
+    return DM_KEY if guild_id is None else guild_id
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """The operator's limits from the environment; None: no cap."""
+
+    member_daily: int = 50  # MAX_MEMBER_DAILY
+    server_daily: int | None = 500  # SERVER_DAILY_CAP
+    total_daily: int | None = None  # TOTAL_DAILY_CAP
+
+
+class PauseGate:
+    """Open while generation runs. Closed by `/owner pause`: jobs wait here before createTask,
+    keeping their charge, and go on when it opens again."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self.reason: str | None = None
+
+    @property
+    def paused(self) -> bool:
+        return not self._open.is_set()
+
+    def close(self, reason: str) -> None:
+        self.reason = reason
+        self._open.clear()
+
+    def open(self) -> None:
+        self.reason = None
+        self._open.set()
+
+    async def wait_open(self) -> None:
+        await self._open.wait()
+
+
+class OperatorControls:
+    def __init__(self, store: Store, ceilings: Ceilings, gate: PauseGate) -> None:
+        self._store = store
+        self.ceilings = ceilings
+        self.gate = gate
+
+    async def load(self) -> None:
+        """Restore the pause after a restart. Call once at start-up."""
+        reason = await self._store.get_meta(_PAUSE_KEY)
+        if reason is not None:
+            self.gate.close(reason)
+            log.warning("generation is paused by the operator (since before this start)")
+
+    # --- caps ---------------------------------------------------------------------------------
+
+    async def server_cap(self, guild_id: int | None) -> int | None:
+        """Units the server (or all DMs) may spend a day: the owner's own cap for it, else
+        SERVER_DAILY_CAP; None: no cap."""
+        own = await self._store.server_cap(guild_key(guild_id))
+        if own is not None:
+            return own or None
+        return self.ceilings.server_daily
+
+    async def set_cap(self, actor: int, key: int, units: int | None) -> None:
+        """`units` None: back to SERVER_DAILY_CAP; 0: no cap for this server."""
+        await self._store.set_server_cap(key, units)
+        shown = "default" if units is None else ("no cap" if units == 0 else str(units))
+        await self._log(actor, "cap", "DMs" if key == DM_KEY else str(key), shown)
+
+    # --- bans ---------------------------------------------------------------------------------
+
+    async def user_banned(self, user_id: int) -> bool:
+        return await self._store.banned_everywhere("banned_users", user_id)
+
+    async def server_banned(self, guild_id: int) -> bool:
+        return await self._store.banned_everywhere("banned_servers", guild_id)
+
+    async def ban_user(self, actor: int, user_id: int, reason: str | None) -> bool:
+        return await self._ban(actor, "banned_users", "ban-user", user_id, reason)
+
+    async def unban_user(self, actor: int, user_id: int) -> bool:
+        return await self._unban(actor, "banned_users", "unban-user", user_id)
+
+    async def ban_server(self, actor: int, guild_id: int, reason: str | None) -> bool:
+        return await self._ban(actor, "banned_servers", "ban-server", guild_id, reason)
+
+    async def unban_server(self, actor: int, guild_id: int) -> bool:
+        return await self._unban(actor, "banned_servers", "unban-server", guild_id)
+
+    async def _ban(self, actor: int, table: str, action: str, key: int, reason: str | None) -> bool:
+        banned = await self._store.ban_everywhere(table, key, reason)
+        if banned:
+            await self._log(actor, action, str(key), reason or "")
+        return banned
+
+    async def _unban(self, actor: int, table: str, action: str, key: int) -> bool:
+        unbanned = await self._store.unban_everywhere(table, key)
+        if unbanned:
+            await self._log(actor, action, str(key), "")
+        return unbanned
+
+    # --- pause --------------------------------------------------------------------------------
+
+    async def pause(self, actor: int, reason: str) -> bool:
+        """False if it was already paused (the reason is updated all the same)."""
+        was_paused = self.gate.paused
+        await self._store.set_meta(_PAUSE_KEY, reason)
+        self.gate.close(reason)
+        await self._log(actor, "pause", "", reason)
+        log.warning("generation paused by the operator")
+        return not was_paused
+
+    async def resume(self, actor: int) -> bool:
+        if not self.gate.paused:
+            return False
+        await self._store.delete_meta(_PAUSE_KEY)
+        self.gate.open()
+        await self._log(actor, "resume", "", "")
+        log.warning("generation resumed by the operator")
+        return True
+
+    # --- the record ---------------------------------------------------------------------------
+
+    async def log_term(self, actor: int, action: str, term: str) -> None:
+        await self._log(actor, action, "", term)
+
+    async def actions(self, limit: int = 10) -> list[OwnerAction]:
+        return await self._store.owner_actions(limit)
+
+    async def _log(self, actor: int, action: str, target: str, detail: str) -> None:
+        await self._store.log_owner_action(actor, action, target, detail)
