@@ -87,6 +87,54 @@ def test_values_are_parsed() -> None:
     )
 
 
+def test_the_operators_controls_are_parsed() -> None:
+    settings = load_settings(
+        {
+            **SECRETS,
+            "MAX_MEMBER_DAILY": "20",
+            "SERVER_DAILY_CAP": "0",
+            "TOTAL_DAILY_CAP": "900",
+            "ALLOWED_GUILD_IDS": " 111, 222 ,",
+            "OWNER_GUILD_ID": "333",
+            "ALLOW_NSFW": "TRUE",
+            "ALLOW_DMS": "yes",
+            "OPS_CHANNEL_ID": "444",
+            "SHOW_CREDITS_TO_SERVERS": "0",
+        }
+    )
+    assert (settings.max_member_daily, settings.server_daily_cap) == (20, 0)
+    assert settings.total_daily_cap == 900
+    assert settings.allowed_guild_ids == frozenset({111, 222})
+    assert (settings.owner_guild_id, settings.ops_channel_id) == (333, 444)
+    assert settings.allow_nsfw and settings.allow_dms
+    assert not settings.show_credits_to_servers
+
+
+def test_a_public_bot_is_safe_by_default() -> None:
+    settings = load_settings(SECRETS)
+    assert (settings.max_member_daily, settings.server_daily_cap) == (50, 500)
+    assert settings.total_daily_cap == 0
+    assert settings.allowed_guild_ids == frozenset()
+    assert settings.owner_guild_id is None and settings.ops_channel_id is None
+    assert not (settings.allow_nsfw or settings.allow_dms or settings.show_credits_to_servers)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_MEMBER_DAILY", "0"),
+        ("SERVER_DAILY_CAP", "-1"),
+        ("ALLOWED_GUILD_IDS", "111,abc"),
+        ("OWNER_GUILD_ID", "my-server"),
+        ("ALLOW_NSFW", "maybe"),
+        ("OPS_CHANNEL_ID", "#ops"),
+    ],
+)
+def test_bad_operator_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({**SECRETS, name: value})
+
+
 def _run_bot(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in {"DISCORD_TOKEN", "KIE_API_KEY"}}
     return subprocess.run(
