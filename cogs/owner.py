@@ -7,6 +7,7 @@ about who runs the bot. Every answer is private; every change is kept in the own
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -160,36 +161,50 @@ class OwnerCog(
     async def block(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
         shown = safe_prompt(term, 100)
-        try:
-            added = await self.bot.moderation.add_global_term(term)
-        except ModerationError as error:
-            await followup(interaction, str(error))
-            return
-        if not added:
-            await followup(interaction, f"**{shown}** was already blocked. Nothing changed.")
-            return
-        await self.bot.operator.log_term(interaction.user.id, "block", term)
-        await followup(interaction, f"Blocked **{shown}** everywhere.")
+        await self._change_term(
+            interaction,
+            "block",
+            term,
+            self.bot.moderation.add_global_term,
+            done=f"Blocked **{shown}** everywhere.",
+            unchanged=f"**{shown}** was already blocked. Nothing changed.",
+        )
 
     @app_commands.command(name="unblock", description="Take a term off the bot's blocklist.")
     @app_commands.describe(term="The term, in any spelling.")
     async def unblock(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
         shown = safe_prompt(term, 100)
+        await self._change_term(
+            interaction,
+            "unblock",
+            term,
+            self.bot.moderation.remove_global_term,
+            done=f"**{shown}** is allowed again (unless a server blocks it).",
+            unchanged=f"**{shown}** was not blocked. Nothing changed.",
+        )
+
+    async def _change_term(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        action: str,
+        term: str,
+        change: Callable[[str], Awaitable[bool]],
+        *,
+        done: str,
+        unchanged: str,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            removed = await self.bot.moderation.remove_global_term(term)
+            changed = await change(term)
         except ModerationError as error:
             await followup(interaction, str(error))
             return
-        if not removed:
-            await followup(interaction, f"**{shown}** was not blocked. Nothing changed.")
-            return
-        await self.bot.operator.log_term(interaction.user.id, "unblock", term)
-        await followup(interaction, f"**{shown}** is allowed again (unless a server blocks it).")
+        if changed:
+            await self.bot.operator.log_term(interaction.user.id, action, term)
+        await followup(interaction, done if changed else unchanged)
 
     @app_commands.command(name="pause", description="Pause all generation.")
     @app_commands.describe(reason="What members are told (for example: maintenance until 18:00).")
