@@ -111,8 +111,9 @@ async def test_progress_is_shown_while_waiting(
 async def test_a_queued_member_sees_their_place_in_line_and_edits_are_spaced_out(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    # One submission per second stands in for kie.ai's 20 per 10 s.
-    await start_bot(submit_limit=(1, 1.0), progress_min_interval=0.5)
+    # One submission per 2 s stands in for kie.ai's 20 per 10 s (long enough that all three
+    # are in line before the second goes out, even on a busy machine).
+    await start_bot(submit_limit=(1, 2.0), progress_min_interval=0.5)
     interactions = [
         await fake_discord.send_interaction("imagine", {"prompt": f"{PROMPT} {n}"}, user_id=n)
         for n in range(1, 4)
