@@ -6,9 +6,9 @@ paused), then the server's (channels, bans, blocked terms) and the operator's gl
 the limits of the day (quota, budget, caps). Each is one indexed read, so a refusal can be the
 interaction's first, private answer and leave no public trace.
 
-Every refusal is counted per server and reason for `/owner servers` and logged, and the ones a
-server's managers should see go to its audit channel; both at most once per member and reason
-every ten minutes, so a member hammering a command cannot flood either.
+Every refusal is counted per server and reason for `/owner servers`. The log line, the row in the
+server's moderation log and the audit-channel post come at most once per member and reason every
+ten minutes (the counter has the rest), so a member hammering a command cannot flood any of them.
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ class RefusalReason(enum.StrEnum):
     TOTAL_CAP = "total_cap"
 
 
-# Refusals a server's managers hear about in their audit channel.
-_AUDITED = {
-    RefusalReason.BANNED: "⛔ Banned member refused",
-    RefusalReason.BLOCKED_TERM: "🚫 Prompt refused",
-    RefusalReason.GLOBAL_TERM: "🚫 Prompt refused (the bot's blocklist)",
-    RefusalReason.USER_BANNED: "⛔ Member banned by the bot's operator refused",
-    RefusalReason.SERVER_CAP: "📉 The bot's daily cap for this server is reached",
+# Refusals a server's managers hear about in their audit channel, and the kind they are kept
+# under in its moderation log (None: not a moderation event).
+_AUDITED: dict[RefusalReason, tuple[str, str | None]] = {
+    RefusalReason.BANNED: ("⛔ Banned member refused", "refused_banned"),
+    RefusalReason.BLOCKED_TERM: ("🚫 Prompt refused", "refused_blocked_term"),
+    RefusalReason.GLOBAL_TERM: ("🚫 Prompt refused (the bot's blocklist)", "refused_global_term"),
+    RefusalReason.USER_BANNED: (
+        "⛔ Member banned by the bot's operator refused",
+        "refused_user_banned",
+    ),
+    RefusalReason.SERVER_CAP: ("📉 The bot's daily cap for this server is reached", None),
 }
 _BY_MODERATION = {
     RefusalKind.WRONG_CHANNEL: RefusalReason.WRONG_CHANNEL,
@@ -201,11 +205,15 @@ class Admission:
             f"server {asker.guild_id}" if asker.guild_id else "DMs",
             reason.value,
         )
-        title = _AUDITED.get(reason)
-        if title is not None and asker.guild_id is not None:
-            prompt = asker.prompt or ""
-            detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
-            await self._post_audit(asker.guild_id, title, asker.user_id, detail)
+        audited = _AUDITED.get(reason)
+        if audited is None or asker.guild_id is None:
+            return
+        title, kind = audited
+        prompt = asker.prompt or ""
+        detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
+        if kind is not None:
+            await self._moderation.record_refusal(asker.guild_id, asker.user_id, kind, detail)
+        await self._post_audit(asker.guild_id, title, asker.user_id, detail)
 
     async def _banned_everywhere(self, user_id: int, guild_id: int | None) -> bool:
         if await self._operator.user_banned(user_id):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import discord
 
 from bot import messages
@@ -38,3 +39,6 @@ class AuditLog:
             await channel.send(embed=embed, allowed_mentions=NO_PINGS)
         except discord.HTTPException as error:
             log.warning("could not post to the audit channel %s: %s", channel_id, error.status)
+        except (OSError, aiohttp.ClientError, TimeoutError) as error:
+            # A dropped connection is no reason to fail what the post reports on.
+            log.warning("could not post to the audit channel %s: %r", channel_id, error)

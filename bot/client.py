@@ -90,7 +90,9 @@ class ImagineBot(commands.Bot):
         alerts: OperatorAlerts,
     ) -> None:
         super().__init__(
+            # Slash commands only: no prefix command (not even `@bot help`) is ever run.
             command_prefix=commands.when_mentioned,
+            help_command=None,
             intents=discord.Intents.default(),
             tree_cls=ImagineTree,
             # No message from this bot may ping anyone unless it says so explicitly.
@@ -124,6 +126,9 @@ class ImagineBot(commands.Bot):
         self._operators: tuple[float, tuple[int, ...]] | None = None
         self.accepting_jobs = True
         self._job_tasks: dict[asyncio.Task[None], DiscordReply] = {}
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Messages are never commands here: the bot answers slash commands and buttons only."""
 
     async def setup_hook(self) -> None:
         await self.operator.load()
@@ -165,9 +170,13 @@ class ImagineBot(commands.Bot):
     async def _run_job(self, job: Job, reply: DiscordReply) -> None:
         failure = await self.jobs.run(job, reply)
         # Each finished job is a chance to notice a low balance before members run into it.
-        low = await self.credits.after_job(out_of_credits=failure is FailureKind.OUT_OF_CREDITS)
-        if low is not None:
-            await self.alerts.alert(AlertKind.LOW_BALANCE, messages.low_credits_alert(low))
+        # Best effort: the job's outcome is settled and told already.
+        try:
+            low = await self.credits.after_job(out_of_credits=failure is FailureKind.OUT_OF_CREDITS)
+            if low is not None:
+                await self.alerts.alert(AlertKind.LOW_BALANCE, messages.low_credits_alert(low))
+        except Exception:
+            log.warning("job %s: the balance check after it failed", job.id, exc_info=True)
 
     async def operator_ids(self) -> tuple[int, ...]:
         """The application's owner, or every member of its team (looked up every 10 minutes)."""

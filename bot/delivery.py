@@ -160,7 +160,11 @@ class DiscordReply:
                 attempt_limit = len(fitted.data) // 2
                 continue
             if self._audit is not None:
-                await self._audit.generation(self._job, self._posted_url)
+                # The image reached Discord: nothing after this may change the outcome.
+                try:
+                    await self._audit.generation(self._job, self._posted_url)
+                except Exception:
+                    log.warning("job %s: the audit post failed", self._job.id, exc_info=True)
             return Delivery(via, self._posted_url)
         raise DeliveryError("Discord refused the image as too large even after shrinking")
 

@@ -7,6 +7,7 @@ break the layout.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import discord
@@ -26,11 +27,22 @@ _DESCRIPTION_LIMIT = 4096
 
 
 def safe_prompt(prompt: str, limit: int = 1000) -> str:
-    """The prompt as inert text: no markdown, no mentions, cut to `limit` characters."""
-    text = discord.utils.escape_mentions(discord.utils.escape_markdown(prompt))
+    """The prompt as inert text, cut to `limit` characters: no markdown, no mentions, and
+    nothing clickable or rendered (links, masked links, invites, timestamps, command, channel
+    and emoji mentions), so a member cannot make the bot show a link under its own name."""
+    text = discord.utils.escape_markdown(prompt, ignore_links=False)
+    text = discord.utils.escape_mentions(text)
+    text = _SCHEME.sub(f"\\1:{_ZWSP}", text)  # https://… is no link
+    text = _DOT_BEFORE_LETTER.sub(f".{_ZWSP}", text)  # nor discord.gg/… or www.…
+    text = text.replace("<", f"<{_ZWSP}")  # nor <t:…>, </cmd:id>, <#id>, <:emoji:id>
     if len(text) > limit:
         text = text[: limit - 1].rstrip("\\") + "…"
     return text
+
+
+_ZWSP = "\u200b"  # zero-width space: invisible, but Discord no longer sees a link or a tag
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?=//)")
+_DOT_BEFORE_LETTER = re.compile(r"\.(?=[A-Za-z])")
 
 
 def timestamp(moment: float | datetime, style: str = "R") -> str:

@@ -47,7 +47,8 @@ class Moderation:
     async def check(
         self, guild_id: int | None, channel_id: int | None, user_id: int, prompt: str
     ) -> Refusal | None:
-        """Why this prompt may not be generated here, or None. A refusal is recorded.
+        """Why this prompt may not be generated here, or None. Reads only: a refusal is
+        recorded, at a bounded rate, by `Admission.record`.
 
         A server's own rules apply in that server; the operator's terms apply everywhere,
         direct messages included.
@@ -59,11 +60,11 @@ class Moderation:
         match = find_blocked(prompt, await self._global_rules_now())
         if match is None:
             return None
-        if guild_id is not None:
-            await self._store.log_moderation(
-                guild_id, user_id, "refused_global_term", f"{match.rule.term}: {prompt}"
-            )
         return Refusal(RefusalKind.GLOBAL_TERM, match.rule.term, match.excerpt)
+
+    async def record_refusal(self, guild_id: int, user_id: int, kind: str, detail: str) -> None:
+        """Keep a refused prompt in the server's moderation log (the caller bounds the rate)."""
+        await self._store.log_moderation(guild_id, user_id, kind, detail)
 
     async def _server_check(
         self, guild_id: int, channel_id: int | None, user_id: int, prompt: str
@@ -72,14 +73,10 @@ class Moderation:
         if allowed and channel_id not in allowed:
             return Refusal(RefusalKind.WRONG_CHANNEL, channels=tuple(allowed))
         if await self._store.is_banned(guild_id, user_id):
-            await self._store.log_moderation(guild_id, user_id, "refused_banned", prompt)
             return Refusal(RefusalKind.BANNED)
         match = find_blocked(prompt, await self._rules_for(guild_id))
         if match is None:
             return None
-        await self._store.log_moderation(
-            guild_id, user_id, "refused_blocked_term", f"{match.rule.term}: {prompt}"
-        )
         return Refusal(RefusalKind.BLOCKED_TERM, match.rule.term, match.excerpt)
 
     async def _global_rules_now(self) -> tuple[BlockRule, ...]:

@@ -46,13 +46,15 @@ def reply_target(interaction: discord.Interaction[ImagineBot]) -> ReplyTarget:
 
 
 def role_ids(interaction: discord.Interaction[ImagineBot]) -> tuple[int, ...]:
-    return member_role_ids(interaction.user)
+    return member_role_ids(interaction.user, interaction.guild_id)
 
 
-def member_role_ids(user: discord.User | discord.Member) -> tuple[int, ...]:
-    """The member's roles (for role quotas); none for a plain User, as in direct messages."""
+def member_role_ids(user: discord.User | discord.Member, guild_id: int | None) -> tuple[int, ...]:
+    """The member's roles (for role quotas), @everyone included: its id is the server's, and a
+    quota set on it applies to every member. None for a plain User, as in direct messages."""
     roles = getattr(user, "roles", [])
-    return tuple(role.id for role in roles if not role.is_default())
+    own = tuple(role.id for role in roles if not role.is_default())
+    return own if guild_id is None else (*own, guild_id)
 
 
 async def followup(interaction: discord.Interaction[ImagineBot], text: str) -> None:

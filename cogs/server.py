@@ -94,7 +94,7 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        roles = member_role_ids(member)
+        roles = member_role_ids(member, guild_id)
         try:
             status = await self.bot.admin.grant(guild_id, member.id, roles, units, actor)
         except PolicyError as error:
@@ -110,7 +110,8 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await self.bot.admin.reset(guild_id, member.id, member_role_ids(member), actor)
+        roles = member_role_ids(member, guild_id)
+        status = await self.bot.admin.reset(guild_id, member.id, roles, actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
         await self._audit(interaction, "🔄 Quota reset", "usage today cleared", member.id)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +168,10 @@ def answer_text(request: RecordedRequest) -> str:
 def user_resolved(user_id: int) -> dict[str, Any]:
     user = {"id": str(user_id), "username": "someone", "discriminator": "0", "avatar": None}
     return {"users": {str(user_id): user}}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5) -> None:
+    """Wait until `check()` holds: for what the bot records just after it has answered."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 (the state is in the database, not an event)
+            await asyncio.sleep(0.01)

@@ -16,6 +16,7 @@ from tests.helpers import (
     answer_text,
     embed_of,
     embed_title,
+    eventually,
     final_answer,
     first_answer_is_private,
     user_resolved,
@@ -50,8 +51,12 @@ async def test_a_blocked_term_is_refused_privately_in_any_spelling_and_costs_not
     assert "G0RE" in answer_text(refusal)
     assert fake_kie.calls_to("/api/v1/jobs/createTask") == []
     assert await running.units_charged() == 0
-    events = await running.store.moderation_events(fake_discord.guild_id)
-    assert [kind for kind, _, _ in events] == ["term_added", "refused_blocked_term"]
+
+    async def recorded() -> bool:
+        events = await running.store.moderation_events(fake_discord.guild_id)
+        return [kind for kind, _, _ in events] == ["term_added", "refused_blocked_term"]
+
+    await eventually(recorded)  # recorded just after the member was answered
 
 
 async def test_an_innocent_word_containing_a_term_is_allowed(

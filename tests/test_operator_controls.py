@@ -16,6 +16,7 @@ from tests.helpers import (
     answer_text,
     embed_of,
     embed_title,
+    eventually,
     final_answer,
     first_answer_is_private,
     is_private,
@@ -396,10 +397,11 @@ async def test_refusals_are_private_first_answers_counted_and_audited_at_most_on
         assert first_answer_is_private(fake_discord, interaction)
         assert "can't use the image bot in this server" in answer_text(refusal)
     today = running.bot.quota.today()
-    expected = {fake_discord.guild_id: {"banned": 5}}
-    async with asyncio.timeout(5):  # counted just after each answer went out
-        while await running.store.refusals_on(today) != expected:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+
+    async def counted() -> bool:
+        return await running.store.refusals_on(today) == {fake_discord.guild_id: {"banned": 5}}
+
+    await eventually(counted)  # counted just after each answer went out
     posts = fake_discord.channel_messages.get(audit, [])[before:]
     refusal_posts = [p for p in posts if "refused" in str(p.get("embeds"))]
     assert len(refusal_posts) == 1, "one audit post per member and reason per 10 minutes"

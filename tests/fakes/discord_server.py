@@ -188,6 +188,9 @@ class _ApiError(Exception):
             self.body["errors"] = errors
 
 
+_DROPPED_STATUS: Final = -1  # a fault that closes the connection instead of answering
+
+
 @dataclass
 class _Reply:
     status: int = 200
@@ -974,6 +977,13 @@ class FakeDiscord:
             _Fault(method.upper(), path_contains, count, lambda: _Reply(status, dict(body)))
         )
 
+    def drop_next(self, method: str, path_contains: str, *, count: int = 1) -> None:
+        """Close the connection on the next ``count`` matching requests, without answering
+        (recorded with status 0), as a network fault would."""
+        self._faults.append(
+            _Fault(method.upper(), path_contains, count, lambda: _Reply(_DROPPED_STATUS))
+        )
+
     def expire_token(self, interaction: FakeInteraction) -> None:
         """From now on, webhook and callback calls with this token answer 401 / 50027."""
         self._interactions[interaction.token].revoked = True
@@ -1631,6 +1641,13 @@ class FakeDiscord:
         rec.status = reply.status
         if reply.status == 429:
             self.rate_limited_responses += 1
+        if reply.status == _DROPPED_STATUS:
+            rec.status = 0
+            self.requests.append(rec)
+            self._notify_waiters(rec)
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client
         self.requests.append(rec)
         self._notify_waiters(rec)
         if reply.body is None:
@@ -2066,6 +2083,39 @@ class FakeDiscord:
             if session.conn is not None:
                 await session.conn.send(payload)
             return session.seq
+
+    async def send_message(
+        self, content: str, *, user_id: int = DEFAULT_USER_ID, mention_bot: bool = True
+    ) -> int:
+        """A member's message in the fake's channel (MESSAGE_CREATE), e.g. ``@bot help``."""
+        session = self._current_session
+        if session is None:
+            raise RuntimeError("FakeDiscord: no client is READY yet to receive a message")
+        message_id = self._snowflake()
+        mentions = [self._bot_user()] if mention_bot else []
+        prefix = f"<@{self.bot_user_id}> " if mention_bot else ""
+        payload = {
+            "id": str(message_id),
+            "type": 0,
+            "channel_id": str(self.channel_id),
+            "guild_id": str(self.guild_id),
+            "author": self._user(user_id),
+            "member": {"roles": [], "joined_at": _iso(_now()), "deaf": False, "mute": False},
+            "content": prefix + content,
+            "timestamp": _iso(_now()),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": mentions,
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "flags": 0,
+            "components": [],
+        }
+        await self._dispatch(session, "MESSAGE_CREATE", payload)
+        return message_id
 
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close the current gateway socket with a resumable code; discord.py will RESUME.
