@@ -24,13 +24,15 @@ from bot.client import ImagineBot
 from bot.credits import CreditWatch
 from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
+from bot.logsafety import configure_logging
 from bot.moderation import Moderation
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
 from bot.ratelimit import SlidingWindowLimiter
-from bot.settings import Settings, SettingsError, load_settings, log_level_number
+from bot.settings import Settings, SettingsError, load_settings
+from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import Store
 from bot.webhook import WebhookServer
 
@@ -186,6 +188,25 @@ def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer |
 
 async def run(settings: Settings) -> None:
     point_discord_at(settings)
+    lock = SingleProcessLock(settings.database_path)
+    try:
+        lock.acquire()
+    except DatabaseInUse:
+        raise StartupError(
+            f"DATABASE_PATH ({settings.database_path}) is in use by another running bot; "
+            "only one process may use a database."
+        ) from None
+    except OSError as error:
+        raise StartupError(
+            f"DATABASE_PATH ({settings.database_path}) cannot be opened: {error.strerror}."
+        ) from None
+    try:
+        await _run_locked(settings)
+    finally:
+        lock.release()
+
+
+async def _run_locked(settings: Settings) -> None:
     try:
         store = await Store.open(settings.database_path)
     except (OSError, sqlite3.Error) as error:
@@ -233,10 +254,7 @@ def main() -> None:
     except SettingsError as error:
         print(f"imagine-bot: {error}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=log_level_number(settings),
-        format="%(asctime)s %(levelname)-8s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
     try:
         asyncio.run(run(settings))
     except StartupError as error:

@@ -45,6 +45,10 @@ from bot.store import Job, JobState, NewJob, Origin, OverLimit, ReplyTarget, Sto
 log = logging.getLogger(__name__)
 
 
+# After a restart, how long a job past its deadline waits for its first status answer.
+FIRST_LOOK_SECONDS = 120.0
+
+
 class Phase(enum.StrEnum):
     # Few states are shown, so a job costs at most two progress edits on the happy path:
     # Discord's interaction webhooks have small rate-limit buckets; a live timestamp is the clock.
@@ -142,6 +146,11 @@ class JobReporter(Protocol):
         ...
 
     async def fail(self, failure: Failure) -> None: ...
+
+
+class JobTaken(Exception):
+    """A state change found the job no longer where this run left it: someone else (another
+    process on the same database) moved it, so this run stops without touching it again."""
 
 
 class JobFailed(Exception):
@@ -286,6 +295,9 @@ class JobService:
                 image = await self._download(info)
                 await self._deliver(job, task_id, image, reporter)
             return None
+        except JobTaken:
+            log.error("job %s changed state under this run; leaving it alone", job.id)
+            return None
         except JobFailed as failed:
             kind, detail = failed.kind, failed.detail
         except KieError as kie_error:
@@ -342,7 +354,8 @@ class JobService:
     async def _deliver(
         self, job: Job, task_id: str, image: DownloadedImage, reporter: JobReporter
     ) -> None:
-        await self._store.begin_delivery(job.id)
+        if not await self._store.begin_delivery(job.id):
+            raise JobTaken
         quota = await self._quota_after(job)
         finished = Finished(job, image, self._clock() - job.created_at, quota)
         try:
@@ -350,7 +363,8 @@ class JobService:
         except DeliveryError as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
-        await self._store.mark_delivered(job.id, delivery.via, delivery.url)
+        if not await self._store.mark_delivered(job.id, delivery.via, delivery.url):
+            log.error("job %s was delivered but already marked finished elsewhere", job.id)
         log.info(
             "job %s delivered by %s (task %s, %.1fs)",
             job.id,
@@ -414,7 +428,8 @@ class JobService:
             # A pause that came while this job waited for its turn holds it here, still
             # unsent: nothing new reaches kie.ai while the operator has generation paused.
             await self._gate.wait_open()
-            await self._store.begin_submit(job.id)
+            if not await self._store.begin_submit(job.id):
+                raise JobTaken  # not "reserved" any more: never send it from here
 
         task_id = await self._kie.create_task(
             request,
@@ -422,7 +437,8 @@ class JobService:
             before_send=before_send,
             queue_key=job.user_id,
         )
-        await self._store.mark_submitted(job.id, task_id)
+        if not await self._store.mark_submitted(job.id, task_id):
+            raise JobTaken
         log.info("job %s submitted as task %s", job.id, task_id)
         await _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id
@@ -440,9 +456,13 @@ class JobService:
         )
         # Counted from submission: time spent in the bot's own line is not kie.ai's fault.
         deadline = submitted_at + self._limits.job_timeout
+        # A job resumed after an outage longer than the timeout may have finished meanwhile:
+        # it is asked about at least once before the deadline can end it.
+        first_look_by = max(deadline, now + FIRST_LOOK_SECONDS)
+        looked = False
         try:
             while True:
-                remaining = deadline - self._clock()
+                remaining = (deadline if looked else first_look_by) - self._clock()
                 if remaining <= 0:
                     raise JobFailed(FailureKind.TIMED_OUT)
                 try:
@@ -450,6 +470,7 @@ class JobService:
                         info = await watch.updates.get()
                 except TimeoutError:
                     raise JobFailed(FailureKind.TIMED_OUT) from None
+                looked = True
                 if info.finished and info.credits is not None:
                     await self._store.set_job_credits(job.id, info.credits)
                 if info.state == "fail":

@@ -113,16 +113,41 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     raise SettingsError(f"{name} must be one of {', '.join(choices)}.")
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    return _parsed(env, name, default, int, lambda v: v > 0, "a whole number above 0")
+# Upper bounds for numbers: far above any sensible value, far below what breaks arithmetic or
+# SQLite's 64-bit integers. The README's configuration table gives each variable's range.
+MAX_UNITS_SETTING = 1_000_000
+MAX_CAP_SETTING = 1_000_000_000
+MAX_RUNNING_SETTING = 1000
+MAX_SECONDS_SETTING = 3600.0
+MAX_IMAGE_MB = 1024
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    return _parsed(env, name, default, int, lambda v: v >= 0, "a whole number, 0 or more")
+def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    return _parsed(
+        env, name, default, int, lambda v: 0 < v <= maximum, f"a whole number from 1 to {maximum:,}"
+    )
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _parsed(env, name, default, float, lambda v: v > 0, "a number above 0")
+def _count(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    return _parsed(
+        env,
+        name,
+        default,
+        int,
+        lambda v: 0 <= v <= maximum,
+        f"a whole number from 0 to {maximum:,}",
+    )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return _parsed(
+        env,
+        name,
+        default,
+        float,
+        lambda v: 0 < v <= MAX_SECONDS_SETTING,
+        f"a number of seconds above 0 and at most {MAX_SECONDS_SETTING:.0f}",
+    )
 
 
 def _snowflake(env: Mapping[str, str], name: str, what: str = "server") -> int | None:
@@ -172,23 +197,23 @@ def _read(env: Mapping[str, str]) -> Settings:
         kie_upload_base=_url(env, "KIE_UPLOAD_BASE", Settings.kie_upload_base)
         or Settings.kie_upload_base,
         database_path=Path(_text(env, "DATABASE_PATH", str(Settings.database_path))),
-        daily_quota=_positive_int(env, "DAILY_QUOTA", Settings.daily_quota),
-        cost_2k=_positive_int(env, "COST_2K", Settings.cost_2k),
+        daily_quota=_positive_int(env, "DAILY_QUOTA", Settings.daily_quota, MAX_UNITS_SETTING),
+        cost_2k=_positive_int(env, "COST_2K", Settings.cost_2k, 1000),
         max_running_per_member=_count(
-            env, "MAX_RUNNING_PER_MEMBER", Settings.max_running_per_member
+            env, "MAX_RUNNING_PER_MEMBER", Settings.max_running_per_member, MAX_RUNNING_SETTING
         ),
         max_running_per_server=_count(
-            env, "MAX_RUNNING_PER_SERVER", Settings.max_running_per_server
+            env, "MAX_RUNNING_PER_SERVER", Settings.max_running_per_server, MAX_RUNNING_SETTING
         ),
         low_credits_warning=_parsed(
             env,
             "LOW_CREDITS_WARNING",
             Settings.low_credits_warning,
             float,
-            lambda v: v >= 0,
-            "a number of credits, 0 or more",
+            lambda v: 0 <= v <= MAX_CAP_SETTING,
+            f"a number of credits from 0 to {MAX_CAP_SETTING:,}",
         ),
-        poll_interval=_positive_float(env, "POLL_INTERVAL_SECONDS", Settings.poll_interval),
+        poll_interval=_seconds(env, "POLL_INTERVAL_SECONDS", Settings.poll_interval),
         # kie.ai suggests giving up after 10-15 minutes; an hour is the outer bound.
         job_timeout=_parsed(
             env,
@@ -198,11 +223,11 @@ def _read(env: Mapping[str, str]) -> Settings:
             lambda v: 0 < v <= MAX_JOB_TIMEOUT,
             f"a number of seconds above 0 and at most {MAX_JOB_TIMEOUT:.0f}",
         ),
-        max_image_bytes=_positive_int(env, "MAX_IMAGE_MB", Settings.max_image_bytes // 2**20)
+        max_image_bytes=_positive_int(
+            env, "MAX_IMAGE_MB", Settings.max_image_bytes // 2**20, MAX_IMAGE_MB
+        )
         * 2**20,
-        download_timeout=_positive_float(
-            env, "DOWNLOAD_TIMEOUT_SECONDS", Settings.download_timeout
-        ),
+        download_timeout=_seconds(env, "DOWNLOAD_TIMEOUT_SECONDS", Settings.download_timeout),
         dev_guild_id=_snowflake(env, "DEV_GUILD_ID"),
         command_sync=_choice(env, "COMMAND_SYNC", Settings.command_sync, SYNC_MODES),
         log_level=_choice(env, "LOG_LEVEL", Settings.log_level, LOG_LEVELS),
@@ -217,12 +242,16 @@ def _read(env: Mapping[str, str]) -> Settings:
             "a port number from 1 to 65535, or 0 to turn the server off",
         ),
         kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
-        callback_poll_interval=_positive_float(
+        callback_poll_interval=_seconds(
             env, "CALLBACK_POLL_INTERVAL_SECONDS", Settings.callback_poll_interval
         ),
-        max_member_daily=_positive_int(env, "MAX_MEMBER_DAILY", Settings.max_member_daily),
-        server_daily_cap=_count(env, "SERVER_DAILY_CAP", Settings.server_daily_cap),
-        total_daily_cap=_count(env, "TOTAL_DAILY_CAP", Settings.total_daily_cap),
+        max_member_daily=_positive_int(
+            env, "MAX_MEMBER_DAILY", Settings.max_member_daily, MAX_UNITS_SETTING
+        ),
+        server_daily_cap=_count(
+            env, "SERVER_DAILY_CAP", Settings.server_daily_cap, MAX_CAP_SETTING
+        ),
+        total_daily_cap=_count(env, "TOTAL_DAILY_CAP", Settings.total_daily_cap, MAX_CAP_SETTING),
         allowed_guild_ids=_snowflakes(env, "ALLOWED_GUILD_IDS"),
         owner_guild_id=_snowflake(env, "OWNER_GUILD_ID"),
         allow_nsfw=_flag(env, "ALLOW_NSFW", Settings.allow_nsfw),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -417,6 +418,17 @@ def _job(row: aiosqlite.Row | tuple) -> Job:
     )
 
 
+def _private_files(path: Path) -> None:
+    """The database holds live interaction tokens, callback secrets and every prompt: its folder
+    is created 0700 and its files are 0600 (SQLite gives its -wal and -shm files the database
+    file's mode, so creating that one first is enough; older files are tightened)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(file, 0o600)
+
+
 class Store:
     """The bot's SQLite database. Open with `Store.open()`, close with `close()`."""
 
@@ -430,7 +442,7 @@ class Store:
     @classmethod
     async def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Store:
         if str(path) != ":memory:":
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(_private_files, path)
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode=WAL")

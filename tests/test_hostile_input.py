@@ -6,20 +6,37 @@ The README's "What the bot withstands" table lists the same attacks and what the
 from __future__ import annotations
 
 import asyncio
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import StartBot
+import aiosqlite
+import pytest
+
+from bot.settings import Settings, SettingsError, load_settings
+from bot.store import Job, JobState, NewJob, SpendLimits, Store
+from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
-from tests.fakes.kie_server import FakeKie
+from tests.fakes.kie_server import FakeKie, TaskScript
 from tests.helpers import (
     ADMIN_PERMISSIONS,
     READY_TITLE,
     admin_command,
     answer_text,
+    bot_environment,
     embed_of,
     embed_title,
     eventually,
     final_answer,
+)
+from tests.test_durability import (
+    _wait_channel_posts,
+    create_task_directly,
+    seed_job,
+    wait_for_state,
 )
 
 MEMBER = 4242
@@ -137,3 +154,156 @@ async def test_a_dropped_audit_post_after_delivery_leaves_the_image_delivered_an
     assert await running.units_charged() == 1
     originals = [r for r in fake_discord.requests if r.path.endswith("/messages/@original")]
     assert all("No image this time" not in str(r.json) for r in originals)
+
+
+async def test_jobs_kie_finished_during_an_outage_longer_than_the_timeout_are_delivered(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, settings: Settings
+) -> None:
+    task_id = await create_task_directly(fake_kie, TaskScript(step_seconds=0.01))
+    job_id = await seed_job(
+        settings, fake_discord, state=JobState.SUBMITTED, task_id=task_id, token_age=3 * 3600
+    )
+    # The bot was down for two hours; the job's 10-minute deadline passed long ago.
+    async with aiosqlite.connect(settings.database_path) as db:
+        await db.execute(
+            "UPDATE jobs SET submitted_at = ? WHERE id = ?", (time.time() - 2 * 3600, job_id)
+        )
+        await db.commit()
+    running = await start_bot(job_timeout=600.0)
+    (post,) = await _wait_channel_posts(fake_discord, 1)
+    assert embed_title(post) == READY_TITLE, "delivered through the channel: the token expired"
+    queries = fake_kie.calls_to("/api/v1/jobs/recordInfo")
+    assert queries and queries[0].query["taskId"] == task_id
+    assert await running.job_states() == {"delivered": 1}
+    assert await running.units_charged() == 1
+
+
+async def test_a_job_still_running_after_the_outage_times_out_after_one_look(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, settings: Settings
+) -> None:
+    task_id = await create_task_directly(fake_kie, TaskScript(step_seconds=60))
+    job_id = await seed_job(
+        settings, fake_discord, state=JobState.SUBMITTED, task_id=task_id, token_age=3 * 3600
+    )
+    async with aiosqlite.connect(settings.database_path) as db:
+        await db.execute(
+            "UPDATE jobs SET submitted_at = ? WHERE id = ?", (time.time() - 2 * 3600, job_id)
+        )
+        await db.commit()
+    running = await start_bot(job_timeout=600.0)
+    await wait_for_state(running.store, job_id, JobState.REFUNDED)
+    assert len(fake_kie.calls_to("/api/v1/jobs/recordInfo")) >= 1
+    job = await running.store.get_job(job_id)
+    assert job is not None and job.error is not None and job.error.startswith("timed_out")
+
+
+# --- secrets and bounds ---------------------------------------------------------------------------
+
+
+async def _start_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _stop_process(process: asyncio.subprocess.Process) -> str:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    return (await process.stdout.read()).decode() if process.stdout else ""
+
+
+async def test_a_debug_log_is_useful_and_holds_no_secret(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    port = free_port()
+    database = tmp_path / "imagine.db"
+    env = bot_environment(
+        fake_discord,
+        fake_kie,
+        database,
+        LOG_LEVEL="DEBUG",
+        POLL_INTERVAL_SECONDS="0.2",
+        WEBHOOK_PORT=str(port),
+        WEBHOOK_HOST="127.0.0.1",
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+    )
+    process = await _start_process(env, tmp_path)
+    try:
+        await fake_discord.wait_until_ready(20)
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        assert embed_title(await final_answer(fake_discord, interaction, 20)) == READY_TITLE
+        (task,) = fake_kie.created_tasks()
+        assert task.callback_url is not None
+        callback_secret = task.callback_url.rsplit("/", 1)[1]
+    finally:
+        log = await _stop_process(process)
+    assert "job 1 submitted as task" in log, "DEBUG still tells what happened"
+    assert "DEBUG" in log
+    for secret in (fake_discord.token, fake_kie.api_key, interaction.token, callback_secret):
+        assert secret not in log
+
+
+async def test_a_second_process_on_the_same_database_refuses_to_start(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    database = tmp_path / "imagine.db"
+    env = bot_environment(fake_discord, fake_kie, database, WEBHOOK_PORT="0")
+    first = await _start_process(env, tmp_path)
+    try:
+        await fake_discord.wait_until_ready(20)
+        second = await _start_process(env, tmp_path)
+        assert await asyncio.wait_for(second.wait(), 20) == 2
+        output = await _stop_process(second)
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "DATABASE_PATH" in lines[0] and "in use" in lines[0]
+        # The first one goes on serving.
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        assert embed_title(await final_answer(fake_discord, interaction, 20)) == READY_TITLE
+    finally:
+        await _stop_process(first)
+    assert len(fake_kie.created_tasks()) == 1
+
+
+async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
+    database = tmp_path / "state" / "imagine.db"
+    store = await Store.open(database)
+    try:
+        job = await store.reserve(
+            NewJob(1, None, None, "2026-12-02", 1, PROMPT, "1:1", "1K"), SpendLimits(5)
+        )
+        assert isinstance(job, Job)
+        assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
+        for path in database.parent.iterdir():  # the database, its -wal and -shm files
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DAILY_QUOTA", str(2**63)),
+        ("COST_2K", str(2**63)),
+        ("MAX_MEMBER_DAILY", "1000000000000"),
+        ("SERVER_DAILY_CAP", str(2**70)),
+        ("MAX_IMAGE_MB", "99999999"),
+        ("MAX_RUNNING_PER_MEMBER", "100000"),
+        ("POLL_INTERVAL_SECONDS", "inf"),
+        ("DOWNLOAD_TIMEOUT_SECONDS", "nan"),
+        ("LOW_CREDITS_WARNING", "1e300"),
+    ],
+)
+def test_every_numeric_setting_has_a_range_checked_at_start(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({"DISCORD_TOKEN": "t", "KIE_API_KEY": "k", name: value})

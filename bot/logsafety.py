@@ -1,0 +1,77 @@
+"""Logging that stays useful at DEBUG and never shows a secret.
+
+Two layers. The libraries that log request URLs, gateway payloads or SQL parameters at DEBUG
+(interaction tokens live in webhook URLs, callback secrets in the jobs table) are held at INFO
+whatever `LOG_LEVEL` says. And every line, exception text included, passes a filter that blanks
+the configured secrets and anything shaped like an interaction token, a callback path's secret
+or an Authorization header, in case some other line carries one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from bot.settings import Settings, log_level_number
+
+LOG_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+# Their DEBUG lines carry request URLs with interaction tokens, gateway payloads and SQL with
+# its parameters.
+CHATTY_LOGGERS = (
+    "discord.http",
+    "discord.gateway",
+    "discord.webhook",
+    "discord.client",
+    "aiosqlite",
+)
+REDACTED = "[redacted]"
+# (pattern, replacement): what is kept of the match, and the blank.
+_SHAPES = (
+    # Interaction tokens are base64 of "interaction:…".
+    (re.compile(r"aW50ZXJhY3Rpb24[0-9A-Za-z_\-.=]+"), REDACTED),
+    # The per-job secret of a callback URL.
+    (re.compile(r"(/kie/callback/\d+/)[^/\s\"'?]+"), rf"\1{REDACTED}"),
+    (
+        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer |bot )?)[^\s'\",}]+"),
+        rf"\1{REDACTED}",
+    ),
+    (re.compile(r"(?i)(bearer )[^\s'\",}]+"), rf"\1{REDACTED}"),
+)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    for shape, blank in _SHAPES:
+        text = shape.sub(blank, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret containing another is blanked whole.
+        self._secrets = sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self._secrets)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self._secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self._secrets)
+        return True
+
+
+def configure_logging(settings: Settings) -> None:
+    level = log_level_number(settings)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    secrets = [settings.discord_token, settings.kie_api_key, settings.kie_webhook_hmac_key or ""]
+    handler.addFilter(RedactingFilter(secrets))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
