@@ -18,7 +18,7 @@ from bot.admission import Admission, Asker
 from bot.alerts import AlertKind, OperatorAlerts
 from bot.audit import AuditLog
 from bot.credits import CreditWatch
-from bot.delivery import NO_PINGS, DiscordReply
+from bot.delivery import NO_PINGS, REENCODES_AT_ONCE, DiscordReply
 from bot.jobs import FailureKind, JobService
 from bot.moderation import Moderation
 from bot.operator import OperatorControls
@@ -126,6 +126,7 @@ class ImagineBot(commands.Bot):
         self._operators: tuple[float, tuple[int, ...]] | None = None
         self.accepting_jobs = True
         self._job_tasks: dict[asyncio.Task[None], DiscordReply] = {}
+        self._reencodes = asyncio.Semaphore(REENCODES_AT_ONCE)  # shared by every job's reply
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Messages are never commands here: the bot answers slash commands and buttons only."""
@@ -161,7 +162,11 @@ class ImagineBot(commands.Bot):
     def start_job(self, job: Job) -> None:
         """Run a job in the background, keeping a reference so it is not garbage collected."""
         reply = DiscordReply(
-            self, job, min_interval=self.settings.progress_min_interval, audit=self.audit
+            self,
+            job,
+            min_interval=self.settings.progress_min_interval,
+            audit=self.audit,
+            reencodes=self._reencodes,
         )
         task = asyncio.create_task(self._run_job(job, reply), name=f"job-{job.id}")
         self._job_tasks[task] = reply

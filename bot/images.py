@@ -13,6 +13,9 @@ log = logging.getLogger(__name__)
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 _JPEG_QUALITIES = (90, 80, 70)
 _MAX_SHRINK_STEPS = 8
+# kie.ai's 2K images are about 4 megapixels. Anything far larger is not decoded at all: a
+# 179-megapixel "image" would take 1.9 GB and seconds of CPU to re-encode.
+MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,15 @@ def fit_image(
         return FittedImage(data, f"{stem}.{extension_for(content_type)}", len(data), False)
     try:
         with Image.open(io.BytesIO(data)) as source:
+            # Opening reads only the header: the size is known before anything is decoded.
+            if source.width * source.height > MAX_PIXELS:
+                log.warning(
+                    "not re-encoding a %dx%d image (over %d pixels)",
+                    source.width,
+                    source.height,
+                    MAX_PIXELS,
+                )
+                return None
             image = source.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         log.warning("cannot re-encode an oversized image: %s", error)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import stat
+import struct
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +309,40 @@ async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
 def test_every_numeric_setting_has_a_range_checked_at_start(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings({"DISCORD_TOKEN": "t", "KIE_API_KEY": "k", name: value})
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+def huge_png(width: int, height: int, padding: int) -> bytes:
+    """A black 1-bit PNG of `width` x `height` pixels that takes only a few KB to store (plus
+    `padding` bytes of text), built row by row so making it costs no memory."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes((width + 7) // 8)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"tEXt", b"Comment\x00" + b"x" * padding)
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_an_image_of_too_many_pixels_is_linked_not_decoded(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    bomb = huge_png(9000, 6000, padding=300_000)  # 54 megapixels in about 300 KB
+    fake_kie.script_next(TaskScript(image=bomb))
+    final = await imagine(fake_discord, attachment_size_limit=200_000)
+    assert embed_title(final) == READY_TITLE
+    note = next(f["value"] for f in embed_of(final)["fields"] if f["name"] == "Note")
+    assert "could not be shrunk to fit" in note, "linked as is: never decoded to re-encode"
+    assert not final.files
+    assert await running.job_states() == {"delivered": 1}
