@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import sys
+from pathlib import Path
 
 import aiohttp
 import discord
@@ -22,6 +23,7 @@ from bot import messages
 from bot.alerts import AlertKind, OperatorAlerts
 from bot.client import ImagineBot
 from bot.credits import CreditWatch
+from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
 from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
 from bot.logsafety import configure_logging
@@ -31,7 +33,7 @@ from bot.policy import ServerAdmin
 from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
 from bot.ratelimit import SlidingWindowLimiter
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import Store
 from bot.webhook import WebhookServer
@@ -179,10 +181,12 @@ def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer |
     return WebhookServer(
         bot.store,
         bot.jobs.polls,
-        host=settings.webhook_host,
+        host=bind_host(settings),
         port=settings.webhook_port,
         hmac_key=settings.kie_webhook_hmac_key,
-        health=bot.health,
+        liveness=bot.liveness,
+        readiness=bot.readiness,
+        callbacks=settings.public_base_url is not None,
     )
 
 
@@ -234,6 +238,12 @@ async def _run_locked(settings: Settings) -> None:
                     # Only the health check lives there: run without it rather than not at all.
                     log.warning("%s; running without the health check", problem)
                     server = None
+            # Without the web server, the health check looks at a heartbeat file instead.
+            heartbeat = (
+                None
+                if server is not None
+                else asyncio.create_task(beat(heartbeat_path(settings.database_path)))
+            )
             try:
                 async with bot:
                     await bot.start(settings.discord_token)
@@ -242,8 +252,20 @@ async def _run_locked(settings: Settings) -> None:
             finally:
                 if server is not None:
                     await server.stop()
+                if heartbeat is not None:
+                    heartbeat.cancel()
     finally:
         await store.close()
+
+
+async def beat(path: Path) -> None:
+    """Touch the heartbeat file while the event loop runs."""
+    while True:
+        try:
+            await asyncio.to_thread(touch, path)
+        except OSError as error:
+            log.warning("could not touch the heartbeat file: %s", error.strerror)
+        await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 def main() -> None:

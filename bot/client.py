@@ -41,6 +41,7 @@ EXTENSIONS = (
 OWNER_GROUP = "owner"
 SHUTDOWN_NOTICE_SECONDS = 5.0
 OPERATORS_TTL = 600.0
+READINESS_DB_SECONDS = 2.0
 
 
 class ImagineTree(app_commands.CommandTree["ImagineBot"]):
@@ -231,16 +232,26 @@ class ImagineBot(commands.Bot):
     def running_jobs(self) -> int:
         return len(self._job_tasks)
 
-    def health(self) -> dict[str, object]:
-        """For /healthz: healthy while connected to Discord and not shutting down."""
-        connected = self.is_ready() and not self.is_closed()
+    def liveness(self) -> dict[str, object]:
+        """For /healthz: the process and its loop answer; the figures are for people."""
         return {
-            "ok": connected and self.accepting_jobs,
-            "discord_connected": connected,
+            "discord_connected": self.is_ready() and not self.is_closed(),
             "accepting_jobs": self.accepting_jobs,
             "running_jobs": self.running_jobs,
             "waiting_jobs": self.jobs.run_queue.waiting(),
         }
+
+    async def readiness(self) -> dict[str, object]:
+        """For /readyz: connected to Discord, taking work, and the database writable."""
+        report = self.liveness()
+        try:
+            async with asyncio.timeout(READINESS_DB_SECONDS):
+                writable = await self.store.writable()
+        except TimeoutError:
+            writable = False
+        report["database_writable"] = writable
+        report["ok"] = bool(report["discord_connected"] and self.accepting_jobs and writable)
+        return report
 
     async def close(self) -> None:
         """Stop taking work; running jobs stay open in the database and resume on next start."""

@@ -1,22 +1,52 @@
-"""`python -m bot.healthcheck`: exit 0 when the running bot's /healthz says it is healthy.
+"""`python -m bot.healthcheck`: exit 0 while the running bot is alive (the Dockerfile's
+HEALTHCHECK).
 
-Used by the Dockerfile's HEALTHCHECK; reads the same WEBHOOK_PORT as the bot.
+It follows the same settings as the bot: `/healthz` on `WEBHOOK_PORT`, at `WEBHOOK_HOST` (or
+loopback when the bot listens on every address or chooses by itself). With `WEBHOOK_PORT=0`
+there is no web server, so it checks the heartbeat file the bot then touches beside its
+database instead. Liveness only: a Discord outage is no reason to restart the container.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+HEARTBEAT_EVERY = 15.0  # seconds between the bot's touches of the heartbeat file
+HEARTBEAT_STALE = 90.0  # no touch for this long: the bot's loop is stuck or gone
+_ANY_ADDRESS = ("", "0.0.0.0", "::", "[::]")
+
+
+def heartbeat_path(database: Path) -> Path:
+    return database.with_name(database.name + ".alive")
+
+
+def touch(path: Path) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    os.utime(path)
 
 
 def main() -> int:
     port = os.environ.get("WEBHOOK_PORT", "").strip() or "8080"
+    if port == "0":
+        database = Path(os.environ.get("DATABASE_PATH", "").strip() or "data/imagine.db")
+        try:
+            age = time.time() - heartbeat_path(database).stat().st_mtime
+        except OSError:
+            return 1
+        return 0 if age < HEARTBEAT_STALE else 1
+    host = os.environ.get("WEBHOOK_HOST", "").strip()
+    host = "127.0.0.1" if host in _ANY_ADDRESS else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as response:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=3) as response:
             return 0 if response.status == 200 else 1
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, ValueError):
         return 1
 
 

@@ -424,12 +424,18 @@ class JobService:
             turn_at = self._clock() + turn.wait_seconds
             await _report(reporter, Progress(Phase.QUEUED, job.created_at, turn.position, turn_at))
 
+        claimed = False  # a retry after 429/455 (nothing was created) is this run's own
+
         async def before_send() -> None:
+            nonlocal claimed
             # A pause that came while this job waited for its turn holds it here, still
             # unsent: nothing new reaches kie.ai while the operator has generation paused.
             await self._gate.wait_open()
+            if claimed:
+                return
             if not await self._store.begin_submit(job.id):
                 raise JobTaken  # not "reserved" any more: never send it from here
+            claimed = True
 
         task_id = await self._kie.create_task(
             request,

@@ -46,7 +46,7 @@ class Settings:
     command_sync: str = "auto"
     log_level: str = "INFO"
     public_base_url: str | None = None
-    webhook_host: str = "0.0.0.0"
+    webhook_host: str = ""  # empty: all addresses with callbacks, else loopback only
     webhook_port: int = 8080
     kie_webhook_hmac_key: str | None = field(default=None, repr=False)
     callback_poll_interval: float = 15.0
@@ -63,6 +63,14 @@ class Settings:
     # Only for running against a local fake Discord (tests, benchmarks); unset in production.
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
+
+
+def bind_host(settings: Settings) -> str:
+    """Where the web server listens: WEBHOOK_HOST, or by default every address when kie.ai
+    must reach the callbacks and only loopback when it serves just the health check."""
+    if settings.webhook_host:
+        return settings.webhook_host
+    return "0.0.0.0" if settings.public_base_url else "127.0.0.1"
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str:

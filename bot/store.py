@@ -12,6 +12,7 @@ import contextlib
 import enum
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -458,6 +459,15 @@ class Store:
 
     async def close(self) -> None:
         await self._db.close()
+
+    async def writable(self) -> bool:
+        """Whether a write transaction can be opened and committed now (for readiness)."""
+        try:
+            async with self._transaction():
+                pass
+        except sqlite3.Error:
+            return False
+        return True
 
     async def schema_version(self) -> int:
         rows = await self._rows("PRAGMA user_version")
