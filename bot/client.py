@@ -244,9 +244,11 @@ class ImagineBot(commands.Bot):
     async def readiness(self) -> dict[str, object]:
         """For /readyz: connected to Discord, taking work, and the database writable."""
         report = self.liveness()
+        # Shielded: a database call cut off midway could leave a transaction open.
         try:
-            async with asyncio.timeout(READINESS_DB_SECONDS):
-                writable = await self.store.writable()
+            writable = await asyncio.wait_for(
+                asyncio.shield(self.store.writable()), READINESS_DB_SECONDS
+            )
         except TimeoutError:
             writable = False
         report["database_writable"] = writable

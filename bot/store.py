@@ -536,6 +536,11 @@ class Store:
         return None
 
     async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
+        """See `_reserve`. Shielded: a cancelled command (say, at shutdown) must not leave the
+        connection inside an open transaction."""
+        return await asyncio.shield(self._reserve(job, limits))
+
+    async def _reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
         """Charge `job.units` and record the job, if it stays within every limit of the day:
         the member's (plus grants, under the operator's ceiling), the server's budget and cap,
         and the operator's total.

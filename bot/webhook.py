@@ -264,6 +264,12 @@ class WebhookServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    def bound_addresses(self) -> list[str]:
+        """The addresses the server listens on (for tests and the start-up log)."""
+        if self._server is None:
+            return []
+        return [str(sock.getsockname()[0]) for sock in self._server.sockets]
+
     async def start(self) -> None:
         app = web.Application(
             client_max_size=MAX_CALLBACK_BYTES, middlewares=[self._headers_arrived]

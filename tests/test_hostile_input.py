@@ -6,19 +6,26 @@ The README's "What the bot withstands" table lists the same attacks and what the
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import resource
 import signal
 import stat
 import struct
+import subprocess
 import sys
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiosqlite
 import pytest
 
-from bot.settings import Settings, SettingsError, load_settings
+from bot.__main__ import build_webhook_server
+from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.store import Job, JobState, NewJob, SpendLimits, Store
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
@@ -346,3 +353,172 @@ async def test_an_image_of_too_many_pixels_is_linked_not_decoded(
     assert "could not be shrunk to fit" in note, "linked as is: never decoded to re-encode"
     assert not final.files
     assert await running.job_states() == {"delivered": 1}
+
+
+# --- the web server -------------------------------------------------------------------------------
+
+
+async def _get(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status
+
+
+async def _post(url: str, body: bytes) -> int:
+    async with aiohttp.ClientSession() as session, session.post(url, data=body) as response:
+        return response.status
+
+
+async def test_malformed_callbacks_get_a_4xx_and_one_log_line_per_source_a_minute(
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    fake_kie: FakeKie,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running = await start_bot(callbacks=True)
+    base = running.settings.public_base_url
+    assert embed_title(await imagine(fake_discord)) == READY_TITLE
+    job = await running.store.get_job(1)
+    assert job is not None
+    valid_path = f"{base}/kie/callback/{job.id}/{job.callback_token}"
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    statuses = [
+        await _post(f"{base}/kie/callback/{'9' * 20}/{job.callback_token}", b"{}"),
+        await _post(f"{base}/kie/callback/{'9' * 18}/{job.callback_token}", b"{}"),
+        await _post(valid_path, b"[" * 100_000 + b"]" * 100_000),
+        await _post(valid_path, b"not json"),
+        await _post(valid_path, b'{"data": {"taskId": "someone-elses"}}'),
+        *[await _post(f"{base}/kie/callback/{n}/forged", b"{}") for n in range(2, 40)],
+    ]
+    assert all(400 <= status < 500 for status in statuses), statuses
+    lines = [r for r in caplog.records if r.name == "bot.webhook"]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert len(lines[0].getMessage()) < 200
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for outsiders' input"
+    # Counted, not logged (the 20-digit id never even matches the route).
+    assert running.server is not None and running.server.callbacks_refused == len(statuses) - 1
+
+
+async def test_without_callbacks_the_web_server_listens_on_loopback_only(
+    settings: Settings, start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    running = await start_bot()
+    port = free_port()
+    server = build_webhook_server(replace(settings, webhook_port=port), running.bot)
+    assert server is not None
+    await server.start()
+    try:
+        assert server.bound_addresses() == ["127.0.0.1"]
+        assert await _get(f"http://127.0.0.1:{port}/healthz") == 200
+        assert await _post(f"http://127.0.0.1:{port}/kie/callback/1/x", b"{}") == 404
+    finally:
+        await server.stop()
+    with_callbacks = replace(settings, webhook_port=port, public_base_url="https://bot.example")
+    assert bind_host(with_callbacks) == "0.0.0.0"
+
+
+async def test_readiness_fails_while_the_database_cannot_be_written_but_liveness_holds(
+    start_bot: StartBot, fake_discord: FakeDiscord, settings: Settings
+) -> None:
+    running = await start_bot(callbacks=True)
+    base = running.settings.public_base_url
+    await asyncio.wait_for(running.bot.wait_until_ready(), 10)
+    assert await _get(f"{base}/readyz") == 200
+    async with aiosqlite.connect(running.settings.database_path) as other:
+        await other.execute("BEGIN EXCLUSIVE")
+        assert await _get(f"{base}/readyz") == 503
+        assert await _get(f"{base}/healthz") == 200, "no restart loop for a busy database"
+        await other.rollback()
+    assert await _get(f"{base}/readyz") == 200
+
+
+def _healthcheck(env: dict[str, str]) -> int:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WEBHOOK_", "DATABASE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.healthcheck"], env={**base, **env}, timeout=30
+    ).returncode
+
+
+async def test_the_health_check_follows_webhook_host_and_port(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    port = free_port()
+    database = tmp_path / "imagine.db"
+    env = bot_environment(
+        fake_discord, fake_kie, database, WEBHOOK_PORT=str(port), WEBHOOK_HOST="127.0.0.2"
+    )
+    process = await _start_process(env, tmp_path)
+    try:
+        await fake_discord.wait_until_ready(20)
+        checks = {"WEBHOOK_PORT": str(port), "WEBHOOK_HOST": "127.0.0.2"}
+        assert await asyncio.to_thread(_healthcheck, checks) == 0
+    finally:
+        await _stop_process(process)
+    assert await asyncio.to_thread(_healthcheck, checks) == 1, "nothing answers any more"
+
+
+async def test_with_webhook_port_0_the_health_check_reads_the_heartbeat(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    database = tmp_path / "imagine.db"
+    env = bot_environment(fake_discord, fake_kie, database, WEBHOOK_PORT="0")
+    checks = {"WEBHOOK_PORT": "0", "DATABASE_PATH": str(database)}
+    assert await asyncio.to_thread(_healthcheck, checks) == 1, "no bot yet"
+    process = await _start_process(env, tmp_path)
+    try:
+        await fake_discord.wait_until_ready(20)
+        async with asyncio.timeout(10):
+            while await asyncio.to_thread(_healthcheck, checks) != 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await _stop_process(process)
+    alive = database.with_name(database.name + ".alive")
+    os.utime(alive, (time.time() - 600, time.time() - 600))
+    assert await asyncio.to_thread(_healthcheck, checks) == 1, "a stale heartbeat fails"
+
+
+def _limit_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+async def test_1500_slow_clients_cannot_stop_the_bot_from_working(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = bot_environment(
+        fake_discord,
+        fake_kie,
+        tmp_path / "imagine.db",
+        WEBHOOK_PORT=str(port),
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        POLL_INTERVAL_SECONDS="0.5",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_limit_files,  # a 1,024-file process, as in production containers
+    )
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        await fake_discord.wait_until_ready(20)
+        for _ in range(1500):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue  # refused at the door: that is the point
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: bot\r\nX-Slow: ")
+            writers.append(writer)
+        assert writers, "the slow clients got in"
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        assert embed_title(await final_answer(fake_discord, interaction, 30)) == READY_TITLE
+        assert await _get(f"http://127.0.0.1:{port}/healthz") == 200
+    finally:
+        for writer in writers:
+            writer.close()
+        output = await _stop_process(process)
+    assert "Too many open files" not in output
