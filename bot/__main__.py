@@ -28,6 +28,7 @@ from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
 from bot.logsafety import configure_logging
 from bot.moderation import Moderation
+from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.polling import PollScheduler
@@ -65,6 +66,7 @@ def build_kie_client(
     # Small margins: kie.ai counts arrivals, and the network may bunch our requests together.
     return KieClient(
         session,
+        fetch_policy=fetch_policy(settings),
         api_key=settings.kie_api_key,
         base_url=settings.kie_api_base,
         upload_base_url=settings.kie_upload_base,
@@ -79,6 +81,19 @@ def build_kie_client(
 # 14): only for the start-up log line's rough "how many images" figure.
 CREDITS_PER_1K_IMAGE = 14
 START_CHECK_SECONDS = 15.0
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    """What the bot may fetch: https from public addresses, plus the hosts the operator trusts
+    (TRUSTED_DOWNLOAD_HOSTS and kie.ai's configured endpoints)."""
+    return FetchPolicy.trusting(
+        settings.trusted_download_hosts, settings.kie_api_base, settings.kie_upload_base
+    )
+
+
+def http_session(settings: Settings) -> aiohttp.ClientSession:
+    """The outgoing session for kie.ai and downloads, held to `fetch_policy`."""
+    return guarded_session(fetch_policy(settings))
 
 
 def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
@@ -218,7 +233,7 @@ async def _run_locked(settings: Settings) -> None:
             f"DATABASE_PATH ({settings.database_path}) cannot be opened: {error}."
         ) from None
     try:
-        async with aiohttp.ClientSession() as session:
+        async with http_session(settings) as session:
             kie = build_kie_client(session, settings)
             await check_kie_account(kie)
             bot = build_bot(settings, store, kie)

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # After a restart, how long a job past its deadline waits for its first status answer.
 FIRST_LOOK_SECONDS = 120.0
+# A result that arrives just before the deadline still gets this long to download.
+MIN_DOWNLOAD = 15.0
 
 
 class Phase(enum.StrEnum):
@@ -292,7 +294,7 @@ class JobService:
             task_id = await self._ensure_submitted(job, reporter)
             info = await self._wait(job, task_id)
             async with self._transfers:
-                image = await self._download(info)
+                image = await self._download(job, info)
                 await self._deliver(job, task_id, image, reporter)
             return None
         except JobTaken:
@@ -490,18 +492,24 @@ class JobService:
         finally:
             self.polls.unwatch(watch)
 
-    async def _download(self, info: TaskInfo) -> DownloadedImage:
+    async def _download(self, job: Job, info: TaskInfo) -> DownloadedImage:
+        """The image, from the first result URL that works, within the job's own deadline
+        (and at most DOWNLOAD_TIMEOUT_SECONDS over all the URLs)."""
+        deadline = (job.submitted_at or self._clock()) + self._limits.job_timeout
+        budget = min(self._limits.download_timeout, max(deadline - self._clock(), MIN_DOWNLOAD))
+        ends = self._clock() + budget
         last_error: DownloadError | None = None
         for url in info.result_urls:
+            left = ends - self._clock()
+            if left <= 0:
+                break
             try:
                 return await self._kie.download(
-                    url,
-                    max_bytes=self._limits.max_image_bytes,
-                    time_limit=self._limits.download_timeout,
+                    url, max_bytes=self._limits.max_image_bytes, time_limit=left
                 )
             except DownloadError as error:
                 last_error = error
-        raise last_error or DownloadError("no result URL")
+        raise last_error or DownloadError("no result URL could be fetched in time")
 
     async def _refund_and_report(
         self,

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+import yarl
 
+from bot.netguard import MAX_REDIRECTS, FetchPolicy, UrlRefused
 from bot.ratelimit import Grant, SlidingWindowLimiter, Turn
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ PROMPT_MAX_LENGTH = 5000
 REFERENCE_TYPES = ("image/jpeg", "image/png", "image/webp")
 REFERENCE_MAX_BYTES = 10_000_000
 REFERENCE_LIFETIME = 3 * 24 * 3600.0
+
+# kie.ai's JSON answers are a few KB; anything far larger is not read whole.
+MAX_API_BYTES = 1024 * 1024
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 # Documented limits: 20 createTask calls per 10 s per account, 10 recordInfo calls per second.
 SUBMIT_LIMIT = (20, 10.0)
@@ -348,8 +354,11 @@ class KieClient:
         request_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         self._session = session
+        # What downloads may reach; by default kie.ai's own configured hosts only.
+        self._fetch_policy = fetch_policy or FetchPolicy.trusting((), base_url, upload_base_url)
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._base = base_url.rstrip("/")
         self._upload_base = upload_base_url.rstrip("/")
@@ -485,15 +494,20 @@ class KieClient:
         return parse_upload_url(envelope_data(body))
 
     async def download(self, url: str, *, max_bytes: int, time_limit: float) -> DownloadedImage:
-        """Fetch a result image with a size cap and a timeout, falling back to a fresh link."""
+        """Fetch a result image with a size cap, falling back to a fresh link; `time_limit`
+        bounds all of it (redirects and the fallback included)."""
         try:
-            return await self._download_once(url, max_bytes=max_bytes, time_limit=time_limit)
-        except DownloadError as first:
-            fresh = await self._fresh_download_url(url)
-            if fresh is None:
-                raise first from None
-            log.info("direct download failed (%s); retrying with a fresh link", first)
-            return await self._download_once(fresh, max_bytes=max_bytes, time_limit=time_limit)
+            async with asyncio.timeout(time_limit):
+                try:
+                    return await self._download_once(url, max_bytes=max_bytes)
+                except DownloadError as first:
+                    fresh = await self._fresh_download_url(url)
+                    if fresh is None:
+                        raise first from None
+                    log.info("direct download failed (%s); retrying with a fresh link", first)
+                    return await self._download_once(fresh, max_bytes=max_bytes)
+        except TimeoutError:
+            raise DownloadError("image download timed out") from None
 
     async def _fresh_download_url(self, url: str) -> str | None:
         try:
@@ -506,13 +520,27 @@ class KieClient:
             data = data.get("url") or data.get("downloadUrl")
         return data if isinstance(data, str) and data.startswith(("http://", "https://")) else None
 
-    async def _download_once(
-        self, url: str, *, max_bytes: int, time_limit: float
-    ) -> DownloadedImage:
+    async def _download_once(self, url: str, *, max_bytes: int) -> DownloadedImage:
+        """One download, following redirects by hand so that every hop meets the policy."""
+        target = url
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                checked = self._fetch_policy.check(target)
+            except UrlRefused as refused:
+                raise DownloadError(f"image URL refused: {refused}") from None
+            found = await self._fetch_image(checked, max_bytes=max_bytes)
+            if isinstance(found, DownloadedImage):
+                return found
+            target = str(checked.join(found))
+        raise DownloadError("image download redirected too many times")
+
+    async def _fetch_image(self, url: yarl.URL, *, max_bytes: int) -> DownloadedImage | yarl.URL:
+        """The image, or where a redirect points."""
         try:
-            async with self._session.get(
-                url, timeout=aiohttp.ClientTimeout(total=time_limit), allow_redirects=True
-            ) as response:
+            async with self._session.get(url, allow_redirects=False) as response:
+                location = response.headers.get("Location")
+                if response.status in _REDIRECTS and location:
+                    return yarl.URL(location)
                 if response.status != 200:
                     raise DownloadError(f"image download answered HTTP {response.status}")
                 content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -525,20 +553,22 @@ class KieClient:
                     data.extend(chunk)
                     if len(data) > max_bytes:
                         raise DownloadError("image is larger than the download cap")
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise DownloadError(f"image download failed: {type(exc).__name__}") from None
-        except TimeoutError:
-            raise DownloadError("image download timed out") from None
         sniffed = sniff_image_type(bytes(data[:16]))
         if sniffed is None:
             raise DownloadError("the download is not a PNG, JPEG, WebP or GIF image")
-        return DownloadedImage(bytes(data), sniffed, url)
+        return DownloadedImage(bytes(data), sniffed, str(url))
 
     async def _post_json(
         self, path: str, payload: Any, *, base: str | None = None
     ) -> tuple[Any, float | None]:
         async with self._session.post(
-            (base or self._base) + path, json=payload, headers=self._headers, timeout=self._timeout
+            (base or self._base) + path,
+            json=payload,
+            headers=self._headers,
+            timeout=self._timeout,
+            allow_redirects=False,
         ) as response:
             return await self._read_envelope(response)
 
@@ -546,16 +576,22 @@ class KieClient:
         self, path: str, params: dict[str, str] | None = None
     ) -> tuple[Any, float | None]:
         async with self._session.get(
-            self._base + path, params=params, headers=self._headers, timeout=self._timeout
+            self._base + path,
+            params=params,
+            headers=self._headers,
+            timeout=self._timeout,
+            allow_redirects=False,
         ) as response:
             return await self._read_envelope(response)
 
     @staticmethod
     async def _read_envelope(response: aiohttp.ClientResponse) -> tuple[Any, float | None]:
-        text = await response.text()
+        raw = await response.content.read(MAX_API_BYTES + 1)
+        if len(raw) > MAX_API_BYTES:
+            raise KieMalformedResponse("kie.ai answered with an oversized body")
         try:
-            body = json.loads(text)
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
             body = None
         if isinstance(body, Mapping) and isinstance(body.get("code"), int):
             return body, _retry_after(response)

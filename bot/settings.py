@@ -50,6 +50,8 @@ class Settings:
     webhook_port: int = 8080
     kie_webhook_hmac_key: str | None = field(default=None, repr=False)
     callback_poll_interval: float = 15.0
+    # Hosts the bot may download from over http or on internal addresses (tests, local servers).
+    trusted_download_hosts: frozenset[str] = frozenset()
     # The operator's controls for a public bot: ceilings no server setting can lift.
     max_member_daily: int = 50  # units per member per UTC day in one server (DMs: one more)
     server_daily_cap: int = 500  # units per server per UTC day; 0: no cap
@@ -252,6 +254,11 @@ def _read(env: Mapping[str, str]) -> Settings:
         kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
         callback_poll_interval=_seconds(
             env, "CALLBACK_POLL_INTERVAL_SECONDS", Settings.callback_poll_interval
+        ),
+        trusted_download_hosts=frozenset(
+            host.strip().lower()
+            for host in env.get("TRUSTED_DOWNLOAD_HOSTS", "").split(",")
+            if host.strip()
         ),
         max_member_daily=_positive_int(
             env, "MAX_MEMBER_DAILY", Settings.max_member_daily, MAX_UNITS_SETTING

@@ -10,12 +10,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import discord
 import pytest
 import yarl
 
-from bot.__main__ import build_bot, build_kie_client, build_webhook_server
+from bot.__main__ import build_bot, build_kie_client, build_webhook_server, http_session
 from bot.client import ImagineBot
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, RetryPolicy
 from bot.settings import Settings
@@ -117,7 +116,7 @@ async def start_bot(
                 **overrides,
             }
         run_settings = replace(settings, **overrides)
-        session = aiohttp.ClientSession()
+        session = http_session(run_settings)
         cleanups.append(session.close)
         store = await Store.open(run_settings.database_path)
         cleanups.append(store.close)

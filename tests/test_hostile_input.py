@@ -23,15 +23,18 @@ from typing import Any
 import aiohttp
 import aiosqlite
 import pytest
+from aiohttp import web
 
-from bot.__main__ import build_webhook_server
+from bot.__main__ import build_kie_client, build_webhook_server, http_session
+from bot.kie import KieMalformedResponse
 from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.store import Job, JobState, NewJob, SpendLimits, Store
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
-from tests.fakes.kie_server import FakeKie, TaskScript
+from tests.fakes.kie_server import TINY_PNG, FakeKie, TaskScript
 from tests.helpers import (
     ADMIN_PERMISSIONS,
+    FAILED_TITLE,
     READY_TITLE,
     admin_command,
     answer_text,
@@ -522,3 +525,151 @@ async def test_1500_slow_clients_cannot_stop_the_bot_from_working(
             writer.close()
         output = await _stop_process(process)
     assert "Too many open files" not in output
+
+
+# --- what the bot fetches -------------------------------------------------------------------------
+
+
+async def _serve(routes: list[web.RouteDef]) -> tuple[web.AppRunner, int]:
+    """A little server of the test's own on 127.0.0.1 (which the fakes share, so trusted)."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def _result_at(fake_kie: FakeKie, url: str) -> None:
+    """Make the task the bot just submitted report `url` as its result."""
+    await fake_kie.wait_for_tasks(1)
+    fake_kie.created_tasks()[0].result_urls = [url]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:{port}/x.png",  # plain http, a name for loopback
+        "https://localhost:{port}/x.png",  # https, but loopback all the same
+        "https://127.0.0.2:{port}/x.png",  # the loopback range, not the trusted address
+        "https://169.254.169.254/latest/meta-data",  # a cloud's metadata service
+        "https://10.1.2.3/x.png",  # a private network
+        "ftp://127.0.0.1:{port}/x.png",  # not http at all
+    ],
+)
+async def test_a_result_url_on_an_internal_address_is_never_fetched(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, url: str
+) -> None:
+    fetched: list[str] = []
+
+    async def image(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        return web.Response(body=TINY_PNG, content_type="image/png")
+
+    runner, port = await _serve([web.get("/x.png", image)])
+    try:
+        running = await start_bot()
+        fake_kie.script_next(TaskScript(step_seconds=0.3))
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        await _result_at(fake_kie, url.format(port=port))
+        final = await final_answer(fake_discord, interaction)
+        assert embed_title(final) == FAILED_TITLE
+        assert fetched == [], "nothing was fetched from an internal address"
+        assert await running.units_charged() == 0, "a failed download refunds"
+    finally:
+        await runner.cleanup()
+
+
+async def test_every_redirect_hop_is_checked(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    fetched: list[str] = []
+
+    async def hop(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        raise web.HTTPFound(f"http://localhost:{request.url.port}/x.png")
+
+    async def image(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        return web.Response(body=TINY_PNG, content_type="image/png")
+
+    runner, port = await _serve([web.get("/hop", hop), web.get("/x.png", image)])
+    try:
+        await start_bot()
+        fake_kie.script_next(TaskScript(step_seconds=0.3))
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        await _result_at(fake_kie, f"http://127.0.0.1:{port}/hop")
+        final = await final_answer(fake_discord, interaction)
+        assert "could not download it" in str(embed_of(final))
+        assert "/x.png" not in fetched, "the redirect to loopback was not followed"
+        assert "/hop" in fetched
+    finally:
+        await runner.cleanup()
+
+
+async def test_trusted_download_hosts_may_be_fetched_over_http_on_any_port(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    async def hop(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://localhost:{request.url.port}/x.png")
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=TINY_PNG, content_type="image/png")
+
+    runner, port = await _serve([web.get("/hop", hop), web.get("/x.png", image)])
+    try:
+        await start_bot(trusted_download_hosts=frozenset({"localhost"}))
+        fake_kie.script_next(TaskScript(step_seconds=0.3))
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        await _result_at(fake_kie, f"http://127.0.0.1:{port}/hop")
+        final = await final_answer(fake_discord, interaction)
+        assert embed_title(final) == READY_TITLE
+        assert final.files and final.files[0].data == TINY_PNG
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_oversized_answer_from_kie_is_not_read_whole(tmp_path: Path) -> None:
+    async def credit(request: web.Request) -> web.Response:
+        padding = "x" * (3 * 1024 * 1024)
+        return web.json_response({"code": 200, "msg": "ok", "data": 5, "padding": padding})
+
+    runner, port = await _serve([web.get("/api/v1/chat/credit", credit)])
+    try:
+        settings = Settings(
+            discord_token="t", kie_api_key="k", kie_api_base=f"http://127.0.0.1:{port}"
+        )
+        async with http_session(settings) as session:
+            kie = build_kie_client(session, settings)
+            with pytest.raises(KieMalformedResponse):
+                await kie.get_credits()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_slow_result_host_cannot_hold_a_job_past_its_deadline(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        for _ in range(600):
+            await response.write(b"\x00")
+            await asyncio.sleep(0.1)
+        return response
+
+    runner, port = await _serve([web.get("/slow.png", trickle)])
+    try:
+        running = await start_bot(job_timeout=3.0, download_timeout=60.0)
+        fake_kie.script_next(TaskScript(step_seconds=0.3))
+        started = time.monotonic()
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        await _result_at(fake_kie, f"http://127.0.0.1:{port}/slow.png")
+        final = await final_answer(fake_discord, interaction, timeout=40)
+        assert "could not download it" in str(embed_of(final))
+        # Within the job's 3 s plus the few seconds any result gets, not DOWNLOAD_TIMEOUT's 60.
+        assert time.monotonic() - started < 30
+        assert await running.units_charged() == 0
+    finally:
+        await runner.cleanup()
