@@ -73,7 +73,7 @@ class BlockMatch:
 _CONFUSABLES = {
     # Cyrillic (including the look-alikes "faux Cyrillic" lettering uses: Я for R, И for N)
     "а": "a", "в": "b", "ь": "b", "б": "b", "с": "c", "ԁ": "d", "е": "e", "є": "e", "э": "e",
-    "ҽ": "e", "ԍ": "g", "һ": "h", "н": "h", "і": "i", "ꙇ": "i", "ј": "j", "к": "k", "ӏ": "l",
+    "ҽ": "e", "ԍ": "g", "һ": "h", "н": "h", "і": "i", "ꙇ": "i", "ј": "j", "к": "k", "ӏ": "ı",
     "м": "m", "п": "n", "и": "n", "о": "o", "р": "p", "ԛ": "q", "г": "r", "я": "r", "ѕ": "s",
     "т": "t", "ц": "u", "ѵ": "v", "ш": "w", "ԝ": "w", "ѡ": "w", "х": "x", "у": "y", "ү": "y",
     # Greek
@@ -92,15 +92,18 @@ _CONFUSABLES = {
     "Ꮍ": "y", "Ꮓ": "z",
     # Lisu
     "ꓮ": "a", "ꓐ": "b", "ꓚ": "c", "ꓓ": "d", "ꓒ": "d", "ꓰ": "e", "ꓝ": "f", "ꓖ": "g", "ꓧ": "h",
-    "ꓲ": "i", "ꓙ": "j", "ꓗ": "k", "ꓡ": "l", "ꓟ": "m", "ꓠ": "n", "ꓳ": "o", "ꓑ": "p", "ꓣ": "r",
+    "ꓲ": "ı", "ꓙ": "j", "ꓗ": "k", "ꓡ": "l", "ꓟ": "m", "ꓠ": "n", "ꓳ": "o", "ꓑ": "p", "ꓣ": "r",
     "ꓢ": "s", "ꓔ": "t", "ꓴ": "u", "ꓦ": "v", "ꓪ": "w", "ꓫ": "x", "ꓬ": "y", "ꓜ": "z",
     # Latin letters with a stroke or hook (no decomposition to drop) and "small capital" letters
-    "ø": "o", "đ": "d", "ł": "l", "ħ": "h", "ı": "i", "ȷ": "j", "ŧ": "t", "ƀ": "b", "ɨ": "i",
-    "ɩ": "i", "ǀ": "l", "Ɩ": "l", "ƽ": "s", "ʋ": "u", "ꞟ": "u", "ɯ": "w", "ɣ": "y", "ꭇ": "r",
+    "ø": "o", "đ": "d", "ł": "l", "ħ": "h", "ȷ": "j", "ŧ": "t", "ƀ": "b", "ɨ": "i",
+    "ɩ": "i", "ǀ": "ı", "Ɩ": "ı", "ƽ": "s", "ʋ": "u", "ꞟ": "u", "ɯ": "w", "ɣ": "y", "ꭇ": "r",
     "ƅ": "b", "Ƅ": "b",
     "ɑ": "a", "ɡ": "g", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g",
     "ʜ": "h", "ɪ": "i", "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p",
     "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+    # A capital I is a plain stroke, like a small l in most fonts ("kiII", "BIood"): it, and its
+    # look-alikes, fold to a dotless ı, read as either letter.
+    "I": "ı", "Ι": "ı", "І": "ı", "Ӏ": "ı",
     # Apostrophes that are letters (Lm) would otherwise glue "bʼaʼd" into one word.
     "ʼ": "'", "ꞌ": "'",
 }  # fmt: skip
@@ -170,17 +173,33 @@ def _script(char: str) -> str | None:
 
 
 def _native_positions(text: str) -> frozenset[int]:
-    """Where the letters of words written wholly in one of `_NATIVE_SCRIPTS` are."""
-    native: list[int] = []
-    start, scripts = 0, set[str]()
+    """Where the letters of words written wholly in one of `_NATIVE_SCRIPTS` are.
+
+    A word of one letter is native only next to a native word of several ("кот и пёс"): alone
+    among Latin words, or among other single letters ("ѕ һ і т"), it spells out a disguise.
+    """
+    words: list[tuple[int, int, bool, int]] = []  # start, end, in one native script, letters
+    start, scripts, letters = 0, set[str](), 0
     for index, char in enumerate(f"{text} "):  # the space ends the last word
         script = _script(char)
         if script is None:
-            if len(scripts) == 1 and scripts <= _NATIVE_SCRIPTS:
-                native.extend(range(start, index))
-            start, scripts = index + 1, set()
+            if index > start:
+                one_native = len(scripts) == 1 and scripts <= _NATIVE_SCRIPTS
+                words.append((start, index, one_native, letters))
+            start, scripts, letters = index + 1, set(), 0
         elif script:
             scripts.add(script)
+            letters += 1
+    native: list[int] = []
+    for number, (start, end, one_native, letters) in enumerate(words):
+        if one_native and (
+            letters > 1
+            or any(
+                0 <= other < len(words) and words[other][2] and words[other][3] > 1
+                for other in (number - 1, number + 1)
+            )
+        ):
+            native.extend(range(start, end))
     return frozenset(native)
 
 
@@ -202,8 +221,8 @@ class _Word:
 
 def _skeleton(text: str) -> tuple[str, list[int]]:
     """The folded text, and for each of its characters the index it came from in `text`."""
-    if text.isascii():  # most prompts: nothing to fold but case
-        return text.lower(), list(range(len(text)))
+    if text.isascii():  # most prompts: nothing to fold but case (and the capital I)
+        return text.replace("I", "ı").lower(), list(range(len(text)))
     native = _native_positions(text)
     parts: list[str] = []
     origin: list[int] = []
@@ -272,7 +291,7 @@ def _words(text: str) -> list[_Word]:
 
 
 def _starts_with_article(word: _Word) -> bool:
-    return word.second is not None and word.raw[0] in "ai" and len(word.raw) > 2
+    return word.second is not None and word.raw[0] in "aiı"
 
 
 def _articles_apart(words: list[_Word]) -> list[_Word] | None:
@@ -324,7 +343,7 @@ def _glues(gap: str) -> bool:
 
 
 def _is_common(word: _Word) -> bool:
-    return word.second is None and word.raw in _COMMON_WORDS
+    return word.second is None and word.raw.replace("ı", "i") in _COMMON_WORDS
 
 
 def _heads_compound(words: Sequence[_Word], index: int) -> bool:
@@ -353,9 +372,10 @@ def _fragments(words: Sequence[_Word], first: int) -> Iterator[tuple[str, int]]:
 
 # --- Reading leetspeak ----------------------------------------------------------------------
 
-_LEET = str.maketrans("0123456789@$!|€£¢§¡", "oizeasgtbgasiilecsi")
-# Characters with two letter readings; the first is the one _LEET gives.
-_AMBIGUOUS = {"1": "il", "|": "il", "6": "gb"}
+_LEET = str.maketrans("0123456789@$!|€£¢§¡ı", "oizeasgtbgasiielcsii")
+# Characters with two letter readings; the first is the one _LEET gives. The dotless ı (a
+# capital I or a look-alike stroke) is a letter, read both ways in any word.
+_AMBIGUOUS = {"1": "il", "|": "il", "6": "gb", "ı": "il"}
 _WITHOUT_EDGE_SYMBOLS = str.maketrans("", "", _EDGE_SYMBOLS)
 # A number with a unit or an ordinal is a number, even when its digits could be letters.
 _NUMBER_WITH_UNIT = re.compile(
@@ -400,10 +420,15 @@ def _readings(raw: str) -> list[str]:
 
 
 def _leet_readings(raw: str) -> list[str]:
-    if not _reads_as_leet(raw):
+    if _reads_as_leet(raw):
+        first = raw.translate(_LEET)
+        ambiguous = [index for index, char in enumerate(raw) if char in _AMBIGUOUS]
+    elif "ı" in raw:
+        first = raw.replace("ı", "i")
+        ambiguous = [index for index, char in enumerate(raw) if char == "ı"]
+    else:
         return [raw]
-    first = raw.translate(_LEET)
-    ambiguous = [index for index, char in enumerate(raw) if char in _AMBIGUOUS][:_MAX_AMBIGUOUS]
+    ambiguous = ambiguous[:_MAX_AMBIGUOUS]
     readings = []
     for letters in itertools.product(*(_AMBIGUOUS[raw[index]] for index in ambiguous)):
         chars = list(first)
@@ -675,7 +700,7 @@ _COMMON_WORDS = _word_set(
     hate hates heroes speed shooting power
     cgi dj dr hd jr mr mrs ms pc sr ss st tv uk ui usa ux vr vs
     al del la las le les los lo se su sus un una uno unos unas y con por para sin sobre que
-    muy mas mi tu yo te nos es era fue ser ha hay
+    muy mas mi tu yo nos es era fue ser hay
     au aux avec ce ces cet cette dans des du elle en est et il ils je ma mes mon ne nous ou
     par pas pour qui sa ses sur ta ton tres une vous
     am auf aus bei das dem den der des die du ein eine einem einen einer er es fur im ist

@@ -33,7 +33,7 @@ def safe_prompt(prompt: str, limit: int = 1000) -> str:
     text = discord.utils.escape_markdown(prompt, ignore_links=False)
     text = discord.utils.escape_mentions(text)
     text = _SCHEME.sub(f"\\1:{_ZWSP}", text)  # https://… is no link
-    text = _DOT_BEFORE_LETTER.sub(f".{_ZWSP}", text)  # nor discord.gg/… or www.…
+    text = _INVITE.sub(f"\\1.{_ZWSP}", text)  # nor discord.gg/… (invites link without one)
     text = text.replace("<", f"<{_ZWSP}")  # nor <t:…>, </cmd:id>, <#id>, <:emoji:id>
     if len(text) > limit:
         text = text[: limit - 1].rstrip("\\") + "…"
@@ -42,7 +42,7 @@ def safe_prompt(prompt: str, limit: int = 1000) -> str:
 
 _ZWSP = "\u200b"  # zero-width space: invisible, but Discord no longer sees a link or a tag
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?=//)")
-_DOT_BEFORE_LETTER = re.compile(r"\.(?=[A-Za-z])")
+_INVITE = re.compile(r"(?i)\b(discord(?:app)?)\.(?=(?:gg|com|me|io|li)\b)")
 
 
 def timestamp(moment: float | datetime, style: str = "R") -> str:
