@@ -1,6 +1,12 @@
-"""The blocklist check: disguised terms are caught, innocent words that contain one are not."""
+"""The blocklist check: disguised terms are caught, innocent words that contain one are not.
+
+Besides the cases below, the corpus in tests/blocklist_corpus.py measures the catch rate and the
+refusal rate on every run, against the targets the README states.
+"""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -11,6 +17,11 @@ from bot.blocklist import (
     find_blocked,
     normalize_term,
 )
+from tests.blocklist_corpus import EVASIONS, INNOCENT, TERMS
+
+# The targets: at least this share of EVASIONS caught, at most this share of INNOCENT refused.
+CATCH_TARGET = 0.97
+REFUSAL_LIMIT = 0.005
 
 
 def _rules(*terms: str) -> list[BlockRule]:
@@ -36,6 +47,12 @@ def _rules(*terms: str) -> list[BlockRule]:
         ("ｇｏｒｅ art", "gore", "ｇｏｒｅ"),  # fullwidth
         ("𝐛𝐚𝐝 day", "bad", "𝐛𝐚𝐝"),  # mathematical bold
         ("𝓰𝓸𝓻𝓮", "gore", "𝓰𝓸𝓻𝓮"),  # mathematical script
+        ("a gօre scene", "gore", "gօre"),  # Armenian օ
+        ("a Ꮐore scene", "gore", "Ꮐore"),  # Cherokee Ꮐ
+        ("🇬🇴🇷🇪", "gore", "🇬🇴🇷🇪"),  # regional indicators
+        ("ⓖⓞⓡⓔ art", "gore", "ⓖⓞⓡⓔ"),  # circled
+        ("ѕех", "sex", "ѕех"),  # all Cyrillic, but with letters only look-alike fonts use
+        ("рοt", "pot", "рοt"),  # Cyrillic р and Greek ο: mixed scripts
         # Invisible characters inside the word
         ("g\u200dore", "gore", "g\u200dore"),  # zero-width joiner
         ("g\u200bo\u2060r\u00ade", "gore", "g\u200bo\u2060r\u00ade"),  # ZWSP, word joiner, SHY
@@ -46,20 +63,35 @@ def _rules(*terms: str) -> list[BlockRule]:
         ("very b_a-d idea", "bad", "b_a-d"),
         ("very b/a/d!", "bad", "b/a/d"),
         ("g o r e", "gore", "g o r e"),
+        # A word cut in pieces that are not all common words
+        ("a realistic go re scene", "gore", "go re"),
+        ("k ill it", "kill", "k ill"),
+        ("a k.ill", "kill", "k.ill"),
+        ("g o re", "gore", "g o re"),
+        ("he roin", "heroin", "he roin"),
+        ("white pow er", "white power", "white pow er"),
         # Letters stretched
         ("so baaaad", "bad", "baaaad"),
         ("goooorrrre", "gore", "goooorrrre"),
         ("asssss", "ass", "asssss"),
+        # Letters doubled where the term has one, when that spells no common word
+        ("lots of gorre", "gore", "gorre"),
+        ("oh my godd", "god", "godd"),
+        ("nuude", "nude", "nuude"),
         # Leetspeak
         ("g0r3 scene", "gore", "g0r3"),
         ("a b4d idea", "bad", "b4d"),
         ("kick a$$", "ass", "a$$"),
         ("@$$ cheeks", "ass", "@$$"),
-        ("a55 cheeks", "ass", "a55"),
+        ("a5s cheeks", "ass", "a5s"),
         ("5h1t post", "shit", "5h1t"),
         ("sh!t post", "shit", "sh!t"),
         ("b!a!d idea", "bad", "b!a!d"),
         ("k1ll it", "kill", "k1ll"),
+        ("9ore scene", "gore", "9ore"),
+        ("k|ll it", "kill", "k|ll"),
+        ("kiII it", "kill", "kiII"),  # capital I for l
+        ("BIood moon", "blood", "BIood"),
         ("ki11 it", "kill", "ki11"),
         ("b 4 d", "bad", "b 4 d"),
         # Several tricks at once
@@ -79,6 +111,9 @@ def _rules(*terms: str) -> list[BlockRule]:
         ("draw a b a d word", "bad word", "b a d word"),
         ("say a s s", "ass", "a s s"),
         ("a bad\nword", "bad-word", "bad\nword"),
+        ("white-power", "white power", "white-power"),
+        ("white.power", "white power", "white.power"),
+        ("whitepower", "white power", "whitepower"),
         # Plurals
         ("two bads", "bad", "bads"),
         ("bad words", "bad word", "bad words"),
@@ -117,6 +152,14 @@ def test_blocked_term_is_found_however_it_is_disguised(
         ("a shell on the beach", "hell"),
         ("a button", "butt"),
         ("a good dog", "god"),
+        ("a goood boy", "god"),  # "good" stretched, not "god"
+        ("Ich hatte einen Hund", "hate"),  # German "had"
+        ("ein alter Pott", "pot"),  # German
+        ("a killer whale", "kill"),  # another word
+        ("a hero in armor", "heroin"),  # two common words are not glued
+        ("a SS officer", "ass"),
+        ("a road as S-shaped as a snake", "ass"),  # "S" belongs to "S-shaped"
+        ("he'll", "hell"),
         ("the country of Niger", "nigger"),
         ("cocktail party", "cock"),
         ("a hat that he hates", "hats"),
@@ -131,6 +174,16 @@ def test_blocked_term_is_found_however_it_is_disguised(
         ("1080p h264", "hz"),
         ("costs $555", "sss"),
         ("for <@55>", "ass"),
+        ("Samsung Galaxy A55", "ass"),  # one letter and a number: a model name
+        ("samsung galaxy a55", "ass"),
+        # A phrase's words must not be parted by a comma, sentence end or slash
+        ("black and white, power lines", "white power"),
+        ("a white dress. Power lines", "white power"),
+        ("white / power", "white power"),
+        # A word wholly in Cyrillic, Greek or Armenian is a word of that language
+        ("рот", "pot"),  # Russian "mouth"
+        ("открытый рот, акварель", "pot"),
+        ("кот и собака", "kot"),
         # Letters that are only spelled out as part of a longer run
         ("c l a s s", "ass"),
         ("a c l a s s", "ass"),
@@ -157,6 +210,10 @@ def test_innocent_prompt_is_not_blocked(prompt: str, term: str) -> None:
         ("b a d", "bad"),
         ("a$$", "ass"),
         ("k1ll", "kill"),
+        ("9ore", "gore"),
+        ("KILL", "kill"),
+        ("A55", "a55"),
+        ("рот", "рот"),
         ("4k", "4k"),
         ("1920s", "1920s"),
         ("ab", "ab"),
@@ -247,3 +304,58 @@ def test_full_size_list_and_prompt_are_checked() -> None:
 )
 def test_hostile_prompt_of_full_length_is_checked(prompt: str) -> None:
     assert find_blocked(prompt, _rules("gore", "bad word")) is None
+
+
+# --- The corpus ---------------------------------------------------------------------------
+
+
+def _plain_words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", text.casefold())
+
+
+def test_corpus_is_as_large_and_varied_as_promised() -> None:
+    assert len(TERMS) >= 15 and len(set(TERMS)) == len(TERMS)
+    assert sum(" " in term for term in TERMS) >= 2  # multi-word terms
+    assert len(EVASIONS) >= 300 and len(set(EVASIONS)) == len(EVASIONS)
+    assert {term for term, _ in EVASIONS} == set(TERMS)  # every term is disguised
+    assert len(INNOCENT) >= 2000 and len(set(INNOCENT)) == len(INNOCENT)
+
+
+def test_innocent_prompts_never_use_a_term_as_typed() -> None:
+    # Plainly written, a term is refused by design ("a flower pot" when "pot" is blocked): the
+    # innocent prompts are near misses, not uses.
+    for prompt in INNOCENT:
+        words = _plain_words(prompt)
+        text = " ".join(words)
+        for term in TERMS:
+            forms = (term, f"{term}s", f"{term}es")
+            if " " in term:  # a phrase: its words with only spaces between them
+                assert not re.search(rf"\b{term}(?:e?s)?\b", " ".join(prompt.casefold().split()))
+            else:
+                assert not any(form in words for form in forms), (prompt, term, text)
+
+
+def test_blocklist_meets_its_targets_on_the_corpus(capsys: pytest.CaptureFixture[str]) -> None:
+    rules = [BlockRule(term) for term in TERMS]
+    missed = [
+        (term, prompt)
+        for term, prompt in EVASIONS
+        if find_blocked(prompt, [BlockRule(term)]) is None
+    ]
+    refused = [
+        (prompt, match.rule.term, match.excerpt)
+        for prompt in INNOCENT
+        if (match := find_blocked(prompt, rules)) is not None
+    ]
+    caught_rate = 1 - len(missed) / len(EVASIONS)
+    refused_rate = len(refused) / len(INNOCENT)
+    report = (
+        f"blocklist corpus: {caught_rate:.1%} of {len(EVASIONS)} evasions of {len(TERMS)} terms "
+        f"caught (target >= {CATCH_TARGET:.0%}), {refused_rate:.2%} of {len(INNOCENT)} innocent "
+        f"prompts refused (limit <= {REFUSAL_LIMIT:.1%})"
+    )
+    with capsys.disabled():  # shown on every run, not only with -s
+        print(f"\n{report}")
+    details = f"{report}\nmissed: {missed}\nrefused: {refused}"
+    assert caught_rate >= CATCH_TARGET, details
+    assert refused_rate <= REFUSAL_LIMIT, details

@@ -168,19 +168,27 @@ async def test_a_dropped_audit_post_after_delivery_leaves_the_image_delivered_an
     assert all("No image this time" not in str(r.json) for r in originals)
 
 
-async def test_jobs_kie_finished_during_an_outage_longer_than_the_timeout_are_delivered(
-    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, settings: Settings
-) -> None:
-    task_id = await create_task_directly(fake_kie, TaskScript(step_seconds=0.01))
+async def seed_job_submitted_before_an_outage(
+    settings: Settings, fake_discord: FakeDiscord, task_id: str
+) -> int:
+    """A job submitted two hours ago, before the bot went down: its 10-minute deadline (and its
+    interaction token) passed long ago."""
     job_id = await seed_job(
         settings, fake_discord, state=JobState.SUBMITTED, task_id=task_id, token_age=3 * 3600
     )
-    # The bot was down for two hours; the job's 10-minute deadline passed long ago.
     async with aiosqlite.connect(settings.database_path) as db:
         await db.execute(
             "UPDATE jobs SET submitted_at = ? WHERE id = ?", (time.time() - 2 * 3600, job_id)
         )
         await db.commit()
+    return job_id
+
+
+async def test_jobs_kie_finished_during_an_outage_longer_than_the_timeout_are_delivered(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, settings: Settings
+) -> None:
+    task_id = await create_task_directly(fake_kie, TaskScript(step_seconds=0.01))
+    await seed_job_submitted_before_an_outage(settings, fake_discord, task_id)
     running = await start_bot(job_timeout=600.0)
     (post,) = await _wait_channel_posts(fake_discord, 1)
     assert embed_title(post) == READY_TITLE, "delivered through the channel: the token expired"
@@ -194,14 +202,7 @@ async def test_a_job_still_running_after_the_outage_times_out_after_one_look(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, settings: Settings
 ) -> None:
     task_id = await create_task_directly(fake_kie, TaskScript(step_seconds=60))
-    job_id = await seed_job(
-        settings, fake_discord, state=JobState.SUBMITTED, task_id=task_id, token_age=3 * 3600
-    )
-    async with aiosqlite.connect(settings.database_path) as db:
-        await db.execute(
-            "UPDATE jobs SET submitted_at = ? WHERE id = ?", (time.time() - 2 * 3600, job_id)
-        )
-        await db.commit()
+    job_id = await seed_job_submitted_before_an_outage(settings, fake_discord, task_id)
     running = await start_bot(job_timeout=600.0)
     await wait_for_state(running.store, job_id, JobState.REFUNDED)
     assert len(fake_kie.calls_to("/api/v1/jobs/recordInfo")) >= 1
