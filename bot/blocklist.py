@@ -6,11 +6,13 @@ same folding, so whatever an admin types and whatever a member types meet in one
 - Each character is folded to a plain skeleton: NFKC (fullwidth, mathematical, circled and
   superscript letters become ASCII), a table of look-alikes (Cyrillic, Greek, Armenian,
   Cherokee, Lisu, "small capital" letters, letter emoji such as 🅶 and 🇬), casefold, accents
-  dropped, and invisible characters (zero-width, format, Hangul fillers) removed.
+  dropped, and invisible characters (zero-width, format, Hangul fillers) removed. A capital I
+  and the strokes that look like it (ӏ, ǀ) read as either "i" or "l" ("kiII", "BIood").
 - A word written wholly in Cyrillic, Greek or Armenian is a word of that language and keeps
   its letters: Russian "рот" (mouth) is not "pot". A word that mixes scripts ("gօre", "рot"),
   or uses a Cyrillic letter that the big Cyrillic languages hardly use but look-alike fonts do
-  (ѕ ӏ ԁ һ ԛ ԝ ...), is read with its look-alikes folded.
+  (ѕ ӏ ԁ һ ԛ ԝ ...), is read with its look-alikes folded. So is a lone letter that is not next
+  to such a word ("ѕ һ і т").
 - The skeleton is cut into words at anything that is not a letter or digit. Single letters in a
   row ("b a d", "b.a.d", "b_a-d") are read as one spelled-out word, also after "a" or "I"
   ("draw a b a d ..."), but a term never matches inside one ("c l a s s" is not "ass").
@@ -34,8 +36,9 @@ same folding, so whatever an admin types and whatever a member types meet in one
   "god", and German "hatte" is not "hate". A letter the term has twice may be stretched, never
   written once ("kil" is not "kill").
 
-Matching is a dictionary lookup per word of the prompt (no regular expressions over the prompt,
-so no backtracking), and the index of a rule set is built once and cached.
+Matching is a few dictionary lookups per word of the prompt (the word, and the word with the next
+one or two glued on; no regular expressions over the prompt, so no backtracking), and the index
+of a rule set is built once and cached.
 """
 
 from __future__ import annotations

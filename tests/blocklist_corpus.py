@@ -16,8 +16,8 @@ Out of scope: evasions that are not in EVASIONS because the matcher does not try
   "goreporn"). Matching is whole-word (plus a plural "s") so that "class", "Scunthorpe" and
   "killer whale" pass; an admin blocks each form they mean.
 - A term cut into pieces that are each a common word ("hero in", "a SS"), or into more than
-  three pieces that are not single letters ("co ca in e"). Joining every pair of common words
-  would refuse ordinary sentences.
+  three pieces ("h er o in"; single letters in a row count as one piece). Joining every pair of
+  common words would refuse ordinary sentences.
 - A letter replaced by a wildcard ("g*re", "k_ll"): any letter could stand there.
 - A word written wholly in Cyrillic, Greek or Armenian letters ("рот", "рогп"). It is read as a
   word of that language (Russian "рот" is "mouth"), unless it mixes scripts or uses a letter
@@ -29,13 +29,19 @@ Out of scope: evasions that are not in EVASIONS because the matcher does not try
   "hatte" for "hate"): the word is read as what it spells. Other doubled and stretched letters
   are caught ("gorre", "godd", "ppot").
 - Letters drawn with several characters ("|<ill", "/\\ss", "g()re"), upside-down or mirrored
-  letters ("ǝɹoɓ"), reversed words ("erog"), and letters spread over lines or a grid.
+  letters ("ǝɹoɓ"), reversed words ("erog"), letters spread over lines or a grid, and a small
+  l typed for a capital I in a word in capitals ("HlTLER"; a capital I for an l is caught).
 - Translations, synonyms and paraphrases ("sangre", "red liquid everywhere"), emoji ("🔪"),
   and text inside an image: the blocklist compares words, not meaning. kie.ai's safety filter
   and the server's moderators cover those.
 - A word spelled exactly like a term but meaning something else ("god" is Swedish for "good",
   "Ass" German for "ace"), and a phrase term whose words happen to stand together ("white power
   lines"): the text is the term, so it is refused by design.
+
+Known refusals of innocent prompts: accents are dropped, so a word of another language that is
+a term without its accents is refused (French "râpé", grated, reads "rape"; it is in INNOCENT
+and counted); a hyphen separates words, so "Gore-Tex" contains the word "gore" (not counted:
+it uses the term as typed).
 """
 
 from __future__ import annotations
