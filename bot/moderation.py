@@ -43,6 +43,10 @@ class Moderation:
         # Terms per server, read once and dropped on every change: checks stay cheap.
         self._rules: dict[int, tuple[BlockRule, ...]] = {}
         self._global_rules: tuple[BlockRule, ...] | None = None  # the operator's
+        # Allowed channels and banned members per server, the same way (read on every request;
+        # only this class changes them, and only one process uses the database).
+        self._channels: dict[int, list[int]] = {}
+        self._bans: dict[int, set[int]] = {}
 
     async def check(
         self, guild_id: int | None, channel_id: int | None, user_id: int, prompt: str
@@ -69,10 +73,10 @@ class Moderation:
     async def _server_check(
         self, guild_id: int, channel_id: int | None, user_id: int, prompt: str
     ) -> Refusal | None:
-        allowed = await self._store.allowed_channels(guild_id)
+        allowed = await self.allowed_channels(guild_id)
         if allowed and channel_id not in allowed:
             return Refusal(RefusalKind.WRONG_CHANNEL, channels=tuple(allowed))
-        if await self._store.is_banned(guild_id, user_id):
+        if user_id in await self._banned_in(guild_id):
             return Refusal(RefusalKind.BANNED)
         match = find_blocked(prompt, await self._rules_for(guild_id))
         if match is None:
@@ -134,12 +138,14 @@ class Moderation:
         if user_id == actor:
             raise ModerationError("You can't ban yourself.")
         banned = await self._store.ban(guild_id, user_id, actor, reason)
+        self._bans.pop(guild_id, None)
         if banned:
             await self._store.log_moderation(guild_id, user_id, "banned", reason or "", actor)
         return banned
 
     async def unban(self, guild_id: int, user_id: int, actor: int) -> bool:
         unbanned = await self._store.unban(guild_id, user_id)
+        self._bans.pop(guild_id, None)
         if unbanned:
             await self._store.log_moderation(guild_id, user_id, "unbanned", "", actor)
         return unbanned
@@ -151,6 +157,7 @@ class Moderation:
 
     async def allow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
         added = await self._store.allow_channel(guild_id, channel_id)
+        self._channels.pop(guild_id, None)
         if added:
             await self._store.log_moderation(
                 guild_id, actor, "channel_allowed", str(channel_id), actor
@@ -159,6 +166,7 @@ class Moderation:
 
     async def disallow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
         removed = await self._store.disallow_channel(guild_id, channel_id)
+        self._channels.pop(guild_id, None)
         if removed:
             await self._store.log_moderation(
                 guild_id, actor, "channel_disallowed", str(channel_id), actor
@@ -166,7 +174,14 @@ class Moderation:
         return removed
 
     async def allowed_channels(self, guild_id: int) -> list[int]:
-        return await self._store.allowed_channels(guild_id)
+        if guild_id not in self._channels:
+            self._channels[guild_id] = await self._store.allowed_channels(guild_id)
+        return self._channels[guild_id]
+
+    async def _banned_in(self, guild_id: int) -> set[int]:
+        if guild_id not in self._bans:
+            self._bans[guild_id] = await self._store.banned_members(guild_id)
+        return self._bans[guild_id]
 
     async def audit_channel(self, guild_id: int | None) -> int | None:
         return None if guild_id is None else await self._store.audit_channel(guild_id)

@@ -5,6 +5,10 @@ not know. From `/owner` they cap a server's daily units, ban a user or a server 
 terms on top of every server's blocklist, and pause all generation. Every action is kept in
 `owner_log` with who did it and when. The pause lives in the database too, so a restart does not
 quietly resume generating.
+
+Bans and caps are read on every request, so they are kept in memory too, loaded once and
+changed together with the database: only one process uses a database (`bot/single.py`), and
+every change goes through this class.
 """
 
 from __future__ import annotations
@@ -64,6 +68,13 @@ class OperatorControls:
         self._store = store
         self.ceilings = ceilings
         self.gate = gate
+        self._banned: dict[str, set[int]] = {}  # table -> keys, once read
+        self._caps: dict[int, int] | None = None
+
+    async def _bans(self, table: str) -> set[int]:
+        if table not in self._banned:
+            self._banned[table] = await self._store.banned_everywhere(table)
+        return self._banned[table]
 
     async def load(self) -> None:
         """Restore the pause after a restart. Call once at start-up."""
@@ -77,7 +88,9 @@ class OperatorControls:
     async def server_cap(self, guild_id: int | None) -> int | None:
         """Units the server (or all DMs) may spend a day: the owner's own cap for it, else
         SERVER_DAILY_CAP; None: no cap."""
-        own = await self._store.server_cap(guild_key(guild_id))
+        if self._caps is None:
+            self._caps = await self._store.server_caps()
+        own = self._caps.get(guild_key(guild_id))
         if own is not None:
             return own or None
         return self.ceilings.server_daily
@@ -85,16 +98,17 @@ class OperatorControls:
     async def set_cap(self, actor: int, key: int, units: int | None) -> None:
         """`units` None: back to SERVER_DAILY_CAP; 0: no cap for this server."""
         await self._store.set_server_cap(key, units)
+        self._caps = None  # read again on the next request
         shown = "default" if units is None else ("no cap" if units == 0 else str(units))
         await self._log(actor, "cap", "DMs" if key == DM_KEY else str(key), shown)
 
     # --- bans ---------------------------------------------------------------------------------
 
     async def user_banned(self, user_id: int) -> bool:
-        return await self._store.banned_everywhere("banned_users", user_id)
+        return user_id in await self._bans("banned_users")
 
     async def server_banned(self, guild_id: int) -> bool:
-        return await self._store.banned_everywhere("banned_servers", guild_id)
+        return guild_id in await self._bans("banned_servers")
 
     async def ban_user(self, actor: int, user_id: int, reason: str | None) -> bool:
         return await self._ban(actor, "banned_users", "ban-user", user_id, reason)
@@ -110,12 +124,14 @@ class OperatorControls:
 
     async def _ban(self, actor: int, table: str, action: str, key: int, reason: str | None) -> bool:
         banned = await self._store.ban_everywhere(table, key, reason)
+        self._banned.pop(table, None)
         if banned:
             await self._log(actor, action, str(key), reason or "")
         return banned
 
     async def _unban(self, actor: int, table: str, action: str, key: int) -> bool:
         unbanned = await self._store.unban_everywhere(table, key)
+        self._banned.pop(table, None)
         if unbanned:
             await self._log(actor, action, str(key), "")
         return unbanned

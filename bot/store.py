@@ -198,6 +198,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, guild_key, reason)
     );
     """,
+    # 8: every charge sums a server's and the whole day's units: covering indexes answer those
+    # sums from the index alone (they replace the narrower ones).
+    """
+    CREATE INDEX jobs_guild_day_spend ON jobs (guild_id, day, state, units);
+    CREATE INDEX jobs_day_spend ON jobs (day, state, units);
+    DROP INDEX jobs_guild_day;
+    DROP INDEX jobs_day;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -518,20 +526,46 @@ class Store:
     async def over_limit(
         self, user_id: int, guild_id: int | None, day: str, units: int, limits: SpendLimits
     ) -> OverLimit | None:
-        """Which limit charging `units` now would exceed, or None (a read; `reserve` decides)."""
-        usage = await self.usage(user_id, guild_id, day)
-        if usage.used + units > limits.member_limit(usage.granted):
-            return OverLimit.QUOTA
+        """Which limit charging `units` now would exceed, or None (a read; `reserve` decides).
+
+        One statement: every sum the limits need, and only those.
+        """
         server_limits = (
             (limits.server_budget if guild_id is not None else None, OverLimit.BUDGET),
             (limits.server_cap, OverLimit.SERVER_CAP),
         )
-        if any(limit is not None for limit, _ in server_limits):
-            spent = await self.server_units(guild_id, day)
-            for limit, refusal in server_limits:
-                if limit is not None and spent + units > limit:
-                    return refusal
-        if limits.total_cap is not None and await self.total_units(day) + units > limits.total_cap:
+        need_server = any(limit is not None for limit, _ in server_limits)
+        rows = await self._rows(
+            f"""
+            SELECT
+              (SELECT COALESCE(SUM(units), 0) FROM jobs
+                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND {_CHARGED_SQL}
+                  AND created_at > COALESCE(
+                    (SELECT MAX(at) FROM quota_adjustments
+                      WHERE user_id = :user AND guild_id IS :guild AND day = :day
+                        AND kind = 'reset'), 0)),
+              (SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
+                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'grant'),
+              CASE WHEN :server THEN (SELECT COALESCE(SUM(units), 0) FROM jobs
+                WHERE guild_id IS :guild AND day = :day AND {_CHARGED_SQL}) ELSE 0 END,
+              CASE WHEN :total THEN (SELECT COALESCE(SUM(units), 0) FROM jobs
+                WHERE day = :day AND {_CHARGED_SQL}) ELSE 0 END
+            """,
+            {
+                "user": user_id,
+                "guild": guild_id,
+                "day": day,
+                "server": need_server,
+                "total": limits.total_cap is not None,
+            },
+        )
+        used, granted, server_spent, total_spent = (int(value) for value in rows[0])
+        if used + units > limits.member_limit(granted):
+            return OverLimit.QUOTA
+        for limit, refusal in server_limits:
+            if limit is not None and server_spent + units > limit:
+                return refusal
+        if limits.total_cap is not None and total_spent + units > limits.total_cap:
             return OverLimit.TOTAL_CAP
         return None
 
@@ -793,6 +827,10 @@ class Store:
         )
         return bool(rows)
 
+    async def banned_members(self, guild_id: int) -> set[int]:
+        rows = await self._rows("SELECT user_id FROM bans WHERE guild_id = ?", (guild_id,))
+        return {int(row[0]) for row in rows}
+
     async def set_audit_channel(self, guild_id: int, channel_id: int | None) -> None:
         async with self._write:
             await self._db.execute(
@@ -969,10 +1007,10 @@ class Store:
         column = _BAN_TABLES[table]
         return await self._changed(f"DELETE FROM {table} WHERE {column} = ?", (key,))
 
-    async def banned_everywhere(self, table: str, key: int) -> bool:
+    async def banned_everywhere(self, table: str) -> set[int]:
+        """Every user (`banned_users`) or server (`banned_servers`) the owner banned."""
         column = _BAN_TABLES[table]
-        rows = await self._rows(f"SELECT 1 FROM {table} WHERE {column} = ?", (key,))
-        return bool(rows)
+        return {int(row[0]) for row in await self._rows(f"SELECT {column} FROM {table}")}
 
     async def servers_banning(self, user_id: int) -> list[int]:
         """The servers whose managers banned this member from the bot."""

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.kie import parse_credits
 from bot.polling import PollScheduler
@@ -220,7 +221,25 @@ class SourceLog:
             self._seen.clear()
         self._seen[source] = (now, 0)
         more = f" (and {counted} more in the last minute)" if counted else ""
-        log.info("refused a callback from %s: %s%s", source[:64], reason, more)
+        log.info("refused a request from %s: %s%s", source[:64], reason, more)
+
+
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs a traceback for each malformed HTTP request ("Error handling request from
+    …"): an outsider could fill the log. Those become one short line per source per minute;
+    errors of the bot's own handlers keep their traceback."""
+
+    def __init__(self, sources: SourceLog) -> None:
+        super().__init__()
+        self._sources = sources
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        source = str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?"
+        self._sources.refused(source, "malformed HTTP request")
+        return False
 
 
 class WebhookServer:
@@ -249,6 +268,7 @@ class WebhookServer:
         self._clock = clock
         self.guard = ConnectionGuard(max_connections=max_connections or connection_limit())
         self._sources = SourceLog()
+        self._quiet = QuietBadRequests(self._sources)
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self.callbacks_accepted = 0
@@ -297,9 +317,11 @@ class WebhookServer:
             await self._runner.cleanup()
             self._runner = None
             raise
+        logging.getLogger("aiohttp.server").addFilter(self._quiet)
         log.info("web server listening on %s:%d", self._host, self.port)
 
     async def stop(self) -> None:
+        logging.getLogger("aiohttp.server").removeFilter(self._quiet)
         if self._server is not None:
             self._server.close()
             self.guard.close_all()

@@ -403,6 +403,24 @@ async def test_malformed_callbacks_get_a_4xx_and_one_log_line_per_source_a_minut
     assert running.server is not None and running.server.callbacks_refused == len(statuses) - 1
 
 
+async def test_malformed_http_gets_no_traceback_in_the_log(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_bot(callbacks=True)
+    assert running.server is not None
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    for _ in range(20):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: bot\r\nthis is no header\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(1000), 5)
+        assert answer.split(b" ")[1] == b"400"
+        writer.close()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for outsiders' input"
+    assert len([r for r in caplog.records if r.name == "bot.webhook"]) == 1
+
+
 async def test_without_callbacks_the_web_server_listens_on_loopback_only(
     settings: Settings, start_bot: StartBot, fake_discord: FakeDiscord
 ) -> None:
