@@ -385,6 +385,19 @@ _BAN_TABLES = {"banned_users": "user_id", "banned_servers": "guild_id"}
 # The states whose units count: constants, so they are safe to write into SQL.
 _CHARGED_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in CHARGED_STATES) + ")"
 
+# The sums a charge is checked against, as scalar subqueries over named parameters (:user,
+# :guild, :day). A reset by an admin makes the member's jobs charged before it stop counting.
+_MEMBER_USED_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
+    WHERE user_id = :user AND guild_id IS :guild AND day = :day AND {_CHARGED_SQL}
+      AND created_at > COALESCE(
+        (SELECT MAX(at) FROM quota_adjustments
+          WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'reset'), 0))"""
+_MEMBER_GRANTED_SQL = """(SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
+    WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'grant')"""
+_SERVER_SPENT_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
+    WHERE guild_id IS :guild AND day = :day AND {_CHARGED_SQL})"""
+_DAY_SPENT_SQL = f"(SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = :day AND {_CHARGED_SQL})"
+
 
 def _job(row: aiosqlite.Row | tuple) -> Job:
     (job_id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution) = row[:9]
@@ -536,21 +549,9 @@ class Store:
         )
         need_server = any(limit is not None for limit, _ in server_limits)
         rows = await self._rows(
-            f"""
-            SELECT
-              (SELECT COALESCE(SUM(units), 0) FROM jobs
-                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND {_CHARGED_SQL}
-                  AND created_at > COALESCE(
-                    (SELECT MAX(at) FROM quota_adjustments
-                      WHERE user_id = :user AND guild_id IS :guild AND day = :day
-                        AND kind = 'reset'), 0)),
-              (SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
-                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'grant'),
-              CASE WHEN :server THEN (SELECT COALESCE(SUM(units), 0) FROM jobs
-                WHERE guild_id IS :guild AND day = :day AND {_CHARGED_SQL}) ELSE 0 END,
-              CASE WHEN :total THEN (SELECT COALESCE(SUM(units), 0) FROM jobs
-                WHERE day = :day AND {_CHARGED_SQL}) ELSE 0 END
-            """,
+            f"""SELECT {_MEMBER_USED_SQL}, {_MEMBER_GRANTED_SQL},
+                       CASE WHEN :server THEN {_SERVER_SPENT_SQL} ELSE 0 END,
+                       CASE WHEN :total THEN {_DAY_SPENT_SQL} ELSE 0 END""",
             {
                 "user": user_id,
                 "guild": guild_id,
@@ -634,19 +635,8 @@ class Store:
 
     async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
         """A member's charged units in one server (None: direct messages) on one day."""
-        # A reset by an admin makes the jobs charged before it stop counting for the day.
         rows = await self._rows(
-            f"""
-            SELECT
-              (SELECT COALESCE(SUM(units), 0) FROM jobs
-                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND {_CHARGED_SQL}
-                  AND created_at > COALESCE(
-                    (SELECT MAX(at) FROM quota_adjustments
-                      WHERE user_id = :user AND guild_id IS :guild AND day = :day
-                        AND kind = 'reset'), 0)),
-              (SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
-                WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'grant')
-            """,
+            f"SELECT {_MEMBER_USED_SQL}, {_MEMBER_GRANTED_SQL}",
             {"user": user_id, "guild": guild_id, "day": day},
         )
         return Usage(used=int(rows[0][0]), granted=int(rows[0][1]))
@@ -654,18 +644,12 @@ class Store:
     async def server_units(self, guild_id: int | None, day: str) -> int:
         """Units charged in one server (None: all direct messages) on one day, over all members
         (the server budget and cap)."""
-        rows = await self._rows(
-            f"SELECT COALESCE(SUM(units), 0) FROM jobs WHERE guild_id IS ? AND day = ?"
-            f" AND {_CHARGED_SQL}",
-            (guild_id, day),
-        )
+        rows = await self._rows(f"SELECT {_SERVER_SPENT_SQL}", {"guild": guild_id, "day": day})
         return int(rows[0][0])
 
     async def total_units(self, day: str) -> int:
         """Units charged on one day over every server and DM (the operator's total cap)."""
-        rows = await self._rows(
-            f"SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = ? AND {_CHARGED_SQL}", (day,)
-        )
+        rows = await self._rows(f"SELECT {_DAY_SPENT_SQL}", {"day": day})
         return int(rows[0][0])
 
     async def add_quota_adjustment(
@@ -821,12 +805,6 @@ class Store:
             "DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
         )
 
-    async def is_banned(self, guild_id: int, user_id: int) -> bool:
-        rows = await self._rows(
-            "SELECT 1 FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-        )
-        return bool(rows)
-
     async def banned_members(self, guild_id: int) -> set[int]:
         rows = await self._rows("SELECT user_id FROM bans WHERE guild_id = ?", (guild_id,))
         return {int(row[0]) for row in rows}
@@ -973,13 +951,6 @@ class Store:
         return [LogEntry(str(k), int(u), a, str(d or ""), float(t)) for k, u, a, d, t in rows]
 
     # --- the operator's controls --------------------------------------------------------------
-
-    async def server_cap(self, guild_key: int) -> int | None:
-        """The owner's own cap for one server (0: all DMs), overriding SERVER_DAILY_CAP."""
-        rows = await self._rows(
-            "SELECT daily_cap FROM server_caps WHERE guild_key = ?", (guild_key,)
-        )
-        return int(rows[0][0]) if rows else None
 
     async def server_caps(self) -> dict[int, int]:
         rows = await self._rows("SELECT guild_key, daily_cap FROM server_caps")
