@@ -345,7 +345,7 @@ async def test_a_pause_outlives_a_restart(
 async def test_owner_servers_shows_spend_caps_dms_and_refusals_sorted_by_spend(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    await start_bot(owner_guild_id=fake_discord.guild_id, allow_dms=True, daily_quota=3)
+    running = await start_bot(owner_guild_id=fake_discord.guild_id, allow_dms=True, daily_quota=3)
     small, big = fake_discord.guild_id, fake_discord.guild_id + 9
     assert embed_title(await imagine(fake_discord, guild_id=small)) == READY_TITLE
     for user in (MEMBER, OTHER_MEMBER):
@@ -354,6 +354,12 @@ async def test_owner_servers_shows_spend_caps_dms_and_refusals_sorted_by_spend(
     await admin_command(fake_discord, "moderation", "block", {"term": "gore"}, guild_id=small)
     for _ in range(2):
         await imagine(fake_discord, prompt="so much gore", guild_id=small)
+    today = running.bot.quota.today()
+
+    async def counted() -> bool:  # refusals are counted just after the member was answered
+        return (await running.store.refusals_on(today)).get(small) == {"blocked_term": 2}
+
+    await eventually(counted)
 
     answer = await owner(fake_discord, "servers")
     assert is_private(answer)
