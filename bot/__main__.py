@@ -19,24 +19,24 @@ import discord
 import yarl
 from dotenv import find_dotenv, load_dotenv
 
-from bot import messages
 from bot.alerts import AlertKind, OperatorAlerts
-from bot.client import ImagineBot
-from bot.credits import CreditWatch
+from bot.discord_bot import ImagineBot
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
 from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
+from bot.kie.credits import CreditWatch
+from bot.kie.polling import PollScheduler
+from bot.kie.ratelimit import SlidingWindowLimiter
 from bot.logsafety import configure_logging
 from bot.moderation import Moderation
 from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
-from bot.polling import PollScheduler
 from bot.quota import Costs, QuotaBook
-from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import Store
+from bot.ui import messages
 from bot.webhook import WebhookServer
 
 log = logging.getLogger("bot")

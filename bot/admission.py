@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.domain import OverLimit
 from bot.moderation import Moderation, RefusalKind
 from bot.operator import OperatorControls, guild_key
 from bot.quota import BudgetStatus, QuotaBook, QuotaStatus
-from bot.store import OverLimit, Store
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.domain import Job, JobState, NewJob, Origin, OverLimit, ReplyTarget
 from bot.kie import (
     DownloadedImage,
     DownloadError,
@@ -36,11 +37,11 @@ from bot.kie import (
     TaskInfo,
     blocked_by_safety_filter,
 )
+from bot.kie.polling import PollScheduler
 from bot.operator import PauseGate
-from bot.polling import PollScheduler
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits, RunQueue, Wait
-from bot.store import Job, JobState, NewJob, Origin, OverLimit, ReplyTarget, Store
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 

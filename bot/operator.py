@@ -17,7 +17,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from bot.store import OwnerAction, Store
+from bot.domain import OwnerAction
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 

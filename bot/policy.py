@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from bot.domain import LogEntry, ServerPolicy
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits
-from bot.store import LogEntry, ServerPolicy, Store
+from bot.store import Store
 
 MAX_UNITS = 10_000  # a sane ceiling for any quota, grant or budget an admin types
 MAX_RUNNING = 100  # kie.ai runs "about 100+" tasks at once per account

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from bot.domain import ServerPolicy, SpendLimits
 from bot.kie import Resolution
 from bot.operator import OperatorControls
-from bot.store import ServerPolicy, SpendLimits, Store
+from bot.store import Store
 
 
 @dataclass(frozen=True)

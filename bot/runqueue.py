@@ -1,9 +1,9 @@
 """Fair use: how many jobs may run at once per member and per server, and the line for the rest.
 
-A job "runs" from the moment it leaves this line until it is delivered or refunded; kie.ai's own
-submission limit is a separate, later line (`bot.ratelimit`). Waiting jobs are admitted first in,
-first out, except that a job held back only by its own member's limit lets the jobs behind it
-pass: one member's backlog never blocks everybody else.
+A job "runs" from the moment it leaves this line until it is delivered or refunded; kie.ai's
+own submission limit is a separate, later line (`bot.kie.ratelimit`). Waiting jobs are admitted
+first in, first out, except that a job held back only by its own member's limit lets the jobs
+behind it pass: one member's backlog never blocks everybody else.
 
 Positions are counted per server (in direct messages, per member) and every waiting job is told
 when its position changes.

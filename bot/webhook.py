@@ -32,9 +32,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from bot.domain import OPEN_STATES
 from bot.kie import parse_credits
-from bot.polling import PollScheduler
-from bot.store import OPEN_STATES, Store
+from bot.kie.polling import PollScheduler
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 

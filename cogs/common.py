@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot import messages
 from bot.admission import Asker, Refusal
-from bot.delivery import NO_PINGS
-from bot.store import ReplyTarget
+from bot.domain import ReplyTarget
+from bot.ui import messages
+from bot.ui.reply import NO_PINGS
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
-from bot.delivery import NO_PINGS
+from bot.ui import messages
+from bot.ui.reply import NO_PINGS
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 HISTORY_LENGTH = 10
 

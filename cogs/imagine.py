@@ -16,8 +16,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
 from bot.admission import Asker
+from bot.domain import OverLimit
 from bot.jobs import JobRequest
 from bot.kie import (
     ASPECT_RATIOS,
@@ -28,11 +28,11 @@ from bot.kie import (
     REFERENCE_TYPES,
     ImageRequest,
 )
-from bot.store import OverLimit
+from bot.ui import messages
 from cogs.common import age_restricted, private, refuse, reply_target, role_ids
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
 from bot.moderation import ModerationError
+from bot.ui import messages
 from cogs.common import followup, guild_and_actor, is_server_manager
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 
 @app_commands.guild_only()

@@ -14,14 +14,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import owner_messages as texts
-from bot.messages import safe_prompt
 from bot.moderation import ModerationError
 from bot.operator import DM_KEY
+from bot.ui import owner_messages as texts
+from bot.ui.messages import safe_prompt
 from cogs.common import followup, private
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 MAX_CAP = 1_000_000
 ServerId = app_commands.Range[str, 1, 25]

@@ -8,12 +8,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
-from bot.delivery import NO_PINGS
+from bot.ui import messages
+from bot.ui.reply import NO_PINGS
 from cogs.common import role_ids
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 
 class QuotaCog(commands.Cog):

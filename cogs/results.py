@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot import messages
-from bot.buttons import ResultAction, ResultButton
+from bot.domain import Job, JobState, Origin
 from bot.jobs import JobRequest
 from bot.kie import AUTO_ASPECT_RATIO, REFERENCE_LIFETIME, ImageRequest
-from bot.store import Job, JobState, Origin
+from bot.ui import messages
+from bot.ui.buttons import ResultAction, ResultButton
 from cogs.common import private, reply_target, role_ids
 from cogs.imagine import reference_problem, start_generation
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 log = logging.getLogger(__name__)
 

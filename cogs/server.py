@@ -17,19 +17,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import server_messages as texts
 from bot.alerts import AlertKind
 from bot.charts import DayStats, render_daily_chart
-from bot.delivery import NO_PINGS
+from bot.domain import DayTotals, ServerSpend
 from bot.kie import KieError
-from bot.messages import low_credits_alert
 from bot.operator import guild_key
 from bot.policy import MAX_RUNNING, MAX_UNITS, PolicyError, Setting
-from bot.store import DayTotals, ServerSpend
+from bot.ui import server_messages as texts
+from bot.ui.messages import low_credits_alert
+from bot.ui.reply import NO_PINGS
 from cogs.common import followup, guild_and_actor, is_server_manager, member_role_ids
 
 if TYPE_CHECKING:
-    from bot.client import ImagineBot
+    from bot.discord_bot import ImagineBot
 
 Units = app_commands.Range[int, 0, MAX_UNITS]
 Running = app_commands.Range[int, 0, MAX_RUNNING]

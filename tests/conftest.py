@@ -15,7 +15,7 @@ import pytest
 import yarl
 
 from bot.__main__ import build_bot, build_kie_client, build_webhook_server, http_session
-from bot.client import ImagineBot
+from bot.discord_bot import ImagineBot
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, RetryPolicy
 from bot.settings import Settings
 from bot.store import Store

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from bot.__main__ import build_bot, build_kie_client
-from bot.client import EXTENSIONS
+from bot.discord_bot import EXTENSIONS
 from bot.settings import Settings
 from bot.store import Store
 from tests.conftest import StartBot

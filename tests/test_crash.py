@@ -8,7 +8,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bot.store import JobState, Store
+from bot.domain import JobState
+from bot.store import Store
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript

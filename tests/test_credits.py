@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from bot.__main__ import build_kie_client
-from bot.credits import CreditWatch
+from bot.kie.credits import CreditWatch
 from bot.settings import Settings
 from tests.fakes.kie_server import FakeKie
 

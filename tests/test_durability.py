@@ -11,8 +11,9 @@ import time
 import aiohttp
 import pytest
 
+from bot.domain import JobState, NewJob, ReplyTarget, SpendLimits
 from bot.settings import Settings
-from bot.store import JobState, NewJob, ReplyTarget, SpendLimits, Store
+from bot.store import Store
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript

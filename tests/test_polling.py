@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 
 from bot.kie import TaskInfo
-from bot.polling import DurationModel, PollScheduler, TaskWatch
-from bot.ratelimit import Grant, SlidingWindowLimiter
+from bot.kie.polling import DurationModel, PollScheduler, TaskWatch
+from bot.kie.ratelimit import Grant, SlidingWindowLimiter
 
 
 class RecordingKie:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.ratelimit import SlidingWindowLimiter
+from bot.kie.ratelimit import SlidingWindowLimiter
 
 
 class FakeTime:

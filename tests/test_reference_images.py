@@ -8,9 +8,10 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
+from bot.domain import JobState, NewJob, ReplyTarget, SpendLimits
 from bot.kie import IMAGE_TO_IMAGE_MODEL, REFERENCE_MAX_BYTES
 from bot.settings import Settings
-from bot.store import JobState, NewJob, ReplyTarget, SpendLimits, Store
+from bot.store import Store
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import I2I_RESULT_PNG, CreateFault, FakeKie, make_png

@@ -9,8 +9,8 @@ import aiohttp
 import discord
 import pytest
 
+from bot.domain import JobState, Origin
 from bot.kie import IMAGE_TO_IMAGE_MODEL, TEXT_TO_IMAGE_MODEL
-from bot.store import JobState, Origin
 from tests.conftest import RunningBot, StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import I2I_RESULT_PNG, TINY_PNG, CreateFault, FakeKie, TaskScript

@@ -9,9 +9,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.store import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
+from bot.domain import (
     DayTotals,
     Job,
     JobState,
@@ -21,9 +19,10 @@ from bot.store import (
     ReplyTarget,
     ServerPolicy,
     SpendLimits,
-    Store,
     Usage,
 )
+from bot.store import Store
+from bot.store.database import MIGRATIONS, SCHEMA_VERSION
 
 
 def _job(user_id: int = 1, units: int = 1, day: str = "2026-11-27") -> NewJob:

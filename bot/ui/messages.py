@@ -13,12 +13,12 @@ from datetime import datetime
 import discord
 
 from bot.admission import Refusal, RefusalReason
-from bot.credits import Balance
+from bot.domain import Job, JobState, Origin
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
+from bot.kie.credits import Balance
 from bot.quota import BudgetStatus, QuotaStatus
 from bot.runqueue import HeldBy, Wait
-from bot.store import Job, JobState, Origin
 
 COLOUR_WORKING = discord.Colour.blurple()
 COLOUR_DONE = discord.Colour.green()

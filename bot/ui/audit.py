@@ -7,9 +7,9 @@ import logging
 import aiohttp
 import discord
 
-from bot import messages
+from bot.domain import Job
 from bot.moderation import Moderation
-from bot.store import Job
+from bot.ui import messages
 
 log = logging.getLogger(__name__)
 

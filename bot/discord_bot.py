@@ -13,19 +13,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
 from bot.admission import Admission, Asker
 from bot.alerts import AlertKind, OperatorAlerts
-from bot.audit import AuditLog
-from bot.credits import CreditWatch
-from bot.delivery import NO_PINGS, REENCODES_AT_ONCE, DiscordReply
+from bot.domain import Job
 from bot.jobs import FailureKind, JobService
+from bot.kie.credits import CreditWatch
 from bot.moderation import Moderation
 from bot.operator import OperatorControls
 from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
 from bot.settings import Settings
-from bot.store import Job, Store
+from bot.store import Store
+from bot.ui import messages
+from bot.ui.audit import AuditLog
+from bot.ui.reply import NO_PINGS, REENCODES_AT_ONCE, DiscordReply
 
 log = logging.getLogger(__name__)
 

@@ -11,33 +11,37 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import yarl
 
+from bot.kie.errors import (
+    ERRORS_BY_CODE,
+    RETRYABLE,
+    DownloadError,
+    KieConnectionError,
+    KieError,
+    KieMalformedResponse,
+    KieRateLimited,
+    KieSubmitUncertain,
+    KieTimeout,
+)
+from bot.kie.models import DownloadedImage, ImageRequest, RetryPolicy, TaskInfo
+from bot.kie.parsing import (
+    IMAGE_OR_BINARY,
+    build_create_payload,
+    envelope_data,
+    parse_task_id,
+    parse_task_info,
+    parse_upload_url,
+    sniff_image_type,
+)
+from bot.kie.ratelimit import Grant, SlidingWindowLimiter, Turn
 from bot.netguard import MAX_REDIRECTS, FetchPolicy, UrlRefused
-from bot.ratelimit import Grant, SlidingWindowLimiter, Turn
 
 log = logging.getLogger(__name__)
-
-TEXT_TO_IMAGE_MODEL = "flux-2/flex-text-to-image"
-IMAGE_TO_IMAGE_MODEL = "flux-2/flex-image-to-image"
-AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
-Resolution = Literal["1K", "2K"]
-ASPECT_RATIOS: tuple[AspectRatio, ...] = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
-AUTO_ASPECT_RATIO: AspectRatio = "auto"  # image-to-image only: match the reference image
-RESOLUTIONS: tuple[Resolution, ...] = ("1K", "2K")
-PROMPT_MIN_LENGTH = 3
-PROMPT_MAX_LENGTH = 5000
-# Image-to-image references: JPEG, PNG or WebP, at most 10 MB each (documented; decimal
-# megabytes, the stricter reading), kept by kie.ai's file host for 3 days.
-REFERENCE_TYPES = ("image/jpeg", "image/png", "image/webp")
-REFERENCE_MAX_BYTES = 10_000_000
-REFERENCE_LIFETIME = 3 * 24 * 3600.0
 
 # kie.ai's JSON answers are a few KB; anything far larger is not read whole.
 MAX_API_BYTES = 1024 * 1024
@@ -46,287 +50,6 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 # Documented limits: 20 createTask calls per 10 s per account, 10 recordInfo calls per second.
 SUBMIT_LIMIT = (20, 10.0)
 QUERY_LIMIT = (10, 1.0)
-
-TaskState = Literal["waiting", "queuing", "generating", "success", "fail"]
-FINAL_STATES = frozenset({"success", "fail"})
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class KieError(Exception):
-    """Base class: a call to kie.ai did not give a usable answer."""
-
-    def __init__(self, message: str, *, code: int | None = None, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason  # kie.ai's own words (`msg`), when it gave any
-
-
-class KieAuthError(KieError):
-    """401: the API key is missing or wrong (an owner problem, not a user one)."""
-
-
-class KieInsufficientCredits(KieError):
-    """402 (or 433, a sub-key's cap): the account cannot pay for more images."""
-
-
-class KieValidationError(KieError):
-    """422 / 404: kie.ai rejected the request itself (prompt, options or model)."""
-
-
-class KieRateLimited(KieError):
-    """429: too many requests; nothing was created."""
-
-
-class KieMaintenance(KieError):
-    """455: the service is under maintenance; nothing was created."""
-
-
-class KieServerError(KieError):
-    """500 / 5xx: the server failed."""
-
-
-class KieGenerationRejected(KieError):
-    """501: the generation failed at submission."""
-
-
-class KieFeatureDisabled(KieError):
-    """505: the feature is currently switched off."""
-
-
-class KieConnectionError(KieError):
-    """The network failed before an answer arrived."""
-
-
-class KieTimeout(KieError):
-    """No answer in time."""
-
-
-class KieMalformedResponse(KieError):
-    """The answer was not the documented envelope."""
-
-
-class KieSubmitUncertain(KieError):
-    """createTask may or may not have reached kie.ai: it must not be sent again."""
-
-
-class DownloadError(KieError):
-    """The finished image could not be fetched."""
-
-
-_ERRORS_BY_CODE: dict[int, type[KieError]] = {
-    401: KieAuthError,
-    402: KieInsufficientCredits,
-    404: KieValidationError,
-    422: KieValidationError,
-    429: KieRateLimited,
-    433: KieInsufficientCredits,
-    455: KieMaintenance,
-    500: KieServerError,
-    501: KieGenerationRejected,
-    505: KieFeatureDisabled,
-}
-
-# Rejections after which kie.ai created nothing, so sending the same request again is safe.
-_RETRYABLE = (KieRateLimited, KieMaintenance)
-
-
-# --- data -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageRequest:
-    prompt: str
-    aspect_ratio: AspectRatio = "1:1"
-    resolution: Resolution = "1K"
-    # Reference images on kie.ai's file host; any makes it an image-to-image request.
-    input_urls: tuple[str, ...] = ()
-    # kie.ai's own content filter ("defaults to false": off unless asked for). The bot always
-    # sends it, true unless the operator, the server and the channel all allow adult content.
-    nsfw_checker: bool = True
-
-    @property
-    def model(self) -> str:
-        return IMAGE_TO_IMAGE_MODEL if self.input_urls else TEXT_TO_IMAGE_MODEL
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    task_id: str
-    state: str
-    result_urls: tuple[str, ...] = ()
-    fail_code: str | None = None
-    fail_message: str | None = None
-    credits: float | None = None  # what the task cost, where kie.ai says so
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINAL_STATES
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state == "success"
-
-
-@dataclass(frozen=True)
-class DownloadedImage:
-    data: bytes
-    content_type: str
-    url: str
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded, jittered exponential backoff for rejections that are safe to retry."""
-
-    attempts: int = 4
-    base_delay: float = 1.0
-    max_delay: float = 10.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay)
-        backoff = min(self.max_delay, self.base_delay * 2**attempt)
-        return backoff * random.uniform(0.5, 1.0)
-
-
-# --- parsing (pure) ---------------------------------------------------------------------------
-
-
-def build_create_payload(request: ImageRequest, callback_url: str | None = None) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "model": request.model,
-        "input": {
-            "prompt": request.prompt,
-            "aspect_ratio": request.aspect_ratio,
-            "resolution": request.resolution,
-            "nsfw_checker": request.nsfw_checker,
-        },
-    }
-    if request.input_urls:
-        payload["input"]["input_urls"] = list(request.input_urls)
-    if callback_url:
-        payload["callBackUrl"] = callback_url
-    return payload
-
-
-def envelope_data(body: Any) -> Any:
-    """Return `data` from a success envelope, or raise the error the envelope describes."""
-    if not isinstance(body, Mapping) or not isinstance(body.get("code"), int):
-        raise KieMalformedResponse("kie.ai answered without a status code")
-    code: int = body["code"]
-    if code == 200:
-        return body.get("data")
-    message = str(body.get("msg") or body.get("message") or "")[:300]
-    error_type = _ERRORS_BY_CODE.get(code, KieServerError)
-    raise error_type(f"kie.ai answered {code}: {message}", code=code, reason=message or None)
-
-
-def parse_task_id(data: Any) -> str:
-    task_id = data.get("taskId") if isinstance(data, Mapping) else None
-    if not isinstance(task_id, str) or not task_id:
-        raise KieMalformedResponse("createTask answered without a taskId")
-    return task_id
-
-
-def parse_upload_url(data: Any) -> str:
-    """The link kie.ai's file host gives an uploaded file (`downloadUrl`; `fileUrl` as well)."""
-    url = None
-    if isinstance(data, Mapping):
-        url = data.get("downloadUrl") or data.get("fileUrl")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise KieMalformedResponse("the file upload answered without a download URL")
-    return url
-
-
-def parse_result_urls(result_json: Any) -> tuple[str, ...]:
-    """`resultJson` is documented as a JSON string, but be ready for an object or nothing."""
-    if isinstance(result_json, str):
-        if not result_json.strip():
-            return ()
-        try:
-            result_json = json.loads(result_json)
-        except ValueError:
-            return ()
-    if not isinstance(result_json, Mapping):
-        return ()
-    urls = result_json.get("resultUrls")
-    if not isinstance(urls, list):
-        return ()
-    return tuple(u for u in urls if isinstance(u, str) and u.startswith(("http://", "https://")))
-
-
-# Words in kie.ai's failure messages that mean its safety filter refused (e.g. "Invalid prompt:
-# prompt contains prohibited content"); kie.ai documents no failure code for it.
-_SAFETY_WORDS = (
-    "nsfw",
-    "prohibited",
-    "sensitive",
-    "safety",
-    "unsafe",
-    "inappropriate",
-    "content policy",
-    "moderation",
-    "flagged",
-    "explicit",
-)
-
-
-def blocked_by_safety_filter(message: str | None) -> bool:
-    """Whether a failure message says kie.ai's content filter blocked the request or image."""
-    text = (message or "").lower()
-    return any(word in text for word in _SAFETY_WORDS)
-
-
-def parse_credits(data: Any) -> float | None:
-    """What a task cost, from a callback or task record (`creditsConsumed`, older pages
-    `consumeCredits`); None when absent or implausible."""
-    if not isinstance(data, Mapping):
-        return None
-    for key in ("creditsConsumed", "consumeCredits", "credits_consumed"):
-        value = data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value) if 0 <= value <= 100_000 else None
-    return None
-
-
-def parse_task_info(data: Any) -> TaskInfo:
-    if not isinstance(data, Mapping):
-        raise KieMalformedResponse("recordInfo answered without task data")
-    task_id = data.get("taskId")
-    state = data.get("state")
-    if not isinstance(task_id, str) or not isinstance(state, str):
-        raise KieMalformedResponse("recordInfo answered without taskId or state")
-    fail_code = data.get("failCode")
-    fail_message = data.get("failMsg")
-    return TaskInfo(
-        task_id=task_id,
-        state=state,
-        result_urls=parse_result_urls(data.get("resultJson")),
-        fail_code=str(fail_code) if fail_code not in (None, "") else None,
-        fail_message=str(fail_message) if fail_message not in (None, "") else None,
-        credits=parse_credits(data),
-    )
-
-
-_IMAGE_OR_BINARY = ("image/", "application/octet-stream", "binary/octet-stream")
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
-def sniff_image_type(head: bytes) -> str | None:
-    """The image type the first bytes show; storage servers often say octet-stream."""
-    for magic, content_type in _MAGIC:
-        if head.startswith(magic):
-            return content_type
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -422,7 +145,7 @@ class KieClient:
             else:
                 try:
                     return parse_task_id(envelope_data(body))
-                except _RETRYABLE as exc:
+                except RETRYABLE as exc:
                     error = exc
             if attempt + 1 == self._retry.attempts:
                 break
@@ -544,7 +267,7 @@ class KieClient:
                 if response.status != 200:
                     raise DownloadError(f"image download answered HTTP {response.status}")
                 content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-                if content_type and not content_type.startswith(_IMAGE_OR_BINARY):
+                if content_type and not content_type.startswith(IMAGE_OR_BINARY):
                     raise DownloadError(f"image download returned {content_type}, not an image")
                 if (response.content_length or 0) > max_bytes:
                     raise DownloadError("image is larger than the download cap")
@@ -596,7 +319,7 @@ class KieClient:
         if isinstance(body, Mapping) and isinstance(body.get("code"), int):
             return body, _retry_after(response)
         # A gateway or rate limiter answered instead of the API: map its HTTP status.
-        if response.status in _ERRORS_BY_CODE:
+        if response.status in ERRORS_BY_CODE:
             return {"code": response.status, "msg": f"HTTP {response.status}"}, _retry_after(
                 response
             )

@@ -9,37 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-
-class JobState(enum.StrEnum):
-    """Each state is committed before the side effect it announces is attempted."""
-
-    RESERVED = "reserved"  # units charged; nothing sent to kie.ai yet (safe to submit)
-    SUBMITTING = "submitting"  # createTask may be on the wire: never send it again
-    SUBMITTED = "submitted"  # kie.ai accepted it; task_id is known
-    DELIVERING = "delivering"  # the image is being posted to Discord
-    DELIVERED = "delivered"  # the image reached Discord; the charge is final
-    REFUNDED = "refunded"  # failed or rejected; the units were given back (see `error`)
-
-
-OPEN_STATES = (
-    JobState.RESERVED,
-    JobState.SUBMITTING,
-    JobState.SUBMITTED,
-    JobState.DELIVERING,
+from bot.domain import (
+    CHARGED_STATES,
+    OPEN_STATES,
+    DayTotals,
+    Job,
+    JobState,
+    LogEntry,
+    MemberTotals,
+    NewJob,
+    Origin,
+    OverLimit,
+    OwnerAction,
+    ReplyTarget,
+    ServerPolicy,
+    ServerSpend,
+    SpendLimits,
+    Usage,
 )
-CHARGED_STATES = (*OPEN_STATES, JobState.DELIVERED)
 
 # Migration N takes the schema from user_version N-1 to N. Append only; never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -208,165 +205,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-@dataclass(frozen=True)
-class ReplyTarget:
-    """The interaction a job answers: its reply can be edited while the token lives (15 min)."""
-
-    application_id: int
-    token: str = field(repr=False)
-    created_at: float  # Unix time of the interaction
-    attachment_limit: int  # bytes per file, as the interaction reported
-
-
-class Origin(enum.StrEnum):
-    COMMAND = "command"  # /imagine
-    REROLL = "reroll"  # the Re-roll button: same prompt and options
-    VARY = "vary"  # the Vary button: the result as the reference image
-
-
-@dataclass(frozen=True)
-class NewJob:
-    user_id: int
-    guild_id: int | None
-    channel_id: int | None
-    day: str
-    units: int
-    prompt: str
-    aspect_ratio: str
-    resolution: str
-    reply: ReplyTarget | None = None
-    reference_url: str | None = None  # image-to-image: where the reference image can be fetched
-    input_url: str | None = None  # ... once uploaded to kie.ai's file host (3 days)
-    origin: Origin = Origin.COMMAND
-    parent_job_id: int | None = None
-    nsfw_checker: bool = True  # kie.ai's own content filter; off only where all may allow it
-    spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    user_id: int
-    guild_id: int | None
-    channel_id: int | None
-    day: str
-    units: int
-    prompt: str
-    aspect_ratio: str
-    resolution: str
-    state: JobState
-    task_id: str | None
-    error: str | None
-    created_at: float
-    reply: ReplyTarget | None
-    nonce: str  # random per job: Discord drops a second message with the same nonce
-    callback_token: str = field(repr=False)  # random per job: the secret in its callback URL
-    delivered_via: str | None = None
-    submitted_at: float | None = None  # Unix time createTask went out
-    result_url: str | None = None  # link to the message showing the image
-    reference_url: str | None = None
-    input_url: str | None = None
-    origin: Origin = Origin.COMMAND
-    parent_job_id: int | None = None
-    quota_limit: int | None = None  # the member's daily limit when the job was charged
-    deleted_at: float | None = None  # when the result message was deleted with its button
-    nsfw_checker: bool = True
-    spoiler: bool = False
-    credits: float | None = None  # what kie.ai charged, when it said so
-
-    @property
-    def image_to_image(self) -> bool:
-        return self.reference_url is not None or self.input_url is not None
-
-
-class OverLimit(enum.StrEnum):
-    """Why `Store.reserve` charged nothing."""
-
-    QUOTA = "quota"  # the member's daily quota (capped by the operator's ceiling)
-    BUDGET = "budget"  # the server's own daily budget
-    SERVER_CAP = "server_cap"  # the operator's daily cap for the server (DMs: for all DMs)
-    TOTAL_CAP = "total_cap"  # the operator's daily cap over every server and DM
-
-
-@dataclass(frozen=True)
-class SpendLimits:
-    """What one charge must stay within, each per UTC day; None: no limit."""
-
-    member: int  # the member's limit from the server's policy; grants add to it
-    member_ceiling: int | None = None  # the operator's MAX_MEMBER_DAILY, grants included
-    server_budget: int | None = None  # the server's own budget (servers only)
-    server_cap: int | None = None  # the operator's cap for the server, or for all DMs together
-    total_cap: int | None = None  # the operator's cap over everything
-
-    def member_limit(self, granted: int) -> int:
-        """Today's limit with grants, never above the ceiling."""
-        limit = self.member + granted
-        return limit if self.member_ceiling is None else min(limit, self.member_ceiling)
-
-
-@dataclass(frozen=True)
-class Usage:
-    used: int  # units charged today, since the last reset
-    granted: int  # extra units granted for today
-
-
-@dataclass(frozen=True)
-class ServerPolicy:
-    """A server's own settings; None everywhere means the bot's defaults."""
-
-    daily_quota: int | None = None
-    role_quotas: dict[int, int] = field(default_factory=dict)  # role id -> daily units
-    daily_budget: int | None = None  # units for the whole server per day
-    max_running_per_member: int | None = None
-    max_running: int | None = None
-    nsfw_allowed: bool = False  # kie.ai's filter may be off in age-restricted channels
-    nsfw_spoiler: bool = False  # results in age-restricted channels are posted as spoilers
-
-
-@dataclass(frozen=True)
-class DayTotals:
-    day: str
-    delivered: int
-    failed: int
-    units: int
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    kind: str
-    user_id: int
-    actor_id: int | None
-    detail: str
-    at: float
-
-
-@dataclass(frozen=True)
-class MemberTotals:
-    user_id: int
-    delivered: int
-    units: int
-
-
-@dataclass(frozen=True)
-class ServerSpend:
-    """One server's spending (guild_key 0: every direct message together)."""
-
-    guild_key: int
-    units_today: int
-    units_month: int
-    credits_month: float  # what kie.ai reported charging
-    unreported_month: int  # images of the month whose cost kie.ai did not report
-
-
-@dataclass(frozen=True)
-class OwnerAction:
-    actor_id: int
-    action: str
-    target: str
-    detail: str
-    at: float
 
 
 # Settings an admin may change with one value each; the names are also the column names.

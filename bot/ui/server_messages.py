@@ -6,11 +6,11 @@ from datetime import datetime
 
 import discord
 
-from bot.credits import Balance
-from bot.messages import COLOUR_WORKING, safe_prompt, timestamp, units
+from bot.domain import DayTotals, MemberTotals, ServerSpend
+from bot.kie.credits import Balance
 from bot.policy import PolicyView
 from bot.quota import BudgetStatus, QuotaStatus
-from bot.store import DayTotals, MemberTotals, ServerSpend
+from bot.ui.messages import COLOUR_WORKING, safe_prompt, timestamp, units
 
 _CHANGE_NAMES = {
     "daily_quota": "daily quota",

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import discord
 
-from bot.messages import COLOUR_WORKING, safe_prompt, timestamp, units
+from bot.domain import OwnerAction, ServerSpend
 from bot.operator import DM_KEY
-from bot.server_messages import credits_figure
-from bot.store import OwnerAction, ServerSpend
+from bot.ui.messages import COLOUR_WORKING, safe_prompt, timestamp, units
+from bot.ui.server_messages import credits_figure
 
 MAX_ROWS = 20  # an embed holds 25 fields; the rest are counted in the footer
 

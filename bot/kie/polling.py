@@ -22,7 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.kie import KieClient, KieError, TaskInfo
+from bot.kie.client import KieClient
+from bot.kie.errors import KieError
+from bot.kie.models import TaskInfo
 
 log = logging.getLogger(__name__)
 

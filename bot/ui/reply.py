@@ -22,12 +22,12 @@ from typing import Any
 
 import discord
 
-from bot import messages
-from bot.audit import AuditLog
-from bot.buttons import result_view
+from bot.domain import Job
 from bot.images import fit_image
 from bot.jobs import Delivery, DeliveryError, Failure, Finished, Progress
-from bot.store import Job
+from bot.ui import messages
+from bot.ui.audit import AuditLog
+from bot.ui.buttons import result_view
 
 log = logging.getLogger(__name__)
 
