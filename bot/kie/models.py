@@ -77,5 +77,5 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_delay)
-        backoff = min(self.max_delay, self.base_delay * 2**attempt)
+        backoff = min(self.max_delay, self.base_delay * 2.0**attempt)
         return backoff * random.uniform(0.5, 1.0)

@@ -237,7 +237,7 @@ _SERVER_SPENT_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
 _DAY_SPENT_SQL = f"(SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = :day AND {_CHARGED_SQL})"
 
 
-def _job(row: aiosqlite.Row | tuple) -> Job:
+def _job(row: aiosqlite.Row | tuple[Any, ...]) -> Job:
     (job_id, user_id, guild_id, channel_id, day, units, prompt, aspect_ratio, resolution) = row[:9]
     (state, task_id, error, created_at) = row[9:13]
     (app_id, token, interaction_at, limit, nonce, callback, via, sent, url) = row[13:22]
@@ -340,7 +340,7 @@ class Store:
 
     async def _rows(
         self, sql: str, params: tuple[object, ...] | dict[str, object] = ()
-    ) -> list[tuple]:
+    ) -> list[tuple[Any, ...]]:
         # Execute and fetch in one call on aiosqlite's thread, so no other coroutine's
         # statement can run in between and disturb the cursor.
         return [tuple(row) for row in await self._db.execute_fetchall(sql, params)]

@@ -285,12 +285,13 @@ class DiscordReply:
     async def _edit_reply(self, **fields: Any) -> discord.WebhookMessage:
         assert self._webhook is not None
         # "@original" is Discord's documented alias for the interaction's reply.
-        return await self._webhook.edit_message(  # type: ignore[call-overload]
+        message: discord.WebhookMessage = await self._webhook.edit_message(  # type: ignore[call-overload]
             "@original",
             content=None,
             allowed_mentions=NO_PINGS,
             **fields,
         )
+        return message
 
 
 class _TooLarge(Exception):
