@@ -65,6 +65,11 @@ class NewJob:
 
 @dataclass(frozen=True)
 class Job:
+    """One generation, from the charge to the delivered image or the refund: a row of the
+    ledger. Created by `JobService` when the units are reserved, read back after a restart to
+    resume it, and kept afterwards as history (`/history`, `/server` reports). Its `state`
+    says which side effect was last committed (see `JobState`)."""
+
     id: int
     user_id: int
     guild_id: int | None

@@ -53,6 +53,14 @@ class _Waiter:
 
 
 class RunQueue:
+    """The fair-use line: which charged jobs may run now and where the others wait.
+
+    One per process, created at start-up and shared by every job. `JobService` calls `enter`
+    for each charged job before submitting it and `leave` when the job ends (delivered or
+    refunded); it knows nothing of kie.ai's own rate limit, which is the next line. Limits come
+    per job (`RunLimits`) so a server's change applies to the jobs that arrive after it.
+    """
+
     def __init__(self) -> None:
         self._running: dict[int, _Member] = {}  # job id -> member
         self._per_member: collections.Counter[_Member] = collections.Counter()

@@ -244,6 +244,15 @@ class QuietBadRequests(logging.Filter):
 
 
 class WebhookServer:
+    """The bot's own small web server: kie.ai's callbacks, `/healthz` and `/readyz`.
+
+    One per process, started before the bot logs in and stopped last. A callback is trusted only
+    through the job's secret path; it is parsed within bounds, its task matched to an open job,
+    and the job woken through the poll scheduler (the callback is a hint: the job still reads
+    the task's record before delivering). Outsiders' connections are bounded by
+    `ConnectionGuard`, and their noise in the log by `SourceLog`.
+    """
+
     def __init__(
         self,
         store: Store,

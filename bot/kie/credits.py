@@ -28,6 +28,13 @@ class Balance:
 
 
 class CreditWatch:
+    """Whether the kie.ai balance runs low, checked after jobs without spending the poll budget.
+
+    One per process, for the bot's lifetime. `JobService` calls `after_job` when a job ends (at
+    once after a 402); `/server credits` and the start-up key check call `balance`. It keeps
+    only when it last looked and last warned; a failed read is logged and skipped.
+    """
+
     def __init__(
         self,
         kie: KieClient,

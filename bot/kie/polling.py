@@ -75,6 +75,15 @@ class TaskWatch:
 
 
 class PollScheduler:
+    """Decides when each submitted task's status is asked of kie.ai, within one shared budget.
+
+    One per process; `JobService` registers a task after createTask and waits on its watch,
+    the callback handler (`WebhookServer`) wakes a task the moment kie.ai calls back, and the
+    scheduler spends the recordInfo budget (10 per second per key) on the tasks most likely to
+    have finished (learned from recent durations), keeping a reserve for wake-ups. It lives
+    as long as the bot and is stopped at shutdown.
+    """
+
     def __init__(
         self,
         kie: KieClient,
