@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import SETTINGS, Setting, Settings, SettingsError, load_settings
 
 SECRETS = {"DISCORD_TOKEN": "discord-secret-value", "KIE_API_KEY": "kie-secret-value"}
 
@@ -173,3 +174,73 @@ def test_settings_are_read_from_a_dotenv_file(tmp_path: Path) -> None:
     result = _run_bot({}, tmp_path)
     assert result.returncode == 2
     assert "DAILY_QUOTA" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DAILY_QUOTA", "0", "DAILY_QUOTA must be a whole number from 1 to 1,000,000."),
+        (
+            "MAX_RUNNING_PER_SERVER",
+            "1001",
+            "MAX_RUNNING_PER_SERVER must be a whole number from 0 to 1,000.",
+        ),
+        ("MAX_IMAGE_MB", "1025", "MAX_IMAGE_MB must be a whole number from 1 to 1,024."),
+        (
+            "TOTAL_DAILY_CAP",
+            "-1",
+            "TOTAL_DAILY_CAP must be a whole number from 0 to 1,000,000,000.",
+        ),
+        (
+            "LOW_CREDITS_WARNING",
+            "nan",
+            "LOW_CREDITS_WARNING must be a number of credits from 0 to 1,000,000,000.",
+        ),
+        (
+            "JOB_TIMEOUT_SECONDS",
+            "0",
+            "JOB_TIMEOUT_SECONDS must be a number of seconds above 0 and at most 3600.",
+        ),
+        (
+            "WEBHOOK_PORT",
+            "65536",
+            "WEBHOOK_PORT must be a port number from 1 to 65535, or 0 to turn the server off.",
+        ),
+        ("COMMAND_SYNC", "daily", "COMMAND_SYNC must be one of auto, always, never."),
+        ("ALLOW_DMS", "sure", "ALLOW_DMS must be true or false."),
+        ("OPS_CHANNEL_ID", "#ops", "OPS_CHANNEL_ID must be a Discord channel ID (digits only)."),
+        (
+            "PUBLIC_BASE_URL",
+            "bot.example",
+            "PUBLIC_BASE_URL must be a URL starting with http:// or https://.",
+        ),
+    ],
+)
+def test_a_refused_value_is_answered_with_the_allowed_range(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**SECRETS, name: value})
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    "setting", [s for s in SETTINGS if s.parser.limits], ids=lambda setting: setting.name
+)
+def test_every_ranged_setting_refuses_a_value_past_its_range(setting: Setting[Any]) -> None:
+    with pytest.raises(SettingsError, match=setting.name):
+        load_settings({**SECRETS, setting.name: str(10**12)})
+
+
+def test_a_blank_secret_counts_as_not_set() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"DISCORD_TOKEN": "   ", "KIE_API_KEY": "kie-secret-value"})
+    assert str(caught.value) == (
+        "DISCORD_TOKEN is not set; add it to your environment or .env file."
+    )
+
+
+def test_a_value_is_read_without_surrounding_spaces() -> None:
+    settings = load_settings({**SECRETS, "DATABASE_PATH": "  db/bot.db  ", "MAX_IMAGE_MB": " 2 "})
+    assert settings.database_path == Path("db/bot.db")
+    assert settings.max_image_bytes == 2 * 1024 * 1024
