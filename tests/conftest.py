@@ -22,6 +22,7 @@ from bot.store import Store
 from bot.webhook import WebhookServer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
+from tests.helpers import eventually
 
 # Same number of attempts as production, with tiny delays so the tests stay fast.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -72,9 +73,7 @@ class RunningBot:
 
     async def idle(self, timeout: float = 10) -> None:
         """Wait until every job the bot started has finished its bookkeeping."""
-        async with asyncio.timeout(timeout):
-            while self.bot.running_jobs:  # noqa: ASYNC110 (polling a counter is simplest here)
-                await asyncio.sleep(0.01)
+        await eventually(lambda: not self.bot.running_jobs, timeout, what="every job to finish")
 
     async def job_states(self) -> dict[str, int]:
         await self.idle()

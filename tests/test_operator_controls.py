@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bot.policy import Setting
@@ -20,6 +19,7 @@ from tests.helpers import (
     final_answer,
     first_answer_is_private,
     is_private,
+    nothing_else_happens,
     user_resolved,
 )
 
@@ -319,7 +319,7 @@ async def test_a_pause_holds_charged_jobs_before_kie_and_resume_starts_them(
     assert "maintenance until 18:00" in str(embed_of(held))
     refused = await imagine(fake_discord, user_id=OTHER_MEMBER)
     assert "paused by the bot's operator (maintenance until 18:00)" in answer_text(refused)
-    await asyncio.sleep(0.3)
+    await nothing_else_happens(fake_kie, within=0.3, where=lambda r: r.path.endswith("/createTask"))
     assert creates(fake_kie) == 1, "nothing new reaches kie.ai while paused"
     assert await running.store.total_units_charged() == 2
 
