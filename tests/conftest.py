@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +25,16 @@ from bot.webhook import WebhookServer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import eventually
+
+# This machine and CI set PYTHONDONTWRITEBYTECODE, so each in-process bot start would compile its
+# cogs from source again (discord.py loads every extension afresh) and each `python -m bot` the
+# whole package: about a tenth of the suite's CPU. Keep bytecode under .pytest_cache/ instead of
+# beside the sources, for this process, the xdist workers it starts and the bots the tests start.
+PYCACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "pycache"
+sys.pycache_prefix = str(PYCACHE)
+sys.dont_write_bytecode = False
+os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Same number of attempts as production, with tiny delays so the tests stay fast.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
