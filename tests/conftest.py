@@ -26,14 +26,12 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import eventually
 
-# This machine and CI set PYTHONDONTWRITEBYTECODE, so each in-process bot start would compile its
-# cogs from source again (discord.py loads every extension afresh) and each `python -m bot` the
-# whole package: about a tenth of the suite's CPU. Keep bytecode under .pytest_cache/ instead of
-# beside the sources, for this process, the xdist workers it starts and the bots the tests start.
-PYCACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "pycache"
-sys.pycache_prefix = str(PYCACHE)
+# This machine and CI set PYTHONDONTWRITEBYTECODE. Then every xdist worker rewrites and compiles
+# every test module again (2 s of CPU each), every in-process bot start compiles its cogs from
+# source (discord.py loads each extension afresh) and every `python -m bot` the whole package:
+# a fifth of the suite's CPU. So this process, the workers it starts and the bots the tests start
+# keep bytecode in `__pycache__/` (ignored by git and Docker); only the first run pays.
 sys.dont_write_bytecode = False
-os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Same number of attempts as production, with tiny delays so the tests stay fast.
