@@ -439,5 +439,8 @@ async def _wait_channel_posts(
 ) -> list[RecordedRequest]:
     channel = channel_id or fake.channel_id
     await eventually(lambda: len(channel_posts(fake, channel)) >= count, timeout)
-    await nothing_else_happens(fake, where=lambda r: r in channel_posts(fake, channel))
+    # And no more than that.
+    await nothing_else_happens(
+        fake, where=lambda r: r.method == "POST" and r.path == f"/channels/{channel}/messages"
+    )
     return channel_posts(fake, channel)
