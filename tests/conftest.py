@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +25,33 @@ from bot.store import Store
 from bot.webhook import WebhookServer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
+from tests.helpers import eventually
+
+# This machine and CI set PYTHONDONTWRITEBYTECODE. Then every xdist worker rewrites and compiles
+# every test module again (2 s of CPU each), every in-process bot start compiles its cogs from
+# source (discord.py loads each extension afresh) and every `python -m bot` the whole package:
+# a third of the suite's CPU. So this process, the workers it starts and the bots the tests start
+# keep bytecode in `__pycache__/` (ignored by git and Docker); only the first run pays.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """After a fresh checkout, rewrite and compile the test modules once, here, before xdist
+    starts its workers: each of them would otherwise do it on its own (2 s of CPU apiece)."""
+    config = session.config
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    for module in sorted(TESTS.glob("test_*.py")):
+        # Named as pytest's assertion rewriter names its bytecode.
+        tag = f"{sys.implementation.cache_tag}-pytest-{pytest.__version__}"
+        cached = TESTS / "__pycache__" / f"{module.stem}.{tag}.pyc"
+        if not cached.exists() or cached.stat().st_mtime < module.stat().st_mtime:
+            importlib.import_module(f"tests.{module.stem}")
+
 
 # Same number of attempts as production, with tiny delays so the tests stay fast.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -72,9 +102,7 @@ class RunningBot:
 
     async def idle(self, timeout: float = 10) -> None:
         """Wait until every job the bot started has finished its bookkeeping."""
-        async with asyncio.timeout(timeout):
-            while self.bot.running_jobs:  # noqa: ASYNC110 (polling a counter is simplest here)
-                await asyncio.sleep(0.01)
+        await eventually(lambda: not self.bot.running_jobs, timeout, what="every job to finish")
 
     async def job_states(self) -> dict[str, int]:
         await self.idle()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import discord
 
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
-from tests.fakes.kie_server import FakeKie
+from tests.fakes.kie_server import FakeKie, RecordedCall
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TITLE = "🖼️ Your image is ready"
@@ -170,8 +171,86 @@ def user_resolved(user_id: int) -> dict[str, Any]:
     return {"users": {str(user_id): user}}
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5) -> None:
-    """Wait until `check()` holds: for what the bot records just after it has answered."""
-    async with asyncio.timeout(timeout):
-        while not await check():  # noqa: ASYNC110 (the state is in the database, not an event)
-            await asyncio.sleep(0.01)
+# --- waiting ----------------------------------------------------------------------------------
+
+# Tasks through which an in-process bot is answering something right now: discord.py's event
+# handlers, command and button dispatch, and the bot's refund, progress-edit and status-query
+# tasks. A job waiting on kie.ai is not work in hand (it may wait for minutes by design), nor are
+# long-lived loops (the poll scheduler, the rate limiter, discord.py's READY delay).
+_WORK_IN_HAND = (
+    "discord.py: ",
+    "CommandTree-invoker",
+    "discord-ui-view-dispatch-",
+    "discord-ui-modal-",
+    "refund-",
+    "progress-",
+    "kie-status-query",
+)
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = 5, *, what: str = ""
+) -> None:
+    """Wait until `check()` holds (it may be sync or async), checking every 10 ms.
+
+    The one polling loop of the suite, for state that has no event to wait on: a database row, a
+    counter, a subprocess. On timeout raises `TimeoutError` naming `what` (or the check).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = check()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        name = what or getattr(check, "__qualname__", repr(check))
+        raise TimeoutError(f"still waiting after {timeout}s for {name}") from None
+
+
+def _work_in_hand() -> list[asyncio.Task[Any]]:
+    current = asyncio.current_task()
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task is not current and not task.done() and task.get_name().startswith(_WORK_IN_HAND)
+    ]
+
+
+async def bot_is_idle(timeout: float = 10) -> None:
+    """Wait until the in-process bot is answering nothing: no event handler, command, button,
+    refund, progress edit or status query left running (see `_WORK_IN_HAND`)."""
+    await eventually(lambda: not _work_in_hand(), timeout, what="the bot to finish answering")
+
+
+Received = RecordedRequest | RecordedCall
+
+
+async def nothing_else_happens(
+    *fakes: FakeDiscord | FakeKie,
+    within: float = 0.1,
+    where: Callable[[Received], bool] = lambda request: True,
+) -> None:
+    """Assert that the bot sends no further request (matching `where`) to any of `fakes`.
+
+    Notes what each fake has received, waits until the in-process bot is answering nothing
+    (`bot_is_idle`), then `within` seconds more for anything already on its way, and fails
+    listing every matching request that arrived meanwhile. For a bot in a subprocess, whose
+    tasks cannot be seen, `within` is the whole window: give it what a late answer would need.
+    """
+    seen = [len(_received(fake)) for fake in fakes]
+    await bot_is_idle()
+    await asyncio.sleep(within)
+    late = [
+        f"{type(fake).__name__}: {r.method} {r.path}"
+        for fake, count in zip(fakes, seen, strict=True)
+        for r in _received(fake)[count:]
+        if where(r)
+    ]
+    assert not late, "nothing else should have happened, but:\n  " + "\n  ".join(late)
+
+
+def _received(fake: FakeDiscord | FakeKie) -> list[Any]:
+    return fake.requests if isinstance(fake, FakeDiscord) else fake.calls

@@ -9,6 +9,7 @@ import pytest
 
 from bot.alerts import ALERT_EVERY, RETRY_FAILED_AFTER, AlertKind, OperatorAlerts
 from bot.store import Store
+from tests.clock import FakeClock
 
 NOON = 1_800_000_000.0 - 1_800_000_000.0 % 86400 + 12 * 3600  # 12:00 UTC on some day
 
@@ -34,40 +35,40 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
-def alerts_at(store: Store, operator: Operator, now: list[float]) -> OperatorAlerts:
-    return OperatorAlerts(store, operator.send, clock=lambda: now[0])
+def alerts_at(store: Store, operator: Operator, now: FakeClock) -> OperatorAlerts:
+    return OperatorAlerts(store, operator.send, clock=now)
 
 
 async def test_each_kind_goes_out_at_most_once_an_hour(store: Store) -> None:
-    operator, now = Operator(), [NOON]
+    operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
     assert await alerts.alert(AlertKind.KEY_REFUSED, "key")
     assert await alerts.alert(AlertKind.KEY_REFUSED, "key"), "alerted within the hour: true"
     assert await alerts.alert(AlertKind.FEATURE_DISABLED, "505"), "another kind goes out"
-    now[0] += ALERT_EVERY - 1
+    now.advance(ALERT_EVERY - 1)
     assert await alerts.alert(AlertKind.KEY_REFUSED, "key")
     assert operator.received == ["key", "505"]
-    now[0] += 2
+    now.advance(2)
     assert await alerts.alert(AlertKind.KEY_REFUSED, "key again")
     assert operator.received == ["key", "505", "key again"]
 
 
 async def test_the_hour_survives_a_restart(store: Store) -> None:
-    operator, now = Operator(), [NOON]
+    operator, now = Operator(), FakeClock(NOON)
     assert await alerts_at(store, operator, now).alert(AlertKind.OUT_OF_CREDITS, "empty")
-    now[0] += 60
+    now.advance(60)
     restarted = alerts_at(store, operator, now)
     assert await restarted.alert(AlertKind.OUT_OF_CREDITS, "empty")
     assert operator.received == ["empty"]
 
 
 async def test_the_total_cap_alert_goes_out_once_a_utc_day(store: Store) -> None:
-    operator, now = Operator(), [NOON]
+    operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
     assert await alerts.alert(AlertKind.TOTAL_CAP, "day one")
-    now[0] += 11 * 3600  # 23:00, same day: still once
+    now.advance(11 * 3600)  # 23:00, same day: still once
     assert await alerts.alert(AlertKind.TOTAL_CAP, "day one, later")
-    now[0] += 2 * 3600  # 01:00 the next day
+    now.advance(2 * 3600)  # 01:00 the next day
     assert await alerts.alert(AlertKind.TOTAL_CAP, "day two")
     assert operator.received == ["day one", "day two"]
 
@@ -75,12 +76,12 @@ async def test_the_total_cap_alert_goes_out_once_a_utc_day(store: Store) -> None
 async def test_a_low_balance_says_nothing_new_right_after_the_account_ran_out(
     store: Store,
 ) -> None:
-    operator, now = Operator(), [NOON]
+    operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
     assert await alerts.alert(AlertKind.OUT_OF_CREDITS, "empty")
     assert await alerts.alert(AlertKind.LOW_BALANCE, "low")
     assert operator.received == ["empty"]
-    now[0] += ALERT_EVERY
+    now.advance(ALERT_EVERY)
     assert await alerts.alert(AlertKind.LOW_BALANCE, "low")
     assert operator.received == ["empty", "low"]
 
@@ -88,13 +89,13 @@ async def test_a_low_balance_says_nothing_new_right_after_the_account_ran_out(
 async def test_an_undelivered_alert_is_not_claimed_and_is_retried_a_minute_later(
     store: Store,
 ) -> None:
-    operator, now = Operator(), [NOON]
+    operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
     operator.reachable = False
     assert not await alerts.alert(AlertKind.KEY_REFUSED, "key")
     operator.reachable = True
     assert not await alerts.alert(AlertKind.KEY_REFUSED, "key"), "not tried again at once"
-    now[0] += RETRY_FAILED_AFTER
+    now.advance(RETRY_FAILED_AFTER)
     assert await alerts.alert(AlertKind.KEY_REFUSED, "key")
     assert operator.received == ["key"]
 

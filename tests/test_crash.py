@@ -19,7 +19,10 @@ from tests.helpers import (
     bot_environment,
     embed_of,
     embed_title,
+    eventually,
+    is_final,
     is_original_edit,
+    nothing_else_happens,
 )
 
 ROUNDS = 4
@@ -97,7 +100,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
         for round_number in range(ROUNDS):
             identified = fake_discord.identify_count
             await bot.start()
-            await _wait(lambda n=identified: fake_discord.identify_count > n, 30)
+            await eventually(lambda n=identified: fake_discord.identify_count > n, 30)
             await fake_discord.wait_until_ready(30)
             for n in range(COMMANDS_PER_ROUND):
                 prompt = f"round {round_number} picture {n}"
@@ -114,14 +117,17 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
         await bot.start()
         store_path = database
 
-        async def all_answered() -> bool:
-            shown = final_prompts(fake_discord, interactions)
-            return len(shown) == len(interactions)
-
-        async with asyncio.timeout(60):
-            while not await all_answered():  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # anything doubled would show up now
+        await eventually(
+            lambda: len(final_prompts(fake_discord, interactions)) == len(interactions),
+            60,
+            what="a final answer for every interaction",
+        )
+        # Anything doubled would show up now (the bot is another process: a fixed window).
+        await nothing_else_happens(
+            fake_discord,
+            within=0.5,
+            where=lambda r: any(is_final(r, i) for i in interactions),
+        )
         shown = final_prompts(fake_discord, interactions)
     finally:
         await bot.kill()
@@ -143,9 +149,3 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert all(count == 1 for count in prompts.values()), "no job was submitted twice"
     assert (fake_kie.submit_violations, fake_kie.query_violations) == (0, 0)
     assert delivered >= len(interactions) // 2, "most jobs survive the crashes"
-
-
-async def _wait(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)

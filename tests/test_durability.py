@@ -21,8 +21,10 @@ from tests.helpers import (
     FAILED_TITLE,
     READY_TITLE,
     embed_title,
+    eventually,
     field,
     final_answer,
+    nothing_else_happens,
     original_edits,
 )
 
@@ -39,9 +41,11 @@ def channel_posts(fake: FakeDiscord, channel_id: int) -> list[RecordedRequest]:
 
 
 async def wait_for_state(store: Store, job_id: int, state: JobState, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while (job := await store.get_job(job_id)) is None or job.state is not state:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    async def reached() -> bool:
+        job = await store.get_job(job_id)
+        return job is not None and job.state is state
+
+    await eventually(reached, timeout, what=f"job {job_id} to be {state.value}")
 
 
 async def create_task_directly(fake_kie: FakeKie, script: TaskScript) -> str:
@@ -375,7 +379,9 @@ async def test_forged_and_malformed_callbacks_change_nothing(
             json_body = None if data else payload
             async with session.post(url, json=json_body, data=data) as response:
                 assert response.status == status, url
-        await asyncio.sleep(0.2)
+        await nothing_else_happens(
+            fake_kie, within=0.2, where=lambda r: r.path.endswith("/api/v1/jobs/recordInfo")
+        )
     polls = fake_kie.calls_to("/api/v1/jobs/recordInfo")
     assert polls == [], "refused callbacks cause no kie.ai queries"
     assert fake_discord.original_message(interaction) is not None
@@ -432,8 +438,9 @@ async def _wait_channel_posts(
     fake: FakeDiscord, count: int, channel_id: int | None = None, timeout: float = 10
 ) -> list[RecordedRequest]:
     channel = channel_id or fake.channel_id
-    async with asyncio.timeout(timeout):
-        while len(channel_posts(fake, channel)) < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    await asyncio.sleep(0.1)  # and no more than that
+    await eventually(lambda: len(channel_posts(fake, channel)) >= count, timeout)
+    # And no more than that.
+    await nothing_else_happens(
+        fake, where=lambda r: r.method == "POST" and r.path == f"/channels/{channel}/messages"
+    )
     return channel_posts(fake, channel)

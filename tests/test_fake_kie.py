@@ -27,6 +27,7 @@ from tests.fakes.kie_server import (
     TaskScript,
     sniff_image,
 )
+from tests.helpers import eventually
 
 CREATE = "/api/v1/jobs/createTask"
 RECORD = "/api/v1/jobs/recordInfo"
@@ -542,10 +543,7 @@ async def test_broken_callback_receivers_do_not_hurt(http: aiohttp.ClientSession
             _, broken = await create(http, fake, t2i_body() | {"callBackUrl": url})
             _, dead = await create(http, fake, t2i_body() | {"callBackUrl": dead_url})
             await asyncio.wait_for(received.get(), 2)
-            for _ in range(100):
-                if len(fake.callbacks_sent) == 2:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: len(fake.callbacks_sent) == 2, 1, what="both callbacks")
             assert sorted(fake.callbacks_sent) == sorted(
                 [(broken["data"]["taskId"], 500), (dead["data"]["taskId"], 0)]
             )

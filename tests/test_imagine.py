@@ -19,6 +19,7 @@ from tests.helpers import (
     bot_payloads,
     embed_of,
     embed_title,
+    eventually,
     field,
     final_answer,
     original_edits,
@@ -142,7 +143,9 @@ async def test_the_line_is_fair_across_members(
         await fake_discord.send_interaction("imagine", {"prompt": f"greedy {n}"}, user_id=1)
         for n in range(4)
     ]
-    await asyncio.sleep(0.05)
+    await eventually(
+        lambda: all(fake_discord.calls_for(i) for i in greedy), what="an answer to each greedy"
+    )
     polite = await fake_discord.send_interaction("imagine", {"prompt": "polite"}, user_id=2)
     await asyncio.gather(*(final_answer(fake_discord, i) for i in [*greedy, polite]))
     order = [task.input["prompt"] for task in fake_kie.created_tasks()]

@@ -29,6 +29,7 @@ from tests.helpers import (
     field,
     final_answer,
     first_answer_is_private,
+    nothing_else_happens,
 )
 
 MEMBER = 4242
@@ -85,10 +86,17 @@ def what_happened(answer: RecordedRequest) -> str:
     return field(answer, "What happened")
 
 
-async def settle(seconds: float = 0.3) -> None:
-    """Leave a moment for anything the bot would still send (a second alert would go out within
-    milliseconds of the first)."""
-    await asyncio.sleep(seconds)
+def is_alert(request: RecordedRequest) -> bool:
+    """How an alert goes out: a DM channel opened, or a message posted to a channel."""
+    return request.method == "POST" and (
+        request.path == "/users/@me/channels" or request.path.startswith("/channels/")
+    )
+
+
+async def no_more_alerts(fake: FakeDiscord) -> None:
+    """Nothing more that looks like an alert (a second one would go out within milliseconds of
+    the first)."""
+    await nothing_else_happens(fake, within=0.3, where=is_alert)
 
 
 # --- jobs that fail on the operator's account -----------------------------------------------------
@@ -115,7 +123,7 @@ async def test_a_402_during_jobs_alerts_the_owner_once_and_every_member_reads_so
         assert TELL_ADMIN not in what_happened(failed)
         assert field(failed, "Quota").startswith("Your 1 unit went back. 10 of 10 left today.")
     await running.idle()
-    await settle()
+    await no_more_alerts(fake_discord)
     assert len(fake_kie.calls_to(CREATE)) == 3
     # One alert, to the application's owner only; a low balance right after it says nothing
     # new and is not sent as a second alert.
@@ -151,7 +159,7 @@ async def test_a_401_posts_one_alert_to_the_ops_channel_naming_the_key_and_no_dm
     assert embed_title(second) == FAILED_TITLE
     assert ALERTED in what_happened(second)
     await running.idle()
-    await settle()
+    await no_more_alerts(fake_discord)
     assert posts_to(fake_discord, ops, before) == []
     assert dm_openings(fake_discord) == []
     assert len(fake_kie.calls_to(CREATE)) == 2
@@ -174,7 +182,7 @@ async def test_an_alert_within_the_hour_is_not_repeated_after_a_restart(
     assert embed_title(again) == FAILED_TITLE
     assert ALERTED in what_happened(again)
     await second.idle()
-    await settle()
+    await no_more_alerts(fake_discord)
     assert len(dms_to(fake_discord, fake_discord.owner_id)) == 1
 
 
@@ -189,7 +197,7 @@ async def test_a_505_alerts_the_owner_too(
     assert ALERTED in what_happened(failed)
     assert field(failed, "Quota").startswith("Your 1 unit went back.")
     await running.idle()
-    await settle()
+    await no_more_alerts(fake_discord)
     (alert,) = dms_to(fake_discord, fake_discord.owner_id)
     assert "505" in answer_text(alert)
     assert dms_to(fake_discord, fake_discord.guild_owner_id) == []
@@ -234,7 +242,7 @@ async def test_an_ops_channel_that_refuses_the_post_falls_back_to_the_owners_dms
     failed = await imagine(fake_discord)
     assert ALERTED in what_happened(failed)
     await running.idle()
-    await settle()
+    await no_more_alerts(fake_discord)
     (alert,) = dms_to(fake_discord, fake_discord.owner_id)
     assert "KIE_API_KEY" in answer_text(alert)
     assert dms_to(fake_discord, fake_discord.guild_owner_id) == []
@@ -249,7 +257,7 @@ async def test_a_team_owned_application_alerts_every_team_member_by_dm(
     failed = await imagine(fake_discord)
     assert ALERTED in what_happened(failed)
     await running.idle()
-    await settle()
+    await no_more_alerts(fake_discord)
     for member in TEAM:
         (alert,) = dms_to(fake_discord, member)
         assert "out of credits" in answer_text(alert)
@@ -284,7 +292,7 @@ async def test_the_total_daily_cap_refuses_privately_and_alerts_the_operator_onc
         5,
     )
     await running.idle()
-    await settle()
+    await no_more_alerts(fake_discord)
     assert len(fake_kie.created_tasks()) == 2, "nothing created beyond the cap"
     (alert,) = dms_to(fake_discord, fake_discord.owner_id)
     assert "TOTAL_DAILY_CAP" in answer_text(alert)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bot.policy import Setting
@@ -20,6 +19,7 @@ from tests.helpers import (
     final_answer,
     first_answer_is_private,
     is_private,
+    nothing_else_happens,
     user_resolved,
 )
 
@@ -319,7 +319,7 @@ async def test_a_pause_holds_charged_jobs_before_kie_and_resume_starts_them(
     assert "maintenance until 18:00" in str(embed_of(held))
     refused = await imagine(fake_discord, user_id=OTHER_MEMBER)
     assert "paused by the bot's operator (maintenance until 18:00)" in answer_text(refused)
-    await asyncio.sleep(0.3)
+    await nothing_else_happens(fake_kie, within=0.3, where=lambda r: r.path.endswith("/createTask"))
     assert creates(fake_kie) == 1, "nothing new reaches kie.ai while paused"
     assert await running.store.total_units_charged() == 2
 
@@ -408,8 +408,16 @@ async def test_refusals_are_private_first_answers_counted_and_audited_at_most_on
         return await running.store.refusals_on(today) == {fake_discord.guild_id: {"banned": 5}}
 
     await eventually(counted)  # counted just after each answer went out
-    posts = fake_discord.channel_messages.get(audit, [])[before:]
-    refusal_posts = [p for p in posts if "refused" in str(p.get("embeds"))]
-    assert len(refusal_posts) == 1, "one audit post per member and reason per 10 minutes"
+
+    def refusal_posts() -> list[dict[str, Any]]:
+        posts = fake_discord.channel_messages.get(audit, [])[before:]
+        return [p for p in posts if "refused" in str(p.get("embeds"))]
+
+    # The audit post goes out after the refusal: wait for it, then for any second one.
+    await eventually(lambda: len(refusal_posts()) >= 1, what="the audit post of the refusal")
+    await nothing_else_happens(
+        fake_discord, where=lambda r: r.path == f"/channels/{audit}/messages"
+    )
+    assert len(refusal_posts()) == 1, "one audit post per member and reason per 10 minutes"
     assert creates(fake_kie) == 0
     assert await running.units_charged() == 0

@@ -8,6 +8,8 @@ import contextlib
 from bot.kie import TaskInfo
 from bot.kie.polling import DurationModel, PollScheduler, TaskWatch
 from bot.kie.ratelimit import Grant, SlidingWindowLimiter
+from tests.clock import FakeClock
+from tests.helpers import eventually
 
 
 class RecordingKie:
@@ -27,14 +29,6 @@ class RecordingKie:
         assert slot_held, "the scheduler picks a task only once it holds a slot"
         self.asked.append(task_id)
         return TaskInfo(task_id=task_id, state="generating")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_chance_done_follows_recent_durations() -> None:
@@ -60,7 +54,7 @@ def test_the_model_forgets_old_durations() -> None:
 
 async def test_a_called_back_task_is_asked_about_before_the_others() -> None:
     kie = RecordingKie()
-    clock = Clock()
+    clock = FakeClock()
     scheduler = PollScheduler(kie, min_interval=5.0, clock=clock)  # type: ignore[arg-type]
     try:
         scheduler.watch(1, "quiet", look_now=False)
@@ -68,7 +62,7 @@ async def test_a_called_back_task_is_asked_about_before_the_others() -> None:
         await asyncio.sleep(0.01)
         assert kie.asked == [], "nothing is due before min_interval"
         scheduler.wake(2)
-        await asyncio.sleep(0.01)
+        await eventually(lambda: kie.asked, 1, what="the first status query")
         assert kie.asked == ["called-back"]
     finally:
         await scheduler.stop()
@@ -76,7 +70,7 @@ async def test_a_called_back_task_is_asked_about_before_the_others() -> None:
 
 async def test_due_tasks_are_asked_about_in_order_of_likely_completion() -> None:
     kie = RecordingKie()
-    clock = Clock()
+    clock = FakeClock()
     scheduler = PollScheduler(kie, min_interval=1.0, clock=clock)  # type: ignore[arg-type]
     for seconds in (20, 21, 22, 23, 24, 25):
         scheduler.durations.add(seconds)
@@ -84,8 +78,8 @@ async def test_due_tasks_are_asked_about_in_order_of_likely_completion() -> None
         young = scheduler.watch(1, "young", age=3.0, look_now=False)
         old = scheduler.watch(2, "old", age=21.0, look_now=False)
         young.last_polled = old.last_polled = clock.now - 2.0
-        clock.now += 0.5
-        await asyncio.sleep(0.01)
+        clock.advance(0.5)
+        await eventually(lambda: kie.asked, 1, what="the first status query")
         assert kie.asked[:1] == ["old"]
         assert (await old.updates.get()).state == "generating"
     finally:
@@ -99,12 +93,11 @@ async def test_a_callback_jumps_ahead_of_polls_already_waiting_for_the_budget() 
     try:
         for n in range(5):
             scheduler.watch(n, f"stale-{n}", look_now=True)
-        await asyncio.sleep(0.05)  # the first query went out; the rest wait for the budget
+        # The first query goes out; the rest wait for the budget.
+        await eventually(lambda: kie.asked, 1, what="the first status query")
         scheduler.watch(99, "called-back", look_now=False)
         scheduler.wake(99)
-        async with asyncio.timeout(2):
-            while "called-back" not in kie.asked:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await eventually(lambda: "called-back" in kie.asked, 2)
         assert kie.asked.index("called-back") == 1
     finally:
         await scheduler.stop()
@@ -116,11 +109,13 @@ async def test_routine_polls_leave_part_of_the_budget_for_callbacks() -> None:
     try:
         for n in range(20):
             scheduler.watch(n, f"routine-{n}", look_now=True)
-        await asyncio.sleep(0.3)
+        # Seven go out at once; an eighth routine poll would have to wait for the window (1 s).
+        await eventually(lambda: len(kie.asked) >= 7, 0.9, what="seven routine polls")
+        await asyncio.sleep(0.1)
         assert len(kie.asked) == 7, "three of the ten slots stay free"
         scheduler.watch(99, "called-back", look_now=False)
         scheduler.wake(99)
-        await asyncio.sleep(0.05)
-        assert kie.asked[-1] == "called-back"
+        # At once, from the reserve, not after the window slides.
+        await eventually(lambda: kie.asked[-1] == "called-back", 0.3, what="the woken query")
     finally:
         await scheduler.stop()

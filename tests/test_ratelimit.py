@@ -5,22 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.kie.ratelimit import SlidingWindowLimiter
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps: the tests run instantly."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        # Let everyone already woken run first, as they would during a real sleep.
-        for _ in range(5):
-            await asyncio.sleep(0)
-        self.now += max(seconds, 0.0)
+from tests.clock import FakeClock
 
 
 async def take(limiter: SlidingWindowLimiter, key: str | None = None) -> None:
@@ -30,8 +15,8 @@ async def take(limiter: SlidingWindowLimiter, key: str | None = None) -> None:
 
 
 async def test_never_more_than_the_limit_in_any_window() -> None:
-    time = FakeTime()
-    limiter = SlidingWindowLimiter(20, 10.0, clock=time.clock, sleep=time.sleep)
+    time = FakeClock(0.0)
+    limiter = SlidingWindowLimiter(20, 10.0, clock=time, sleep=time.sleep)
     granted: list[float] = []
 
     async def caller() -> None:
@@ -47,8 +32,8 @@ async def test_never_more_than_the_limit_in_any_window() -> None:
 
 
 async def test_waiters_are_served_in_arrival_order() -> None:
-    time = FakeTime()
-    limiter = SlidingWindowLimiter(1, 1.0, clock=time.clock, sleep=time.sleep)
+    time = FakeClock(0.0)
+    limiter = SlidingWindowLimiter(1, 1.0, clock=time, sleep=time.sleep)
     order: list[int] = []
 
     async def caller(n: int) -> None:
@@ -60,24 +45,24 @@ async def test_waiters_are_served_in_arrival_order() -> None:
 
 
 async def test_delay_holds_every_caller_back() -> None:
-    time = FakeTime()
-    limiter = SlidingWindowLimiter(10, 1.0, clock=time.clock, sleep=time.sleep)
+    time = FakeClock(0.0)
+    limiter = SlidingWindowLimiter(10, 1.0, clock=time, sleep=time.sleep)
     limiter.delay(5.0)
     await take(limiter)
     assert time.now >= 5.0
 
 
 async def test_margin_widens_the_window() -> None:
-    time = FakeTime()
-    limiter = SlidingWindowLimiter(2, 1.0, margin=0.25, clock=time.clock, sleep=time.sleep)
+    time = FakeClock(0.0)
+    limiter = SlidingWindowLimiter(2, 1.0, margin=0.25, clock=time, sleep=time.sleep)
     for _ in range(3):
         await take(limiter)
     assert time.now == 1.25
 
 
 async def test_keys_are_served_round_robin() -> None:
-    time = FakeTime()
-    limiter = SlidingWindowLimiter(1, 1.0, clock=time.clock, sleep=time.sleep)
+    time = FakeClock(0.0)
+    limiter = SlidingWindowLimiter(1, 1.0, clock=time, sleep=time.sleep)
     order: list[str] = []
 
     async def caller(key: str, n: int) -> None:
@@ -92,8 +77,8 @@ async def test_keys_are_served_round_robin() -> None:
 
 
 async def test_turn_tells_a_new_caller_its_place_and_wait() -> None:
-    time = FakeTime()
-    limiter = SlidingWindowLimiter(2, 10.0, clock=time.clock, sleep=time.sleep)
+    time = FakeClock(0.0)
+    limiter = SlidingWindowLimiter(2, 10.0, clock=time, sleep=time.sleep)
     assert limiter.turn("x").wait_seconds == 0
     await take(limiter, "a")
     await take(limiter, "a")
@@ -108,8 +93,8 @@ async def test_turn_tells_a_new_caller_its_place_and_wait() -> None:
 
 
 async def test_a_cancelled_waiter_gives_its_slot_back() -> None:
-    time = FakeTime()
-    limiter = SlidingWindowLimiter(1, 1.0, clock=time.clock, sleep=time.sleep)
+    time = FakeClock(0.0)
+    limiter = SlidingWindowLimiter(1, 1.0, clock=time, sleep=time.sleep)
     await take(limiter)
     doomed = asyncio.create_task(take(limiter))
     await asyncio.sleep(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -22,6 +21,7 @@ from tests.helpers import (
     answer_text,
     embed_of,
     embed_title,
+    eventually,
     field,
     final_answer,
     first_answer_is_private,
@@ -393,9 +393,13 @@ async def test_the_requester_deletes_the_result_and_history_says_deleted(
     assert fake_discord.message(message["id"]) is None, "the result is gone"
     assert fake_discord.calls_for(press)[0].json == {"type": 6}, "no new message for a delete"
 
-    async with asyncio.timeout(5):
-        while (job := await running.store.get_job(1)) is None or job.deleted_at is None:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    async def marked_deleted() -> bool:
+        job = await running.store.get_job(1)
+        return job is not None and job.deleted_at is not None
+
+    await eventually(marked_deleted, what="the job to be marked deleted")
+    job = await running.store.get_job(1)
+    assert job is not None
     assert job.state is JobState.DELIVERED
     assert await running.units_charged() == 1, "deleting gives nothing back"
 

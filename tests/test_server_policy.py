@@ -21,6 +21,7 @@ from tests.helpers import (
     field,
     final_answer,
     is_private,
+    nothing_else_happens,
     user_resolved,
 )
 
@@ -183,7 +184,7 @@ async def test_a_refused_admin_command_gets_exactly_one_private_answer(
     )
     await final_answer(fake_discord, interaction)
     await running.idle()
-    await asyncio.sleep(0.2)  # an error handler would answer within moments
+    await nothing_else_happens(fake_discord, within=0.2)  # an error handler would answer now
     payloads = bot_payloads(fake_discord, interaction)
     assert [p.get("content") for p in payloads] == [
         "Only members who can manage this server can do that."

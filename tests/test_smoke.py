@@ -13,7 +13,7 @@ import aiohttp
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
-from tests.helpers import READY_TITLE, bot_environment, embed_title, final_answer
+from tests.helpers import READY_TITLE, bot_environment, embed_title, eventually, final_answer
 
 
 async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sigterm(
@@ -65,12 +65,16 @@ async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sig
 async def healthy(port: int, timeout: float = 10) -> bool:
     """Poll /healthz as Docker's HEALTHCHECK would, until it passes or time runs out."""
     async with aiohttp.ClientSession() as session:
-        for _ in range(int(timeout / 0.1)):
+
+        async def passes() -> bool:
             async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                if response.status == 200:
-                    return True
-            await asyncio.sleep(0.1)
-    return False
+                return response.status == 200
+
+        try:
+            await eventually(passes, timeout, what="/healthz to answer 200")
+        except TimeoutError:
+            return False
+        return True
 
 
 async def test_a_busy_health_check_port_does_not_stop_the_bot(

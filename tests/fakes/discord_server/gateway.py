@@ -1,0 +1,513 @@
+"""The gateway websocket: HELLO, IDENTIFY, READY and GUILD_CREATE, RESUME with replay, and
+the events a test injects (messages, slash commands, button presses)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime as dt
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.discord_server.records import (
+    _BUTTON,
+    _EVERYONE_PERMISSIONS,
+    _PRIVILEGED_INTENTS,
+    APPLICATION_COMMAND,
+    DEFAULT_GUILD,
+    DEFAULT_UPLOAD_LIMIT,
+    DEFAULT_USER_ID,
+    EPHEMERAL,
+    HEARTBEAT_INTERVAL_MS,
+    MESSAGE_COMPONENT,
+    FakeInteraction,
+    _Default,
+    _iso,
+    _now,
+)
+from tests.fakes.discord_server.state import _InteractionState
+from tests.fakes.discord_server.validation import _option_payload, _walk_components
+
+
+@dataclass(eq=False)
+class _GatewayConn:
+    ws: web.WebSocketResponse
+    session: _GatewaySession | None = None
+
+    async def send(self, payload: dict[str, Any]) -> bool:
+        """Send one frame; False if the socket is already going away."""
+        try:
+            await self.ws.send_str(json.dumps(payload))
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
+
+
+@dataclass(eq=False)
+class _GatewaySession:
+    session_id: str
+    seq: int = 0
+    # Every dispatch, kept so a RESUME can replay what the client missed.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    conn: _GatewayConn | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class DiscordGateway:
+    """Gateway sessions and injected events of ``FakeDiscord``."""
+
+    # ------------------------------------------------------------------ gateway
+
+    async def _handle_gateway(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        conn = _GatewayConn(ws)
+        self._conns.add(conn)
+        self.gateway_connections += 1
+        try:
+            hello = {"heartbeat_interval": HEARTBEAT_INTERVAL_MS, "_trace": ["fake-gateway"]}
+            await conn.send({"op": 10, "d": hello, "s": None, "t": None})
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                self.gateway_received.append(frame)
+                await self._on_gateway_frame(conn, frame)
+        finally:
+            self._conns.discard(conn)
+            session = conn.session
+            if session is not None and session.conn is conn:
+                session.conn = None
+                # A clean close (1000/1001) ends the session on Discord. (discord.py's
+                # Client.close() asks for 1000 but its reader task sends 4000 first.)
+                if ws.close_code in (1000, 1001):
+                    self._sessions.pop(session.session_id, None)
+                    if self._current_session is session:
+                        self._current_session = None
+            await self._notify_state()
+        return ws
+
+    async def _on_gateway_frame(self, conn: _GatewayConn, frame: dict[str, Any]) -> None:
+        op = frame.get("op")
+        data = frame.get("d")
+        if op == 1:  # heartbeat
+            await conn.send({"op": 11, "d": None, "s": None, "t": None})
+        elif op == 2:
+            await self._identify(conn, data or {})
+        elif op == 6:
+            await self._resume(conn, data or {})
+        elif op in (3, 4, 8, 31):  # presence, voice state, member / soundboard requests
+            return
+        else:
+            await conn.ws.close(code=4001, message=b"Unknown opcode.")
+
+    def _token_ok(self, token: Any) -> bool:
+        return isinstance(token, str) and token.removeprefix("Bot ") == self.token
+
+    async def _identify(self, conn: _GatewayConn, data: dict[str, Any]) -> None:
+        if conn.session is not None:
+            await conn.ws.close(code=4005, message=b"Already authenticated.")
+            return
+        if not self._token_ok(data.get("token")):
+            await conn.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        intents = int(data.get("intents") or 0)
+        if intents & _PRIVILEGED_INTENTS and not self.allow_privileged_intents:
+            # Like a fresh application whose privileged intents are off in the portal.
+            await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
+            return
+        shard = data.get("shard")
+        if shard is not None and list(shard) != [0, 1]:
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session = _GatewaySession(session_id=uuid.uuid4().hex, conn=conn)
+        conn.session = session
+        self._sessions[session.session_id] = session
+        self.identify_count += 1
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": self._bot_user(full=True),
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": session.session_id,
+            "session_type": "normal",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "guild_join_requests": [],
+            "geo_ordered_rtc_regions": [],
+            "user_settings": {},
+            "_trace": ["fake-gateway"],
+        }
+        if shard is not None:
+            ready["shard"] = [0, 1]
+        await self._dispatch(session, "READY", ready)
+        await self._dispatch(session, "GUILD_CREATE", self._guild_create())
+        self._current_session = session
+        await self._notify_state()
+
+    async def _resume(self, conn: _GatewayConn, data: dict[str, Any]) -> None:
+        session = self._sessions.get(str(data.get("session_id")))
+        if session is None or not self._token_ok(data.get("token")):
+            await conn.send({"op": 9, "d": False, "s": None, "t": None})
+            return
+        async with session.lock:
+            previous = session.conn
+            session.conn = conn
+            conn.session = session
+            if previous is not None and previous is not conn:
+                with contextlib.suppress(Exception):
+                    await previous.ws.close(code=4000, message=b"Session resumed elsewhere.")
+            last_seen = int(data.get("seq") or 0)
+            for payload in session.history:
+                if payload["s"] > last_seen:
+                    await conn.send(payload)
+            session.seq += 1
+            resumed = {"op": 0, "t": "RESUMED", "s": session.seq, "d": {"_trace": ["fake"]}}
+            session.history.append(resumed)
+            await conn.send(resumed)
+        self.resume_count += 1
+        await self._notify_state()
+
+    async def _dispatch(self, session: _GatewaySession, event: str, data: dict[str, Any]) -> int:
+        """Send a dispatch with the session's next sequence number (kept for RESUME)."""
+        async with session.lock:
+            session.seq += 1
+            payload = {"op": 0, "t": event, "s": session.seq, "d": data}
+            session.history.append(payload)
+            if session.conn is not None:
+                await session.conn.send(payload)
+            return session.seq
+
+    async def send_message(
+        self, content: str, *, user_id: int = DEFAULT_USER_ID, mention_bot: bool = True
+    ) -> int:
+        """A member's message in the fake's channel (MESSAGE_CREATE), e.g. ``@bot help``."""
+        session = self._current_session
+        if session is None:
+            raise RuntimeError("FakeDiscord: no client is READY yet to receive a message")
+        message_id = self._snowflake()
+        mentions = [self._bot_user()] if mention_bot else []
+        prefix = f"<@{self.bot_user_id}> " if mention_bot else ""
+        payload = {
+            "id": str(message_id),
+            "type": 0,
+            "channel_id": str(self.channel_id),
+            "guild_id": str(self.guild_id),
+            "author": self._user(user_id),
+            "member": {"roles": [], "joined_at": _iso(_now()), "deaf": False, "mute": False},
+            "content": prefix + content,
+            "timestamp": _iso(_now()),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": mentions,
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "flags": 0,
+            "components": [],
+        }
+        await self._dispatch(session, "MESSAGE_CREATE", payload)
+        return message_id
+
+    async def drop_gateway(self, code: int = 4000) -> None:
+        """Close the current gateway socket with a resumable code; discord.py will RESUME.
+
+        Dispatches sent until the client resumes are buffered and replayed on RESUME.
+        """
+        session = self._current_session
+        conn = session.conn if session is not None else None
+        if session is None or conn is None:
+            raise RuntimeError("FakeDiscord.drop_gateway: no connected gateway session")
+        async with session.lock:
+            session.conn = None
+        await conn.ws.close(code=code, message=b"Dropped by the test.")
+
+    # ------------------------------------------------------------------ interactions
+
+    def _find_command(self, name: str, guild_id: int | None) -> dict[str, Any] | None:
+        scopes: list[int | None] = [guild_id, None] if guild_id is not None else [None]
+        scopes += [s for s in self.synced_commands if s not in scopes]
+        for scope in scopes:
+            for command in self.synced_commands.get(scope, []):
+                if command["name"] == name and command.get("type", 1) == 1:
+                    return command
+        return None
+
+    def _options(
+        self, options: dict[str, Any] | None, resolved: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Option payloads, and ``resolved`` with the attachments those options refer to."""
+        merged: dict[str, Any] = {}
+        payloads: list[dict[str, Any]] = []
+        for name, value in (options or {}).items():
+            issued = (
+                self._option_attachments.get(str(value.get("id")))
+                if isinstance(value, dict) and "type" not in value
+                else None
+            )
+            if issued is None:
+                payloads.append(_option_payload(name, value))
+                continue
+            payloads.append({"name": name, "type": 11, "value": issued["id"]})
+            merged.setdefault("attachments", {})[issued["id"]] = copy.deepcopy(issued)
+        for kind, entries in (resolved or {}).items():
+            merged.setdefault(kind, {}).update(copy.deepcopy(entries))
+        return payloads, merged
+
+    async def _dispatch_interaction(
+        self,
+        *,
+        kind: int,
+        name: str,
+        data: dict[str, Any],
+        user_id: int,
+        username: str,
+        guild: int | None,
+        channel_id: int,
+        attachment_size_limit: int,
+        permissions: str | None,
+        app_permissions: str,
+        roles: list[int] | None,
+        created_at: dt.datetime | None,
+        message: dict[str, Any] | None = None,
+    ) -> FakeInteraction:
+        """Build an INTERACTION_CREATE (guild member or DM user parts), register it, send it."""
+        session = self._current_session
+        if session is None:
+            raise RuntimeError("FakeDiscord: no client is READY yet to receive an interaction")
+        if roles and guild != self.guild_id:
+            raise ValueError("FakeDiscord: roles exist only in the fake's own guild")
+        role_ids = list(roles or [])
+        for role_id in role_ids:
+            self._role(role_id)  # raises for a role the guild does not have
+        created = created_at or _now()
+        interaction_id = self._snowflake(created)
+        token = "aW50ZXJhY3Rpb246" + secrets.token_hex(32)
+        user = self._remember_user(user_id, username)
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "token": token,
+            "version": 1,
+            "data": data,
+            "channel_id": str(channel_id),
+            "locale": "en-US",
+            "app_permissions": app_permissions,
+            "entitlements": [],
+            "attachment_size_limit": attachment_size_limit,
+        }
+        if message is not None:
+            payload["message"] = copy.deepcopy(message)
+        if guild is not None:
+            # Another channel (or guild) than the fake's own: same shape, other ids.
+            known = self._extra_channels.get(channel_id)
+            if known is not None and guild == self.guild_id:
+                channel = copy.deepcopy(known)
+            else:
+                channel = {**self._guild_channel(), "id": str(channel_id), "guild_id": str(guild)}
+            if permissions is None:
+                permissions = self._member_permissions(user_id, role_ids)
+            payload.update(
+                guild_id=str(guild),
+                guild={"id": str(guild), "locale": "en-US", "features": []},
+                guild_locale="en-US",
+                channel={**channel, "permissions": app_permissions},
+                member={
+                    "user": user,
+                    "roles": [str(r) for r in role_ids],
+                    "joined_at": _iso(created),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                    "pending": False,
+                    "premium_since": None,
+                    "nick": None,
+                    "avatar": None,
+                    "communication_disabled_until": None,
+                    "permissions": permissions,
+                },
+                authorizing_integration_owners={"0": str(guild)},
+                context=0,
+            )
+        else:
+            self._dm_recipients.setdefault(channel_id, user_id)
+            payload.update(
+                user=user,
+                channel={
+                    "id": str(channel_id),
+                    "type": 1,
+                    "last_message_id": None,
+                    "flags": 0,
+                    "recipients": [user],
+                },
+                authorizing_integration_owners={"0": "0"},
+                context=1,
+            )
+
+        info = FakeInteraction(
+            id=interaction_id,
+            token=token,
+            application_id=self.application_id,
+            user_id=user_id,
+            channel_id=channel_id,
+            guild_id=guild,
+            message_id=None if message is None else int(message["id"]),
+        )
+        # Registered before dispatch: the bot may answer before _dispatch returns.
+        self._interactions[token] = _InteractionState(
+            info=info,
+            name=name,
+            user=user,
+            attachment_size_limit=attachment_size_limit,
+            dispatched_at=time.monotonic(),
+            kind=kind,
+        )
+        await self._dispatch(session, "INTERACTION_CREATE", payload)
+        return info
+
+    async def send_interaction(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        username: str = "member",
+        guild_id: int | Literal[_Default.GUILD] | None = DEFAULT_GUILD,
+        channel_id: int | None = None,
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+        permissions: str | None = None,
+        app_permissions: str = str(_EVERYONE_PERMISSIONS),
+        roles: list[int] | None = None,
+        created_at: dt.datetime | None = None,
+        resolved: dict[str, Any] | None = None,
+    ) -> FakeInteraction:
+        """Dispatch a chat-input INTERACTION_CREATE and return what identifies it.
+
+        ``guild_id=None`` makes a DM interaction (channel defaults to the user's DM channel).
+        ``created_at`` in the past makes the interaction, and so its token, look old.
+
+        Option values: str, int, float and bool get their option type; a dict with a ``type``
+        is a raw option (``{"type": 8, "value": str(role_id)}``), whose users, members,
+        channels or roles go in ``resolved`` (see ``resolved_roles``); an attachment object
+        from ``add_attachment`` becomes an attachment option and fills ``resolved`` itself.
+        ``roles`` (ids from ``add_role``) fill ``member.roles``; ``permissions`` defaults to
+        what Discord computes from @everyone and those roles (everything for the guild owner).
+        """
+        guild = self.guild_id if guild_id is DEFAULT_GUILD else guild_id
+        if channel_id is None:
+            channel_id = self.channel_id if guild is not None else self.dm_channel_id(user_id)
+        command = self._find_command(name, guild)
+        command_data: dict[str, Any] = {
+            "id": command["id"] if command else str(self._snowflake()),
+            "name": name,
+            "type": 1,
+        }
+        if command is not None and "guild_id" in command:
+            command_data["guild_id"] = command["guild_id"]
+        option_payloads, all_resolved = self._options(options, resolved)
+        if option_payloads:
+            command_data["options"] = option_payloads
+        if all_resolved:
+            command_data["resolved"] = all_resolved
+        return await self._dispatch_interaction(
+            kind=APPLICATION_COMMAND,
+            name=name,
+            data=command_data,
+            user_id=user_id,
+            username=username,
+            guild=guild,
+            channel_id=channel_id,
+            attachment_size_limit=attachment_size_limit,
+            permissions=permissions,
+            app_permissions=app_permissions,
+            roles=roles,
+            created_at=created_at,
+        )
+
+    async def press_button(
+        self,
+        message_id: int | str,
+        custom_id: str,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        username: str = "member",
+        guild_id: int | Literal[_Default.GUILD] | None = DEFAULT_GUILD,
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+        permissions: str | None = None,
+        app_permissions: str = str(_EVERYONE_PERMISSIONS),
+        roles: list[int] | None = None,
+        created_at: dt.datetime | None = None,
+    ) -> FakeInteraction:
+        """Press a button on a message the bot sent: a MESSAGE_COMPONENT INTERACTION_CREATE.
+
+        The interaction carries ``data: {custom_id, component_type: 2}`` and the whole stored
+        message, in the channel the message is in; a DM message makes a DM interaction
+        (``guild_id`` may then only be left as is or None). Raises ValueError for what real
+        Discord cannot produce: an unknown message, a custom_id on no enabled, non-link
+        button of the message, someone else's ephemeral message or DM.
+
+        The bot may answer with callback types 4, 5, 6 (DEFERRED_UPDATE_MESSAGE) or 7
+        (UPDATE_MESSAGE); after 6 or 7, ``@original`` is the message the button is on.
+        """
+        message = self._messages.get(int(message_id))
+        if message is None:
+            raise ValueError(f"FakeDiscord.press_button: no message {message_id}")
+        walked = _walk_components(message["components"])
+        buttons = [c for _, c in walked if c.get("type") == _BUTTON]
+        button = next((b for b in buttons if b.get("custom_id") == custom_id), None)
+        if button is None:
+            ids = [b.get("custom_id") for b in buttons if b.get("custom_id")]
+            raise ValueError(
+                f"FakeDiscord.press_button: message {message_id} has no button {custom_id!r}"
+                f" (its buttons: {ids})"
+            )
+        if button.get("disabled"):
+            raise ValueError(f"FakeDiscord.press_button: button {custom_id!r} is disabled")
+        channel_id = int(message["channel_id"])
+        if message["flags"] & EPHEMERAL:
+            viewer = int((message.get("interaction_metadata") or {})["user"]["id"])
+            if viewer != user_id:
+                raise ValueError(
+                    f"FakeDiscord.press_button: only user {viewer} sees ephemeral message"
+                    f" {message_id}"
+                )
+        recipient = self._dm_recipients.get(channel_id)
+        if recipient is not None:
+            if guild_id not in (DEFAULT_GUILD, None):
+                raise ValueError("FakeDiscord.press_button: the message is in a DM channel")
+            if recipient != user_id:
+                raise ValueError(
+                    f"FakeDiscord.press_button: message {message_id} is in the DM of {recipient}"
+                )
+            guild: int | None = None
+        elif guild_id is None:
+            raise ValueError(f"FakeDiscord.press_button: message {message_id} is in a guild")
+        else:
+            guild = self.guild_id if guild_id is DEFAULT_GUILD else guild_id
+        return await self._dispatch_interaction(
+            kind=MESSAGE_COMPONENT,
+            name=custom_id,
+            data={"custom_id": custom_id, "component_type": _BUTTON},
+            user_id=user_id,
+            username=username,
+            guild=guild,
+            channel_id=channel_id,
+            attachment_size_limit=attachment_size_limit,
+            permissions=permissions,
+            app_permissions=app_permissions,
+            roles=roles,
+            created_at=created_at,
+            message=message,
+        )
