@@ -11,7 +11,7 @@ import pytest
 from bot.__main__ import build_bot, build_kie_client
 from bot.discord_bot import EXTENSIONS
 from bot.settings import Settings
-from bot.store import Storage, open_storage
+from bot.store import open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.helpers import final_answer

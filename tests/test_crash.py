@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from bot.domain import JobState
-from bot.store import Storage, open_storage
+from bot.store import open_storage
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript

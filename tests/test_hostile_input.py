@@ -29,7 +29,7 @@ from bot.__main__ import build_kie_client, build_webhook_server, http_session
 from bot.domain import Job, JobState, NewJob, SpendLimits
 from bot.kie import KieMalformedResponse
 from bot.settings import Settings, SettingsError, bind_host, load_settings
-from bot.store import Storage, open_storage
+from bot.store import open_storage
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
 from tests.fakes.kie_server import TINY_PNG, FakeKie, TaskScript

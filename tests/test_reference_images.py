@@ -11,7 +11,7 @@ import pytest
 from bot.domain import JobState, NewJob, ReplyTarget, SpendLimits
 from bot.kie import IMAGE_TO_IMAGE_MODEL, REFERENCE_MAX_BYTES
 from bot.settings import Settings
-from bot.store import Storage, open_storage
+from bot.store import open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import I2I_RESULT_PNG, CreateFault, FakeKie, make_png
