@@ -35,7 +35,7 @@ from bot.policy import ServerAdmin
 from bot.quota import Costs, QuotaBook
 from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.single import DatabaseInUse, SingleProcessLock
-from bot.store import Store
+from bot.store import DatabaseTooNew, Storage, open_storage
 from bot.ui import messages
 from bot.webhook import WebhookServer
 
@@ -96,9 +96,10 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
     return guarded_session(fetch_policy(settings))
 
 
-def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
+def build_bot(settings: Settings, storage: Storage, kie: KieClient) -> ImagineBot:
     operator = OperatorControls(
-        store,
+        storage.operator,
+        storage.meta,
         Ceilings(
             member_daily=settings.max_member_daily,
             server_daily=settings.server_daily_cap or None,
@@ -107,12 +108,13 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
         PauseGate(),
     )
     quota = QuotaBook(
-        store,
+        storage.jobs,
+        storage.settings,
         operator,
         daily_limit=settings.daily_quota,
         costs=Costs(units_1k=settings.cost_1k, units_2k=settings.cost_2k),
     )
-    alerts = OperatorAlerts(store)  # routed to Discord once the bot exists, below
+    alerts = OperatorAlerts(storage.meta)  # routed to Discord once the bot exists, below
 
     async def alert_operator(kind: FailureKind) -> bool:
         alert, text = _OPERATOR_ALERTS[kind]
@@ -133,7 +135,7 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
         kie, min_interval=poll_every, reserve_for_wakeups=3 if settings.public_base_url else 0
     )
     jobs = JobService(
-        store,
+        storage.jobs,
         quota,
         kie,
         limits,
@@ -145,11 +147,17 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     )
     bot = ImagineBot(
         settings=settings,
-        store=store,
+        storage=storage,
         quota=quota,
         jobs=jobs,
-        moderation=Moderation(store),
-        admin=ServerAdmin(store, quota, nsfw_permitted=settings.allow_nsfw),
+        moderation=Moderation(storage.moderation, storage.settings),
+        admin=ServerAdmin(
+            storage.settings,
+            storage.moderation,
+            storage.jobs,
+            quota,
+            nsfw_permitted=settings.allow_nsfw,
+        ),
         credits=CreditWatch(kie, threshold=settings.low_credits_warning),
         operator=operator,
         alerts=alerts,
@@ -194,7 +202,7 @@ def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer |
     if not settings.webhook_port:
         return None
     return WebhookServer(
-        bot.store,
+        bot.storage.jobs,
         bot.jobs.polls,
         host=bind_host(settings),
         port=settings.webhook_port,
@@ -227,7 +235,13 @@ async def run(settings: Settings) -> None:
 
 async def _run_locked(settings: Settings) -> None:
     try:
-        store = await Store.open(settings.database_path)
+        storage = await open_storage(settings.database_path)
+    except DatabaseTooNew as error:
+        raise StartupError(
+            f"DATABASE_PATH ({settings.database_path}) was last used by a newer version of the "
+            f"bot (schema version {error.found}; this one knows up to {error.known}): upgrade "
+            "the bot, or point DATABASE_PATH at another file."
+        ) from None
     except (OSError, sqlite3.Error) as error:
         raise StartupError(
             f"DATABASE_PATH ({settings.database_path}) cannot be opened: {error}."
@@ -236,7 +250,7 @@ async def _run_locked(settings: Settings) -> None:
         async with http_session(settings) as session:
             kie = build_kie_client(session, settings)
             await check_kie_account(kie)
-            bot = build_bot(settings, store, kie)
+            bot = build_bot(settings, storage, kie)
             server = build_webhook_server(settings, bot)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -270,7 +284,7 @@ async def _run_locked(settings: Settings) -> None:
                 if heartbeat is not None:
                     heartbeat.cancel()
     finally:
-        await store.close()
+        await storage.close()
 
 
 async def beat(path: Path) -> None:

@@ -24,7 +24,7 @@ from bot.domain import OverLimit
 from bot.moderation import Moderation, RefusalKind
 from bot.operator import OperatorControls, guild_key
 from bot.quota import BudgetStatus, QuotaBook, QuotaStatus
-from bot.store import Store
+from bot.store import JobLedger, ModerationRecords
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ AuditPost = Callable[[int | None, str, int, str], Awaitable[None]]  # guild, tit
 class Admission:
     def __init__(
         self,
-        store: Store,
+        ledger: JobLedger,
+        records: ModerationRecords,
         operator: OperatorControls,
         moderation: Moderation,
         quota: QuotaBook,
@@ -118,7 +119,8 @@ class Admission:
         alert_total_cap: Callable[[], Awaitable[bool]],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._ledger = ledger
+        self._records = records
         self._operator = operator
         self._moderation = moderation
         self._quota = quota
@@ -167,7 +169,7 @@ class Admission:
                     channels=moderated.channels,
                 )
             limits = await self._quota.spend_limits(asker.guild_id, asker.role_ids)
-            over = await self._store.over_limit(
+            over = await self._ledger.over_limit(
                 asker.user_id, asker.guild_id, self._quota.today(), asker.units, limits
             )
             if over is not None:
@@ -195,7 +197,7 @@ class Admission:
             if self._first_notice(("not_enabled", asker.guild_id, self._quota.today()), 86400):
                 log.info("refused a command in server %s: not in ALLOWED_GUILD_IDS", asker.guild_id)
             return
-        await self._store.count_refusal(self._quota.today(), guild_key(asker.guild_id), reason)
+        await self._records.count_refusal(self._quota.today(), guild_key(asker.guild_id), reason)
         if reason is RefusalReason.TOTAL_CAP:
             await self._alert_total_cap()  # at most once an hour, however many are refused
         if not self._first_notice((asker.guild_id, asker.user_id, reason), NOTICE_EVERY):
@@ -222,7 +224,7 @@ class Admission:
         if guild_id is not None:
             return False
         # DMs are never a way around a server's ban: any server the bot is still in counts.
-        return any(self._shares_server(g) for g in await self._store.servers_banning(user_id))
+        return any(self._shares_server(g) for g in await self._records.servers_banning(user_id))
 
     def _first_notice(self, key: tuple[object, ...], every: float) -> bool:
         now = self._clock()

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.store import Store
+from bot.store import KeyValues
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,13 @@ Send = Callable[[str], Awaitable[bool]]  # True when the text reached the operat
 class OperatorAlerts:
     def __init__(
         self,
-        store: Store,
+        meta: KeyValues,
         send: Send | None = None,
         *,
         every: float = ALERT_EVERY,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._meta = meta
         self._send = send
         self._every = every
         self._clock = clock
@@ -78,7 +78,7 @@ class OperatorAlerts:
                 log.error("could not alert the operator about %s", kind.value)
                 return False
             self._sent[kind] = now
-            await self._store.set_meta(f"alert:{kind.value}", repr(now))
+            await self._meta.set(f"alert:{kind.value}", repr(now))
             log.warning("alerted the operator: %s", kind.value)
             return True
 
@@ -96,7 +96,7 @@ class OperatorAlerts:
             return
         self._loaded = True
         for kind in AlertKind:
-            value = await self._store.get_meta(f"alert:{kind.value}")
+            value = await self._meta.get(f"alert:{kind.value}")
             if value is not None:
                 try:
                     self._sent[kind] = float(value)

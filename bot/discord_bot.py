@@ -23,7 +23,7 @@ from bot.operator import OperatorControls
 from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Storage
 from bot.ui import messages
 from bot.ui.audit import AuditLog
 from bot.ui.reply import NO_PINGS, REENCODES_AT_ONCE, DiscordReply
@@ -82,7 +82,7 @@ class ImagineBot(commands.Bot):
         self,
         *,
         settings: Settings,
-        store: Store,
+        storage: Storage,
         quota: QuotaBook,
         jobs: JobService,
         moderation: Moderation,
@@ -101,7 +101,7 @@ class ImagineBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
-        self.store = store
+        self.storage = storage
         self.quota = quota
         self.jobs = jobs
         self.moderation = moderation
@@ -111,7 +111,8 @@ class ImagineBot(commands.Bot):
         self.alerts = alerts
         self.audit = AuditLog(self, moderation)
         self.admission = Admission(
-            store,
+            storage.jobs,
+            storage.moderation,
             operator,
             moderation,
             quota,
@@ -248,7 +249,7 @@ class ImagineBot(commands.Bot):
         # Shielded: a database call cut off midway could leave a transaction open.
         try:
             writable = await asyncio.wait_for(
-                asyncio.shield(self.store.writable()), READINESS_DB_SECONDS
+                asyncio.shield(self.storage.writable()), READINESS_DB_SECONDS
             )
         except TimeoutError:
             writable = False
@@ -302,7 +303,7 @@ class ImagineBot(commands.Bot):
     async def _sync_scope(self, guild: discord.Object | None, mode: str) -> None:
         scope = f"{self.application_id}:{guild.id if guild else 'global'}"
         fingerprint = self.command_fingerprint(guild)
-        if mode == "auto" and await self.store.get_meta(f"commands:{scope}") == fingerprint:
+        if mode == "auto" and await self.storage.meta.get(f"commands:{scope}") == fingerprint:
             log.info("slash commands unchanged; not syncing")
             return
         try:
@@ -311,7 +312,7 @@ class ImagineBot(commands.Bot):
             # Commands synced earlier keep working; try again on the next start.
             log.error("could not sync slash commands (%s %s)", error.status, error.text)
             return
-        await self.store.set_meta(f"commands:{scope}", fingerprint)
+        await self.storage.meta.set(f"commands:{scope}", fingerprint)
         where = f"server {guild.id}" if guild else "all servers"
         log.info("synced %d slash commands to %s", len(synced), where)
 

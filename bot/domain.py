@@ -105,7 +105,7 @@ class Job:
 
 
 class OverLimit(enum.StrEnum):
-    """Why `Store.reserve` charged nothing."""
+    """Why `JobLedger.reserve` charged nothing."""
 
     QUOTA = "quota"  # the member's daily quota (capped by the operator's ceiling)
     BUDGET = "budget"  # the server's own daily budget

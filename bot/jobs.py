@@ -41,7 +41,7 @@ from bot.kie.polling import PollScheduler
 from bot.operator import PauseGate
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits, RunQueue, Wait
-from bot.store import Store
+from bot.store import JobLedger
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class JobLimits:
 class JobService:
     def __init__(
         self,
-        store: Store,
+        ledger: JobLedger,
         quota: QuotaBook,
         kie: KieClient,
         limits: JobLimits,
@@ -212,7 +212,7 @@ class JobService:
         allow_nsfw: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._ledger = ledger
         self._quota = quota
         self._kie = kie
         self._limits = limits
@@ -235,7 +235,7 @@ class JobService:
         # kie.ai's filter is off only where the operator, the server and the channel all allow
         # adult content; spoilers are the server's wish for its age-restricted channels.
         unfiltered = self._allow_nsfw and policy.nsfw_allowed and request.age_restricted
-        return await self._store.reserve(
+        return await self._ledger.reserve(
             NewJob(
                 user_id=request.user_id,
                 guild_id=request.guild_id,
@@ -269,8 +269,8 @@ class JobService:
     async def unfinished(self) -> list[Job]:
         """Jobs a previous run left open. Call once at start-up, before any new work."""
         now = self._clock()
-        recent = await self._store.submissions_since(now - self._kie.submit_window)
-        unfinished = await self._store.open_jobs()
+        recent = await self._ledger.submissions_since(now - self._kie.submit_window)
+        unfinished = await self._ledger.open_jobs()
         for job in unfinished:
             if job.state is not JobState.RESERVED:
                 # Already at kie.ai: counted as running before any waiting job may start.
@@ -357,7 +357,7 @@ class JobService:
     async def _deliver(
         self, job: Job, task_id: str, image: DownloadedImage, reporter: JobReporter
     ) -> None:
-        if not await self._store.begin_delivery(job.id):
+        if not await self._ledger.begin_delivery(job.id):
             raise JobTaken
         quota = await self._quota_after(job)
         finished = Finished(job, image, self._clock() - job.created_at, quota)
@@ -366,7 +366,7 @@ class JobService:
         except DeliveryError as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
-        if not await self._store.mark_delivered(job.id, delivery.via, delivery.url):
+        if not await self._ledger.mark_delivered(job.id, delivery.via, delivery.url):
             log.error("job %s was delivered but already marked finished elsewhere", job.id)
         log.info(
             "job %s delivered by %s (task %s, %.1fs)",
@@ -411,7 +411,7 @@ class JobService:
         except KieError as error:
             log.warning("job %s: the reference image could not be uploaded: %s", job.id, error)
             raise JobFailed(FailureKind.REFERENCE_FAILED) from None
-        await self._store.set_input_url(job.id, input_url)
+        await self._ledger.set_input_url(job.id, input_url)
         return (input_url,)
 
     async def _submit(self, job: Job, reporter: JobReporter) -> str:
@@ -436,7 +436,7 @@ class JobService:
             await self._gate.wait_open()
             if claimed:
                 return
-            if not await self._store.begin_submit(job.id):
+            if not await self._ledger.begin_submit(job.id):
                 raise JobTaken  # not "reserved" any more: never send it from here
             claimed = True
 
@@ -446,7 +446,7 @@ class JobService:
             before_send=before_send,
             queue_key=job.user_id,
         )
-        if not await self._store.mark_submitted(job.id, task_id):
+        if not await self._ledger.mark_submitted(job.id, task_id):
             raise JobTaken
         log.info("job %s submitted as task %s", job.id, task_id)
         await _report(reporter, Progress(Phase.GENERATING, job.created_at))
@@ -481,7 +481,7 @@ class JobService:
                     raise JobFailed(FailureKind.TIMED_OUT) from None
                 looked = True
                 if info.finished and info.credits is not None:
-                    await self._store.set_job_credits(job.id, info.credits)
+                    await self._ledger.set_job_credits(job.id, info.credits)
                 if info.state == "fail":
                     if blocked_by_safety_filter(info.fail_message):
                         raise JobFailed(FailureKind.CONTENT_FILTERED)
@@ -521,7 +521,7 @@ class JobService:
         error: Exception | None = None,
     ) -> None:
         reason = f"{kind.value}: {error or detail or ''}"[:500]
-        if not await self._store.refund(job.id, reason):
+        if not await self._ledger.refund(job.id, reason):
             return  # already finished elsewhere: never refund or report twice
         alerted = False
         if kind in OPERATOR_PROBLEMS:

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.blocklist import BlockRule, find_blocked, normalize_term
-from bot.store import Store
+from bot.store import ModerationRecords, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ class ModerationError(Exception):
 
 
 class Moderation:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, records: ModerationRecords, settings: ServerSettings) -> None:
+        self._records = records
+        self._settings = settings
         # Terms per server, read once and dropped on every change: checks stay cheap.
         self._rules: dict[int, tuple[BlockRule, ...]] = {}
         self._global_rules: tuple[BlockRule, ...] | None = None  # the operator's
@@ -68,7 +69,7 @@ class Moderation:
 
     async def record_refusal(self, guild_id: int, user_id: int, kind: str, detail: str) -> None:
         """Keep a refused prompt in the server's moderation log (the caller bounds the rate)."""
-        await self._store.log_moderation(guild_id, user_id, kind, detail)
+        await self._records.log_moderation(guild_id, user_id, kind, detail)
 
     async def _server_check(
         self, guild_id: int, channel_id: int | None, user_id: int, prompt: str
@@ -85,7 +86,9 @@ class Moderation:
 
     async def _global_rules_now(self) -> tuple[BlockRule, ...]:
         if self._global_rules is None:
-            self._global_rules = tuple(BlockRule(term) for term in await self._store.global_terms())
+            self._global_rules = tuple(
+                BlockRule(term) for term in await self._records.global_terms()
+            )
         return self._global_rules
 
     async def add_global_term(self, term: str) -> bool:
@@ -93,12 +96,12 @@ class Moderation:
         canonical = _canonical(term)
         if len(await self._global_rules_now()) >= MAX_TERMS:
             raise ModerationError(f"The bot's blocklist holds at most {MAX_TERMS} terms.")
-        added = await self._store.add_global_term(canonical, term.strip())
+        added = await self._records.add_global_term(canonical, term.strip())
         self._global_rules = None
         return added
 
     async def remove_global_term(self, term: str) -> bool:
-        removed = await self._store.remove_global_term(_canonical(term))
+        removed = await self._records.remove_global_term(_canonical(term))
         self._global_rules = None
         return removed
 
@@ -108,7 +111,7 @@ class Moderation:
     async def _rules_for(self, guild_id: int) -> tuple[BlockRule, ...]:
         rules = self._rules.get(guild_id)
         if rules is None:
-            rules = tuple(BlockRule(term) for term in await self._store.blocked_terms(guild_id))
+            rules = tuple(BlockRule(term) for term in await self._records.blocked_terms(guild_id))
             self._rules[guild_id] = rules
         return rules
 
@@ -117,18 +120,18 @@ class Moderation:
         canonical = _canonical(term)
         if len(await self.terms(guild_id)) >= MAX_TERMS:
             raise ModerationError(f"A server can block at most {MAX_TERMS} terms.")
-        added = await self._store.add_blocked_term(guild_id, canonical, term.strip(), actor)
+        added = await self._records.add_blocked_term(guild_id, canonical, term.strip(), actor)
         if added:
             self._rules.pop(guild_id, None)
-            await self._store.log_moderation(guild_id, actor, "term_added", term, actor)
+            await self._records.log_moderation(guild_id, actor, "term_added", term, actor)
         return added
 
     async def remove_term(self, guild_id: int, term: str, actor: int) -> bool:
         canonical = _canonical(term)
-        removed = await self._store.remove_blocked_term(guild_id, canonical)
+        removed = await self._records.remove_blocked_term(guild_id, canonical)
         if removed:
             self._rules.pop(guild_id, None)
-            await self._store.log_moderation(guild_id, actor, "term_removed", term, actor)
+            await self._records.log_moderation(guild_id, actor, "term_removed", term, actor)
         return removed
 
     async def terms(self, guild_id: int) -> list[str]:
@@ -137,54 +140,54 @@ class Moderation:
     async def ban(self, guild_id: int, user_id: int, actor: int, reason: str | None) -> bool:
         if user_id == actor:
             raise ModerationError("You can't ban yourself.")
-        banned = await self._store.ban(guild_id, user_id, actor, reason)
+        banned = await self._records.ban(guild_id, user_id, actor, reason)
         self._bans.pop(guild_id, None)
         if banned:
-            await self._store.log_moderation(guild_id, user_id, "banned", reason or "", actor)
+            await self._records.log_moderation(guild_id, user_id, "banned", reason or "", actor)
         return banned
 
     async def unban(self, guild_id: int, user_id: int, actor: int) -> bool:
-        unbanned = await self._store.unban(guild_id, user_id)
+        unbanned = await self._records.unban(guild_id, user_id)
         self._bans.pop(guild_id, None)
         if unbanned:
-            await self._store.log_moderation(guild_id, user_id, "unbanned", "", actor)
+            await self._records.log_moderation(guild_id, user_id, "unbanned", "", actor)
         return unbanned
 
     async def set_audit_channel(self, guild_id: int, channel_id: int | None, actor: int) -> None:
-        await self._store.set_audit_channel(guild_id, channel_id)
+        await self._settings.set_audit_channel(guild_id, channel_id)
         detail = str(channel_id) if channel_id else "off"
-        await self._store.log_moderation(guild_id, actor, "audit_channel", detail, actor)
+        await self._records.log_moderation(guild_id, actor, "audit_channel", detail, actor)
 
     async def allow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
-        added = await self._store.allow_channel(guild_id, channel_id)
+        added = await self._settings.allow_channel(guild_id, channel_id)
         self._channels.pop(guild_id, None)
         if added:
-            await self._store.log_moderation(
+            await self._records.log_moderation(
                 guild_id, actor, "channel_allowed", str(channel_id), actor
             )
         return added
 
     async def disallow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
-        removed = await self._store.disallow_channel(guild_id, channel_id)
+        removed = await self._settings.disallow_channel(guild_id, channel_id)
         self._channels.pop(guild_id, None)
         if removed:
-            await self._store.log_moderation(
+            await self._records.log_moderation(
                 guild_id, actor, "channel_disallowed", str(channel_id), actor
             )
         return removed
 
     async def allowed_channels(self, guild_id: int) -> list[int]:
         if guild_id not in self._channels:
-            self._channels[guild_id] = await self._store.allowed_channels(guild_id)
+            self._channels[guild_id] = await self._settings.allowed_channels(guild_id)
         return self._channels[guild_id]
 
     async def _banned_in(self, guild_id: int) -> set[int]:
         if guild_id not in self._bans:
-            self._bans[guild_id] = await self._store.banned_members(guild_id)
+            self._bans[guild_id] = await self._records.banned_members(guild_id)
         return self._bans[guild_id]
 
     async def audit_channel(self, guild_id: int | None) -> int | None:
-        return None if guild_id is None else await self._store.audit_channel(guild_id)
+        return None if guild_id is None else await self._settings.audit_channel(guild_id)
 
 
 def _canonical(term: str) -> str:

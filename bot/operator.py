@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.domain import OwnerAction
-from bot.store import Store
+from bot.store import BanList, KeyValues, OperatorRecords
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +65,24 @@ class PauseGate:
 
 
 class OperatorControls:
-    def __init__(self, store: Store, ceilings: Ceilings, gate: PauseGate) -> None:
-        self._store = store
+    def __init__(
+        self, records: OperatorRecords, meta: KeyValues, ceilings: Ceilings, gate: PauseGate
+    ) -> None:
+        self._records = records
+        self._meta = meta
         self.ceilings = ceilings
         self.gate = gate
-        self._banned: dict[str, set[int]] = {}  # table -> keys, once read
+        self._banned: dict[BanList, set[int]] = {}  # list -> keys, once read
         self._caps: dict[int, int] | None = None
 
-    async def _bans(self, table: str) -> set[int]:
+    async def _bans(self, table: BanList) -> set[int]:
         if table not in self._banned:
-            self._banned[table] = await self._store.banned_everywhere(table)
+            self._banned[table] = await self._records.banned_everywhere(table)
         return self._banned[table]
 
     async def load(self) -> None:
         """Restore the pause after a restart. Call once at start-up."""
-        reason = await self._store.get_meta(_PAUSE_KEY)
+        reason = await self._meta.get(_PAUSE_KEY)
         if reason is not None:
             self.gate.close(reason)
             log.warning("generation is paused by the operator (since before this start)")
@@ -90,7 +93,7 @@ class OperatorControls:
         """Units the server (or all DMs) may spend a day: the owner's own cap for it, else
         SERVER_DAILY_CAP; None: no cap."""
         if self._caps is None:
-            self._caps = await self._store.server_caps()
+            self._caps = await self._records.server_caps()
         own = self._caps.get(guild_key(guild_id))
         if own is not None:
             return own or None
@@ -98,7 +101,7 @@ class OperatorControls:
 
     async def set_cap(self, actor: int, key: int, units: int | None) -> None:
         """`units` None: back to SERVER_DAILY_CAP; 0: no cap for this server."""
-        await self._store.set_server_cap(key, units)
+        await self._records.set_server_cap(key, units)
         self._caps = None  # read again on the next request
         shown = "default" if units is None else ("no cap" if units == 0 else str(units))
         await self._log(actor, "cap", "DMs" if key == DM_KEY else str(key), shown)
@@ -106,32 +109,34 @@ class OperatorControls:
     # --- bans ---------------------------------------------------------------------------------
 
     async def user_banned(self, user_id: int) -> bool:
-        return user_id in await self._bans("banned_users")
+        return user_id in await self._bans(BanList.USERS)
 
     async def server_banned(self, guild_id: int) -> bool:
-        return guild_id in await self._bans("banned_servers")
+        return guild_id in await self._bans(BanList.SERVERS)
 
     async def ban_user(self, actor: int, user_id: int, reason: str | None) -> bool:
-        return await self._ban(actor, "banned_users", "ban-user", user_id, reason)
+        return await self._ban(actor, BanList.USERS, "ban-user", user_id, reason)
 
     async def unban_user(self, actor: int, user_id: int) -> bool:
-        return await self._unban(actor, "banned_users", "unban-user", user_id)
+        return await self._unban(actor, BanList.USERS, "unban-user", user_id)
 
     async def ban_server(self, actor: int, guild_id: int, reason: str | None) -> bool:
-        return await self._ban(actor, "banned_servers", "ban-server", guild_id, reason)
+        return await self._ban(actor, BanList.SERVERS, "ban-server", guild_id, reason)
 
     async def unban_server(self, actor: int, guild_id: int) -> bool:
-        return await self._unban(actor, "banned_servers", "unban-server", guild_id)
+        return await self._unban(actor, BanList.SERVERS, "unban-server", guild_id)
 
-    async def _ban(self, actor: int, table: str, action: str, key: int, reason: str | None) -> bool:
-        banned = await self._store.ban_everywhere(table, key, reason)
+    async def _ban(
+        self, actor: int, table: BanList, action: str, key: int, reason: str | None
+    ) -> bool:
+        banned = await self._records.ban_everywhere(table, key, reason)
         self._banned.pop(table, None)
         if banned:
             await self._log(actor, action, str(key), reason or "")
         return banned
 
-    async def _unban(self, actor: int, table: str, action: str, key: int) -> bool:
-        unbanned = await self._store.unban_everywhere(table, key)
+    async def _unban(self, actor: int, table: BanList, action: str, key: int) -> bool:
+        unbanned = await self._records.unban_everywhere(table, key)
         self._banned.pop(table, None)
         if unbanned:
             await self._log(actor, action, str(key), "")
@@ -142,7 +147,7 @@ class OperatorControls:
     async def pause(self, actor: int, reason: str) -> bool:
         """False if it was already paused (the reason is updated all the same)."""
         was_paused = self.gate.paused
-        await self._store.set_meta(_PAUSE_KEY, reason)
+        await self._meta.set(_PAUSE_KEY, reason)
         self.gate.close(reason)
         await self._log(actor, "pause", "", reason)
         log.warning("generation paused by the operator")
@@ -151,7 +156,7 @@ class OperatorControls:
     async def resume(self, actor: int) -> bool:
         if not self.gate.paused:
             return False
-        await self._store.delete_meta(_PAUSE_KEY)
+        await self._meta.delete(_PAUSE_KEY)
         self.gate.open()
         await self._log(actor, "resume", "", "")
         log.warning("generation resumed by the operator")
@@ -163,7 +168,7 @@ class OperatorControls:
         await self._log(actor, action, "", term)
 
     async def actions(self, limit: int = 10) -> list[OwnerAction]:
-        return await self._store.owner_actions(limit)
+        return await self._records.owner_actions(limit)
 
     async def _log(self, actor: int, action: str, target: str, detail: str) -> None:
-        await self._store.log_owner_action(actor, action, target, detail)
+        await self._records.log_owner_action(actor, action, target, detail)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bot.domain import LogEntry, ServerPolicy
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits
-from bot.store import Store
+from bot.store import JobLedger, ModerationRecords, ServerSettings
 
 MAX_UNITS = 10_000  # a sane ceiling for any quota, grant or budget an admin types
 MAX_RUNNING = 100  # kie.ai runs "about 100+" tasks at once per account
@@ -26,7 +26,7 @@ class PolicyError(Exception):
 
 
 class Setting(enum.StrEnum):
-    """The one-number settings, named as the store's columns."""
+    """The one-number settings, named as `ServerPolicy`'s fields."""
 
     DAILY_QUOTA = "daily_quota"
     DAILY_BUDGET = "daily_budget"
@@ -51,8 +51,18 @@ class PolicyView:
 
 
 class ServerAdmin:
-    def __init__(self, store: Store, quota: QuotaBook, *, nsfw_permitted: bool = False) -> None:
-        self._store = store
+    def __init__(
+        self,
+        settings: ServerSettings,
+        records: ModerationRecords,
+        ledger: JobLedger,
+        quota: QuotaBook,
+        *,
+        nsfw_permitted: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._records = records
+        self._ledger = ledger
         self._quota = quota
         self._nsfw_permitted = nsfw_permitted
 
@@ -73,9 +83,9 @@ class ServerAdmin:
                     f"The bot's operator caps this server at {cap} units a day; its budget can "
                     f"be lower, not higher. Nothing changed."
                 )
-        await self._store.set_policy_value(guild_id, setting.value, value)
+        await self._settings.set_policy_value(guild_id, setting.value, value)
         shown = "default" if value is None else str(value)
-        await self._store.log_moderation(guild_id, actor, setting.value, shown, actor)
+        await self._records.log_moderation(guild_id, actor, setting.value, shown, actor)
 
     async def set_role_quota(
         self, guild_id: int, role_id: int, role_name: str, units: int | None, actor: int
@@ -86,10 +96,10 @@ class ServerAdmin:
         """
         if units is not None:
             self._check_member_units(units)
-        if not await self._store.set_role_quota(guild_id, role_id, units):
+        if not await self._settings.set_role_quota(guild_id, role_id, units):
             return None
         change = f"{role_name}: {'removed' if units is None else units}"
-        await self._store.log_moderation(guild_id, actor, "role_quota", change, actor)
+        await self._records.log_moderation(guild_id, actor, "role_quota", change, actor)
         return change
 
     async def grant(
@@ -105,20 +115,20 @@ class ServerAdmin:
                 f"<@{user_id}> already has {today} today: at most {room} more can be granted. "
                 "Nothing changed."
             )
-        await self._store.add_quota_adjustment(
+        await self._ledger.add_quota_adjustment(
             guild_id, user_id, self._quota.today(), "grant", units, actor
         )
-        await self._store.log_moderation(guild_id, user_id, "grant", f"+{units}", actor)
+        await self._records.log_moderation(guild_id, user_id, "grant", f"+{units}", actor)
         return await self._quota.member_status(user_id, guild_id, role_ids)
 
     async def reset(
         self, guild_id: int, user_id: int, role_ids: tuple[int, ...], actor: int
     ) -> QuotaStatus:
         """Forget what the member used today (refunds nothing: the images stay made)."""
-        await self._store.add_quota_adjustment(
+        await self._ledger.add_quota_adjustment(
             guild_id, user_id, self._quota.today(), "reset", 0, actor
         )
-        await self._store.log_moderation(guild_id, user_id, "reset", "usage reset", actor)
+        await self._records.log_moderation(guild_id, user_id, "reset", "usage reset", actor)
         return await self._quota.member_status(user_id, guild_id, role_ids)
 
     async def set_nsfw(
@@ -130,9 +140,9 @@ class ServerAdmin:
         for name, value in (("nsfw_allowed", allow), ("nsfw_spoiler", spoiler)):
             if value is None:
                 continue
-            await self._store.set_nsfw(guild_id, name, value)
+            await self._settings.set_nsfw(guild_id, name, value)
             shown = "on" if value else "off"
-            await self._store.log_moderation(guild_id, actor, name, shown, actor)
+            await self._records.log_moderation(guild_id, actor, name, shown, actor)
             changes.append(f"{name}: {shown}")
         return changes
 
@@ -146,14 +156,14 @@ class ServerAdmin:
 
     async def view(self, guild_id: int, run_limits: RunLimits, changes: int = 8) -> PolicyView:
         return PolicyView(
-            policy=await self._store.server_policy(guild_id),
+            policy=await self._settings.server_policy(guild_id),
             default_quota=self._quota.daily_limit,
             run_limits=run_limits,
             member_ceiling=self._quota.ceiling,
             server_cap=await self._quota.server_cap(guild_id),
             nsfw_permitted=self._nsfw_permitted,
-            allowed_channels=await self._store.allowed_channels(guild_id),
-            audit_channel=await self._store.audit_channel(guild_id),
-            blocked_terms=len(await self._store.blocked_terms(guild_id)),
-            recent_changes=await self._store.admin_changes(guild_id, changes),
+            allowed_channels=await self._settings.allowed_channels(guild_id),
+            audit_channel=await self._settings.audit_channel(guild_id),
+            blocked_terms=len(await self._records.blocked_terms(guild_id)),
+            recent_changes=await self._records.admin_changes(guild_id, changes),
         )

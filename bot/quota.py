@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from bot.domain import ServerPolicy, SpendLimits
 from bot.kie import Resolution
 from bot.operator import OperatorControls
-from bot.store import Store
+from bot.store import JobLedger, ServerSettings
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,20 @@ def member_limit(policy: ServerPolicy, role_ids: Iterable[int], default: int) ->
 
 
 class QuotaBook:
-    """Reads quota status from the store; charging itself is `JobService`'s `Store.reserve`."""
+    """Reads quota status from the ledger; charging itself is `JobService`'s `JobLedger.reserve`."""
 
     def __init__(
         self,
-        store: Store,
+        ledger: JobLedger,
+        settings: ServerSettings,
         operator: OperatorControls,
         *,
         daily_limit: int,
         costs: Costs,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._ledger = ledger
+        self._settings = settings
         self._operator = operator
         self.daily_limit = daily_limit  # the bot's default, where a server set none
         self.ceiling = operator.ceilings.member_daily  # no member may spend more, grants or not
@@ -99,7 +101,7 @@ class QuotaBook:
     async def policy(self, guild_id: int | None) -> ServerPolicy:
         if guild_id is None:
             return ServerPolicy()
-        return await self._store.server_policy(guild_id)
+        return await self._settings.server_policy(guild_id)
 
     async def limit_for(self, guild_id: int | None, role_ids: Iterable[int]) -> int:
         return self.limit_in(await self.policy(guild_id), role_ids)
@@ -126,7 +128,7 @@ class QuotaBook:
 
     async def limit_today(self, user_id: int, guild_id: int, role_ids: Iterable[int]) -> int:
         """The member's limit today with grants, before the operator's ceiling."""
-        usage = await self._store.usage(user_id, guild_id, self.today())
+        usage = await self._ledger.usage(user_id, guild_id, self.today())
         return await self.limit_for(guild_id, role_ids) + usage.granted
 
     def month_start(self) -> str:
@@ -135,7 +137,7 @@ class QuotaBook:
     async def status(self, user_id: int, guild_id: int | None, limit: int) -> QuotaStatus:
         """Today's usage against `limit` (the member's limit from `limit_for`), grants added and
         the operator's ceiling applied."""
-        usage = await self._store.usage(user_id, guild_id, self.today())
+        usage = await self._ledger.usage(user_id, guild_id, self.today())
         today = SpendLimits(member=limit, member_ceiling=self.ceiling).member_limit(usage.granted)
         return QuotaStatus(used=usage.used, limit=today, resets_at=self.next_reset())
 
@@ -153,5 +155,5 @@ class QuotaBook:
         caps = [limit for limit in limits if limit is not None]
         if not caps:
             return None
-        spent = await self._store.server_units(guild_id, self.today())
+        spent = await self._ledger.server_units(guild_id, self.today())
         return BudgetStatus(spent=spent, budget=min(caps), resets_at=self.next_reset())

@@ -35,7 +35,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from bot.domain import OPEN_STATES
 from bot.kie import parse_credits
 from bot.kie.polling import PollScheduler
-from bot.store import Store
+from bot.store import JobLedger
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class WebhookServer:
 
     def __init__(
         self,
-        store: Store,
+        ledger: JobLedger,
         polls: PollScheduler,
         *,
         host: str,
@@ -267,7 +267,7 @@ class WebhookServer:
         clock: Callable[[], float] = time.time,
         max_connections: int | None = None,
     ) -> None:
-        self._store = store
+        self._ledger = ledger
         self._polls = polls
         self._host = host
         self._port = port
@@ -361,7 +361,7 @@ class WebhookServer:
 
     async def _callback(self, request: web.Request) -> web.Response:
         # The path is matched before anything else is read: a wrong path costs nothing more.
-        job = await self._store.get_job(int(request.match_info["job_id"]))
+        job = await self._ledger.get_job(int(request.match_info["job_id"]))
         if job is None or not hmac.compare_digest(
             job.callback_token.encode(), request.match_info["token"].encode()
         ):
@@ -393,7 +393,7 @@ class WebhookServer:
         # job's secret and the task id matched; state and image are re-read from kie.ai.
         credits = parse_credits(body.get("data")) if isinstance(body, dict) else None
         if credits is not None and job.credits is None:
-            await self._store.set_job_credits(job.id, credits)
+            await self._ledger.set_job_credits(job.id, credits)
         if job.state in OPEN_STATES:
             log.debug("callback for job %s (task %s): checking it now", job.id, task_id)
             self._polls.wake(job.id)

@@ -24,7 +24,7 @@ class HistoryCog(commands.Cog):
     @app_commands.command(name="history", description="See your latest images and their links.")
     async def history(self, interaction: discord.Interaction[ImagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        jobs = await self.bot.store.recent_jobs(
+        jobs = await self.bot.storage.jobs.recent_jobs(
             interaction.user.id, interaction.guild_id, HISTORY_LENGTH
         )
         await interaction.followup.send(

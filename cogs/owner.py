@@ -55,10 +55,10 @@ class OwnerCog(
     @app_commands.command(name="servers", description="Every server's spend, cap and refusals.")
     async def servers(self, interaction: discord.Interaction[ImagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        store, book = self.bot.store, self.bot.quota
+        storage, book = self.bot.storage, self.bot.quota
         today = book.today()
-        spends = await store.spend_by_server(today, book.month_start())
-        refusals = await store.refusals_on(today)
+        spends = await storage.jobs.spend_by_server(today, book.month_start())
+        refusals = await storage.moderation.refusals_on(today)
         keys = {spend.guild_key for spend in spends} | set(refusals)
         operator = self.bot.operator
         caps = {key: await operator.server_cap(key or None) for key in keys}
@@ -69,7 +69,7 @@ class OwnerCog(
             caps,
             banned,
             self._server_name,
-            await store.total_units(today),
+            await storage.jobs.total_units(today),
             operator.ceilings.total_daily,
             operator.gate.reason if operator.gate.paused else None,
         )

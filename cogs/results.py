@@ -55,7 +55,7 @@ class ResultsCog(commands.Cog):
     async def _press(
         self, interaction: discord.Interaction[ImagineBot], action: ResultAction, job_id: int
     ) -> None:
-        job = await self.bot.store.get_job(job_id)
+        job = await self.bot.storage.jobs.get_job(job_id)
         # DELIVERING too: the buttons are on screen a moment before the job is recorded done.
         if job is None or job.state not in (JobState.DELIVERING, JobState.DELIVERED):
             await private(interaction, messages.result_unknown())
@@ -87,7 +87,7 @@ class ResultsCog(commands.Cog):
             if interaction.message is not None:
                 with contextlib.suppress(discord.NotFound):
                     await interaction.message.delete()
-        await self.bot.store.mark_result_deleted(job.id)
+        await self.bot.storage.jobs.mark_result_deleted(job.id)
         if interaction.user.id != job.user_id:
             await self.bot.audit.event(
                 interaction.guild_id,

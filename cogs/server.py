@@ -171,7 +171,9 @@ class ServerCog(
         guild_id, _ = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         book = self.bot.quota
-        found = await self.bot.store.spend_by_server(book.today(), book.month_start(), guild_id)
+        found = await self.bot.storage.jobs.spend_by_server(
+            book.today(), book.month_start(), guild_id
+        )
         spend = found[0] if found else ServerSpend(guild_key(guild_id), 0, 0, 0.0, 0)
         text = texts.server_spend_text(spend, await book.budget_status(guild_id))
         if not self.bot.settings.show_credits_to_servers:
@@ -195,8 +197,8 @@ class ServerCog(
         await interaction.response.defer(ephemeral=True, thinking=True)
         book = self.bot.quota
         since = book.days_ago(STATS_DAYS - 1)
-        totals = await self.bot.store.daily_totals(guild_id, since)
-        top = await self.bot.store.top_members(guild_id, since, TOP_MEMBERS)
+        totals = await self.bot.storage.jobs.daily_totals(guild_id, since)
+        top = await self.bot.storage.jobs.top_members(guild_id, since, TOP_MEMBERS)
         first_day = date.fromisoformat(since)
         since_midnight = datetime.combine(first_day, datetime.min.time(), UTC)
         embed = texts.stats_embed(totals, top, book.today(), since_midnight)

@@ -21,7 +21,7 @@ from bot.__main__ import build_bot, build_kie_client, build_webhook_server, http
 from bot.discord_bot import ImagineBot
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, RetryPolicy
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Storage, open_storage
 from bot.webhook import WebhookServer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
@@ -95,7 +95,7 @@ def settings(tmp_path: Path, fake_discord: FakeDiscord, fake_kie: FakeKie) -> Se
 @dataclass
 class RunningBot:
     bot: ImagineBot
-    store: Store
+    storage: Storage
     settings: Settings
     task: asyncio.Task[None]
     server: WebhookServer | None = None
@@ -106,11 +106,14 @@ class RunningBot:
 
     async def job_states(self) -> dict[str, int]:
         await self.idle()
-        return {state.value: count for state, count in (await self.store.count_by_state()).items()}
+        return {
+            state.value: count
+            for state, count in (await self.storage.jobs.count_by_state()).items()
+        }
 
     async def units_charged(self) -> int:
         await self.idle()
-        return await self.store.total_units_charged()
+        return await self.storage.jobs.total_units_charged()
 
 
 StartBot = Callable[..., Awaitable[RunningBot]]
@@ -146,7 +149,7 @@ async def start_bot(
         run_settings = replace(settings, **overrides)
         session = http_session(run_settings)
         cleanups.append(session.close)
-        store = await Store.open(run_settings.database_path)
+        store = await open_storage(run_settings.database_path)
         cleanups.append(store.close)
         kie = build_kie_client(
             session,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.alerts import ALERT_EVERY, RETRY_FAILED_AFTER, AlertKind, OperatorAlerts
-from bot.store import Store
+from bot.store import Storage, open_storage
 from tests.clock import FakeClock
 
 NOON = 1_800_000_000.0 - 1_800_000_000.0 % 86400 + 12 * 3600  # 12:00 UTC on some day
@@ -29,17 +29,17 @@ class Operator:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "alerts.db")
+async def store(tmp_path: Path) -> AsyncIterator[Storage]:
+    store = await open_storage(tmp_path / "alerts.db")
     yield store
     await store.close()
 
 
-def alerts_at(store: Store, operator: Operator, now: FakeClock) -> OperatorAlerts:
-    return OperatorAlerts(store, operator.send, clock=now)
+def alerts_at(store: Storage, operator: Operator, now: FakeClock) -> OperatorAlerts:
+    return OperatorAlerts(store.meta, operator.send, clock=now)
 
 
-async def test_each_kind_goes_out_at_most_once_an_hour(store: Store) -> None:
+async def test_each_kind_goes_out_at_most_once_an_hour(store: Storage) -> None:
     operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
     assert await alerts.alert(AlertKind.KEY_REFUSED, "key")
@@ -53,7 +53,7 @@ async def test_each_kind_goes_out_at_most_once_an_hour(store: Store) -> None:
     assert operator.received == ["key", "505", "key again"]
 
 
-async def test_the_hour_survives_a_restart(store: Store) -> None:
+async def test_the_hour_survives_a_restart(store: Storage) -> None:
     operator, now = Operator(), FakeClock(NOON)
     assert await alerts_at(store, operator, now).alert(AlertKind.OUT_OF_CREDITS, "empty")
     now.advance(60)
@@ -62,7 +62,7 @@ async def test_the_hour_survives_a_restart(store: Store) -> None:
     assert operator.received == ["empty"]
 
 
-async def test_the_total_cap_alert_goes_out_once_a_utc_day(store: Store) -> None:
+async def test_the_total_cap_alert_goes_out_once_a_utc_day(store: Storage) -> None:
     operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
     assert await alerts.alert(AlertKind.TOTAL_CAP, "day one")
@@ -74,7 +74,7 @@ async def test_the_total_cap_alert_goes_out_once_a_utc_day(store: Store) -> None
 
 
 async def test_a_low_balance_says_nothing_new_right_after_the_account_ran_out(
-    store: Store,
+    store: Storage,
 ) -> None:
     operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
@@ -87,7 +87,7 @@ async def test_a_low_balance_says_nothing_new_right_after_the_account_ran_out(
 
 
 async def test_an_undelivered_alert_is_not_claimed_and_is_retried_a_minute_later(
-    store: Store,
+    store: Storage,
 ) -> None:
     operator, now = Operator(), FakeClock(NOON)
     alerts = alerts_at(store, operator, now)
@@ -100,5 +100,5 @@ async def test_an_undelivered_alert_is_not_claimed_and_is_retried_a_minute_later
     assert operator.received == ["key"]
 
 
-async def test_without_a_route_nothing_is_claimed(store: Store) -> None:
-    assert not await OperatorAlerts(store).alert(AlertKind.KEY_REFUSED, "key")
+async def test_without_a_route_nothing_is_claimed(store: Storage) -> None:
+    assert not await OperatorAlerts(store.meta).alert(AlertKind.KEY_REFUSED, "key")

@@ -11,7 +11,7 @@ import pytest
 from bot.__main__ import build_bot, build_kie_client
 from bot.discord_bot import EXTENSIONS
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.helpers import final_answer
@@ -19,7 +19,7 @@ from tests.helpers import final_answer
 
 async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
     settings = Settings(discord_token="t", kie_api_key="k", database_path=tmp_path / "db.sqlite")
-    store = await Store.open(settings.database_path)
+    store = await open_storage(settings.database_path)
     async with aiohttp.ClientSession() as session:
         bot = build_bot(settings, store, build_kie_client(session, settings))
         for extension in EXTENSIONS:

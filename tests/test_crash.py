@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from bot.domain import JobState
-from bot.store import Store
+from bot.store import open_storage
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -135,14 +135,14 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert len(shown) == len(interactions), "every interaction has a final answer"
     assert set(shown.values()) == {1}, f"exactly one final answer each: {shown}"
 
-    store = await Store.open(store_path)
+    store = await open_storage(store_path)
     try:
-        states = await store.count_by_state()
+        states = await store.jobs.count_by_state()
         delivered = states.get(JobState.DELIVERED, 0)
         refunded = states.get(JobState.REFUNDED, 0)
         assert delivered + refunded == len(interactions), states
         # 1K images cost one unit: the units charged are exactly the images delivered.
-        assert await store.total_units_charged() == delivered
+        assert await store.jobs.total_units_charged() == delivered
     finally:
         await store.close()
     prompts = Counter(task.input["prompt"] for task in fake_kie.created_tasks())

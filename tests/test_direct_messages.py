@@ -115,7 +115,7 @@ async def test_with_dms_allowed_imagine_in_a_dm_makes_the_image(
     assert create.json["input"]["nsfw_checker"] is True, "DMs are never age-restricted"
     assert await running.units_charged() == 1
     assert await running.job_states() == {"delivered": 1}
-    (job,) = await running.store.recent_jobs(MEMBER, None, 10)
+    (job,) = await running.storage.jobs.recent_jobs(MEMBER, None, 10)
     assert job.guild_id is None
 
 
@@ -166,8 +166,8 @@ async def test_dms_count_apart_from_the_server_so_a_member_can_spend_their_maxim
     assert len(fake_kie.calls_to(CREATE_TASK)) == 4
     assert await running.units_charged() == 4
     today = running.bot.quota.today()
-    assert (await running.store.usage(MEMBER, fake_discord.guild_id, today)).used == 2
-    assert (await running.store.usage(MEMBER, None, today)).used == 2
+    assert (await running.storage.jobs.usage(MEMBER, fake_discord.guild_id, today)).used == 2
+    assert (await running.storage.jobs.usage(MEMBER, None, today)).used == 2
 
 
 async def test_a_member_banned_by_a_server_the_bot_is_in_is_refused_in_dms_too(

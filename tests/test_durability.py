@@ -13,7 +13,7 @@ import pytest
 
 from bot.domain import JobState, NewJob, ReplyTarget, SpendLimits
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Storage, open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -40,9 +40,9 @@ def channel_posts(fake: FakeDiscord, channel_id: int) -> list[RecordedRequest]:
     ]
 
 
-async def wait_for_state(store: Store, job_id: int, state: JobState, timeout: float = 10) -> None:
+async def wait_for_state(store: Storage, job_id: int, state: JobState, timeout: float = 10) -> None:
     async def reached() -> bool:
-        job = await store.get_job(job_id)
+        job = await store.jobs.get_job(job_id)
         return job is not None and job.state is state
 
     await eventually(reached, timeout, what=f"job {job_id} to be {state.value}")
@@ -75,7 +75,7 @@ async def seed_job(
     user_id: int = 777,
 ) -> int:
     """Leave a job in the database as a previous run that died in `state` would have."""
-    store = await Store.open(settings.database_path)
+    store = await open_storage(settings.database_path)
     try:
         reply = ReplyTarget(
             application_id=fake_discord.application_id,
@@ -84,7 +84,7 @@ async def seed_job(
             attachment_limit=10 * 2**20,
         )
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        job = await store.reserve(
+        job = await store.jobs.reserve(
             NewJob(
                 user_id,
                 fake_discord.guild_id,
@@ -100,11 +100,11 @@ async def seed_job(
         )
         assert job is not None
         if state is not JobState.RESERVED:
-            await store.begin_submit(job.id)
+            await store.jobs.begin_submit(job.id)
         if task_id is not None:
-            await store.mark_submitted(job.id, task_id)
+            await store.jobs.mark_submitted(job.id, task_id)
         if state is JobState.DELIVERING:
-            await store.begin_delivery(job.id)
+            await store.jobs.begin_delivery(job.id)
         return job.id
     finally:
         await store.close()
@@ -119,7 +119,7 @@ async def test_a_graceful_restart_tells_the_member_and_delivers_once_afterwards(
     first = await start_bot(poll_interval=0.15)
     fake_kie.script_next(SLOW)
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
-    await wait_for_state(first.store, 1, JobState.SUBMITTED)
+    await wait_for_state(first.storage, 1, JobState.SUBMITTED)
     await first.bot.close()
     paused = original_edits(fake_discord, interaction)[-1]
     assert embed_title(paused).startswith("⏸️"), "the member is told the bot is restarting"
@@ -142,12 +142,12 @@ async def test_a_shutdown_during_a_refund_still_tells_the_member(
     # The failure notice meets a 429 and must wait a second: the bot is stopped meanwhile.
     fake_discord.rate_limit_next("PATCH", "/messages/@original", retry_after=1.0, count=2)
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
-    await wait_for_state(running.store, 1, JobState.REFUNDED)
+    await wait_for_state(running.storage, 1, JobState.REFUNDED)
     await running.bot.close()
     edits = [e for e in original_edits(fake_discord, interaction) if e.status == 200]
     assert edits and embed_title(edits[-1]) == FAILED_TITLE, [embed_title(e) for e in edits]
     assert "1 unit went back" in field(edits[-1], "Quota")
-    assert await running.store.total_units_charged() == 0
+    assert await running.storage.jobs.total_units_charged() == 0
 
 
 async def test_commands_during_shutdown_are_refused_politely(
@@ -215,8 +215,8 @@ async def test_a_crash_between_posting_and_recording_it_does_not_post_twice(
     job_id = await seed_job(
         settings, fake_discord, state=JobState.DELIVERING, task_id=task_id, token_age=20 * 60
     )
-    store = await Store.open(settings.database_path)
-    job = await store.get_job(job_id)
+    store = await open_storage(settings.database_path)
+    job = await store.jobs.get_job(job_id)
     await store.close()
     assert job is not None
     # The previous run posted the image, then died before recording it as delivered.
@@ -249,7 +249,7 @@ async def test_an_expired_token_before_delivery_posts_in_the_channel(
     running = await start_bot()
     fake_kie.script_next(SLOW)
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT}, user_id=55)
-    await wait_for_state(running.store, 1, JobState.SUBMITTED)
+    await wait_for_state(running.storage, 1, JobState.SUBMITTED)
     fake_discord.expire_token(interaction)
     (post,) = await _wait_channel_posts(fake_discord, 1)
     assert embed_title(post) == READY_TITLE
@@ -297,7 +297,7 @@ async def test_without_permission_to_post_the_requester_gets_a_dm(
     running = await start_bot()
     fake_kie.script_next(SLOW)
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT}, user_id=88)
-    await wait_for_state(running.store, 1, JobState.SUBMITTED)
+    await wait_for_state(running.storage, 1, JobState.SUBMITTED)
     fake_discord.expire_token(interaction)
     fake_discord.fail_next(
         "POST", f"/channels/{interaction.channel_id}/messages", status=403, code=50013
@@ -329,7 +329,7 @@ async def test_a_gateway_drop_mid_job_is_resumed_and_the_job_finishes(
     running = await start_bot()
     fake_kie.script_next(SLOW)
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
-    await wait_for_state(running.store, 1, JobState.SUBMITTED)
+    await wait_for_state(running.storage, 1, JobState.SUBMITTED)
     await fake_discord.drop_gateway()
     await fake_discord.wait_until_resumed(1)
     assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
@@ -362,8 +362,8 @@ async def test_forged_and_malformed_callbacks_change_nothing(
     running = await start_bot(callbacks=True, callback_poll_interval=60)
     fake_kie.script_next(TaskScript(states=["waiting", "success"], step_seconds=30))
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
-    await wait_for_state(running.store, 1, JobState.SUBMITTED)
-    job = await running.store.get_job(1)
+    await wait_for_state(running.storage, 1, JobState.SUBMITTED)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None and job.task_id
     base = running.settings.public_base_url
     good_path = f"{base}/kie/callback/{job.id}/{job.callback_token}"
@@ -385,7 +385,7 @@ async def test_forged_and_malformed_callbacks_change_nothing(
     polls = fake_kie.calls_to("/api/v1/jobs/recordInfo")
     assert polls == [], "refused callbacks cause no kie.ai queries"
     assert fake_discord.original_message(interaction) is not None
-    assert await running.store.count_by_state() == {JobState.SUBMITTED: 1}
+    assert await running.storage.jobs.count_by_state() == {JobState.SUBMITTED: 1}
 
 
 async def test_with_a_signing_key_only_signed_callbacks_are_accepted(
@@ -397,8 +397,8 @@ async def test_with_a_signing_key_only_signed_callbacks_are_accepted(
     )
     fake_kie.script_next(TaskScript(states=["waiting", "success"], step_seconds=30))
     await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
-    await wait_for_state(running.store, 1, JobState.SUBMITTED)
-    job = await running.store.get_job(1)
+    await wait_for_state(running.storage, 1, JobState.SUBMITTED)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None and job.task_id
     url = f"{running.settings.public_base_url}/kie/callback/{job.id}/{job.callback_token}"
     body = {"code": 200, "data": {"taskId": job.task_id}}

@@ -107,7 +107,7 @@ async def test_a_members_second_image_waits_its_turn_and_is_then_delivered(
     assert "you can have 1 running at once" in field(waiting, "Queue")
     assert field(waiting, "Started").startswith("<t:")
     assert len(fake_kie.calls_to(CREATE)) == 1, "the waiting job is not at kie.ai yet"
-    assert await running.store.total_units_charged() == 2, "a waiting job is already charged"
+    assert await running.storage.jobs.total_units_charged() == 2, "a waiting job is already charged"
 
     first_final = await final_answer(fake_discord, first)
     second_final = await final_answer(fake_discord, second)
@@ -134,7 +134,7 @@ async def test_a_waiting_job_that_then_fails_is_refunded(
     fake_kie.fail_create_next(CreateFault(code=422, msg="prompt is invalid"))
     second = await imagine(fake_discord, prompt="second boat")
     await shown_waiting(fake_discord, second, 1)
-    assert await running.store.total_units_charged() == 2
+    assert await running.storage.jobs.total_units_charged() == 2
 
     failed = await final_answer(fake_discord, second)
     assert embed_title(failed) == FAILED_TITLE

@@ -29,7 +29,7 @@ from bot.__main__ import build_kie_client, build_webhook_server, http_session
 from bot.domain import Job, JobState, NewJob, SpendLimits
 from bot.kie import KieMalformedResponse
 from bot.settings import Settings, SettingsError, bind_host, load_settings
-from bot.store import Store
+from bot.store import open_storage
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
 from tests.fakes.kie_server import TINY_PNG, FakeKie, TaskScript
@@ -96,12 +96,12 @@ async def test_a_member_repeating_a_blocked_prompt_writes_one_post_and_one_row_n
     today = running.bot.quota.today()
 
     async def counted() -> bool:
-        return await running.store.refusals_on(today) == {
+        return await running.storage.moderation.refusals_on(today) == {
             fake_discord.guild_id: {"blocked_term": 6}
         }
 
     await eventually(counted)  # counted just after each answer went out
-    events = await running.store.moderation_events(fake_discord.guild_id)
+    events = await running.storage.moderation.moderation_events(fake_discord.guild_id)
     assert [kind for kind, _, _ in events].count("refused_blocked_term") == 1
     assert len(channel_posts(fake_discord, audit)) - before == 1
     assert fake_kie.created_tasks() == []
@@ -206,9 +206,9 @@ async def test_a_job_still_running_after_the_outage_times_out_after_one_look(
     task_id = await create_task_directly(fake_kie, TaskScript(step_seconds=60))
     job_id = await seed_job_submitted_before_an_outage(settings, fake_discord, task_id)
     running = await start_bot(job_timeout=600.0)
-    await wait_for_state(running.store, job_id, JobState.REFUNDED)
+    await wait_for_state(running.storage, job_id, JobState.REFUNDED)
     assert len(fake_kie.calls_to("/api/v1/jobs/recordInfo")) >= 1
-    job = await running.store.get_job(job_id)
+    job = await running.storage.jobs.get_job(job_id)
     assert job is not None and job.error is not None and job.error.startswith("timed_out")
 
 
@@ -292,9 +292,9 @@ async def test_a_second_process_on_the_same_database_refuses_to_start(
 
 async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
     database = tmp_path / "state" / "imagine.db"
-    store = await Store.open(database)
+    store = await open_storage(database)
     try:
-        job = await store.reserve(
+        job = await store.jobs.reserve(
             NewJob(1, None, None, "2026-12-02", 1, PROMPT, "1:1", "1K"), SpendLimits(5)
         )
         assert isinstance(job, Job)
@@ -383,7 +383,7 @@ async def test_malformed_callbacks_get_a_4xx_and_one_log_line_per_source_a_minut
     running = await start_bot(callbacks=True)
     base = running.settings.public_base_url
     assert embed_title(await imagine(fake_discord)) == READY_TITLE
-    job = await running.store.get_job(1)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None
     valid_path = f"{base}/kie/callback/{job.id}/{job.callback_token}"
     caplog.set_level(logging.DEBUG)

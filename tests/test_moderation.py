@@ -53,7 +53,7 @@ async def test_a_blocked_term_is_refused_privately_in_any_spelling_and_costs_not
     assert await running.units_charged() == 0
 
     async def recorded() -> bool:
-        events = await running.store.moderation_events(fake_discord.guild_id)
+        events = await running.storage.moderation.moderation_events(fake_discord.guild_id)
         return [kind for kind, _, _ in events] == ["term_added", "refused_blocked_term"]
 
     await eventually(recorded)  # recorded just after the member was answered
@@ -98,7 +98,10 @@ async def test_a_banned_member_is_refused_until_unbanned(
     await moderate(fake_discord, "unban", {"member": target}, resolved=user_resolved(MEMBER))
     final = await final_answer(fake_discord, await imagine(fake_discord, "a quiet lake"))
     assert embed_title(final) == READY_TITLE
-    kinds = [kind for kind, _, _ in await running.store.moderation_events(fake_discord.guild_id)]
+    kinds = [
+        kind
+        for kind, _, _ in await running.storage.moderation.moderation_events(fake_discord.guild_id)
+    ]
     assert kinds == ["banned", "refused_banned", "unbanned"]
 
 
@@ -111,7 +114,7 @@ async def test_members_without_manage_server_cannot_change_anything(
         fake_discord, "block", {"term": "lake"}, user_id=MEMBER, permissions=everyone
     )
     assert "Only members who can manage this server" in answer_text(answer)
-    assert await running.store.blocked_terms(fake_discord.guild_id) == []
+    assert await running.storage.moderation.blocked_terms(fake_discord.guild_id) == []
 
 
 async def test_one_servers_rules_never_touch_another(
@@ -192,4 +195,4 @@ async def test_imagine_can_be_limited_to_some_channels(
         resolved={"channels": {str(home): channel}},
     )
     assert "every channel again" in answer_text(cleared)
-    assert await running.store.allowed_channels(fake_discord.guild_id) == []
+    assert await running.storage.settings.allowed_channels(fake_discord.guild_id) == []

@@ -56,11 +56,13 @@ async def test_a_server_quota_of_10000_yields_at_most_max_member_daily_images(
     refused = await admin_command(fake_discord, "server", "quota", {"units": 10_000})
     assert "at most 3 units per member per day" in answer_text(refused)
     assert "Nothing changed" in answer_text(refused)
-    policy = await running.store.server_policy(fake_discord.guild_id)
+    policy = await running.storage.settings.server_policy(fake_discord.guild_id)
     assert policy.daily_quota is None, "a refused change changes nothing"
 
     # A value stored before the ceiling existed (or by hand) is applied as the ceiling.
-    await running.store.set_policy_value(fake_discord.guild_id, Setting.DAILY_QUOTA, 10_000)
+    await running.storage.settings.set_policy_value(
+        fake_discord.guild_id, Setting.DAILY_QUOTA, 10_000
+    )
     for _ in range(3):
         assert embed_title(await imagine(fake_discord)) == READY_TITLE
     over = await imagine(fake_discord)
@@ -83,7 +85,7 @@ async def test_grants_and_role_quotas_cannot_pass_the_ceiling(
         resolved=fake_discord.resolved_roles(patron),
     )
     assert "at most 4 units per member per day" in answer_text(refused)
-    assert (await running.store.server_policy(fake_discord.guild_id)).role_quotas == {}
+    assert (await running.storage.settings.server_policy(fake_discord.guild_id)).role_quotas == {}
 
     member = {"type": 6, "value": str(MEMBER)}
     too_much = await admin_command(
@@ -103,7 +105,7 @@ async def test_grants_and_role_quotas_cannot_pass_the_ceiling(
     )
     assert "used 0 of 4 units" in answer_text(granted)
     # A role quota stored above the ceiling (say, before it was lowered) is cut to it too.
-    await running.store.set_role_quota(fake_discord.guild_id, patron, 1000)
+    await running.storage.settings.set_role_quota(fake_discord.guild_id, patron, 1000)
     for _ in range(4):
         assert embed_title(await imagine(fake_discord, roles=[patron])) == READY_TITLE
     assert "0 of your 4 daily units left" in answer_text(
@@ -149,8 +151,8 @@ async def test_a_server_not_in_allowed_guild_ids_creates_no_task_and_stores_noth
     assert "This bot is not enabled for this server" in answer_text(admin)
     assert creates(fake_kie) == 0
     assert await running.job_states() == {}
-    assert await running.store.refusals_on(running.bot.quota.today()) == {}
-    assert (await running.store.server_policy(stranger)).daily_quota is None
+    assert await running.storage.moderation.refusals_on(running.bot.quota.today()) == {}
+    assert (await running.storage.settings.server_policy(stranger)).daily_quota is None
     # The allowed server works as usual.
     assert embed_title(await imagine(fake_discord)) == READY_TITLE
 
@@ -201,7 +203,7 @@ async def test_only_the_applications_owner_may_use_owner_commands(
     assert is_private(refused)
     assert "Only the bot's owner" in answer_text(refused)
     assert not running.bot.operator.gate.paused
-    assert await running.store.owner_actions(10) == []
+    assert await running.storage.operator.owner_actions(10) == []
     assert embed_title(await imagine(fake_discord)) == READY_TITLE
 
 
@@ -226,7 +228,7 @@ async def test_a_user_banned_by_the_owner_is_refused_everywhere_and_it_is_logged
     )
     assert "can generate again" in answer_text(unbanned)
     assert embed_title(await imagine(fake_discord)) == READY_TITLE
-    actions = await running.store.owner_actions(10)
+    actions = await running.storage.operator.owner_actions(10)
     assert [(a.action, a.target, a.actor_id) for a in actions] == [
         ("unban-user", str(MEMBER), fake_discord.owner_id),
         ("ban-user", str(MEMBER), fake_discord.owner_id),
@@ -321,13 +323,16 @@ async def test_a_pause_holds_charged_jobs_before_kie_and_resume_starts_them(
     assert "paused by the bot's operator (maintenance until 18:00)" in answer_text(refused)
     await nothing_else_happens(fake_kie, within=0.3, where=lambda r: r.path.endswith("/createTask"))
     assert creates(fake_kie) == 1, "nothing new reaches kie.ai while paused"
-    assert await running.store.total_units_charged() == 2
+    assert await running.storage.jobs.total_units_charged() == 2
 
     resumed = await owner(fake_discord, "resume")
     assert "Generation resumed" in answer_text(resumed)
     assert embed_title(await final_answer(fake_discord, second)) == READY_TITLE
     assert creates(fake_kie) == 2
-    assert [a.action for a in await running.store.owner_actions(5)] == ["resume", "pause"]
+    assert [a.action for a in await running.storage.operator.owner_actions(5)] == [
+        "resume",
+        "pause",
+    ]
 
 
 async def test_a_pause_outlives_a_restart(
@@ -357,7 +362,9 @@ async def test_owner_servers_shows_spend_caps_dms_and_refusals_sorted_by_spend(
     today = running.bot.quota.today()
 
     async def counted() -> bool:  # refusals are counted just after the member was answered
-        return (await running.store.refusals_on(today)).get(small) == {"blocked_term": 2}
+        return (await running.storage.moderation.refusals_on(today)).get(small) == {
+            "blocked_term": 2
+        }
 
     await eventually(counted)
 
@@ -405,7 +412,9 @@ async def test_refusals_are_private_first_answers_counted_and_audited_at_most_on
     today = running.bot.quota.today()
 
     async def counted() -> bool:
-        return await running.store.refusals_on(today) == {fake_discord.guild_id: {"banned": 5}}
+        return await running.storage.moderation.refusals_on(today) == {
+            fake_discord.guild_id: {"banned": 5}
+        }
 
     await eventually(counted)  # counted just after each answer went out
 

@@ -11,7 +11,7 @@ import pytest
 from bot.domain import JobState, NewJob, ReplyTarget, SpendLimits
 from bot.kie import IMAGE_TO_IMAGE_MODEL, REFERENCE_MAX_BYTES
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import I2I_RESULT_PNG, CreateFault, FakeKie, make_png
@@ -90,7 +90,7 @@ async def test_a_reference_image_is_uploaded_to_the_file_host_and_used_image_to_
     assert sent.data == I2I_RESULT_PNG, "the image-to-image result is what was delivered"
     assert field(final, "Options") == "auto · 1K · from a reference image"
     await running.idle()
-    job = await running.store.get_job(1)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None
     assert (job.reference_url, job.input_url) == (attachment["url"], upload.download_url)
     assert job.state is JobState.DELIVERED
@@ -295,11 +295,11 @@ async def _upload_directly(fake_kie: FakeKie, data_url: str) -> str:
 
 async def _seed_reserved_job(settings: Settings, fake_discord: FakeDiscord, **urls: Any) -> int:
     """A job a previous run charged (and maybe uploaded the reference for) but never sent."""
-    store = await Store.open(settings.database_path)
+    store = await open_storage(settings.database_path)
     try:
         reply = ReplyTarget(fake_discord.application_id, "expired-token", time.time() - 1200, 2**23)
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        job = await store.reserve(
+        job = await store.jobs.reserve(
             NewJob(
                 MEMBER,
                 fake_discord.guild_id,
@@ -350,7 +350,7 @@ async def test_after_a_restart_a_reference_not_yet_uploaded_is_uploaded_once(
     (upload,) = fake_kie.uploads
     (create,) = fake_kie.calls_to(CREATE)
     assert create.json["input"]["input_urls"] == [upload.download_url]
-    job = await running.store.get_job(1)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None and job.input_url == upload.download_url
     assert await running.job_states() == {"delivered": 1}
     posted = fake_discord.channel_messages[fake_discord.channel_id]

@@ -89,7 +89,7 @@ async def deliver(
 
 
 async def used_today(running: RunningBot, user_id: int, guild_id: int) -> int:
-    return (await running.store.usage(user_id, guild_id, running.bot.quota.today())).used
+    return (await running.storage.jobs.usage(user_id, guild_id, running.bot.quota.today())).used
 
 
 async def set_audit_channel(fake: FakeDiscord) -> int:
@@ -141,7 +141,7 @@ async def test_a_delivered_result_carries_re_roll_vary_and_delete_for_its_job(
     await deliver(fake_discord, running)
     _, _, second = await deliver(fake_discord, running)
     await running.idle()
-    jobs = await running.store.recent_jobs(REQUESTER, fake_discord.guild_id, 10)
+    jobs = await running.storage.jobs.recent_jobs(REQUESTER, fake_discord.guild_id, 10)
     newest = max(job.id for job in jobs)
     assert custom_ids(second) == buttons_for(newest)
     labels = [b["label"] for row in second["components"] for b in row["components"]]
@@ -211,7 +211,7 @@ async def test_re_roll_makes_a_new_image_with_the_same_options_as_a_new_reply_an
     assert kept is not None and kept["attachments"] == message["attachments"], "first stays"
 
     await running.idle()
-    child = await running.store.get_job(parent + 1)
+    child = await running.storage.jobs.get_job(parent + 1)
     assert child is not None
     assert (child.origin, child.parent_job_id, child.user_id) == (Origin.REROLL, parent, REQUESTER)
     assert (child.prompt, child.aspect_ratio, child.resolution) == (PROMPT, "16:9", "2K")
@@ -237,7 +237,7 @@ async def test_anyone_may_re_roll_and_it_is_charged_to_them_not_the_requester(
     assert field(result, "Requested by") == f"<@{OTHER}>"
     assert field(result, "Quota left today") == "8 of 10"
     await running.idle()
-    child = await running.store.get_job(2)
+    child = await running.storage.jobs.get_job(2)
     assert child is not None and child.user_id == OTHER and child.parent_job_id == 1
 
 
@@ -350,7 +350,7 @@ async def test_vary_sends_the_posted_image_to_image_to_image_with_auto_shape(
     assert "reference image" in field(result, "Options")
 
     await running.idle()
-    child = await running.store.get_job(2)
+    child = await running.storage.jobs.get_job(2)
     assert child is not None
     assert (child.origin, child.parent_job_id) == (Origin.VARY, 1)
     assert child.input_url == upload.download_url
@@ -394,11 +394,11 @@ async def test_the_requester_deletes_the_result_and_history_says_deleted(
     assert fake_discord.calls_for(press)[0].json == {"type": 6}, "no new message for a delete"
 
     async def marked_deleted() -> bool:
-        job = await running.store.get_job(1)
+        job = await running.storage.jobs.jobs.get_job(1)
         return job is not None and job.deleted_at is not None
 
     await eventually(marked_deleted, what="the job to be marked deleted")
-    job = await running.store.get_job(1)
+    job = await running.storage.jobs.jobs.get_job(1)
     assert job is not None
     assert job.state is JobState.DELIVERED
     assert await running.units_charged() == 1, "deleting gives nothing back"
@@ -444,7 +444,7 @@ async def test_another_member_cannot_delete_a_result_and_is_told_why_privately(
     assert answer.json["data"]["allowed_mentions"] == {"parse": []}
     assert fake_discord.message(message["id"]) is not None, "the result stays"
     assert not [r for r in fake_discord.requests if r.method == "DELETE"]
-    job = await running.store.get_job(1)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None and job.deleted_at is None
 
 
@@ -466,7 +466,7 @@ async def test_a_member_who_can_manage_messages_may_delete_and_the_audit_log_say
         )
     )
     assert fake_discord.message(message["id"]) is None
-    job = await running.store.get_job(1)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None and job.deleted_at is not None
     assert field(post, "Member") == f"<@{REQUESTER}>"
     assert field(post, "By") == f"<@{OTHER}>"
@@ -494,7 +494,7 @@ async def test_buttons_keep_working_after_a_restart(
         assert result.files
         assert len(fake_kie.created_tasks()) == 2
         await second.idle()
-        child = await second.store.get_job(2)
+        child = await second.storage.jobs.get_job(2)
         assert child is not None and (child.origin, child.parent_job_id) == (Origin.REROLL, 1)
     else:
         await fake_discord.wait_for_request(
@@ -547,7 +547,7 @@ async def test_a_button_that_fails_inside_the_bot_still_gets_a_private_answer(
     async def broken(job_id: int) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(running.bot.store, "get_job", broken)
+    monkeypatch.setattr(running.bot.storage.jobs, "get_job", broken)
     press = await fake_discord.press_button(
         message["id"], custom_ids(message)[0], user_id=REQUESTER, permissions=EVERYONE
     )

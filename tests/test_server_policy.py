@@ -128,7 +128,10 @@ async def test_a_grant_and_a_reset_let_a_member_go_on_today(
     assert f"<@{MEMBER}> has now used 0 of 3 units today" in answer_text(reset)
     assert embed_title(await imagine(fake_discord)) == READY_TITLE
     assert await running.units_charged() == 4, "a reset forgets usage; it refunds nothing"
-    kinds = [kind for kind, _, _ in await running.store.moderation_events(fake_discord.guild_id)]
+    kinds = [
+        kind
+        for kind, _, _ in await running.storage.moderation.moderation_events(fake_discord.guild_id)
+    ]
     assert kinds == ["grant", "reset"]
 
 
@@ -170,8 +173,8 @@ async def test_members_without_manage_server_cannot_change_the_policy(
     for subcommand, options in (("quota", {"units": 0}), ("budget", {"units": 0}), ("stats", {})):
         refusal = await server(fake_discord, subcommand, options, user_id=MEMBER, permissions="0")
         assert "Only members who can manage this server" in answer_text(refusal)
-    assert (await running.store.server_policy(fake_discord.guild_id)).daily_quota is None
-    assert await running.store.admin_changes(fake_discord.guild_id, 10) == []
+    assert (await running.storage.settings.server_policy(fake_discord.guild_id)).daily_quota is None
+    assert await running.storage.moderation.admin_changes(fake_discord.guild_id, 10) == []
 
 
 async def test_a_refused_admin_command_gets_exactly_one_private_answer(

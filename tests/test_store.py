@@ -21,28 +21,28 @@ from bot.domain import (
     SpendLimits,
     Usage,
 )
-from bot.store import Store
-from bot.store.database import MIGRATIONS, SCHEMA_VERSION
+from bot.store import DatabaseTooNew, Storage, open_storage
+from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 
 def _job(user_id: int = 1, units: int = 1, day: str = "2026-11-27") -> NewJob:
     return NewJob(user_id, 10, 20, day, units, "a prompt", "1:1", "1K")
 
 
-async def _used(store: Store, day: str, user_id: int = 1, guild_id: int | None = 10) -> int:
-    return (await store.usage(user_id, guild_id, day)).used
+async def _used(store: Storage, day: str, user_id: int = 1, guild_id: int | None = 10) -> int:
+    return (await store.jobs.usage(user_id, guild_id, day)).used
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
-    store = await Store.open(tmp_path / "nested" / "dir" / "imagine.db")
+async def store(tmp_path: Path) -> Storage:
+    store = await open_storage(tmp_path / "nested" / "dir" / "imagine.db")
     yield store
     await store.close()
 
 
 async def test_first_start_creates_the_schema_with_a_version_and_wal(tmp_path: Path) -> None:
     path = tmp_path / "new" / "imagine.db"
-    store = await Store.open(path)
+    store = await open_storage(path)
     await store.close()
     async with aiosqlite.connect(path) as db:
         assert (await (await db.execute("PRAGMA user_version")).fetchone())[0] == SCHEMA_VERSION
@@ -51,12 +51,12 @@ async def test_first_start_creates_the_schema_with_a_version_and_wal(tmp_path: P
 
 async def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
     path = tmp_path / "imagine.db"
-    store = await Store.open(path)
-    await store.reserve(_job(), SpendLimits(5))
+    store = await open_storage(path)
+    await store.jobs.reserve(_job(), SpendLimits(5))
     await store.close()
-    store = await Store.open(path)
+    store = await open_storage(path)
     assert await _used(store, "2026-11-27") == 1
-    assert await store.schema_version() == SCHEMA_VERSION
+    assert await store.backend.schema_version() == SCHEMA_VERSION
     await store.close()
 
 
@@ -64,73 +64,79 @@ async def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "imagine.db"
     async with aiosqlite.connect(path) as db:
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer"):
-        await Store.open(path)
+    with pytest.raises(DatabaseTooNew, match="newer") as refused:
+        await open_storage(path)
+    assert (refused.value.found, refused.value.known) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    assert str(path) in str(refused.value)
 
 
-async def test_reservation_stops_at_the_limit(store: Store) -> None:
-    assert isinstance(await store.reserve(_job(units=2), SpendLimits(3)), Job)
-    assert await store.reserve(_job(units=2), SpendLimits(3)) is OverLimit.QUOTA
-    assert isinstance(await store.reserve(_job(units=1), SpendLimits(3)), Job)
+async def test_reservation_stops_at_the_limit(store: Storage) -> None:
+    assert isinstance(await store.jobs.reserve(_job(units=2), SpendLimits(3)), Job)
+    assert await store.jobs.reserve(_job(units=2), SpendLimits(3)) is OverLimit.QUOTA
+    assert isinstance(await store.jobs.reserve(_job(units=1), SpendLimits(3)), Job)
     assert await _used(store, "2026-11-27") == 3
 
 
-async def test_quota_is_per_user_and_per_day(store: Store) -> None:
-    assert isinstance(await store.reserve(_job(user_id=1), SpendLimits(1)), Job)
-    assert isinstance(await store.reserve(_job(user_id=2), SpendLimits(1)), Job)
-    assert isinstance(await store.reserve(_job(user_id=1, day="2026-11-28"), SpendLimits(1)), Job)
-    assert await store.reserve(_job(user_id=1), SpendLimits(1)) is OverLimit.QUOTA
+async def test_quota_is_per_user_and_per_day(store: Storage) -> None:
+    assert isinstance(await store.jobs.reserve(_job(user_id=1), SpendLimits(1)), Job)
+    assert isinstance(await store.jobs.reserve(_job(user_id=2), SpendLimits(1)), Job)
+    assert isinstance(
+        await store.jobs.reserve(_job(user_id=1, day="2026-11-28"), SpendLimits(1)), Job
+    )
+    assert await store.jobs.reserve(_job(user_id=1), SpendLimits(1)) is OverLimit.QUOTA
 
 
-async def test_twenty_simultaneous_reservations_never_overspend(store: Store) -> None:
+async def test_twenty_simultaneous_reservations_never_overspend(store: Storage) -> None:
     results = await asyncio.gather(
-        *(store.reserve(_job(units=1), SpendLimits(7)) for _ in range(20))
+        *(store.jobs.reserve(_job(units=1), SpendLimits(7)) for _ in range(20))
     )
     assert sum(isinstance(r, Job) for r in results) == 7
     assert await _used(store, "2026-11-27") == 7
 
 
-async def test_a_refund_gives_units_back_exactly_once(store: Store) -> None:
-    job = await store.reserve(_job(units=2), SpendLimits(2))
+async def test_a_refund_gives_units_back_exactly_once(store: Storage) -> None:
+    job = await store.jobs.reserve(_job(units=2), SpendLimits(2))
     assert isinstance(job, Job)
-    assert await store.refund(job.id, "failed") is True
-    assert await store.refund(job.id, "failed again") is False
+    assert await store.jobs.refund(job.id, "failed") is True
+    assert await store.jobs.refund(job.id, "failed again") is False
     assert await _used(store, "2026-11-27") == 0
-    refunded = await store.get_job(job.id)
+    refunded = await store.jobs.get_job(job.id)
     assert refunded is not None and refunded.state is JobState.REFUNDED
 
 
-async def test_a_delivered_job_cannot_be_refunded(store: Store) -> None:
-    job = await store.reserve(_job(), SpendLimits(2))
+async def test_a_delivered_job_cannot_be_refunded(store: Storage) -> None:
+    job = await store.jobs.reserve(_job(), SpendLimits(2))
     assert isinstance(job, Job)
-    assert await store.begin_submit(job.id)
-    assert await store.mark_submitted(job.id, "task-1")
-    assert not await store.mark_delivered(job.id, "reply"), "only a delivering job is delivered"
-    assert await store.begin_delivery(job.id)
-    assert await store.mark_delivered(job.id, "reply")
-    assert not await store.refund(job.id, "late failure")
+    assert await store.jobs.begin_submit(job.id)
+    assert await store.jobs.mark_submitted(job.id, "task-1")
+    assert not await store.jobs.mark_delivered(job.id, "reply"), (
+        "only a delivering job is delivered"
+    )
+    assert await store.jobs.begin_delivery(job.id)
+    assert await store.jobs.mark_delivered(job.id, "reply")
+    assert not await store.jobs.refund(job.id, "late failure")
     assert await _used(store, "2026-11-27") == 1
-    assert await store.open_jobs() == []
+    assert await store.jobs.open_jobs() == []
 
 
-async def test_a_submitted_job_cannot_be_submitted_again(store: Store) -> None:
-    job = await store.reserve(_job(), SpendLimits(2))
+async def test_a_submitted_job_cannot_be_submitted_again(store: Storage) -> None:
+    job = await store.jobs.reserve(_job(), SpendLimits(2))
     assert isinstance(job, Job)
-    assert await store.begin_submit(job.id)
-    assert not await store.begin_submit(job.id)
-    assert await store.mark_submitted(job.id, "task-1")
-    assert not await store.mark_submitted(job.id, "task-2")
-    found = await store.get_job(job.id)
+    assert await store.jobs.begin_submit(job.id)
+    assert not await store.jobs.begin_submit(job.id)
+    assert await store.jobs.mark_submitted(job.id, "task-1")
+    assert not await store.jobs.mark_submitted(job.id, "task-2")
+    found = await store.jobs.get_job(job.id)
     assert found is not None and found.task_id == "task-1"
 
 
-async def test_a_finished_job_forgets_its_interaction_token(store: Store) -> None:
+async def test_a_finished_job_forgets_its_interaction_token(store: Storage) -> None:
     reply = ReplyTarget(application_id=7, token="secret-token", created_at=1.0, attachment_limit=9)
-    job = await store.reserve(replace(_job(), reply=reply), SpendLimits(2))
+    job = await store.jobs.reserve(replace(_job(), reply=reply), SpendLimits(2))
     assert isinstance(job, Job) and job.reply == reply
     assert "secret-token" not in repr(job)
-    await store.refund(job.id, "failed")
-    found = await store.get_job(job.id)
+    await store.jobs.refund(job.id, "failed")
+    found = await store.jobs.get_job(job.id)
     assert found is not None and found.reply is None
 
 
@@ -139,7 +145,8 @@ async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
 ) -> None:
     path = tmp_path / "old.db"
     async with aiosqlite.connect(path) as db:
-        await db.executescript(MIGRATIONS[0])
+        for statement in MIGRATIONS[0]:
+            await db.execute(statement)
         await db.execute(
             "INSERT INTO jobs (user_id, guild_id, channel_id, day, units, prompt, aspect_ratio,"
             " resolution, state, task_id, created_at, updated_at)"
@@ -148,10 +155,10 @@ async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
         )
         await db.execute("PRAGMA user_version = 1")
         await db.commit()
-    store = await Store.open(path)
+    store = await open_storage(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION
-        (job,) = await store.open_jobs()
+        assert await store.backend.schema_version() == SCHEMA_VERSION
+        (job,) = await store.jobs.open_jobs()
         assert (job.prompt, job.task_id, job.state, job.reply) == (
             "old prompt",
             "t-1",
@@ -165,10 +172,14 @@ async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
 
 async def test_two_connections_writing_at_once_wait_instead_of_failing(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    first, second = await Store.open(path), await Store.open(path)
+    first, second = await open_storage(path), await open_storage(path)
     try:
         results = await asyncio.gather(
-            *(s.reserve(_job(units=1), SpendLimits(30)) for s in (first, second) for _ in range(20))
+            *(
+                s.jobs.reserve(_job(units=1), SpendLimits(30))
+                for s in (first, second)
+                for _ in range(20)
+            )
         )
         assert sum(isinstance(r, Job) for r in results) == 30
         assert await _used(first, "2026-11-27") == 30
@@ -184,75 +195,80 @@ def _in(guild_id: int | None, user_id: int = 1, units: int = 1) -> NewJob:
     return NewJob(user_id, guild_id, 20, "2026-11-27", units, "a prompt", "1:1", "1K")
 
 
-async def test_quota_is_counted_per_server(store: Store) -> None:
-    assert isinstance(await store.reserve(_in(10), SpendLimits(1)), Job)
-    assert await store.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
-    assert isinstance(await store.reserve(_in(11), SpendLimits(1)), Job), "another server"
-    assert isinstance(await store.reserve(_in(None), SpendLimits(1)), Job), "direct messages"
+async def test_quota_is_counted_per_server(store: Storage) -> None:
+    assert isinstance(await store.jobs.reserve(_in(10), SpendLimits(1)), Job)
+    assert await store.jobs.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
+    assert isinstance(await store.jobs.reserve(_in(11), SpendLimits(1)), Job), "another server"
+    assert isinstance(await store.jobs.reserve(_in(None), SpendLimits(1)), Job), "direct messages"
 
 
-async def test_the_server_budget_stops_everyone_once_spent(store: Store) -> None:
+async def test_the_server_budget_stops_everyone_once_spent(store: Storage) -> None:
     budget = SpendLimits(5, server_budget=3)
-    assert isinstance(await store.reserve(_in(10, user_id=1, units=2), budget), Job)
-    assert await store.reserve(_in(10, user_id=2, units=2), budget) is OverLimit.BUDGET
-    assert isinstance(await store.reserve(_in(10, user_id=2, units=1), budget), Job)
-    assert await store.reserve(_in(10, user_id=3), budget) is OverLimit.BUDGET
-    assert isinstance(await store.reserve(_in(11, user_id=3), budget), Job)
-    assert await store.server_units(10, "2026-11-27") == 3
+    assert isinstance(await store.jobs.reserve(_in(10, user_id=1, units=2), budget), Job)
+    assert await store.jobs.reserve(_in(10, user_id=2, units=2), budget) is OverLimit.BUDGET
+    assert isinstance(await store.jobs.reserve(_in(10, user_id=2, units=1), budget), Job)
+    assert await store.jobs.reserve(_in(10, user_id=3), budget) is OverLimit.BUDGET
+    assert isinstance(await store.jobs.reserve(_in(11, user_id=3), budget), Job)
+    assert await store.jobs.server_units(10, "2026-11-27") == 3
 
 
-async def test_simultaneous_members_never_overspend_the_server_budget(store: Store) -> None:
+async def test_simultaneous_members_never_overspend_the_server_budget(store: Storage) -> None:
     results = await asyncio.gather(
-        *(store.reserve(_in(10, user_id=u), SpendLimits(5, server_budget=7)) for u in range(20))
+        *(
+            store.jobs.reserve(_in(10, user_id=u), SpendLimits(5, server_budget=7))
+            for u in range(20)
+        )
     )
     assert sum(isinstance(r, Job) for r in results) == 7
-    assert await store.server_units(10, "2026-11-27") == 7
+    assert await store.jobs.server_units(10, "2026-11-27") == 7
 
 
-async def test_a_grant_adds_to_todays_limit_and_a_reset_clears_usage(store: Store) -> None:
+async def test_a_grant_adds_to_todays_limit_and_a_reset_clears_usage(store: Storage) -> None:
     day = "2026-11-27"
-    assert isinstance(await store.reserve(_in(10), SpendLimits(1)), Job)
-    assert await store.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
-    await store.add_quota_adjustment(10, 1, day, "grant", 2, actor=99)
-    assert await store.usage(1, 10, day) == Usage(used=1, granted=2)
-    assert isinstance(await store.reserve(_in(10, units=2), SpendLimits(1)), Job)
-    assert await store.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
-    await store.add_quota_adjustment(10, 1, day, "reset", 0, actor=99)
-    assert await store.usage(1, 10, day) == Usage(used=0, granted=2)
-    assert await store.usage(1, 11, day) == Usage(used=0, granted=0), "another server"
+    assert isinstance(await store.jobs.reserve(_in(10), SpendLimits(1)), Job)
+    assert await store.jobs.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
+    await store.jobs.add_quota_adjustment(10, 1, day, "grant", 2, actor=99)
+    assert await store.jobs.usage(1, 10, day) == Usage(used=1, granted=2)
+    assert isinstance(await store.jobs.reserve(_in(10, units=2), SpendLimits(1)), Job)
+    assert await store.jobs.reserve(_in(10), SpendLimits(1)) is OverLimit.QUOTA
+    await store.jobs.add_quota_adjustment(10, 1, day, "reset", 0, actor=99)
+    assert await store.jobs.usage(1, 10, day) == Usage(used=0, granted=2)
+    assert await store.jobs.usage(1, 11, day) == Usage(used=0, granted=0), "another server"
 
 
-async def test_policy_of_one_server_never_touches_another(store: Store) -> None:
-    await store.set_policy_value(10, "daily_quota", 3)
-    await store.set_policy_value(10, "daily_budget", 50)
-    await store.set_role_quota(10, 555, 8)
-    assert await store.server_policy(10) == ServerPolicy(
+async def test_policy_of_one_server_never_touches_another(store: Storage) -> None:
+    await store.settings.set_policy_value(10, "daily_quota", 3)
+    await store.settings.set_policy_value(10, "daily_budget", 50)
+    await store.settings.set_role_quota(10, 555, 8)
+    assert await store.settings.server_policy(10) == ServerPolicy(
         daily_quota=3, role_quotas={555: 8}, daily_budget=50
     )
-    assert await store.server_policy(11) == ServerPolicy()
-    assert await store.set_role_quota(10, 555, None)
-    assert not await store.set_role_quota(10, 555, None)
-    await store.set_policy_value(10, "daily_quota", None)
-    assert await store.server_policy(10) == ServerPolicy(daily_budget=50)
+    assert await store.settings.server_policy(11) == ServerPolicy()
+    assert await store.settings.set_role_quota(10, 555, None)
+    assert not await store.settings.set_role_quota(10, 555, None)
+    await store.settings.set_policy_value(10, "daily_quota", None)
+    assert await store.settings.server_policy(10) == ServerPolicy(daily_budget=50)
     with pytest.raises(ValueError):
-        await store.set_policy_value(10, "prompt; DROP TABLE jobs", 1)
+        await store.settings.set_policy_value(10, "prompt; DROP TABLE jobs", 1)
 
 
-async def test_daily_totals_and_top_members(store: Store) -> None:
-    delivered = await store.reserve(_in(10, user_id=1, units=2), SpendLimits(9))
-    failed = await store.reserve(_in(10, user_id=2), SpendLimits(9))
-    await store.reserve(_in(10, user_id=2), SpendLimits(9))  # still open: charged, not finished
-    await store.reserve(_in(11, user_id=3), SpendLimits(9))  # another server
+async def test_daily_totals_and_top_members(store: Storage) -> None:
+    delivered = await store.jobs.reserve(_in(10, user_id=1, units=2), SpendLimits(9))
+    failed = await store.jobs.reserve(_in(10, user_id=2), SpendLimits(9))
+    await store.jobs.reserve(
+        _in(10, user_id=2), SpendLimits(9)
+    )  # still open: charged, not finished
+    await store.jobs.reserve(_in(11, user_id=3), SpendLimits(9))  # another server
     assert isinstance(delivered, Job) and isinstance(failed, Job)
-    await store.begin_submit(delivered.id)
-    await store.mark_submitted(delivered.id, "t")
-    await store.begin_delivery(delivered.id)
-    await store.mark_delivered(delivered.id, "reply")
-    await store.refund(failed.id, "generation_failed")
-    assert await store.daily_totals(10, "2026-11-21") == [
+    await store.jobs.begin_submit(delivered.id)
+    await store.jobs.mark_submitted(delivered.id, "t")
+    await store.jobs.begin_delivery(delivered.id)
+    await store.jobs.mark_delivered(delivered.id, "reply")
+    await store.jobs.refund(failed.id, "generation_failed")
+    assert await store.jobs.daily_totals(10, "2026-11-21") == [
         DayTotals("2026-11-27", delivered=1, failed=1, units=3)
     ]
-    assert await store.top_members(10, "2026-11-21", 5) == [
+    assert await store.jobs.top_members(10, "2026-11-21", 5) == [
         MemberTotals(1, delivered=1, units=2),
         MemberTotals(2, delivered=0, units=1),
     ]

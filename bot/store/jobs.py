@@ -1,0 +1,425 @@
+"""The job ledger in SQLite: `jobs` and `quota_adjustments`, and every sum a charge is checked
+against.
+
+Every generation is a row in `jobs` from the moment its units are reserved. A user's usage for a
+day is the sum of units of their jobs that were not refunded, so charging is the insert itself
+(inside one IMMEDIATE transaction with the checks) and refunding is a state change: the ledger
+cannot drift from the jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from bot.domain import (
+    CHARGED_STATES,
+    OPEN_STATES,
+    DayTotals,
+    Job,
+    JobState,
+    MemberTotals,
+    NewJob,
+    Origin,
+    OverLimit,
+    ReplyTarget,
+    ServerSpend,
+    SpendLimits,
+    Usage,
+)
+from bot.store.database import Database
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# Job field <- the column of the same name, and how its value is read. The SELECT is built from
+# these names: a new column is its migration plus one line here (and one in `_new_row` if it is
+# set when the job is charged).
+_JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "id": _same,
+    "user_id": _same,
+    "guild_id": _same,
+    "channel_id": _same,
+    "day": _same,
+    "units": _same,
+    "prompt": _same,
+    "aspect_ratio": _same,
+    "resolution": _same,
+    "state": JobState,
+    "task_id": _same,
+    "error": _same,
+    "created_at": _same,
+    "nonce": lambda value: value or "",
+    "callback_token": lambda value: value or "",
+    "delivered_via": _same,
+    "submitted_at": _same,
+    "result_url": _same,
+    "reference_url": _same,
+    "input_url": _same,
+    "origin": lambda value: Origin(value or Origin.COMMAND),
+    "parent_job_id": _same,
+    "quota_limit": _same,
+    "deleted_at": _same,
+    "nsfw_checker": bool,
+    "spoiler": bool,
+    "credits": _same,
+}
+# The interaction a job answers (`Job.reply`), kept in four columns.
+_REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
+_SELECT_JOBS = f"SELECT {', '.join((*_JOB_FIELDS, *_REPLY_COLUMNS))} FROM jobs"
+
+
+def _job(row: sqlite3.Row) -> Job:
+    reply = None
+    if row["application_id"] is not None and row["interaction_token"]:
+        reply = ReplyTarget(
+            row["application_id"],
+            row["interaction_token"],
+            row["interaction_at"],
+            row["attachment_limit"],
+        )
+    return Job(reply=reply, **{name: read(row[name]) for name, read in _JOB_FIELDS.items()})
+
+
+def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
+    """The columns of a newly charged job, by name."""
+    reply = job.reply
+    return {
+        "user_id": job.user_id,
+        "guild_id": job.guild_id,
+        "channel_id": job.channel_id,
+        "day": job.day,
+        "units": job.units,
+        "prompt": job.prompt,
+        "aspect_ratio": job.aspect_ratio,
+        "resolution": job.resolution,
+        "state": JobState.RESERVED.value,
+        "created_at": now,
+        "updated_at": now,
+        "application_id": reply.application_id if reply else None,
+        "interaction_token": reply.token if reply else None,
+        "interaction_at": reply.created_at if reply else None,
+        "attachment_limit": reply.attachment_limit if reply else None,
+        "nonce": secrets.token_hex(10),  # Discord nonces are at most 25 characters
+        "callback_token": secrets.token_urlsafe(24),
+        "reference_url": job.reference_url,
+        "input_url": job.input_url,
+        "origin": job.origin.value,
+        "parent_job_id": job.parent_job_id,
+        "quota_limit": limits.member,
+        "nsfw_checker": job.nsfw_checker,
+        "spoiler": job.spoiler,
+    }
+
+
+def _insert(table: str, row: dict[str, object]) -> str:
+    """An INSERT of `row`'s columns by name (the names are this module's constants)."""
+    return (
+        f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + name for name in row)})"
+    )
+
+
+# The states whose units count: constants, so they are safe to write into SQL.
+_CHARGED_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in CHARGED_STATES) + ")"
+
+# The sums a charge is checked against, as scalar subqueries over named parameters (:user,
+# :guild, :day). A reset by an admin makes the member's jobs charged before it stop counting.
+_MEMBER_USED_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
+    WHERE user_id = :user AND guild_id IS :guild AND day = :day AND {_CHARGED_SQL}
+      AND created_at > COALESCE(
+        (SELECT MAX(at) FROM quota_adjustments
+          WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'reset'), 0))"""
+_MEMBER_GRANTED_SQL = """(SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
+    WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'grant')"""
+_SERVER_SPENT_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
+    WHERE guild_id IS :guild AND day = :day AND {_CHARGED_SQL})"""
+_DAY_SPENT_SQL = f"(SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = :day AND {_CHARGED_SQL})"
+
+
+class SqliteJobLedger:
+    """The `JobLedger` over SQLite: the `jobs` and `quota_adjustments` tables.
+
+    It owns every charge, refund and job state change. `JobService` calls it through a job's
+    life, `QuotaBook`, `Admission` and `ServerAdmin` read and adjust usage through it, and the
+    cogs' statistics read it. Built by `open_storage`; lives as long as the database.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # --- quota ledger -------------------------------------------------------------------------
+
+    async def over_limit(
+        self, user_id: int, guild_id: int | None, day: str, units: int, limits: SpendLimits
+    ) -> OverLimit | None:
+        """Which limit charging `units` now would exceed, or None (a read; `reserve` decides).
+
+        One statement: every sum the limits need, and only those.
+        """
+        server_limits = (
+            (limits.server_budget if guild_id is not None else None, OverLimit.BUDGET),
+            (limits.server_cap, OverLimit.SERVER_CAP),
+        )
+        need_server = any(limit is not None for limit, _ in server_limits)
+        rows = await self._db.rows(
+            f"""SELECT {_MEMBER_USED_SQL} AS used, {_MEMBER_GRANTED_SQL} AS granted,
+                       CASE WHEN :server THEN {_SERVER_SPENT_SQL} ELSE 0 END AS server,
+                       CASE WHEN :total THEN {_DAY_SPENT_SQL} ELSE 0 END AS total""",
+            {
+                "user": user_id,
+                "guild": guild_id,
+                "day": day,
+                "server": need_server,
+                "total": limits.total_cap is not None,
+            },
+        )
+        sums = rows[0]
+        used, granted = int(sums["used"]), int(sums["granted"])
+        server_spent, total_spent = int(sums["server"]), int(sums["total"])
+        if used + units > limits.member_limit(granted):
+            return OverLimit.QUOTA
+        for limit, refusal in server_limits:
+            if limit is not None and server_spent + units > limit:
+                return refusal
+        if limits.total_cap is not None and total_spent + units > limits.total_cap:
+            return OverLimit.TOTAL_CAP
+        return None
+
+    async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
+        """See `_reserve`. Shielded: a cancelled command (say, at shutdown) must not leave the
+        connection inside an open transaction."""
+        return await asyncio.shield(self._reserve(job, limits))
+
+    async def _reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
+        """Charge `job.units` and record the job, if it stays within every limit of the day:
+        the member's (plus grants, under the operator's ceiling), the server's budget and cap,
+        and the operator's total.
+
+        The checks and the insert run in one IMMEDIATE transaction under the write lock, so no
+        other command can charge in between: any number of simultaneous commands cannot
+        overspend any of them.
+        """
+        row = _new_row(job, limits, self._db.clock())
+        async with self._db.transaction() as db:
+            refusal = await self.over_limit(job.user_id, job.guild_id, job.day, job.units, limits)
+            if refusal is not None:
+                return refusal
+            cursor = await db.execute(_insert("jobs", row), row)
+        job_id = cursor.lastrowid
+        assert job_id is not None
+        found = await self.get_job(job_id)
+        assert found is not None
+        return found
+
+    async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
+        """A member's charged units in one server (None: direct messages) on one day."""
+        rows = await self._db.rows(
+            f"SELECT {_MEMBER_USED_SQL} AS used, {_MEMBER_GRANTED_SQL} AS granted",
+            {"user": user_id, "guild": guild_id, "day": day},
+        )
+        return Usage(used=int(rows[0]["used"]), granted=int(rows[0]["granted"]))
+
+    async def server_units(self, guild_id: int | None, day: str) -> int:
+        """Units charged in one server (None: all direct messages) on one day, over all members
+        (the server budget and cap)."""
+        rows = await self._db.rows(f"SELECT {_SERVER_SPENT_SQL}", {"guild": guild_id, "day": day})
+        return int(rows[0][0])
+
+    async def total_units(self, day: str) -> int:
+        """Units charged on one day over every server and DM (the operator's total cap)."""
+        rows = await self._db.rows(f"SELECT {_DAY_SPENT_SQL}", {"day": day})
+        return int(rows[0][0])
+
+    async def add_quota_adjustment(
+        self, guild_id: int, user_id: int, day: str, kind: str, units: int, actor: int
+    ) -> None:
+        """Record an admin's grant of extra units (kind "grant") or a reset ("reset")."""
+        await self._db.execute(
+            "INSERT INTO quota_adjustments (guild_id, user_id, day, kind, units, actor_id, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (guild_id, user_id, day, kind, units, actor, self._db.clock()),
+        )
+
+    async def total_units_charged(self) -> int:
+        """Units charged and not refunded, over all users and days."""
+        rows = await self._db.rows(
+            f"""SELECT COALESCE(SUM(units), 0) FROM jobs
+                WHERE state IN ({", ".join("?" * len(CHARGED_STATES))})""",
+            CHARGED_STATES,
+        )
+        return int(rows[0][0])
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        rows = await self._db.rows("SELECT state, COUNT(*) AS count FROM jobs GROUP BY state")
+        return {JobState(row["state"]): int(row["count"]) for row in rows}
+
+    # --- job states ---------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        rows = await self._db.rows(f"{_SELECT_JOBS} WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    async def open_jobs(self) -> list[Job]:
+        rows = await self._db.rows(
+            f"""{_SELECT_JOBS}
+                WHERE state IN ({", ".join("?" * len(OPEN_STATES))}) ORDER BY id""",
+            OPEN_STATES,
+        )
+        return [_job(row) for row in rows]
+
+    async def begin_submit(self, job_id: int) -> bool:
+        """Committed before createTask is sent: a crash after this must not resend it."""
+        return await self._transition(
+            job_id, (JobState.RESERVED,), JobState.SUBMITTING, submitted_at=self._db.clock()
+        )
+
+    async def submissions_since(self, since: float) -> list[float]:
+        """When createTask calls went out after `since` (Unix time), oldest first."""
+        rows = await self._db.rows(
+            "SELECT submitted_at FROM jobs WHERE submitted_at >= ? ORDER BY submitted_at",
+            (since,),
+        )
+        return [float(row["submitted_at"]) for row in rows]
+
+    async def mark_submitted(self, job_id: int, task_id: str) -> bool:
+        return await self._transition(
+            job_id, (JobState.SUBMITTING,), JobState.SUBMITTED, task_id=task_id
+        )
+
+    async def begin_delivery(self, job_id: int) -> bool:
+        return await self._transition(
+            job_id, (JobState.SUBMITTED, JobState.DELIVERING), JobState.DELIVERING
+        )
+
+    async def mark_delivered(self, job_id: int, via: str, url: str | None = None) -> bool:
+        return await self._transition(
+            job_id, (JobState.DELIVERING,), JobState.DELIVERED, delivered_via=via, result_url=url
+        )
+
+    async def recent_jobs(self, user_id: int, guild_id: int | None, limit: int) -> list[Job]:
+        """A member's latest finished generations in one server (or in DMs), newest first."""
+        rows = await self._db.rows(
+            f"""{_SELECT_JOBS}
+                WHERE user_id = ? AND guild_id IS ? AND state IN (?, ?)
+                ORDER BY id DESC LIMIT ?""",
+            (user_id, guild_id, JobState.DELIVERED, JobState.REFUNDED, limit),
+        )
+        return [_job(row) for row in rows]
+
+    async def refund(self, job_id: int, reason: str) -> bool:
+        """Give the units back. True only for the call that actually refunded."""
+        return await self._transition(job_id, OPEN_STATES, JobState.REFUNDED, error=reason)
+
+    async def _transition(
+        self,
+        job_id: int,
+        from_states: tuple[JobState, ...],
+        to_state: JobState,
+        *,
+        task_id: str | None = None,
+        error: str | None = None,
+        delivered_via: str | None = None,
+        submitted_at: float | None = None,
+        result_url: str | None = None,
+    ) -> bool:
+        # The WHERE on the current state makes each transition happen at most once. A finished
+        # job forgets its interaction token: it is a credential, kept only while needed.
+        finished = to_state in (JobState.DELIVERED, JobState.REFUNDED)
+        return await self._db.changed(
+            f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
+                   error = COALESCE(?, error), delivered_via = COALESCE(?, delivered_via),
+                   submitted_at = COALESCE(?, submitted_at),
+                   result_url = COALESCE(?, result_url),
+                   interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
+                   updated_at = ?
+                WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
+            (
+                to_state.value,
+                task_id,
+                error,
+                delivered_via,
+                submitted_at,
+                result_url,
+                finished,
+                self._db.clock(),
+                job_id,
+                *from_states,
+            ),
+        )
+
+    # --- results and statistics ---------------------------------------------------------------
+
+    async def set_input_url(self, job_id: int, url: str) -> None:
+        """The reference image's copy on kie.ai's file host, kept so a restart need not redo it."""
+        await self._db.changed("UPDATE jobs SET input_url = ? WHERE id = ?", (url, job_id))
+
+    async def set_job_credits(self, job_id: int, credits: float) -> None:
+        await self._db.changed("UPDATE jobs SET credits = ? WHERE id = ?", (credits, job_id))
+
+    async def mark_result_deleted(self, job_id: int) -> bool:
+        return await self._db.changed(
+            "UPDATE jobs SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+            (self._db.clock(), job_id),
+        )
+
+    async def daily_totals(self, guild_id: int, since_day: str) -> list[DayTotals]:
+        """Per UTC day from `since_day` on: images delivered, jobs failed, units charged."""
+        rows = await self._db.rows(
+            f"""SELECT day, SUM(state = 'delivered') AS delivered,
+                       SUM(state = 'refunded') AS failed,
+                       SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS units
+                FROM jobs WHERE guild_id = ? AND day >= ? GROUP BY day ORDER BY day""",
+            (guild_id, since_day),
+        )
+        return [
+            DayTotals(str(row["day"]), int(row["delivered"]), int(row["failed"]), int(row["units"]))
+            for row in rows
+        ]
+
+    async def top_members(self, guild_id: int, since_day: str, limit: int) -> list[MemberTotals]:
+        rows = await self._db.rows(
+            f"""SELECT user_id, SUM(state = 'delivered') AS delivered,
+                       SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS spent
+                FROM jobs WHERE guild_id = ? AND day >= ?
+                GROUP BY user_id HAVING spent > 0 ORDER BY spent DESC, user_id LIMIT ?""",
+            (guild_id, since_day, limit),
+        )
+        return [
+            MemberTotals(int(row["user_id"]), int(row["delivered"]), int(row["spent"]))
+            for row in rows
+        ]
+
+    async def spend_by_server(
+        self, today: str, month_start: str, only: int | None = None
+    ) -> list[ServerSpend]:
+        """Every server (0: all DMs) that spent anything this month, biggest spender first;
+        with `only`, just that one."""
+        where = "day >= ?"
+        params: list[object] = [today, month_start]
+        if only is not None:
+            where += " AND guild_id IS ?"
+            params.append(only or None)
+        rows = await self._db.rows(
+            f"""SELECT COALESCE(guild_id, 0) AS key,
+                       SUM(CASE WHEN day = ? AND {_CHARGED_SQL} THEN units ELSE 0 END) AS today,
+                       SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS month,
+                       COALESCE(SUM(credits), 0) AS credits,
+                       SUM(credits IS NULL AND state = 'delivered') AS unreported
+                FROM jobs WHERE {where} GROUP BY key ORDER BY month DESC, key""",
+            tuple(params),
+        )
+        return [
+            ServerSpend(
+                int(row["key"]),
+                int(row["today"]),
+                int(row["month"]),
+                float(row["credits"]),
+                int(row["unreported"]),
+            )
+            for row in rows
+        ]

@@ -1,0 +1,31 @@
+"""Small named values in SQLite: the `meta` table."""
+
+from __future__ import annotations
+
+from bot.store.database import Database
+
+
+class SqliteKeyValues:
+    """The `KeyValues` over SQLite: values that must survive a restart, one row each.
+
+    `OperatorControls` keeps the pause here, `OperatorAlerts` when each alert last went out,
+    and the bot the fingerprint of the commands it last synced. Built by `open_storage`; lives
+    as long as the database.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def get(self, key: str) -> str | None:
+        rows = await self._db.rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    async def set(self, key: str, value: str) -> None:
+        await self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._db.execute("DELETE FROM meta WHERE key = ?", (key,))

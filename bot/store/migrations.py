@@ -1,0 +1,227 @@
+"""The schema's numbered migrations, and running them.
+
+Migration N takes the schema from `user_version` N-1 to N. Each is a tuple of single SQL
+statements, run in order inside one transaction together with the `user_version` bump, so a
+migration is applied whole or not at all. Statements are never split at run time, so a `;`
+inside a string literal or a trigger body is just text. Append only; never edit a shipped one
+(changing how they are written down is fine as long as the resulting schema is the same, which
+`tests/test_migrations.py` checks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+Migration = tuple[str, ...]
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: the job ledger and a key/value table.
+    (
+        """
+        CREATE TABLE jobs (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id       INTEGER NOT NULL,
+            guild_id      INTEGER,
+            channel_id    INTEGER,
+            day           TEXT    NOT NULL,
+            units         INTEGER NOT NULL CHECK (units > 0),
+            prompt        TEXT    NOT NULL,
+            aspect_ratio  TEXT    NOT NULL,
+            resolution    TEXT    NOT NULL,
+            state         TEXT    NOT NULL,
+            task_id       TEXT,
+            error         TEXT,
+            created_at    REAL    NOT NULL,
+            updated_at    REAL    NOT NULL
+        )
+        """,
+        "CREATE INDEX jobs_user_day ON jobs (user_id, day)",
+        "CREATE INDEX jobs_state ON jobs (state)",
+        """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )
+        """,
+    ),
+    # 2: what a job needs to find its requester again after a restart.
+    (
+        "ALTER TABLE jobs ADD COLUMN application_id   INTEGER",
+        "ALTER TABLE jobs ADD COLUMN interaction_token TEXT",
+        "ALTER TABLE jobs ADD COLUMN interaction_at   REAL",
+        "ALTER TABLE jobs ADD COLUMN attachment_limit INTEGER",
+        "ALTER TABLE jobs ADD COLUMN nonce            TEXT",
+        "ALTER TABLE jobs ADD COLUMN callback_token   TEXT",
+        "ALTER TABLE jobs ADD COLUMN submitted_at     REAL",
+        "ALTER TABLE jobs ADD COLUMN delivered_via    TEXT",
+    ),
+    # 3: moderation. Every admin change and every refused prompt is kept in moderation_log.
+    (
+        """
+        CREATE TABLE guild_settings (
+            guild_id         INTEGER PRIMARY KEY,
+            audit_channel_id INTEGER
+        )
+        """,
+        """
+        CREATE TABLE blocked_terms (
+            guild_id   INTEGER NOT NULL,
+            canonical  TEXT    NOT NULL,
+            term       TEXT    NOT NULL,
+            added_by   INTEGER NOT NULL,
+            added_at   REAL    NOT NULL,
+            PRIMARY KEY (guild_id, canonical)
+        )
+        """,
+        """
+        CREATE TABLE bans (
+            guild_id   INTEGER NOT NULL,
+            user_id    INTEGER NOT NULL,
+            banned_by  INTEGER NOT NULL,
+            reason     TEXT,
+            banned_at  REAL    NOT NULL,
+            PRIMARY KEY (guild_id, user_id)
+        )
+        """,
+        """
+        CREATE TABLE moderation_log (
+            id        INTEGER PRIMARY KEY AUTOINCREMENT,
+            guild_id  INTEGER NOT NULL,
+            user_id   INTEGER NOT NULL,
+            actor_id  INTEGER,
+            kind      TEXT    NOT NULL,
+            detail    TEXT,
+            at        REAL    NOT NULL
+        )
+        """,
+        "CREATE INDEX moderation_log_guild ON moderation_log (guild_id, at)",
+    ),
+    # 4: a link to the message that shows each delivered image, for /history.
+    ("ALTER TABLE jobs ADD COLUMN result_url TEXT",),
+    # 5: channels where /imagine may be used (none listed: everywhere).
+    (
+        """
+        CREATE TABLE allowed_channels (
+            guild_id   INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            PRIMARY KEY (guild_id, channel_id)
+        )
+        """,
+    ),
+    # 6: reference images and result buttons; per-server quota policy and running limits.
+    # Quotas are counted per member per server from here on (guild_id IS NULL: direct messages).
+    (
+        "ALTER TABLE jobs ADD COLUMN reference_url  TEXT",
+        "ALTER TABLE jobs ADD COLUMN input_url      TEXT",
+        "ALTER TABLE jobs ADD COLUMN origin         TEXT NOT NULL DEFAULT 'command'",
+        "ALTER TABLE jobs ADD COLUMN parent_job_id  INTEGER",
+        "ALTER TABLE jobs ADD COLUMN quota_limit    INTEGER",
+        "ALTER TABLE jobs ADD COLUMN deleted_at     REAL",
+        "CREATE INDEX jobs_guild_day ON jobs (guild_id, day)",
+        "ALTER TABLE guild_settings ADD COLUMN daily_quota            INTEGER",
+        "ALTER TABLE guild_settings ADD COLUMN daily_budget           INTEGER",
+        "ALTER TABLE guild_settings ADD COLUMN max_running_per_member INTEGER",
+        "ALTER TABLE guild_settings ADD COLUMN max_running            INTEGER",
+        """
+        CREATE TABLE role_quotas (
+            guild_id    INTEGER NOT NULL,
+            role_id     INTEGER NOT NULL,
+            daily_quota INTEGER NOT NULL,
+            PRIMARY KEY (guild_id, role_id)
+        )
+        """,
+        """
+        CREATE TABLE quota_adjustments (
+            id        INTEGER PRIMARY KEY AUTOINCREMENT,
+            guild_id  INTEGER,
+            user_id   INTEGER NOT NULL,
+            day       TEXT    NOT NULL,
+            kind      TEXT    NOT NULL,
+            units     INTEGER NOT NULL DEFAULT 0,
+            actor_id  INTEGER,
+            at        REAL    NOT NULL
+        )
+        """,
+        "CREATE INDEX quota_adjustments_member ON quota_adjustments (user_id, guild_id, day)",
+    ),
+    # 7: the operator's controls for a public bot. Caps, bans and terms that no server setting
+    # can lift; content safety per job; what kie.ai charged; refusals counted per reason.
+    # guild_key is the server id, or 0 for direct messages (a key may not be NULL).
+    (
+        "ALTER TABLE jobs ADD COLUMN nsfw_checker INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE jobs ADD COLUMN spoiler      INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN credits      REAL",
+        "CREATE INDEX jobs_day ON jobs (day)",
+        "CREATE INDEX bans_user ON bans (user_id)",
+        "ALTER TABLE guild_settings ADD COLUMN nsfw_allowed INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE guild_settings ADD COLUMN nsfw_spoiler INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE server_caps (
+            guild_key  INTEGER PRIMARY KEY,
+            daily_cap  INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE banned_users (
+            user_id    INTEGER PRIMARY KEY,
+            reason     TEXT
+        )
+        """,
+        """
+        CREATE TABLE banned_servers (
+            guild_id   INTEGER PRIMARY KEY,
+            reason     TEXT
+        )
+        """,
+        """
+        CREATE TABLE global_terms (
+            canonical  TEXT PRIMARY KEY,
+            term       TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE owner_log (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            actor_id   INTEGER NOT NULL,
+            action     TEXT    NOT NULL,
+            target     TEXT,
+            detail     TEXT,
+            at         REAL    NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE refusal_counts (
+            day        TEXT    NOT NULL,
+            guild_key  INTEGER NOT NULL,
+            reason     TEXT    NOT NULL,
+            count      INTEGER NOT NULL,
+            PRIMARY KEY (day, guild_key, reason)
+        )
+        """,
+    ),
+    # 8: every charge sums a server's and the whole day's units: covering indexes answer those
+    # sums from the index alone (they replace the narrower ones).
+    (
+        "CREATE INDEX jobs_guild_day_spend ON jobs (guild_id, day, state, units)",
+        "CREATE INDEX jobs_day_spend ON jobs (day, state, units)",
+        "DROP INDEX jobs_guild_day",
+        "DROP INDEX jobs_day",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class DatabaseTooNew(Exception):
+    """The database was last migrated by a newer bot: this one would not understand it.
+
+    The message is one sentence naming both versions and the file, safe to show the operator.
+    """
+
+    def __init__(self, path: Path | str, found: int, known: int) -> None:
+        super().__init__(
+            f"the database {path} is at schema version {found}, newer than this bot "
+            f"(which knows up to {known}); upgrade the bot"
+        )
+        self.path = path
+        self.found = found
+        self.known = known

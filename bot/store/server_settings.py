@@ -1,0 +1,103 @@
+"""A server's own settings in SQLite: `guild_settings`, `role_quotas` and `allowed_channels`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.domain import ServerPolicy
+from bot.store.database import Database
+from bot.store.interfaces import NSFW_SETTINGS, POLICY_SETTINGS
+
+
+class SqliteServerSettings:
+    """The `ServerSettings` over SQLite: one row of settings per server, its role quotas and the
+    channels `/imagine` may be used in.
+
+    `QuotaBook` reads the policy on every request; `ServerAdmin` and `Moderation` change it from
+    the admin commands. Built by `open_storage`; lives as long as the database.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def server_policy(self, guild_id: int) -> ServerPolicy:
+        # The setting names are `ServerPolicy`'s fields and the table's columns alike.
+        columns = (*POLICY_SETTINGS, *NSFW_SETTINGS)
+        rows = await self._db.rows(
+            f"SELECT {', '.join(columns)} FROM guild_settings WHERE guild_id = ?",
+            (guild_id,),
+        )
+        roles = await self._db.rows(
+            "SELECT role_id, daily_quota FROM role_quotas WHERE guild_id = ?", (guild_id,)
+        )
+        values: dict[str, Any] = {name: rows[0][name] for name in columns} if rows else {}
+        for name in NSFW_SETTINGS:
+            values[name] = bool(values.get(name))
+        return ServerPolicy(
+            **values,
+            role_quotas={int(row["role_id"]): int(row["daily_quota"]) for row in roles},
+        )
+
+    async def set_nsfw(self, guild_id: int, name: str, value: bool) -> None:
+        if name not in NSFW_SETTINGS:
+            raise ValueError(f"unknown server setting {name!r}")
+        await self._set(guild_id, name, int(value))
+
+    async def set_policy_value(self, guild_id: int, name: str, value: int | None) -> None:
+        if name not in POLICY_SETTINGS:
+            raise ValueError(f"unknown server setting {name!r}")
+        await self._set(guild_id, name, value)
+
+    async def _set(self, guild_id: int, column: str, value: int | None) -> None:
+        # `column` is one of the constant setting names, checked by the caller.
+        await self._db.execute(
+            f"INSERT INTO guild_settings (guild_id, {column}) VALUES (?, ?)"
+            f" ON CONFLICT (guild_id) DO UPDATE SET {column} = excluded.{column}",
+            (guild_id, value),
+        )
+
+    async def set_role_quota(self, guild_id: int, role_id: int, units: int | None) -> bool:
+        """Set (or, with None, remove) a role's daily quota; False when nothing changed."""
+        if units is None:
+            return await self._db.changed(
+                "DELETE FROM role_quotas WHERE guild_id = ? AND role_id = ?", (guild_id, role_id)
+            )
+        return await self._db.changed(
+            "INSERT INTO role_quotas (guild_id, role_id, daily_quota) VALUES (?, ?, ?)"
+            " ON CONFLICT (guild_id, role_id) DO UPDATE SET daily_quota = excluded.daily_quota",
+            (guild_id, role_id, units),
+        )
+
+    async def set_audit_channel(self, guild_id: int, channel_id: int | None) -> None:
+        await self._db.execute(
+            "INSERT INTO guild_settings (guild_id, audit_channel_id) VALUES (?, ?)"
+            " ON CONFLICT (guild_id)"
+            " DO UPDATE SET audit_channel_id = excluded.audit_channel_id",
+            (guild_id, channel_id),
+        )
+
+    async def audit_channel(self, guild_id: int) -> int | None:
+        rows = await self._db.rows(
+            "SELECT audit_channel_id FROM guild_settings WHERE guild_id = ?", (guild_id,)
+        )
+        channel = rows[0]["audit_channel_id"] if rows else None
+        return int(channel) if channel is not None else None
+
+    async def allow_channel(self, guild_id: int, channel_id: int) -> bool:
+        return await self._db.changed(
+            "INSERT OR IGNORE INTO allowed_channels (guild_id, channel_id) VALUES (?, ?)",
+            (guild_id, channel_id),
+        )
+
+    async def disallow_channel(self, guild_id: int, channel_id: int) -> bool:
+        return await self._db.changed(
+            "DELETE FROM allowed_channels WHERE guild_id = ? AND channel_id = ?",
+            (guild_id, channel_id),
+        )
+
+    async def allowed_channels(self, guild_id: int) -> list[int]:
+        rows = await self._db.rows(
+            "SELECT channel_id FROM allowed_channels WHERE guild_id = ? ORDER BY channel_id",
+            (guild_id,),
+        )
+        return [int(row["channel_id"]) for row in rows]
