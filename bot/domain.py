@@ -185,3 +185,9 @@ class OwnerAction:
     target: str
     detail: str
     at: float
+
+
+class ChangeRefused(Exception):
+    """A change the rules do not allow (an operator's ceiling, a blocklist's size, banning
+    oneself). Raised by the core before anything is stored; the bot's one error handler
+    answers it privately with the error's text, which says why and that nothing changed."""

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.blocklist import BlockRule, find_blocked, normalize_term
+from bot.domain import ChangeRefused
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Refusal:
     channels: tuple[int, ...] = ()  # where /imagine may be used instead
 
 
-class ModerationError(Exception):
+class ModerationError(ChangeRefused):
     """An admin's request cannot be carried out; the message says why, politely."""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from bot.domain import LogEntry, ServerPolicy
+from bot.domain import ChangeRefused, LogEntry, ServerPolicy
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits
 from bot.store import Store
@@ -21,7 +21,7 @@ MAX_UNITS = 10_000  # a sane ceiling for any quota, grant or budget an admin typ
 MAX_RUNNING = 100  # kie.ai runs "about 100+" tasks at once per account
 
 
-class PolicyError(Exception):
+class PolicyError(ChangeRefused):
     """A change the operator's ceilings do not allow; the message says why, politely."""
 
 
@@ -123,9 +123,9 @@ class ServerAdmin:
 
     async def set_nsfw(
         self, guild_id: int, allow: bool | None, spoiler: bool | None, actor: int
-    ) -> list[str]:
+    ) -> list[tuple[str, str]]:
         """Adult content in age-restricted channels (kie.ai's filter off there, if the operator
-        permits it) and spoilers for results there; what changed, in words."""
+        permits it) and spoilers for results there; what changed: (setting, "on" or "off")."""
         changes = []
         for name, value in (("nsfw_allowed", allow), ("nsfw_spoiler", spoiler)):
             if value is None:
@@ -133,7 +133,7 @@ class ServerAdmin:
             await self._store.set_nsfw(guild_id, name, value)
             shown = "on" if value else "off"
             await self._store.log_moderation(guild_id, actor, name, shown, actor)
-            changes.append(f"{name}: {shown}")
+            changes.append((name, shown))
         return changes
 
     def _check_member_units(self, units: int) -> None:

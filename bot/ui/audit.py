@@ -1,4 +1,4 @@
-"""The optional audit-log channel: each generation and each moderation event, with no pings."""
+"""The optional audit-log channel: each generation and each audit event, with no pings."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import logging
 import aiohttp
 import discord
 
+from bot.admin_events import AuditEvent
 from bot.domain import Job
 from bot.moderation import Moderation
-from bot.ui import messages
+from bot.ui import messages, server_messages
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,10 @@ NO_PINGS = discord.AllowedMentions.none()
 
 
 class AuditLog:
+    """Posts to a server's audit channel: the `AuditSink` of `AdminEvents` and `Admission`, and
+    the record of each delivered generation (`DiscordReply`). Best effort throughout. One per
+    process, built by the composition root once the bot exists."""
+
     def __init__(self, client: discord.Client, moderation: Moderation) -> None:
         self._client = client
         self._moderation = moderation
@@ -24,10 +29,11 @@ class AuditLog:
     async def generation(self, job: Job, link: str | None) -> None:
         await self._post(job.guild_id, messages.audit_generation_embed(job, link))
 
-    async def event(
-        self, guild_id: int | None, title: str, member_id: int, detail: str, actor_id: int | None
-    ) -> None:
-        await self._post(guild_id, messages.audit_event_embed(title, member_id, detail, actor_id))
+    async def post(self, event: AuditEvent) -> None:
+        title = server_messages.audit_title(event.kind)
+        detail = server_messages.audit_detail(event)
+        embed = messages.audit_event_embed(title, event.member_id, detail, event.actor_id)
+        await self._post(event.guild_id, embed)
 
     async def _post(self, guild_id: int | None, embed: discord.Embed) -> None:
         # Best effort: a missing channel or permission must never fail a member's request.
