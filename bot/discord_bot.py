@@ -27,7 +27,7 @@ from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
 from bot.settings import Settings
 from bot.store import Store
-from bot.ui import messages
+from bot.ui import messages, server_messages
 from bot.ui.reply import NO_PINGS
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ async def answer_error(
             return  # the check has already told the member why
         text = messages.not_here()
     elif isinstance(error, ChangeRefused):
-        text = str(error)  # a change the rules do not allow: the error says why
+        text = server_messages.change_refused(error)  # a change the rules do not allow
     else:
         log.error("%s failed", what, exc_info=error)
         text = messages.generic_error()

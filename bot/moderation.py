@@ -10,8 +10,8 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from bot.blocklist import BlockRule, find_blocked, normalize_term
-from bot.domain import ChangeRefused
+from bot.blocklist import BlockRule, UnusableTerm, find_blocked, normalize_term
+from bot.domain import ChangeRefused, RefusedChange
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Refusal:
 
 
 class ModerationError(ChangeRefused):
-    """An admin's request cannot be carried out; the message says why, politely."""
+    """An admin's request cannot be carried out; its reason says why."""
 
 
 class Moderation:
@@ -93,7 +93,7 @@ class Moderation:
         """The operator blocks `term` everywhere. False if it was already blocked."""
         canonical = _canonical(term)
         if len(await self._global_rules_now()) >= MAX_TERMS:
-            raise ModerationError(f"The bot's blocklist holds at most {MAX_TERMS} terms.")
+            raise ModerationError(RefusedChange.BOT_TERMS_FULL, limit=MAX_TERMS)
         added = await self._store.add_global_term(canonical, term.strip())
         self._global_rules = None
         return added
@@ -117,7 +117,7 @@ class Moderation:
         """Block `term` in this server. False if it (or a spelling of it) was already blocked."""
         canonical = _canonical(term)
         if len(await self.terms(guild_id)) >= MAX_TERMS:
-            raise ModerationError(f"A server can block at most {MAX_TERMS} terms.")
+            raise ModerationError(RefusedChange.SERVER_TERMS_FULL, limit=MAX_TERMS)
         added = await self._store.add_blocked_term(guild_id, canonical, term.strip(), actor)
         if added:
             self._rules.pop(guild_id, None)
@@ -137,7 +137,7 @@ class Moderation:
 
     async def ban(self, guild_id: int, user_id: int, actor: int, reason: str | None) -> bool:
         if user_id == actor:
-            raise ModerationError("You can't ban yourself.")
+            raise ModerationError(RefusedChange.BAN_SELF)
         banned = await self._store.ban(guild_id, user_id, actor, reason)
         self._bans.pop(guild_id, None)
         if banned:
@@ -191,5 +191,6 @@ class Moderation:
 def _canonical(term: str) -> str:
     try:
         return normalize_term(term)
-    except ValueError as error:
-        raise ModerationError(str(error)) from None
+    except UnusableTerm as error:
+        reason = RefusedChange.TERM_TOO_LONG if error.too_long else RefusedChange.TERM_TOO_SHORT
+        raise ModerationError(reason, limit=error.limit) from None

@@ -7,7 +7,7 @@ from datetime import datetime
 import discord
 
 from bot.admin_events import AuditEvent, AuditKind
-from bot.domain import DayTotals, MemberTotals, ServerSpend
+from bot.domain import ChangeRefused, DayTotals, MemberTotals, RefusedChange, ServerSpend
 from bot.kie.credits import Balance
 from bot.policy import PolicyView
 from bot.quota import BudgetStatus, QuotaStatus
@@ -250,3 +250,51 @@ def where_imagine_works(channels: list[int]) -> str:
     if not channels:
         return "`/imagine` works in every channel again."
     return f"`/imagine` now works only in {', '.join(f'<#{c}>' for c in channels)}."
+
+
+# --- changes the rules refuse (`ChangeRefused`, answered by the bot's one error handler) ---------
+
+
+def change_refused(error: ChangeRefused) -> str:
+    """Why an admin's change was not made (the operator's blocklist too: they are its admin)."""
+    reason = _refused_reason(error)
+    return f"{reason} Nothing changed." if error.reason in _CEILINGS else reason
+
+
+_CEILINGS = frozenset(
+    {
+        RefusedChange.QUOTA_OVER_CEILING,
+        RefusedChange.BUDGET_OVER_CAP,
+        RefusedChange.GRANT_OVER_CEILING,
+    }
+)
+
+
+def _refused_reason(error: ChangeRefused) -> str:
+    reason, limit = error.reason, error.limit
+    if reason is RefusedChange.QUOTA_OVER_CEILING:
+        return (
+            f"The bot's operator allows at most {limit} units per member per day, so a "
+            f"quota of {error.asked} can't be set."
+        )
+    if reason is RefusedChange.BUDGET_OVER_CAP:
+        return (
+            f"The bot's operator caps this server at {limit} units a day; its budget can "
+            "be lower, not higher."
+        )
+    if reason is RefusedChange.GRANT_OVER_CEILING:
+        room = max(0, limit - error.used)
+        return (
+            f"The bot's operator allows at most {limit} units per member per day, and "
+            f"<@{error.member_id}> already has {error.used} today: at most {room} more can be "
+            "granted."
+        )
+    if reason is RefusedChange.SERVER_TERMS_FULL:
+        return f"A server can block at most {limit} terms."
+    if reason is RefusedChange.BOT_TERMS_FULL:
+        return f"The bot's blocklist holds at most {limit} terms."
+    if reason is RefusedChange.BAN_SELF:
+        return "You can't ban yourself."
+    if reason is RefusedChange.TERM_TOO_LONG:
+        return f"A blocked term can be at most {limit} characters long."
+    return f"A blocked term needs at least {limit} letters or digits."
