@@ -19,7 +19,7 @@ import discord
 import yarl
 from dotenv import find_dotenv, load_dotenv
 
-from bot.admin_events import AdminEvents, AuditEvent
+from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
 from bot.discord_bot import ImagineBot
@@ -153,9 +153,9 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
     moderation = Moderation(store)
     admin = ServerAdmin(store, quota, nsfw_permitted=settings.allow_nsfw)
     credits = CreditWatch(kie, threshold=settings.low_credits_warning)
-    # The Discord side's audit channel and job replies need the bot, built last: they are
-    # reached through it when called, never before it exists.
-    audit = _LateAudit()
+    # The Discord side's audit channel and job replies reach the bot, built last, only once
+    # they are called: never before it exists.
+    audit = AuditLog(lambda channel_id: bot.get_partial_messageable(channel_id), moderation)
     admission = Admission(
         store,
         operator,
@@ -176,7 +176,7 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
             bot,
             job,
             min_interval=settings.progress_min_interval,
-            audit=audit.log,
+            audit=audit,
             reencodes=reencodes,
         )
 
@@ -198,18 +198,8 @@ def build_bot(settings: Settings, store: Store, kie: KieClient) -> ImagineBot:
         admin_events=AdminEvents(admin, moderation, jobs, audit),
         runner=runner,
     )
-    audit.log = AuditLog(bot, moderation)
     alerts.route_to(bot.tell_operator)
     return bot
-
-
-class _LateAudit:
-    """The audit channel, once the bot that posts to it exists."""
-
-    log: AuditLog
-
-    async def post(self, event: AuditEvent) -> None:
-        await self.log.post(event)
 
 
 _OPERATOR_ALERTS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import aiohttp
 import discord
@@ -20,10 +21,14 @@ NO_PINGS = discord.AllowedMentions.none()
 class AuditLog:
     """Posts to a server's audit channel: the `AuditSink` of `AdminEvents` and `Admission`, and
     the record of each delivered generation (`DiscordReply`). Best effort throughout. One per
-    process, built by the composition root once the bot exists."""
+    process, built by the composition root."""
 
-    def __init__(self, client: discord.Client, moderation: Moderation) -> None:
-        self._client = client
+    def __init__(
+        self,
+        channel: Callable[[int], discord.abc.Messageable],
+        moderation: Moderation,
+    ) -> None:
+        self._channel = channel  # the bot's get_partial_messageable
         self._moderation = moderation
 
     async def generation(self, job: Job, link: str | None) -> None:
@@ -41,7 +46,7 @@ class AuditLog:
         if channel_id is None:
             return
         try:
-            channel = self._client.get_partial_messageable(channel_id)
+            channel = self._channel(channel_id)
             await channel.send(embed=embed, allowed_mentions=NO_PINGS)
         except discord.HTTPException as error:
             log.warning("could not post to the audit channel %s: %s", channel_id, error.status)
