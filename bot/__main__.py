@@ -19,9 +19,14 @@ import discord
 import yarl
 from dotenv import find_dotenv, load_dotenv
 
+from bot.admin_events import AdminEvents
+from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
 from bot.discord_bot import ImagineBot
+from bot.domain import Job
+from bot.generation import Generation
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
+from bot.job_tasks import JobRunner
 from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
 from bot.kie.credits import CreditWatch
@@ -37,6 +42,8 @@ from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import DatabaseTooNew, Storage, open_storage
 from bot.ui import messages
+from bot.ui.audit import AuditLog
+from bot.ui.reply import REENCODES_AT_ONCE, DiscordReply
 from bot.webhook import WebhookServer
 
 log = logging.getLogger("bot")
@@ -145,22 +152,60 @@ def build_bot(settings: Settings, storage: Storage, kie: KieClient) -> ImagineBo
         alert_operator=alert_operator,
         allow_nsfw=settings.allow_nsfw,
     )
+    moderation = Moderation(storage.moderation, storage.settings)
+    admin = ServerAdmin(
+        storage.settings,
+        storage.moderation,
+        storage.jobs,
+        quota,
+        nsfw_permitted=settings.allow_nsfw,
+    )
+    credits = CreditWatch(kie, threshold=settings.low_credits_warning)
+    # The Discord side's audit channel and job replies reach the bot, built last, only once
+    # they are called: never before it exists.
+    audit = AuditLog(lambda channel_id: bot.get_partial_messageable(channel_id), moderation)
+    admission = Admission(
+        storage.jobs,
+        storage.moderation,
+        operator,
+        moderation,
+        quota,
+        allowed_guilds=settings.allowed_guild_ids,
+        allow_dms=settings.allow_dms,
+        shares_server=lambda guild_id: bot.get_guild(guild_id) is not None,
+        audit=audit,
+        alert_total_cap=lambda: alerts.alert(
+            AlertKind.TOTAL_CAP, messages.total_cap_alert(settings.total_daily_cap)
+        ),
+    )
+    reencodes = asyncio.Semaphore(REENCODES_AT_ONCE)  # shared by every job's reply
+
+    def reply_for(job: Job) -> DiscordReply:
+        return DiscordReply(
+            bot,
+            job,
+            min_interval=settings.progress_min_interval,
+            audit=audit,
+            reencodes=reencodes,
+        )
+
+    runner = JobRunner(
+        jobs, credits, alerts, reply_for=reply_for, low_credits_text=messages.low_credits_alert
+    )
     bot = ImagineBot(
         settings=settings,
         storage=storage,
         quota=quota,
         jobs=jobs,
-        moderation=Moderation(storage.moderation, storage.settings),
-        admin=ServerAdmin(
-            storage.settings,
-            storage.moderation,
-            storage.jobs,
-            quota,
-            nsfw_permitted=settings.allow_nsfw,
-        ),
-        credits=CreditWatch(kie, threshold=settings.low_credits_warning),
+        moderation=moderation,
+        admin=admin,
+        credits=credits,
         operator=operator,
         alerts=alerts,
+        admission=admission,
+        generation=Generation(admission, jobs, quota, runner),
+        admin_events=AdminEvents(admin, moderation, jobs, audit),
+        runner=runner,
     )
     alerts.route_to(bot.tell_operator)
     return bot

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.admin_events import AuditEvent, AuditKind, AuditSink
 from bot.domain import OverLimit
 from bot.moderation import Moderation, RefusalKind
 from bot.operator import OperatorControls, guild_key
@@ -47,19 +48,17 @@ class RefusalReason(enum.StrEnum):
     BUDGET = "budget"
     SERVER_CAP = "server_cap"
     TOTAL_CAP = "total_cap"
+    SHUTTING_DOWN = "shutting_down"  # the bot is stopping: not counted, not recorded
 
 
 # Refusals a server's managers hear about in their audit channel, and the kind they are kept
 # under in its moderation log (None: not a moderation event).
-_AUDITED: dict[RefusalReason, tuple[str, str | None]] = {
-    RefusalReason.BANNED: ("⛔ Banned member refused", "refused_banned"),
-    RefusalReason.BLOCKED_TERM: ("🚫 Prompt refused", "refused_blocked_term"),
-    RefusalReason.GLOBAL_TERM: ("🚫 Prompt refused (the bot's blocklist)", "refused_global_term"),
-    RefusalReason.USER_BANNED: (
-        "⛔ Member banned by the bot's operator refused",
-        "refused_user_banned",
-    ),
-    RefusalReason.SERVER_CAP: ("📉 The bot's daily cap for this server is reached", None),
+_AUDITED: dict[RefusalReason, tuple[AuditKind, str | None]] = {
+    RefusalReason.BANNED: (AuditKind.BANNED_REFUSED, "refused_banned"),
+    RefusalReason.BLOCKED_TERM: (AuditKind.PROMPT_REFUSED, "refused_blocked_term"),
+    RefusalReason.GLOBAL_TERM: (AuditKind.GLOBAL_TERM_REFUSED, "refused_global_term"),
+    RefusalReason.USER_BANNED: (AuditKind.USER_BANNED_REFUSED, "refused_user_banned"),
+    RefusalReason.SERVER_CAP: (AuditKind.SERVER_CAP_REACHED, None),
 }
 _BY_MODERATION = {
     RefusalKind.WRONG_CHANNEL: RefusalReason.WRONG_CHANNEL,
@@ -100,10 +99,15 @@ class Refusal:
     resets_at: datetime | None = None
 
 
-AuditPost = Callable[[int | None, str, int, str], Awaitable[None]]  # guild, title, member, detail
-
-
 class Admission:
+    """Every rule a request must pass, and what happens after a refusal.
+
+    Holds no state but the notice throttle. Called by `Generation` (for every image asked for)
+    and by the bot's command tree (`gate`, for every command); built once by the composition
+    root and lives as long as the process. Refusals worth a server's attention are posted
+    through the `AuditSink` the Discord side provides.
+    """
+
     def __init__(
         self,
         ledger: JobLedger,
@@ -115,7 +119,7 @@ class Admission:
         allowed_guilds: frozenset[int],
         allow_dms: bool,
         shares_server: Callable[[int], bool],
-        post_audit: AuditPost,
+        audit: AuditSink,
         alert_total_cap: Callable[[], Awaitable[bool]],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -128,7 +132,7 @@ class Admission:
         self._allowed_guilds = allowed_guilds
         self._allow_dms = allow_dms
         self._shares_server = shares_server
-        self._post_audit = post_audit
+        self._audit = audit
         self._clock = clock
         self._noticed: dict[tuple[object, ...], float] = {}
         # Past this, the interaction is acknowledged before the checks end (see the cogs).
@@ -192,6 +196,8 @@ class Admission:
         """After the member was told: count the refusal, and tell whoever should know, without
         letting one member flood the log or the audit channel."""
         reason = refusal.reason
+        if reason is RefusalReason.SHUTTING_DOWN:
+            return  # not a rule of anyone's: the bot is stopping for a moment
         if reason is RefusalReason.NOT_ENABLED:
             # Nothing is stored for a server the bot is not enabled in: one log line a day.
             if self._first_notice(("not_enabled", asker.guild_id, self._quota.today()), 86400):
@@ -211,12 +217,12 @@ class Admission:
         audited = _AUDITED.get(reason)
         if audited is None or asker.guild_id is None:
             return
-        title, kind = audited
+        audit_kind, kind = audited
         prompt = asker.prompt or ""
         detail = f"{refusal.term}: {prompt}" if refusal.term else prompt
         if kind is not None:
             await self._moderation.record_refusal(asker.guild_id, asker.user_id, kind, detail)
-        await self._post_audit(asker.guild_id, title, asker.user_id, detail)
+        await self._audit.post(AuditEvent(audit_kind, asker.guild_id, asker.user_id, None, detail))
 
     async def _banned_everywhere(self, user_id: int, guild_id: int | None) -> bool:
         if await self._operator.user_banned(user_id):

@@ -559,13 +559,26 @@ class _Form:
 # --- Public API ---------------------------------------------------------------------------
 
 
+class UnusableTerm(ValueError):
+    """A term too long, or with too few letters or digits, to block."""
+
+    def __init__(self, *, too_long: bool, limit: int) -> None:
+        super().__init__(
+            f"A blocked term can be at most {limit} characters long."
+            if too_long
+            else f"A blocked term needs at least {limit} letters or digits."
+        )
+        self.too_long = too_long
+        self.limit = limit
+
+
 def normalize_term(term: str) -> str:
     """The canonical form of an admin's term: two spellings that match alike store alike."""
     if len(term.strip()) > MAX_TERM_CHARS:
-        raise ValueError(f"A blocked term can be at most {MAX_TERM_CHARS} characters long.")
+        raise UnusableTerm(too_long=True, limit=MAX_TERM_CHARS)
     words = [_readings(word.raw)[0] for word in _words(term)]
     if sum(char.isalnum() for word in words for char in word) < MIN_TERM_CHARS:
-        raise ValueError(f"A blocked term needs at least {MIN_TERM_CHARS} letters or digits.")
+        raise UnusableTerm(too_long=False, limit=MIN_TERM_CHARS)
     return " ".join(words)
 
 

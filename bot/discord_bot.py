@@ -1,4 +1,4 @@
-"""The bot class: holds the core services, loads the cogs, syncs commands, tracks running jobs."""
+"""The bot class: holds the core services, loads the cogs, syncs commands, answers errors."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.admin_events import AdminEvents
 from bot.admission import Admission, Asker
-from bot.alerts import AlertKind, OperatorAlerts
-from bot.domain import Job
-from bot.jobs import FailureKind, JobService
+from bot.alerts import OperatorAlerts
+from bot.domain import ChangeRefused
+from bot.generation import Generation
+from bot.job_tasks import JobRunner
+from bot.jobs import JobService
 from bot.kie.credits import CreditWatch
 from bot.moderation import Moderation
 from bot.operator import OperatorControls
@@ -24,9 +27,8 @@ from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
 from bot.settings import Settings
 from bot.store import Storage
-from bot.ui import messages
-from bot.ui.audit import AuditLog
-from bot.ui.reply import NO_PINGS, REENCODES_AT_ONCE, DiscordReply
+from bot.ui import messages, server_messages
+from bot.ui.reply import NO_PINGS
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,14 @@ EXTENSIONS = (
     "cogs.owner",  # registers nothing unless OWNER_GUILD_ID is set
 )
 OWNER_GROUP = "owner"
-SHUTDOWN_NOTICE_SECONDS = 5.0
 OPERATORS_TTL = 600.0
 READINESS_DB_SECONDS = 2.0
 
 
 class ImagineTree(app_commands.CommandTree["ImagineBot"]):
-    """Maps errors to replies in one place: known ones become short private messages, and
-    turns every command away where the bot is not enabled (a server not allowed or banned, or
-    DMs while they are off) before the command itself runs."""
+    """Turns every command away where the bot is not enabled (a server not allowed or banned,
+    or DMs while they are off) before the command itself runs, and answers every command's
+    error in one place (`answer_error`)."""
 
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:
         command = interaction.command
@@ -60,24 +61,44 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
     async def on_error(
         self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
     ) -> None:
-        if isinstance(error, app_commands.CheckFailure):
-            if interaction.response.is_done():
-                return  # the check has already told the member why
-            text = "You can't use this command here."
+        command = interaction.command.name if interaction.command else "?"
+        await answer_error(interaction, error, f"command /{command}")
+
+
+async def answer_error(
+    interaction: discord.Interaction[ImagineBot], error: Exception, what: str
+) -> None:
+    """The one answer to anything a command or a button press raised: known errors become
+    short private messages; unknown ones are logged with the traceback and get an apology."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, app_commands.CheckFailure):
+        if interaction.response.is_done():
+            return  # the check has already told the member why
+        text = messages.not_here()
+    elif isinstance(error, ChangeRefused):
+        text = server_messages.change_refused(error)  # a change the rules do not allow
+    else:
+        log.error("%s failed", what, exc_info=error)
+        text = messages.generic_error()
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
         else:
-            command = interaction.command.name if interaction.command else "?"
-            log.error("command /%s failed", command, exc_info=error)
-            text = messages.generic_error()
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            log.warning("could not send an error reply", exc_info=True)
+            await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+    except discord.HTTPException:
+        log.warning("could not send an error reply", exc_info=True)
 
 
 class ImagineBot(commands.Bot):
+    """The discord.py bot, and only that: loads the cogs, syncs the slash commands, resumes the
+    jobs a previous run left open, gates every command, and stops cleanly.
+
+    Built once by `bot/__main__.py` with every core service passed in (the cogs reach them as
+    its attributes) and lives as long as the process. It owns no job tasks (`JobRunner` does)
+    and makes no decisions of the core's: it translates between Discord and the core.
+    """
+
     def __init__(
         self,
         *,
@@ -90,6 +111,10 @@ class ImagineBot(commands.Bot):
         credits: CreditWatch,
         operator: OperatorControls,
         alerts: OperatorAlerts,
+        admission: Admission,
+        generation: Generation,
+        admin_events: AdminEvents,
+        runner: JobRunner,
     ) -> None:
         super().__init__(
             # Slash commands only: no prefix command (not even `@bot help`) is ever run.
@@ -109,27 +134,11 @@ class ImagineBot(commands.Bot):
         self.credits = credits
         self.operator = operator
         self.alerts = alerts
-        self.audit = AuditLog(self, moderation)
-        self.admission = Admission(
-            storage.jobs,
-            storage.moderation,
-            operator,
-            moderation,
-            quota,
-            allowed_guilds=settings.allowed_guild_ids,
-            allow_dms=settings.allow_dms,
-            shares_server=lambda guild_id: self.get_guild(guild_id) is not None,
-            post_audit=lambda guild, title, member, detail: self.audit.event(
-                guild, title, member, detail, None
-            ),
-            alert_total_cap=lambda: alerts.alert(
-                AlertKind.TOTAL_CAP, messages.total_cap_alert(settings.total_daily_cap)
-            ),
-        )
+        self.admission = admission
+        self.generation = generation
+        self.admin_events = admin_events
+        self.runner = runner
         self._operators: tuple[float, tuple[int, ...]] | None = None
-        self.accepting_jobs = True
-        self._job_tasks: dict[asyncio.Task[None], DiscordReply] = {}
-        self._reencodes = asyncio.Semaphore(REENCODES_AT_ONCE)  # shared by every job's reply
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Messages are never commands here: the bot answers slash commands and buttons only."""
@@ -139,7 +148,7 @@ class ImagineBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
-        await self.resume_unfinished_jobs()
+        await self.runner.resume()
 
     async def gate_passed(self, interaction: discord.Interaction[ImagineBot]) -> bool:
         """False (after a private answer) where the bot is not enabled for this interaction."""
@@ -154,37 +163,13 @@ class ImagineBot(commands.Bot):
         await self.admission.record(asker, refusal)
         return False
 
-    async def resume_unfinished_jobs(self) -> None:
-        """Pick up every job a previous run left open (a restart, a crash, a deploy)."""
-        unfinished = await self.jobs.unfinished()
-        for job in unfinished:
-            self.start_job(job)
-        if unfinished:
-            log.info("resumed %d unfinished jobs", len(unfinished))
+    @property
+    def accepting_jobs(self) -> bool:
+        return self.runner.accepting
 
-    def start_job(self, job: Job) -> None:
-        """Run a job in the background, keeping a reference so it is not garbage collected."""
-        reply = DiscordReply(
-            self,
-            job,
-            min_interval=self.settings.progress_min_interval,
-            audit=self.audit,
-            reencodes=self._reencodes,
-        )
-        task = asyncio.create_task(self._run_job(job, reply), name=f"job-{job.id}")
-        self._job_tasks[task] = reply
-        task.add_done_callback(self._forget_job)
-
-    async def _run_job(self, job: Job, reply: DiscordReply) -> None:
-        failure = await self.jobs.run(job, reply)
-        # Each finished job is a chance to notice a low balance before members run into it.
-        # Best effort: the job's outcome is settled and told already.
-        try:
-            low = await self.credits.after_job(out_of_credits=failure is FailureKind.OUT_OF_CREDITS)
-            if low is not None:
-                await self.alerts.alert(AlertKind.LOW_BALANCE, messages.low_credits_alert(low))
-        except Exception:
-            log.warning("job %s: the balance check after it failed", job.id, exc_info=True)
+    @accepting_jobs.setter
+    def accepting_jobs(self, accepting: bool) -> None:
+        self.runner.accepting = accepting
 
     async def operator_ids(self) -> tuple[int, ...]:
         """The application's owner, or every member of its team (looked up every 10 minutes)."""
@@ -227,12 +212,9 @@ class ImagineBot(commands.Bot):
                 log.warning("could not alert owner %s by DM: %s", owner_id, error.status)
         return delivered
 
-    def _forget_job(self, task: asyncio.Task[None]) -> None:
-        self._job_tasks.pop(task, None)
-
     @property
     def running_jobs(self) -> int:
-        return len(self._job_tasks)
+        return self.runner.running
 
     def liveness(self) -> dict[str, object]:
         """For /healthz: the process and its loop answer; the figures are for people."""
@@ -259,26 +241,7 @@ class ImagineBot(commands.Bot):
 
     async def close(self) -> None:
         """Stop taking work; running jobs stay open in the database and resume on next start."""
-        self.accepting_jobs = False
-        running = dict(self._job_tasks)
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-            log.info("left %d running jobs to the next start", len(running))
-            # Best effort and brief: Docker gives a stopping container about ten seconds.
-            notices = [reply.show_paused() for reply in running.values()]
-            try:
-                async with asyncio.timeout(SHUTDOWN_NOTICE_SECONDS):
-                    await asyncio.gather(*notices, return_exceptions=True)
-            except TimeoutError:
-                log.warning("not every waiting member could be told about the restart")
-        try:
-            async with asyncio.timeout(SHUTDOWN_NOTICE_SECONDS):
-                await self.jobs.drain()
-        except TimeoutError:
-            log.warning("not every refunded member could be told before shutting down")
-        await self.jobs.polls.stop()
+        await self.runner.shutdown()
         await super().close()
 
     # --- command sync -------------------------------------------------------------------------

@@ -190,3 +190,38 @@ class OwnerAction:
     target: str
     detail: str
     at: float
+
+
+class RefusedChange(enum.StrEnum):
+    """Why an admin's (or the operator's) change was not made; the words are `bot/ui`'s."""
+
+    QUOTA_OVER_CEILING = "quota_over_ceiling"  # limit: the operator's ceiling; asked
+    BUDGET_OVER_CAP = "budget_over_cap"  # limit: the server's cap
+    GRANT_OVER_CEILING = "grant_over_ceiling"  # limit: the ceiling; member_id, used: has today
+    SERVER_TERMS_FULL = "server_terms_full"  # limit: terms a server may block
+    BOT_TERMS_FULL = "bot_terms_full"  # limit: terms the operator may block
+    BAN_SELF = "ban_self"
+    TERM_TOO_LONG = "term_too_long"  # limit: characters
+    TERM_TOO_SHORT = "term_too_short"  # limit: letters or digits
+
+
+class ChangeRefused(Exception):
+    """A change the rules do not allow (an operator's ceiling, a blocklist's size, banning
+    oneself). Raised by the core before anything is stored; the bot's one error handler
+    answers it privately, in words that say why and that nothing changed."""
+
+    def __init__(
+        self,
+        reason: RefusedChange,
+        *,
+        limit: int = 0,
+        asked: int = 0,
+        used: int = 0,
+        member_id: int | None = None,
+    ) -> None:
+        super().__init__(f"{reason.value} (limit {limit})")
+        self.reason = reason
+        self.limit = limit
+        self.asked = asked
+        self.used = used
+        self.member_id = member_id

@@ -88,6 +88,8 @@ OPERATOR_PROBLEMS = frozenset(
 )
 # Tells the operator about one of those; True when the alert reached them (now or lately).
 AlertOperator = Callable[[FailureKind], Awaitable[bool]]
+# Takes ownership of a refund in progress, so shutdown can wait for it (`JobRunner`).
+KeepTask = Callable[[asyncio.Task[None]], None]
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,6 @@ class JobService:
         # Bounds memory: at most this many images are downloaded or uploaded at once.
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
         self.run_queue = RunQueue()
-        self._finishing: set[asyncio.Task[None]] = set()
 
     async def reserve(self, request: JobRequest) -> Job | OverLimit:
         """Charge the units for `request`, or say which limit (member quota, server budget) it
@@ -280,12 +281,13 @@ class JobService:
             self._kie.assume_recent_use([now - at for at in recent])
         return unfinished
 
-    async def run(self, job: Job, reporter: JobReporter) -> FailureKind | None:
+    async def run(self, job: Job, reporter: JobReporter, *, keep: KeepTask) -> FailureKind | None:
         """Take a job from whatever state it is in to a delivered image, or to a refund.
 
         Used for new jobs and, after a restart, for every unfinished one: each state says what
         is already done, so nothing is submitted, delivered or charged twice. Returns why the
-        job failed, or None when it was delivered.
+        job failed, or None when it was delivered. A refund, once begun, runs as its own task,
+        handed to `keep` (the `JobRunner`), which waits for it on shutdown.
         """
         error: Exception | None = None
         try:
@@ -318,19 +320,17 @@ class JobService:
         finally:
             self.run_queue.leave(job.id)
         # A refund that has started is finished even if the bot is stopping, so the member
-        # is told what happened to their units (`drain` waits for these).
+        # is told what happened to their units (`JobRunner.drain` waits for these).
         finishing = asyncio.create_task(
             self._refund_and_report(job, kind, detail, reporter, error), name=f"refund-{job.id}"
         )
-        self._finishing.add(finishing)
-        finishing.add_done_callback(self._finishing.discard)
+        keep(finishing)
         await asyncio.shield(finishing)
         return kind
 
-    async def drain(self) -> None:
-        """On shutdown: let refunds in progress tell their members (bound it with a timeout)."""
-        if self._finishing:
-            await asyncio.gather(*self._finishing, return_exceptions=True)
+    async def mark_result_deleted(self, job_id: int) -> None:
+        """The message that showed the job's image is gone (the Delete button)."""
+        await self._ledger.mark_result_deleted(job_id)
 
     async def _while_paused(self, job: Job, reporter: JobReporter) -> None:
         """Hold a job that kie.ai has not seen yet while the operator has generation paused;

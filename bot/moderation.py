@@ -10,7 +10,8 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from bot.blocklist import BlockRule, find_blocked, normalize_term
+from bot.blocklist import BlockRule, UnusableTerm, find_blocked, normalize_term
+from bot.domain import ChangeRefused, RefusedChange
 from bot.store import ModerationRecords, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,8 @@ class Refusal:
     channels: tuple[int, ...] = ()  # where /imagine may be used instead
 
 
-class ModerationError(Exception):
-    """An admin's request cannot be carried out; the message says why, politely."""
+class ModerationError(ChangeRefused):
+    """An admin's request cannot be carried out; its reason says why."""
 
 
 class Moderation:
@@ -95,7 +96,7 @@ class Moderation:
         """The operator blocks `term` everywhere. False if it was already blocked."""
         canonical = _canonical(term)
         if len(await self._global_rules_now()) >= MAX_TERMS:
-            raise ModerationError(f"The bot's blocklist holds at most {MAX_TERMS} terms.")
+            raise ModerationError(RefusedChange.BOT_TERMS_FULL, limit=MAX_TERMS)
         added = await self._records.add_global_term(canonical, term.strip())
         self._global_rules = None
         return added
@@ -119,7 +120,7 @@ class Moderation:
         """Block `term` in this server. False if it (or a spelling of it) was already blocked."""
         canonical = _canonical(term)
         if len(await self.terms(guild_id)) >= MAX_TERMS:
-            raise ModerationError(f"A server can block at most {MAX_TERMS} terms.")
+            raise ModerationError(RefusedChange.SERVER_TERMS_FULL, limit=MAX_TERMS)
         added = await self._records.add_blocked_term(guild_id, canonical, term.strip(), actor)
         if added:
             self._rules.pop(guild_id, None)
@@ -139,7 +140,7 @@ class Moderation:
 
     async def ban(self, guild_id: int, user_id: int, actor: int, reason: str | None) -> bool:
         if user_id == actor:
-            raise ModerationError("You can't ban yourself.")
+            raise ModerationError(RefusedChange.BAN_SELF)
         banned = await self._records.ban(guild_id, user_id, actor, reason)
         self._bans.pop(guild_id, None)
         if banned:
@@ -193,5 +194,6 @@ class Moderation:
 def _canonical(term: str) -> str:
     try:
         return normalize_term(term)
-    except ValueError as error:
-        raise ModerationError(str(error)) from None
+    except UnusableTerm as error:
+        reason = RefusedChange.TERM_TOO_LONG if error.too_long else RefusedChange.TERM_TOO_SHORT
+        raise ModerationError(reason, limit=error.limit) from None

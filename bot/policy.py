@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from bot.domain import LogEntry, ServerPolicy
+from bot.domain import ChangeRefused, LogEntry, RefusedChange, ServerPolicy
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits
 from bot.store import JobLedger, ModerationRecords, ServerSettings
@@ -21,8 +21,8 @@ MAX_UNITS = 10_000  # a sane ceiling for any quota, grant or budget an admin typ
 MAX_RUNNING = 100  # kie.ai runs "about 100+" tasks at once per account
 
 
-class PolicyError(Exception):
-    """A change the operator's ceilings do not allow; the message says why, politely."""
+class PolicyError(ChangeRefused):
+    """A change the operator's ceilings do not allow; its reason says which."""
 
 
 class Setting(enum.StrEnum):
@@ -79,10 +79,7 @@ class ServerAdmin:
         if value is not None and setting is Setting.DAILY_BUDGET:
             cap = await self._quota.server_cap(guild_id)
             if cap is not None and value > cap:
-                raise PolicyError(
-                    f"The bot's operator caps this server at {cap} units a day; its budget can "
-                    f"be lower, not higher. Nothing changed."
-                )
+                raise PolicyError(RefusedChange.BUDGET_OVER_CAP, limit=cap, asked=value)
         await self._settings.set_policy_value(guild_id, setting.value, value)
         shown = "default" if value is None else str(value)
         await self._records.log_moderation(guild_id, actor, setting.value, shown, actor)
@@ -109,11 +106,12 @@ class ServerAdmin:
         ceiling = self._quota.ceiling
         today = await self._quota.limit_today(user_id, guild_id, role_ids)
         if today + units > ceiling:
-            room = max(0, ceiling - today)
             raise PolicyError(
-                f"The bot's operator allows at most {ceiling} units per member per day, and "
-                f"<@{user_id}> already has {today} today: at most {room} more can be granted. "
-                "Nothing changed."
+                RefusedChange.GRANT_OVER_CEILING,
+                limit=ceiling,
+                asked=units,
+                used=today,
+                member_id=user_id,
             )
         await self._ledger.add_quota_adjustment(
             guild_id, user_id, self._quota.today(), "grant", units, actor
@@ -133,9 +131,9 @@ class ServerAdmin:
 
     async def set_nsfw(
         self, guild_id: int, allow: bool | None, spoiler: bool | None, actor: int
-    ) -> list[str]:
+    ) -> list[tuple[str, str]]:
         """Adult content in age-restricted channels (kie.ai's filter off there, if the operator
-        permits it) and spoilers for results there; what changed, in words."""
+        permits it) and spoilers for results there; what changed: (setting, "on" or "off")."""
         changes = []
         for name, value in (("nsfw_allowed", allow), ("nsfw_spoiler", spoiler)):
             if value is None:
@@ -143,16 +141,13 @@ class ServerAdmin:
             await self._settings.set_nsfw(guild_id, name, value)
             shown = "on" if value else "off"
             await self._records.log_moderation(guild_id, actor, name, shown, actor)
-            changes.append(f"{name}: {shown}")
+            changes.append((name, shown))
         return changes
 
     def _check_member_units(self, units: int) -> None:
         ceiling = self._quota.ceiling
         if units > ceiling:
-            raise PolicyError(
-                f"The bot's operator allows at most {ceiling} units per member per day, so a "
-                f"quota of {units} can't be set. Nothing changed."
-            )
+            raise PolicyError(RefusedChange.QUOTA_OVER_CEILING, limit=ceiling, asked=units)
 
     async def view(self, guild_id: int, run_limits: RunLimits, changes: int = 8) -> PolicyView:
         return PolicyView(

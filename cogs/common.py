@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 from typing import TYPE_CHECKING
 
 import discord
 
-from bot.admission import Asker, Refusal
+from bot.admission import Refusal
 from bot.domain import ReplyTarget
+from bot.kie import REFERENCE_MAX_BYTES, REFERENCE_TYPES
 from bot.ui import messages
 from bot.ui.reply import NO_PINGS
 
@@ -65,7 +67,7 @@ async def is_server_manager(interaction: discord.Interaction[ImagineBot]) -> boo
     """The admin cogs' check. Discord hides their commands from others by default, but
     server admins can change who sees them, so the bot checks Manage Server again."""
     if interaction.guild_id is None or not interaction.permissions.manage_guild:
-        await private(interaction, "Only members who can manage this server can do that.")
+        await private(interaction, messages.managers_only())
         return False
     return True
 
@@ -76,17 +78,40 @@ def guild_and_actor(interaction: discord.Interaction[ImagineBot]) -> tuple[int, 
     return interaction.guild_id, interaction.user.id
 
 
-async def refuse(
-    interaction: discord.Interaction[ImagineBot], asker: Asker, refusal: Refusal
-) -> None:
-    """Tell the member privately why not (as the first answer where possible, so nothing
-    public appears), then let the core count it and tell whoever should know."""
-    text = messages.refusal_text(refusal)
-    if interaction.response.is_done():
-        await refuse_after_defer(interaction, text)
-    else:
-        await private(interaction, text)
-    await interaction.client.admission.record(asker, refusal)
+class InteractionRequester:
+    """The `Requester` of `Generation.request` for one interaction (a command or a button):
+    answers the member the way every image request is answered."""
+
+    def __init__(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        self._interaction = interaction
+
+    async def acknowledge(self) -> None:
+        """The public "thinking…" reply, which becomes the job's reply."""
+        if not self._interaction.response.is_done():
+            await self._interaction.response.defer(thinking=True)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        """Privately, and as the first answer where possible, so nothing public appears."""
+        text = messages.refusal_text(refusal)
+        if self._interaction.response.is_done():
+            await refuse_after_defer(self._interaction, text)
+        else:
+            await private(self._interaction, text)
+
+    async def age_restricted(self) -> bool:
+        return await age_restricted(self._interaction)
+
+
+def reference_problem(content_type: str | None, filename: str, size: int) -> str | None:
+    """What is wrong with a reference image, in words for the member; None when all is well."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if not kind:  # Discord leaves it out for some uploads: go by the name
+        kind = mimetypes.guess_type(filename)[0] or ""
+    if kind not in REFERENCE_TYPES:
+        return messages.reference_not_image(filename)
+    if size > REFERENCE_MAX_BYTES:
+        return messages.reference_too_large(size, REFERENCE_MAX_BYTES)
+    return None
 
 
 async def age_restricted(interaction: discord.Interaction[ImagineBot]) -> bool:

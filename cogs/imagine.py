@@ -1,35 +1,28 @@
 """/imagine: turn a prompt (and maybe a reference image) into an image.
 
-Options and checks live here, and the start shared with the result buttons; the lifecycle is
-`JobService`.
+The options are checked here; admitting, charging and starting the job is `Generation`'s (the
+same entry the result buttons use), and the job's life is `JobService`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
-import mimetypes
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import Asker
-from bot.domain import OverLimit
 from bot.jobs import JobRequest
 from bot.kie import (
     ASPECT_RATIOS,
     AUTO_ASPECT_RATIO,
     PROMPT_MAX_LENGTH,
     PROMPT_MIN_LENGTH,
-    REFERENCE_MAX_BYTES,
-    REFERENCE_TYPES,
     ImageRequest,
 )
 from bot.ui import messages
-from cogs.common import age_restricted, private, refuse, reply_target, role_ids
+from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
 
 if TYPE_CHECKING:
     from bot.discord_bot import ImagineBot
@@ -94,7 +87,7 @@ class ImagineCog(commands.Cog):
             role_ids=role_ids(interaction),
             reference_url=image.url if image is not None else None,
         )
-        await start_generation(self.bot, interaction, request)
+        await self.bot.generation.request(request, InteractionRequester(interaction))
 
 
 def _option_problem(
@@ -104,62 +97,12 @@ def _option_problem(
     if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
         return messages.prompt_length_error(len(prompt))
     if aspect_ratio not in (*ASPECT_RATIOS, AUTO_ASPECT_RATIO) or resolution not in ("1K", "2K"):
-        return "That option is not one the bot offers. Nothing was spent."
+        return messages.option_not_offered()
     if aspect_ratio == AUTO_ASPECT_RATIO and image is None:
         return messages.auto_needs_image()
     if image is not None:
         return reference_problem(image.content_type, image.filename, image.size)
     return None
-
-
-def reference_problem(content_type: str | None, filename: str, size: int) -> str | None:
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if not kind:  # Discord leaves it out for some uploads: go by the name
-        kind = mimetypes.guess_type(filename)[0] or ""
-    if kind not in REFERENCE_TYPES:
-        return messages.reference_not_image(filename)
-    if size > REFERENCE_MAX_BYTES:
-        return messages.reference_too_large(size, REFERENCE_MAX_BYTES)
-    return None
-
-
-async def start_generation(
-    bot: ImagineBot, interaction: discord.Interaction[ImagineBot], request: JobRequest
-) -> None:
-    """Admit, charge and start: shared by /imagine and the Re-roll and Vary buttons.
-
-    A refusal is the interaction's first, private answer. An admitted request gets a public
-    "thinking…" reply that becomes the job's reply.
-    """
-    if not bot.accepting_jobs:
-        await private(interaction, messages.shutting_down())
-        return
-    asker = Asker(
-        user_id=request.user_id,
-        guild_id=request.guild_id,
-        channel_id=request.channel_id,
-        role_ids=request.role_ids,
-        prompt=request.image.prompt,
-        units=bot.quota.costs.units(request.image.resolution),
-    )
-    checking = asyncio.ensure_future(bot.admission.check(asker))
-    done, _ = await asyncio.wait({checking}, timeout=bot.admission.answer_within)
-    if not done:
-        # The checks are indexed reads, but a busy database must not cost Discord's 3 s.
-        log.warning("admission checks are slow; answering publicly first")
-        await interaction.response.defer(thinking=True)
-    refusal = await checking
-    if refusal is not None:
-        await refuse(interaction, asker, refusal)
-        return
-    if not interaction.response.is_done():
-        await interaction.response.defer(thinking=True)
-    request = dataclasses.replace(request, age_restricted=await age_restricted(interaction))
-    job = await bot.jobs.reserve(request)
-    if isinstance(job, OverLimit):  # someone else's charge got there first
-        await refuse(interaction, asker, await bot.admission.over_limit(asker, job))
-        return
-    bot.start_job(job)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -2,7 +2,8 @@
 
 Only in a server, and by default only for members who can manage it (Discord hides the commands
 from others; the bot checks again, since server admins can change who sees them). Every answer
-is private and shows the change back; every change is recorded in the moderation log.
+is private and shows the change back; every change is stored and posted to the audit channel by
+`AdminEvents`, and a change the rules refuse is answered by the bot's one error handler.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.moderation import ModerationError
-from bot.ui import messages
+from bot.ui import server_messages as texts
 from cogs.common import followup, guild_and_actor, is_server_manager
 
 if TYPE_CHECKING:
@@ -42,18 +42,9 @@ class ModerationCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            added = await self.bot.moderation.add_term(guild_id, term, actor)
-        except ModerationError as error:
-            await followup(interaction, str(error))
-            return
+        added = await self.bot.admin_events.block_term(guild_id, term, actor)
         count = len(await self.bot.moderation.terms(guild_id))
-        shown = messages.safe_prompt(term, 100)
-        if added:
-            await self.bot.audit.event(guild_id, "🚫 Term blocked", actor, term, actor)
-            await followup(interaction, f"Blocked **{shown}**. This server blocks {count} terms.")
-        else:
-            await followup(interaction, f"**{shown}** was already blocked. Nothing changed.")
+        await followup(interaction, texts.term_blocked(term, count, added))
 
     @app_commands.command(name="unblock", description="Allow a blocked word or phrase again.")
     @app_commands.describe(term="The blocked word or phrase, in any spelling.")
@@ -62,28 +53,15 @@ class ModerationCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            removed = await self.bot.moderation.remove_term(guild_id, term, actor)
-        except ModerationError as error:
-            await followup(interaction, str(error))
-            return
-        shown = messages.safe_prompt(term, 100)
-        if removed:
-            await self.bot.audit.event(guild_id, "✅ Term unblocked", actor, term, actor)
-            await followup(interaction, f"**{shown}** is allowed again.")
-        else:
-            await followup(interaction, f"**{shown}** was not blocked. Nothing changed.")
+        removed = await self.bot.admin_events.unblock_term(guild_id, term, actor)
+        await followup(interaction, texts.term_unblocked(term, removed))
 
     @app_commands.command(name="blocklist", description="Show this server's blocked terms.")
     async def blocklist(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         terms = await self.bot.moderation.terms(guild_id)
-        if not terms:
-            await followup(interaction, "This server blocks no terms.")
-            return
-        listed = ", ".join(f"`{messages.safe_prompt(t, 100)}`" for t in terms)
-        await followup(interaction, f"Blocked terms ({len(terms)}): {listed}"[:1900])
+        await followup(interaction, texts.blocked_terms(terms))
 
     @app_commands.command(name="ban", description="Stop a member from using the image bot here.")
     @app_commands.describe(member="Who to ban from the bot.", reason="Why (kept in the log).")
@@ -95,16 +73,8 @@ class ModerationCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            banned = await self.bot.moderation.ban(guild_id, member.id, actor, reason)
-        except ModerationError as error:
-            await followup(interaction, str(error))
-            return
-        if banned:
-            await self.bot.audit.event(guild_id, "⛔ Member banned", member.id, reason or "", actor)
-            await followup(interaction, f"<@{member.id}> can no longer use the bot here.")
-        else:
-            await followup(interaction, f"<@{member.id}> was already banned. Nothing changed.")
+        banned = await self.bot.admin_events.ban(guild_id, member.id, actor, reason)
+        await followup(interaction, texts.member_banned(member.id, banned))
 
     @app_commands.command(name="unban", description="Let a banned member use the bot again.")
     @app_commands.describe(member="Who to unban.")
@@ -113,11 +83,8 @@ class ModerationCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if await self.bot.moderation.unban(guild_id, member.id, actor):
-            await self.bot.audit.event(guild_id, "✅ Member unbanned", member.id, "", actor)
-            await followup(interaction, f"<@{member.id}> can use the bot again.")
-        else:
-            await followup(interaction, f"<@{member.id}> was not banned. Nothing changed.")
+        unbanned = await self.bot.admin_events.unban(guild_id, member.id, actor)
+        await followup(interaction, texts.member_unbanned(member.id, unbanned))
 
     @app_commands.command(
         name="audit-channel", description="Where the bot logs generations and moderation."
@@ -130,15 +97,9 @@ class ModerationCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.bot.moderation.set_audit_channel(
-            guild_id, channel.id if channel else None, actor
-        )
-        if channel is None:
-            await followup(interaction, "The audit log is off.")
-        else:
-            await followup(
-                interaction, f"Generations and moderation events now go to <#{channel.id}>."
-            )
+        channel_id = channel.id if channel else None
+        await self.bot.admin_events.set_audit_channel(guild_id, channel_id, actor)
+        await followup(interaction, texts.audit_channel_set(channel_id))
 
     @app_commands.command(name="allow-channel", description="Let /imagine be used in a channel.")
     @app_commands.describe(channel="Once any channel is listed, /imagine works only in those.")
@@ -147,7 +108,7 @@ class ModerationCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.bot.moderation.allow_channel(guild_id, channel.id, actor)
+        await self.bot.admin_events.allow_channel(guild_id, channel.id, actor)
         await followup(interaction, await self._where_imagine_works(guild_id))
 
     @app_commands.command(name="disallow-channel", description="Take a channel off the list.")
@@ -157,14 +118,11 @@ class ModerationCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.bot.moderation.disallow_channel(guild_id, channel.id, actor)
+        await self.bot.admin_events.disallow_channel(guild_id, channel.id, actor)
         await followup(interaction, await self._where_imagine_works(guild_id))
 
     async def _where_imagine_works(self, guild_id: int) -> str:
-        listed = await self.bot.moderation.allowed_channels(guild_id)
-        if not listed:
-            return "`/imagine` works in every channel again."
-        return f"`/imagine` now works only in {', '.join(f'<#{c}>' for c in listed)}."
+        return texts.where_imagine_works(await self.bot.moderation.allowed_channels(guild_id))
 
 
 async def setup(bot: ImagineBot) -> None:

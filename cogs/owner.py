@@ -14,10 +14,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.moderation import ModerationError
 from bot.operator import DM_KEY
 from bot.ui import owner_messages as texts
-from bot.ui.messages import safe_prompt
 from cogs.common import followup, private
 
 if TYPE_CHECKING:
@@ -105,10 +103,8 @@ class OwnerCog(
         reason: app_commands.Range[str, 1, 300] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if await self.bot.operator.ban_user(interaction.user.id, user.id, reason):
-            await followup(interaction, f"<@{user.id}> can no longer generate anywhere.")
-        else:
-            await followup(interaction, f"<@{user.id}> was already banned. Nothing changed.")
+        banned = await self.bot.operator.ban_user(interaction.user.id, user.id, reason)
+        await followup(interaction, texts.user_banned(user.id, banned))
 
     @app_commands.command(name="unban-user", description="Let a banned user generate again.")
     @app_commands.describe(user="Who.")
@@ -116,10 +112,8 @@ class OwnerCog(
         self, interaction: discord.Interaction[ImagineBot], user: discord.User
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if await self.bot.operator.unban_user(interaction.user.id, user.id):
-            await followup(interaction, f"<@{user.id}> can generate again.")
-        else:
-            await followup(interaction, f"<@{user.id}> was not banned. Nothing changed.")
+        unbanned = await self.bot.operator.unban_user(interaction.user.id, user.id)
+        await followup(interaction, texts.user_unbanned(user.id, unbanned))
 
     @app_commands.command(name="ban-server", description="Turn the bot off in a server.")
     @app_commands.describe(server="The server's ID.", reason="Kept in the log.")
@@ -135,10 +129,8 @@ class OwnerCog(
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         name = texts.server_name(key, self._server_name)
-        if await self.bot.operator.ban_server(interaction.user.id, key, reason):
-            await followup(interaction, f"{name} can no longer use the bot.")
-        else:
-            await followup(interaction, f"{name} was already banned. Nothing changed.")
+        banned = await self.bot.operator.ban_server(interaction.user.id, key, reason)
+        await followup(interaction, texts.server_banned(name, banned))
 
     @app_commands.command(name="unban-server", description="Turn the bot on again in a server.")
     @app_commands.describe(server="The server's ID.")
@@ -151,24 +143,16 @@ class OwnerCog(
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         name = texts.server_name(key, self._server_name)
-        if await self.bot.operator.unban_server(interaction.user.id, key):
-            await followup(interaction, f"{name} can use the bot again.")
-        else:
-            await followup(interaction, f"{name} was not banned. Nothing changed.")
+        unbanned = await self.bot.operator.unban_server(interaction.user.id, key)
+        await followup(interaction, texts.server_unbanned(name, unbanned))
 
     @app_commands.command(name="block", description="Block a term in every server and DM.")
     @app_commands.describe(term="On top of each server's own blocklist; any spelling is caught.")
     async def block(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
-        shown = safe_prompt(term, 100)
         await self._change_term(
-            interaction,
-            "block",
-            term,
-            self.bot.moderation.add_global_term,
-            done=f"Blocked **{shown}** everywhere.",
-            unchanged=f"**{shown}** was already blocked. Nothing changed.",
+            interaction, "block", term, self.bot.moderation.add_global_term, texts.term_blocked
         )
 
     @app_commands.command(name="unblock", description="Take a term off the bot's blocklist.")
@@ -176,14 +160,12 @@ class OwnerCog(
     async def unblock(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
-        shown = safe_prompt(term, 100)
         await self._change_term(
             interaction,
             "unblock",
             term,
             self.bot.moderation.remove_global_term,
-            done=f"**{shown}** is allowed again (unless a server blocks it).",
-            unchanged=f"**{shown}** was not blocked. Nothing changed.",
+            texts.term_unblocked,
         )
 
     async def _change_term(
@@ -192,19 +174,13 @@ class OwnerCog(
         action: str,
         term: str,
         change: Callable[[str], Awaitable[bool]],
-        *,
-        done: str,
-        unchanged: str,
+        text: Callable[[str, bool], str],
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            changed = await change(term)
-        except ModerationError as error:
-            await followup(interaction, str(error))
-            return
+        changed = await change(term)  # a full blocklist: the bot's error handler answers
         if changed:
             await self.bot.operator.log_term(interaction.user.id, action, term)
-        await followup(interaction, done if changed else unchanged)
+        await followup(interaction, text(term, changed))
 
     @app_commands.command(name="pause", description="Pause all generation.")
     @app_commands.describe(reason="What members are told (for example: maintenance until 18:00).")
@@ -220,10 +196,8 @@ class OwnerCog(
     @app_commands.command(name="resume", description="Resume generation after a pause.")
     async def resume(self, interaction: discord.Interaction[ImagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if await self.bot.operator.resume(interaction.user.id):
-            await followup(interaction, "Generation resumed; waiting jobs are starting.")
-        else:
-            await followup(interaction, "Generation was not paused. Nothing changed.")
+        resumed = await self.bot.operator.resume(interaction.user.id)
+        await followup(interaction, texts.resumed_text(resumed))
 
     @app_commands.command(name="log", description="The operator's latest actions.")
     async def actions(self, interaction: discord.Interaction[ImagineBot]) -> None:

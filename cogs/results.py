@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.discord_bot import answer_error
 from bot.domain import Job, JobState, Origin
 from bot.jobs import JobRequest
 from bot.kie import AUTO_ASPECT_RATIO, REFERENCE_LIFETIME, ImageRequest
 from bot.ui import messages
 from bot.ui.buttons import ResultAction, ResultButton
-from cogs.common import private, reply_target, role_ids
-from cogs.imagine import reference_problem, start_generation
+from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
 
 if TYPE_CHECKING:
     from bot.discord_bot import ImagineBot
@@ -41,16 +41,11 @@ class ResultsCog(commands.Cog):
     async def on_result_button(
         self, interaction: discord.Interaction[ImagineBot], action: ResultAction, job_id: int
     ) -> None:
-        # A listener's errors reach no command error handler: answer them here, like the tree.
+        # A listener's errors reach no command error handler: hand them to the tree's.
         try:
             await self._press(interaction, action, job_id)
-        except Exception:
-            log.exception("the %s button of job %s failed", action, job_id)
-            with contextlib.suppress(discord.HTTPException):
-                if interaction.response.is_done():
-                    await interaction.followup.send(messages.generic_error(), ephemeral=True)
-                else:
-                    await private(interaction, messages.generic_error())
+        except Exception as error:
+            await answer_error(interaction, error, f"the {action} button of job {job_id}")
 
     async def _press(
         self, interaction: discord.Interaction[ImagineBot], action: ResultAction, job_id: int
@@ -61,7 +56,7 @@ class ResultsCog(commands.Cog):
             await private(interaction, messages.result_unknown())
             return
         if action is ResultAction.DELETE:
-            # Re-roll and Vary meet every rule in start_generation; Delete only this one.
+            # Re-roll and Vary meet every rule of Generation; Delete only this one.
             if await self.bot.gate_passed(interaction):
                 await self._delete(interaction, job)
         elif action is ResultAction.REROLL:
@@ -87,15 +82,7 @@ class ResultsCog(commands.Cog):
             if interaction.message is not None:
                 with contextlib.suppress(discord.NotFound):
                     await interaction.message.delete()
-        await self.bot.storage.jobs.mark_result_deleted(job.id)
-        if interaction.user.id != job.user_id:
-            await self.bot.audit.event(
-                interaction.guild_id,
-                "🗑️ Result deleted",
-                job.user_id,
-                job.prompt,
-                interaction.user.id,
-            )
+        await self.bot.admin_events.result_deleted(job, interaction.guild_id, interaction.user.id)
 
     async def _again(
         self, interaction: discord.Interaction[ImagineBot], parent: Job, origin: Origin
@@ -131,7 +118,7 @@ class ResultsCog(commands.Cog):
             origin=origin,
             parent_job_id=parent.id,
         )
-        await start_generation(self.bot, interaction, request)
+        await self.bot.generation.request(request, InteractionRequester(interaction))
 
 
 def _reference_expired(job: Job) -> bool:

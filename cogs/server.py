@@ -3,7 +3,8 @@ budget, running limits, the kie.ai balance and usage statistics.
 
 Only in a server, and by default only for members who can manage it (Discord hides the commands
 from others; the bot checks again, since admins can change who sees them). Every answer is
-private and shows the change back; every change is recorded (see `bot/policy.py`).
+private and shows the change back; every change is stored and posted to the audit channel by
+`AdminEvents`, and a change the rules refuse is answered by the bot's one error handler.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bot.charts import DayStats, render_daily_chart
 from bot.domain import DayTotals, ServerSpend
 from bot.kie import KieError
 from bot.operator import guild_key
-from bot.policy import MAX_RUNNING, MAX_UNITS, PolicyError, Setting
+from bot.policy import MAX_RUNNING, MAX_UNITS, Setting
 from bot.ui import server_messages as texts
 from bot.ui.messages import low_credits_alert
 from bot.ui.reply import NO_PINGS
@@ -75,13 +76,7 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            change = await self.bot.admin.set_role_quota(guild_id, role.id, role.name, units, actor)
-        except PolicyError as error:
-            await followup(interaction, str(error))
-            return
-        if change is not None:
-            await self._audit(interaction, "⚙️ Role quota changed", change)
+        await self.bot.admin_events.set_role_quota(guild_id, role.id, role.name, units, actor)
         await self._show_settings(interaction)
 
     @app_commands.command(name="grant", description="Give a member extra units for today.")
@@ -95,13 +90,8 @@ class ServerCog(
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         roles = member_role_ids(member, guild_id)
-        try:
-            status = await self.bot.admin.grant(guild_id, member.id, roles, units, actor)
-        except PolicyError as error:
-            await followup(interaction, str(error))
-            return
+        status = await self.bot.admin_events.grant(guild_id, member.id, roles, units, actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
-        await self._audit(interaction, "🎁 Units granted", f"+{units} today", member.id)
 
     @app_commands.command(name="reset", description="Clear what a member used today.")
     @app_commands.describe(member="Whose usage to clear (their images stay).")
@@ -111,9 +101,8 @@ class ServerCog(
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         roles = member_role_ids(member, guild_id)
-        status = await self.bot.admin.reset(guild_id, member.id, roles, actor)
+        status = await self.bot.admin_events.reset(guild_id, member.id, roles, actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
-        await self._audit(interaction, "🔄 Quota reset", "usage today cleared", member.id)
 
     @app_commands.command(name="budget", description="Cap the units the whole server spends a day.")
     @app_commands.describe(units="Units per day for everyone together; leave empty for no cap.")
@@ -135,17 +124,7 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        for setting, value in (
-            (Setting.MAX_RUNNING_PER_MEMBER, per_member),
-            (Setting.MAX_RUNNING, server),
-        ):
-            if value is not None:
-                await self.bot.admin.set_value(guild_id, setting, value or None, actor)
-                shown = str(value) if value else "default"
-                await self._audit(
-                    interaction, "⚙️ Setting changed", f"{texts.change_name(setting)}: {shown}"
-                )
-        await self.bot.jobs.limits_changed(guild_id)
+        await self.bot.admin_events.set_running_limits(guild_id, per_member, server, actor)
         await self._show_settings(interaction)
 
     @app_commands.command(name="nsfw", description="Adult content in age-restricted channels.")
@@ -162,8 +141,7 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        for change in await self.bot.admin.set_nsfw(guild_id, allow, spoiler, actor):
-            await self._audit(interaction, "⚙️ Setting changed", texts.nsfw_change(change))
+        await self.bot.admin_events.set_nsfw(guild_id, allow, spoiler, actor)
         await self._show_settings(interaction)
 
     @app_commands.command(name="credits", description="What this server spent (units, credits).")
@@ -203,7 +181,7 @@ class ServerCog(
         since_midnight = datetime.combine(first_day, datetime.min.time(), UTC)
         embed = texts.stats_embed(totals, top, book.today(), since_midnight)
         days = _every_day(totals, first_day, STATS_DAYS)
-        png = await asyncio.to_thread(render_daily_chart, days, title="Last 7 days (UTC)")
+        png = await asyncio.to_thread(render_daily_chart, days, title=texts.stats_chart_title())
         embed.set_image(url="attachment://stats.png")
         await interaction.followup.send(
             embed=embed,
@@ -217,27 +195,8 @@ class ServerCog(
     ) -> None:
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            await self.bot.admin.set_value(guild_id, setting, value, actor)
-        except PolicyError as error:
-            await followup(interaction, str(error))
-            return
-        shown = "default" if value is None else str(value)
-        await self._audit(
-            interaction, "⚙️ Setting changed", f"{texts.change_name(setting)}: {shown}"
-        )
+        await self.bot.admin_events.set_value(guild_id, setting, value, actor)
         await self._show_settings(interaction)
-
-    async def _audit(
-        self,
-        interaction: discord.Interaction[ImagineBot],
-        title: str,
-        detail: str,
-        member_id: int | None = None,
-    ) -> None:
-        """Admin changes go to the audit channel too, when the server has one."""
-        guild_id, actor = guild_and_actor(interaction)
-        await self.bot.audit.event(guild_id, title, member_id or actor, detail, actor)
 
     async def _show_settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)

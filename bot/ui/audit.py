@@ -1,15 +1,17 @@
-"""The optional audit-log channel: each generation and each moderation event, with no pings."""
+"""The optional audit-log channel: each generation and each audit event, with no pings."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import aiohttp
 import discord
 
+from bot.admin_events import AuditEvent
 from bot.domain import Job
 from bot.moderation import Moderation
-from bot.ui import messages
+from bot.ui import messages, server_messages
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +19,26 @@ NO_PINGS = discord.AllowedMentions.none()
 
 
 class AuditLog:
-    def __init__(self, client: discord.Client, moderation: Moderation) -> None:
-        self._client = client
+    """Posts to a server's audit channel: the `AuditSink` of `AdminEvents` and `Admission`, and
+    the record of each delivered generation (`DiscordReply`). Best effort throughout. One per
+    process, built by the composition root."""
+
+    def __init__(
+        self,
+        channel: Callable[[int], discord.abc.Messageable],
+        moderation: Moderation,
+    ) -> None:
+        self._channel = channel  # the bot's get_partial_messageable
         self._moderation = moderation
 
     async def generation(self, job: Job, link: str | None) -> None:
         await self._post(job.guild_id, messages.audit_generation_embed(job, link))
 
-    async def event(
-        self, guild_id: int | None, title: str, member_id: int, detail: str, actor_id: int | None
-    ) -> None:
-        await self._post(guild_id, messages.audit_event_embed(title, member_id, detail, actor_id))
+    async def post(self, event: AuditEvent) -> None:
+        title = server_messages.audit_title(event.kind)
+        detail = server_messages.audit_detail(event)
+        embed = messages.audit_event_embed(title, event.member_id, detail, event.actor_id)
+        await self._post(event.guild_id, embed)
 
     async def _post(self, guild_id: int | None, embed: discord.Embed) -> None:
         # Best effort: a missing channel or permission must never fail a member's request.
@@ -35,7 +46,7 @@ class AuditLog:
         if channel_id is None:
             return
         try:
-            channel = self._client.get_partial_messageable(channel_id)
+            channel = self._channel(channel_id)
             await channel.send(embed=embed, allowed_mentions=NO_PINGS)
         except discord.HTTPException as error:
             log.warning("could not post to the audit channel %s: %s", channel_id, error.status)

@@ -280,6 +280,18 @@ def quota_summary(
     return text
 
 
+def managers_only() -> str:
+    return "Only members who can manage this server can do that."
+
+
+def option_not_offered() -> str:
+    return "That option is not one the bot offers. Nothing was spent."
+
+
+def not_here() -> str:
+    return "You can't use this command here."
+
+
 def generic_error() -> str:
     return "Sorry, something went wrong on our side. It has been logged; please try again."
 
@@ -289,6 +301,8 @@ def generic_error() -> str:
 
 def refusal_text(refusal: Refusal) -> str:
     """What a refused member reads, privately. Every refusal spent nothing, and says so."""
+    if refusal.reason is RefusalReason.SHUTTING_DOWN:
+        return shutting_down()
     return f"{_refusal_reason(refusal)} Nothing was spent."
 
 

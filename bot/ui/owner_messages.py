@@ -98,3 +98,47 @@ def paused_text(changed: bool, reason: str) -> str:
         f"{first} Members are told: “{safe_prompt(reason, 200)}”. Waiting jobs keep their units "
         "and start on `/owner resume`; images kie.ai already has are still delivered."
     )
+
+
+def user_banned(user_id: int, banned: bool) -> str:
+    if banned:
+        return f"<@{user_id}> can no longer generate anywhere."
+    return f"<@{user_id}> was already banned. Nothing changed."
+
+
+def user_unbanned(user_id: int, unbanned: bool) -> str:
+    if unbanned:
+        return f"<@{user_id}> can generate again."
+    return f"<@{user_id}> was not banned. Nothing changed."
+
+
+def server_banned(name: str, banned: bool) -> str:
+    if banned:
+        return f"{name} can no longer use the bot."
+    return f"{name} was already banned. Nothing changed."
+
+
+def server_unbanned(name: str, unbanned: bool) -> str:
+    if unbanned:
+        return f"{name} can use the bot again."
+    return f"{name} was not banned. Nothing changed."
+
+
+def term_blocked(term: str, added: bool) -> str:
+    shown = safe_prompt(term, 100)
+    if added:
+        return f"Blocked **{shown}** everywhere."
+    return f"**{shown}** was already blocked. Nothing changed."
+
+
+def term_unblocked(term: str, removed: bool) -> str:
+    shown = safe_prompt(term, 100)
+    if removed:
+        return f"**{shown}** is allowed again (unless a server blocks it)."
+    return f"**{shown}** was not blocked. Nothing changed."
+
+
+def resumed_text(resumed: bool) -> str:
+    if resumed:
+        return "Generation resumed; waiting jobs are starting."
+    return "Generation was not paused. Nothing changed."

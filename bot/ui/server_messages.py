@@ -6,7 +6,8 @@ from datetime import datetime
 
 import discord
 
-from bot.domain import DayTotals, MemberTotals, ServerSpend
+from bot.admin_events import AuditEvent, AuditKind
+from bot.domain import ChangeRefused, DayTotals, MemberTotals, RefusedChange, ServerSpend
 from bot.kie.credits import Balance
 from bot.policy import PolicyView
 from bot.quota import BudgetStatus, QuotaStatus
@@ -37,10 +38,41 @@ def change_name(kind: str) -> str:
     return _CHANGE_NAMES.get(kind, kind)
 
 
-def nsfw_change(change: str) -> str:
-    """ "nsfw_allowed: on" in words."""
-    name, _, value = change.partition(": ")
-    return f"{change_name(name)}: {value}"
+_AUDIT_TITLES = {
+    AuditKind.SETTING_CHANGED: "⚙️ Setting changed",
+    AuditKind.ROLE_QUOTA_CHANGED: "⚙️ Role quota changed",
+    AuditKind.UNITS_GRANTED: "🎁 Units granted",
+    AuditKind.QUOTA_RESET: "🔄 Quota reset",
+    AuditKind.TERM_BLOCKED: "🚫 Term blocked",
+    AuditKind.TERM_UNBLOCKED: "✅ Term unblocked",
+    AuditKind.MEMBER_BANNED: "⛔ Member banned",
+    AuditKind.MEMBER_UNBANNED: "✅ Member unbanned",
+    AuditKind.RESULT_DELETED: "🗑️ Result deleted",
+    AuditKind.AUDIT_CHANNEL_SET: "⚙️ Audit channel changed",
+    AuditKind.CHANNEL_ALLOWED: "⚙️ Channel allowed",
+    AuditKind.CHANNEL_DISALLOWED: "⚙️ Channel removed",
+    AuditKind.BANNED_REFUSED: "⛔ Banned member refused",
+    AuditKind.PROMPT_REFUSED: "🚫 Prompt refused",
+    AuditKind.GLOBAL_TERM_REFUSED: "🚫 Prompt refused (the bot's blocklist)",
+    AuditKind.USER_BANNED_REFUSED: "⛔ Member banned by the bot's operator refused",
+    AuditKind.SERVER_CAP_REACHED: "📉 The bot's daily cap for this server is reached",
+}
+
+
+def audit_title(kind: AuditKind) -> str:
+    """The title of an audit-channel post."""
+    return _AUDIT_TITLES[kind]
+
+
+def audit_detail(event: AuditEvent) -> str:
+    """The details line of an audit-channel post (as typed; the embed escapes it)."""
+    if event.kind is AuditKind.SETTING_CHANGED:
+        return f"{change_name(event.setting or '')}: {event.value}"
+    if event.kind is AuditKind.UNITS_GRANTED:
+        return f"+{event.value} today"
+    if event.kind is AuditKind.QUOTA_RESET:
+        return "usage today cleared"
+    return event.detail
 
 
 def _limit(value: int | None) -> str:
@@ -166,3 +198,103 @@ def stats_embed(
 
 def credits_unavailable() -> str:
     return "kie.ai did not tell the balance just now. Please try again in a minute."
+
+
+def stats_chart_title() -> str:
+    return "Last 7 days (UTC)"
+
+
+# --- /moderation ------------------------------------------------------------------------------
+
+
+def term_blocked(term: str, count: int, added: bool) -> str:
+    shown = safe_prompt(term, 100)
+    if added:
+        return f"Blocked **{shown}**. This server blocks {count} terms."
+    return f"**{shown}** was already blocked. Nothing changed."
+
+
+def term_unblocked(term: str, removed: bool) -> str:
+    shown = safe_prompt(term, 100)
+    if removed:
+        return f"**{shown}** is allowed again."
+    return f"**{shown}** was not blocked. Nothing changed."
+
+
+def blocked_terms(terms: list[str]) -> str:
+    if not terms:
+        return "This server blocks no terms."
+    listed = ", ".join(f"`{safe_prompt(t, 100)}`" for t in terms)
+    return f"Blocked terms ({len(terms)}): {listed}"[:1900]
+
+
+def member_banned(member_id: int, banned: bool) -> str:
+    if banned:
+        return f"<@{member_id}> can no longer use the bot here."
+    return f"<@{member_id}> was already banned. Nothing changed."
+
+
+def member_unbanned(member_id: int, unbanned: bool) -> str:
+    if unbanned:
+        return f"<@{member_id}> can use the bot again."
+    return f"<@{member_id}> was not banned. Nothing changed."
+
+
+def audit_channel_set(channel_id: int | None) -> str:
+    if channel_id is None:
+        return "The audit log is off."
+    return f"Generations and moderation events now go to <#{channel_id}>."
+
+
+def where_imagine_works(channels: list[int]) -> str:
+    if not channels:
+        return "`/imagine` works in every channel again."
+    return f"`/imagine` now works only in {', '.join(f'<#{c}>' for c in channels)}."
+
+
+# --- changes the rules refuse (`ChangeRefused`, answered by the bot's one error handler) ---------
+
+
+def change_refused(error: ChangeRefused) -> str:
+    """Why an admin's change was not made (the operator's blocklist too: they are its admin)."""
+    reason = _refused_reason(error)
+    return f"{reason} Nothing changed." if error.reason in _CEILINGS else reason
+
+
+_CEILINGS = frozenset(
+    {
+        RefusedChange.QUOTA_OVER_CEILING,
+        RefusedChange.BUDGET_OVER_CAP,
+        RefusedChange.GRANT_OVER_CEILING,
+    }
+)
+
+
+def _refused_reason(error: ChangeRefused) -> str:
+    reason, limit = error.reason, error.limit
+    if reason is RefusedChange.QUOTA_OVER_CEILING:
+        return (
+            f"The bot's operator allows at most {limit} units per member per day, so a "
+            f"quota of {error.asked} can't be set."
+        )
+    if reason is RefusedChange.BUDGET_OVER_CAP:
+        return (
+            f"The bot's operator caps this server at {limit} units a day; its budget can "
+            "be lower, not higher."
+        )
+    if reason is RefusedChange.GRANT_OVER_CEILING:
+        room = max(0, limit - error.used)
+        return (
+            f"The bot's operator allows at most {limit} units per member per day, and "
+            f"<@{error.member_id}> already has {error.used} today: at most {room} more can be "
+            "granted."
+        )
+    if reason is RefusedChange.SERVER_TERMS_FULL:
+        return f"A server can block at most {limit} terms."
+    if reason is RefusedChange.BOT_TERMS_FULL:
+        return f"The bot's blocklist holds at most {limit} terms."
+    if reason is RefusedChange.BAN_SELF:
+        return "You can't ban yourself."
+    if reason is RefusedChange.TERM_TOO_LONG:
+        return f"A blocked term can be at most {limit} characters long."
+    return f"A blocked term needs at least {limit} letters or digits."

@@ -1,0 +1,130 @@
+"""The one owner of background job tasks: start, resume, shut down, drain.
+
+Every running generation is an asyncio task, and so is every refund that has begun (it must end
+even while the bot stops, so the member hears what happened to their units). Both live here, so
+there is one place to count them, one to cancel them and one to wait for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from bot.alerts import AlertKind, OperatorAlerts
+from bot.domain import Job
+from bot.jobs import FailureKind, JobReporter, JobService
+from bot.kie.credits import Balance, CreditWatch
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_NOTICE_SECONDS = 5.0
+
+
+class JobReply(JobReporter, Protocol):
+    """A job's reporter that can also tell its member the bot is restarting."""
+
+    async def show_paused(self) -> None: ...
+
+
+class JobRunner:
+    """Runs jobs in the background and owns their tasks, from start to shutdown.
+
+    `Generation` starts each admitted job here; the bot resumes the jobs a previous run left
+    open at start-up (`resume`) and calls `shutdown` from `close()`. `JobService.run` hands the
+    refund it begins to `keep_finishing`, so `drain` can wait for it. One per process, built
+    by the composition root; the reply for each job comes from `reply_for`, which the Discord
+    side provides.
+    """
+
+    def __init__(
+        self,
+        jobs: JobService,
+        credits: CreditWatch,
+        alerts: OperatorAlerts,
+        *,
+        reply_for: Callable[[Job], JobReply],
+        low_credits_text: Callable[[Balance], str],
+        notice_seconds: float = SHUTDOWN_NOTICE_SECONDS,
+    ) -> None:
+        self._jobs = jobs
+        self._credits = credits
+        self._alerts = alerts
+        self._reply_for = reply_for
+        self._low_credits_text = low_credits_text
+        self._notice_seconds = notice_seconds
+        self._running: dict[asyncio.Task[None], JobReply] = {}
+        self._finishing: set[asyncio.Task[None]] = set()
+        self.accepting = True  # False from the start of shutdown: no new job is admitted
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def resume(self) -> None:
+        """Pick up every job a previous run left open (a restart, a crash, a deploy)."""
+        unfinished = await self._jobs.unfinished()
+        for job in unfinished:
+            self.start(job)
+        if unfinished:
+            log.info("resumed %d unfinished jobs", len(unfinished))
+
+    def start(self, job: Job) -> None:
+        """Run a job in the background, keeping a reference so it is not garbage collected."""
+        reply = self._reply_for(job)
+        task = asyncio.create_task(self._run(job, reply), name=f"job-{job.id}")
+        self._running[task] = reply
+        task.add_done_callback(self._forget)
+
+    def keep_finishing(self, task: asyncio.Task[None]) -> None:
+        """Hold a refund in progress until it ends (`drain` waits for these)."""
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _run(self, job: Job, reply: JobReply) -> None:
+        failure = await self._jobs.run(job, reply, keep=self.keep_finishing)
+        # Each finished job is a chance to notice a low balance before members run into it.
+        # Best effort: the job's outcome is settled and told already.
+        try:
+            low = await self._credits.after_job(
+                out_of_credits=failure is FailureKind.OUT_OF_CREDITS
+            )
+            if low is not None:
+                await self._alerts.alert(AlertKind.LOW_BALANCE, self._low_credits_text(low))
+        except Exception:
+            log.warning("job %s: the balance check after it failed", job.id, exc_info=True)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+
+    async def shutdown(self) -> None:
+        """Stop taking work; running jobs stay open in the database and resume on next start.
+
+        Their members are told the bot is restarting, and refunds in progress get to tell
+        theirs, each within a few seconds (Docker gives a stopping container about ten).
+        """
+        self.accepting = False
+        running = dict(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+            log.info("left %d running jobs to the next start", len(running))
+            notices = [reply.show_paused() for reply in running.values()]
+            try:
+                async with asyncio.timeout(self._notice_seconds):
+                    await asyncio.gather(*notices, return_exceptions=True)
+            except TimeoutError:
+                log.warning("not every waiting member could be told about the restart")
+        try:
+            async with asyncio.timeout(self._notice_seconds):
+                await self.drain()
+        except TimeoutError:
+            log.warning("not every refunded member could be told before shutting down")
+        await self._jobs.polls.stop()
+
+    async def drain(self) -> None:
+        """Let refunds in progress tell their members (bound it with a timeout)."""
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
