@@ -394,11 +394,11 @@ async def test_the_requester_deletes_the_result_and_history_says_deleted(
     assert fake_discord.calls_for(press)[0].json == {"type": 6}, "no new message for a delete"
 
     async def marked_deleted() -> bool:
-        job = await running.storage.jobs.jobs.get_job(1)
+        job = await running.storage.jobs.get_job(1)
         return job is not None and job.deleted_at is not None
 
     await eventually(marked_deleted, what="the job to be marked deleted")
-    job = await running.storage.jobs.jobs.get_job(1)
+    job = await running.storage.jobs.get_job(1)
     assert job is not None
     assert job.state is JobState.DELIVERED
     assert await running.units_charged() == 1, "deleting gives nothing back"
