@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.domain import Job
+from bot.domain import Job, LogKind
 from bot.jobs import JobService
 from bot.moderation import Moderation
 from bot.policy import ServerAdmin, Setting
@@ -60,7 +60,7 @@ class AuditEvent:
     member_id: int  # who it is about (the admin themself for a server-wide change)
     actor_id: int | None  # who did it; None for a refusal
     detail: str = ""  # as typed: a term, a reason, a prompt, a role's change
-    setting: str | None = None  # SETTING_CHANGED: the setting's name, as the log keeps it
+    setting: LogKind | None = None  # SETTING_CHANGED: the setting, as the log keeps it
     value: str | None = None  # ... and its new value; UNITS_GRANTED: the units
 
 
@@ -101,7 +101,7 @@ class AdminEvents:
     ) -> None:
         await self._admin.set_value(guild_id, setting, value, actor)
         shown = "default" if value is None else str(value)
-        await self._setting_changed(guild_id, actor, setting.value, shown)
+        await self._setting_changed(guild_id, actor, LogKind(setting.value), shown)
 
     async def set_running_limits(
         self, guild_id: int, per_member: int | None, server: int | None, actor: int
@@ -115,7 +115,7 @@ class AdminEvents:
             if value is not None:
                 await self._admin.set_value(guild_id, setting, value or None, actor)
                 shown = str(value) if value else "default"
-                await self._setting_changed(guild_id, actor, setting.value, shown)
+                await self._setting_changed(guild_id, actor, LogKind(setting.value), shown)
         await self._jobs.limits_changed(guild_id)
 
     async def set_role_quota(
@@ -147,9 +147,11 @@ class AdminEvents:
         self, guild_id: int, allow: bool | None, spoiler: bool | None, actor: int
     ) -> None:
         for name, shown in await self._admin.set_nsfw(guild_id, allow, spoiler, actor):
-            await self._setting_changed(guild_id, actor, name, shown)
+            await self._setting_changed(guild_id, actor, LogKind(name), shown)
 
-    async def _setting_changed(self, guild_id: int, actor: int, setting: str, shown: str) -> None:
+    async def _setting_changed(
+        self, guild_id: int, actor: int, setting: LogKind, shown: str
+    ) -> None:
         event = AuditEvent(
             AuditKind.SETTING_CHANGED, guild_id, actor, actor, setting=setting, value=shown
         )
@@ -205,5 +207,7 @@ class AdminEvents:
         other than the requester removed it."""
         await self._jobs.mark_result_deleted(job.id)
         if actor != job.user_id and guild_id is not None:
-            event = AuditEvent(AuditKind.RESULT_DELETED, guild_id, job.user_id, actor, job.prompt)
+            event = AuditEvent(
+                AuditKind.RESULT_DELETED, guild_id, job.user_id, actor, job.image.prompt
+            )
             await self.record(event)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.admin_events import AuditEvent, AuditKind, AuditSink
-from bot.domain import OverLimit
+from bot.domain import LogKind, OverLimit
 from bot.moderation import Moderation, RefusalKind
 from bot.operator import OperatorControls, guild_key
 from bot.quota import BudgetStatus, QuotaBook, QuotaStatus
@@ -53,11 +53,11 @@ class RefusalReason(enum.StrEnum):
 
 # Refusals a server's managers hear about in their audit channel, and the kind they are kept
 # under in its moderation log (None: not a moderation event).
-_AUDITED: dict[RefusalReason, tuple[AuditKind, str | None]] = {
-    RefusalReason.BANNED: (AuditKind.BANNED_REFUSED, "refused_banned"),
-    RefusalReason.BLOCKED_TERM: (AuditKind.PROMPT_REFUSED, "refused_blocked_term"),
-    RefusalReason.GLOBAL_TERM: (AuditKind.GLOBAL_TERM_REFUSED, "refused_global_term"),
-    RefusalReason.USER_BANNED: (AuditKind.USER_BANNED_REFUSED, "refused_user_banned"),
+_AUDITED: dict[RefusalReason, tuple[AuditKind, LogKind | None]] = {
+    RefusalReason.BANNED: (AuditKind.BANNED_REFUSED, LogKind.REFUSED_BANNED),
+    RefusalReason.BLOCKED_TERM: (AuditKind.PROMPT_REFUSED, LogKind.REFUSED_BLOCKED_TERM),
+    RefusalReason.GLOBAL_TERM: (AuditKind.GLOBAL_TERM_REFUSED, LogKind.REFUSED_GLOBAL_TERM),
+    RefusalReason.USER_BANNED: (AuditKind.USER_BANNED_REFUSED, LogKind.REFUSED_USER_BANNED),
     RefusalReason.SERVER_CAP: (AuditKind.SERVER_CAP_REACHED, None),
 }
 _BY_MODERATION = {

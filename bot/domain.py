@@ -6,6 +6,66 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
+
+AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
+Resolution = Literal["1K", "2K"]
+ASPECT_RATIOS: tuple[AspectRatio, ...] = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
+AUTO_ASPECT_RATIO: AspectRatio = "auto"  # image-to-image only: match the reference image
+RESOLUTIONS: tuple[Resolution, ...] = ("1K", "2K")
+
+
+def parse_aspect_ratio(value: str) -> AspectRatio:
+    """`value` as an aspect ratio (as stored or typed); ValueError for anything else."""
+    if value in ASPECT_RATIOS or value == AUTO_ASPECT_RATIO:
+        return value
+    raise ValueError(f"not an aspect ratio: {value!r}")
+
+
+def parse_resolution(value: str) -> Resolution:
+    """`value` as a resolution (as stored or typed); ValueError for anything else."""
+    if value in RESOLUTIONS:
+        return value
+    raise ValueError(f"not a resolution: {value!r}")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What to draw, as one value from the command to the stored job to kie.ai's createTask.
+
+    The command builds it, the job ledger stores it with the charge, and `JobService` sends it
+    once its references are on kie.ai's file host (`with_inputs`). References are carried as
+    the member gave them (`reference_urls`) and, once uploaded, as kie.ai's links
+    (`input_urls`, kept 3 days); any reference makes it an image-to-image request.
+    """
+
+    prompt: str
+    aspect_ratio: AspectRatio = "1:1"
+    resolution: Resolution = "1K"
+    reference_urls: tuple[str, ...] = ()
+    input_urls: tuple[str, ...] = ()
+    # kie.ai's own content filter ("defaults to false": off unless asked for). The bot always
+    # sends it, true unless the operator, the server and the channel all allow adult content.
+    nsfw_checker: bool = True
+
+    @property
+    def image_to_image(self) -> bool:
+        return bool(self.reference_urls or self.input_urls)
+
+    @property
+    def uploaded(self) -> bool:
+        """Every reference is on kie.ai's file host (true for text-to-image)."""
+        return len(self.input_urls) >= len(self.reference_urls)
+
+    def with_inputs(self, input_urls: tuple[str, ...]) -> ImageRequest:
+        return ImageRequest(
+            self.prompt,
+            self.aspect_ratio,
+            self.resolution,
+            self.reference_urls,
+            input_urls,
+            self.nsfw_checker,
+        )
 
 
 class JobState(enum.StrEnum):
@@ -38,6 +98,46 @@ class ReplyTarget:
     attachment_limit: int  # bytes per file, as the interaction reported
 
 
+class DeliveryRoute(enum.StrEnum):
+    """Where a finished image was posted."""
+
+    REPLY = "reply"  # the command's own reply (the interaction token was still alive)
+    CHANNEL = "channel"  # a new message in the channel (the token had expired)
+    DM = "dm"  # a direct message to the member (the channel was closed to the bot)
+
+
+class AdjustmentKind(enum.StrEnum):
+    """An admin's change to a member's day in the ledger."""
+
+    GRANT = "grant"  # extra units for today
+    RESET = "reset"  # today's jobs so far stop counting
+
+
+class LogKind(enum.StrEnum):
+    """The kinds of a server's moderation log: admins' changes and refused prompts."""
+
+    DAILY_QUOTA = "daily_quota"
+    DAILY_BUDGET = "daily_budget"
+    MAX_RUNNING_PER_MEMBER = "max_running_per_member"
+    MAX_RUNNING = "max_running"
+    NSFW_ALLOWED = "nsfw_allowed"
+    NSFW_SPOILER = "nsfw_spoiler"
+    ROLE_QUOTA = "role_quota"
+    GRANT = "grant"
+    RESET = "reset"
+    TERM_ADDED = "term_added"
+    TERM_REMOVED = "term_removed"
+    BANNED = "banned"
+    UNBANNED = "unbanned"
+    AUDIT_CHANNEL = "audit_channel"
+    CHANNEL_ALLOWED = "channel_allowed"
+    CHANNEL_DISALLOWED = "channel_disallowed"
+    REFUSED_BANNED = "refused_banned"
+    REFUSED_BLOCKED_TERM = "refused_blocked_term"
+    REFUSED_GLOBAL_TERM = "refused_global_term"
+    REFUSED_USER_BANNED = "refused_user_banned"
+
+
 class Origin(enum.StrEnum):
     COMMAND = "command"  # /imagine
     REROLL = "reroll"  # the Re-roll button: same prompt and options
@@ -51,15 +151,10 @@ class NewJob:
     channel_id: int | None
     day: str
     units: int
-    prompt: str
-    aspect_ratio: str
-    resolution: str
+    image: ImageRequest
     reply: ReplyTarget | None = None
-    reference_url: str | None = None  # image-to-image: where the reference image can be fetched
-    input_url: str | None = None  # ... once uploaded to kie.ai's file host (3 days)
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
-    nsfw_checker: bool = True  # kie.ai's own content filter; off only where all may allow it
     spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
 
 
@@ -76,9 +171,7 @@ class Job:
     channel_id: int | None
     day: str
     units: int
-    prompt: str
-    aspect_ratio: str
-    resolution: str
+    image: ImageRequest
     state: JobState
     task_id: str | None
     error: str | None
@@ -86,22 +179,15 @@ class Job:
     reply: ReplyTarget | None
     nonce: str  # random per job: Discord drops a second message with the same nonce
     callback_token: str = field(repr=False)  # random per job: the secret in its callback URL
-    delivered_via: str | None = None
+    delivered_via: DeliveryRoute | None = None
     submitted_at: float | None = None  # Unix time createTask went out
     result_url: str | None = None  # link to the message showing the image
-    reference_url: str | None = None
-    input_url: str | None = None
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
     quota_limit: int | None = None  # the member's daily limit when the job was charged
     deleted_at: float | None = None  # when the result message was deleted with its button
-    nsfw_checker: bool = True
     spoiler: bool = False
     credits: float | None = None  # what kie.ai charged, when it said so
-
-    @property
-    def image_to_image(self) -> bool:
-        return self.reference_url is not None or self.input_url is not None
 
 
 class OverLimit(enum.StrEnum):
@@ -158,7 +244,7 @@ class DayTotals:
 
 @dataclass(frozen=True)
 class LogEntry:
-    kind: str
+    kind: LogKind
     user_id: int
     actor_id: int | None
     detail: str

@@ -8,6 +8,7 @@ refunds and reports a `Failure`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.domain import Job, JobState, NewJob, Origin, OverLimit, ReplyTarget
+from bot.domain import DeliveryRoute, Job, JobState, NewJob, Origin, OverLimit, ReplyTarget
 from bot.kie import (
     DownloadedImage,
     DownloadError,
@@ -97,11 +98,9 @@ class JobRequest:
     user_id: int
     guild_id: int | None
     channel_id: int | None
-    image: ImageRequest
+    image: ImageRequest  # references as given; a re-roll's may already be on kie.ai's host
     reply: ReplyTarget | None = None
     role_ids: tuple[int, ...] = ()  # the member's roles, for role quotas
-    reference_url: str | None = None  # image-to-image: the reference as the member gave it
-    input_url: str | None = None  # ... already on kie.ai's file host (a re-roll of one)
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
     age_restricted: bool = False  # asked in an age-restricted channel (or a thread of one)
@@ -135,7 +134,7 @@ class Failure:
 
 @dataclass(frozen=True)
 class Delivery:
-    via: str  # "reply", "channel" or "dm"
+    via: DeliveryRoute
     url: str | None  # a link to the message that shows the image
 
 
@@ -243,15 +242,10 @@ class JobService:
                 channel_id=request.channel_id,
                 day=self._quota.today(),
                 units=self._quota.costs.units(image.resolution),
-                prompt=image.prompt,
-                aspect_ratio=image.aspect_ratio,
-                resolution=image.resolution,
+                image=dataclasses.replace(image, nsfw_checker=not unfiltered),
                 reply=request.reply,
-                reference_url=request.reference_url,
-                input_url=request.input_url,
                 origin=request.origin,
                 parent_job_id=request.parent_job_id,
-                nsfw_checker=not unfiltered,
                 spoiler=request.age_restricted and policy.nsfw_spoiler,
             ),
             await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
@@ -394,17 +388,16 @@ class JobService:
             return job.task_id
         return await self._submit(job, reporter)
 
-    async def _reference_urls(self, job: Job) -> tuple[str, ...]:
-        """The reference image as kie.ai's file host serves it, uploading it the first time."""
-        if not job.image_to_image:
-            return ()
-        if job.input_url is not None:
-            return (job.input_url,)
-        assert job.reference_url is not None
+    async def _uploaded(self, job: Job) -> ImageRequest:
+        """The job's request with its reference on kie.ai's file host, uploaded the first time
+        (and kept, so a resumed job does not upload it again)."""
+        image = job.image
+        if image.uploaded:
+            return image
         try:
             # A folder per job: the file host overwrites a file uploaded to the same path.
             input_url = await self._kie.upload_reference(
-                job.reference_url, upload_path=f"imagine-bot/job-{job.id}"
+                image.reference_urls[0], upload_path=f"imagine-bot/job-{job.id}"
             )
         except (KieAuthError, KieInsufficientCredits, KieMaintenance):
             raise
@@ -412,16 +405,10 @@ class JobService:
             log.warning("job %s: the reference image could not be uploaded: %s", job.id, error)
             raise JobFailed(FailureKind.REFERENCE_FAILED) from None
         await self._ledger.set_input_url(job.id, input_url)
-        return (input_url,)
+        return image.with_inputs((input_url,))
 
     async def _submit(self, job: Job, reporter: JobReporter) -> str:
-        request = ImageRequest(
-            job.prompt,
-            job.aspect_ratio,  # type: ignore[arg-type]
-            job.resolution,  # type: ignore[arg-type]
-            input_urls=await self._reference_urls(job),
-            nsfw_checker=job.nsfw_checker,
-        )
+        request = await self._uploaded(job)
         turn = self._kie.submit_turn(job.user_id)
         if turn.wait_seconds > 0:
             turn_at = self._clock() + turn.wait_seconds

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.blocklist import BlockRule, UnusableTerm, find_blocked, normalize_term
-from bot.domain import ChangeRefused, RefusedChange
+from bot.domain import ChangeRefused, LogKind, RefusedChange
 from bot.store import ModerationRecords, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Moderation:
             return None
         return Refusal(RefusalKind.GLOBAL_TERM, match.rule.term, match.excerpt)
 
-    async def record_refusal(self, guild_id: int, user_id: int, kind: str, detail: str) -> None:
+    async def record_refusal(self, guild_id: int, user_id: int, kind: LogKind, detail: str) -> None:
         """Keep a refused prompt in the server's moderation log (the caller bounds the rate)."""
         await self._records.log_moderation(guild_id, user_id, kind, detail)
 
@@ -124,7 +124,7 @@ class Moderation:
         added = await self._records.add_blocked_term(guild_id, canonical, term.strip(), actor)
         if added:
             self._rules.pop(guild_id, None)
-            await self._records.log_moderation(guild_id, actor, "term_added", term, actor)
+            await self._records.log_moderation(guild_id, actor, LogKind.TERM_ADDED, term, actor)
         return added
 
     async def remove_term(self, guild_id: int, term: str, actor: int) -> bool:
@@ -132,7 +132,7 @@ class Moderation:
         removed = await self._records.remove_blocked_term(guild_id, canonical)
         if removed:
             self._rules.pop(guild_id, None)
-            await self._records.log_moderation(guild_id, actor, "term_removed", term, actor)
+            await self._records.log_moderation(guild_id, actor, LogKind.TERM_REMOVED, term, actor)
         return removed
 
     async def terms(self, guild_id: int) -> list[str]:
@@ -144,27 +144,29 @@ class Moderation:
         banned = await self._records.ban(guild_id, user_id, actor, reason)
         self._bans.pop(guild_id, None)
         if banned:
-            await self._records.log_moderation(guild_id, user_id, "banned", reason or "", actor)
+            await self._records.log_moderation(
+                guild_id, user_id, LogKind.BANNED, reason or "", actor
+            )
         return banned
 
     async def unban(self, guild_id: int, user_id: int, actor: int) -> bool:
         unbanned = await self._records.unban(guild_id, user_id)
         self._bans.pop(guild_id, None)
         if unbanned:
-            await self._records.log_moderation(guild_id, user_id, "unbanned", "", actor)
+            await self._records.log_moderation(guild_id, user_id, LogKind.UNBANNED, "", actor)
         return unbanned
 
     async def set_audit_channel(self, guild_id: int, channel_id: int | None, actor: int) -> None:
         await self._settings.set_audit_channel(guild_id, channel_id)
         detail = str(channel_id) if channel_id else "off"
-        await self._records.log_moderation(guild_id, actor, "audit_channel", detail, actor)
+        await self._records.log_moderation(guild_id, actor, LogKind.AUDIT_CHANNEL, detail, actor)
 
     async def allow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
         added = await self._settings.allow_channel(guild_id, channel_id)
         self._channels.pop(guild_id, None)
         if added:
             await self._records.log_moderation(
-                guild_id, actor, "channel_allowed", str(channel_id), actor
+                guild_id, actor, LogKind.CHANNEL_ALLOWED, str(channel_id), actor
             )
         return added
 
@@ -173,7 +175,7 @@ class Moderation:
         self._channels.pop(guild_id, None)
         if removed:
             await self._records.log_moderation(
-                guild_id, actor, "channel_disallowed", str(channel_id), actor
+                guild_id, actor, LogKind.CHANNEL_DISALLOWED, str(channel_id), actor
             )
         return removed
 

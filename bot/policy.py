@@ -12,7 +12,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from bot.domain import ChangeRefused, LogEntry, RefusedChange, ServerPolicy
+from bot.domain import (
+    AdjustmentKind,
+    ChangeRefused,
+    LogEntry,
+    LogKind,
+    RefusedChange,
+    ServerPolicy,
+)
 from bot.quota import QuotaBook, QuotaStatus
 from bot.runqueue import RunLimits
 from bot.store import JobLedger, ModerationRecords, ServerSettings
@@ -82,7 +89,8 @@ class ServerAdmin:
                 raise PolicyError(RefusedChange.BUDGET_OVER_CAP, limit=cap, asked=value)
         await self._settings.set_policy_value(guild_id, setting.value, value)
         shown = "default" if value is None else str(value)
-        await self._records.log_moderation(guild_id, actor, setting.value, shown, actor)
+        kind = LogKind(setting.value)  # the setting's own name
+        await self._records.log_moderation(guild_id, actor, kind, shown, actor)
 
     async def set_role_quota(
         self, guild_id: int, role_id: int, role_name: str, units: int | None, actor: int
@@ -96,7 +104,7 @@ class ServerAdmin:
         if not await self._settings.set_role_quota(guild_id, role_id, units):
             return None
         change = f"{role_name}: {'removed' if units is None else units}"
-        await self._records.log_moderation(guild_id, actor, "role_quota", change, actor)
+        await self._records.log_moderation(guild_id, actor, LogKind.ROLE_QUOTA, change, actor)
         return change
 
     async def grant(
@@ -114,9 +122,9 @@ class ServerAdmin:
                 member_id=user_id,
             )
         await self._ledger.add_quota_adjustment(
-            guild_id, user_id, self._quota.today(), "grant", units, actor
+            guild_id, user_id, self._quota.today(), AdjustmentKind.GRANT, units, actor
         )
-        await self._records.log_moderation(guild_id, user_id, "grant", f"+{units}", actor)
+        await self._records.log_moderation(guild_id, user_id, LogKind.GRANT, f"+{units}", actor)
         return await self._quota.member_status(user_id, guild_id, role_ids)
 
     async def reset(
@@ -124,9 +132,9 @@ class ServerAdmin:
     ) -> QuotaStatus:
         """Forget what the member used today (refunds nothing: the images stay made)."""
         await self._ledger.add_quota_adjustment(
-            guild_id, user_id, self._quota.today(), "reset", 0, actor
+            guild_id, user_id, self._quota.today(), AdjustmentKind.RESET, 0, actor
         )
-        await self._records.log_moderation(guild_id, user_id, "reset", "usage reset", actor)
+        await self._records.log_moderation(guild_id, user_id, LogKind.RESET, "usage reset", actor)
         return await self._quota.member_status(user_id, guild_id, role_ids)
 
     async def set_nsfw(
@@ -140,7 +148,7 @@ class ServerAdmin:
                 continue
             await self._settings.set_nsfw(guild_id, name, value)
             shown = "on" if value else "off"
-            await self._records.log_moderation(guild_id, actor, name, shown, actor)
+            await self._records.log_moderation(guild_id, actor, LogKind(name), shown, actor)
             changes.append((name, shown))
         return changes
 

@@ -6,6 +6,7 @@ same entry the result buttons use), and the job's life is `JobService`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.domain import parse_aspect_ratio, parse_resolution
 from bot.jobs import JobRequest
 from bot.kie import (
     ASPECT_RATIOS,
@@ -74,35 +76,35 @@ class ImagineCog(commands.Cog):
         prompt = prompt.strip()
         if aspect_ratio is None:
             aspect_ratio = AUTO_ASPECT_RATIO if image is not None else "1:1"
-        problem = _option_problem(prompt, aspect_ratio, resolution, image)
-        if problem is not None:
-            await private(interaction, problem)
+        asked = _image_request(prompt, aspect_ratio, resolution, image)
+        if isinstance(asked, str):
+            await private(interaction, asked)
             return
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
-            image=ImageRequest(prompt, aspect_ratio, resolution),  # type: ignore[arg-type]
+            image=asked,
             reply=reply_target(interaction),
             role_ids=role_ids(interaction),
-            reference_url=image.url if image is not None else None,
         )
         await self.bot.generation.request(request, InteractionRequester(interaction))
 
 
-def _option_problem(
-    prompt: str, aspect_ratio: str, resolution: str, image: discord.Attachment | None
-) -> str | None:
-    """What is wrong with the options, in words for the member; None when all is well."""
+def _image_request(
+    prompt: str, ratio: str, size: str, image: discord.Attachment | None
+) -> ImageRequest | str:
+    """The options as one request, or what is wrong with them in words for the member."""
     if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
         return messages.prompt_length_error(len(prompt))
-    if aspect_ratio not in (*ASPECT_RATIOS, AUTO_ASPECT_RATIO) or resolution not in ("1K", "2K"):
+    try:
+        request = ImageRequest(prompt, parse_aspect_ratio(ratio), parse_resolution(size))
+    except ValueError:  # Discord offers only the choices; a forged interaction may not
         return messages.option_not_offered()
-    if aspect_ratio == AUTO_ASPECT_RATIO and image is None:
-        return messages.auto_needs_image()
-    if image is not None:
-        return reference_problem(image.content_type, image.filename, image.size)
-    return None
+    if image is None:
+        return messages.auto_needs_image() if request.aspect_ratio == AUTO_ASPECT_RATIO else request
+    problem = reference_problem(image.content_type, image.filename, image.size)
+    return problem or dataclasses.replace(request, reference_urls=(image.url,))
 
 
 async def setup(bot: ImagineBot) -> None:

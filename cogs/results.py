@@ -87,9 +87,8 @@ class ResultsCog(commands.Cog):
     async def _again(
         self, interaction: discord.Interaction[ImagineBot], parent: Job, origin: Origin
     ) -> None:
-        image = ImageRequest(parent.prompt, parent.aspect_ratio, parent.resolution)  # type: ignore[arg-type]
-        reference_url, input_url = parent.reference_url, parent.input_url
-        if origin is Origin.REROLL and parent.image_to_image and _reference_expired(parent):
+        image = parent.image  # a re-roll: the same request, references already uploaded
+        if origin is Origin.REROLL and image.image_to_image and _reference_expired(parent):
             await private(interaction, messages.reference_expired())
             return
         if origin is Origin.VARY:
@@ -104,8 +103,13 @@ class ResultsCog(commands.Cog):
                 await private(interaction, problem)
                 return
             # The result itself, as the message now links it (Discord refreshes signed links).
-            image = ImageRequest(parent.prompt, AUTO_ASPECT_RATIO, parent.resolution)  # type: ignore[arg-type]
-            reference_url, input_url = attachment.url, None
+            image = ImageRequest(
+                image.prompt,
+                AUTO_ASPECT_RATIO,
+                image.resolution,
+                reference_urls=(attachment.url,),
+                nsfw_checker=image.nsfw_checker,
+            )
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
@@ -113,8 +117,6 @@ class ResultsCog(commands.Cog):
             image=image,
             reply=reply_target(interaction),
             role_ids=role_ids(interaction),
-            reference_url=reference_url,
-            input_url=input_url,
             origin=origin,
             parent_job_id=parent.id,
         )

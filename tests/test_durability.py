@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 
-from bot.domain import JobState, NewJob, ReplyTarget, SpendLimits
+from bot.domain import ImageRequest, JobState, NewJob, ReplyTarget, SpendLimits
 from bot.settings import Settings
 from bot.store import Storage, open_storage
 from tests.conftest import StartBot
@@ -91,9 +91,7 @@ async def seed_job(
                 fake_discord.channel_id,
                 day,
                 1,
-                PROMPT,
-                "1:1",
-                "1K",
+                ImageRequest(PROMPT, "1:1", "1K"),
                 reply,
             ),
             SpendLimits(10),

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from bot.__main__ import build_kie_client, build_webhook_server, http_session
-from bot.domain import Job, JobState, NewJob, SpendLimits
+from bot.domain import ImageRequest, Job, JobState, NewJob, SpendLimits
 from bot.kie import KieMalformedResponse
 from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.store import open_storage
@@ -295,7 +295,8 @@ async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
     store = await open_storage(database)
     try:
         job = await store.jobs.reserve(
-            NewJob(1, None, None, "2026-12-02", 1, PROMPT, "1:1", "1K"), SpendLimits(5)
+            NewJob(1, None, None, "2026-12-02", 1, ImageRequest(PROMPT, "1:1", "1K")),
+            SpendLimits(5),
         )
         assert isinstance(job, Job)
         assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700

@@ -8,6 +8,8 @@ import io
 import pytest
 from PIL import Image
 
+from bot.domain import ImageRequest, parse_resolution
+from bot.jobs import JobRequest
 from bot.kie import ASPECT_RATIOS
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
@@ -231,11 +233,9 @@ async def test_twenty_simultaneous_commands_race_for_the_last_units(
     assert fake_kie.violations == 0
 
 
-def _request(user_id: int, guild_id: int, resolution: str):  # type: ignore[no-untyped-def]
-    from bot.jobs import JobRequest
-    from bot.kie import ImageRequest
-
-    return JobRequest(user_id, guild_id, None, ImageRequest("old job", "1:1", resolution))  # type: ignore[arg-type]
+def _request(user_id: int, guild_id: int, resolution: str) -> JobRequest:
+    image = ImageRequest("old job", "1:1", parse_resolution(resolution))
+    return JobRequest(user_id, guild_id, None, image)
 
 
 # --- kie.ai says no -------------------------------------------------------------------------------

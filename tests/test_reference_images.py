@@ -8,7 +8,7 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
-from bot.domain import JobState, NewJob, ReplyTarget, SpendLimits
+from bot.domain import ImageRequest, JobState, NewJob, ReplyTarget, SpendLimits
 from bot.kie import IMAGE_TO_IMAGE_MODEL, REFERENCE_MAX_BYTES
 from bot.settings import Settings
 from bot.store import open_storage
@@ -92,7 +92,10 @@ async def test_a_reference_image_is_uploaded_to_the_file_host_and_used_image_to_
     await running.idle()
     job = await running.storage.jobs.get_job(1)
     assert job is not None
-    assert (job.reference_url, job.input_url) == (attachment["url"], upload.download_url)
+    assert (job.image.reference_urls, job.image.input_urls) == (
+        (attachment["url"],),
+        (upload.download_url,),
+    )
     assert job.state is JobState.DELIVERED
     assert await running.units_charged() == 1
 
@@ -293,7 +296,9 @@ async def _upload_directly(fake_kie: FakeKie, data_url: str) -> str:
         return (await response.json())["data"]["downloadUrl"]
 
 
-async def _seed_reserved_job(settings: Settings, fake_discord: FakeDiscord, **urls: Any) -> int:
+async def _seed_reserved_job(
+    settings: Settings, fake_discord: FakeDiscord, reference_url: str, input_url: str | None = None
+) -> int:
     """A job a previous run charged (and maybe uploaded the reference for) but never sent."""
     store = await open_storage(settings.database_path)
     try:
@@ -306,11 +311,14 @@ async def _seed_reserved_job(settings: Settings, fake_discord: FakeDiscord, **ur
                 fake_discord.channel_id,
                 day,
                 1,
-                PROMPT,
-                "auto",
-                "1K",
+                ImageRequest(
+                    PROMPT,
+                    "auto",
+                    "1K",
+                    reference_urls=(reference_url,),
+                    input_urls=(input_url,) if input_url else (),
+                ),
                 reply,
-                **urls,
             ),
             SpendLimits(10),
         )
@@ -351,7 +359,7 @@ async def test_after_a_restart_a_reference_not_yet_uploaded_is_uploaded_once(
     (create,) = fake_kie.calls_to(CREATE)
     assert create.json["input"]["input_urls"] == [upload.download_url]
     job = await running.storage.jobs.get_job(1)
-    assert job is not None and job.input_url == upload.download_url
+    assert job is not None and job.image.input_urls == (upload.download_url,)
     assert await running.job_states() == {"delivered": 1}
     posted = fake_discord.channel_messages[fake_discord.channel_id]
     assert [m["embeds"][0]["title"] for m in posted] == [READY_TITLE]

@@ -214,7 +214,11 @@ async def test_re_roll_makes_a_new_image_with_the_same_options_as_a_new_reply_an
     child = await running.storage.jobs.get_job(parent + 1)
     assert child is not None
     assert (child.origin, child.parent_job_id, child.user_id) == (Origin.REROLL, parent, REQUESTER)
-    assert (child.prompt, child.aspect_ratio, child.resolution) == (PROMPT, "16:9", "2K")
+    assert (child.image.prompt, child.image.aspect_ratio, child.image.resolution) == (
+        PROMPT,
+        "16:9",
+        "2K",
+    )
     assert child.state is JobState.DELIVERED
     assert custom_ids(reply) == buttons_for(child.id), "the re-roll has its own buttons"
     assert await running.units_charged() == 4
@@ -353,7 +357,7 @@ async def test_vary_sends_the_posted_image_to_image_to_image_with_auto_shape(
     child = await running.storage.jobs.get_job(2)
     assert child is not None
     assert (child.origin, child.parent_job_id) == (Origin.VARY, 1)
-    assert child.input_url == upload.download_url
+    assert child.image.input_urls == (upload.download_url,)
     assert await running.units_charged() == 2
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bot.domain import (
     DayTotals,
+    ImageRequest,
     Job,
     JobState,
     MemberTotals,
@@ -26,7 +27,7 @@ from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 
 def _job(user_id: int = 1, units: int = 1, day: str = "2026-11-27") -> NewJob:
-    return NewJob(user_id, 10, 20, day, units, "a prompt", "1:1", "1K")
+    return NewJob(user_id, 10, 20, day, units, ImageRequest("a prompt", "1:1", "1K"))
 
 
 async def _used(store: Storage, day: str, user_id: int = 1, guild_id: int | None = 10) -> int:
@@ -159,7 +160,7 @@ async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
     try:
         assert await store.backend.schema_version() == SCHEMA_VERSION
         (job,) = await store.jobs.open_jobs()
-        assert (job.prompt, job.task_id, job.state, job.reply) == (
+        assert (job.image.prompt, job.task_id, job.state, job.reply) == (
             "old prompt",
             "t-1",
             JobState.SUBMITTED,
@@ -192,7 +193,7 @@ async def test_two_connections_writing_at_once_wait_instead_of_failing(tmp_path:
 
 
 def _in(guild_id: int | None, user_id: int = 1, units: int = 1) -> NewJob:
-    return NewJob(user_id, guild_id, 20, "2026-11-27", units, "a prompt", "1:1", "1K")
+    return NewJob(user_id, guild_id, 20, "2026-11-27", units, ImageRequest("a prompt", "1:1", "1K"))
 
 
 async def test_quota_is_counted_per_server(store: Storage) -> None:

@@ -6,13 +6,27 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+# The request is the domain's own: the same value the command built and the ledger stored.
+from bot.domain import (
+    ASPECT_RATIOS,
+    AUTO_ASPECT_RATIO,
+    RESOLUTIONS,
+    AspectRatio,
+    ImageRequest,
+    Resolution,
+)
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "AUTO_ASPECT_RATIO",
+    "RESOLUTIONS",
+    "AspectRatio",
+    "ImageRequest",
+    "Resolution",
+]
+
 TEXT_TO_IMAGE_MODEL = "flux-2/flex-text-to-image"
 IMAGE_TO_IMAGE_MODEL = "flux-2/flex-image-to-image"
-AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
-Resolution = Literal["1K", "2K"]
-ASPECT_RATIOS: tuple[AspectRatio, ...] = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
-AUTO_ASPECT_RATIO: AspectRatio = "auto"  # image-to-image only: match the reference image
-RESOLUTIONS: tuple[Resolution, ...] = ("1K", "2K")
 PROMPT_MIN_LENGTH = 3
 PROMPT_MAX_LENGTH = 5000
 # Image-to-image references: JPEG, PNG or WebP, at most 10 MB each (documented; decimal
@@ -25,20 +39,9 @@ TaskState = Literal["waiting", "queuing", "generating", "success", "fail"]
 FINAL_STATES = frozenset({"success", "fail"})
 
 
-@dataclass(frozen=True)
-class ImageRequest:
-    prompt: str
-    aspect_ratio: AspectRatio = "1:1"
-    resolution: Resolution = "1K"
-    # Reference images on kie.ai's file host; any makes it an image-to-image request.
-    input_urls: tuple[str, ...] = ()
-    # kie.ai's own content filter ("defaults to false": off unless asked for). The bot always
-    # sends it, true unless the operator, the server and the channel all allow adult content.
-    nsfw_checker: bool = True
-
-    @property
-    def model(self) -> str:
-        return IMAGE_TO_IMAGE_MODEL if self.input_urls else TEXT_TO_IMAGE_MODEL
+def model_for(request: ImageRequest) -> str:
+    """The Flux-2 model that draws `request`: any reference makes it image-to-image."""
+    return IMAGE_TO_IMAGE_MODEL if request.input_urls else TEXT_TO_IMAGE_MODEL
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.kie.errors import ERRORS_BY_CODE, KieMalformedResponse, KieServerError
-from bot.kie.models import ImageRequest, TaskInfo
+from bot.kie.models import ImageRequest, TaskInfo, model_for
 
 
 def build_create_payload(request: ImageRequest, callback_url: str | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "model": request.model,
+        "model": model_for(request),
         "input": {
             "prompt": request.prompt,
             "aspect_ratio": request.aspect_ratio,
@@ -20,6 +20,8 @@ def build_create_payload(request: ImageRequest, callback_url: str | None = None)
             "nsfw_checker": request.nsfw_checker,
         },
     }
+    if not request.uploaded:
+        raise ValueError("a reference image is not on kie.ai's file host yet")
     if request.input_urls:
         payload["input"]["input_urls"] = list(request.input_urls)
     if callback_url:

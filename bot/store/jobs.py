@@ -18,7 +18,10 @@ from typing import Any
 from bot.domain import (
     CHARGED_STATES,
     OPEN_STATES,
+    AdjustmentKind,
     DayTotals,
+    DeliveryRoute,
+    ImageRequest,
     Job,
     JobState,
     MemberTotals,
@@ -29,6 +32,8 @@ from bot.domain import (
     ServerSpend,
     SpendLimits,
     Usage,
+    parse_aspect_ratio,
+    parse_resolution,
 )
 from bot.store.database import Database
 
@@ -47,31 +52,58 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
     "channel_id": _same,
     "day": _same,
     "units": _same,
-    "prompt": _same,
-    "aspect_ratio": _same,
-    "resolution": _same,
     "state": JobState,
     "task_id": _same,
     "error": _same,
     "created_at": _same,
     "nonce": lambda value: value or "",
     "callback_token": lambda value: value or "",
-    "delivered_via": _same,
+    "delivered_via": lambda value: None if value is None else DeliveryRoute(value),
     "submitted_at": _same,
     "result_url": _same,
-    "reference_url": _same,
-    "input_url": _same,
     "origin": lambda value: Origin(value or Origin.COMMAND),
     "parent_job_id": _same,
     "quota_limit": _same,
     "deleted_at": _same,
-    "nsfw_checker": bool,
     "spoiler": bool,
     "credits": _same,
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
-_SELECT_JOBS = f"SELECT {', '.join((*_JOB_FIELDS, *_REPLY_COLUMNS))} FROM jobs"
+# What to draw (`Job.image`), kept in six: one reference per job in this schema.
+_IMAGE_COLUMNS = (
+    "prompt",
+    "aspect_ratio",
+    "resolution",
+    "reference_url",
+    "input_url",
+    "nsfw_checker",
+)
+_SELECT_JOBS = f"SELECT {', '.join((*_JOB_FIELDS, *_REPLY_COLUMNS, *_IMAGE_COLUMNS))} FROM jobs"
+
+
+def _image(row: sqlite3.Row) -> ImageRequest:
+    return ImageRequest(
+        prompt=row["prompt"],
+        aspect_ratio=parse_aspect_ratio(row["aspect_ratio"]),
+        resolution=parse_resolution(row["resolution"]),
+        reference_urls=(row["reference_url"],) if row["reference_url"] else (),
+        input_urls=(row["input_url"],) if row["input_url"] else (),
+        nsfw_checker=bool(row["nsfw_checker"]),
+    )
+
+
+def _image_columns(image: ImageRequest) -> dict[str, object]:
+    if len(image.reference_urls) > 1 or len(image.input_urls) > 1:
+        raise ValueError("this schema keeps one reference image per job")
+    return {
+        "prompt": image.prompt,
+        "aspect_ratio": image.aspect_ratio,
+        "resolution": image.resolution,
+        "reference_url": image.reference_urls[0] if image.reference_urls else None,
+        "input_url": image.input_urls[0] if image.input_urls else None,
+        "nsfw_checker": image.nsfw_checker,
+    }
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -83,7 +115,8 @@ def _job(row: sqlite3.Row) -> Job:
             row["interaction_at"],
             row["attachment_limit"],
         )
-    return Job(reply=reply, **{name: read(row[name]) for name, read in _JOB_FIELDS.items()})
+    fields = {name: read(row[name]) for name, read in _JOB_FIELDS.items()}
+    return Job(reply=reply, image=_image(row), **fields)
 
 
 def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
@@ -95,9 +128,7 @@ def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
         "channel_id": job.channel_id,
         "day": job.day,
         "units": job.units,
-        "prompt": job.prompt,
-        "aspect_ratio": job.aspect_ratio,
-        "resolution": job.resolution,
+        **_image_columns(job.image),
         "state": JobState.RESERVED.value,
         "created_at": now,
         "updated_at": now,
@@ -107,12 +138,9 @@ def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
         "attachment_limit": reply.attachment_limit if reply else None,
         "nonce": secrets.token_hex(10),  # Discord nonces are at most 25 characters
         "callback_token": secrets.token_urlsafe(24),
-        "reference_url": job.reference_url,
-        "input_url": job.input_url,
         "origin": job.origin.value,
         "parent_job_id": job.parent_job_id,
         "quota_limit": limits.member,
-        "nsfw_checker": job.nsfw_checker,
         "spoiler": job.spoiler,
     }
 
@@ -133,9 +161,11 @@ _MEMBER_USED_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
     WHERE user_id = :user AND guild_id IS :guild AND day = :day AND {_CHARGED_SQL}
       AND created_at > COALESCE(
         (SELECT MAX(at) FROM quota_adjustments
-          WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'reset'), 0))"""
-_MEMBER_GRANTED_SQL = """(SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
-    WHERE user_id = :user AND guild_id IS :guild AND day = :day AND kind = 'grant')"""
+          WHERE user_id = :user AND guild_id IS :guild AND day = :day
+            AND kind = '{AdjustmentKind.RESET.value}'), 0))"""
+_MEMBER_GRANTED_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM quota_adjustments
+    WHERE user_id = :user AND guild_id IS :guild AND day = :day
+      AND kind = '{AdjustmentKind.GRANT.value}')"""
 _SERVER_SPENT_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
     WHERE guild_id IS :guild AND day = :day AND {_CHARGED_SQL})"""
 _DAY_SPENT_SQL = f"(SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = :day AND {_CHARGED_SQL})"
@@ -236,7 +266,7 @@ class SqliteJobLedger:
         return int(rows[0][0])
 
     async def add_quota_adjustment(
-        self, guild_id: int, user_id: int, day: str, kind: str, units: int, actor: int
+        self, guild_id: int, user_id: int, day: str, kind: AdjustmentKind, units: int, actor: int
     ) -> None:
         """Record an admin's grant of extra units (kind "grant") or a reset ("reset")."""
         await self._db.execute(
@@ -296,7 +326,7 @@ class SqliteJobLedger:
             job_id, (JobState.SUBMITTED, JobState.DELIVERING), JobState.DELIVERING
         )
 
-    async def mark_delivered(self, job_id: int, via: str, url: str | None = None) -> bool:
+    async def mark_delivered(self, job_id: int, via: DeliveryRoute, url: str | None = None) -> bool:
         return await self._transition(
             job_id, (JobState.DELIVERING,), JobState.DELIVERED, delivered_via=via, result_url=url
         )
@@ -323,7 +353,7 @@ class SqliteJobLedger:
         *,
         task_id: str | None = None,
         error: str | None = None,
-        delivered_via: str | None = None,
+        delivered_via: DeliveryRoute | None = None,
         submitted_at: float | None = None,
         result_url: str | None = None,
     ) -> bool:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bot.domain import LogEntry
+from bot.domain import LogEntry, LogKind
 from bot.store.database import Database
 
 
@@ -80,7 +80,7 @@ class SqliteModerationRecords:
     # --- the moderation log -------------------------------------------------------------------
 
     async def log_moderation(
-        self, guild_id: int, user_id: int, kind: str, detail: str, actor: int | None = None
+        self, guild_id: int, user_id: int, kind: LogKind, detail: str, actor: int | None = None
     ) -> None:
         await self._db.execute(
             "INSERT INTO moderation_log (guild_id, user_id, actor_id, kind, detail, at)"
@@ -105,7 +105,7 @@ class SqliteModerationRecords:
         )
         return [
             LogEntry(
-                str(row["kind"]),
+                LogKind(row["kind"]),
                 int(row["user_id"]),
                 row["actor_id"],
                 str(row["detail"] or ""),

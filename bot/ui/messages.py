@@ -63,8 +63,8 @@ def units(count: int) -> str:
 
 
 def job_options(job: Job) -> str:
-    line = f"{job.aspect_ratio} · {job.resolution}"
-    return f"{line} · from a reference image" if job.image_to_image else line
+    line = f"{job.image.aspect_ratio} · {job.image.resolution}"
+    return f"{line} · from a reference image" if job.image.image_to_image else line
 
 
 _ORIGIN_TEXT = {Origin.REROLL: "🎲 Re-roll", Origin.VARY: "🔀 Variation"}
@@ -87,7 +87,7 @@ _PHASE_TEXT = {
 
 
 def progress_embed(progress: Progress, job: Job) -> discord.Embed:
-    embed = _prompt_embed(f"{_PHASE_TEXT[progress.phase]}…", job.prompt, COLOUR_WORKING)
+    embed = _prompt_embed(f"{_PHASE_TEXT[progress.phase]}…", job.image.prompt, COLOUR_WORKING)
     embed.add_field(name="Options", value=job_options(job))
     embed.add_field(name="Started", value=timestamp(progress.started_at))
     if progress.wait is not None:
@@ -121,7 +121,7 @@ def result_embed(finished: Finished, filename: str, note: str | None = None) -> 
     title = "🖼️ Your image is ready"
     if job.origin in _ORIGIN_TEXT:
         title = f"🖼️ {_ORIGIN_TEXT[job.origin]} is ready"
-    embed = _prompt_embed(title, job.prompt, COLOUR_DONE)
+    embed = _prompt_embed(title, job.image.prompt, COLOUR_DONE)
     embed.add_field(name="Options", value=job_options(job))
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
     embed.add_field(name="Took", value=duration(finished.elapsed))
@@ -354,7 +354,7 @@ def _over_budget(status: BudgetStatus, cost: int) -> str:
 
 
 def audit_generation_embed(job: Job, link: str | None) -> discord.Embed:
-    embed = _prompt_embed("🖼️ Image generated", job.prompt, COLOUR_DONE)
+    embed = _prompt_embed("🖼️ Image generated", job.image.prompt, COLOUR_DONE)
     embed.add_field(name="Member", value=f"<@{job.user_id}>")
     if job.channel_id:
         embed.add_field(name="Channel", value=f"<#{job.channel_id}>")
@@ -396,7 +396,7 @@ def history_embed(jobs: list[Job]) -> discord.Embed:
             value = f"{when} · {options}{link}"
         else:
             value = f"{when} · {options} · not made, units refunded"
-        embed.add_field(name=safe_prompt(job.prompt, 200), value=value, inline=False)
+        embed.add_field(name=safe_prompt(job.image.prompt, 200), value=value, inline=False)
     return embed
 
 

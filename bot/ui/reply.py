@@ -22,7 +22,7 @@ from typing import Any
 
 import discord
 
-from bot.domain import Job
+from bot.domain import DeliveryRoute, Job
 from bot.images import fit_image
 from bot.jobs import Delivery, DeliveryError, Failure, Finished, Progress
 from bot.ui import messages
@@ -119,7 +119,7 @@ class DiscordReply:
         await self._stop_progress()
         if not self._token_alive() or self._outcome_started:
             return  # an image or a refund notice is (or is about to be) there: leave it
-        embed = messages.paused_embed(self._job.prompt)
+        embed = messages.paused_embed(self._job.image.prompt)
         try:
             await self._edit_reply(embed=embed)
         except discord.HTTPException as error:
@@ -176,7 +176,7 @@ class DiscordReply:
     async def fail(self, failure: Failure) -> None:
         self._outcome_started = True
         await self._stop_progress()
-        embed = messages.failure_embed(failure, self._job.prompt, self._job.units)
+        embed = messages.failure_embed(failure, self._job.image.prompt, self._job.units)
         try:
             await self._send_outcome(embed, None, ready=False)
         except DeliveryError as error:
@@ -184,7 +184,7 @@ class DiscordReply:
 
     async def _send_outcome(
         self, embed: discord.Embed, file: tuple[bytes, str] | None, *, ready: bool
-    ) -> str:
+    ) -> DeliveryRoute:
         buffers: list[io.BytesIO] = []
 
         def attachments() -> list[discord.File]:
@@ -208,14 +208,14 @@ class DiscordReply:
         attachments: Callable[[], list[discord.File]],
         *,
         ready: bool,
-    ) -> str:
+    ) -> DeliveryRoute:
         # A result gets its buttons; a failure has nothing to re-roll or delete.
         view = result_view(self._job.id) if ready else discord.ui.View()
         if self._token_alive():
             try:
                 message = await self._edit_reply(embed=embed, attachments=attachments(), view=view)
                 self._posted_url = message.jump_url
-                return "reply"
+                return DeliveryRoute.REPLY
             except discord.HTTPException as error:
                 if error.status == 413:
                     raise _TooLarge from None
@@ -226,7 +226,7 @@ class DiscordReply:
             channel = self._client.get_partial_messageable(self._job.channel_id)
             try:
                 await self._post(channel, content, embed, attachments(), view)
-                return "channel"
+                return DeliveryRoute.CHANNEL
             except discord.HTTPException as error:
                 if error.status == 413:
                     raise _TooLarge from None
@@ -236,7 +236,7 @@ class DiscordReply:
         try:
             user = await self._client.fetch_user(self._job.user_id)
             await self._post(user, content, embed, attachments(), view)
-            return "dm"
+            return DeliveryRoute.DM
         except discord.HTTPException as error:
             if error.status == 413:
                 raise _TooLarge from None

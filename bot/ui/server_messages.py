@@ -7,33 +7,33 @@ from datetime import datetime
 import discord
 
 from bot.admin_events import AuditEvent, AuditKind
-from bot.domain import ChangeRefused, DayTotals, MemberTotals, RefusedChange, ServerSpend
+from bot.domain import ChangeRefused, DayTotals, LogKind, MemberTotals, RefusedChange, ServerSpend
 from bot.kie.credits import Balance
 from bot.policy import PolicyView
 from bot.quota import BudgetStatus, QuotaStatus
 from bot.ui.messages import COLOUR_WORKING, safe_prompt, timestamp, units
 
-_CHANGE_NAMES = {
-    "daily_quota": "daily quota",
-    "daily_budget": "daily budget",
-    "max_running_per_member": "running jobs per member",
-    "max_running": "running jobs in the server",
-    "role_quota": "role quota",
-    "grant": "grant",
-    "reset": "quota reset",
-    "term_added": "blocked term",
-    "term_removed": "unblocked term",
-    "banned": "ban",
-    "unbanned": "unban",
-    "audit_channel": "audit channel",
-    "channel_allowed": "channel allowed",
-    "channel_disallowed": "channel removed",
-    "nsfw_allowed": "adult content in age-restricted channels",
-    "nsfw_spoiler": "spoilers in age-restricted channels",
+_CHANGE_NAMES: dict[LogKind, str] = {
+    LogKind.DAILY_QUOTA: "daily quota",
+    LogKind.DAILY_BUDGET: "daily budget",
+    LogKind.MAX_RUNNING_PER_MEMBER: "running jobs per member",
+    LogKind.MAX_RUNNING: "running jobs in the server",
+    LogKind.ROLE_QUOTA: "role quota",
+    LogKind.GRANT: "grant",
+    LogKind.RESET: "quota reset",
+    LogKind.TERM_ADDED: "blocked term",
+    LogKind.TERM_REMOVED: "unblocked term",
+    LogKind.BANNED: "ban",
+    LogKind.UNBANNED: "unban",
+    LogKind.AUDIT_CHANNEL: "audit channel",
+    LogKind.CHANNEL_ALLOWED: "channel allowed",
+    LogKind.CHANNEL_DISALLOWED: "channel removed",
+    LogKind.NSFW_ALLOWED: "adult content in age-restricted channels",
+    LogKind.NSFW_SPOILER: "spoilers in age-restricted channels",
 }
 
 
-def change_name(kind: str) -> str:
+def change_name(kind: LogKind) -> str:
     """How an admin change of this kind is named in the log and the audit channel."""
     return _CHANGE_NAMES.get(kind, kind)
 
@@ -66,8 +66,8 @@ def audit_title(kind: AuditKind) -> str:
 
 def audit_detail(event: AuditEvent) -> str:
     """The details line of an audit-channel post (as typed; the embed escapes it)."""
-    if event.kind is AuditKind.SETTING_CHANGED:
-        return f"{change_name(event.setting or '')}: {event.value}"
+    if event.kind is AuditKind.SETTING_CHANGED and event.setting is not None:
+        return f"{change_name(event.setting)}: {event.value}"
     if event.kind is AuditKind.UNITS_GRANTED:
         return f"+{event.value} today"
     if event.kind is AuditKind.QUOTA_RESET:
