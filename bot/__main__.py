@@ -131,6 +131,7 @@ def build_bot(settings: Settings, storage: Storage, kie: KieClient) -> ImagineBo
         job_timeout=settings.job_timeout,
         max_image_bytes=settings.max_image_bytes,
         download_timeout=settings.download_timeout,
+        min_download=settings.min_download,
         max_running_per_member=settings.max_running_per_member or None,
         max_running_per_server=settings.max_running_per_server or None,
     )

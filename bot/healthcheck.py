@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bot.settings import SettingsError, read_one
+
 HEARTBEAT_EVERY = 15.0  # seconds between the bot's touches of the heartbeat file
 HEARTBEAT_STALE = 90.0  # no touch for this long: the bot's loop is stuck or gone
 _ANY_ADDRESS = ("", "0.0.0.0", "::", "[::]")
@@ -31,15 +33,18 @@ def touch(path: Path) -> None:
 
 
 def main() -> int:
-    port = os.environ.get("WEBHOOK_PORT", "").strip() or "8080"
-    if port == "0":
-        database = Path(os.environ.get("DATABASE_PATH", "").strip() or "data/imagine.db")
+    try:  # read as the bot reads them, defaults included
+        port: int = read_one("WEBHOOK_PORT", os.environ)
+        host: str = read_one("WEBHOOK_HOST", os.environ)
+        database: Path = read_one("DATABASE_PATH", os.environ)
+    except SettingsError:
+        return 1  # the bot would not have started with these
+    if port == 0:
         try:
             age = time.time() - heartbeat_path(database).stat().st_mtime
         except OSError:
             return 1
         return 0 if age < HEARTBEAT_STALE else 1
-    host = os.environ.get("WEBHOOK_HOST", "").strip()
     host = "127.0.0.1" if host in _ANY_ADDRESS else host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address in a URL

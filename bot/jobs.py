@@ -193,6 +193,7 @@ class JobLimits:
     job_timeout: float = 600.0
     max_image_bytes: int = 50 * 1024 * 1024
     download_timeout: float = 60.0
+    min_download: float = MIN_DOWNLOAD  # what any result gets, even past the job's deadline
     max_concurrent_transfers: int = 8
     max_running_per_member: int | None = 2  # defaults where a server set none; None: no limit
     max_running_per_server: int | None = 20
@@ -484,7 +485,9 @@ class JobService:
         """The image, from the first result URL that works, within the job's own deadline
         (and at most DOWNLOAD_TIMEOUT_SECONDS over all the URLs)."""
         deadline = (job.submitted_at or self._clock()) + self._limits.job_timeout
-        budget = min(self._limits.download_timeout, max(deadline - self._clock(), MIN_DOWNLOAD))
+        budget = min(
+            self._limits.download_timeout, max(deadline - self._clock(), self._limits.min_download)
+        )
         ends = self._clock() + budget
         last_error: DownloadError | None = None
         for url in info.result_urls:

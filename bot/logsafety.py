@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from bot.settings import Settings, log_level_number
+from bot.settings import SETTINGS, Settings, log_level_number
 
 LOG_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
 # Their DEBUG lines carry request URLs with interaction tokens, gateway payloads and SQL with
@@ -70,7 +70,8 @@ def configure_logging(settings: Settings) -> None:
     level = log_level_number(settings)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    secrets = [settings.discord_token, settings.kie_api_key, settings.kie_webhook_hmac_key or ""]
+    # Every setting the declaration marks secret, so a new secret setting is redacted too.
+    secrets = [str(getattr(settings, s.field) or "") for s in SETTINGS if s.secret]
     handler.addFilter(RedactingFilter(secrets))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for name in CHATTY_LOGGERS:

@@ -1,6 +1,6 @@
 """Project-level promises: the README's configuration table and `.env.example` are exactly what
-the settings declaration in `bot/settings.py` renders, so a setting cannot be added, renamed or
-re-described in one place only."""
+the settings declaration in `bot/settings/declaration.py` renders, so a setting cannot be added,
+renamed or re-described in one place only."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from bot.settings import (
     SETTINGS,
     Settings,
     load_settings,
-    render_env_example,
-    render_markdown_table,
 )
+from bot.settings.documents import render_env_example, render_markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_HEADER = "| Variable | Default | Meaning |"
-REGENERATE = "regenerate with `python -m bot.settings {flag}`, or fix SETTINGS in bot/settings.py"
+REGENERATE = (
+    "regenerate with `python -m bot.settings {flag}`, "
+    "or fix SETTINGS in bot/settings/declaration.py"
+)
 
 
 def _readme_table() -> str:

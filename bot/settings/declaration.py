@@ -1,354 +1,40 @@
-"""Typed, validated settings read once from the environment.
-
-Each setting is declared once, in `SETTINGS`: its variable, the `Settings` field it fills, its
-parser and range, whether it is a secret, and the words the README's configuration table and
-`.env.example` show for it. Its default is the `Settings` field's default. The loader reads that
-declaration, `python -m bot.settings --markdown` and `--env-example` render the two documents
-from it, and a test fails when either document drifts from it.
-
-Every problem is reported as one plain sentence naming the variable, and never echoes the value
-of a setting: operators paste these messages into chats and issue trackers.
-"""
+"""Every setting, declared once: its variable, field, parser, secrecy and documented words."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
-import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from bot.settings.model import (
+    LOG_LEVELS,
+    MAX_CAP_SETTING,
+    MAX_IMAGE_MB,
+    MAX_JOB_TIMEOUT,
+    MAX_RUNNING_SETTING,
+    MAX_UNITS_SETTING,
+    SYNC_MODES,
+    Settings,
+    SettingsError,
+)
+from bot.settings.parsers import (
+    Amount,
+    Choice,
+    FilePath,
+    Flag,
+    Hosts,
+    Parser,
+    Port,
+    Seconds,
+    Snowflake,
+    Snowflakes,
+    Text,
+    Url,
+    Whole,
+)
 
 T = TypeVar("T")
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SYNC_MODES = ("auto", "always", "never")
-# kie.ai suggests giving up after 10-15 minutes; an hour is the outer bound.
-MAX_JOB_TIMEOUT = 3600.0
-
-# Upper bounds for numbers: far above any sensible value, far below what breaks arithmetic or
-# SQLite's 64-bit integers. The README's configuration table gives each variable's range.
-MAX_UNITS_SETTING = 1_000_000
-MAX_CAP_SETTING = 1_000_000_000
-MAX_RUNNING_SETTING = 1000
-MAX_SECONDS_SETTING = 3600.0
-MAX_IMAGE_MB = 1024
-
-
-class SettingsError(Exception):
-    """A missing or malformed setting; the message is safe to print."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the operator configures, parsed and range-checked.
-
-    `load_settings` builds it once at start-up in the composition root (`bot/__main__.py`), from
-    the environment and `.env`; tests build one directly. It is frozen and lives as long as the
-    process: the composition root reads it to build the kie.ai client, the stores and the
-    services, and the bot, its cogs, the web server and the logging set-up read what they need.
-    Each field's variable, parser, range and meaning are declared in `SETTINGS` below; secrets
-    are left out of `repr`.
-    """
-
-    discord_token: str = field(repr=False)
-    kie_api_key: str = field(repr=False)
-    kie_api_base: str = "https://api.kie.ai"
-    kie_upload_base: str = "https://kieai.redpandaai.co"
-    database_path: Path = Path("data/imagine.db")
-    daily_quota: int = 10
-    max_running_per_member: int = 2  # 0: no limit
-    max_running_per_server: int = 20  # 0: no limit
-    low_credits_warning: float = 100.0  # 0: never
-    cost_1k: int = 1  # not configurable: the unit everything else is counted in
-    cost_2k: int = 2
-    poll_interval: float = 2.0
-    job_timeout: float = 600.0
-    progress_min_interval: float = 2.0  # not configurable: tests shorten it
-    max_image_bytes: int = 50 * 1024 * 1024
-    download_timeout: float = 60.0
-    request_timeout: float = 30.0  # not configurable: tests shorten it
-    dev_guild_id: int | None = None
-    command_sync: str = "auto"
-    log_level: str = "INFO"
-    public_base_url: str | None = None
-    webhook_host: str = ""  # empty: all addresses with callbacks, else loopback only
-    webhook_port: int = 8080  # 0: no web server
-    kie_webhook_hmac_key: str | None = field(default=None, repr=False)
-    callback_poll_interval: float = 15.0
-    trusted_download_hosts: frozenset[str] = frozenset()
-    # The operator's controls for a public bot: ceilings no server setting can lift.
-    max_member_daily: int = 50
-    server_daily_cap: int = 500  # 0: no cap
-    total_daily_cap: int = 0  # 0: no cap
-    allowed_guild_ids: frozenset[int] = frozenset()  # empty: every server
-    owner_guild_id: int | None = None  # None: no owner commands
-    allow_nsfw: bool = False
-    allow_dms: bool = False
-    ops_channel_id: int | None = None  # None: alerts go by DM to the owner(s)
-    show_credits_to_servers: bool = False
-    # Only for running against a local fake Discord (tests, benchmarks); unset in production.
-    discord_api_base: str | None = None
-    discord_gateway_url: str | None = None
-
-
-# Fields that no variable sets: fixed in production, changed only by tests building `Settings`.
-NOT_FROM_ENVIRONMENT = frozenset({"cost_1k", "progress_min_interval", "request_timeout"})
-
-
-def bind_host(settings: Settings) -> str:
-    """Where the web server listens: WEBHOOK_HOST, or by default every address when kie.ai
-    must reach the callbacks and only loopback when it serves just the health check."""
-    if settings.webhook_host:
-        return settings.webhook_host
-    return "0.0.0.0" if settings.public_base_url else "127.0.0.1"
-
-
-def log_level_number(settings: Settings) -> int:
-    return logging.getLevelNamesMapping()[settings.log_level]
-
-
-# --- parsers: how a non-empty value is read, what it must be, and its range in the README -------
-
-
-class Parser(Protocol[T]):
-    """Reads one stripped, non-empty value or raises `ValueError`."""
-
-    @property
-    def expected(self) -> str:
-        """Ends the sentence "NAME must be …" when a value is refused."""
-        ...
-
-    @property
-    def limits(self) -> str:
-        """The range as the README's table states it after the meaning; empty: none to state."""
-        ...
-
-    def read(self, raw: str) -> T: ...
-
-    def show(self, value: T) -> str:
-        """A value as it is written in `.env` (for showing defaults)."""
-        ...
-
-
-@dataclass(frozen=True)
-class Text:
-    expected: str = "some text"
-    limits: str = ""
-
-    def read(self, raw: str) -> str:
-        return raw
-
-    def show(self, value: str) -> str:
-        return value
-
-
-@dataclass(frozen=True)
-class FilePath:
-    expected: str = "a file path"
-    limits: str = ""
-
-    def read(self, raw: str) -> Path:
-        return Path(raw)
-
-    def show(self, value: Path) -> str:
-        return str(value)
-
-
-@dataclass(frozen=True)
-class Url:
-    expected: str = "a URL starting with http:// or https://"
-    limits: str = ""
-
-    def read(self, raw: str) -> str:
-        if not raw.startswith(("http://", "https://", "ws://", "wss://")):
-            raise ValueError(raw)
-        return raw.rstrip("/")
-
-    def show(self, value: str) -> str:
-        return value
-
-
-@dataclass(frozen=True)
-class Whole:
-    """A whole number from `minimum` to `maximum`, stored multiplied by `scale`."""
-
-    minimum: int
-    maximum: int
-    scale: int = 1
-
-    @property
-    def expected(self) -> str:
-        return f"a whole number from {self.minimum} to {self.maximum:,}"
-
-    @property
-    def limits(self) -> str:
-        return f"{self.minimum} to {self.maximum:,}."
-
-    def read(self, raw: str) -> int:
-        value = int(raw)
-        if not self.minimum <= value <= self.maximum:
-            raise ValueError(raw)
-        return value * self.scale
-
-    def show(self, value: int) -> str:
-        return str(value // self.scale)
-
-
-@dataclass(frozen=True)
-class Amount:
-    """A number of `unit`, fractions allowed, from `minimum` to `maximum`."""
-
-    unit: str
-    minimum: int
-    maximum: int
-
-    @property
-    def expected(self) -> str:
-        return f"a number of {self.unit} from {self.minimum} to {self.maximum:,}"
-
-    @property
-    def limits(self) -> str:
-        return f"{self.minimum} to {self.maximum:,}."
-
-    def read(self, raw: str) -> float:
-        value = float(raw)
-        if not self.minimum <= value <= self.maximum:  # also refuses nan
-            raise ValueError(raw)
-        return value
-
-    def show(self, value: float) -> str:
-        return f"{value:g}"
-
-
-@dataclass(frozen=True)
-class Seconds:
-    maximum: float = MAX_SECONDS_SETTING
-
-    @property
-    def expected(self) -> str:
-        return f"a number of seconds above 0 and at most {self.maximum:.0f}"
-
-    @property
-    def limits(self) -> str:
-        return f"Above 0, at most {self.maximum:.0f}."
-
-    def read(self, raw: str) -> float:
-        value = float(raw)
-        if not 0 < value <= self.maximum:  # also refuses nan
-            raise ValueError(raw)
-        return value
-
-    def show(self, value: float) -> str:
-        return f"{value:g}"
-
-
-@dataclass(frozen=True)
-class Port:
-    expected: str = "a port number from 1 to 65535, or 0 to turn the server off"
-    limits: str = "0 to 65535."
-
-    def read(self, raw: str) -> int:
-        value = int(raw)
-        if not 0 <= value <= 65535:
-            raise ValueError(raw)
-        return value
-
-    def show(self, value: int) -> str:
-        return str(value)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of `choices`, in any case; the meaning in the README names them."""
-
-    choices: tuple[str, ...]
-    limits: str = ""
-
-    @property
-    def expected(self) -> str:
-        return f"one of {', '.join(self.choices)}"
-
-    def read(self, raw: str) -> str:
-        for choice in self.choices:
-            if raw.lower() == choice.lower():
-                return choice
-        raise ValueError(raw)
-
-    def show(self, value: str) -> str:
-        return value
-
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
-
-@dataclass(frozen=True)
-class Flag:
-    expected: str = "true or false"
-    limits: str = ""
-
-    def read(self, raw: str) -> bool:
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise ValueError(raw)
-
-    def show(self, value: bool) -> str:
-        return "true" if value else "false"
-
-
-@dataclass(frozen=True)
-class Snowflake:
-    """A Discord ID of a `what` (server, channel)."""
-
-    what: str = "server"
-    limits: str = ""
-
-    @property
-    def expected(self) -> str:
-        return f"a Discord {self.what} ID (digits only)"
-
-    def read(self, raw: str) -> int:
-        if not raw.isdigit():
-            raise ValueError(raw)
-        return int(raw)
-
-    def show(self, value: int) -> str:
-        return str(value)
-
-
-@dataclass(frozen=True)
-class Snowflakes:
-    expected: str = "Discord server IDs (digits) separated by commas"
-    limits: str = ""
-
-    def read(self, raw: str) -> frozenset[int]:
-        parts = [part.strip() for part in raw.split(",") if part.strip()]
-        if not all(part.isdigit() for part in parts):
-            raise ValueError(raw)
-        return frozenset(int(part) for part in parts)
-
-    def show(self, value: frozenset[int]) -> str:
-        return ",".join(str(part) for part in sorted(value))
-
-
-@dataclass(frozen=True)
-class Hosts:
-    expected: str = "host names separated by commas"
-    limits: str = ""
-
-    def read(self, raw: str) -> frozenset[str]:
-        return frozenset(host.strip().lower() for host in raw.split(",") if host.strip())
-
-    def show(self, value: frozenset[str]) -> str:
-        return ",".join(sorted(value))
-
-
-# --- the declaration --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -747,6 +433,15 @@ SETTINGS: tuple[Setting[Any], ...] = (
 )
 
 
+def read_one(name: str, env: Mapping[str, str]) -> Any:
+    """One setting as the bot would read it (for tools that need only one, like the health
+    check); raises `SettingsError` as `load_settings` would."""
+    for setting in SETTINGS:
+        if setting.name == name:
+            return setting.read(env)
+    raise KeyError(name)
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build `Settings` from environment variables, or raise `SettingsError`."""
     values: dict[str, Any] = {setting.field: setting.read(env) for setting in SETTINGS}
@@ -754,50 +449,3 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if settings.public_base_url and not settings.webhook_port:
         raise SettingsError("PUBLIC_BASE_URL needs WEBHOOK_PORT to be a port number, not 0.")
     return settings
-
-
-# --- the documents rendered from the declaration ------------------------------------------------
-
-MARKDOWN_HEADER = "| Variable | Default | Meaning |\n| --- | --- | --- |\n"
-
-
-def markdown_row(setting: Setting[Any]) -> str:
-    if setting.required:
-        default = "(required)"
-    else:
-        shown = setting.shown_default()
-        default = f"`{shown}`" if shown else "(empty)"
-    meaning = " ".join(part for part in (setting.description, setting.parser.limits) if part)
-    return f"| `{setting.name}` | {default} | {meaning} |"
-
-
-def render_markdown_table() -> str:
-    """The README's configuration table."""
-    return MARKDOWN_HEADER + "".join(markdown_row(setting) + "\n" for setting in SETTINGS)
-
-
-def render_env_example() -> str:
-    """The whole of `.env.example`."""
-    lines: list[str] = []
-    for setting in SETTINGS:
-        lines.extend(f"# {text}" for text in (setting.heading, setting.comment) if text)
-        lines.append(f"{setting.name}={setting.shown_default()}")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m bot.settings --markdown | --env-example`: print a document to paste."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bot.settings",
-        description="Print the configuration documents rendered from bot/settings.py.",
-    )
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--markdown", action="store_true", help="the README's configuration table")
-    which.add_argument("--env-example", action="store_true", help="the contents of .env.example")
-    args = parser.parse_args(argv)
-    sys.stdout.write(render_markdown_table() if args.markdown else render_env_example())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
