@@ -200,6 +200,16 @@ class JobLimits:
 
 
 class JobService:
+    """Every step of a generation, from the charge to the delivered image or the refund.
+
+    One per process, for the bot's lifetime. `Generation` calls `reserve` (the charge) and
+    `JobRunner` runs `run` for each job in its own task, with a `JobReporter` (the Discord
+    side's `DiscordReply`) to show progress and deliver. It owns the fair-use line
+    (`RunQueue`), the pause gate, the bounded transfers, and the rule that every path out of
+    `run` either delivers or refunds exactly once; the ledger's state transitions make a second
+    process or a resumed job find the work already taken.
+    """
+
     def __init__(
         self,
         ledger: JobLedger,

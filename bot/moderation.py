@@ -39,6 +39,15 @@ class ModerationError(ChangeRefused):
 
 
 class Moderation:
+    """A server's rules for prompts and people: blocked terms, banned members, allowed channels,
+    the audit channel, and the operator's terms that apply everywhere.
+
+    One per process, for the bot's lifetime. `Admission` asks it whether a prompt may run
+    (`check`); `AdminEvents` makes every change through it (which writes the moderation log);
+    the audit sink reads the audit channel from it. The rules are cached per server and
+    dropped on each change, so a check costs no query.
+    """
+
     def __init__(self, records: ModerationRecords, settings: ServerSettings) -> None:
         self._records = records
         self._settings = settings

@@ -65,6 +65,12 @@ class PauseGate:
 
 
 class OperatorControls:
+    """The operator's bans, caps, blocked terms and pause, kept in the database and in memory.
+
+    One per process, for the bot's lifetime. `/owner` changes them; `Admission` and `QuotaBook`
+    read them on every request (from memory); `JobService` waits at its `PauseGate`.
+    """
+
     def __init__(
         self, records: OperatorRecords, meta: KeyValues, ceilings: Ceilings, gate: PauseGate
     ) -> None:

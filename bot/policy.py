@@ -58,6 +58,14 @@ class PolicyView:
 
 
 class ServerAdmin:
+    """The changes server managers make to their server's policy: quotas, role quotas, grants,
+    resets, the budget, running limits and the adult-content switches.
+
+    One per process. `AdminEvents` calls it for each `/server` change; `/server settings`
+    reads `view`. Every change is checked against the operator's ceilings before anything is
+    stored, and written to the moderation log with who made it.
+    """
+
     def __init__(
         self,
         settings: ServerSettings,
