@@ -118,3 +118,21 @@ def test_the_documents_can_be_regenerated_from_the_command_line(flag: str, rende
     )
     assert result.stdout == rendered
     assert result.stderr == ""
+
+
+def test_every_package_of_the_bot_is_installed() -> None:
+    """`pip install .` (the Dockerfile's) ships every subpackage, not only the top ones."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = set(find_packages(str(ROOT), include=include))
+    on_disk = {  # every folder of Python modules, with or without an __init__.py
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for top in ("bot", "cogs")
+        for path in (ROOT / top).rglob("*.py")
+    }
+    assert on_disk <= shipped, sorted(on_disk - shipped)
+    assert {"bot.kie", "bot.store", "bot.ui", "bot.settings"} <= shipped
