@@ -7,6 +7,7 @@ builds the services and hands them to the bot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -88,6 +89,7 @@ def build_kie_client(
 # 14): only for the start-up log line's rough "how many images" figure.
 CREDITS_PER_1K_IMAGE = 14
 START_CHECK_SECONDS = 15.0
+OPTIMIZE_EVERY = 6 * 3600.0  # seconds between refreshes of the query planner's statistics
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -319,6 +321,7 @@ async def _run_locked(settings: Settings) -> None:
                 if server is not None
                 else asyncio.create_task(beat(heartbeat_path(settings.database_path)))
             )
+            statistics = asyncio.create_task(keep_statistics(storage))
             try:
                 async with bot:
                     await bot.start(settings.discord_token)
@@ -329,6 +332,9 @@ async def _run_locked(settings: Settings) -> None:
                     await server.stop()
                 if heartbeat is not None:
                     heartbeat.cancel()
+                statistics.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await statistics
     finally:
         await storage.close()
 
@@ -341,6 +347,17 @@ async def beat(path: Path) -> None:
         except OSError as error:
             log.warning("could not touch the heartbeat file: %s", error.strerror)
         await asyncio.sleep(HEARTBEAT_EVERY)
+
+
+async def keep_statistics(storage: Storage, every: float = OPTIMIZE_EVERY) -> None:
+    """Refresh the query planner's statistics every few hours while the bot runs (they are
+    refreshed at start and at close too), so the plans follow a growing history."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await storage.optimize()
+        except sqlite3.Error as error:
+            log.warning("could not refresh the database's statistics: %s", error)
 
 
 def main() -> None:

@@ -48,6 +48,11 @@ async def open_storage(path: Path, clock: Callable[[], float] = time.time) -> St
     when it cannot be opened.
     """
     database = await Database.open(path, clock=clock)
+    try:
+        await database.optimize(starting=True)
+    except BaseException:
+        await database.close()
+        raise
     return Storage(
         jobs=SqliteJobLedger(database),
         settings=SqliteServerSettings(database),

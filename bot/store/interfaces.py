@@ -146,10 +146,12 @@ class KeyValues(Protocol):
 
 
 class Backend(Protocol):
-    """The storage itself: whether it can take a write now, its schema's version, closing it."""
+    """The storage itself: whether it can take a write now, its schema's version, keeping its
+    query planner's statistics current, closing it (which brings them up to date first)."""
 
     async def writable(self) -> bool: ...
     async def schema_version(self) -> int: ...
+    async def optimize(self, *, starting: bool = False) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -170,6 +172,10 @@ class Storage:
 
     async def writable(self) -> bool:
         return await self.backend.writable()
+
+    async def optimize(self) -> None:
+        """Refresh the query planner's statistics where they went stale (every few hours)."""
+        await self.backend.optimize()
 
     async def close(self) -> None:
         await self.backend.close()

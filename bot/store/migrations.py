@@ -207,6 +207,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         "DROP INDEX jobs_guild_day",
         "DROP INDEX jobs_day",
     ),
+    # 9: a year of history. /history reads a member's latest jobs in one server (without this
+    # the planner walks the server's index, every job of a busy server); start-up reads the
+    # submissions of the last seconds and the jobs still open (both were full scans). The
+    # partial index holds only open jobs, a handful, however long the history; its states are
+    # `OPEN_STATES`, written out as the queries that use it write them.
+    (
+        "CREATE INDEX jobs_member_history ON jobs (user_id, guild_id)",
+        "CREATE INDEX jobs_submitted_at ON jobs (submitted_at)",
+        """
+        CREATE INDEX jobs_open ON jobs (state)
+        WHERE state IN ('reserved', 'submitting', 'submitted', 'delivering')
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
