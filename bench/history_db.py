@@ -3,7 +3,8 @@
 `build_history` creates the bot's own schema (the real migrations, through `open_storage`) and
 fills it with finished jobs as a busy public bot would have after a year: mostly delivered,
 some refunded; a few heavy members with tens of thousands of jobs and a long tail with a handful;
-direct messages beside 200 servers; admins' grants and resets, and a moderation log. It takes
+direct messages beside 200 servers; admins' grants and resets, a moderation log and the
+refusals counted per day. It takes
 seconds, not minutes: the rows are made by SQLite itself (one `INSERT … SELECT` over a recursive
 counter, in one transaction, with the indexes dropped and then rebuilt from the very statements
 the migrations created them with), and the numbers come from a seeded hash of the row number,
@@ -36,7 +37,7 @@ APPLICATION_ID = 500_000_000_000_000_000
 ADMIN_ID = 700_000_000_000_000_000
 
 # The tables the bulk insert fills: their indexes are dropped first and rebuilt afterwards.
-_FILLED = ("jobs", "quota_adjustments", "moderation_log")
+_FILLED = ("jobs", "quota_adjustments", "moderation_log", "refusal_counts")
 
 # Uniform numbers in [0, 1) from the row number n: one multiplicative (Weyl) hash per number,
 # each with its own odd multiplier near 2**32 times an irrational, so they are independent
@@ -158,6 +159,17 @@ SELECT guild_id, user_id,
 FROM jobs WHERE id % 50 = 7 AND guild_id IS NOT NULL
 """
 
+# Refusals counted per day, server (0: DMs) and reason, for /owner servers: one job in ten
+# stands for a member refused that day.
+_REFUSALS_SQL = """
+INSERT INTO refusal_counts (day, guild_key, reason, count)
+SELECT day, COALESCE(guild_id, 0),
+       CASE id / 10 % 4 WHEN 0 THEN 'quota' WHEN 1 THEN 'blocked_term'
+            WHEN 2 THEN 'budget' ELSE 'wrong_channel' END,
+       COUNT(*)
+FROM jobs WHERE id % 10 = 3 GROUP BY 1, 2, 3
+"""
+
 
 def build_history(
     path: Path,
@@ -214,6 +226,7 @@ def build_history(
             db.execute(_JOBS_SQL, params)
         db.execute(_ADJUSTMENTS_SQL, {"admin": ADMIN_ID})
         db.execute(_MODERATION_SQL, {"admin": ADMIN_ID})
+        db.execute(_REFUSALS_SQL)
         for _, sql in indexes:  # exactly as the migrations created them
             db.execute(sql)
         db.execute("COMMIT")

@@ -101,12 +101,18 @@ class Database:
             # 0x10000 (SQLite 3.46+): look at every table, not only those queried so far.
             await self.execute("PRAGMA optimize = 0x10002" if starting else "PRAGMA optimize")
 
+    async def trace(self, callback: Callable[[str], object] | None) -> None:
+        """Call `callback` with every statement's SQL (bound values written in) as it runs, on
+        the database's thread; None stops. For tests that check what the repositories ask."""
+        await self._db.set_trace_callback(callback)
+
     async def _unanalysed(self, table: str) -> bool:
         """Whether `table` has rows but `sqlite_stat1` says nothing of it."""
         exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
         if not await self.rows(exists, (table,)):
             return False
-        if not await self.rows(f'SELECT 1 FROM "{table}" LIMIT 1'):
+        # max(rowid) reads one entry, where any other "has rows" question could scan.
+        if (await self.rows(f'SELECT max(rowid) FROM "{table}"'))[0][0] is None:
             return False
         if not await self.rows(exists, ("sqlite_stat1",)):
             return True
