@@ -28,6 +28,20 @@ EXPECTED_SCHEMA = {
         "CREATE INDEX jobs_guild_day_spend ON jobs (guild_id, day, state, units)",
     ),
     ("index", "jobs_state", "CREATE INDEX jobs_state ON jobs (state)"),
+    (
+        "index",
+        "jobs_member_history",
+        "CREATE INDEX jobs_member_history ON jobs (user_id, guild_id)",
+    ),
+    ("index", "jobs_submitted_at", "CREATE INDEX jobs_submitted_at ON jobs (submitted_at)"),
+    (
+        "index",
+        "jobs_open",
+        (
+            "CREATE INDEX jobs_open ON jobs (state) "
+            "WHERE state IN ('reserved', 'submitting', 'submitted', 'delivering')"
+        ),
+    ),
     ("index", "jobs_user_day", "CREATE INDEX jobs_user_day ON jobs (user_id, day)"),
     (
         "index",

@@ -23,6 +23,7 @@ only the first entries of each index, so a heavy member looks like everyone) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
 import sqlite3
@@ -33,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.history_db import ADMIN_ID, GUILD_BASE, USER_BASE, build_history
+from bench.history_db import ADMIN_ID, GUILD_BASE, build_history
+from bot.__main__ import keep_statistics
 from bot.domain import (
     AdjustmentKind,
     DeliveryRoute,
@@ -43,6 +45,7 @@ from bot.domain import (
     NewJob,
     SpendLimits,
 )
+from bot.settings import Settings
 from bot.store import BanList, Storage, open_storage
 from bot.store.database import Database
 from bot.store.jobs import SqliteJobLedger
@@ -50,6 +53,8 @@ from bot.store.meta import SqliteKeyValues
 from bot.store.moderation import SqliteModerationRecords
 from bot.store.operator import SqliteOperatorRecords
 from bot.store.server_settings import SqliteServerSettings
+from tests.conftest import StartBot
+from tests.helpers import eventually
 
 BUILT_JOBS = 50_000
 PRETEND_JOBS = 1_000_000
@@ -303,3 +308,70 @@ def test_history_start_up_and_the_line_use_their_own_indexes(
     # The heaviest member's tens of thousands of jobs come newest first from the index itself.
     history = [step for entry, plan in plans if entry.method == "recent_jobs" for step in plan]
     assert not any("TEMP B-TREE" in step for step in history), history
+
+
+# --- the statistics keep themselves ---------------------------------------------------------
+
+
+def _analysed_jobs(path: Path) -> int:
+    """How many of `jobs`' indexes `sqlite_stat1` describes."""
+    with sqlite3.connect(path) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
+            return 0
+        return int(db.execute("SELECT COUNT(*) FROM sqlite_stat1 WHERE tbl = 'jobs'").fetchone()[0])
+
+
+def _forget_statistics(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM sqlite_stat1")
+
+
+async def test_a_bot_started_on_a_year_of_history_analyses_it_before_it_is_ready(
+    start_bot: StartBot, settings: Settings
+) -> None:
+    """An upgraded bot's first start on a big database without statistics: by READY the
+    planner knows every index of `jobs`."""
+    path = settings.database_path
+    await asyncio.to_thread(build_history, path, 5_000)
+    _forget_statistics(path)
+    assert _analysed_jobs(path) == 0
+    await start_bot()
+    with sqlite3.connect(path) as db:
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(jobs)")}
+        analysed = {row[0] for row in db.execute("SELECT idx FROM sqlite_stat1 WHERE tbl='jobs'")}
+    # Every index with rows (no job is open, so the partial index is empty).
+    assert analysed == indexes - {"jobs_open"}
+
+
+async def _grown(path: Path) -> Storage:
+    """A new database (nothing to analyse at its first start) after 300 charges."""
+    storage = await open_storage(path)
+    limits = SpendLimits(1_000)
+    for member in range(300):
+        job = NewJob(member % 7, 10, 20, DAY, 1, ImageRequest("a lighthouse", "1:1", "1K"))
+        assert isinstance(await storage.jobs.reserve(job, limits), Job)
+    await storage.jobs.recent_jobs(1, 10, 10)
+    assert _analysed_jobs(path) == 0
+    return storage
+
+
+async def test_the_jobs_charged_while_the_bot_runs_are_analysed_every_few_hours(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "grown.db"
+    storage = await _grown(path)
+    refresh = asyncio.create_task(keep_statistics(storage, every=0))
+    try:
+        await eventually(lambda: _analysed_jobs(path) > 0, what="the periodic refresh")
+    finally:
+        refresh.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresh
+        await storage.close()
+
+
+async def test_closing_the_storage_leaves_the_statistics_current(tmp_path: Path) -> None:
+    path = tmp_path / "grown.db"
+    storage = await _grown(path)
+    await storage.close()
+    assert _analysed_jobs(path) > 0

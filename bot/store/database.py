@@ -104,7 +104,8 @@ class Database:
     async def trace(self, callback: Callable[[str], object] | None) -> None:
         """Call `callback` with every statement's SQL (bound values written in) as it runs, on
         the database's thread; None stops. For tests that check what the repositories ask."""
-        await self._db.set_trace_callback(callback)
+        # sqlite3 takes None to stop; aiosqlite's annotation leaves that out.
+        await self._db.set_trace_callback(callback)  # type: ignore[arg-type]
 
     async def _unanalysed(self, table: str) -> bool:
         """Whether `table` has rows but `sqlite_stat1` says nothing of it."""
