@@ -42,7 +42,14 @@ EXPECTED_SCHEMA = {
             "WHERE state IN ('reserved', 'submitting', 'submitted', 'delivering')"
         ),
     ),
-    ("index", "jobs_user_day", "CREATE INDEX jobs_user_day ON jobs (user_id, day)"),
+    (
+        "index",
+        "jobs_member_day_spend",
+        (
+            "CREATE INDEX jobs_member_day_spend "
+            "ON jobs (user_id, guild_id, day, state, units, created_at)"
+        ),
+    ),
     (
         "index",
         "moderation_log_guild",

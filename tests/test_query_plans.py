@@ -69,6 +69,8 @@ NOT_REACHED = {
 # Which index a query members wait on must use.
 EXPECTED_INDEX = {
     "recent_jobs": "jobs_member_history",  # /history: the member's index, never the server's
+    "usage": "jobs_member_day_spend",  # /quota: the member's day, from the index alone
+    "over_limit": "jobs_member_day_spend",  # every charge's checks, the same way
     "open_jobs": "jobs_open",  # start-up: the few open jobs
     "submissions_since": "jobs_submitted_at",  # start-up: the last seconds' submissions
 }
@@ -296,11 +298,12 @@ def test_no_command_or_start_up_reads_a_big_table_whole(
     assert not problems, "full scans at 1 M jobs:\n" + "\n".join(problems)
 
 
-def test_history_start_up_and_the_line_use_their_own_indexes(
+def test_history_quota_and_start_up_use_their_own_indexes(
     plans: list[tuple[Recorded, list[str]]], built: History
 ) -> None:
-    """/history for the heaviest member walks that member's index (not the server's), and the
-    start-up reads the open jobs and the last seconds' submissions from theirs."""
+    """/history for the heaviest member walks that member's index (not the server's), /quota
+    and every charge sum the member's day from theirs, and the start-up reads the open jobs and
+    the last seconds' submissions from theirs."""
     for method, index in EXPECTED_INDEX.items():
         steps = [step for entry, plan in plans if entry.method == method for step in plan]
         assert steps, f"{method} sent no query"

@@ -208,12 +208,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "DROP INDEX jobs_day",
     ),
     # 9: a year of history. /history reads a member's latest jobs in one server (without this
-    # the planner walks the server's index, every job of a busy server); start-up reads the
-    # submissions of the last seconds and the jobs still open (both were full scans). The
-    # partial index holds only open jobs, a handful, however long the history; its states are
-    # `OPEN_STATES`, written out as the queries that use it write them.
+    # the planner walks the server's index, every job of a busy server); /quota and every
+    # charge sum a member's day in one server from a covering index (it replaces the one on
+    # member and day, which read a heavy member's every row of the day, or with sampled
+    # statistics every job they ever had there); start-up reads the submissions of the last
+    # seconds and the jobs still open (both were full scans). The partial index holds only open
+    # jobs, a handful, however long the history; its states are `OPEN_STATES`, written out as
+    # the queries that use it write them.
     (
         "CREATE INDEX jobs_member_history ON jobs (user_id, guild_id)",
+        """
+        CREATE INDEX jobs_member_day_spend
+        ON jobs (user_id, guild_id, day, state, units, created_at)
+        """,
+        "DROP INDEX jobs_user_day",
         "CREATE INDEX jobs_submitted_at ON jobs (submitted_at)",
         """
         CREATE INDEX jobs_open ON jobs (state)
