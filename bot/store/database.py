@@ -91,7 +91,8 @@ class Database:
         SQLite's advice, followed: `PRAGMA optimize` at start (`starting`), every few hours and
         before closing; it analyses only the tables whose statistics are missing or stale. An
         SQLite before 3.46 skips that at start, so a `jobs` table with rows and no statistics
-        (a new database's first busy day, or an upgrade) is analysed here then. Each ANALYZE
+        (an upgraded bot's first start, or a run that ended without closing) is analysed here
+        then. Each ANALYZE
         reads at most `ANALYSIS_LIMIT` entries per index: milliseconds at a million jobs.
         """
         await self.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
