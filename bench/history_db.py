@@ -247,11 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("path", type=Path, help="the database file to create")
     parser.add_argument("--jobs", type=int, default=1_000_000, help="finished jobs (1,000,000)")
-    parser.add_argument("--members", type=int, default=20_000)
-    parser.add_argument("--servers", type=int, default=200)
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--members", type=int, default=20_000, help="members (20,000)")
+    parser.add_argument("--servers", type=int, default=200, help="servers (200)")
+    parser.add_argument("--days", type=int, default=365, help="days of history (365)")
+    parser.add_argument("--seed", type=int, default=1, help="the same seed builds the same jobs")
     args = parser.parse_args(argv)
+    if args.path.exists():
+        parser.error(f"{args.path} exists; give a new file")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     build_history(
