@@ -34,7 +34,7 @@ class ImageRequest:
     """What to draw, as one value from the command to the stored job to kie.ai's createTask.
 
     The command builds it, the job ledger stores it with the charge, and `JobService` sends it
-    once its references are on kie.ai's file host (`with_inputs`). References are carried as
+    once its references are on kie.ai's file host (`input_urls`). References are carried as
     the member gave them (`reference_urls`) and, once uploaded, as kie.ai's links
     (`input_urls`, kept 3 days); any reference makes it an image-to-image request.
     """
@@ -56,16 +56,6 @@ class ImageRequest:
     def uploaded(self) -> bool:
         """Every reference is on kie.ai's file host (true for text-to-image)."""
         return len(self.input_urls) >= len(self.reference_urls)
-
-    def with_inputs(self, input_urls: tuple[str, ...]) -> ImageRequest:
-        return ImageRequest(
-            self.prompt,
-            self.aspect_ratio,
-            self.resolution,
-            self.reference_urls,
-            input_urls,
-            self.nsfw_checker,
-        )
 
 
 class JobState(enum.StrEnum):

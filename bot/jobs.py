@@ -416,7 +416,7 @@ class JobService:
             log.warning("job %s: the reference image could not be uploaded: %s", job.id, error)
             raise JobFailed(FailureKind.REFERENCE_FAILED) from None
         await self._ledger.set_input_url(job.id, input_url)
-        return image.with_inputs((input_url,))
+        return dataclasses.replace(image, input_urls=(input_url,))
 
     async def _submit(self, job: Job, reporter: JobReporter) -> str:
         request = await self._uploaded(job)
