@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain import (
@@ -171,6 +172,38 @@ _SERVER_SPENT_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
 _DAY_SPENT_SQL = f"(SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = :day AND {_CHARGED_SQL})"
 
 
+# At most this many charges in one transaction (each is two statements; the group's jobs are
+# read back in one statement with one parameter each).
+MAX_CHARGES_PER_COMMIT = 256
+
+
+@dataclass
+class _Waiting:
+    """A charge asked for and not yet committed; `result` is set once its group commits."""
+
+    job: NewJob
+    limits: SpendLimits
+    row: dict[str, object]
+    result: asyncio.Future[Job | OverLimit] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _settle(
+    group: list[_Waiting],
+    results: list[Job | OverLimit] | None,
+    error: BaseException | None,
+) -> None:
+    for n, waiting in enumerate(group):
+        if waiting.result.done():
+            continue
+        if results is not None:
+            waiting.result.set_result(results[n])
+        else:
+            assert error is not None
+            waiting.result.set_exception(error)
+
+
 class SqliteJobLedger:
     """The `JobLedger` over SQLite: the `jobs` and `quota_adjustments` tables.
 
@@ -181,6 +214,8 @@ class SqliteJobLedger:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._waiting: list[_Waiting] = []  # charges asked for, not yet in a transaction
+        self._charging: asyncio.Task[None] | None = None
 
     # --- quota ledger -------------------------------------------------------------------------
 
@@ -221,30 +256,73 @@ class SqliteJobLedger:
         return None
 
     async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
-        """See `_reserve`. Shielded: a cancelled command (say, at shutdown) must not leave the
-        connection inside an open transaction."""
-        return await asyncio.shield(self._reserve(job, limits))
-
-    async def _reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
         """Charge `job.units` and record the job, if it stays within every limit of the day:
         the member's (plus grants, under the operator's ceiling), the server's budget and cap,
-        and the operator's total.
+        and the operator's total. Returns once the charge is committed (durable), or with the
+        limit it would exceed.
 
-        The checks and the insert run in one IMMEDIATE transaction under the write lock, so no
-        other command can charge in between: any number of simultaneous commands cannot
-        overspend any of them.
+        Charges are committed in groups: those asked for while one group's transaction is
+        under way form the next (see `_charge_waiting`), so a burst costs one fsync per group
+        rather than one per command. Shielded: a cancelled command (say, at shutdown) neither
+        leaves the connection inside an open transaction nor takes the others' charges down.
         """
-        row = _new_row(job, limits, self._db.clock())
+        waiting = _Waiting(job, limits, _new_row(job, limits, self._db.clock()))
+        self._waiting.append(waiting)
+        if self._charging is None or self._charging.done():
+            self._charging = asyncio.create_task(self._charge_waiting(), name="charge-jobs")
+        return await asyncio.shield(waiting.result)
+
+    async def _charge_waiting(self) -> None:
+        """Commit the waiting charges, a group at a time, until none is left."""
+        while self._waiting:
+            group = self._waiting[:MAX_CHARGES_PER_COMMIT]
+            del self._waiting[:MAX_CHARGES_PER_COMMIT]
+            try:
+                results = await self._charge(group)
+            except Exception as error:
+                if len(group) == 1:
+                    _settle(group, None, error)
+                    continue
+                # One charge's failure must not refuse the rest: each alone, in order.
+                for waiting in group:
+                    try:
+                        _settle([waiting], await self._charge([waiting]), None)
+                    except Exception as error:
+                        _settle([waiting], None, error)
+                continue
+            except BaseException:
+                for waiting in group + self._waiting:
+                    waiting.result.cancel()
+                self._waiting.clear()
+                raise
+            _settle(group, results, None)
+
+    async def _charge(self, group: list[_Waiting]) -> list[Job | OverLimit]:
+        """One IMMEDIATE transaction: each charge checked in order against the day's sums,
+        which include the charges before it in the group, then inserted; no other writer can
+        charge in between, so any number of simultaneous commands cannot overspend a limit."""
+        outcomes: list[int | OverLimit] = []
         async with self._db.transaction() as db:
-            refusal = await self.over_limit(job.user_id, job.guild_id, job.day, job.units, limits)
-            if refusal is not None:
-                return refusal
-            cursor = await db.execute(_insert("jobs", row), row)
-        job_id = cursor.lastrowid
-        assert job_id is not None
-        found = await self.get_job(job_id)
-        assert found is not None
-        return found
+            for waiting in group:
+                job, limits = waiting.job, waiting.limits
+                refusal = await self.over_limit(
+                    job.user_id, job.guild_id, job.day, job.units, limits
+                )
+                if refusal is not None:
+                    outcomes.append(refusal)
+                    continue
+                cursor = await db.execute(_insert("jobs", waiting.row), waiting.row)
+                assert cursor.lastrowid is not None
+                outcomes.append(cursor.lastrowid)
+        # Committed: only now may anyone see (and submit) these jobs.
+        ids = [outcome for outcome in outcomes if isinstance(outcome, int)]
+        found: dict[int, Job] = {}
+        if ids:
+            rows = await self._db.rows(
+                f"{_SELECT_JOBS} WHERE id IN ({', '.join('?' * len(ids))})", ids
+            )
+            found = {row["id"]: _job(row) for row in rows}
+        return [found[o] if isinstance(o, int) else o for o in outcomes]
 
     async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
         """A member's charged units in one server (None: direct messages) on one day."""
