@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,7 +178,32 @@ _DAY_SPENT_SQL = f"(SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = :day AN
 MAX_CHARGES_PER_COMMIT = 256
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Sums:
+    """What a member, a server and everyone have charged today (and the member's grants)."""
+
+    used: int
+    granted: int
+    server: int
+    total: int
+
+
+def _over(sums: _Sums, units: int, limits: SpendLimits, guild_id: int | None) -> OverLimit | None:
+    """The first limit charging `units` on top of `sums` would exceed, or None (a server's
+    budget is for its own members; direct messages have none)."""
+    if sums.used + units > limits.member_limit(sums.granted):
+        return OverLimit.QUOTA
+    budget = limits.server_budget if guild_id is not None else None
+    if budget is not None and sums.server + units > budget:
+        return OverLimit.BUDGET
+    if limits.server_cap is not None and sums.server + units > limits.server_cap:
+        return OverLimit.SERVER_CAP
+    if limits.total_cap is not None and sums.total + units > limits.total_cap:
+        return OverLimit.TOTAL_CAP
+    return None
+
+
+@dataclass(eq=False)
 class _Waiting:
     """A charge asked for and not yet committed; `result` is set once its group commits."""
 
@@ -189,12 +215,52 @@ class _Waiting:
     )
 
 
+class _Uncommitted:
+    """The units of charges asked for whose transaction has not reached its COMMIT, per
+    member, per server and in all, for each day: what the checks add to what they read."""
+
+    def __init__(self) -> None:
+        self._counted: set[_Waiting] = set()
+        self._units: Counter[tuple[object, ...]] = Counter()
+
+    def remember(self, waiting: _Waiting) -> None:
+        if waiting not in self._counted:
+            self._counted.add(waiting)
+            self._change(waiting.job, waiting.job.units)
+
+    def forget(self, waiting: _Waiting) -> None:
+        if waiting in self._counted:
+            self._counted.discard(waiting)
+            self._change(waiting.job, -waiting.job.units)
+
+    def added_to(self, sums: _Sums, user_id: int, guild_id: int | None, day: str) -> _Sums:
+        units = self._units
+        return _Sums(
+            used=sums.used + units["member", day, user_id, guild_id],
+            granted=sums.granted,
+            server=sums.server + units["server", day, guild_id],
+            total=sums.total + units["total", day],
+        )
+
+    def _change(self, job: NewJob, units: int) -> None:
+        for key in (
+            ("member", job.day, job.user_id, job.guild_id),
+            ("server", job.day, job.guild_id),
+            ("total", job.day),
+        ):
+            self._units[key] += units
+            if not self._units[key]:
+                del self._units[key]
+
+
 def _settle(
     group: list[_Waiting],
     results: list[Job | OverLimit] | None,
     error: BaseException | None,
+    uncommitted: _Uncommitted,
 ) -> None:
     for n, waiting in enumerate(group):
+        uncommitted.forget(waiting)
         if waiting.result.done():
             continue
         if results is not None:
@@ -215,6 +281,7 @@ class SqliteJobLedger:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._waiting: list[_Waiting] = []  # charges asked for, not yet in a transaction
+        self._uncommitted = _Uncommitted()  # their units, until their COMMIT is under way
         self._charging: asyncio.Task[None] | None = None
 
     # --- quota ledger -------------------------------------------------------------------------
@@ -224,13 +291,26 @@ class SqliteJobLedger:
     ) -> OverLimit | None:
         """Which limit charging `units` now would exceed, or None (a read; `reserve` decides).
 
-        One statement: every sum the limits need, and only those.
+        Reads the last commit on the reading connection, so it never waits behind a burst of
+        charges, and adds the charges asked for whose transaction has not reached its COMMIT
+        (they are not in what was read), so a member asking past their quota in a burst is
+        refused here, before any public answer. A group committing while this read ran is
+        left out rather than maybe counted twice: this check never refuses what fits, and the
+        charge's own check (`_charge`) stays the authority for the rare request that passes
+        here and loses there.
         """
-        server_limits = (
-            (limits.server_budget if guild_id is not None else None, OverLimit.BUDGET),
-            (limits.server_cap, OverLimit.SERVER_CAP),
+        sums = await self._sums(user_id, guild_id, day, limits)
+        return _over(
+            self._uncommitted.added_to(sums, user_id, guild_id, day), units, limits, guild_id
         )
-        need_server = any(limit is not None for limit, _ in server_limits)
+
+    async def _sums(
+        self, user_id: int, guild_id: int | None, day: str, limits: SpendLimits
+    ) -> _Sums:
+        """Every sum the limits need, and only those, in one statement."""
+        need_server = (limits.server_budget is not None and guild_id is not None) or (
+            limits.server_cap is not None
+        )
         rows = await self._db.rows(
             f"""SELECT {_MEMBER_USED_SQL} AS used, {_MEMBER_GRANTED_SQL} AS granted,
                        CASE WHEN :server THEN {_SERVER_SPENT_SQL} ELSE 0 END AS server,
@@ -244,16 +324,12 @@ class SqliteJobLedger:
             },
         )
         sums = rows[0]
-        used, granted = int(sums["used"]), int(sums["granted"])
-        server_spent, total_spent = int(sums["server"]), int(sums["total"])
-        if used + units > limits.member_limit(granted):
-            return OverLimit.QUOTA
-        for limit, refusal in server_limits:
-            if limit is not None and server_spent + units > limit:
-                return refusal
-        if limits.total_cap is not None and total_spent + units > limits.total_cap:
-            return OverLimit.TOTAL_CAP
-        return None
+        return _Sums(
+            used=int(sums["used"]),
+            granted=int(sums["granted"]),
+            server=int(sums["server"]),
+            total=int(sums["total"]),
+        )
 
     async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
         """Charge `job.units` and record the job, if it stays within every limit of the day:
@@ -268,6 +344,7 @@ class SqliteJobLedger:
         """
         waiting = _Waiting(job, limits, _new_row(job, limits, self._db.clock()))
         self._waiting.append(waiting)
+        self._uncommitted.remember(waiting)
         if self._charging is None or self._charging.done():
             self._charging = asyncio.create_task(self._charge_waiting(), name="charge-jobs")
         return await asyncio.shield(waiting.result)
@@ -281,39 +358,48 @@ class SqliteJobLedger:
                 results = await self._charge(group)
             except Exception as error:
                 if len(group) == 1:
-                    _settle(group, None, error)
+                    _settle(group, None, error, self._uncommitted)
                     continue
                 # One charge's failure must not refuse the rest: each alone, in order.
                 for waiting in group:
                     try:
-                        _settle([waiting], await self._charge([waiting]), None)
+                        _settle([waiting], await self._charge([waiting]), None, self._uncommitted)
                     except Exception as error:
-                        _settle([waiting], None, error)
+                        _settle([waiting], None, error, self._uncommitted)
                 continue
             except BaseException:
                 for waiting in group + self._waiting:
+                    self._uncommitted.forget(waiting)
                     waiting.result.cancel()
                 self._waiting.clear()
                 raise
-            _settle(group, results, None)
+            _settle(group, results, None, self._uncommitted)
 
     async def _charge(self, group: list[_Waiting]) -> list[Job | OverLimit]:
         """One IMMEDIATE transaction: each charge checked in order against the day's sums,
         which include the charges before it in the group, then inserted; no other writer can
         charge in between, so any number of simultaneous commands cannot overspend a limit."""
         outcomes: list[int | OverLimit] = []
-        async with self._db.transaction() as db:
-            for waiting in group:
-                job, limits = waiting.job, waiting.limits
-                refusal = await self.over_limit(
-                    job.user_id, job.guild_id, job.day, job.units, limits
-                )
-                if refusal is not None:
-                    outcomes.append(refusal)
-                    continue
-                cursor = await db.execute(_insert("jobs", waiting.row), waiting.row)
-                assert cursor.lastrowid is not None
-                outcomes.append(cursor.lastrowid)
+        try:
+            async with self._db.transaction() as db:
+                for waiting in group:
+                    job, limits = waiting.job, waiting.limits
+                    sums = await self._sums(job.user_id, job.guild_id, job.day, limits)
+                    refusal = _over(sums, job.units, limits, job.guild_id)
+                    if refusal is not None:
+                        outcomes.append(refusal)
+                        continue
+                    cursor = await db.execute(_insert("jobs", waiting.row), waiting.row)
+                    assert cursor.lastrowid is not None
+                    outcomes.append(cursor.lastrowid)
+                # The COMMIT is the next statement: from here a read may see these rows, so
+                # the checks stop adding them (counting them twice could refuse what fits).
+                for waiting in group:
+                    self._uncommitted.forget(waiting)
+        except BaseException:
+            for waiting in group:  # rolled back: not charged, still asked for
+                self._uncommitted.remember(waiting)
+            raise
         # Committed: only now may anyone see (and submit) these jobs.
         ids = [outcome for outcome in outcomes if isinstance(outcome, int)]
         found: dict[int, Job] = {}
