@@ -54,9 +54,9 @@ class Generation:
     Owns the order of the steps, so that a refusal is the interaction's first, private answer
     and leaves no public trace: the checks (`Admission.check`) must answer within Discord's
     3 seconds or the request is acknowledged first; an admitted request is acknowledged
-    publicly, charged (`JobService.reserve`, which checks the limits again, atomically) and
-    handed to the `JobRunner`. Every refusal is told, then recorded (`Admission.record`).
-    Built once by the composition root; called by the `/imagine` and result-button cogs.
+    publicly, charged (`JobService.reserve`, which checks the limits again, atomically, and
+    returns once its group of charges is committed) and handed to the `JobRunner`. Every
+    refusal is told, then recorded (`Admission.record`). Built once by the composition root; called by the `/imagine` and result-button cogs.
     """
 
     def __init__(
