@@ -56,7 +56,8 @@ class Generation:
     3 seconds or the request is acknowledged first; an admitted request is acknowledged
     publicly, charged (`JobService.reserve`, which checks the limits again, atomically, and
     returns once its group of charges is committed) and handed to the `JobRunner`. Every
-    refusal is told, then recorded (`Admission.record`). Built once by the composition root; called by the `/imagine` and result-button cogs.
+    refusal is told, then recorded (`Admission.record`). Built once by the composition root;
+    called by the `/imagine` and result-button cogs.
     """
 
     def __init__(
