@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -66,6 +67,34 @@ async def test_a_charge_is_visible_to_the_checks_once_it_is_answered(tmp_path: P
             if expected is None:
                 assert isinstance(await store.jobs.reserve(_job(1), limits), Job)
     finally:
+        await store.close()
+
+
+async def test_charges_asked_for_and_not_yet_committed_count_in_the_check(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "imagine.db"
+    store = await open_storage(path)
+    # Another process holds the write lock: the charges wait, asked for and not committed.
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        limits = SpendLimits(member=2, server_budget=3)
+        charges = [asyncio.create_task(store.jobs.reserve(_job(1), limits)) for _ in range(2)]
+        await eventually(lambda: store.jobs.charges_waiting > 0)
+        # The reads do not wait for the lock, and count what is on its way.
+        assert await store.jobs.over_limit(1, 1, DAY, 1, limits) is OverLimit.QUOTA
+        assert await store.jobs.over_limit(2, 1, DAY, 1, limits) is None
+        assert await store.jobs.over_limit(2, 1, DAY, 2, limits) is OverLimit.BUDGET
+        assert await store.jobs.over_limit(1, 2, DAY, 1, limits) is None, "another server"
+        assert (await store.jobs.usage(1, 1, DAY)).used == 0
+        other.execute("COMMIT")
+        assert all(isinstance(r, Job) for r in await asyncio.gather(*charges))
+        assert store.jobs.charges_waiting == 0
+        assert await store.jobs.over_limit(1, 1, DAY, 1, limits) is OverLimit.QUOTA
+        assert await store.jobs.over_limit(2, 1, DAY, 1, limits) is None
+    finally:
+        other.close()
         await store.close()
 
 

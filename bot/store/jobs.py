@@ -223,6 +223,10 @@ class _Uncommitted:
         self._counted: set[_Waiting] = set()
         self._units: Counter[tuple[object, ...]] = Counter()
 
+    @property
+    def count(self) -> int:
+        return len(self._counted)
+
     def remember(self, waiting: _Waiting) -> None:
         if waiting not in self._counted:
             self._counted.add(waiting)
@@ -283,6 +287,11 @@ class SqliteJobLedger:
         self._waiting: list[_Waiting] = []  # charges asked for, not yet in a transaction
         self._uncommitted = _Uncommitted()  # their units, until their COMMIT is under way
         self._charging: asyncio.Task[None] | None = None
+
+    @property
+    def charges_waiting(self) -> int:
+        """Charges asked for whose transaction has not reached its COMMIT."""
+        return self._uncommitted.count
 
     # --- quota ledger -------------------------------------------------------------------------
 
