@@ -90,14 +90,29 @@ class Generation:
         checked = await checking
         if checked is not None:
             return await self._refuse(asker, checked, requester)
-        await requester.acknowledge()
-        request = dataclasses.replace(request, age_restricted=await requester.age_restricted())
-        job = await self._jobs.reserve(request)
+        # The charge is asked for while the acknowledgement is on its way: from then on the
+        # checks of this member's next commands count it (see `JobLedger.over_limit`), and in a
+        # burst it joins the next group commit sooner. The job starts only once both are done.
+        charging = asyncio.ensure_future(self._charge(request, requester))
+        try:
+            await requester.acknowledge()
+        except BaseException:
+            # No public reply: the job, charged or about to be, still runs (its reply falls
+            # back to the channel), so its units are delivered or refunded like any others.
+            job = await asyncio.shield(charging)
+            if not isinstance(job, OverLimit):
+                self._runner.start(job)
+            raise
+        job = await charging
         if isinstance(job, OverLimit):  # someone else's charge got there first
             over = await self._admission.over_limit(asker, job)
             return await self._refuse(asker, over, requester)
         self._runner.start(job)
         return Admitted(job)
+
+    async def _charge(self, request: JobRequest, requester: Requester) -> Job | OverLimit:
+        restricted = await requester.age_restricted()
+        return await self._jobs.reserve(dataclasses.replace(request, age_restricted=restricted))
 
     async def _refuse(self, asker: Asker, refusal: Refusal, requester: Requester) -> Refused:
         await requester.refuse(refusal)
