@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.admission import Admission, Asker, Refusal, RefusalReason
-from bot.domain import Job, OverLimit
+from bot.domain import Hold, Job, OverLimit
 from bot.job_tasks import JobRunner
 from bot.jobs import JobRequest, JobService
 from bot.quota import QuotaBook
@@ -81,19 +81,27 @@ class Generation:
             refusal = Refusal(RefusalReason.SHUTTING_DOWN)
             await requester.refuse(refusal)  # nothing to record: the bot is stopping
             return Refused(refusal)
-        checking = asyncio.ensure_future(self._admission.check(asker))
-        done, _ = await asyncio.wait({checking}, timeout=self._admission.answer_within)
-        if not done:
-            # The checks are indexed reads, but a busy database must not cost Discord's 3 s.
-            log.warning("admission checks are slow; answering publicly first")
-            await requester.acknowledge()
-        checked = await checking
+        # This request's place among the member's commands, taken before the checks: the
+        # checks of their later commands count it (see `JobLedger.over_limit`), so a member
+        # asking past their quota in a burst is refused privately, as the first answer.
+        hold = self._jobs.hold(request)
+        try:
+            checking = asyncio.ensure_future(self._admission.check(asker, hold))
+            done, _ = await asyncio.wait({checking}, timeout=self._admission.answer_within)
+            if not done:
+                # The checks are indexed reads, but a busy database must not cost Discord's 3 s.
+                log.warning("admission checks are slow; answering publicly first")
+                await requester.acknowledge()
+            checked = await checking
+        except BaseException:
+            self._jobs.release(hold)
+            raise
         if checked is not None:
+            self._jobs.release(hold)
             return await self._refuse(asker, checked, requester)
-        # The charge is asked for while the acknowledgement is on its way: from then on the
-        # checks of this member's next commands count it (see `JobLedger.over_limit`), and in a
-        # burst it joins the next group commit sooner. The job starts only once both are done.
-        charging = asyncio.ensure_future(self._charge(request, requester))
+        # The charge is asked for while the acknowledgement is on its way (in a burst it joins
+        # the next group commit sooner); the job starts only once both are done.
+        charging = asyncio.ensure_future(self._charge(request, requester, hold))
         try:
             await requester.acknowledge()
         except BaseException:
@@ -110,9 +118,15 @@ class Generation:
         self._runner.start(job)
         return Admitted(job)
 
-    async def _charge(self, request: JobRequest, requester: Requester) -> Job | OverLimit:
-        restricted = await requester.age_restricted()
-        return await self._jobs.reserve(dataclasses.replace(request, age_restricted=restricted))
+    async def _charge(
+        self, request: JobRequest, requester: Requester, hold: Hold
+    ) -> Job | OverLimit:
+        try:
+            restricted = await requester.age_restricted()
+            request = dataclasses.replace(request, age_restricted=restricted)
+            return await self._jobs.reserve(request, hold)
+        finally:
+            self._jobs.release(hold)  # no-op once the charge was asked for
 
     async def _refuse(self, asker: Asker, refusal: Refusal, requester: Requester) -> Refused:
         await requester.refuse(refusal)

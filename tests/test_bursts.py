@@ -98,6 +98,27 @@ async def test_charges_asked_for_and_not_yet_committed_count_in_the_check(
         await store.close()
 
 
+async def test_a_members_earlier_command_keeps_its_place_before_it_is_charged(
+    tmp_path: Path,
+) -> None:
+    store = await open_storage(tmp_path / "imagine.db")
+    try:
+        limits = SpendLimits(member=1)
+        first, second = store.jobs.hold(1, 1, DAY, 1), store.jobs.hold(1, 1, DAY, 1)
+        # The last unit is the first command's: the second is refused, whichever checks first.
+        assert await store.jobs.over_limit(1, 1, DAY, 1, limits, second) is OverLimit.QUOTA
+        assert await store.jobs.over_limit(1, 1, DAY, 1, limits, first) is None
+        assert await store.jobs.over_limit(2, 1, DAY, 1, limits) is None, "another member"
+        store.jobs.release(first)  # refused for another reason, say: the unit is free again
+        assert await store.jobs.over_limit(1, 1, DAY, 1, limits, second) is None
+        charged = await store.jobs.reserve(_job(1), limits, second)
+        assert isinstance(charged, Job)
+        assert store.jobs.charges_waiting == 0
+        assert await store.jobs.over_limit(1, 1, DAY, 1, limits) is OverLimit.QUOTA
+    finally:
+        await store.close()
+
+
 def _first_answer(fake: FakeDiscord, interaction: FakeInteraction) -> RecordedRequest | None:
     callbacks = [
         r for r in fake.calls_for(interaction) if r.path.endswith("/callback") and r.status == 200

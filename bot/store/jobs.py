@@ -23,6 +23,7 @@ from bot.domain import (
     AdjustmentKind,
     DayTotals,
     DeliveryRoute,
+    Hold,
     ImageRequest,
     Job,
     JobState,
@@ -220,27 +221,48 @@ class _Uncommitted:
     member, per server and in all, for each day: what the checks add to what they read."""
 
     def __init__(self) -> None:
-        self._counted: set[_Waiting] = set()
+        self._counted: dict[_Waiting, NewJob] = {}
         self._units: Counter[tuple[object, ...]] = Counter()
+        # Each member's holds, oldest first (a dict keeps the order they were taken in).
+        self._holds: dict[tuple[str, int, int | None], dict[Hold, None]] = {}
 
     @property
     def count(self) -> int:
         return len(self._counted)
 
-    def remember(self, waiting: _Waiting) -> None:
-        if waiting not in self._counted:
-            self._counted.add(waiting)
-            self._change(waiting.job, waiting.job.units)
+    def remember(self, key: _Waiting, charge: NewJob) -> None:
+        if key not in self._counted:
+            self._counted[key] = charge
+            self._change(charge, charge.units)
 
-    def forget(self, waiting: _Waiting) -> None:
-        if waiting in self._counted:
-            self._counted.discard(waiting)
-            self._change(waiting.job, -waiting.job.units)
+    def forget(self, key: _Waiting) -> None:
+        charge = self._counted.pop(key, None)
+        if charge is not None:
+            self._change(charge, -charge.units)
 
-    def added_to(self, sums: _Sums, user_id: int, guild_id: int | None, day: str) -> _Sums:
+    def hold(self, hold: Hold) -> None:
+        self._holds.setdefault((hold.day, hold.user_id, hold.guild_id), {})[hold] = None
+
+    def release(self, hold: Hold) -> None:
+        key = (hold.day, hold.user_id, hold.guild_id)
+        holds = self._holds.get(key)
+        if holds is None:
+            return
+        holds.pop(hold, None)
+        if not holds:
+            del self._holds[key]
+
+    def added_to(
+        self, sums: _Sums, user_id: int, guild_id: int | None, day: str, own: Hold | None
+    ) -> _Sums:
         units = self._units
+        held = 0
+        for hold in self._holds.get((day, user_id, guild_id), {}):
+            if hold is own:
+                break
+            held += hold.units
         return _Sums(
-            used=sums.used + units["member", day, user_id, guild_id],
+            used=sums.used + units["member", day, user_id, guild_id] + held,
             granted=sums.granted,
             server=sums.server + units["server", day, guild_id],
             total=sums.total + units["total", day],
@@ -296,22 +318,28 @@ class SqliteJobLedger:
     # --- quota ledger -------------------------------------------------------------------------
 
     async def over_limit(
-        self, user_id: int, guild_id: int | None, day: str, units: int, limits: SpendLimits
+        self,
+        user_id: int,
+        guild_id: int | None,
+        day: str,
+        units: int,
+        limits: SpendLimits,
+        hold: Hold | None = None,
     ) -> OverLimit | None:
         """Which limit charging `units` now would exceed, or None (a read; `reserve` decides).
 
         Reads the last commit on the reading connection, so it never waits behind a burst of
         charges, and adds the charges asked for whose transaction has not reached its COMMIT
-        (they are not in what was read), so a member asking past their quota in a burst is
-        refused here, before any public answer. A group committing while this read ran is
-        left out rather than maybe counted twice: this check never refuses what fits, and the
-        charge's own check (`_charge`) stays the authority for the rare request that passes
-        here and loses there.
+        (they are not in what was read), and the member's holds taken before `hold` (this
+        command's own): so a member asking past their quota in a burst is refused here, before
+        any public answer, and the earlier of their commands keeps its place. A group
+        committing while this read ran is left out rather than maybe counted twice: this check
+        does not refuse what fits, and the charge's own check (`_charge`) stays the authority
+        for the rare request that passes here and loses there.
         """
         sums = await self._sums(user_id, guild_id, day, limits)
-        return _over(
-            self._uncommitted.added_to(sums, user_id, guild_id, day), units, limits, guild_id
-        )
+        counted = self._uncommitted.added_to(sums, user_id, guild_id, day, hold)
+        return _over(counted, units, limits, guild_id)
 
     async def _sums(
         self, user_id: int, guild_id: int | None, day: str, limits: SpendLimits
@@ -340,7 +368,21 @@ class SqliteJobLedger:
             total=int(sums["total"]),
         )
 
-    async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
+    def hold(self, user_id: int, guild_id: int | None, day: str, units: int) -> Hold:
+        """A place for a command's charge, taken before its checks: the checks of the member's
+        later commands count it until the charge is asked for (`reserve` with this hold, which
+        then counts as a charge on its way) or it is `release`d (refused, failed)."""
+        hold = Hold(user_id, guild_id, day, units)
+        self._uncommitted.hold(hold)
+        return hold
+
+    def release(self, hold: Hold) -> None:
+        """Stop counting a hold (nothing happens if its charge was asked for already)."""
+        self._uncommitted.release(hold)
+
+    async def reserve(
+        self, job: NewJob, limits: SpendLimits, hold: Hold | None = None
+    ) -> Job | OverLimit:
         """Charge `job.units` and record the job, if it stays within every limit of the day:
         the member's (plus grants, under the operator's ceiling), the server's budget and cap,
         and the operator's total. Returns once the charge is committed (durable), or with the
@@ -353,7 +395,9 @@ class SqliteJobLedger:
         """
         waiting = _Waiting(job, limits, _new_row(job, limits, self._db.clock()))
         self._waiting.append(waiting)
-        self._uncommitted.remember(waiting)
+        self._uncommitted.remember(waiting, job)
+        if hold is not None:
+            self._uncommitted.release(hold)  # counted as this charge from now on
         if self._charging is None or self._charging.done():
             self._charging = asyncio.create_task(self._charge_waiting(), name="charge-jobs")
         return await asyncio.shield(waiting.result)
@@ -407,7 +451,7 @@ class SqliteJobLedger:
                     self._uncommitted.forget(waiting)
         except BaseException:
             for waiting in group:  # rolled back: not charged, still asked for
-                self._uncommitted.remember(waiting)
+                self._uncommitted.remember(waiting, waiting.job)
             raise
         # Committed: only now may anyone see (and submit) these jobs.
         ids = [outcome for outcome in outcomes if isinstance(outcome, int)]
