@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.admin_events import AuditEvent, AuditKind, AuditSink
-from bot.domain import LogKind, OverLimit
+from bot.domain import Hold, LogKind, OverLimit
 from bot.moderation import Moderation, RefusalKind
 from bot.operator import OperatorControls, guild_key
 from bot.quota import BudgetStatus, QuotaBook, QuotaStatus
@@ -148,10 +148,12 @@ class Admission:
             return Refusal(RefusalReason.SERVER_BANNED)
         return None
 
-    async def check(self, asker: Asker) -> Refusal | None:
+    async def check(self, asker: Asker, hold: Hold | None = None) -> Refusal | None:
         """Every rule a generation must pass before it is charged; None: go ahead.
 
         Reads only: the charge itself (`JobService.reserve`) checks the limits again, atomically.
+        `hold` is this request's place among the member's commands (`JobService.hold`): the
+        limits count the member's earlier ones, even those not charged yet.
         """
         refusal = await self.gate(asker.guild_id)
         if refusal is not None:
@@ -174,7 +176,7 @@ class Admission:
                 )
             limits = await self._quota.spend_limits(asker.guild_id, asker.role_ids)
             over = await self._ledger.over_limit(
-                asker.user_id, asker.guild_id, self._quota.today(), asker.units, limits
+                asker.user_id, asker.guild_id, self._quota.today(), asker.units, limits, hold
             )
             if over is not None:
                 return await self.over_limit(asker, over)

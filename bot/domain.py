@@ -148,6 +148,17 @@ class NewJob:
     spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
 
 
+@dataclass(eq=False)
+class Hold:
+    """Units a command that passed its checks is about to charge (`JobLedger.hold`): counted by
+    the checks of the commands after it until its charge is asked for, or it is released."""
+
+    user_id: int
+    guild_id: int | None
+    day: str
+    units: int
+
+
 @dataclass(frozen=True)
 class Job:
     """One generation, from the charge to the delivered image or the refund: a row of the

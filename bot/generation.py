@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.admission import Admission, Asker, Refusal, RefusalReason
-from bot.domain import Job, OverLimit
+from bot.domain import Hold, Job, OverLimit
 from bot.job_tasks import JobRunner
 from bot.jobs import JobRequest, JobService
 from bot.quota import QuotaBook
@@ -54,9 +54,10 @@ class Generation:
     Owns the order of the steps, so that a refusal is the interaction's first, private answer
     and leaves no public trace: the checks (`Admission.check`) must answer within Discord's
     3 seconds or the request is acknowledged first; an admitted request is acknowledged
-    publicly, charged (`JobService.reserve`, which checks the limits again, atomically) and
-    handed to the `JobRunner`. Every refusal is told, then recorded (`Admission.record`).
-    Built once by the composition root; called by the `/imagine` and result-button cogs.
+    publicly, charged (`JobService.reserve`, which checks the limits again, atomically, and
+    returns once its group of charges is committed) and handed to the `JobRunner`. Every
+    refusal is told, then recorded (`Admission.record`). Built once by the composition root;
+    called by the `/imagine` and result-button cogs.
     """
 
     def __init__(
@@ -80,23 +81,52 @@ class Generation:
             refusal = Refusal(RefusalReason.SHUTTING_DOWN)
             await requester.refuse(refusal)  # nothing to record: the bot is stopping
             return Refused(refusal)
-        checking = asyncio.ensure_future(self._admission.check(asker))
-        done, _ = await asyncio.wait({checking}, timeout=self._admission.answer_within)
-        if not done:
-            # The checks are indexed reads, but a busy database must not cost Discord's 3 s.
-            log.warning("admission checks are slow; answering publicly first")
-            await requester.acknowledge()
-        checked = await checking
+        # This request's place among the member's commands, taken before the checks: the
+        # checks of their later commands count it (see `JobLedger.over_limit`), so a member
+        # asking past their quota in a burst is refused privately, as the first answer.
+        hold = self._jobs.hold(request)
+        try:
+            checking = asyncio.ensure_future(self._admission.check(asker, hold))
+            done, _ = await asyncio.wait({checking}, timeout=self._admission.answer_within)
+            if not done:
+                # The checks are indexed reads, but a busy database must not cost Discord's 3 s.
+                log.warning("admission checks are slow; answering publicly first")
+                await requester.acknowledge()
+            checked = await checking
+        except BaseException:
+            self._jobs.release(hold)
+            raise
         if checked is not None:
+            self._jobs.release(hold)
             return await self._refuse(asker, checked, requester)
-        await requester.acknowledge()
-        request = dataclasses.replace(request, age_restricted=await requester.age_restricted())
-        job = await self._jobs.reserve(request)
+        # The charge is asked for while the acknowledgement is on its way (in a burst it joins
+        # the next group commit sooner); the job starts only once both are done.
+        charging = asyncio.ensure_future(self._charge(request, requester, hold))
+        try:
+            await requester.acknowledge()
+        except BaseException:
+            # No public reply: the job, charged or about to be, still runs (its reply falls
+            # back to the channel), so its units are delivered or refunded like any others.
+            job = await asyncio.shield(charging)
+            if not isinstance(job, OverLimit):
+                self._runner.start(job)
+            raise
+        job = await charging
         if isinstance(job, OverLimit):  # someone else's charge got there first
             over = await self._admission.over_limit(asker, job)
             return await self._refuse(asker, over, requester)
         self._runner.start(job)
         return Admitted(job)
+
+    async def _charge(
+        self, request: JobRequest, requester: Requester, hold: Hold
+    ) -> Job | OverLimit:
+        try:
+            restricted = await requester.age_restricted()
+            request = dataclasses.replace(request, age_restricted=restricted)
+            return await self._jobs.reserve(request, hold)
+        finally:
+            self._jobs.release(hold)  # no-op once the charge was asked for
 
     async def _refuse(self, asker: Asker, refusal: Refusal, requester: Requester) -> Refused:
         await requester.refuse(refusal)

@@ -16,7 +16,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.domain import DeliveryRoute, Job, JobState, NewJob, Origin, OverLimit, ReplyTarget
+from bot.domain import (
+    DeliveryRoute,
+    Hold,
+    Job,
+    JobState,
+    NewJob,
+    Origin,
+    OverLimit,
+    ReplyTarget,
+)
 from bot.kie import (
     DownloadedImage,
     DownloadError,
@@ -238,7 +247,16 @@ class JobService:
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
         self.run_queue = RunQueue()
 
-    async def reserve(self, request: JobRequest) -> Job | OverLimit:
+    def hold(self, request: JobRequest) -> Hold:
+        """Count the units `request` will cost in every check from now, until its charge is
+        asked for (`reserve` with this hold) or the hold is released (`release`)."""
+        units = self._quota.costs.units(request.image.resolution)
+        return self._ledger.hold(request.user_id, request.guild_id, self._quota.today(), units)
+
+    def release(self, hold: Hold) -> None:
+        self._ledger.release(hold)
+
+    async def reserve(self, request: JobRequest, hold: Hold | None = None) -> Job | OverLimit:
         """Charge the units for `request`, or say which limit (member quota, server budget) it
         would exceed."""
         image = request.image
@@ -260,6 +278,7 @@ class JobService:
                 spoiler=request.age_restricted and policy.nsfw_spoiler,
             ),
             await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
+            hold,
         )
 
     async def run_limits(self, guild_id: int | None) -> RunLimits:

@@ -91,8 +91,11 @@ class SlidingWindowLimiter:
         position = ahead + 1
         self._expire(self._clock())
         free_now = self._max_calls - len(self._granted)
+        # Callers ahead that a free slot is about to serve (a burst of charges committed
+        # together starts its jobs at once) are going now, not waiting: the place shown is
+        # among those waiting for a slot.
         beyond = max(0, position - free_now)
-        return Turn(position, beyond * self._window / self._max_calls)
+        return Turn(max(1, beyond), beyond * self._window / self._max_calls)
 
     @contextlib.asynccontextmanager
     async def use(self, key: Hashable = None) -> AsyncIterator[Grant]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import sqlite3
 import time
@@ -22,6 +23,12 @@ Params = Sequence[object] | Mapping[str, object]
 # milliseconds on a million jobs, where reading them all takes over a second.
 ANALYSIS_LIMIT = 1000
 
+# Set inside a transaction, for the task running it: its reads go to the writing connection, so
+# they see the transaction's own uncommitted writes.
+_in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "_in_transaction", default=False
+)
+
 
 def _private_files(path: Path) -> None:
     """The database holds live interaction tokens, callback secrets and every prompt: its folder
@@ -35,10 +42,14 @@ def _private_files(path: Path) -> None:
 
 
 class Database:
-    """The bot's SQLite file and the one connection every repository shares.
+    """The bot's SQLite file, the one writing connection every repository shares, and a
+    read-only connection beside it.
 
-    It owns the connection, the write lock that keeps one coroutine's transaction from
-    interleaving with another's statements, and the schema's version. `open_storage` opens it
+    It owns the connections, the write lock that keeps one coroutine's transaction from
+    interleaving with another's statements, and the schema's version. Reads outside a
+    transaction go to the reading connection (WAL lets it read the last commit while a write
+    is under way), so a command's checks never queue behind a burst of charges and their
+    fsyncs. `open_storage` opens it
     once at start-up (running any pending migrations) and the repositories in this package call
     it for every statement; it lives until the bot closes the storage at shutdown. Rows come back
     as `sqlite3.Row`, read by column name.
@@ -46,6 +57,7 @@ class Database:
 
     def __init__(self, db: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
         self._db = db
+        self._reader = db  # until `_open_reader`: one connection (and always for ":memory:")
         self._path = path
         self.clock = clock
         # One connection is shared by all coroutines; a transaction spanning several awaits
@@ -73,17 +85,34 @@ class Database:
             await db.execute("PRAGMA synchronous=FULL")
             database = cls(db, path, clock)
             await database._migrate(migrations)
+            if str(path) != ":memory:":
+                await database._open_reader()
         except BaseException:
             await db.close()
             raise
         return database
 
+    async def _open_reader(self) -> None:
+        reader = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            reader.row_factory = sqlite3.Row
+            await reader.execute("PRAGMA busy_timeout=5000")
+            await reader.execute("PRAGMA query_only=1")
+        except BaseException:
+            await reader.close()
+            raise
+        self._reader = reader
+
     async def close(self) -> None:
-        """Close the connection, bringing the planner's statistics up to date first (best
+        """Close both connections, bringing the planner's statistics up to date first (best
         effort: a database that cannot take a write now still closes)."""
         with contextlib.suppress(sqlite3.Error):
             await self.optimize()
-        await self._db.close()
+        # A transaction under way (a batch of charges) ends first: it commits or rolls back.
+        async with self._write:
+            if self._reader is not self._db:
+                await self._reader.close()
+            await self._db.close()
 
     async def optimize(self, *, starting: bool = False) -> None:
         """Keep the query planner's statistics (`sqlite_stat1`) current, within a bound.
@@ -107,6 +136,8 @@ class Database:
         the database's thread; None stops. For tests that check what the repositories ask."""
         # sqlite3 takes None to stop; aiosqlite's annotation leaves that out.
         await self._db.set_trace_callback(callback)  # type: ignore[arg-type]
+        if self._reader is not self._db:
+            await self._reader.set_trace_callback(callback)  # type: ignore[arg-type]
 
     async def _unanalysed(self, table: str) -> bool:
         """Whether `table` has rows but `sqlite_stat1` says nothing of it."""
@@ -134,9 +165,11 @@ class Database:
         return int(rows[0][0]) if rows else 0
 
     async def rows(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """A read: of the last commit, or inside a transaction, of what it has written so far."""
         # Execute and fetch in one call on aiosqlite's thread, so no other coroutine's
         # statement can run in between and disturb the cursor.
-        return list(await self._db.execute_fetchall(sql, params))
+        connection = self._db if _in_transaction.get() else self._reader
+        return list(await connection.execute_fetchall(sql, params))
 
     async def execute(self, sql: str, params: Params = ()) -> None:
         """Run one write on its own (SQLite makes a single statement atomic)."""
@@ -157,11 +190,14 @@ class Database:
         # process), so the reads inside the transaction see what the write will be based on.
         async with self._write:
             await self._db.execute("BEGIN IMMEDIATE")
+            inside = _in_transaction.set(True)
             try:
                 yield self._db
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+            finally:
+                _in_transaction.reset(inside)
             await self._db.execute("COMMIT")
 
     async def _migrate(self, migrations: Sequence[Migration]) -> None:

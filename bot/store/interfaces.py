@@ -15,6 +15,7 @@ from bot.domain import (
     AdjustmentKind,
     DayTotals,
     DeliveryRoute,
+    Hold,
     Job,
     JobState,
     LogEntry,
@@ -51,9 +52,19 @@ class JobLedger(Protocol):
     """
 
     async def over_limit(
-        self, user_id: int, guild_id: int | None, day: str, units: int, limits: SpendLimits
+        self,
+        user_id: int,
+        guild_id: int | None,
+        day: str,
+        units: int,
+        limits: SpendLimits,
+        hold: Hold | None = None,
     ) -> OverLimit | None: ...
-    async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit: ...
+    def hold(self, user_id: int, guild_id: int | None, day: str, units: int) -> Hold: ...
+    def release(self, hold: Hold) -> None: ...
+    async def reserve(
+        self, job: NewJob, limits: SpendLimits, hold: Hold | None = None
+    ) -> Job | OverLimit: ...
     async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage: ...
     async def server_units(self, guild_id: int | None, day: str) -> int: ...
     async def total_units(self, day: str) -> int: ...

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain import (
@@ -21,6 +23,7 @@ from bot.domain import (
     AdjustmentKind,
     DayTotals,
     DeliveryRoute,
+    Hold,
     ImageRequest,
     Job,
     JobState,
@@ -174,6 +177,128 @@ _SERVER_SPENT_SQL = f"""(SELECT COALESCE(SUM(units), 0) FROM jobs
 _DAY_SPENT_SQL = f"(SELECT COALESCE(SUM(units), 0) FROM jobs WHERE day = :day AND {_CHARGED_SQL})"
 
 
+# At most this many charges in one transaction (each is two statements; the group's jobs are
+# read back in one statement with one parameter each).
+MAX_CHARGES_PER_COMMIT = 256
+
+
+@dataclass(frozen=True)
+class _Sums:
+    """What a member, a server and everyone have charged today (and the member's grants)."""
+
+    used: int
+    granted: int
+    server: int
+    total: int
+
+
+def _over(sums: _Sums, units: int, limits: SpendLimits, guild_id: int | None) -> OverLimit | None:
+    """The first limit charging `units` on top of `sums` would exceed, or None (a server's
+    budget is for its own members; direct messages have none)."""
+    if sums.used + units > limits.member_limit(sums.granted):
+        return OverLimit.QUOTA
+    budget = limits.server_budget if guild_id is not None else None
+    if budget is not None and sums.server + units > budget:
+        return OverLimit.BUDGET
+    if limits.server_cap is not None and sums.server + units > limits.server_cap:
+        return OverLimit.SERVER_CAP
+    if limits.total_cap is not None and sums.total + units > limits.total_cap:
+        return OverLimit.TOTAL_CAP
+    return None
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A charge asked for and not yet committed; `result` is set once its group commits."""
+
+    job: NewJob
+    limits: SpendLimits
+    row: dict[str, object]
+    result: asyncio.Future[Job | OverLimit] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class _Uncommitted:
+    """The units of charges asked for whose transaction has not reached its COMMIT, per
+    member, per server and in all, for each day: what the checks add to what they read."""
+
+    def __init__(self) -> None:
+        self._counted: dict[_Waiting, NewJob] = {}
+        self._units: Counter[tuple[object, ...]] = Counter()
+        # Each member's holds, oldest first (a dict keeps the order they were taken in).
+        self._holds: dict[tuple[str, int, int | None], dict[Hold, None]] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self._counted)
+
+    def remember(self, key: _Waiting, charge: NewJob) -> None:
+        if key not in self._counted:
+            self._counted[key] = charge
+            self._change(charge, charge.units)
+
+    def forget(self, key: _Waiting) -> None:
+        charge = self._counted.pop(key, None)
+        if charge is not None:
+            self._change(charge, -charge.units)
+
+    def hold(self, hold: Hold) -> None:
+        self._holds.setdefault((hold.day, hold.user_id, hold.guild_id), {})[hold] = None
+
+    def release(self, hold: Hold) -> None:
+        key = (hold.day, hold.user_id, hold.guild_id)
+        holds = self._holds.get(key)
+        if holds is None:
+            return
+        holds.pop(hold, None)
+        if not holds:
+            del self._holds[key]
+
+    def added_to(
+        self, sums: _Sums, user_id: int, guild_id: int | None, day: str, own: Hold | None
+    ) -> _Sums:
+        units = self._units
+        held = 0
+        for hold in self._holds.get((day, user_id, guild_id), {}):
+            if hold is own:
+                break
+            held += hold.units
+        return _Sums(
+            used=sums.used + units["member", day, user_id, guild_id] + held,
+            granted=sums.granted,
+            server=sums.server + units["server", day, guild_id],
+            total=sums.total + units["total", day],
+        )
+
+    def _change(self, job: NewJob, units: int) -> None:
+        for key in (
+            ("member", job.day, job.user_id, job.guild_id),
+            ("server", job.day, job.guild_id),
+            ("total", job.day),
+        ):
+            self._units[key] += units
+            if not self._units[key]:
+                del self._units[key]
+
+
+def _settle(
+    group: list[_Waiting],
+    results: list[Job | OverLimit] | None,
+    error: BaseException | None,
+    uncommitted: _Uncommitted,
+) -> None:
+    for n, waiting in enumerate(group):
+        uncommitted.forget(waiting)
+        if waiting.result.done():
+            continue
+        if results is not None:
+            waiting.result.set_result(results[n])
+        else:
+            assert error is not None
+            waiting.result.set_exception(error)
+
+
 class SqliteJobLedger:
     """The `JobLedger` over SQLite: the `jobs` and `quota_adjustments` tables.
 
@@ -184,21 +309,48 @@ class SqliteJobLedger:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._waiting: list[_Waiting] = []  # charges asked for, not yet in a transaction
+        self._uncommitted = _Uncommitted()  # their units, until their COMMIT is under way
+        self._charging: asyncio.Task[None] | None = None
+
+    @property
+    def charges_waiting(self) -> int:
+        """Charges asked for whose transaction has not reached its COMMIT."""
+        return self._uncommitted.count
 
     # --- quota ledger -------------------------------------------------------------------------
 
     async def over_limit(
-        self, user_id: int, guild_id: int | None, day: str, units: int, limits: SpendLimits
+        self,
+        user_id: int,
+        guild_id: int | None,
+        day: str,
+        units: int,
+        limits: SpendLimits,
+        hold: Hold | None = None,
     ) -> OverLimit | None:
         """Which limit charging `units` now would exceed, or None (a read; `reserve` decides).
 
-        One statement: every sum the limits need, and only those.
+        Reads the last commit on the reading connection, so it never waits behind a burst of
+        charges, and adds the charges asked for whose transaction has not reached its COMMIT
+        (they are not in what was read), and the member's holds taken before `hold` (this
+        command's own): so a member asking past their quota in a burst is refused here, before
+        any public answer, and the earlier of their commands keeps its place. A group
+        committing while this read ran is left out rather than maybe counted twice: this check
+        does not refuse what fits, and the charge's own check (`_charge`) stays the authority
+        for the rare request that passes here and loses there.
         """
-        server_limits = (
-            (limits.server_budget if guild_id is not None else None, OverLimit.BUDGET),
-            (limits.server_cap, OverLimit.SERVER_CAP),
+        sums = await self._sums(user_id, guild_id, day, limits)
+        counted = self._uncommitted.added_to(sums, user_id, guild_id, day, hold)
+        return _over(counted, units, limits, guild_id)
+
+    async def _sums(
+        self, user_id: int, guild_id: int | None, day: str, limits: SpendLimits
+    ) -> _Sums:
+        """Every sum the limits need, and only those, in one statement."""
+        need_server = (limits.server_budget is not None and guild_id is not None) or (
+            limits.server_cap is not None
         )
-        need_server = any(limit is not None for limit, _ in server_limits)
         rows = await self._db.rows(
             f"""SELECT {_MEMBER_USED_SQL} AS used, {_MEMBER_GRANTED_SQL} AS granted,
                        CASE WHEN :server THEN {_SERVER_SPENT_SQL} ELSE 0 END AS server,
@@ -212,42 +364,107 @@ class SqliteJobLedger:
             },
         )
         sums = rows[0]
-        used, granted = int(sums["used"]), int(sums["granted"])
-        server_spent, total_spent = int(sums["server"]), int(sums["total"])
-        if used + units > limits.member_limit(granted):
-            return OverLimit.QUOTA
-        for limit, refusal in server_limits:
-            if limit is not None and server_spent + units > limit:
-                return refusal
-        if limits.total_cap is not None and total_spent + units > limits.total_cap:
-            return OverLimit.TOTAL_CAP
-        return None
+        return _Sums(
+            used=int(sums["used"]),
+            granted=int(sums["granted"]),
+            server=int(sums["server"]),
+            total=int(sums["total"]),
+        )
 
-    async def reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
-        """See `_reserve`. Shielded: a cancelled command (say, at shutdown) must not leave the
-        connection inside an open transaction."""
-        return await asyncio.shield(self._reserve(job, limits))
+    def hold(self, user_id: int, guild_id: int | None, day: str, units: int) -> Hold:
+        """A place for a command's charge, taken before its checks: the checks of the member's
+        later commands count it until the charge is asked for (`reserve` with this hold, which
+        then counts as a charge on its way) or it is `release`d (refused, failed)."""
+        hold = Hold(user_id, guild_id, day, units)
+        self._uncommitted.hold(hold)
+        return hold
 
-    async def _reserve(self, job: NewJob, limits: SpendLimits) -> Job | OverLimit:
+    def release(self, hold: Hold) -> None:
+        """Stop counting a hold (nothing happens if its charge was asked for already)."""
+        self._uncommitted.release(hold)
+
+    async def reserve(
+        self, job: NewJob, limits: SpendLimits, hold: Hold | None = None
+    ) -> Job | OverLimit:
         """Charge `job.units` and record the job, if it stays within every limit of the day:
         the member's (plus grants, under the operator's ceiling), the server's budget and cap,
-        and the operator's total.
+        and the operator's total. Returns once the charge is committed (durable), or with the
+        limit it would exceed.
 
-        The checks and the insert run in one IMMEDIATE transaction under the write lock, so no
-        other command can charge in between: any number of simultaneous commands cannot
-        overspend any of them.
+        Charges are committed in groups: those asked for while one group's transaction is
+        under way form the next (see `_charge_waiting`), so a burst costs one fsync per group
+        rather than one per command. Shielded: a cancelled command (say, at shutdown) neither
+        leaves the connection inside an open transaction nor takes the others' charges down.
         """
-        row = _new_row(job, limits, self._db.clock())
-        async with self._db.transaction() as db:
-            refusal = await self.over_limit(job.user_id, job.guild_id, job.day, job.units, limits)
-            if refusal is not None:
-                return refusal
-            cursor = await db.execute(_insert("jobs", row), row)
-        job_id = cursor.lastrowid
-        assert job_id is not None
-        found = await self.get_job(job_id)
-        assert found is not None
-        return found
+        waiting = _Waiting(job, limits, _new_row(job, limits, self._db.clock()))
+        self._waiting.append(waiting)
+        self._uncommitted.remember(waiting, job)
+        if hold is not None:
+            self._uncommitted.release(hold)  # counted as this charge from now on
+        if self._charging is None or self._charging.done():
+            self._charging = asyncio.create_task(self._charge_waiting(), name="charge-jobs")
+        return await asyncio.shield(waiting.result)
+
+    async def _charge_waiting(self) -> None:
+        """Commit the waiting charges, a group at a time, until none is left."""
+        while self._waiting:
+            group = self._waiting[:MAX_CHARGES_PER_COMMIT]
+            del self._waiting[:MAX_CHARGES_PER_COMMIT]
+            try:
+                results = await self._charge(group)
+            except Exception as error:
+                if len(group) == 1:
+                    _settle(group, None, error, self._uncommitted)
+                    continue
+                # One charge's failure must not refuse the rest: each alone, in order.
+                for waiting in group:
+                    try:
+                        _settle([waiting], await self._charge([waiting]), None, self._uncommitted)
+                    except Exception as error:
+                        _settle([waiting], None, error, self._uncommitted)
+                continue
+            except BaseException:
+                for waiting in group + self._waiting:
+                    self._uncommitted.forget(waiting)
+                    waiting.result.cancel()
+                self._waiting.clear()
+                raise
+            _settle(group, results, None, self._uncommitted)
+
+    async def _charge(self, group: list[_Waiting]) -> list[Job | OverLimit]:
+        """One IMMEDIATE transaction: each charge checked in order against the day's sums,
+        which include the charges before it in the group, then inserted; no other writer can
+        charge in between, so any number of simultaneous commands cannot overspend a limit."""
+        outcomes: list[int | OverLimit] = []
+        try:
+            async with self._db.transaction() as db:
+                for waiting in group:
+                    job, limits = waiting.job, waiting.limits
+                    sums = await self._sums(job.user_id, job.guild_id, job.day, limits)
+                    refusal = _over(sums, job.units, limits, job.guild_id)
+                    if refusal is not None:
+                        outcomes.append(refusal)
+                        continue
+                    cursor = await db.execute(_insert("jobs", waiting.row), waiting.row)
+                    assert cursor.lastrowid is not None
+                    outcomes.append(cursor.lastrowid)
+                # The COMMIT is the next statement: from here a read may see these rows, so
+                # the checks stop adding them (counting them twice could refuse what fits).
+                for waiting in group:
+                    self._uncommitted.forget(waiting)
+        except BaseException:
+            for waiting in group:  # rolled back: not charged, still asked for
+                self._uncommitted.remember(waiting, waiting.job)
+            raise
+        # Committed: only now may anyone see (and submit) these jobs.
+        ids = [outcome for outcome in outcomes if isinstance(outcome, int)]
+        found: dict[int, Job] = {}
+        if ids:
+            rows = await self._db.rows(
+                f"{_SELECT_JOBS} WHERE id IN ({', '.join('?' * len(ids))})", ids
+            )
+            found = {row["id"]: _job(row) for row in rows}
+        return [found[o] if isinstance(o, int) else o for o in outcomes]
 
     async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
         """A member's charged units in one server (None: direct messages) on one day."""
