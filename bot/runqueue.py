@@ -353,7 +353,7 @@ class RunQueue:
         self._waiting -= 1
         line.departures += 1
         sleepers = line.sleepers
-        while sleepers and sleepers[0][0] <= line.departures:
+        while sleepers and sleepers[0][0] <= line.departures and not self._closed:
             _, _, sleeper = heapq.heappop(sleepers)
             if not sleeper.gone:
                 self.wakeups += 1

@@ -13,10 +13,18 @@ import re
 import statistics
 import time
 
+from bot.domain import JobState
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript
-from tests.helpers import READY_TITLE, embed_title, field, final_answer, is_original_edit
+from tests.helpers import (
+    READY_TITLE,
+    embed_title,
+    eventually,
+    field,
+    final_answer,
+    is_original_edit,
+)
 from tests.test_fair_use import WAITING_TITLE, queue_position, shown_waiting, slow
 
 SUBMIT_LIMIT = (20, 0.5)  # kie.ai's 20 per 10 s, twenty times faster
@@ -121,3 +129,44 @@ async def test_a_waiting_reply_shows_its_true_place_and_a_live_expected_start(
         assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
     for interaction in waiting:
         assert len(fake_discord.calls_for(interaction)) <= MOST_CALLS
+
+
+async def test_a_shutdown_with_a_long_line_edits_only_started_jobs_and_loses_nothing(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    """Jobs still waiting in line are not edited at shutdown (with thousands waiting that would
+    take longer than Docker waits): their reply already says they wait, their units stay
+    charged, and after the restart they take their place again and are delivered once."""
+    scale_kie(fake_kie)
+    before = await start_bot(
+        max_running_per_server=2, submit_limit=SUBMIT_LIMIT, query_limit=QUERY_LIMIT
+    )
+    fake_kie.script_next(slow(1.0), slow(1.0))
+    interactions = await burst(fake_discord, 30)
+    for interaction in interactions[-5:]:
+        await fake_discord.wait_for_request(
+            lambda r, i=interaction: is_original_edit(r, i) and queue_position(r) is not None
+        )
+    await fake_kie.wait_for_tasks(2)
+
+    async def both_submitted() -> bool:
+        states = await before.storage.jobs.count_by_state()
+        return states.get(JobState.SUBMITTED, 0) == 2
+
+    await eventually(both_submitted, what="the two running jobs to be recorded as submitted")
+    sent_before = len(fake_discord.requests)
+    await before.bot.close()
+    at_shutdown = [r for r in fake_discord.requests[sent_before:] if r.method == "PATCH"]
+    assert len(at_shutdown) <= 2, "only the two started jobs hear about the restart"
+    assert all(embed_title(r).startswith("⏸️") for r in at_shutdown)
+    assert await before.storage.jobs.total_units_charged() == 30, "the waiting stay charged"
+
+    after = await start_bot(
+        max_running_per_server=2, submit_limit=SUBMIT_LIMIT, query_limit=QUERY_LIMIT
+    )
+    finals = [await final_answer(fake_discord, i, timeout=60) for i in interactions]
+    assert [embed_title(f) for f in finals] == [READY_TITLE] * 30
+    assert len(fake_kie.calls_to("/api/v1/jobs/createTask")) == 30, "nothing submitted twice"
+    assert await after.units_charged() == 30
+    assert await after.job_states() == {"delivered": 30}
+    assert fake_kie.violations == 0
