@@ -13,7 +13,10 @@ import re
 import statistics
 import time
 
+import pytest
+
 from bot.domain import JobState
+from bot.jobs import LINE_EDITS, LineShown
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -170,3 +173,44 @@ async def test_a_shutdown_with_a_long_line_edits_only_started_jobs_and_loses_not
     assert await after.units_charged() == 30
     assert await after.job_states() == {"delivered": 30}
     assert fake_kie.violations == 0
+
+
+# --- when a place is worth another edit -----------------------------------------------------------
+
+NOW = 1_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("position", "eta_in", "worth"),
+    [
+        (40, 120.0, False),  # moved a little: the live countdown says enough
+        (21, 120.0, False),  # not yet half
+        (20, 120.0, True),  # halved
+        (40, 190.0, True),  # expected start moved by more than a third of the wait shown
+        (40, 50.0, True),
+        (40, 150.0, False),  # by a quarter: not news
+    ],
+)
+def test_a_place_is_shown_again_when_it_halved_or_its_time_moved_by_a_third(
+    position: int, eta_in: float, worth: bool
+) -> None:
+    shown = LineShown()
+    assert shown.worth_showing(40, NOW + 120, NOW), "the first place is always shown"
+    shown.note(40, NOW + 120, NOW)
+    assert shown.worth_showing(position, NOW + eta_in, NOW) is worth
+
+
+def test_a_short_wait_is_not_edited_for_a_few_seconds_of_drift() -> None:
+    shown = LineShown()
+    shown.note(3, NOW + 6, NOW)
+    assert not shown.worth_showing(3, NOW + 12, NOW), "6 s of drift on a 6 s wait is no news"
+
+
+def test_a_job_spends_at_most_two_edits_on_its_place_however_long_the_line() -> None:
+    shown = LineShown()
+    edits = 0
+    for position in range(1000, 0, -1):
+        if shown.worth_showing(position, NOW + position, NOW):
+            shown.note(position, NOW + position, NOW)
+            edits += 1
+    assert edits == LINE_EDITS == 2
