@@ -54,8 +54,9 @@ MIN_DOWNLOAD = 15.0
 
 
 class Phase(enum.StrEnum):
-    # Few states are shown, so a job costs at most two progress edits on the happy path:
-    # Discord's interaction webhooks have small rate-limit buckets; a live timestamp is the clock.
+    # Few states are shown, so a job costs few progress edits (at most LINE_EDITS for its place
+    # in line, then "generating"): Discord's interaction webhooks have small rate-limit buckets;
+    # live timestamps are the clocks.
     WAITING = "waiting"  # held back by the member's or the server's running-jobs limit
     QUEUED = "queued"  # in line for kie.ai's submission limit (20 per 10 s per account)
     GENERATING = "generating"  # kie.ai has the task (its own waiting/queuing included)
