@@ -54,7 +54,7 @@ class JobRunner:
         self._reply_for = reply_for
         self._low_credits_text = low_credits_text
         self._notice_seconds = notice_seconds
-        self._running: dict[asyncio.Task[None], JobReply] = {}
+        self._running: dict[asyncio.Task[None], tuple[int, JobReply]] = {}  # -> job id, reply
         self._finishing: set[asyncio.Task[None]] = set()
         self.accepting = True  # False from the start of shutdown: no new job is admitted
 
@@ -74,7 +74,7 @@ class JobRunner:
         """Run a job in the background, keeping a reference so it is not garbage collected."""
         reply = self._reply_for(job)
         task = asyncio.create_task(self._run(job, reply), name=f"job-{job.id}")
-        self._running[task] = reply
+        self._running[task] = (job.id, reply)
         task.add_done_callback(self._forget)
 
     def keep_finishing(self, task: asyncio.Task[None]) -> None:
@@ -99,24 +99,36 @@ class JobRunner:
         self._running.pop(task, None)
 
     async def shutdown(self) -> None:
-        """Stop taking work; running jobs stay open in the database and resume on next start.
+        """Stop taking work; unfinished jobs stay open in the database and resume on next start.
 
-        Their members are told the bot is restarting, and refunds in progress get to tell
-        theirs, each within a few seconds (Docker gives a stopping container about ten).
+        Members whose jobs had started are told the bot is restarting, and refunds in progress
+        get to tell theirs, each within a few seconds (Docker gives a stopping container about
+        ten). Jobs still waiting in the line are not edited: their reply already says they are
+        waiting, their units stay charged, and they take their place again on the next start.
+        With thousands waiting, one edit each would take longer than Docker waits.
         """
         self.accepting = False
+        line = self._jobs.run_queue
+        line.close()  # nobody else is let in while the running jobs are cancelled
+        waiting = line.waiting_jobs()
         running = dict(self._running)
         for task in running:
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
-            log.info("left %d running jobs to the next start", len(running))
-            notices = [reply.show_paused() for reply in running.values()]
+            log.info(
+                "left %d unfinished jobs to the next start (%d of them waiting in line)",
+                len(running),
+                len(waiting),
+            )
+            notices = [
+                reply.show_paused() for job_id, reply in running.values() if job_id not in waiting
+            ]
             try:
                 async with asyncio.timeout(self._notice_seconds):
                     await asyncio.gather(*notices, return_exceptions=True)
             except TimeoutError:
-                log.warning("not every waiting member could be told about the restart")
+                log.warning("not every member with a started job could be told about the restart")
         try:
             async with asyncio.timeout(self._notice_seconds):
                 await self.drain()

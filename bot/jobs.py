@@ -63,12 +63,46 @@ MIN_DOWNLOAD = 15.0
 
 
 class Phase(enum.StrEnum):
-    # Few states are shown, so a job costs at most two progress edits on the happy path:
-    # Discord's interaction webhooks have small rate-limit buckets; a live timestamp is the clock.
+    # Few states are shown, so a job costs few progress edits (at most LINE_EDITS for its place
+    # in line, then "generating"): Discord's interaction webhooks have small rate-limit buckets;
+    # live timestamps are the clocks.
     WAITING = "waiting"  # held back by the member's or the server's running-jobs limit
     QUEUED = "queued"  # in line for kie.ai's submission limit (20 per 10 s per account)
     GENERATING = "generating"  # kie.ai has the task (its own waiting/queuing included)
     PAUSED = "paused"  # the operator paused generation; it goes on when they resume
+
+
+# Progress edits one job may spend on its place in line (waiting and queued for kie.ai together).
+# With the first answer, "generating" and the result, a job costs at most 5 Discord calls, 6 when
+# the result has to be posted in the channel instead. The ETA is a live timestamp: no edits.
+LINE_EDITS = 2
+# An ETA that moved by less than this is not news, whatever the fraction.
+ETA_SLACK_SECONDS = 10.0
+
+
+@dataclass
+class LineShown:
+    """What one job has shown of its place in line, to decide when another edit is worth it:
+    when the position has halved or the expected start moved by more than a third."""
+
+    edits: int = 0
+    position: int = 0
+    eta: float = 0.0  # Unix time the turn was expected
+    at: float = 0.0  # when it was shown
+
+    def worth_showing(self, position: int, eta: float, now: float) -> bool:
+        if self.edits == 0:
+            return True
+        if self.edits >= LINE_EDITS:
+            return False
+        if position <= self.position // 2:
+            return True
+        drift = abs(eta - self.eta)
+        return drift > ETA_SLACK_SECONDS and drift > max(self.eta - self.at, 0.0) / 3
+
+    def note(self, position: int, eta: float, now: float) -> None:
+        self.edits += 1
+        self.position, self.eta, self.at = position, eta, now
 
 
 class FailureKind(enum.StrEnum):
@@ -119,8 +153,8 @@ class JobRequest:
 class Progress:
     phase: Phase
     started_at: float  # Unix time the job was reserved, for a live relative timestamp
-    position: int | None = None  # place in line, while queued
-    turn_at: float | None = None  # Unix time the turn is expected, while queued
+    position: int | None = None  # jobs ahead before this one reaches kie.ai, plus one
+    turn_at: float | None = None  # Unix time it is expected to reach kie.ai
     wait: Wait | None = None  # place in the server's line and what holds it, while waiting
     note: str | None = None  # the operator's reason, while paused
 
@@ -314,11 +348,12 @@ class JobService:
         handed to `keep` (the `JobRunner`), which waits for it on shutdown.
         """
         error: Exception | None = None
+        shown = LineShown()
         try:
-            await self._take_turn(job, reporter)
+            await self._take_turn(job, reporter, shown)
             if job.state is JobState.RESERVED:
                 await self._while_paused(job, reporter)
-            task_id = await self._ensure_submitted(job, reporter)
+            task_id = await self._ensure_submitted(job, reporter, shown)
             info = await self._wait(job, task_id)
             async with self._transfers:
                 image = await self._download(job, info)
@@ -365,7 +400,7 @@ class JobService:
         await _report(reporter, progress)
         await self._gate.wait_open()
 
-    async def _take_turn(self, job: Job, reporter: JobReporter) -> None:
+    async def _take_turn(self, job: Job, reporter: JobReporter, shown: LineShown) -> None:
         """Wait while the member or the server has as many jobs running as allowed."""
         if job.state is not JobState.RESERVED:
             # Already at kie.ai (resumed after a restart): it runs, and counts as running.
@@ -373,7 +408,17 @@ class JobService:
             return
 
         async def show(wait: Wait) -> None:
-            await _report(reporter, Progress(Phase.WAITING, job.created_at, wait=wait))
+            # One place and one time for both lines: the fair-use line, then kie.ai's.
+            now = self._clock()
+            turn = self._kie.submit_turn(job.user_id)
+            position = wait.position + turn.position - 1
+            kie_seconds = turn.wait_seconds + wait.position * self._kie.submit_spacing
+            eta = now + max(wait.eta_seconds, kie_seconds)
+            if not shown.worth_showing(position, eta, now):
+                return
+            shown.note(position, eta, now)
+            progress = Progress(Phase.WAITING, job.created_at, position, eta, wait=wait)
+            await _report(reporter, progress)
 
         limits = await self.run_limits(job.guild_id)
         await self.run_queue.enter(job.id, job.user_id, job.guild_id, limits, show)
@@ -409,14 +454,14 @@ class JobService:
             return None
         return f"{self._callback_base}/kie/callback/{job.id}/{job.callback_token}"
 
-    async def _ensure_submitted(self, job: Job, reporter: JobReporter) -> str:
+    async def _ensure_submitted(self, job: Job, reporter: JobReporter, shown: LineShown) -> str:
         if job.state is JobState.SUBMITTING:
             # createTask may have reached kie.ai before the bot stopped; sending it again
             # could make a second paid image, so the job is refunded instead.
             raise JobFailed(FailureKind.INTERRUPTED)
         if job.task_id is not None:
             return job.task_id
-        return await self._submit(job, reporter)
+        return await self._submit(job, reporter, shown)
 
     async def _uploaded(self, job: Job) -> ImageRequest:
         """The job's request with its reference on kie.ai's file host, uploaded the first time
@@ -437,11 +482,13 @@ class JobService:
         await self._ledger.set_input_url(job.id, input_url)
         return dataclasses.replace(image, input_urls=(input_url,))
 
-    async def _submit(self, job: Job, reporter: JobReporter) -> str:
+    async def _submit(self, job: Job, reporter: JobReporter, shown: LineShown) -> str:
         request = await self._uploaded(job)
         turn = self._kie.submit_turn(job.user_id)
-        if turn.wait_seconds > 0:
-            turn_at = self._clock() + turn.wait_seconds
+        now = self._clock()
+        turn_at = now + turn.wait_seconds
+        if turn.wait_seconds > 0 and shown.worth_showing(turn.position, turn_at, now):
+            shown.note(turn.position, turn_at, now)
             await _report(reporter, Progress(Phase.QUEUED, job.created_at, turn.position, turn_at))
 
         claimed = False  # a retry after 429/455 (nothing was created) is this run's own

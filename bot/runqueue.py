@@ -5,8 +5,13 @@ own submission limit is a separate, later line (`bot.kie.ratelimit`). Waiting jo
 first in, first out, except that a job held back only by its own member's limit lets the jobs
 behind it pass: one member's backlog never blocks everybody else.
 
-Positions are counted per server (in direct messages, per member) and every waiting job is told
-when its position changes.
+Lines are counted per server (in direct messages, per member). Nothing here walks a whole line:
+- each line keeps a heap of its members by their oldest waiting job, holding only the members
+  under their own limit (the others are parked until one of their jobs ends), so letting the
+  next job in costs O(log n);
+- a Fenwick tree over arrival numbers gives any job's position in O(log n), on demand;
+- a waiting job sleeps until the line has moved by half its position (or its expected start
+  has come), so one departure wakes O(1) waiters on average, not every one.
 """
 
 from __future__ import annotations
@@ -14,8 +19,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import heapq
+import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+# Until a job has run, how long one is assumed to take from leaving the line to its end.
+DEFAULT_RUN_SECONDS = 30.0
+# Weight of the newest run in the learned run time (an exponentially weighted mean).
+RUN_SECONDS_WEIGHT = 0.2
+MIN_RUN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,20 +50,65 @@ class Wait:
     position: int  # 1 = next in this server's line
     held_by: HeldBy
     limit: int  # the limit that holds the job back
+    # Seconds until the job is expected to leave the line, learned from recent run times.
+    # An estimate, so two waits at the same place compare equal whatever it says.
+    eta_seconds: float = field(default=0.0, compare=False)
 
 
 _Member = tuple[int | None, int]  # (guild id, user id)
+_LineKey = tuple[int | None, int | None]  # the server, or the member in direct messages
+
+
+class _Fenwick:
+    """Counts of waiting jobs by arrival number: how many arrived before a given one."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._tree = [0] * (size + 1)
+
+    @property
+    def size(self) -> int:
+        return len(self._tree) - 1
+
+    def add(self, index: int, delta: int) -> None:  # index from 1
+        tree = self._tree
+        while index < len(tree):
+            tree[index] += delta
+            index += index & -index
+
+    def before(self, index: int) -> int:
+        """How many are counted at indexes below `index`."""
+        total, index = 0, index - 1
+        tree = self._tree
+        while index > 0:
+            total += tree[index]
+            index -= index & -index
+        return total
 
 
 @dataclass(eq=False)
 class _Waiter:
     job_id: int
     member: _Member
-    line: tuple[int | None, int | None]  # the server, or the member in direct messages
-    limits: RunLimits
+    seq: int  # arrival number in its line, from 1
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     admitted: bool = False
-    wait: Wait | None = None
+    gone: bool = False  # left the line: admitted or cancelled
+
+
+@dataclass(eq=False)
+class _Line:
+    limits: RunLimits
+    fenwick: _Fenwick = field(default_factory=_Fenwick)
+    arrivals: int = 0  # the last arrival number given out
+    waiting: int = 0
+    departures: int = 0  # jobs that left this line (let in or cancelled), ever
+    queues: dict[int, collections.deque[_Waiter]] = field(default_factory=dict)  # per user
+    # Members under their own limit, by their oldest waiting job's arrival number. An entry is
+    # current only while `listed[user]` holds the same number; others are skipped when popped.
+    ready: list[tuple[int, int]] = field(default_factory=list)
+    listed: dict[int, int] = field(default_factory=dict)
+    # Waiters asleep until `departures` reaches a mark: (mark, arrival number, waiter).
+    sleepers: list[tuple[int, int, _Waiter]] = field(default_factory=list)
 
 
 class RunQueue:
@@ -58,14 +117,20 @@ class RunQueue:
     One per process, created at start-up and shared by every job. `JobService` calls `enter`
     for each charged job before submitting it and `leave` when the job ends (delivered or
     refunded); it knows nothing of kie.ai's own rate limit, which is the next line. Limits come
-    per job (`RunLimits`) so a server's change applies to the jobs that arrive after it.
+    per job (`RunLimits`); a line follows the newest it was given, so a server's change applies
+    to every job waiting there.
     """
 
-    def __init__(self) -> None:
-        self._running: dict[int, _Member] = {}  # job id -> member
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._running: dict[int, tuple[_Member, float]] = {}  # job id -> member, start time
         self._per_member: collections.Counter[_Member] = collections.Counter()
         self._per_server: collections.Counter[int] = collections.Counter()
-        self._waiting: list[_Waiter] = []
+        self._lines: dict[_LineKey, _Line] = {}
+        self._waiting = 0
+        self._run_seconds = DEFAULT_RUN_SECONDS
+        self._closed = False
+        self.wakeups = 0  # waiters woken because their line moved (for tests and benchmarks)
 
     def running(self, guild_id: int | None = None) -> int:
         if guild_id is None:
@@ -73,7 +138,16 @@ class RunQueue:
         return self._per_server[guild_id]
 
     def waiting(self) -> int:
-        return len(self._waiting)
+        return self._waiting
+
+    @property
+    def run_seconds(self) -> float:
+        """How long a job has lately taken from leaving the line to its end."""
+        return self._run_seconds
+
+    def close(self) -> None:
+        """Shutting down: nobody else is let in, and departures cost no more than bookkeeping."""
+        self._closed = True
 
     async def enter(
         self,
@@ -83,84 +157,239 @@ class RunQueue:
         limits: RunLimits,
         on_wait: Callable[[Wait], Awaitable[None]],
     ) -> None:
-        """Return once the job may run; until then `on_wait` hears each new position.
+        """Return once the job may run. Until then `on_wait` hears the job's place at first,
+        and again when it may have changed much: after the line moved by half the position, or
+        when the expected start has come. The caller decides what is worth showing.
 
         The caller must `leave(job_id)` when the job is over, whether or not it ran.
         """
-        line = (guild_id, None) if guild_id is not None else (None, user_id)
-        waiter = _Waiter(job_id, (guild_id, user_id), line, limits)
-        self._waiting.append(waiter)
-        self._admit()
+        key: _LineKey = (guild_id, None) if guild_id is not None else (None, user_id)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _Line(limits)
+        line.limits = limits
+        waiter = self._join(line, job_id, (guild_id, user_id))
+        self._admit(line)
         reported: Wait | None = None
         try:
             while not waiter.admitted:
-                if waiter.wait is not None and waiter.wait != reported:
-                    reported = waiter.wait
-                    await on_wait(reported)
-                    continue
-                await waiter.changed.wait()
+                wait = self._wait_of(line, waiter)
+                timed_out = False
+                if wait != reported:
+                    reported = wait
+                    await on_wait(wait)
+                    if waiter.admitted:
+                        break
+                mark = line.departures + max(1, (wait.position + 1) // 2)
+                heapq.heappush(line.sleepers, (mark, waiter.seq, waiter))
                 waiter.changed.clear()
+                try:
+                    async with asyncio.timeout(max(1.0, wait.eta_seconds)):
+                        await waiter.changed.wait()
+                except TimeoutError:
+                    timed_out = True
+                if timed_out and not waiter.admitted:
+                    reported = None  # the expected start came and went: say so again
         finally:
             if not waiter.admitted:  # cancelled while waiting
-                self._waiting.remove(waiter)
-                self._admit()
+                self._drop(line, waiter)
 
     def set_limits(self, guild_id: int, limits: RunLimits) -> None:
         """A server changed its limits: waiting jobs follow the new ones at once."""
-        for waiter in self._waiting:
-            if waiter.member[0] == guild_id:
-                waiter.limits = limits
-        self._admit()
+        line = self._lines.get((guild_id, None))
+        if line is None:
+            return
+        line.limits = limits
+        for user, queue in line.queues.items():
+            self._list(line, user, queue)
+        self._admit(line)
+        for _, _, waiter in line.sleepers:
+            waiter.changed.set()  # what holds them may have changed
+        line.sleepers.clear()
 
     def occupy(self, job_id: int, user_id: int, guild_id: int | None) -> None:
         """Count a job that is already at kie.ai (resumed after a restart) as running."""
         self._start(job_id, (guild_id, user_id))
 
     def leave(self, job_id: int) -> None:
-        member = self._running.pop(job_id, None)
-        if member is None:
+        entry = self._running.pop(job_id, None)
+        if entry is None:
             return
+        member, started = entry
+        ran = max(MIN_RUN_SECONDS, self._clock() - started)
+        self._run_seconds += RUN_SECONDS_WEIGHT * (ran - self._run_seconds)
         self._per_member[member] -= 1
-        if member[0] is not None:
-            self._per_server[member[0]] -= 1
-        self._admit()
+        if not self._per_member[member]:
+            del self._per_member[member]
+        guild_id, user_id = member
+        if guild_id is not None:
+            self._per_server[guild_id] -= 1
+            if not self._per_server[guild_id]:
+                del self._per_server[guild_id]
+        key: _LineKey = (guild_id, None) if guild_id is not None else (None, user_id)
+        line = self._lines.get(key)
+        if line is None or self._closed:
+            return
+        queue = line.queues.get(user_id)
+        if queue is not None:
+            self._list(line, user_id, queue)  # the member may be under their limit again
+        self._admit(line)
+
+    def waiting_jobs(self) -> set[int]:
+        """The ids of the jobs still in a line (for shutdown: they have not started)."""
+        return {
+            waiter.job_id
+            for line in self._lines.values()
+            for queue in line.queues.values()
+            for waiter in queue
+            if not waiter.gone
+        }
+
+    # --- the line's bookkeeping -------------------------------------------------------------
+
+    def _join(self, line: _Line, job_id: int, member: _Member) -> _Waiter:
+        line.arrivals += 1
+        if line.arrivals > line.fenwick.size:
+            self._grow(line)
+        waiter = _Waiter(job_id, member, line.arrivals)
+        line.fenwick.add(waiter.seq, 1)
+        line.waiting += 1
+        self._waiting += 1
+        queue = line.queues.setdefault(member[1], collections.deque())
+        queue.append(waiter)
+        if len(queue) == 1:
+            self._list(line, member[1], queue)
+        return waiter
+
+    @staticmethod
+    def _grow(line: _Line) -> None:
+        """A bigger tree with the waiting jobs renumbered from 1, in the same order."""
+        alive = sorted(
+            (w for queue in line.queues.values() for w in queue if not w.gone),
+            key=lambda w: w.seq,
+        )
+        line.fenwick = _Fenwick(max(64, 2 * (len(alive) + 1)))
+        renumbered = {}
+        for number, waiter in enumerate(alive, start=1):
+            renumbered[waiter.seq] = number
+            waiter.seq = number
+            line.fenwick.add(number, 1)
+        for user, queue in line.queues.items():
+            line.queues[user] = collections.deque(w for w in queue if not w.gone)
+        line.listed = {u: renumbered[s] for u, s in line.listed.items() if s in renumbered}
+        line.ready = [(s, u) for u, s in line.listed.items()]
+        heapq.heapify(line.ready)
+        line.sleepers = [
+            (mark, renumbered[s], w) for mark, s, w in line.sleepers if s in renumbered
+        ]
+        heapq.heapify(line.sleepers)
+        line.arrivals = len(alive) + 1
+
+    def _list(self, line: _Line, user: int, queue: collections.deque[_Waiter]) -> None:
+        """Put a member with waiting jobs among those who may go next, if under their limit."""
+        while queue and queue[0].gone:
+            queue.popleft()
+        if not queue:
+            line.queues.pop(user, None)
+            line.listed.pop(user, None)
+            return
+        head = queue[0]
+        if self._member_full(line.limits, head.member):
+            line.listed.pop(user, None)  # parked until one of their jobs ends
+            return
+        if line.listed.get(user) != head.seq:
+            line.listed[user] = head.seq
+            heapq.heappush(line.ready, (head.seq, user))
+
+    def _member_full(self, limits: RunLimits, member: _Member) -> bool:
+        return limits.per_member is not None and self._per_member[member] >= limits.per_member
+
+    def _server_full(self, limits: RunLimits, guild_id: int | None) -> bool:
+        return (
+            guild_id is not None
+            and limits.per_server is not None
+            and self._per_server[guild_id] >= limits.per_server
+        )
+
+    def _admit(self, line: _Line) -> None:
+        """Let in the oldest jobs whose members are under their limit, while the server has room."""
+        if self._closed:
+            return
+        while line.ready:
+            seq, user = line.ready[0]
+            if line.listed.get(user) != seq:
+                heapq.heappop(line.ready)  # stale: the member's head moved or they were parked
+                continue
+            queue = line.queues[user]
+            waiter = queue[0]
+            if self._server_full(line.limits, waiter.member[0]):
+                return
+            heapq.heappop(line.ready)
+            del line.listed[user]
+            if self._member_full(line.limits, waiter.member):
+                continue  # the limit was lowered meanwhile: parked
+            queue.popleft()
+            self._remove(line, waiter)
+            self._start(waiter.job_id, waiter.member)
+            waiter.admitted = True
+            waiter.changed.set()
+            self._list(line, user, queue)
+
+    def _drop(self, line: _Line, waiter: _Waiter) -> None:
+        """A waiting job was cancelled: it leaves the line and the next may move up."""
+        if waiter.gone:
+            return
+        self._remove(line, waiter)
+        user = waiter.member[1]
+        queue = line.queues.get(user)
+        if queue is not None:
+            self._list(line, user, queue)
+        self._admit(line)
+
+    def _remove(self, line: _Line, waiter: _Waiter) -> None:
+        waiter.gone = True
+        line.fenwick.add(waiter.seq, -1)
+        line.waiting -= 1
+        self._waiting -= 1
+        line.departures += 1
+        sleepers = line.sleepers
+        while sleepers and sleepers[0][0] <= line.departures and not self._closed:
+            _, _, sleeper = heapq.heappop(sleepers)
+            if not sleeper.gone:
+                self.wakeups += 1
+                sleeper.changed.set()
+        if line.waiting == 0 and not self._closed:
+            # An empty line starts afresh: arrival numbers (and the tree) stay small.
+            line.fenwick = _Fenwick()
+            line.arrivals = 0
+            line.queues.clear()
+            line.ready.clear()
+            line.listed.clear()
+            line.sleepers.clear()
 
     def _start(self, job_id: int, member: _Member) -> None:
         if job_id in self._running:
             return
-        self._running[job_id] = member
+        self._running[job_id] = (member, self._clock())
         self._per_member[member] += 1
         if member[0] is not None:
             self._per_server[member[0]] += 1
 
-    def _holder(self, waiter: _Waiter) -> Wait | None:
-        """What keeps a waiting job from running now, if anything (position filled in later)."""
-        limits = waiter.limits
-        if limits.per_member is not None and self._per_member[waiter.member] >= limits.per_member:
-            return Wait(0, HeldBy.MEMBER_LIMIT, limits.per_member)
-        guild_id = waiter.member[0]
-        if (
-            guild_id is not None
-            and limits.per_server is not None
-            and self._per_server[guild_id] >= limits.per_server
-        ):
-            return Wait(0, HeldBy.SERVER_LIMIT, limits.per_server)
-        return None
-
-    def _admit(self) -> None:
-        still_waiting: list[_Waiter] = []
-        positions: collections.Counter[tuple[int | None, int | None]] = collections.Counter()
-        for waiter in self._waiting:
-            holder = self._holder(waiter)
-            if holder is None:
-                self._start(waiter.job_id, waiter.member)
-                waiter.admitted = True
-                waiter.changed.set()
-                continue
-            still_waiting.append(waiter)
-            positions[waiter.line] += 1
-            wait = Wait(positions[waiter.line], holder.held_by, holder.limit)
-            if wait != waiter.wait:
-                waiter.wait = wait
-                waiter.changed.set()
-        self._waiting = still_waiting
+    def _wait_of(self, line: _Line, waiter: _Waiter) -> Wait:
+        """Where a waiting job stands now, what holds it and when it should leave the line."""
+        position = line.fenwick.before(waiter.seq) + 1
+        limits = line.limits
+        run = self._run_seconds
+        member_held = self._member_full(limits, waiter.member) or (
+            limits.per_member is not None
+            and (limits.per_server is None or not self._server_full(limits, waiter.member[0]))
+        )
+        if member_held and limits.per_member is not None:
+            # Held by the member's own jobs: it goes when enough of them have ended.
+            queue = line.queues.get(waiter.member[1], collections.deque())
+            own = sum(1 for w in queue if not w.gone and w.seq < waiter.seq) + 1
+            eta = math.ceil(own / limits.per_member) * run
+            return Wait(position, HeldBy.MEMBER_LIMIT, limits.per_member, eta)
+        per_server = limits.per_server or 1
+        eta = math.ceil(position / per_server) * run
+        return Wait(position, HeldBy.SERVER_LIMIT, per_server, eta)

@@ -302,5 +302,5 @@ async def test_a_waiting_job_survives_a_restart_and_still_waits_its_turn(
         assert titles(fake_discord, interaction).count(READY_TITLE) == 1, "delivered once"
     assert await after.units_charged() == 2
     assert await after.job_states() == {"delivered": 2}
-    # After the "restarting" notice, the member sees their place in line again.
+    # A waiting job hears nothing at shutdown; after the restart it shows its place again.
     assert titles(fake_discord, second)[-3:] == [WAITING_TITLE, GENERATING_TITLE, READY_TITLE]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -188,7 +189,9 @@ async def test_in_direct_messages_each_member_has_their_own_line(line: Line) -> 
     assert alice_third.waits == [wait(2, HeldBy.MEMBER_LIMIT, 1)]
 
 
-async def test_each_waiting_job_hears_when_its_position_moves_and_only_then(line: Line) -> None:
+async def test_a_waiting_job_hears_again_once_the_line_has_moved_by_half_its_place(
+    line: Line,
+) -> None:
     limits = RunLimits(per_member=None, per_server=1)
     await line.enter(1, ALICE, GUILD, limits)
     bob = await line.enter(2, BOB, GUILD, limits)
@@ -206,7 +209,50 @@ async def test_each_waiting_job_hears_when_its_position_moves_and_only_then(line
     await settle()
     assert bob.admitted
     assert carol.waits == [wait(2, HeldBy.SERVER_LIMIT, 1), wait(1, HeldBy.SERVER_LIMIT, 1)]
-    assert dave.waits == [wait(3, HeldBy.SERVER_LIMIT, 1), wait(2, HeldBy.SERVER_LIMIT, 1)]
+    assert dave.waits == [wait(3, HeldBy.SERVER_LIMIT, 1)], "one step of three is not news"
+    line.queue.leave(2)
+    await settle()
+    assert carol.admitted
+    assert dave.waits == [wait(3, HeldBy.SERVER_LIMIT, 1), wait(1, HeldBy.SERVER_LIMIT, 1)]
+
+
+async def test_a_long_line_wakes_few_waiters_per_departure_and_shows_true_places(
+    line: Line,
+) -> None:
+    """Each waiter sleeps until the line has moved by half its place: draining n jobs wakes
+    about n log n of them in all, not n²/2, and every place a job is told is its true one."""
+    n = 600
+    limits = RunLimits(per_member=1, per_server=1)
+    await line.enter(0, 0, GUILD, limits)
+    waiting = [await line.enter(job, job, GUILD, limits) for job in range(1, n + 1)]
+    assert [e.waits[0].position for e in waiting] == list(range(1, n + 1))
+    # A few leave while waiting: those behind them are a place further on, when next told.
+    for gone in waiting[10:20]:
+        gone.task.cancel()
+    await settle()
+    staying = [e for e in waiting if not e.task.cancelled()]
+    for job in [0, *(e.job_id for e in staying)]:
+        line.queue.leave(job)
+        await settle()
+        still = [e for e in staying if not e.admitted]
+        for place, entry in enumerate(still, start=1):
+            told = entry.last_wait
+            assert told is not None
+            assert place <= told.position <= 2 * place + 1, "a place a job was told is true or half"
+    assert line.admitted == [0, *(e.job_id for e in staying)]
+    assert line.queue.wakeups < 4 * n * math.log2(n), "about log n wake-ups per waiter"
+    told = max(len(e.waits) for e in staying)
+    assert told <= math.log2(n) + 2, f"a job heard its place {told} times"
+
+
+async def test_a_waiting_job_says_when_it_should_start(line: Line) -> None:
+    limits = RunLimits(per_member=None, per_server=2)
+    for job in (1, 2):
+        await line.enter(job, ALICE, GUILD, limits)
+    waiting = [await line.enter(job, BOB, GUILD, limits) for job in (3, 4, 5)]
+    etas = [e.waits[0].eta_seconds for e in waiting]
+    run = line.queue.run_seconds
+    assert etas == [run, run, 2 * run], "two places free up every run, learned from recent runs"
 
 
 # --- leaving the line -----------------------------------------------------------------------------

@@ -107,6 +107,11 @@ class KieClient:
     def submit_window(self) -> float:
         return self._submit_limiter.period
 
+    @property
+    def submit_spacing(self) -> float:
+        """Seconds per submission when the line is long: kie.ai's window over its limit."""
+        return self._submit_limiter.period / self._submit_limiter.max_calls
+
     def submit_turn(self, queue_key: Hashable = None) -> Turn:
         """Where a new submission for `queue_key` would stand in the line for kie.ai."""
         return self._submit_limiter.turn(queue_key)

@@ -70,6 +70,10 @@ class SlidingWindowLimiter:
     def period(self) -> float:
         return self._window
 
+    @property
+    def max_calls(self) -> int:
+        return self._max_calls
+
     def free_now(self) -> int:
         """Slots that could be granted this instant, if nobody were waiting."""
         self._expire(self._clock())

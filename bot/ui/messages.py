@@ -91,7 +91,8 @@ def progress_embed(progress: Progress, job: Job) -> discord.Embed:
     embed.add_field(name="Options", value=job_options(job))
     embed.add_field(name="Started", value=timestamp(progress.started_at))
     if progress.wait is not None:
-        embed.add_field(name="Queue", value=queue_text(progress.wait), inline=False)
+        text = queue_text(progress.wait, progress.position, progress.turn_at)
+        embed.add_field(name="Queue", value=text, inline=False)
     if progress.phase is Phase.PAUSED:
         reason = f"Reason: {safe_prompt(progress.note, 300)}\n" if progress.note else ""
         embed.add_field(
@@ -99,7 +100,7 @@ def progress_embed(progress: Progress, job: Job) -> discord.Embed:
             value=f"{reason}It is still reserved and starts by itself when generation resumes.",
             inline=False,
         )
-    if progress.position is not None and progress.turn_at is not None:
+    if progress.wait is None and progress.position is not None and progress.turn_at is not None:
         # A live timestamp counts down in the client, so the line needs no edits to move.
         embed.add_field(
             name="In line",
@@ -108,12 +109,17 @@ def progress_embed(progress: Progress, job: Job) -> discord.Embed:
     return embed
 
 
-def queue_text(wait: Wait) -> str:
+def queue_text(wait: Wait, position: int | None = None, starts_at: float | None = None) -> str:
+    """The place in line (the server's and kie.ai's together) and a live "starts in …"."""
     if wait.held_by is HeldBy.MEMBER_LIMIT:
         why = f"you can have {wait.limit} running at once; it starts when one of yours finishes"
     else:
         why = f"this server runs {wait.limit} at once; it starts when a place frees up"
-    return f"Position **{wait.position}** in line · {why}. Nothing is charged twice."
+    place = f"Position **{position or wait.position}** in line"
+    if starts_at is not None:
+        # A live timestamp counts down in the client: the estimate needs no edits to stay fresh.
+        place += f" · expected {timestamp(starts_at)}"
+    return f"{place} · {why}. Nothing is charged twice."
 
 
 def result_embed(finished: Finished, filename: str, note: str | None = None) -> discord.Embed:
