@@ -1,0 +1,155 @@
+"""How long the bot's own CPU work stalls the event loop: `python -m bench.stalls`.
+
+Runs each heavy code path of the bot while a sampler task sleeps 5 ms at a time on the same loop
+and records by how much each sleep overshoots. Reports the worst overshoot per path (the longest
+the loop could not run anything else). Not part of the test suite: the figures depend on the
+machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+
+from PIL import Image
+
+from bot.blocklist import BlockRule, find_blocked
+from bot.charts import DayStats, render_daily_chart
+from bot.images import REENCODES_AT_ONCE, Reencoder, fit_image
+from bot.kie.client import MAX_API_BYTES
+from bot.ui.reply import DEFAULT_UPLOAD_LIMIT
+
+TICK = 0.005
+
+
+class Sampler:
+    """Sleeps `TICK` over and over and keeps the worst overshoot."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Sampler:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(TICK)
+            self.worst = max(self.worst, time.perf_counter() - start - TICK)
+
+
+def noisy_png(side: int) -> bytes:
+    """A PNG of random pixels: it does not compress, so it is about 3 bytes a pixel."""
+    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def big_answer(shape: str) -> bytes:
+    """A kie.ai recordInfo answer padded to just under MAX_API_BYTES."""
+    data: dict[str, object] = {"taskId": "t" * 32, "state": "success"}
+    if shape == "string":
+        data["resultJson"] = json.dumps({"resultUrls": ["https://x.test/" + "a" * 900_000]})
+    elif shape == "numbers":
+        data["param"] = [random.random() for _ in range(50_000)]
+    else:  # small objects: the slowest kind of JSON to parse
+        data["param"] = [{"k": i, "v": "x"} for i in range(50_000)]
+    raw = json.dumps({"code": 200, "msg": "success", "data": data}).encode()
+    while len(raw) > MAX_API_BYTES:
+        trimmed = data.get("param")
+        assert isinstance(trimmed, list)
+        del trimmed[-1000:]
+        raw = json.dumps({"code": 200, "msg": "success", "data": data}).encode()
+    return raw
+
+
+async def measure(name: str, work: Callable[[], Awaitable[object]], repeat: int) -> None:
+    worst = 0.0
+    took = 0.0
+    for _ in range(repeat):
+        async with Sampler() as sampler:
+            started = time.perf_counter()
+            await work()
+            took = max(took, time.perf_counter() - started)
+            await asyncio.sleep(2 * TICK)  # let the sampler see the end of the work
+        worst = max(worst, sampler.worst)
+    print(f"{name:<52} worst stall {worst * 1000:7.1f} ms   (work took up to {took * 1000:.0f} ms)")
+
+
+async def main(side: int, repeat: int) -> None:
+    png = noisy_png(side)
+    print(f"image: {side}x{side} noisy PNG, {len(png) / 2**20:.1f} MB; limit 10 MiB")
+    semaphore = asyncio.Semaphore(REENCODES_AT_ONCE)
+
+    async def in_a_thread() -> object:  # the delivery path before: a thread under a semaphore
+        async with semaphore:
+            return await asyncio.to_thread(fit_image, png, "image/png", DEFAULT_UPLOAD_LIMIT)
+
+    async def idle() -> object:  # the floor: what the machine's other load costs the loop
+        return await asyncio.sleep(2)
+
+    await measure("nothing (the loop idles for 2 s)", idle, 1)
+    reencoder = Reencoder()
+    try:
+
+        async def in_a_process() -> object:  # the delivery path now
+            return await reencoder.fit(png, "image/png", DEFAULT_UPLOAD_LIMIT, "imagine")
+
+        async def two_at_once() -> object:
+            return await asyncio.gather(in_a_process(), in_a_process())
+
+        await measure("fit_image, Reencoder, first use (starts the worker)", in_a_process, 1)
+        await measure("fit_image, Reencoder worker process (now)", in_a_process, repeat)
+        await measure("fit_image, two at once through the Reencoder", two_at_once, 1)
+        await measure("fit_image, thread (before)", in_a_thread, repeat)
+    finally:
+        await reencoder.close()
+
+    for shape in ("string", "numbers", "objects"):
+        raw = big_answer(shape)
+
+        async def parse(raw: bytes = raw) -> object:  # what KieClient._read_envelope does
+            return json.loads(raw)
+
+        await measure(f"json.loads of a {len(raw) / 2**20:.2f} MB answer, {shape}", parse, repeat)
+
+    rules = [BlockRule(f"term{i}") for i in range(200)] + [BlockRule("white power")]
+    prompt = " ".join(
+        random.choice(["a", "cat", "b a d", "go re", "k1ll", "class"]) for _ in range(1400)
+    )
+    prompt = prompt[:5000]
+
+    async def blocklist() -> object:
+        return find_blocked(prompt, rules)
+
+    await measure("find_blocked, 5000-char prompt, 201 rules (on the loop)", blocklist, repeat)
+
+    days = [DayStats(date(2026, 1, 1) + timedelta(days=i), 1000 + i, i, 2000) for i in range(30)]
+
+    async def chart() -> object:
+        return await asyncio.to_thread(render_daily_chart, days)
+
+    await measure("render_daily_chart, 30 days (thread, as the cog does)", chart, repeat)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--side", type=int, default=4096, help="image side in pixels")
+    parser.add_argument("--repeat", type=int, default=3)
+    options = parser.parse_args()
+    asyncio.run(main(options.side, options.repeat))
