@@ -14,6 +14,7 @@ import io
 import json
 import os
 import random
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
@@ -117,6 +118,8 @@ async def main(side: int, repeat: int) -> None:
         await measure("fit_image, Reencoder worker process (now)", in_a_process, repeat)
         await measure("fit_image, two at once through the Reencoder", two_at_once, 1)
         await measure("fit_image, thread (before)", in_a_thread, repeat)
+        worker = await reencoder.call(resource.getrusage, resource.RUSAGE_SELF)
+        print(f"worker process peak RSS {worker.ru_maxrss / 1024:.0f} MB")
     finally:
         await reencoder.close()
 

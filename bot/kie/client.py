@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
@@ -33,6 +32,7 @@ from bot.kie.parsing import (
     IMAGE_OR_BINARY,
     build_create_payload,
     envelope_data,
+    load_json,
     parse_task_id,
     parse_task_info,
     parse_upload_url,
@@ -313,7 +313,7 @@ class KieClient:
         if len(raw) > MAX_API_BYTES:
             raise KieMalformedResponse("kie.ai answered with an oversized body")
         try:
-            body = json.loads(raw)
+            body = load_json(raw)
         except (ValueError, RecursionError):
             body = None
         if isinstance(body, Mapping) and isinstance(body.get("code"), int):
