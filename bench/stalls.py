@@ -25,6 +25,7 @@ from bot.blocklist import BlockRule, find_blocked
 from bot.charts import DayStats, render_daily_chart
 from bot.images import REENCODES_AT_ONCE, Reencoder, fit_image
 from bot.kie.client import MAX_API_BYTES
+from bot.kie.parsing import load_json
 from bot.ui.reply import DEFAULT_UPLOAD_LIMIT
 
 TICK = 0.005
@@ -68,14 +69,18 @@ def big_answer(shape: str) -> bytes:
         data["resultJson"] = json.dumps({"resultUrls": ["https://x.test/" + "a" * 900_000]})
     elif shape == "numbers":
         data["param"] = [random.random() for _ in range(50_000)]
-    else:  # small objects: the slowest kind of JSON to parse
+    elif shape == "objects":
         data["param"] = [{"k": i, "v": "x"} for i in range(50_000)]
-    raw = json.dumps({"code": 200, "msg": "success", "data": data}).encode()
+    else:  # the slowest kind of JSON to parse
+        data["param"] = [[] for _ in range(350_000)]
+    raw = json.dumps({"code": 200, "msg": "success", "data": data}, separators=(",", ":")).encode()
     while len(raw) > MAX_API_BYTES:
         trimmed = data.get("param")
         assert isinstance(trimmed, list)
         del trimmed[-1000:]
-        raw = json.dumps({"code": 200, "msg": "success", "data": data}).encode()
+        raw = json.dumps(
+            {"code": 200, "msg": "success", "data": data}, separators=(",", ":")
+        ).encode()
     return raw
 
 
@@ -123,13 +128,21 @@ async def main(side: int, repeat: int) -> None:
     finally:
         await reencoder.close()
 
-    for shape in ("string", "numbers", "objects"):
+    for shape in ("string", "numbers", "objects", "empty lists"):
         raw = big_answer(shape)
 
-        async def parse(raw: bytes = raw) -> object:  # what KieClient._read_envelope does
+        async def before(raw: bytes = raw) -> object:  # what KieClient._read_envelope did
             return json.loads(raw)
 
-        await measure(f"json.loads of a {len(raw) / 2**20:.2f} MB answer, {shape}", parse, repeat)
+        async def now(raw: bytes = raw) -> object:  # what it does now
+            try:
+                return load_json(raw)
+            except ValueError:
+                return None  # refused unparsed: too many values
+
+        label = f"JSON answer, {len(raw) / 2**20:.2f} MB of {shape}"
+        await measure(f"{label}: json.loads (before)", before, repeat)
+        await measure(f"{label}: load_json (now)", now, repeat)
 
     rules = [BlockRule(f"term{i}") for i in range(200)] + [BlockRule("white power")]
     prompt = " ".join(
