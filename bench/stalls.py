@@ -19,13 +19,17 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 
+from aiohttp import web
 from PIL import Image
 
+from bot.__main__ import build_kie_client, http_session
 from bot.blocklist import BlockRule, find_blocked
 from bot.charts import DayStats, render_daily_chart
 from bot.images import REENCODES_AT_ONCE, Reencoder, fit_image
 from bot.kie.client import MAX_API_BYTES
 from bot.kie.parsing import load_json
+from bot.moderation import blocked_in
+from bot.settings import Settings
 from bot.ui.reply import DEFAULT_UPLOAD_LIMIT
 
 TICK = 0.005
@@ -97,6 +101,49 @@ async def measure(name: str, work: Callable[[], Awaitable[object]], repeat: int)
     print(f"{name:<52} worst stall {worst * 1000:7.1f} ms   (work took up to {took * 1000:.0f} ms)")
 
 
+async def measure_download(png: bytes, repeat: int) -> None:
+    """KieClient.download of the big image from a local server, against the old way of
+    collecting it (a growing bytearray, copied to bytes at the end)."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        for start in range(0, len(png), 2**20):
+            await response.write(png[start : start + 2**20])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/big.png", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    settings = Settings(discord_token="t", kie_api_key="k", kie_api_base=f"http://127.0.0.1:{port}")
+    try:
+        async with http_session(settings) as session:
+            kie = build_kie_client(session, settings)
+            url = f"http://127.0.0.1:{port}/big.png"
+
+            async def download() -> object:
+                return await kie.download(url, max_bytes=2**30, time_limit=60)
+
+            async def collect_as_before() -> object:
+                async with session.get(url) as response:
+                    data = bytearray()
+                    async for chunk in response.content.iter_chunked(64 * 1024):
+                        data.extend(chunk)
+                return bytes(data)
+
+            mb = len(png) / 2**20
+            await measure(
+                f"download {mb:.0f} MB: bytearray + bytes() (before)", collect_as_before, repeat
+            )
+            await measure(f"download {mb:.0f} MB: KieClient.download (now)", download, repeat)
+    finally:
+        await runner.cleanup()
+
+
 async def main(side: int, repeat: int) -> None:
     png = noisy_png(side)
     print(f"image: {side}x{side} noisy PNG, {len(png) / 2**20:.1f} MB; limit 10 MiB")
@@ -144,16 +191,22 @@ async def main(side: int, repeat: int) -> None:
         await measure(f"{label}: json.loads (before)", before, repeat)
         await measure(f"{label}: load_json (now)", now, repeat)
 
+    await measure_download(png, repeat)
+
     rules = [BlockRule(f"term{i}") for i in range(200)] + [BlockRule("white power")]
     prompt = " ".join(
         random.choice(["a", "cat", "b a d", "go re", "k1ll", "class"]) for _ in range(1400)
     )
     prompt = prompt[:5000]
 
-    async def blocklist() -> object:
+    async def blocklist_before() -> object:
         return find_blocked(prompt, rules)
 
-    await measure("find_blocked, 5000-char prompt, 201 rules (on the loop)", blocklist, repeat)
+    async def blocklist_now() -> object:
+        return await blocked_in(prompt, tuple(rules))
+
+    await measure("blocklist, 5000-char prompt: on the loop (before)", blocklist_before, repeat)
+    await measure("blocklist, 5000-char prompt: blocked_in (now)", blocklist_now, repeat)
 
     days = [DayStats(date(2026, 1, 1) + timedelta(days=i), 1000 + i, i, 2000) for i in range(30)]
 
