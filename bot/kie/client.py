@@ -275,7 +275,7 @@ class KieClient:
                 # every copy of a large image held the GIL for tens of milliseconds.
                 chunks: list[bytes] = []
                 size = 0
-                async for chunk in response.content.iter_chunked(64 * 1024):
+                async for chunk in response.content.iter_any():  # no re-slicing
                     size += len(chunk)
                     if size > max_bytes:
                         raise DownloadError("image is larger than the download cap")
