@@ -109,7 +109,8 @@ def build_bot(
     settings: Settings, storage: Storage, kie: KieClient, *, reencoder: Reencoder | None = None
 ) -> ImagineBot:
     """The bot and its services. `reencoder` (one worker process for oversize images) is the
-    caller's to close; without one, the bot gets its own, whose worker ends with it."""
+    caller's to close; without one (tests), the bot gets its own, whose worker, if it was ever
+    started, ends when the bot is garbage-collected or the process exits."""
     operator = OperatorControls(
         storage.operator,
         storage.meta,

@@ -18,9 +18,9 @@ from bot.store import ModerationRecords, ServerSettings
 log = logging.getLogger(__name__)
 
 MAX_TERMS = 500
-# Matching costs about 12 microseconds a character in the worst case: a long prompt is matched in
-# a thread, where pure Python yields the GIL every few milliseconds, so the event loop keeps
-# running (a 5000-character prompt took up to 80 ms on a busy 2-core machine).
+# Matching is pure Python and grows with the prompt: 5000 characters took up to 80 ms on a busy
+# 2-core machine. A long prompt is matched in a thread, where Python yields the GIL every few
+# milliseconds, so the event loop keeps running; a short one (a fifth of that at most) inline.
 LONG_PROMPT = 1000
 
 
