@@ -27,6 +27,7 @@ from bot.discord_bot import ImagineBot
 from bot.domain import Job
 from bot.generation import Generation
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
+from bot.images import Reencoder
 from bot.job_tasks import JobRunner
 from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
@@ -34,6 +35,7 @@ from bot.kie.credits import CreditWatch
 from bot.kie.polling import PollScheduler
 from bot.kie.ratelimit import SlidingWindowLimiter
 from bot.logsafety import configure_logging
+from bot.looplag import LoopLagMonitor
 from bot.moderation import Moderation
 from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
@@ -44,7 +46,7 @@ from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import DatabaseTooNew, Storage, open_storage
 from bot.ui import messages
 from bot.ui.audit import AuditLog
-from bot.ui.reply import REENCODES_AT_ONCE, DiscordReply
+from bot.ui.reply import DiscordReply
 from bot.webhook import WebhookServer
 
 log = logging.getLogger("bot")
@@ -105,7 +107,12 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
     return guarded_session(fetch_policy(settings))
 
 
-def build_bot(settings: Settings, storage: Storage, kie: KieClient) -> ImagineBot:
+def build_bot(
+    settings: Settings, storage: Storage, kie: KieClient, *, reencoder: Reencoder | None = None
+) -> ImagineBot:
+    """The bot and its services. `reencoder` (one worker process for oversize images) is the
+    caller's to close; without one (tests), the bot gets its own, whose worker, if it was ever
+    started, ends when the bot is garbage-collected or the process exits."""
     operator = OperatorControls(
         storage.operator,
         storage.meta,
@@ -181,7 +188,7 @@ def build_bot(settings: Settings, storage: Storage, kie: KieClient) -> ImagineBo
             AlertKind.TOTAL_CAP, messages.total_cap_alert(settings.total_daily_cap)
         ),
     )
-    reencodes = asyncio.Semaphore(REENCODES_AT_ONCE)  # shared by every job's reply
+    reencoder = reencoder or Reencoder()  # shared by every job's reply
 
     def reply_for(job: Job) -> DiscordReply:
         return DiscordReply(
@@ -189,7 +196,7 @@ def build_bot(settings: Settings, storage: Storage, kie: KieClient) -> ImagineBo
             job,
             min_interval=settings.progress_min_interval,
             audit=audit,
-            reencodes=reencodes,
+            reencoder=reencoder,
         )
 
     runner = JobRunner(
@@ -298,7 +305,8 @@ async def _run_locked(settings: Settings) -> None:
         async with http_session(settings) as session:
             kie = build_kie_client(session, settings)
             await check_kie_account(kie)
-            bot = build_bot(settings, storage, kie)
+            reencoder = Reencoder()
+            bot = build_bot(settings, storage, kie, reencoder=reencoder)
             server = build_webhook_server(settings, bot)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -322,6 +330,8 @@ async def _run_locked(settings: Settings) -> None:
                 else asyncio.create_task(beat(heartbeat_path(settings.database_path)))
             )
             statistics = asyncio.create_task(keep_statistics(storage))
+            lag = LoopLagMonitor()
+            lag.start()
             try:
                 async with bot:
                     await bot.start(settings.discord_token)
@@ -335,6 +345,8 @@ async def _run_locked(settings: Settings) -> None:
                 statistics.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await statistics
+                await reencoder.close()
+                await lag.stop()
     finally:
         await storage.close()
 

@@ -21,7 +21,6 @@ import binascii
 import collections
 import hashlib
 import hmac
-import json
 import logging
 import resource
 import socket
@@ -33,7 +32,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.domain import OPEN_STATES
-from bot.kie import parse_credits
+from bot.kie import load_json, parse_credits
 from bot.kie.polling import PollScheduler
 from bot.store import JobLedger
 
@@ -369,7 +368,7 @@ class WebhookServer:
         try:
             async with asyncio.timeout(BODY_SECONDS):
                 raw = await request.read()
-            body = json.loads(raw)
+            body = load_json(raw)
         except TimeoutError:
             return self._refuse(request, 408, "body too slow")
         except web.HTTPRequestEntityTooLarge:

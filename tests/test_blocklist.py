@@ -17,6 +17,7 @@ from bot.blocklist import (
     find_blocked,
     normalize_term,
 )
+from bot.moderation import LONG_PROMPT, blocked_in
 from tests.blocklist_corpus import EVASIONS, INNOCENT, TERMS
 
 # The targets: at least this share of EVASIONS caught, at most this share of INNOCENT refused.
@@ -359,3 +360,15 @@ def test_blocklist_meets_its_targets_on_the_corpus(capsys: pytest.CaptureFixture
     details = f"{report}\nmissed: {missed}\nrefused: {refused}"
     assert caught_rate >= CATCH_TARGET, details
     assert refused_rate <= REFUSAL_LIMIT, details
+
+
+@pytest.mark.parametrize("filler", [0, 3000], ids=["short-prompt", "long-prompt-in-a-thread"])
+async def test_a_blocked_term_is_found_in_a_prompt_of_any_length(filler: int) -> None:
+    rules = (BlockRule("cat"), BlockRule("gore"))
+    prompt = "a quiet harbour, " * (filler // 17) + "lots of g0re"
+    assert (len(prompt) > LONG_PROMPT) == bool(filler)
+    match = await blocked_in(prompt, rules)
+    assert match is not None and match == find_blocked(prompt, rules)
+    assert (match.rule.term, match.excerpt) == ("gore", "g0re")
+    assert await blocked_in(prompt.replace("g0re", "boats"), rules) is None
+    assert await blocked_in(prompt, ()) is None

@@ -394,6 +394,7 @@ async def test_malformed_callbacks_get_a_4xx_and_one_log_line_per_source_a_minut
         await _post(f"{base}/kie/callback/{'9' * 18}/{job.callback_token}", b"{}"),
         await _post(valid_path, b"[" * 100_000 + b"]" * 100_000),
         await _post(valid_path, b"not json"),
+        await _post(valid_path, b"[" + b"[]," * 80_000 + b"[]]"),  # slow to parse: refused
         await _post(valid_path, b'{"data": {"taskId": "someone-elses"}}'),
         *[await _post(f"{base}/kie/callback/{n}/forged", b"{}") for n in range(2, 40)],
     ]
@@ -658,6 +659,26 @@ async def test_an_oversized_answer_from_kie_is_not_read_whole(tmp_path: Path) ->
     async def credit(request: web.Request) -> web.Response:
         padding = "x" * (3 * 1024 * 1024)
         return web.json_response({"code": 200, "msg": "ok", "data": 5, "padding": padding})
+
+    runner, port = await _serve([web.get("/api/v1/chat/credit", credit)])
+    try:
+        settings = Settings(
+            discord_token="t", kie_api_key="k", kie_api_base=f"http://127.0.0.1:{port}"
+        )
+        async with http_session(settings) as session:
+            kie = build_kie_client(session, settings)
+            with pytest.raises(KieMalformedResponse):
+                await kie.get_credits()
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answer_from_kie_of_countless_tiny_values_is_refused_unparsed(
+    tmp_path: Path,
+) -> None:
+    async def credit(request: web.Request) -> web.Response:
+        tiny = b"[" + b"[]," * 300_000 + b"[]]"  # 900 KB that would take 200 ms to parse
+        return web.Response(body=b'{"code": 200, "data": 5, "padding": ' + tiny + b"}")
 
     runner, port = await _serve([web.get("/api/v1/chat/credit", credit)])
     try:

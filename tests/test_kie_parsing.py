@@ -176,3 +176,26 @@ def test_task_costs_are_read_only_when_plausible(data: object, credits: float | 
 )
 def test_downloads_are_recognised_by_their_bytes(head: bytes, kind: str | None) -> None:
     assert kie.sniff_image_type(head) == kind
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        (b'{"code": 200, "data": {"taskId": "t1", "state": "success"}}', "parses"),
+        (json.dumps({"resultUrls": ["https://x.test/a.png"] * 5000}).encode(), "parses"),
+        (json.dumps({"prompt": "x" * 900_000}).encode(), "parses"),  # large, but few values
+        (b"[" + b"0," * kie.MAX_JSON_VALUES + b"0]", "refused"),
+        (b"[" + b"{}," * 30_000 + b"{}]", "refused"),
+        (b"[" * 30_000 + b"]" * 30_000, "refused"),
+        (b"not json", "refused"),
+    ],
+    ids=["answer", "5000-urls", "long-string", "many-numbers", "many-objects", "deep", "garbage"],
+)
+def test_json_with_more_values_than_any_answer_has_is_refused_before_parsing(
+    raw: bytes, parsed: str
+) -> None:
+    if parsed == "parses":
+        assert kie.load_json(raw) == json.loads(raw)
+    else:
+        with pytest.raises(ValueError):
+            kie.load_json(raw)

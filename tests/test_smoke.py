@@ -60,6 +60,7 @@ async def test_the_bot_process_serves_imagine_and_quota_and_stops_cleanly_on_sig
     assert (tmp_path / "state" / "imagine.db").exists()
     assert fake_discord.token not in output
     assert fake_kie.api_key not in output
+    assert "event loop: worst stall" in output, "the loop-lag summary is logged at shutdown"
 
 
 async def healthy(port: int, timeout: float = 10) -> bool:

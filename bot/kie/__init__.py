@@ -40,9 +40,11 @@ from bot.kie.models import (
     TaskInfo,
 )
 from bot.kie.parsing import (
+    MAX_JSON_VALUES,
     blocked_by_safety_filter,
     build_create_payload,
     envelope_data,
+    load_json,
     parse_credits,
     parse_result_urls,
     parse_task_id,
@@ -55,6 +57,7 @@ __all__ = [
     "ASPECT_RATIOS",
     "AUTO_ASPECT_RATIO",
     "IMAGE_TO_IMAGE_MODEL",
+    "MAX_JSON_VALUES",
     "PROMPT_MAX_LENGTH",
     "PROMPT_MIN_LENGTH",
     "QUERY_LIMIT",
@@ -88,6 +91,7 @@ __all__ = [
     "blocked_by_safety_filter",
     "build_create_payload",
     "envelope_data",
+    "load_json",
     "parse_credits",
     "parse_result_urls",
     "parse_task_id",

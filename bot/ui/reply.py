@@ -23,7 +23,7 @@ from typing import Any
 import discord
 
 from bot.domain import DeliveryRoute, Job
-from bot.images import fit_image
+from bot.images import Reencoder
 from bot.jobs import Delivery, DeliveryError, Failure, Finished, Progress
 from bot.ui import messages
 from bot.ui.audit import AuditLog
@@ -36,7 +36,6 @@ TOKEN_LIFETIME = 15 * 60.0
 # Stop using a token a little early: a request sent at 14:59 may arrive after 15:00.
 TOKEN_MARGIN = 30.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-REENCODES_AT_ONCE = 2  # oversize images decoded at once, over all jobs (share one semaphore)
 # Discord error codes that mean "this reply cannot be edited any more".
 _REPLY_GONE_CODES = {10008, 10015, 50027}
 
@@ -52,10 +51,10 @@ class DiscordReply:
         min_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
         audit: AuditLog | None = None,
-        reencodes: asyncio.Semaphore | None = None,
+        reencoder: Reencoder,
     ) -> None:
         self._client = client
-        self._reencodes = reencodes or asyncio.Semaphore(REENCODES_AT_ONCE)
+        self._reencoder = reencoder  # shared by every job: one worker process for them all
         self._job = job
         self._audit = audit
         self._posted_url: str | None = None
@@ -135,15 +134,8 @@ class DiscordReply:
         attempt_limit = limit
         for _ in range(3):
             stem = f"imagine-{self._job.id}"
-            if len(image.data) <= attempt_limit:
-                fitted = fit_image(image.data, image.content_type, attempt_limit, stem)  # as is
-            else:
-                # Re-encoding a large image is CPU work: keep it off the event loop, and only a
-                # few at a time, so memory stays bounded however many arrive at once.
-                async with self._reencodes:
-                    fitted = await asyncio.to_thread(
-                        fit_image, image.data, image.content_type, attempt_limit, stem
-                    )
+            # An image that fits goes as is; a larger one is re-encoded in a worker process.
+            fitted = await self._reencoder.fit(image.data, image.content_type, attempt_limit, stem)
             if fitted is None:
                 link_note = messages.link_only_note(len(image.data), limit, image.url)
                 embed = messages.result_embed(finished, "", link_note)
