@@ -139,8 +139,15 @@ def c2i_figures(target: bool) -> tuple[Figure, ...]:
         if target
         else Figure("c2i_p95_ratio", "  ÷ physical limit for p95", 3)
     )
+    # Where a server's own limit holds jobs back (the line scenario), it, not kie.ai, sets the
+    # pace: these are shown, not judged.
+    first_tasks = (
+        Figure("first_tasks_s", "first 20 kie.ai tasks (s after the burst)", 2, "≤ 2", at_most(2))
+        if target
+        else Figure("first_tasks_s", "first 20 kie.ai tasks (s after the burst)", 2)
+    )
     return (
-        Figure("first_tasks_s", "first 20 kie.ai tasks (s after the burst)", 2, "≤ 2", at_most(2)),
+        first_tasks,
         Figure("c2i_p50_s", "command-to-image p50 (s)", 1),
         Figure("c2i_p50_ratio", "  ÷ physical limit for p50", 3),
         Figure("c2i_p95_s", "command-to-image p95 (s)", 1),
