@@ -237,6 +237,15 @@ async def probe(
     return times
 
 
+def copy_database(source: Path, target: Path) -> None:
+    """A private copy for one run (runs write to it), with its WAL file if it has one."""
+    for suffix in ("", "-wal"):
+        if source.with_name(source.name + suffix).exists():
+            shutil.copyfile(
+                source.with_name(source.name + suffix), target.with_name(target.name + suffix)
+            )
+
+
 async def drain(opts: Options, run: int, name: str, plan: Drain) -> Figures:
     """Send `plan.jobs` /imagine at once from `plan.members` members in one server and follow
     every one to its final answer."""
@@ -248,7 +257,7 @@ async def drain(opts: Options, run: int, name: str, plan: Drain) -> Figures:
         with tempfile.TemporaryDirectory(prefix="imagine-bench-") as tmp:
             database = Path(tmp) / "imagine.db"
             if plan.database is not None:
-                await asyncio.to_thread(shutil.copyfile, plan.database, database)
+                await asyncio.to_thread(copy_database, plan.database, database)
             env = bot_env(world, database, opts.mode, **plan.settings)
             log = opts.results / f"{opts.stamp}-{name}-{run}-bot.log"
             bot = await BotProcess.start(env, Path(tmp), log)
@@ -399,6 +408,7 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
             since = time.time()
             try:
                 await bot.until_ready(world.discord)
+                out["ready_s"] = bot.ready_s
                 before = bot.figures()
                 say(f"  {name} #{run}: READY after {bot.ready_s:.2f} s; sending {opts.burst}")
                 sent = await send_all(world.discord, commands)
@@ -413,9 +423,9 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
                 first = min(FIRST_TASKS, opts.burst)
                 await wait_until(
                     lambda: (
-                        len(createtask_times(world.kie)) >= first or time.monotonic() - started > 10
+                        len(createtask_times(world.kie)) >= first or time.monotonic() - started > 30
                     ),
-                    15,
+                    35,
                     "the first kie.ai tasks",
                     bot,
                 )
