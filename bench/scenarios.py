@@ -371,7 +371,11 @@ BURST_FIGURES = (
     Figure("lost", "accepted commands with no job after restart", 0, "= 0", zero),
     Figure("charged_minus_open", "units charged − jobs not refunded", 0, "= 0", zero),
     Figure("refunded", "jobs refunded by the restart"),
-    Figure("submit_violations", "kie.ai createTask-limit violations", 0, "= 0", zero),
+    Figure(
+        "submit_violations", "kie.ai createTask-limit violations, until stopped", 0, "= 0", zero
+    ),
+    Figure("restart_submit_violations", "  … by the restarted bot", 0, "= 0", zero),
+    Figure("query_violations", "kie.ai recordInfo-limit violations", 0, "= 0", zero),
     Figure("discord_429s", "Discord 429 answers"),
     Figure("harness_stall_ms", "harness event-loop stall, max (ms)"),
     Figure("bot_errors", "bot log ERROR lines", 0, "= 0", zero),
@@ -443,6 +447,7 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
             first = min(FIRST_TASKS, opts.burst)
             out["first_tasks_s"] = tasks[first - 1] - started if len(tasks) >= first else None
             # Nothing lost: start again on the same database, then read it.
+            out["submit_violations"] = world.kie.submit_violations
             log = opts.results / f"{opts.stamp}-{name}-{run}-restart-bot.log"
             again = await BotProcess.start(env, Path(tmp), log)
             try:
@@ -462,7 +467,9 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
             not_refunded = sum(n for state, n in states.items() if state != "refunded")
             out["charged_minus_open"] = ledger.charged_units - not_refunded
             out["refunded"] = states.get("refunded", 0)
-            out["submit_violations"] = world.kie.submit_violations
+            restarted = world.kie.submit_violations - (out["submit_violations"] or 0)
+            out["restart_submit_violations"] = restarted
+            out["query_violations"] = world.kie.query_violations
             out["discord_429s"] = world.discord.rate_limited_responses
             levels = bot.log_levels() + again.log_levels()
             out["bot_errors"] = levels["ERROR"] + levels["CRITICAL"]
