@@ -241,6 +241,8 @@ class ImagineBot(commands.Bot):
 
     async def close(self) -> None:
         """Stop taking work; running jobs stay open in the database and resume on next start."""
+        self.runner.stop_accepting()
+        await self.generation.settle()  # commands between their checks and their charge
         await self.runner.shutdown()
         await super().close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,35 @@ from bot.jobs import JobRequest, JobService
 from bot.quota import QuotaBook
 
 log = logging.getLogger(__name__)
+
+# How long a stopping bot waits for requests between their checks and their charge: a burst's
+# group commits take well under a second each, and Docker allows about ten for the whole stop.
+SETTLE_SECONDS = 3.0
+# Commands checked and answered at the same time. Enough to keep the database and Discord busy
+# (a check is a few indexed reads); few enough that a burst keeps a few warm connections.
+ADMISSIONS_AT_ONCE = 32
+
+
+class _SlowAnswers:
+    """Counts commands answered publicly before their checks, logged at most once a minute
+    (a burst can cause thousands)."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._logged_at = -self.EVERY
+
+    def note(self) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.EVERY:
+            log.warning(
+                "admission checks are slow: %d commands answered publicly before their checks",
+                self._count,
+            )
+            self._count = 0
+            self._logged_at = now
 
 
 class Requester(Protocol):
@@ -67,8 +97,37 @@ class Generation:
         self._jobs = jobs
         self._quota = quota
         self._runner = runner
+        self._admitting = asyncio.Semaphore(ADMISSIONS_AT_ONCE)
+        self._slow = _SlowAnswers()
+        self._in_flight = 0  # requests past the shutdown check and not yet answered
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    async def settle(self, within: float = SETTLE_SECONDS) -> None:
+        """Wait (at most `within` seconds) for the requests already admitted past the shutdown
+        check to be charged or refused, so none is cut between its acknowledgement and its
+        charge when the bot stops; call after `JobRunner.stop_accepting`."""
+        try:
+            async with asyncio.timeout(within):
+                await self._settled.wait()
+        except TimeoutError:
+            log.warning("%d requests were still being admitted at shutdown", self._in_flight)
 
     async def request(self, request: JobRequest, requester: Requester) -> Admitted | Refused:
+        if not self._runner.accepting:
+            refusal = Refusal(RefusalReason.SHUTTING_DOWN)
+            await requester.refuse(refusal)  # nothing to record: the bot is stopping
+            return Refused(refusal)
+        self._in_flight += 1
+        self._settled.clear()
+        try:
+            return await self._admit(request, requester)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._settled.set()
+
+    async def _admit(self, request: JobRequest, requester: Requester) -> Admitted | Refused:
         asker = Asker(
             user_id=request.user_id,
             guild_id=request.guild_id,
@@ -77,39 +136,34 @@ class Generation:
             prompt=request.image.prompt,
             units=self._quota.costs.units(request.image.resolution),
         )
-        if not self._runner.accepting:
-            refusal = Refusal(RefusalReason.SHUTTING_DOWN)
-            await requester.refuse(refusal)  # nothing to record: the bot is stopping
-            return Refused(refusal)
         # This request's place among the member's commands, taken before the checks: the
         # checks of their later commands count it (see `JobLedger.over_limit`), so a member
         # asking past their quota in a burst is refused privately, as the first answer.
         hold = self._jobs.hold(request)
+        arrived = time.monotonic()
         try:
-            checking = asyncio.ensure_future(self._admission.check(asker, hold))
-            done, _ = await asyncio.wait({checking}, timeout=self._admission.answer_within)
-            if not done:
-                # The checks are indexed reads, but a busy database must not cost Discord's 3 s.
-                log.warning("admission checks are slow; answering publicly first")
-                await requester.acknowledge()
-            checked = await checking
+            # In arrival order, a few at a time: a burst's first commands are answered (and
+            # charged, and submitted) at once, rather than every command advancing together
+            # and all of them answering late, each on a connection of its own.
+            async with self._admitting:
+                checked = await self._check(asker, hold, requester, arrived)
+                if checked is not None:
+                    self._jobs.release(hold)
+                    return await self._refuse(asker, checked, requester)
+                # The charge is asked for while the acknowledgement is on its way (in a burst
+                # it joins the next group commit sooner); the job starts once both are done.
+                charging = asyncio.ensure_future(self._charge(request, requester, hold))
+                try:
+                    await requester.acknowledge()
+                except BaseException:
+                    # No public reply: the job, charged or about to be, still runs (its reply
+                    # falls back to the channel), so its units are delivered or refunded.
+                    job = await asyncio.shield(charging)
+                    if not isinstance(job, OverLimit):
+                        self._runner.start(job)
+                    raise
         except BaseException:
-            self._jobs.release(hold)
-            raise
-        if checked is not None:
-            self._jobs.release(hold)
-            return await self._refuse(asker, checked, requester)
-        # The charge is asked for while the acknowledgement is on its way (in a burst it joins
-        # the next group commit sooner); the job starts only once both are done.
-        charging = asyncio.ensure_future(self._charge(request, requester, hold))
-        try:
-            await requester.acknowledge()
-        except BaseException:
-            # No public reply: the job, charged or about to be, still runs (its reply falls
-            # back to the channel), so its units are delivered or refunded like any others.
-            job = await asyncio.shield(charging)
-            if not isinstance(job, OverLimit):
-                self._runner.start(job)
+            self._jobs.release(hold)  # no-op once the charge was asked for
             raise
         job = await charging
         if isinstance(job, OverLimit):  # someone else's charge got there first
@@ -117,6 +171,19 @@ class Generation:
             return await self._refuse(asker, over, requester)
         self._runner.start(job)
         return Admitted(job)
+
+    async def _check(
+        self, asker: Asker, hold: Hold, requester: Requester, arrived: float
+    ) -> Refusal | None:
+        """The admission checks, answering publicly first if they would take Discord's time
+        (counted from the command's arrival, so time spent waiting for a turn counts)."""
+        checking = asyncio.ensure_future(self._admission.check(asker, hold))
+        left = self._admission.answer_within - (time.monotonic() - arrived)
+        done, _ = await asyncio.wait({checking}, timeout=max(0.0, left))
+        if not done:
+            self._slow.note()
+            await requester.acknowledge()
+        return await checking
 
     async def _charge(
         self, request: JobRequest, requester: Requester, hold: Hold

@@ -70,8 +70,17 @@ class JobRunner:
         if unfinished:
             log.info("resumed %d unfinished jobs", len(unfinished))
 
+    def stop_accepting(self) -> None:
+        """The first step of a shutdown: no new request is admitted from now on."""
+        self.accepting = False
+
     def start(self, job: Job) -> None:
-        """Run a job in the background, keeping a reference so it is not garbage collected."""
+        """Run a job in the background, keeping a reference so it is not garbage collected.
+
+        Once the bot is stopping, a job charged in the last moment is not started: it is open in
+        the database, its reply says it is waiting, and the next start resumes it."""
+        if not self.accepting:
+            return
         reply = self._reply_for(job)
         task = asyncio.create_task(self._run(job, reply), name=f"job-{job.id}")
         self._running[task] = (job.id, reply)
@@ -107,7 +116,7 @@ class JobRunner:
         waiting, their units stay charged, and they take their place again on the next start.
         With thousands waiting, one edit each would take longer than Docker waits.
         """
-        self.accepting = False
+        self.stop_accepting()
         line = self._jobs.run_queue
         line.close()  # nobody else is let in while the running jobs are cancelled
         waiting = line.waiting_jobs()

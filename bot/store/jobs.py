@@ -405,6 +405,11 @@ class SqliteJobLedger:
             self._charging = asyncio.create_task(self._charge_waiting(), name="charge-jobs")
         return await asyncio.shield(waiting.result)
 
+    async def settle(self) -> None:
+        """Wait for every charge asked for to be committed or refused (before closing)."""
+        while self._charging is not None and not self._charging.done():
+            await asyncio.wait({self._charging})
+
     async def _charge_waiting(self) -> None:
         """Commit the waiting charges, a group at a time, until none is left."""
         while self._waiting:
