@@ -78,6 +78,9 @@ class Phase(enum.StrEnum):
 LINE_EDITS = 2
 # An ETA that moved by less than this is not news, whatever the fraction.
 ETA_SLACK_SECONDS = 10.0
+# After a restart: how much later than its recorded `submitted_at` a previous run's createTask
+# may have reached kie.ai (a loaded event loop sends it late); see `JobService.unfinished`.
+SUBMIT_ARRIVAL_SLACK = 5.0
 
 
 @dataclass
@@ -328,7 +331,14 @@ class JobService:
     async def unfinished(self) -> list[Job]:
         """Jobs a previous run left open. Call once at start-up, before any new work."""
         now = self._clock()
-        recent = await self._ledger.submissions_since(now - self._kie.submit_window)
+        # `submitted_at` is committed just before createTask is sent; kie.ai counts the call
+        # when it arrives, which a busy or stalled process makes later. Each is taken as having
+        # arrived up to SUBMIT_ARRIVAL_SLACK later (never after now: the process is gone).
+        since = now - self._kie.submit_window - SUBMIT_ARRIVAL_SLACK
+        recent = [
+            min(now, at + SUBMIT_ARRIVAL_SLACK)
+            for at in await self._ledger.submissions_since(since)
+        ]
         unfinished = await self._ledger.open_jobs()
         for job in unfinished:
             if job.state is not JobState.RESERVED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bot.domain import ServerPolicy
@@ -17,10 +18,28 @@ class SqliteServerSettings:
     the admin commands. Built by `open_storage`; lives as long as the database.
     """
 
+    # A policy is read several times per command (checks, charge, the line's limits): a burst
+    # of thousands would read the same rows tens of thousands of times. Kept briefly, and
+    # dropped on every change made through this repository, so a change applies at once.
+    POLICY_KEPT_SECONDS = 2.0
+    POLICIES_KEPT = 10_000
+
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._policies: dict[int, tuple[float, ServerPolicy]] = {}  # guild -> (read at, policy)
 
     async def server_policy(self, guild_id: int) -> ServerPolicy:
+        kept = self._policies.get(guild_id)
+        now = time.monotonic()
+        if kept is not None and now - kept[0] < self.POLICY_KEPT_SECONDS:
+            return kept[1]
+        policy = await self._read_policy(guild_id)
+        if len(self._policies) >= self.POLICIES_KEPT:
+            self._policies.clear()
+        self._policies[guild_id] = (now, policy)
+        return policy
+
+    async def _read_policy(self, guild_id: int) -> ServerPolicy:
         # The setting names are `ServerPolicy`'s fields and the table's columns alike.
         columns = (*POLICY_SETTINGS, *NSFW_SETTINGS)
         rows = await self._db.rows(
@@ -55,18 +74,25 @@ class SqliteServerSettings:
             f" ON CONFLICT (guild_id) DO UPDATE SET {column} = excluded.{column}",
             (guild_id, value),
         )
+        # After the write: a read under way before it could otherwise keep the old policy.
+        self._policies.pop(guild_id, None)
 
     async def set_role_quota(self, guild_id: int, role_id: int, units: int | None) -> bool:
         """Set (or, with None, remove) a role's daily quota; False when nothing changed."""
-        if units is None:
+        try:
+            if units is None:
+                return await self._db.changed(
+                    "DELETE FROM role_quotas WHERE guild_id = ? AND role_id = ?",
+                    (guild_id, role_id),
+                )
             return await self._db.changed(
-                "DELETE FROM role_quotas WHERE guild_id = ? AND role_id = ?", (guild_id, role_id)
+                "INSERT INTO role_quotas (guild_id, role_id, daily_quota) VALUES (?, ?, ?)"
+                " ON CONFLICT (guild_id, role_id)"
+                " DO UPDATE SET daily_quota = excluded.daily_quota",
+                (guild_id, role_id, units),
             )
-        return await self._db.changed(
-            "INSERT INTO role_quotas (guild_id, role_id, daily_quota) VALUES (?, ?, ?)"
-            " ON CONFLICT (guild_id, role_id) DO UPDATE SET daily_quota = excluded.daily_quota",
-            (guild_id, role_id, units),
-        )
+        finally:
+            self._policies.pop(guild_id, None)
 
     async def set_audit_channel(self, guild_id: int, channel_id: int | None) -> None:
         await self._db.execute(
