@@ -146,6 +146,11 @@ class Generation:
             # charged, and submitted) at once, rather than every command advancing together
             # and all of them answering late, each on a connection of its own.
             async with self._admitting:
+                if not self._runner.accepting:  # the bot began stopping while this waited
+                    self._jobs.release(hold)
+                    refusal = Refusal(RefusalReason.SHUTTING_DOWN)
+                    await requester.refuse(refusal)
+                    return Refused(refusal)
                 checked = await self._check(asker, hold, requester, arrived)
                 if checked is not None:
                     self._jobs.release(hold)
