@@ -3,12 +3,16 @@ reference" on a message, emptied by the next /imagine), end to end at the wire."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import aiohttp
 import pytest
 
-from bot.domain import JobState
+from bot.domain import ImageRequest, JobState, NewJob, OverLimit, ReplyTarget, SpendLimits
 from bot.kie import IMAGE_TO_IMAGE_MODEL, TEXT_TO_IMAGE_MODEL
+from bot.settings import Settings
+from bot.store import open_storage
 from tests.clock import FakeClock
 from tests.conftest import RunningBot, StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
@@ -290,3 +294,44 @@ async def test_a_tray_job_waiting_in_line_survives_a_restart(
     assert await second.job_states() == {"delivered": 2}
     assert await second.units_charged() == 2
     await nothing_else_happens(fake_discord)
+
+
+async def test_a_job_restarted_between_two_uploads_uploads_only_the_missing_one(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, settings: Settings
+) -> None:
+    first, second = png(1), png(2)
+    urls = tuple(
+        fake_discord.add_attachment(data, "image.png", "image/png")["url"]
+        for data in (first, second)
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake_kie.upload_base_url}/api/file-url-upload",
+            json={"fileUrl": urls[0], "uploadPath": "imagine-bot/job-1"},
+            headers={"Authorization": f"Bearer {fake_kie.api_key}"},
+        ) as response,
+    ):
+        copied = (await response.json())["data"]["downloadUrl"]
+    # A previous run charged the job, copied its first reference, and stopped.
+    store = await open_storage(settings.database_path)
+    try:
+        image = ImageRequest(PROMPT, "auto", "1K", reference_urls=urls)
+        reply = ReplyTarget(fake_discord.application_id, "expired-token", time.time(), 10 * 2**20)
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        new = NewJob(MEMBER, fake_discord.guild_id, fake_discord.channel_id, day, 1, image, reply)
+        job = await store.jobs.reserve(new, SpendLimits(10))
+        assert not isinstance(job, OverLimit)
+        await store.jobs.set_input_urls(job.id, (copied,))
+    finally:
+        await store.close()
+
+    running = await start_bot()
+    await eventually(lambda: len(fake_kie.created_tasks()) == 1, what="the resumed submission")
+    assert await running.job_states() == {"delivered": 1}
+    uploads = fake_kie.calls_to(UPLOAD)
+    # The test's own copy of the first, then the bot's of the second: nothing twice.
+    assert [call.json["fileUrl"] for call in uploads] == list(urls)
+    (create,) = fake_kie.calls_to(CREATE)
+    assert create.json["input"]["input_urls"][0] == copied
+    assert sent_images(fake_kie) == [first, second]
