@@ -115,14 +115,13 @@ class ImagineCog(commands.Cog):
 
 
 def _attachment_problem(attached: dict[str, discord.Attachment]) -> str | None:
-    """What is wrong with the first unusable attachment, naming its option when several
-    were given."""
+    """What is wrong with the first unusable attachment, naming its option unless it is the
+    one `image` alone (as before there were four)."""
     for name, file in attached.items():
         problem = reference_problem(file.content_type, file.filename, file.size)
         if problem is not None:
-            return (
-                reference_messages.option_problem(name, problem) if len(attached) > 1 else problem
-            )
+            alone = list(attached) == ["image"]
+            return problem if alone else reference_messages.option_problem(name, problem)
     return None
 
 

@@ -98,14 +98,21 @@ async def test_four_image_options_are_each_uploaded_and_sent_in_order(
     assert await running.units_charged() == 1
 
 
-@pytest.mark.parametrize("bad_option", ["image2", "image4"])
+@pytest.mark.parametrize(
+    ("bad_option", "with_good"), [("image2", True), ("image4", True), ("image3", False)]
+)
 async def test_an_unusable_extra_image_is_refused_naming_its_option(
-    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie, bad_option: str
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    fake_kie: FakeKie,
+    bad_option: str,
+    with_good: bool,
 ) -> None:
     running = await start_bot()
     good = fake_discord.add_attachment(png(1), "cat.png", "image/png")
     bad = fake_discord.add_attachment(b"remember the milk", "notes.txt", "text/plain")
-    interaction = await imagine(fake_discord, image=good, **{bad_option: bad})
+    options = {bad_option: bad, **({"image": good} if with_good else {})}
+    interaction = await imagine(fake_discord, **options)
     answer = await final_answer(fake_discord, interaction)
     assert fake_discord.calls_for(interaction)[0] is answer and is_private(answer)
     text = answer_text(answer)
