@@ -13,6 +13,8 @@ import os
 import signal
 import sqlite3
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -44,6 +46,7 @@ from bot.quota import Costs, QuotaBook
 from bot.settings import Settings, SettingsError, bind_host, load_settings
 from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import DatabaseTooNew, Storage, open_storage
+from bot.tray import ReferenceTray
 from bot.ui import messages
 from bot.ui.audit import AuditLog
 from bot.ui.reply import DiscordReply
@@ -108,11 +111,17 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
 
 
 def build_bot(
-    settings: Settings, storage: Storage, kie: KieClient, *, reencoder: Reencoder | None = None
+    settings: Settings,
+    storage: Storage,
+    kie: KieClient,
+    *,
+    reencoder: Reencoder | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> ImagineBot:
     """The bot and its services. `reencoder` (one worker process for oversize images) is the
     caller's to close; without one (tests), the bot gets its own, whose worker, if it was ever
-    started, ends when the bot is garbage-collected or the process exits."""
+    started, ends when the bot is garbage-collected or the process exits. `clock` is the
+    reference tray's (tests move it by an hour)."""
     operator = OperatorControls(
         storage.operator,
         storage.meta,
@@ -216,6 +225,7 @@ def build_bot(
         generation=Generation(admission, jobs, quota, runner),
         admin_events=AdminEvents(admin, moderation, jobs, audit),
         runner=runner,
+        tray=ReferenceTray(storage.trays, clock=clock),
     )
     alerts.route_to(bot.tell_operator)
     return bot

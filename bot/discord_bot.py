@@ -27,6 +27,7 @@ from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
 from bot.settings import Settings
 from bot.store import Storage
+from bot.tray import ReferenceTray
 from bot.ui import messages, server_messages
 from bot.ui.reply import NO_PINGS
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (
     "cogs.imagine",
+    "cogs.references",
     "cogs.results",
     "cogs.quota",
     "cogs.history",
@@ -115,6 +117,7 @@ class ImagineBot(commands.Bot):
         generation: Generation,
         admin_events: AdminEvents,
         runner: JobRunner,
+        tray: ReferenceTray,
     ) -> None:
         super().__init__(
             # Slash commands only: no prefix command (not even `@bot help`) is ever run.
@@ -138,6 +141,7 @@ class ImagineBot(commands.Bot):
         self.generation = generation
         self.admin_events = admin_events
         self.runner = runner
+        self.tray = tray
         self._operators: tuple[float, tuple[int, ...]] | None = None
 
     async def on_message(self, message: discord.Message, /) -> None:

@@ -58,6 +58,29 @@ class ImageRequest:
         return len(self.input_urls) >= len(self.reference_urls)
 
 
+REFERENCES_MAX = 8  # kie.ai's input_urls takes 1 to 8 images
+
+
+@dataclass(frozen=True)
+class TrayImage:
+    """One image in a member's reference tray, which `/imagine` adds to its next request."""
+
+    key: str  # the attachment's id: the same image is never added twice
+    url: str
+    filename: str
+    added_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrayAdded:
+    """What adding images to a tray did (`ReferenceTrays.add`)."""
+
+    added: tuple[TrayImage, ...]
+    duplicates: int  # already in the tray (or twice in what was given)
+    no_room: int  # left out: the tray was full
+    tray: tuple[TrayImage, ...]  # everything it holds now, oldest first
+
+
 class JobState(enum.StrEnum):
     """Each state is committed before the side effect it announces is attempted."""
 

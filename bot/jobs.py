@@ -474,23 +474,28 @@ class JobService:
         return await self._submit(job, reporter, shown)
 
     async def _uploaded(self, job: Job) -> ImageRequest:
-        """The job's request with its reference on kie.ai's file host, uploaded the first time
-        (and kept, so a resumed job does not upload it again)."""
+        """The job's request with its references on kie.ai's file host, each uploaded the
+        first time (and kept as it goes, so a resumed job uploads only those still missing)."""
         image = job.image
-        if image.uploaded:
-            return image
-        try:
-            # A folder per job: the file host overwrites a file uploaded to the same path.
-            input_url = await self._kie.upload_reference(
-                image.reference_urls[0], upload_path=f"imagine-bot/job-{job.id}"
-            )
-        except (KieAuthError, KieInsufficientCredits, KieMaintenance):
-            raise
-        except KieError as error:
-            log.warning("job %s: the reference image could not be uploaded: %s", job.id, error)
-            raise JobFailed(FailureKind.REFERENCE_FAILED) from None
-        await self._ledger.set_input_url(job.id, input_url)
-        return dataclasses.replace(image, input_urls=(input_url,))
+        inputs = image.input_urls
+        for index in range(len(inputs), len(image.reference_urls)):
+            try:
+                # A folder per job and reference: the file host overwrites a file uploaded to
+                # the same path, and two references may well share Discord's "image.png".
+                folder = f"imagine-bot/job-{job.id}" + (f"/{index + 1}" if index else "")
+                input_url = await self._kie.upload_reference(
+                    image.reference_urls[index], upload_path=folder
+                )
+            except (KieAuthError, KieInsufficientCredits, KieMaintenance):
+                raise
+            except KieError as error:
+                log.warning(
+                    "job %s: reference image %s could not be uploaded: %s", job.id, index + 1, error
+                )
+                raise JobFailed(FailureKind.REFERENCE_FAILED) from None
+            inputs = (*inputs, input_url)
+            await self._ledger.set_input_urls(job.id, inputs)
+        return dataclasses.replace(image, input_urls=inputs)
 
     async def _submit(self, job: Job, reporter: JobReporter, shown: LineShown) -> str:
         request = await self._uploaded(job)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import mimetypes
 from typing import TYPE_CHECKING
@@ -102,14 +103,29 @@ class InteractionRequester:
         return await age_restricted(self._interaction)
 
 
-def reference_problem(content_type: str | None, filename: str, size: int) -> str | None:
-    """What is wrong with a reference image, in words for the member; None when all is well."""
+class ReferenceFault(enum.Enum):
+    NOT_AN_IMAGE = "not a JPEG, PNG or WebP"
+    TOO_LARGE = "over 10 MB"
+
+
+def reference_fault(content_type: str | None, filename: str, size: int) -> ReferenceFault | None:
+    """Why an attachment cannot be a reference image, from what Discord says of it."""
     kind = (content_type or "").split(";")[0].strip().lower()
     if not kind:  # Discord leaves it out for some uploads: go by the name
         kind = mimetypes.guess_type(filename)[0] or ""
     if kind not in REFERENCE_TYPES:
-        return messages.reference_not_image(filename)
+        return ReferenceFault.NOT_AN_IMAGE
     if size > REFERENCE_MAX_BYTES:
+        return ReferenceFault.TOO_LARGE
+    return None
+
+
+def reference_problem(content_type: str | None, filename: str, size: int) -> str | None:
+    """What is wrong with a reference image, in words for the member; None when all is well."""
+    fault = reference_fault(content_type, filename, size)
+    if fault is ReferenceFault.NOT_AN_IMAGE:
+        return messages.reference_not_image(filename)
+    if fault is ReferenceFault.TOO_LARGE:
         return messages.reference_too_large(size, REFERENCE_MAX_BYTES)
     return None
 

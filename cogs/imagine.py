@@ -1,20 +1,24 @@
-"""/imagine: turn a prompt (and maybe a reference image) into an image.
+"""/imagine: turn a prompt (and maybe reference images) into an image.
 
 The options are checked here; admitting, charging and starting the job is `Generation`'s (the
-same entry the result buttons use), and the job's life is `JobService`'s.
+same entry the result buttons use), and the job's life is `JobService`'s. The member's
+reference tray (`ReferenceTray`) joins the references, and is emptied once the request is
+admitted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.domain import parse_aspect_ratio, parse_resolution
+from bot.domain import TrayImage, parse_aspect_ratio, parse_resolution
+from bot.generation import Admitted
 from bot.jobs import JobRequest
 from bot.kie import (
     ASPECT_RATIOS,
@@ -23,7 +27,8 @@ from bot.kie import (
     PROMPT_MIN_LENGTH,
     ImageRequest,
 )
-from bot.ui import messages
+from bot.tray import TooManyReferences, with_tray
+from bot.ui import messages, reference_messages
 from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
 
 if TYPE_CHECKING:
@@ -56,6 +61,9 @@ class ImagineCog(commands.Cog):
         aspect_ratio="The shape of the image. Default: 1:1, or auto with a reference image.",
         resolution="1K (default) or 2K, sharper but costs more of your daily quota (see /quota).",
         image="A reference image to start from (JPEG, PNG or WebP, up to 10 MB).",
+        image2="A second reference image.",
+        image3="A third reference image.",
+        image4="A fourth reference image.",
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
@@ -71,12 +79,24 @@ class ImagineCog(commands.Cog):
         aspect_ratio: str | None = None,
         resolution: str = "1K",
         image: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
     ) -> None:
         # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
+        options = {"image": image, "image2": image2, "image3": image3, "image4": image4}
+        attached = {name: file for name, file in options.items() if file is not None}
+        problem = _attachment_problem(attached)
+        if problem is not None:
+            await private(interaction, problem)
+            return
+        trays = self.bot.tray
+        tray = await trays.contents(interaction.user.id, interaction.guild_id)
         if aspect_ratio is None:
-            aspect_ratio = AUTO_ASPECT_RATIO if image is not None else "1:1"
-        asked = _image_request(prompt, aspect_ratio, resolution, image)
+            aspect_ratio = AUTO_ASPECT_RATIO if attached or tray else "1:1"
+        urls = tuple(file.url for file in attached.values())
+        asked = _image_request(prompt, aspect_ratio, resolution, urls, tray)
         if isinstance(asked, str):
             await private(interaction, asked)
             return
@@ -88,11 +108,25 @@ class ImagineCog(commands.Cog):
             reply=reply_target(interaction),
             role_ids=role_ids(interaction),
         )
-        await self.bot.generation.request(request, InteractionRequester(interaction))
+        outcome = await self.bot.generation.request(request, InteractionRequester(interaction))
+        if isinstance(outcome, Admitted):
+            # The job holds the references now (durably): a refused request keeps the tray.
+            await trays.empty(interaction.user.id, interaction.guild_id, tray)
+
+
+def _attachment_problem(attached: dict[str, discord.Attachment]) -> str | None:
+    """What is wrong with the first unusable attachment, naming its option unless it is the
+    one `image` alone (as before there were four)."""
+    for name, file in attached.items():
+        problem = reference_problem(file.content_type, file.filename, file.size)
+        if problem is not None:
+            alone = list(attached) == ["image"]
+            return problem if alone else reference_messages.option_problem(name, problem)
+    return None
 
 
 def _image_request(
-    prompt: str, ratio: str, size: str, image: discord.Attachment | None
+    prompt: str, ratio: str, size: str, urls: tuple[str, ...], tray: Sequence[TrayImage]
 ) -> ImageRequest | str:
     """The options as one request, or what is wrong with them in words for the member."""
     if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
@@ -101,10 +135,12 @@ def _image_request(
         request = ImageRequest(prompt, parse_aspect_ratio(ratio), parse_resolution(size))
     except ValueError:  # Discord offers only the choices; a forged interaction may not
         return messages.option_not_offered()
-    if image is None:
-        return messages.auto_needs_image() if request.aspect_ratio == AUTO_ASPECT_RATIO else request
-    problem = reference_problem(image.content_type, image.filename, image.size)
-    return problem or dataclasses.replace(request, reference_urls=(image.url,))
+    joined = with_tray(dataclasses.replace(request, reference_urls=urls), tray)
+    if isinstance(joined, TooManyReferences):
+        return reference_messages.too_many_references(joined)
+    if not joined.image_to_image and joined.aspect_ratio == AUTO_ASPECT_RATIO:
+        return messages.auto_needs_image()
+    return joined
 
 
 async def setup(bot: ImagineBot) -> None:

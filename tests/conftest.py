@@ -8,6 +8,7 @@ import importlib
 import os
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -136,6 +137,7 @@ async def start_bot(
         submit_limit: tuple[int, float] = SUBMIT_LIMIT,
         query_limit: tuple[int, float] = QUERY_LIMIT,
         callbacks: bool = False,
+        clock: Callable[[], float] = time.time,
         **overrides: Any,
     ) -> RunningBot:
         if callbacks:
@@ -158,7 +160,7 @@ async def start_bot(
             query_limit=query_limit,
             retry=FAST_RETRY,
         )
-        bot = build_bot(run_settings, store, kie)
+        bot = build_bot(run_settings, store, kie, clock=clock)
         server = build_webhook_server(run_settings, bot) if callbacks else None
         if server is not None:
             await server.start()

@@ -31,7 +31,17 @@ async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_path: Path) -> None:
     definitions = await _definitions(tmp_path)
-    assert set(definitions) == {"imagine", "quota", "history", "moderation", "server"}
+    assert set(definitions) == {
+        "imagine",
+        "quota",
+        "history",
+        "moderation",
+        "server",
+        "Use as reference",
+    }
+    menu = definitions.pop("Use as reference")
+    assert menu["type"] == 3, "a message context-menu command"
+    assert "description" not in menu or not menu["description"]
 
     def check(command: dict[str, Any]) -> None:
         assert 1 <= len(command["description"]) <= 100, command["name"]
@@ -89,8 +99,9 @@ async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:
     # auto only makes sense with a reference image; the bot refuses it without one.
     assert ratios == ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
     assert [c["value"] for c in options["resolution"]["choices"]] == ["1K", "2K"]
-    assert options["image"]["type"] == 11  # ATTACHMENT
-    assert not any(options[name]["required"] for name in ("aspect_ratio", "resolution", "image"))
+    images = ("image", "image2", "image3", "image4")
+    assert all(options[name]["type"] == 11 for name in images)  # ATTACHMENT
+    assert not any(options[name]["required"] for name in ("aspect_ratio", "resolution", *images))
 
 
 async def test_commands_are_synced_once_not_on_every_restart(
@@ -104,6 +115,7 @@ async def test_commands_are_synced_once_not_on_every_restart(
         "history",
         "moderation",
         "server",
+        "Use as reference",
     }
     await first.bot.close()
     await start_bot()

@@ -875,3 +875,49 @@ async def test_attachment_options_on_the_wire(fake: FakeDiscord) -> None:
         with pytest.raises(TypeError, match="add_attachment"):
             await fake.send_interaction("inspect", {"image": {"id": "1", "filename": "x"}})
         await ws.close()
+
+
+class KeeperBot(commands.Bot):
+    """A bot with one message context-menu command, which keeps the messages it is used on."""
+
+    def __init__(self) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
+        self.kept: list[tuple[discord.Interaction, discord.Message]] = []
+
+        async def keep(interaction: discord.Interaction, message: discord.Message) -> None:
+            self.kept.append((interaction, message))
+            await interaction.response.send_message("kept", ephemeral=True)
+
+        self.tree.add_command(app_commands.ContextMenu(name="Keep this", callback=keep))
+
+    async def setup_hook(self) -> None:
+        await self.tree.sync()
+
+
+async def test_message_commands_resolve_the_target_message_with_its_attachments(
+    fake: FakeDiscord,
+) -> None:
+    client = KeeperBot()
+    async with _running(fake, client):
+        (synced,) = fake.synced_commands[None]
+        assert (synced["name"], synced["type"]) == ("Keep this", 3)
+        image = _png(3, 2)
+        message_id = await fake.send_message(
+            "look", user_id=55, mention_bot=False, files=[(image, "cat.png", "image/png")]
+        )
+        used = await fake.use_message_command("Keep this", message_id, user_id=42)
+        callback = await _callback(fake, used)
+        assert callback.json["data"]["flags"] & 64
+        [(interaction, message)] = client.kept
+        assert interaction.type is discord.InteractionType.application_command
+        assert interaction.data is not None and interaction.data.get("target_id") == str(message_id)
+        assert interaction.user.id == 42 and interaction.guild_id == fake.guild_id
+        assert (message.id, message.author.id, message.content) == (message_id, 55, "look")
+        [attachment] = message.attachments
+        assert (attachment.filename, attachment.content_type) == ("cat.png", "image/png")
+        assert attachment.size == len(image)
+        assert await attachment.read() == image, "the fake CDN serves the message's file"
+        with pytest.raises(ValueError, match="no message"):
+            await fake.use_message_command("Keep this", 1234)
+        with pytest.raises(ValueError, match="no message command"):
+            await fake.use_message_command("Throw away", message_id)

@@ -126,8 +126,23 @@ EXPECTED_SCHEMA = {
             "submitted_at REAL, delivered_via TEXT, result_url TEXT, reference_url TEXT, "
             "input_url TEXT, origin TEXT NOT NULL DEFAULT 'command', parent_job_id INTEGER, "
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
-            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL)"
+            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, more_reference_urls TEXT, "
+            "more_input_urls TEXT)"
         ),
+    ),
+    (
+        "table",
+        "reference_tray",
+        (
+            "CREATE TABLE reference_tray ( user_id INTEGER NOT NULL, guild_key INTEGER NOT NULL, "
+            "image_key TEXT NOT NULL, url TEXT NOT NULL, filename TEXT NOT NULL, "
+            "added_at REAL NOT NULL, PRIMARY KEY (user_id, guild_key, image_key) )"
+        ),
+    ),
+    (
+        "index",
+        "reference_tray_added",
+        "CREATE INDEX reference_tray_added ON reference_tray (added_at)",
     ),
     ("table", "meta", "CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )"),
     (

@@ -44,6 +44,7 @@ from bot.domain import (
     LogKind,
     NewJob,
     SpendLimits,
+    TrayImage,
 )
 from bot.settings import Settings
 from bot.store import BanList, Storage, open_storage
@@ -53,13 +54,14 @@ from bot.store.meta import SqliteKeyValues
 from bot.store.moderation import SqliteModerationRecords
 from bot.store.operator import SqliteOperatorRecords
 from bot.store.server_settings import SqliteServerSettings
+from bot.store.tray import SqliteReferenceTrays
 from tests.conftest import StartBot
 from tests.helpers import eventually
 
 BUILT_JOBS = 50_000
 PRETEND_JOBS = 1_000_000
 # Tables that grow with use: none of them may be read whole.
-BIG_TABLES = {"jobs", "moderation_log", "quota_adjustments", "refusal_counts"}
+BIG_TABLES = {"jobs", "moderation_log", "quota_adjustments", "refusal_counts", "reference_tray"}
 # Public repository methods no command, button or start-up calls (tests and the benchmark do).
 NOT_REACHED = {
     "count_by_state": "tests and bench only",
@@ -81,6 +83,7 @@ REPOSITORIES = (
     SqliteServerSettings,
     SqliteOperatorRecords,
     SqliteKeyValues,
+    SqliteReferenceTrays,
 )
 DAY = "2026-06-01"
 
@@ -177,7 +180,7 @@ def _calls(history: History) -> dict[str, Call]:
         ),
         "recent_jobs": lambda s: s.jobs.recent_jobs(user, guild, 10),
         "refund": on_job(lambda s, i: s.jobs.refund(i, "test")),
-        "set_input_url": on_job(lambda s, i: s.jobs.set_input_url(i, "https://x/in.png")),
+        "set_input_urls": on_job(lambda s, i: s.jobs.set_input_urls(i, ("https://x/in.png",))),
         "set_job_credits": on_job(lambda s, i: s.jobs.set_job_credits(i, 14.0)),
         "mark_result_deleted": on_job(lambda s, i: s.jobs.mark_result_deleted(i)),
         "daily_totals": lambda s: s.jobs.daily_totals(server, "2026-05-25"),
@@ -218,6 +221,12 @@ def _calls(history: History) -> dict[str, Call]:
         "banned_everywhere": lambda s: s.operator.banned_everywhere(BanList.SERVERS),
         "log_owner_action": lambda s: s.operator.log_owner_action(1, "cap", "x", "y"),
         "owner_actions": lambda s: s.operator.owner_actions(10),
+        # reference trays: "Use as reference" adds (and purges), /imagine reads and empties
+        "add": lambda s: s.trays.add(
+            user, server, [TrayImage("1", "https://x/1.png", "1.png", time.time())], 0.0, 8
+        ),
+        "tray": lambda s: s.trays.tray(user, server, time.time() - 3600),
+        "remove": lambda s: s.trays.remove(user, server, ["1"]),
         # meta
         "get": lambda s: s.meta.get("paused"),
         "set": lambda s: s.meta.set("paused", "maintenance"),

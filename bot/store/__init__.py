@@ -17,6 +17,7 @@ from bot.store.interfaces import (
     KeyValues,
     ModerationRecords,
     OperatorRecords,
+    ReferenceTrays,
     ServerSettings,
     Storage,
 )
@@ -26,6 +27,7 @@ from bot.store.migrations import DatabaseTooNew
 from bot.store.moderation import SqliteModerationRecords
 from bot.store.operator import SqliteOperatorRecords
 from bot.store.server_settings import SqliteServerSettings
+from bot.store.tray import SqliteReferenceTrays
 
 __all__ = [
     "BanList",
@@ -34,6 +36,7 @@ __all__ = [
     "KeyValues",
     "ModerationRecords",
     "OperatorRecords",
+    "ReferenceTrays",
     "ServerSettings",
     "Storage",
     "open_storage",
@@ -59,5 +62,6 @@ async def open_storage(path: Path, clock: Callable[[], float] = time.time) -> St
         moderation=SqliteModerationRecords(database),
         operator=SqliteOperatorRecords(database),
         meta=SqliteKeyValues(database),
+        trays=SqliteReferenceTrays(database),
         backend=database,
     )

@@ -8,6 +8,7 @@ of each; `bot.store.open_storage` is the one place that picks the backend.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +28,8 @@ from bot.domain import (
     ServerPolicy,
     ServerSpend,
     SpendLimits,
+    TrayAdded,
+    TrayImage,
     Usage,
 )
 
@@ -85,7 +88,7 @@ class JobLedger(Protocol):
         self, job_id: int, via: DeliveryRoute, url: str | None = None
     ) -> bool: ...
     async def refund(self, job_id: int, reason: str) -> bool: ...
-    async def set_input_url(self, job_id: int, url: str) -> None: ...
+    async def set_input_urls(self, job_id: int, urls: tuple[str, ...]) -> None: ...
     async def set_job_credits(self, job_id: int, credits: float) -> None: ...
     async def mark_result_deleted(self, job_id: int) -> bool: ...
     async def daily_totals(self, guild_id: int, since_day: str) -> list[DayTotals]: ...
@@ -157,6 +160,23 @@ class KeyValues(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class ReferenceTrays(Protocol):
+    """Each member's reference tray per server (guild_key 0: direct messages): images they
+    picked with "Use as reference", for their next `/imagine`. Rows added at or before `since`
+    are expired: never returned, and purged by the next `add`."""
+
+    async def tray(self, user_id: int, guild_key: int, since: float) -> list[TrayImage]: ...
+    async def add(
+        self,
+        user_id: int,
+        guild_key: int,
+        images: Sequence[TrayImage],
+        since: float,
+        room: int,
+    ) -> TrayAdded: ...
+    async def remove(self, user_id: int, guild_key: int, keys: Sequence[str]) -> None: ...
+
+
 class Backend(Protocol):
     """The storage itself: whether it can take a write now, its schema's version, keeping its
     query planner's statistics current, closing it (which brings them up to date first)."""
@@ -180,6 +200,7 @@ class Storage:
     moderation: ModerationRecords
     operator: OperatorRecords
     meta: KeyValues
+    trays: ReferenceTrays
     backend: Backend
 
     async def writable(self) -> bool:

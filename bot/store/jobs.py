@@ -10,6 +10,7 @@ cannot drift from the jobs.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import sqlite3
 from collections import Counter
@@ -73,13 +74,16 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
-# What to draw (`Job.image`), kept in six: one reference per job in this schema.
+# What to draw (`Job.image`), kept in eight: the first reference in its own columns (as
+# before several were allowed), any more as a JSON list beside it (NULL when there are none).
 _IMAGE_COLUMNS = (
     "prompt",
     "aspect_ratio",
     "resolution",
     "reference_url",
     "input_url",
+    "more_reference_urls",
+    "more_input_urls",
     "nsfw_checker",
 )
 _SELECT_JOBS = f"SELECT {', '.join((*_JOB_FIELDS, *_REPLY_COLUMNS, *_IMAGE_COLUMNS))} FROM jobs"
@@ -90,21 +94,36 @@ def _image(row: sqlite3.Row) -> ImageRequest:
         prompt=row["prompt"],
         aspect_ratio=parse_aspect_ratio(row["aspect_ratio"]),
         resolution=parse_resolution(row["resolution"]),
-        reference_urls=(row["reference_url"],) if row["reference_url"] else (),
-        input_urls=(row["input_url"],) if row["input_url"] else (),
+        reference_urls=_urls(row["reference_url"], row["more_reference_urls"]),
+        input_urls=_urls(row["input_url"], row["more_input_urls"]),
         nsfw_checker=bool(row["nsfw_checker"]),
     )
 
 
+def _urls(first: str | None, more: str | None) -> tuple[str, ...]:
+    if not first:
+        return ()
+    rest = json.loads(more) if more else []
+    return (first, *(str(url) for url in rest))
+
+
+def _url_columns(urls: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """The first of `urls` and the JSON list of the rest (each None when there is none)."""
+    first = urls[0] if urls else None
+    return first, (json.dumps(list(urls[1:])) if len(urls) > 1 else None)
+
+
 def _image_columns(image: ImageRequest) -> dict[str, object]:
-    if len(image.reference_urls) > 1 or len(image.input_urls) > 1:
-        raise ValueError("this schema keeps one reference image per job")
+    reference_url, more_reference_urls = _url_columns(image.reference_urls)
+    input_url, more_input_urls = _url_columns(image.input_urls)
     return {
         "prompt": image.prompt,
         "aspect_ratio": image.aspect_ratio,
         "resolution": image.resolution,
-        "reference_url": image.reference_urls[0] if image.reference_urls else None,
-        "input_url": image.input_urls[0] if image.input_urls else None,
+        "reference_url": reference_url,
+        "input_url": input_url,
+        "more_reference_urls": more_reference_urls,
+        "more_input_urls": more_input_urls,
         "nsfw_checker": image.nsfw_checker,
     }
 
@@ -605,9 +624,14 @@ class SqliteJobLedger:
 
     # --- results and statistics ---------------------------------------------------------------
 
-    async def set_input_url(self, job_id: int, url: str) -> None:
-        """The reference image's copy on kie.ai's file host, kept so a restart need not redo it."""
-        await self._db.changed("UPDATE jobs SET input_url = ? WHERE id = ?", (url, job_id))
+    async def set_input_urls(self, job_id: int, urls: tuple[str, ...]) -> None:
+        """The reference images' copies on kie.ai's file host so far, in order, kept so a
+        restart need not upload them again."""
+        first, more = _url_columns(urls)
+        await self._db.changed(
+            "UPDATE jobs SET input_url = ?, more_input_urls = ? WHERE id = ?",
+            (first, more, job_id),
+        )
 
     async def set_job_credits(self, job_id: int, credits: float) -> None:
         await self._db.changed("UPDATE jobs SET credits = ? WHERE id = ?", (credits, job_id))

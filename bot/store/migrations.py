@@ -228,6 +228,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE state IN ('reserved', 'submitting', 'submitted', 'delivering')
         """,
     ),
+    # 10: several reference images per job (the first stays in its own columns, the rest as a
+    # JSON list), and each member's reference tray (per server; guild_key 0: direct messages),
+    # whose images last an hour: `added_at` finds the expired ones to purge.
+    (
+        "ALTER TABLE jobs ADD COLUMN more_reference_urls TEXT",
+        "ALTER TABLE jobs ADD COLUMN more_input_urls TEXT",
+        """
+        CREATE TABLE reference_tray (
+            user_id    INTEGER NOT NULL,
+            guild_key  INTEGER NOT NULL,
+            image_key  TEXT    NOT NULL,
+            url        TEXT    NOT NULL,
+            filename   TEXT    NOT NULL,
+            added_at   REAL    NOT NULL,
+            PRIMARY KEY (user_id, guild_key, image_key)
+        )
+        """,
+        "CREATE INDEX reference_tray_added ON reference_tray (added_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

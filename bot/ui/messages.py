@@ -64,6 +64,9 @@ def units(count: int) -> str:
 
 def job_options(job: Job) -> str:
     line = f"{job.image.aspect_ratio} · {job.image.resolution}"
+    count = max(len(job.image.reference_urls), len(job.image.input_urls))
+    if count > 1:
+        return f"{line} · from {count} reference images"
     return f"{line} · from a reference image" if job.image.image_to_image else line
 
 

@@ -21,11 +21,14 @@ from tests.fakes.discord_server.records import (
     _EVERYONE_PERMISSIONS,
     _PRIVILEGED_INTENTS,
     APPLICATION_COMMAND,
+    CDN_PREFIX,
+    CHAT_INPUT,
     DEFAULT_GUILD,
     DEFAULT_UPLOAD_LIMIT,
     DEFAULT_USER_ID,
     EPHEMERAL,
     HEARTBEAT_INTERVAL_MS,
+    MESSAGE_COMMAND,
     MESSAGE_COMPONENT,
     FakeInteraction,
     _Default,
@@ -188,9 +191,19 @@ class DiscordGateway:
             return session.seq
 
     async def send_message(
-        self, content: str, *, user_id: int = DEFAULT_USER_ID, mention_bot: bool = True
+        self,
+        content: str,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        mention_bot: bool = True,
+        files: list[tuple[bytes, str, str | None]] | None = None,
     ) -> int:
-        """A member's message in the fake's channel (MESSAGE_CREATE), e.g. ``@bot help``."""
+        """A member's message in the fake's channel (MESSAGE_CREATE), e.g. ``@bot help``.
+
+        ``files`` are (data, filename, content type) uploads: each becomes an attachment
+        object (served by the fake CDN under ``/attachments/<channel>/``), and the message is
+        kept, so ``use_message_command`` can target it as Discord resolves messages.
+        """
         session = self._current_session
         if session is None:
             raise RuntimeError("FakeDiscord: no client is READY yet to receive a message")
@@ -211,14 +224,37 @@ class DiscordGateway:
             "mention_everyone": False,
             "mentions": mentions,
             "mention_roles": [],
-            "attachments": [],
+            "attachments": [
+                self._message_attachment(data, filename, content_type)
+                for data, filename, content_type in files or []
+            ],
             "embeds": [],
             "pinned": False,
             "flags": 0,
             "components": [],
         }
+        self._messages[message_id] = copy.deepcopy(payload)
         await self._dispatch(session, "MESSAGE_CREATE", payload)
         return message_id
+
+    def _message_attachment(
+        self, data: bytes, filename: str, content_type: str | None
+    ) -> dict[str, Any]:
+        """An attachment of a member's message: as in Discord's Message object."""
+        attachment_id = self._snowflake()
+        self._attachment_data[attachment_id] = bytes(data)
+        url = f"{self.http_base}{CDN_PREFIX}/{self.channel_id}/{attachment_id}/{filename}"
+        attachment: dict[str, Any] = {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+        }
+        if content_type is not None:
+            attachment["content_type"] = content_type
+            self._attachment_types[attachment_id] = content_type
+        return attachment
 
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close the current gateway socket with a resumable code; discord.py will RESUME.
@@ -235,12 +271,14 @@ class DiscordGateway:
 
     # ------------------------------------------------------------------ interactions
 
-    def _find_command(self, name: str, guild_id: int | None) -> dict[str, Any] | None:
+    def _find_command(
+        self, name: str, guild_id: int | None, kind: int = CHAT_INPUT
+    ) -> dict[str, Any] | None:
         scopes: list[int | None] = [guild_id, None] if guild_id is not None else [None]
         scopes += [s for s in self.synced_commands if s not in scopes]
         for scope in scopes:
             for command in self.synced_commands.get(scope, []):
-                if command["name"] == name and command.get("type", 1) == 1:
+                if command["name"] == name and command.get("type", CHAT_INPUT) == kind:
                     return command
         return None
 
@@ -434,6 +472,54 @@ class DiscordGateway:
             app_permissions=app_permissions,
             roles=roles,
             created_at=created_at,
+        )
+
+    async def use_message_command(
+        self,
+        name: str,
+        message_id: int,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        username: str = "member",
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+    ) -> FakeInteraction:
+        """Use a message context-menu command (type 3) on a message, as Discord sends it: an
+        APPLICATION_COMMAND interaction whose data has ``type: 3``, ``target_id`` and the
+        message in ``resolved.messages``. Raises ValueError for what Discord cannot produce:
+        an unknown message, or a command the bot has not registered.
+        """
+        message = self._messages.get(int(message_id))
+        if message is None:
+            raise ValueError(f"FakeDiscord.use_message_command: no message {message_id}")
+        channel_id = int(message["channel_id"])
+        recipient = self._dm_recipients.get(channel_id)
+        guild = None if recipient is not None else int(message.get("guild_id") or self.guild_id)
+        command = self._find_command(name, guild, MESSAGE_COMMAND)
+        if command is None:
+            raise ValueError(f"FakeDiscord.use_message_command: no message command {name!r}")
+        target = {k: v for k, v in message.items() if k not in ("member", "guild_id")}
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": name,
+            "type": MESSAGE_COMMAND,
+            "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): copy.deepcopy(target)}},
+        }
+        if "guild_id" in command:
+            data["guild_id"] = command["guild_id"]
+        return await self._dispatch_interaction(
+            kind=APPLICATION_COMMAND,
+            name=name,
+            data=data,
+            user_id=user_id,
+            username=username,
+            guild=guild,
+            channel_id=channel_id,
+            attachment_size_limit=attachment_size_limit,
+            permissions=None,
+            app_permissions=str(_EVERYONE_PERMISSIONS),
+            roles=None,
+            created_at=None,
         )
 
     async def press_button(

@@ -46,6 +46,8 @@ _EDIT_FLAGS: Final = SUPPRESS_EMBEDS | IS_COMPONENTS_V2
 
 # Interaction types (https://discord.com/developers/docs/interactions/receiving-and-responding)
 APPLICATION_COMMAND: Final = 2
+CHAT_INPUT: Final = 1  # application command types
+MESSAGE_COMMAND: Final = 3  # a message context-menu command
 MESSAGE_COMPONENT: Final = 3
 
 # Component types and limits (https://discord.com/developers/docs/components/reference)
