@@ -165,6 +165,7 @@ class Finished:
     image: DownloadedImage
     elapsed: float
     quota: QuotaStatus
+    shown_again: bool = False  # an earlier result posted again from /history, not a new one
 
 
 @dataclass(frozen=True)
@@ -435,7 +436,9 @@ class JobService:
         except DeliveryError as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
-        if not await self._ledger.mark_delivered(job.id, delivery.via, delivery.url):
+        if not await self._ledger.mark_delivered(
+            job.id, delivery.via, delivery.url, image_url=image.url
+        ):
             log.error("job %s was delivered but already marked finished elsewhere", job.id)
         log.info(
             "job %s delivered by %s (task %s, %.1fs)",

@@ -126,7 +126,8 @@ EXPECTED_SCHEMA = {
             "submitted_at REAL, delivered_via TEXT, result_url TEXT, reference_url TEXT, "
             "input_url TEXT, origin TEXT NOT NULL DEFAULT 'command', parent_job_id INTEGER, "
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
-            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL)"
+            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, image_url TEXT, delivered_at REAL, "
+            "forgotten_at REAL)"
         ),
     ),
     ("table", "meta", "CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )"),
