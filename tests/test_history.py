@@ -418,3 +418,24 @@ async def test_a_job_still_being_made_is_not_forgotten_and_nothing_reaches_the_a
     assert [f["name"] for f in embed["fields"]] == ["1. slow"], "finished after the forgetting"
     generations = len(fake_discord.channel_messages.get(audit, []))
     assert generations == posted + 1, "only the slow image's own audit post, no forgetting"
+
+
+async def test_an_image_made_with_the_filter_off_is_shown_again_only_in_an_age_restricted_channel(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    adult = fake_discord.add_channel("after-dark", nsfw=True)
+    normal = fake_discord.add_channel("general-art", nsfw=False)
+    running = await start_bot(allow_nsfw=True)
+    await admin_command(fake_discord, "server", "nsfw", {"allow": True, "spoiler": True})
+    await imagine(fake_discord, running, channel_id=adult)
+    job = await running.storage.jobs.get_job(1)
+    assert job is not None and not job.image.nsfw_checker, "made with kie.ai's filter off"
+
+    _, in_normal = await history_list(fake_discord, channel_id=normal)
+    refused = await press(fake_discord, in_normal, "imagine:show:1")
+    assert "age-restricted channel" in await private_answer(fake_discord, refused)
+
+    _, in_adult = await history_list(fake_discord, channel_id=adult)
+    result = await shown(fake_discord, await press(fake_discord, in_adult, "imagine:show:1"))
+    (upload,) = result.files
+    assert upload.filename.startswith("SPOILER_"), "still a spoiler"
