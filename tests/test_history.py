@@ -439,3 +439,20 @@ async def test_an_image_made_with_the_filter_off_is_shown_again_only_in_an_age_r
     result = await shown(fake_discord, await press(fake_discord, in_adult, "imagine:show:1"))
     (upload,) = result.files
     assert upload.filename.startswith("SPOILER_"), "still a spoiler"
+
+
+async def test_a_lapsed_direct_link_is_shown_again_through_a_fresh_link_from_kie_ai(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    fake_kie.script_next(TaskScript(download_status=404))  # the direct link no longer answers
+    await imagine(fake_discord, running)
+    job = await running.storage.jobs.get_job(1)
+    (task,) = fake_kie.created_tasks()
+    assert job is not None and job.image_url == task.result_urls[0], "kie.ai's own link is kept"
+    asked = len(fake_kie.calls_to("/api/v1/common/download-url"))
+
+    _, message = await history_list(fake_discord)
+    result = await shown(fake_discord, await press(fake_discord, message, "imagine:show:1"))
+    assert result.files
+    assert len(fake_kie.calls_to("/api/v1/common/download-url")) == asked + 1
