@@ -29,6 +29,7 @@ from bot.discord_bot import ImagineBot
 from bot.domain import Job
 from bot.generation import Generation
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
+from bot.history import History
 from bot.images import Reencoder
 from bot.job_tasks import JobRunner
 from bot.jobs import FailureKind, JobLimits, JobService
@@ -211,6 +212,14 @@ def build_bot(
     runner = JobRunner(
         jobs, credits, alerts, reply_for=reply_for, low_credits_text=messages.low_credits_alert
     )
+
+    def reshow_reply_for(job: Job) -> DiscordReply:
+        # No audit post: the image was audited when it was made, and a re-post costs nothing.
+        return DiscordReply(
+            bot, job, min_interval=settings.progress_min_interval, reencoder=reencoder
+        )
+
+    history = History(storage.jobs, admission, quota, kie, limits, reply_for=reshow_reply_for)
     bot = ImagineBot(
         settings=settings,
         storage=storage,
@@ -226,6 +235,7 @@ def build_bot(
         admin_events=AdminEvents(admin, moderation, jobs, audit),
         runner=runner,
         tray=ReferenceTray(storage.trays, clock=clock),
+        history=history,
     )
     alerts.route_to(bot.tell_operator)
     return bot

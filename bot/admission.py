@@ -83,7 +83,7 @@ class Asker:
     channel_id: int | None
     role_ids: tuple[int, ...] = ()
     prompt: str | None = None  # None: not a generation (another command, a Delete press)
-    units: int = 0  # what the generation would cost
+    units: int = 0  # what the generation would cost (0: nothing is charged)
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,8 @@ class Admission:
                     excerpt=moderated.excerpt,
                     channels=moderated.channels,
                 )
+            if not asker.units:
+                return None  # nothing to charge (a result shown again): no limit applies
             limits = await self._quota.spend_limits(asker.guild_id, asker.role_ids)
             over = await self._ledger.over_limit(
                 asker.user_id, asker.guild_id, self._quota.today(), asker.units, limits, hold

@@ -18,6 +18,7 @@ from bot.admission import Admission, Asker
 from bot.alerts import OperatorAlerts
 from bot.domain import ChangeRefused
 from bot.generation import Generation
+from bot.history import History
 from bot.job_tasks import JobRunner
 from bot.jobs import JobService
 from bot.kie.credits import CreditWatch
@@ -116,6 +117,7 @@ class ImagineBot(commands.Bot):
         admission: Admission,
         generation: Generation,
         admin_events: AdminEvents,
+        history: History,
         runner: JobRunner,
         tray: ReferenceTray,
     ) -> None:
@@ -140,6 +142,7 @@ class ImagineBot(commands.Bot):
         self.admission = admission
         self.generation = generation
         self.admin_events = admin_events
+        self.history = history
         self.runner = runner
         self.tray = tray
         self._operators: tuple[float, tuple[int, ...]] | None = None

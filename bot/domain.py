@@ -212,6 +212,9 @@ class Job:
     deleted_at: float | None = None  # when the result message was deleted with its button
     spoiler: bool = False
     credits: float | None = None  # what kie.ai charged, when it said so
+    image_url: str | None = None  # kie.ai's link the image was downloaded from (/history Show)
+    delivered_at: float | None = None  # when it was delivered: how old kie.ai's copy is
+    forgotten_at: float | None = None  # when the member had its words and links forgotten
 
 
 class OverLimit(enum.StrEnum):

@@ -168,6 +168,7 @@ class Finished:
     image: DownloadedImage
     elapsed: float
     quota: QuotaStatus
+    shown_again: bool = False  # an earlier result posted again from /history, not a new one
 
 
 @dataclass(frozen=True)
@@ -366,8 +367,8 @@ class JobService:
             task_id = await self._ensure_submitted(job, reporter, shown)
             info = await self._wait(job, task_id)
             async with self._transfers:
-                image = await self._download(job, info)
-                await self._deliver(job, task_id, image, reporter)
+                image, result_url = await self._download(job, info)
+                await self._deliver(job, task_id, image, reporter, result_url)
             return None
         except JobTaken:
             log.error("job %s changed state under this run; leaving it alone", job.id)
@@ -434,7 +435,12 @@ class JobService:
         await self.run_queue.enter(job.id, job.user_id, job.guild_id, limits, show)
 
     async def _deliver(
-        self, job: Job, task_id: str, image: DownloadedImage, reporter: JobReporter
+        self,
+        job: Job,
+        task_id: str,
+        image: DownloadedImage,
+        reporter: JobReporter,
+        result_url: str,
     ) -> None:
         if not await self._ledger.begin_delivery(job.id):
             raise JobTaken
@@ -445,7 +451,13 @@ class JobService:
         except DeliveryError as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
-        if not await self._ledger.mark_delivered(job.id, delivery.via, delivery.url):
+        if not await self._ledger.mark_delivered(
+            # kie.ai's own result link (not a 20-minute fresh one): /history shows it again.
+            job.id,
+            delivery.via,
+            delivery.url,
+            image_url=result_url,
+        ):
             log.error("job %s was delivered but already marked finished elsewhere", job.id)
         log.info(
             "job %s delivered by %s (task %s, %.1fs)",
@@ -572,9 +584,9 @@ class JobService:
         finally:
             self.polls.unwatch(watch)
 
-    async def _download(self, job: Job, info: TaskInfo) -> DownloadedImage:
-        """The image, from the first result URL that works, within the job's own deadline
-        (and at most DOWNLOAD_TIMEOUT_SECONDS over all the URLs)."""
+    async def _download(self, job: Job, info: TaskInfo) -> tuple[DownloadedImage, str]:
+        """The image, from the first result URL that works, and that URL, within the job's own
+        deadline (and at most DOWNLOAD_TIMEOUT_SECONDS over all the URLs)."""
         deadline = (job.submitted_at or self._clock()) + self._limits.job_timeout
         budget = min(
             self._limits.download_timeout, max(deadline - self._clock(), self._limits.min_download)
@@ -586,11 +598,13 @@ class JobService:
             if left <= 0:
                 break
             try:
-                return await self._kie.download(
+                image = await self._kie.download(
                     url, max_bytes=self._limits.max_image_bytes, time_limit=left
                 )
             except DownloadError as error:
                 last_error = error
+                continue
+            return image, url
         raise last_error or DownloadError("no result URL could be fetched in time")
 
     async def _refund_and_report(

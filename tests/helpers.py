@@ -148,6 +148,11 @@ async def admin_command(
     return await final_answer(fake, interaction, timeout)
 
 
+def history_options(subcommand: str = "list", **options: Any) -> dict[str, Any]:
+    """The options of `/history <subcommand>` for `send_interaction("history", ...)`."""
+    return {subcommand: {"type": 1, "options": [_option(k, v) for k, v in options.items()]}}
+
+
 def is_private(answer: RecordedRequest) -> bool:
     """Whether an answer (a callback, a follow-up or an edit) is shown to its member only."""
     body = answer.json or {}

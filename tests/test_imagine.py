@@ -24,6 +24,7 @@ from tests.helpers import (
     eventually,
     field,
     final_answer,
+    history_options,
     original_edits,
 )
 
@@ -481,9 +482,11 @@ async def test_history_lists_a_members_images_with_links_privately(
         )
     other = await fake_discord.send_interaction("imagine", {"prompt": "not mine"}, user_id=7)
     await final_answer(fake_discord, other)
-    history = await final_answer(fake_discord, await fake_discord.send_interaction("history"))
+    history = await final_answer(
+        fake_discord, await fake_discord.send_interaction("history", history_options())
+    )
     assert history.json["flags"] & 64
     fields = embed_of(history)["fields"]
-    assert [f["name"] for f in fields] == ["second picture", "first \\*\\*picture\\*\\*"]
+    assert [f["name"] for f in fields] == ["1. second picture", "2. first \\*\\*picture\\*\\*"]
     assert "[open](" in fields[0]["value"] and "/channels/" in fields[0]["value"]
     assert "refunded" in fields[1]["value"]

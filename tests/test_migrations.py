@@ -127,7 +127,7 @@ EXPECTED_SCHEMA = {
             "input_url TEXT, origin TEXT NOT NULL DEFAULT 'command', parent_job_id INTEGER, "
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
             "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, more_reference_urls TEXT, "
-            "more_input_urls TEXT)"
+            "more_input_urls TEXT, image_url TEXT, delivered_at REAL, forgotten_at REAL)"
         ),
     ),
     (

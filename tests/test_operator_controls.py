@@ -18,6 +18,7 @@ from tests.helpers import (
     eventually,
     final_answer,
     first_answer_is_private,
+    history_options,
     is_private,
     nothing_else_happens,
     user_resolved,
@@ -142,7 +143,8 @@ async def test_a_server_not_in_allowed_guild_ids_creates_no_task_and_stores_noth
 ) -> None:
     running = await start_bot(allowed_guild_ids=frozenset({fake_discord.guild_id}))
     stranger = fake_discord.guild_id + 1
-    for name, options in (("imagine", {"prompt": PROMPT}), ("quota", None), ("history", None)):
+    commands = (("imagine", {"prompt": PROMPT}), ("quota", None), ("history", history_options()))
+    for name, options in commands:
         interaction = await fake_discord.send_interaction(name, options, guild_id=stranger)
         answer = await final_answer(fake_discord, interaction)
         assert first_answer_is_private(fake_discord, interaction)

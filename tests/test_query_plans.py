@@ -74,6 +74,7 @@ EXPECTED_INDEX = {
     "recent_jobs": "jobs_member_history",  # /history: the member's index, never the server's
     "usage": "jobs_member_day_spend",  # /quota: the member's day, from the index alone
     "over_limit": "jobs_member_day_spend",  # every charge's checks, the same way
+    "forget_history": "jobs_member_history",  # /history forget: the member's own jobs
     "open_jobs": "jobs_open",  # start-up: the few open jobs
     "submissions_since": "jobs_submitted_at",  # start-up: the last seconds' submissions
 }
@@ -179,6 +180,7 @@ def _calls(history: History) -> dict[str, Call]:
             lambda s, i: s.jobs.mark_delivered(i, DeliveryRoute.REPLY, "https://x/1")
         ),
         "recent_jobs": lambda s: s.jobs.recent_jobs(user, guild, 10),
+        "forget_history": lambda s: s.jobs.forget_history(user, guild, False),
         "refund": on_job(lambda s, i: s.jobs.refund(i, "test")),
         "set_input_urls": on_job(lambda s, i: s.jobs.set_input_urls(i, ("https://x/in.png",))),
         "set_job_credits": on_job(lambda s, i: s.jobs.set_job_credits(i, 14.0)),

@@ -25,6 +25,7 @@ from tests.helpers import (
     field,
     final_answer,
     first_answer_is_private,
+    history_options,
     is_original_edit,
     is_private,
     user_resolved,
@@ -408,7 +409,8 @@ async def test_the_requester_deletes_the_result_and_history_says_deleted(
     assert await running.units_charged() == 1, "deleting gives nothing back"
 
     history = await final_answer(
-        fake_discord, await fake_discord.send_interaction("history", user_id=REQUESTER)
+        fake_discord,
+        await fake_discord.send_interaction("history", history_options(), user_id=REQUESTER),
     )
     (entry,) = embed_of(history)["fields"]
     assert entry["value"].endswith("· deleted")

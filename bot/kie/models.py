@@ -34,6 +34,9 @@ PROMPT_MAX_LENGTH = 5000
 REFERENCE_TYPES = ("image/jpeg", "image/png", "image/webp")
 REFERENCE_MAX_BYTES = 10_000_000
 REFERENCE_LIFETIME = 3 * 24 * 3600.0
+# kie.ai deletes generated media after 14 days (its direct links lapse after about a day, but
+# /api/v1/common/download-url gives a fresh one while the file exists).
+RESULT_LIFETIME = 14 * 24 * 3600.0
 
 TaskState = Literal["waiting", "queuing", "generating", "success", "fail"]
 FINAL_STATES = frozenset({"success", "fail"})

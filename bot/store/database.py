@@ -182,6 +182,12 @@ class Database:
             cursor = await self._db.execute(sql, params)
         return cursor.rowcount == 1
 
+    async def changed_count(self, sql: str, params: Params = ()) -> int:
+        """Run one write; how many rows it changed."""
+        async with self._write:
+            cursor = await self._db.execute(sql, params)
+        return max(cursor.rowcount, 0)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One IMMEDIATE transaction under the write lock; statements inside run on the

@@ -71,6 +71,9 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
     "deleted_at": _same,
     "spoiler": bool,
     "credits": _same,
+    "image_url": _same,
+    "delivered_at": _same,
+    "forgotten_at": _same,
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
@@ -566,9 +569,21 @@ class SqliteJobLedger:
             job_id, (JobState.SUBMITTED, JobState.DELIVERING), JobState.DELIVERING
         )
 
-    async def mark_delivered(self, job_id: int, via: DeliveryRoute, url: str | None = None) -> bool:
+    async def mark_delivered(
+        self,
+        job_id: int,
+        via: DeliveryRoute,
+        url: str | None = None,
+        image_url: str | None = None,
+    ) -> bool:
+        """`url`: the message showing the image; `image_url`: kie.ai's link it came from."""
         return await self._transition(
-            job_id, (JobState.DELIVERING,), JobState.DELIVERED, delivered_via=via, result_url=url
+            job_id,
+            (JobState.DELIVERING,),
+            JobState.DELIVERED,
+            delivered_via=via,
+            result_url=url,
+            image_url=image_url,
         )
 
     async def recent_jobs(self, user_id: int, guild_id: int | None, limit: int) -> list[Job]:
@@ -576,6 +591,7 @@ class SqliteJobLedger:
         rows = await self._db.rows(
             f"""{_SELECT_JOBS}
                 WHERE user_id = ? AND guild_id IS ? AND state IN (?, ?)
+                  AND forgotten_at IS NULL
                 ORDER BY id DESC LIMIT ?""",
             (user_id, guild_id, JobState.DELIVERED, JobState.REFUNDED, limit),
         )
@@ -596,15 +612,19 @@ class SqliteJobLedger:
         delivered_via: DeliveryRoute | None = None,
         submitted_at: float | None = None,
         result_url: str | None = None,
+        image_url: str | None = None,
     ) -> bool:
         # The WHERE on the current state makes each transition happen at most once. A finished
         # job forgets its interaction token: it is a credential, kept only while needed.
         finished = to_state in (JobState.DELIVERED, JobState.REFUNDED)
+        now = self._db.clock()
         return await self._db.changed(
             f"""UPDATE jobs SET state = ?, task_id = COALESCE(?, task_id),
                    error = COALESCE(?, error), delivered_via = COALESCE(?, delivered_via),
                    submitted_at = COALESCE(?, submitted_at),
                    result_url = COALESCE(?, result_url),
+                   image_url = COALESCE(?, image_url),
+                   delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END,
                    interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
                    updated_at = ?
                 WHERE id = ? AND state IN ({", ".join("?" * len(from_states))})""",
@@ -615,8 +635,11 @@ class SqliteJobLedger:
                 delivered_via,
                 submitted_at,
                 result_url,
+                image_url,
+                to_state is JobState.DELIVERED,
+                now,
                 finished,
-                self._db.clock(),
+                now,
                 job_id,
                 *from_states,
             ),
@@ -635,6 +658,25 @@ class SqliteJobLedger:
 
     async def set_job_credits(self, job_id: int, credits: float) -> None:
         await self._db.changed("UPDATE jobs SET credits = ? WHERE id = ?", (credits, job_id))
+
+    async def forget_history(self, user_id: int, guild_id: int | None, everywhere: bool) -> int:
+        """Blank what a member's finished jobs said and linked to (prompt, references, result
+        links, kie.ai's task id and reason text), in one server (None: direct messages) or
+        `everywhere`; how many were forgotten. Units, day, state, server and credits stay, so
+        every total of the ledger is unchanged; open jobs are left to finish."""
+        where = "user_id = :user" + ("" if everywhere else " AND guild_id IS :guild")
+        return await self._db.changed_count(
+            f"""UPDATE jobs SET prompt = '', reference_url = NULL, input_url = NULL,
+                   more_reference_urls = NULL, more_input_urls = NULL,
+                   result_url = NULL, image_url = NULL, task_id = NULL,
+                   error = CASE WHEN instr(error, ':') > 0
+                                THEN substr(error, 1, instr(error, ':') - 1) ELSE error END,
+                   forgotten_at = :now
+                WHERE {where} AND state IN ('{JobState.DELIVERED.value}',
+                                            '{JobState.REFUNDED.value}')
+                  AND forgotten_at IS NULL""",
+            {"user": user_id, "guild": guild_id, "now": self._db.clock()},
+        )
 
     async def mark_result_deleted(self, job_id: int) -> bool:
         return await self._db.changed(

@@ -247,6 +247,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX reference_tray_added ON reference_tray (added_at)",
     ),
+    # 11: /history shows a result again from kie.ai's link, while kie.ai keeps it (counted
+    # from the delivery); `/history forget` blanks a finished job's words and links and says
+    # when, keeping its units, day and state (the ledger's totals).
+    (
+        "ALTER TABLE jobs ADD COLUMN image_url    TEXT",
+        "ALTER TABLE jobs ADD COLUMN delivered_at REAL",
+        "ALTER TABLE jobs ADD COLUMN forgotten_at REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

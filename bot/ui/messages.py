@@ -128,12 +128,17 @@ def queue_text(wait: Wait, position: int | None = None, starts_at: float | None 
 def result_embed(finished: Finished, filename: str, note: str | None = None) -> discord.Embed:
     job = finished.job
     title = "🖼️ Your image is ready"
-    if job.origin in _ORIGIN_TEXT:
+    if finished.shown_again:
+        title = SHOWN_AGAIN_TITLE
+    elif job.origin in _ORIGIN_TEXT:
         title = f"🖼️ {_ORIGIN_TEXT[job.origin]} is ready"
     embed = _prompt_embed(title, job.image.prompt, COLOUR_DONE)
     embed.add_field(name="Options", value=job_options(job))
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
-    embed.add_field(name="Took", value=duration(finished.elapsed))
+    if finished.shown_again:
+        embed.add_field(name="Made", value=timestamp(job.created_at, "f"))
+    else:
+        embed.add_field(name="Took", value=duration(finished.elapsed))
     quota = finished.quota
     embed.add_field(name="Quota left today", value=f"{quota.remaining} of {quota.limit}")
     if note:
@@ -388,12 +393,21 @@ def audit_event_embed(
 # --- /history -----------------------------------------------------------------------------------
 
 
-def history_embed(jobs: list[Job]) -> discord.Embed:
+SHOWN_AGAIN_TITLE = "🖼️ Shown again from /history"
+
+
+def history_embed(jobs: list[Job], showable: set[int] | None = None) -> discord.Embed:
+    """The entries, numbered; those in `showable` (job ids) have a Show button below."""
     embed = discord.Embed(title="🗂️ Your latest images", colour=COLOUR_WORKING)
     if not jobs:
         embed.description = "Nothing yet here. Try `/imagine`!"
         return embed
-    for job in jobs:
+    if showable:
+        embed.description = (
+            "**Show *n*** posts that image here again, with its buttons. It costs nothing. "
+            "kie.ai keeps images for 14 days."
+        )
+    for number, job in enumerate(jobs, start=1):
         when = timestamp(job.created_at, "f")
         options = job_options(job)
         if job.origin in _ORIGIN_TEXT:
@@ -405,8 +419,58 @@ def history_embed(jobs: list[Job]) -> discord.Embed:
             value = f"{when} · {options}{link}"
         else:
             value = f"{when} · {options} · not made, units refunded"
-        embed.add_field(name=safe_prompt(job.image.prompt, 200), value=value, inline=False)
+        name = f"{number}. {safe_prompt(job.image.prompt, 200)}"
+        embed.add_field(name=name, value=value, inline=False)
+    embed.set_footer(text="/history forget clears this list (your quota is unchanged).")
     return embed
+
+
+_NOT_SHOWN = {
+    "unknown": (
+        "That isn't one of your images in /history here (or it was forgotten), so it can't be "
+        "shown. Nothing was posted."
+    ),
+    "deleted": "That image was deleted, so it is not posted again. Nothing was posted.",
+    "expired": (
+        "kie.ai no longer has that image (it keeps results for 14 days), so it can't be shown "
+        "again. Use Re-roll or `/imagine` for a new one. Nothing was spent."
+    ),
+    "adult": (
+        "That image was made with the safety filter off, so it can only be shown in an "
+        "age-restricted channel. Nothing was posted."
+    ),
+    "undeliverable": "The bot could not post the image here. Nothing was spent.",
+}
+
+
+def not_shown(reason: str) -> str:
+    """Why Show posted nothing (`bot.history.NotShown`'s values)."""
+    return _NOT_SHOWN[reason]
+
+
+def forget_confirm(everywhere: bool, in_dms: bool) -> str:
+    where = (
+        "in every server and in direct messages"
+        if everywhere
+        else ("in direct messages" if in_dms else "in this server")
+    )
+    return (
+        f"🧹 Forget your finished images {where}? Their prompts, reference images and links "
+        "are erased for good and they leave `/history`; the images already posted stay where "
+        "they are. Your quota and the server's usage figures do not change, and images still "
+        "being made are not touched. Press the button to go ahead, or dismiss this message."
+    )
+
+
+def forgotten(count: int) -> str:
+    if not count:
+        return "🧹 There was nothing to forget. Nothing changed."
+    noun = "image" if count == 1 else "images"
+    return f"🧹 Done: {count} {noun} forgotten. `/history` no longer lists them."
+
+
+def forget_not_yours() -> str:
+    return "This button is someone else's: only they can forget their own history."
 
 
 # --- result buttons -------------------------------------------------------------------------------

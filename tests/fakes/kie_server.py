@@ -418,6 +418,8 @@ class FakeKie:
         # Stands for the per-account "xxx" directory of documented download URLs.
         self._account_dir = hashlib.sha256(api_key.encode()).hexdigest()[:12]
         self._submit_times: collections.deque[float] = collections.deque()
+        # Tasks whose generated media kie.ai has deleted ("media deleted after 14 days").
+        self._media_deleted: set[str] = set()
         self._query_times: collections.deque[float] = collections.deque()
         self._fresh_links: dict[str, tuple[str, int, float]] = {}  # token -> task, n, expiry
         self._sequence = itertools.count(1)
@@ -481,6 +483,11 @@ class FakeKie:
     def script_next(self, *scripts: TaskScript) -> None:
         """Queue scripts for the next created tasks, in order."""
         self._scripts.extend(scripts)
+
+    def delete_media(self, *task_ids: str) -> None:
+        """Delete these tasks' generated files (every task's, with none given), as kie.ai does
+        14 days on: their links answer 404 and ``download-url`` no longer knows them."""
+        self._media_deleted.update(task_ids or self.tasks)
 
     def fail_create_next(self, *faults: CreateFault) -> None:
         self._create_faults.extend(faults)
@@ -846,6 +853,7 @@ class FakeKie:
         index, _, ext = request.match_info["name"].partition(".")
         if (
             task is None
+            or task.task_id in self._media_deleted
             or task.state_at(_now()) != "success"
             or not index.isdigit()
             or int(index) >= len(task.result_urls)
@@ -871,6 +879,8 @@ class FakeKie:
         if not isinstance(url, str) or not url:
             return self._reply(request, 422, msg="url is required")
         for task in self.tasks.values():
+            if task.task_id in self._media_deleted:
+                continue
             for n, result_url in enumerate(task.result_urls):
                 if URL(url).with_query(None) == URL(result_url):
                     token = secrets.token_urlsafe(12)
