@@ -75,7 +75,7 @@ class Generation:
             channel_id=request.channel_id,
             role_ids=request.role_ids,
             prompt=request.image.prompt,
-            units=self._quota.costs.units(request.image.resolution),
+            units=self._quota.costs.of(request.image),
         )
         if not self._runner.accepting:
             refusal = Refusal(RefusalReason.SHUTTING_DOWN)

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.domain import parse_aspect_ratio, parse_resolution
+from bot.domain import parse_aspect_ratio, parse_model, parse_resolution
 from bot.jobs import JobRequest
 from bot.kie import (
     ASPECT_RATIOS,
@@ -24,7 +24,14 @@ from bot.kie import (
     ImageRequest,
 )
 from bot.ui import messages
-from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
+from cogs.common import (
+    MODEL_CHOICES,
+    InteractionRequester,
+    private,
+    reference_problem,
+    reply_target,
+    role_ids,
+)
 
 if TYPE_CHECKING:
     from bot.discord_bot import ImagineBot
@@ -56,6 +63,7 @@ class ImagineCog(commands.Cog):
         aspect_ratio="The shape of the image. Default: 1:1, or auto with a reference image.",
         resolution="1K (default) or 2K, sharper but costs more of your daily quota (see /quota).",
         image="A reference image to start from (JPEG, PNG or WebP, up to 10 MB).",
+        model="Flux-2 flex or pro (see /quota for what each costs). Default: the server's choice.",
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
@@ -63,6 +71,7 @@ class ImagineCog(commands.Cog):
             app_commands.Choice(name="1K (standard)", value="1K"),
             app_commands.Choice(name="2K (sharper, costs more)", value="2K"),
         ],
+        model=MODEL_CHOICES,
     )
     async def imagine(
         self,
@@ -71,12 +80,15 @@ class ImagineCog(commands.Cog):
         aspect_ratio: str | None = None,
         resolution: str = "1K",
         image: discord.Attachment | None = None,
+        model: str | None = None,
     ) -> None:
         # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
         if aspect_ratio is None:
             aspect_ratio = AUTO_ASPECT_RATIO if image is not None else "1:1"
-        asked = _image_request(prompt, aspect_ratio, resolution, image)
+        if model is None:  # the server's choice, or flex (a read by primary key)
+            model = await self.bot.quota.default_model(interaction.guild_id)
+        asked = _image_request(prompt, aspect_ratio, resolution, model, image)
         if isinstance(asked, str):
             await private(interaction, asked)
             return
@@ -92,13 +104,15 @@ class ImagineCog(commands.Cog):
 
 
 def _image_request(
-    prompt: str, ratio: str, size: str, image: discord.Attachment | None
+    prompt: str, ratio: str, size: str, model: str, image: discord.Attachment | None
 ) -> ImageRequest | str:
     """The options as one request, or what is wrong with them in words for the member."""
     if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
         return messages.prompt_length_error(len(prompt))
     try:
-        request = ImageRequest(prompt, parse_aspect_ratio(ratio), parse_resolution(size))
+        request = ImageRequest(
+            prompt, parse_aspect_ratio(ratio), parse_resolution(size), parse_model(model)
+        )
     except ValueError:  # Discord offers only the choices; a forged interaction may not
         return messages.option_not_offered()
     if image is None:

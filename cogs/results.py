@@ -107,6 +107,7 @@ class ResultsCog(commands.Cog):
                 image.prompt,
                 AUTO_ASPECT_RATIO,
                 image.resolution,
+                image.model,
                 reference_urls=(attachment.url,),
                 nsfw_checker=image.nsfw_checker,
             )

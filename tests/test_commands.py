@@ -69,6 +69,7 @@ ADMIN_GROUPS = {
         "credits",
         "stats",
         "nsfw",
+        "model",
     },
 }
 
@@ -89,8 +90,11 @@ async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:
     # auto only makes sense with a reference image; the bot refuses it without one.
     assert ratios == ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
     assert [c["value"] for c in options["resolution"]["choices"]] == ["1K", "2K"]
+    models = options["model"]["choices"]
+    assert [(c["name"], c["value"]) for c in models] == [("flex", "flex"), ("pro", "pro")]
     assert options["image"]["type"] == 11  # ATTACHMENT
-    assert not any(options[name]["required"] for name in ("aspect_ratio", "resolution", "image"))
+    optional = ("aspect_ratio", "resolution", "image", "model")
+    assert not any(options[name]["required"] for name in optional)
 
 
 async def test_commands_are_synced_once_not_on_every_restart(

@@ -109,7 +109,7 @@ EXPECTED_SCHEMA = {
             "audit_channel_id INTEGER , daily_quota INTEGER, daily_budget INTEGER, "
             "max_running_per_member INTEGER, max_running INTEGER, "
             "nsfw_allowed INTEGER NOT NULL DEFAULT 0, "
-            "nsfw_spoiler INTEGER NOT NULL DEFAULT 0)"
+            "nsfw_spoiler INTEGER NOT NULL DEFAULT 0, default_model TEXT)"
         ),
     ),
     (
@@ -126,7 +126,8 @@ EXPECTED_SCHEMA = {
             "submitted_at REAL, delivered_via TEXT, result_url TEXT, reference_url TEXT, "
             "input_url TEXT, origin TEXT NOT NULL DEFAULT 'command', parent_job_id INTEGER, "
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
-            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL)"
+            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, "
+            "model TEXT NOT NULL DEFAULT 'flex')"
         ),
     ),
     ("table", "meta", "CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )"),

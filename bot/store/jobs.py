@@ -36,6 +36,7 @@ from bot.domain import (
     SpendLimits,
     Usage,
     parse_aspect_ratio,
+    parse_model,
     parse_resolution,
 )
 from bot.store.database import Database
@@ -73,11 +74,12 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
-# What to draw (`Job.image`), kept in six: one reference per job in this schema.
+# What to draw (`Job.image`), kept in seven: one reference per job in this schema.
 _IMAGE_COLUMNS = (
     "prompt",
     "aspect_ratio",
     "resolution",
+    "model",
     "reference_url",
     "input_url",
     "nsfw_checker",
@@ -90,6 +92,7 @@ def _image(row: sqlite3.Row) -> ImageRequest:
         prompt=row["prompt"],
         aspect_ratio=parse_aspect_ratio(row["aspect_ratio"]),
         resolution=parse_resolution(row["resolution"]),
+        model=parse_model(row["model"]),
         reference_urls=(row["reference_url"],) if row["reference_url"] else (),
         input_urls=(row["input_url"],) if row["input_url"] else (),
         nsfw_checker=bool(row["nsfw_checker"]),
@@ -103,6 +106,7 @@ def _image_columns(image: ImageRequest) -> dict[str, object]:
         "prompt": image.prompt,
         "aspect_ratio": image.aspect_ratio,
         "resolution": image.resolution,
+        "model": image.model,
         "reference_url": image.reference_urls[0] if image.reference_urls else None,
         "input_url": image.input_urls[0] if image.input_urls else None,
         "nsfw_checker": image.nsfw_checker,

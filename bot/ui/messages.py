@@ -13,11 +13,11 @@ from datetime import datetime
 import discord
 
 from bot.admission import Refusal, RefusalReason
-from bot.domain import Job, JobState, Origin
+from bot.domain import Job, JobState, Model, Origin
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.kie.credits import Balance
-from bot.quota import BudgetStatus, QuotaStatus
+from bot.quota import BudgetStatus, Costs, QuotaStatus
 from bot.runqueue import HeldBy, Wait
 
 COLOUR_WORKING = discord.Colour.blurple()
@@ -67,7 +67,15 @@ def job_options(job: Job) -> str:
     return f"{line} · from a reference image" if job.image.image_to_image else line
 
 
-_ORIGIN_TEXT = {Origin.REROLL: "🎲 Re-roll", Origin.VARY: "🔀 Variation"}
+def model_name(model: Model) -> str:
+    return f"Flux-2 {model}"
+
+
+_ORIGIN_TEXT = {
+    Origin.REROLL: "🎲 Re-roll",
+    Origin.VARY: "🔀 Variation",
+    Origin.EDIT: "✏️ Edited image",
+}
 
 
 def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Embed:
@@ -129,6 +137,7 @@ def result_embed(finished: Finished, filename: str, note: str | None = None) -> 
         title = f"🖼️ {_ORIGIN_TEXT[job.origin]} is ready"
     embed = _prompt_embed(title, job.image.prompt, COLOUR_DONE)
     embed.add_field(name="Options", value=job_options(job))
+    embed.add_field(name="Model", value=model_name(job.image.model))
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
     embed.add_field(name="Took", value=duration(finished.elapsed))
     quota = finished.quota
@@ -269,13 +278,12 @@ def shutting_down() -> str:
 # --- /quota -------------------------------------------------------------------------------------
 
 
-def quota_summary(
-    status: QuotaStatus, cost_1k: int, cost_2k: int, budget: BudgetStatus | None = None
-) -> str:
+def quota_summary(status: QuotaStatus, costs: Costs, budget: BudgetStatus | None = None) -> str:
     text = (
         f"You have used **{status.used}** of your **{status.limit}** units today; "
         f"**{status.remaining}** left.\n"
-        f"A 1K image costs {units(cost_1k)}, a 2K image {units(cost_2k)}.\n"
+        f"A 1K image costs {units(costs.units_1k)}, a 2K image {units(costs.units_2k)}; "
+        f"with `model:pro`, {units(costs.units_pro_1k)} and {units(costs.units_pro_2k)}.\n"
         f"Your quota resets {timestamp(status.resets_at)} ({timestamp(status.resets_at, 'f')})."
     )
     if budget is not None:
@@ -365,6 +373,7 @@ def audit_generation_embed(job: Job, link: str | None) -> discord.Embed:
     if job.channel_id:
         embed.add_field(name="Channel", value=f"<#{job.channel_id}>")
     embed.add_field(name="Options", value=job_options(job))
+    embed.add_field(name="Model", value=model_name(job.image.model))
     if link:
         embed.add_field(name="Result", value=f"[Jump to the image]({link})")
     return embed
@@ -392,7 +401,7 @@ def history_embed(jobs: list[Job]) -> discord.Embed:
         return embed
     for job in jobs:
         when = timestamp(job.created_at, "f")
-        options = job_options(job)
+        options = f"{job_options(job)} · {model_name(job.image.model)}"
         if job.origin in _ORIGIN_TEXT:
             options = f"{_ORIGIN_TEXT[job.origin]} · {options}"
         if job.state is JobState.DELIVERED and job.deleted_at is not None:
