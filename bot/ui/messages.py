@@ -17,6 +17,7 @@ from bot.domain import Job, JobState, Model, Origin
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.kie.credits import Balance
+from bot.options import ACCEPTED, OptionKey, OptionsError, Problem
 from bot.quota import BudgetStatus, Costs, QuotaStatus
 from bot.runqueue import HeldBy, Wait
 
@@ -440,6 +441,51 @@ def nothing_to_vary() -> str:
     return (
         "This result has no image attached to start from (it was too large to upload). "
         "Try Re-roll instead. Nothing was spent."
+    )
+
+
+# --- the Edit form --------------------------------------------------------------------------------
+
+_OPTION_NAMES = {
+    OptionKey.ASPECT_RATIO: "shape (ar)",
+    OptionKey.RESOLUTION: "resolution (res)",
+    OptionKey.MODEL: "model",
+}
+_OPTIONS_EXAMPLE = "`ar 16:9, res 2K, model pro`"
+
+
+def prompt_too_long_to_edit(length: int, limit: int) -> str:
+    return (
+        f"This prompt is {length} characters long, more than the {limit} a Discord form can "
+        "hold, so it can't be edited here: use `/imagine` with your changes instead. Nothing was "
+        "spent."
+    )
+
+
+def options_not_understood(error: OptionsError) -> str:
+    """What was wrong with the Edit form's options line, and how to write it."""
+    word = f"**{safe_prompt(error.word, 50)}**"
+    name = _OPTION_NAMES[error.key] if error.key is not None else ""
+    accepted = ", ".join(ACCEPTED[error.key]) if error.key is not None else ""
+    if error.problem is Problem.BAD_VALUE:
+        what = f"{word} is not a {name} the bot offers; use one of {accepted}."
+    elif error.problem is Problem.MISSING_VALUE:
+        what = f"{word} needs a value after it ({accepted})."
+    elif error.problem is Problem.TWICE:
+        what = f"The options give the {name} twice, the second time as {word}."
+    else:
+        what = f"The options have {word}, which is no option the bot knows."
+    return (
+        f"{what} Write them like {_OPTIONS_EXAMPLE} (ar: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3 "
+        "or auto; res: 1K or 2K; model: flex or pro); anything left out stays as it was. "
+        "Nothing was spent."
+    )
+
+
+def auto_without_reference() -> str:
+    return (
+        "`ar auto` matches a reference image, and this image was made without one: pick a "
+        "shape. Nothing was spent."
     )
 
 
