@@ -13,6 +13,7 @@ from bot.kie import PRO_TEXT_TO_IMAGE_MODEL, TEXT_TO_IMAGE_MODEL
 from bot.options import OptionKey, OptionsError, Problem, format_options, parse_options
 from tests.conftest import RunningBot, StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.fakes.discord_server.records import DEFAULT_GUILD_ID
 from tests.fakes.discord_server.validation import _modal_problems
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import (
@@ -63,7 +64,7 @@ async def open_form(
 async def charged(running: RunningBot, user_id: int) -> int:
     await running.idle()
     day = running.bot.quota.today()
-    return (await running.storage.jobs.usage(user_id, 1_300_000_000_000_000_100, day)).used
+    return (await running.storage.jobs.usage(user_id, DEFAULT_GUILD_ID, day)).used
 
 
 # --- the form -------------------------------------------------------------------------------------

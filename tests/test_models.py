@@ -23,6 +23,7 @@ from bot.store.jobs import SqliteJobLedger
 from bot.store.migrations import MIGRATIONS
 from tests.conftest import RunningBot, StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.fakes.discord_server.records import DEFAULT_GUILD_ID
 from tests.fakes.kie_server import CreateFault, FakeKie
 from tests.helpers import (
     ADMIN_PERMISSIONS,
@@ -53,8 +54,8 @@ async def imagine(fake: FakeDiscord, **options: Any) -> tuple[FakeInteraction, R
 
 async def used_today(running: RunningBot) -> int:
     await running.idle()
-    guild = running.bot.quota.today()
-    usage = await running.storage.jobs.usage(MEMBER, 1_300_000_000_000_000_100, guild)
+    day = running.bot.quota.today()
+    usage = await running.storage.jobs.usage(MEMBER, DEFAULT_GUILD_ID, day)
     return usage.used
 
 
@@ -242,3 +243,34 @@ async def test_jobs_from_before_models_were_flex(tmp_path: Path) -> None:
         assert job is not None and job.image.model == "flex"
     finally:
         await database.close()
+
+
+async def test_quota_shows_what_each_model_costs(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    await start_bot(cost_2k=3, cost_pro_1k=2, cost_pro_2k=4)
+    interaction = await fake_discord.send_interaction("quota", user_id=MEMBER)
+    text = answer_text(await final_answer(fake_discord, interaction))
+    assert "A 1K image costs 1 unit, a 2K image 3 units; with `model:pro`, 2 units and 4 units" in (
+        text
+    )
+
+
+async def test_the_audit_channel_names_the_model_of_each_generation(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    await start_bot()
+    audit = fake_discord.channel_id
+    channel = {"id": str(audit), "type": 0, "name": "audit", "permissions": ADMIN_PERMISSIONS}
+    await admin_command(
+        fake_discord,
+        "moderation",
+        "audit-channel",
+        {"channel": {"type": 7, "value": str(audit)}},
+        resolved={"channels": {str(audit): channel}},
+    )
+    await imagine(fake_discord, model="pro")
+    posted = await fake_discord.wait_for_request(
+        lambda r: r.path == f"/channels/{audit}/messages" and embed_title(r) == "🖼️ Image generated"
+    )
+    assert field(posted, "Model") == "Flux-2 pro"
