@@ -138,7 +138,12 @@ def build_bot(
         storage.settings,
         operator,
         daily_limit=settings.daily_quota,
-        costs=Costs(units_1k=settings.cost_1k, units_2k=settings.cost_2k),
+        costs=Costs(
+            units_1k=settings.cost_1k,
+            units_2k=settings.cost_2k,
+            units_pro_1k=settings.cost_pro_1k,
+            units_pro_2k=settings.cost_pro_2k,
+        ),
     )
     alerts = OperatorAlerts(storage.meta)  # routed to Discord once the bot exists, below
 

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.domain import Job, LogKind
+from bot.domain import Job, LogKind, Model
 from bot.jobs import JobService
 from bot.moderation import Moderation
 from bot.policy import ServerAdmin, Setting
@@ -148,6 +148,10 @@ class AdminEvents:
     ) -> None:
         for name, shown in await self._admin.set_nsfw(guild_id, allow, spoiler, actor):
             await self._setting_changed(guild_id, actor, LogKind(name), shown)
+
+    async def set_default_model(self, guild_id: int, model: Model | None, actor: int) -> None:
+        shown = await self._admin.set_default_model(guild_id, model, actor)
+        await self._setting_changed(guild_id, actor, LogKind.DEFAULT_MODEL, shown)
 
     async def _setting_changed(
         self, guild_id: int, actor: int, setting: LogKind, shown: str

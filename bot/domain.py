@@ -10,9 +10,12 @@ from typing import Literal
 
 AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
 Resolution = Literal["1K", "2K"]
+Model = Literal["flex", "pro"]  # kie.ai's Flux-2 flex and pro models
 ASPECT_RATIOS: tuple[AspectRatio, ...] = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 AUTO_ASPECT_RATIO: AspectRatio = "auto"  # image-to-image only: match the reference image
 RESOLUTIONS: tuple[Resolution, ...] = ("1K", "2K")
+MODELS: tuple[Model, ...] = ("flex", "pro")
+DEFAULT_MODEL: Model = "flex"  # where neither the member nor the server chose
 
 
 def parse_aspect_ratio(value: str) -> AspectRatio:
@@ -29,6 +32,13 @@ def parse_resolution(value: str) -> Resolution:
     raise ValueError(f"not a resolution: {value!r}")
 
 
+def parse_model(value: str) -> Model:
+    """`value` as a model name (as stored or typed); ValueError for anything else."""
+    if value in MODELS:
+        return value
+    raise ValueError(f"not a model: {value!r}")
+
+
 @dataclass(frozen=True)
 class ImageRequest:
     """What to draw, as one value from the command to the stored job to kie.ai's createTask.
@@ -42,6 +52,7 @@ class ImageRequest:
     prompt: str
     aspect_ratio: AspectRatio = "1:1"
     resolution: Resolution = "1K"
+    model: Model = DEFAULT_MODEL
     reference_urls: tuple[str, ...] = ()
     input_urls: tuple[str, ...] = ()
     # kie.ai's own content filter ("defaults to false": off unless asked for). The bot always
@@ -135,6 +146,7 @@ class LogKind(enum.StrEnum):
     MAX_RUNNING = "max_running"
     NSFW_ALLOWED = "nsfw_allowed"
     NSFW_SPOILER = "nsfw_spoiler"
+    DEFAULT_MODEL = "default_model"
     ROLE_QUOTA = "role_quota"
     GRANT = "grant"
     RESET = "reset"
@@ -155,6 +167,7 @@ class Origin(enum.StrEnum):
     COMMAND = "command"  # /imagine
     REROLL = "reroll"  # the Re-roll button: same prompt and options
     VARY = "vary"  # the Vary button: the result as the reference image
+    EDIT = "edit"  # the Edit button: a changed prompt or options, from the form
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,7 @@ class ServerPolicy:
     max_running: int | None = None
     nsfw_allowed: bool = False  # kie.ai's filter may be off in age-restricted channels
     nsfw_spoiler: bool = False  # results in age-restricted channels are posted as spoilers
+    default_model: Model | None = None  # /imagine's model when the member names none
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ class Generation:
             channel_id=request.channel_id,
             role_ids=request.role_ids,
             prompt=request.image.prompt,
-            units=self._quota.costs.units(request.image.resolution),
+            units=self._quota.costs.of(request.image),
         )
         # This request's place among the member's commands, taken before the checks: the
         # checks of their later commands count it (see `JobLedger.over_limit`), so a member

@@ -288,7 +288,7 @@ class JobService:
     def hold(self, request: JobRequest) -> Hold:
         """Count the units `request` will cost in every check from now, until its charge is
         asked for (`reserve` with this hold) or the hold is released (`release`)."""
-        units = self._quota.costs.units(request.image.resolution)
+        units = self._quota.costs.of(request.image)
         return self._ledger.hold(request.user_id, request.guild_id, self._quota.today(), units)
 
     def release(self, hold: Hold) -> None:
@@ -308,7 +308,7 @@ class JobService:
                 guild_id=request.guild_id,
                 channel_id=request.channel_id,
                 day=self._quota.today(),
-                units=self._quota.costs.units(image.resolution),
+                units=self._quota.costs.of(image),
                 image=dataclasses.replace(image, nsfw_checker=not unfiltered),
                 reply=request.reply,
                 origin=request.origin,

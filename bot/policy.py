@@ -13,10 +13,12 @@ import enum
 from dataclasses import dataclass
 
 from bot.domain import (
+    DEFAULT_MODEL,
     AdjustmentKind,
     ChangeRefused,
     LogEntry,
     LogKind,
+    Model,
     RefusedChange,
     ServerPolicy,
 )
@@ -59,7 +61,7 @@ class PolicyView:
 
 class ServerAdmin:
     """The changes server managers make to their server's policy: quotas, role quotas, grants,
-    resets, the budget, running limits and the adult-content switches.
+    resets, the budget, running limits, the default model and the adult-content switches.
 
     One per process. `AdminEvents` calls it for each `/server` change; `/server settings`
     reads `view`. Every change is checked against the operator's ceilings before anything is
@@ -159,6 +161,14 @@ class ServerAdmin:
             await self._records.log_moderation(guild_id, actor, LogKind(name), shown, actor)
             changes.append((name, shown))
         return changes
+
+    async def set_default_model(self, guild_id: int, model: Model | None, actor: int) -> str:
+        """The model `/imagine` uses where the member names none (None: the bot's, flex);
+        what is now in force, in words for the log."""
+        await self._settings.set_default_model(guild_id, model)
+        shown = model or f"{DEFAULT_MODEL} (default)"
+        await self._records.log_moderation(guild_id, actor, LogKind.DEFAULT_MODEL, shown, actor)
+        return shown
 
     def _check_member_units(self, units: int) -> None:
         ceiling = self._quota.ceiling

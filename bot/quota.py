@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bot.domain import ServerPolicy, SpendLimits
-from bot.kie import Resolution
+from bot.domain import DEFAULT_MODEL, ServerPolicy, SpendLimits
+from bot.kie import ImageRequest, Model, Resolution
 from bot.operator import OperatorControls
 from bot.store import JobLedger, ServerSettings
 
@@ -45,11 +45,20 @@ class BudgetStatus:
 
 @dataclass(frozen=True)
 class Costs:
+    """Units per image, by model and resolution (the operator's COST_* settings)."""
+
     units_1k: int = 1
     units_2k: int = 2
+    units_pro_1k: int = 1
+    units_pro_2k: int = 1
 
-    def units(self, resolution: Resolution) -> int:
+    def units(self, model: Model, resolution: Resolution) -> int:
+        if model == "pro":
+            return self.units_pro_2k if resolution == "2K" else self.units_pro_1k
         return self.units_2k if resolution == "2K" else self.units_1k
+
+    def of(self, image: ImageRequest) -> int:
+        return self.units(image.model, image.resolution)
 
 
 def member_limit(policy: ServerPolicy, role_ids: Iterable[int], default: int) -> int:
@@ -102,6 +111,10 @@ class QuotaBook:
         if guild_id is None:
             return ServerPolicy()
         return await self._settings.server_policy(guild_id)
+
+    async def default_model(self, guild_id: int | None) -> Model:
+        """The model `/imagine` uses where the member names none: the server's choice, or flex."""
+        return (await self.policy(guild_id)).default_model or DEFAULT_MODEL
 
     async def limit_for(self, guild_id: int | None, role_ids: Iterable[int]) -> int:
         return self.limit_in(await self.policy(guild_id), role_ids)

@@ -9,9 +9,10 @@ import mimetypes
 from typing import TYPE_CHECKING
 
 import discord
+from discord import app_commands
 
 from bot.admission import Refusal
-from bot.domain import ReplyTarget
+from bot.domain import MODELS, ReplyTarget
 from bot.kie import REFERENCE_MAX_BYTES, REFERENCE_TYPES
 from bot.ui import messages
 from bot.ui.reply import NO_PINGS
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PARENT_LOOKUP_SECONDS = 3.0
+# kie.ai's Flux-2 models, named as members type them (`/imagine model:pro`, `/server model`).
+MODEL_CHOICES = [app_commands.Choice(name=model, value=model) for model in MODELS]
 
 
 async def private(interaction: discord.Interaction[ImagineBot], text: str) -> None:

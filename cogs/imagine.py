@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.domain import TrayImage, parse_aspect_ratio, parse_resolution
+from bot.domain import TrayImage, parse_aspect_ratio, parse_model, parse_resolution
 from bot.generation import Admitted
 from bot.jobs import JobRequest
 from bot.kie import (
@@ -29,7 +29,14 @@ from bot.kie import (
 )
 from bot.tray import TooManyReferences, with_tray
 from bot.ui import messages, reference_messages
-from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
+from cogs.common import (
+    MODEL_CHOICES,
+    InteractionRequester,
+    private,
+    reference_problem,
+    reply_target,
+    role_ids,
+)
 
 if TYPE_CHECKING:
     from bot.discord_bot import ImagineBot
@@ -64,6 +71,7 @@ class ImagineCog(commands.Cog):
         image2="A second reference image.",
         image3="A third reference image.",
         image4="A fourth reference image.",
+        model="Flux-2 flex or pro (see /quota for what each costs). Default: the server's choice.",
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
@@ -71,6 +79,7 @@ class ImagineCog(commands.Cog):
             app_commands.Choice(name="1K (standard)", value="1K"),
             app_commands.Choice(name="2K (sharper, costs more)", value="2K"),
         ],
+        model=MODEL_CHOICES,
     )
     async def imagine(
         self,
@@ -82,6 +91,7 @@ class ImagineCog(commands.Cog):
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
+        model: str | None = None,
     ) -> None:
         # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
@@ -95,8 +105,10 @@ class ImagineCog(commands.Cog):
         tray = await trays.contents(interaction.user.id, interaction.guild_id)
         if aspect_ratio is None:
             aspect_ratio = AUTO_ASPECT_RATIO if attached or tray else "1:1"
+        if model is None:  # the server's choice, or flex (a read by primary key)
+            model = await self.bot.quota.default_model(interaction.guild_id)
         urls = tuple(file.url for file in attached.values())
-        asked = _image_request(prompt, aspect_ratio, resolution, urls, tray)
+        asked = _image_request(prompt, aspect_ratio, resolution, model, urls, tray)
         if isinstance(asked, str):
             await private(interaction, asked)
             return
@@ -126,13 +138,20 @@ def _attachment_problem(attached: dict[str, discord.Attachment]) -> str | None:
 
 
 def _image_request(
-    prompt: str, ratio: str, size: str, urls: tuple[str, ...], tray: Sequence[TrayImage]
+    prompt: str,
+    ratio: str,
+    size: str,
+    model: str,
+    urls: tuple[str, ...],
+    tray: Sequence[TrayImage],
 ) -> ImageRequest | str:
     """The options as one request, or what is wrong with them in words for the member."""
     if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
         return messages.prompt_length_error(len(prompt))
     try:
-        request = ImageRequest(prompt, parse_aspect_ratio(ratio), parse_resolution(size))
+        request = ImageRequest(
+            prompt, parse_aspect_ratio(ratio), parse_resolution(size), parse_model(model)
+        )
     except ValueError:  # Discord offers only the choices; a forged interaction may not
         return messages.option_not_offered()
     joined = with_tray(dataclasses.replace(request, reference_urls=urls), tray)

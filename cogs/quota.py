@@ -29,7 +29,7 @@ class QuotaCog(commands.Cog):
             interaction.user.id, interaction.guild_id, role_ids(interaction)
         )
         budget = await book.budget_status(interaction.guild_id)
-        text = messages.quota_summary(status, book.costs.units_1k, book.costs.units_2k, budget)
+        text = messages.quota_summary(status, book.costs, budget)
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 

@@ -1,17 +1,20 @@
-"""What the buttons under a result do (see `bot/buttons.py` for the buttons themselves).
+"""What the buttons under a result do (see `bot/ui/buttons.py` for the buttons themselves).
 
 - Re-roll: the same prompt and options again, as a new job charged to whoever pressed it.
 - Vary: a new image from the same prompt with this result as the reference image.
+- Edit: a form (`bot/ui/edit_form.py`) prefilled with the prompt and options; its submission
+  runs the edited request as a new job, charged to whoever submitted it.
 - Delete: removes the result; only its requester or a member who can manage messages may.
 
-Re-roll and Vary go through every check `/imagine` does (restart, ban, channel, blocklist,
-quota, budget), because the member pressing may not be the one who asked, and the server's
-rules may have changed since.
+Re-roll, Vary and Edit go through every check `/imagine` does (restart, ban, channel,
+blocklist, quota, budget), because the member pressing may not be the one who asked, and the
+server's rules may have changed since.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -22,9 +25,17 @@ from discord.ext import commands
 from bot.discord_bot import answer_error
 from bot.domain import Job, JobState, Origin
 from bot.jobs import JobRequest
-from bot.kie import AUTO_ASPECT_RATIO, REFERENCE_LIFETIME, ImageRequest
+from bot.kie import (
+    AUTO_ASPECT_RATIO,
+    PROMPT_MAX_LENGTH,
+    PROMPT_MIN_LENGTH,
+    REFERENCE_LIFETIME,
+    ImageRequest,
+)
+from bot.options import OptionsError, parse_options
 from bot.ui import messages
 from bot.ui.buttons import ResultAction, ResultButton
+from bot.ui.edit_form import FORM_TEXT_LIMIT, EditSubmission, edit_form, read_submission
 from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
 
 if TYPE_CHECKING:
@@ -59,10 +70,61 @@ class ResultsCog(commands.Cog):
             # Re-roll and Vary meet every rule of Generation; Delete only this one.
             if await self.bot.gate_passed(interaction):
                 await self._delete(interaction, job)
+        elif action is ResultAction.EDIT:
+            await self._open_form(interaction, job)
         elif action is ResultAction.REROLL:
             await self._again(interaction, job, Origin.REROLL)
         else:
             await self._again(interaction, job, Origin.VARY)
+
+    async def _open_form(self, interaction: discord.Interaction[ImagineBot], job: Job) -> None:
+        """Show the Edit form; opening it is free, its submission meets every rule."""
+        if not await self.bot.gate_passed(interaction):
+            return
+        if len(job.image.prompt) > FORM_TEXT_LIMIT:
+            text = messages.prompt_too_long_to_edit(len(job.image.prompt), FORM_TEXT_LIMIT)
+            await private(interaction, text)
+            return
+        if job.image.image_to_image and _reference_expired(job):
+            await private(interaction, messages.reference_expired())
+            return
+        await interaction.response.send_modal(edit_form(job.id, job.image, PROMPT_MIN_LENGTH))
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        # Every interaction passes here; only the Edit form's submissions are ours. They are
+        # read from the interaction itself, so forms opened before a restart work too.
+        submission = read_submission(interaction)
+        if submission is None:
+            return
+        try:
+            await self._submit_form(interaction, submission)
+        except Exception as error:
+            await answer_error(interaction, error, f"the Edit form of job {submission.job_id}")
+
+    async def _submit_form(
+        self, interaction: discord.Interaction[ImagineBot], submission: EditSubmission
+    ) -> None:
+        parent = await self.bot.storage.jobs.get_job(submission.job_id)
+        if parent is None or parent.state not in (JobState.DELIVERING, JobState.DELIVERED):
+            await private(interaction, messages.result_unknown())
+            return
+        prompt = submission.prompt.strip()
+        if not PROMPT_MIN_LENGTH <= len(prompt) <= PROMPT_MAX_LENGTH:
+            await private(interaction, messages.prompt_length_error(len(prompt)))
+            return
+        # The original's references come along (already on kie.ai's host, as for a re-roll).
+        edited = parse_options(submission.options, dataclasses.replace(parent.image, prompt=prompt))
+        if isinstance(edited, OptionsError):
+            await private(interaction, messages.options_not_understood(edited))
+            return
+        if edited.aspect_ratio == AUTO_ASPECT_RATIO and not edited.image_to_image:
+            await private(interaction, messages.auto_without_reference())
+            return
+        if edited.image_to_image and _reference_expired(parent):
+            await private(interaction, messages.reference_expired())
+            return
+        await self._generate(interaction, parent, edited, Origin.EDIT)
 
     async def _delete(self, interaction: discord.Interaction[ImagineBot], job: Job) -> None:
         permissions = interaction.permissions
@@ -107,9 +169,20 @@ class ResultsCog(commands.Cog):
                 image.prompt,
                 AUTO_ASPECT_RATIO,
                 image.resolution,
+                image.model,
                 reference_urls=(attachment.url,),
                 nsfw_checker=image.nsfw_checker,
             )
+        await self._generate(interaction, parent, image, origin)
+
+    async def _generate(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        parent: Job,
+        image: ImageRequest,
+        origin: Origin,
+    ) -> None:
+        """A new job from a result, charged to whoever pressed or submitted, in a new reply."""
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,

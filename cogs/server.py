@@ -1,5 +1,5 @@
 """/server: a server's own image-bot policy: quotas, role quotas, grants and resets, the daily
-budget, running limits, the kie.ai balance and usage statistics.
+budget, running limits, the default model, the kie.ai balance and usage statistics.
 
 Only in a server, and by default only for members who can manage it (Discord hides the commands
 from others; the bot checks again, since admins can change who sees them). Every answer is
@@ -20,14 +20,21 @@ from discord.ext import commands
 
 from bot.alerts import AlertKind
 from bot.charts import DayStats, render_daily_chart
-from bot.domain import DayTotals, ServerSpend
+from bot.domain import DayTotals, ServerSpend, parse_model
 from bot.kie import KieError
 from bot.operator import guild_key
 from bot.policy import MAX_RUNNING, MAX_UNITS, Setting
 from bot.ui import server_messages as texts
-from bot.ui.messages import low_credits_alert
+from bot.ui.messages import low_credits_alert, option_not_offered
 from bot.ui.reply import NO_PINGS
-from cogs.common import followup, guild_and_actor, is_server_manager, member_role_ids
+from cogs.common import (
+    MODEL_CHOICES,
+    followup,
+    guild_and_actor,
+    is_server_manager,
+    member_role_ids,
+    private,
+)
 
 if TYPE_CHECKING:
     from bot.discord_bot import ImagineBot
@@ -142,6 +149,24 @@ class ServerCog(
         guild_id, actor = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.admin_events.set_nsfw(guild_id, allow, spoiler, actor)
+        await self._show_settings(interaction)
+
+    @app_commands.command(name="model", description="Choose the model /imagine uses by default.")
+    @app_commands.describe(
+        model="flex or pro; members may still pick with /imagine model:. Empty: the bot's (flex)."
+    )
+    @app_commands.choices(model=MODEL_CHOICES)
+    async def model(
+        self, interaction: discord.Interaction[ImagineBot], model: str | None = None
+    ) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        try:
+            chosen = None if model is None else parse_model(model)
+        except ValueError:  # Discord offers only the choices; a forged interaction may not
+            await private(interaction, option_not_offered())
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.admin_events.set_default_model(guild_id, chosen, actor)
         await self._show_settings(interaction)
 
     @app_commands.command(name="credits", description="What this server spent (units, credits).")

@@ -79,6 +79,7 @@ ADMIN_GROUPS = {
         "credits",
         "stats",
         "nsfw",
+        "model",
     },
 }
 
@@ -99,9 +100,12 @@ async def test_imagine_declares_its_options_to_discord(tmp_path: Path) -> None:
     # auto only makes sense with a reference image; the bot refuses it without one.
     assert ratios == ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "auto"]
     assert [c["value"] for c in options["resolution"]["choices"]] == ["1K", "2K"]
+    models = options["model"]["choices"]
+    assert [(c["name"], c["value"]) for c in models] == [("flex", "flex"), ("pro", "pro")]
     images = ("image", "image2", "image3", "image4")
     assert all(options[name]["type"] == 11 for name in images)  # ATTACHMENT
-    assert not any(options[name]["required"] for name in ("aspect_ratio", "resolution", *images))
+    optional = ("aspect_ratio", "resolution", "model", *images)
+    assert not any(options[name]["required"] for name in optional)
 
 
 async def test_commands_are_synced_once_not_on_every_restart(

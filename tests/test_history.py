@@ -157,7 +157,12 @@ async def test_show_posts_the_result_again_publicly_with_fresh_buttons_and_charg
     assert result.files, "the image itself is attached again"
     reply = fake_discord.original_message(pressed)
     assert reply is not None and not reply["flags"] & 64
-    assert set(buttons(reply)) == {"imagine:reroll:1", "imagine:vary:1", "imagine:delete:1"}
+    assert set(buttons(reply)) == {
+        "imagine:reroll:1",
+        "imagine:vary:1",
+        "imagine:edit:1",
+        "imagine:delete:1",
+    }
     fields = {f["name"]: f["value"] for f in embed_of(result)["fields"]}
     assert fields["Requested by"] == f"<@{REQUESTER}>"
     assert "Made" in fields and "Took" not in fields

@@ -109,7 +109,7 @@ EXPECTED_SCHEMA = {
             "audit_channel_id INTEGER , daily_quota INTEGER, daily_budget INTEGER, "
             "max_running_per_member INTEGER, max_running INTEGER, "
             "nsfw_allowed INTEGER NOT NULL DEFAULT 0, "
-            "nsfw_spoiler INTEGER NOT NULL DEFAULT 0)"
+            "nsfw_spoiler INTEGER NOT NULL DEFAULT 0, default_model TEXT)"
         ),
     ),
     (
@@ -127,7 +127,8 @@ EXPECTED_SCHEMA = {
             "input_url TEXT, origin TEXT NOT NULL DEFAULT 'command', parent_job_id INTEGER, "
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
             "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, more_reference_urls TEXT, "
-            "more_input_urls TEXT, image_url TEXT, delivered_at REAL, forgotten_at REAL)"
+            "more_input_urls TEXT, image_url TEXT, delivered_at REAL, forgotten_at REAL, "
+            "model TEXT NOT NULL DEFAULT 'flex')"
         ),
     ),
     (

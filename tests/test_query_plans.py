@@ -208,6 +208,7 @@ def _calls(history: History) -> dict[str, Call]:
         # server settings
         "server_policy": lambda s: s.settings.server_policy(server),
         "set_nsfw": lambda s: s.settings.set_nsfw(server, "nsfw_allowed", True),
+        "set_default_model": lambda s: s.settings.set_default_model(server, "pro"),
         "set_policy_value": lambda s: s.settings.set_policy_value(server, "daily_quota", 5),
         "set_role_quota": lambda s: s.settings.set_role_quota(server, 3, 7),
         "set_audit_channel": lambda s: s.settings.set_audit_channel(server, 4),

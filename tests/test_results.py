@@ -56,7 +56,12 @@ def custom_ids(message: dict[str, Any]) -> list[str]:
 
 
 def buttons_for(job_id: int) -> list[str]:
-    return [f"imagine:reroll:{job_id}", f"imagine:vary:{job_id}", f"imagine:delete:{job_id}"]
+    return [
+        f"imagine:reroll:{job_id}",
+        f"imagine:vary:{job_id}",
+        f"imagine:edit:{job_id}",
+        f"imagine:delete:{job_id}",
+    ]
 
 
 async def outcome(
@@ -146,7 +151,7 @@ async def test_a_delivered_result_carries_re_roll_vary_and_delete_for_its_job(
     newest = max(job.id for job in jobs)
     assert custom_ids(second) == buttons_for(newest)
     labels = [b["label"] for row in second["components"] for b in row["components"]]
-    assert labels == ["Re-roll", "Vary", "Delete"]
+    assert labels == ["Re-roll", "Vary", "Edit", "Delete"]
 
 
 async def test_a_failed_generation_has_no_buttons(
@@ -389,7 +394,7 @@ async def test_the_requester_deletes_the_result_and_history_says_deleted(
     running = await start_bot()
     _, _, message = await deliver(fake_discord, running)
     press = await fake_discord.press_button(
-        message["id"], custom_ids(message)[2], user_id=REQUESTER, permissions=EVERYONE
+        message["id"], custom_ids(message)[-1], user_id=REQUESTER, permissions=EVERYONE
     )
     deleted = await fake_discord.wait_for_request(
         lambda r: r.method == "DELETE" and press.token in r.path
@@ -426,7 +431,7 @@ async def test_delete_falls_back_to_the_channel_route_when_the_interaction_route
         "DELETE", "/messages/@original", status=403, code=50001, message="Missing Access"
     )
     await fake_discord.press_button(
-        message["id"], custom_ids(message)[2], user_id=REQUESTER, permissions=EVERYONE
+        message["id"], custom_ids(message)[-1], user_id=REQUESTER, permissions=EVERYONE
     )
     deleted = await fake_discord.wait_for_request(
         lambda r: r.method == "DELETE" and r.path.endswith(f"/messages/{message['id']}")
@@ -441,7 +446,7 @@ async def test_another_member_cannot_delete_a_result_and_is_told_why_privately(
     running = await start_bot()
     _, _, message = await deliver(fake_discord, running)
     press = await fake_discord.press_button(
-        message["id"], custom_ids(message)[2], user_id=OTHER, permissions=EVERYONE
+        message["id"], custom_ids(message)[-1], user_id=OTHER, permissions=EVERYONE
     )
     answer = await final_answer(fake_discord, press)
     assert is_private(answer)
@@ -462,7 +467,7 @@ async def test_a_member_who_can_manage_messages_may_delete_and_the_audit_log_say
     _, _, message = await deliver(fake_discord, running)
     await running.idle()
     press = await fake_discord.press_button(
-        message["id"], custom_ids(message)[2], user_id=OTHER, permissions=MODERATOR
+        message["id"], custom_ids(message)[-1], user_id=OTHER, permissions=MODERATOR
     )
     post = await fake_discord.wait_for_request(
         lambda r: (

@@ -10,23 +10,36 @@ from typing import Literal
 from bot.domain import (
     ASPECT_RATIOS,
     AUTO_ASPECT_RATIO,
+    MODELS,
     RESOLUTIONS,
     AspectRatio,
     ImageRequest,
+    Model,
     Resolution,
 )
 
 __all__ = [
     "ASPECT_RATIOS",
     "AUTO_ASPECT_RATIO",
+    "MODELS",
     "RESOLUTIONS",
     "AspectRatio",
     "ImageRequest",
+    "Model",
     "Resolution",
 ]
 
 TEXT_TO_IMAGE_MODEL = "flux-2/flex-text-to-image"
 IMAGE_TO_IMAGE_MODEL = "flux-2/flex-image-to-image"
+PRO_TEXT_TO_IMAGE_MODEL = "flux-2/pro-text-to-image"
+PRO_IMAGE_TO_IMAGE_MODEL = "flux-2/pro-image-to-image"
+# kie.ai's name for each (model, image-to-image): the same endpoint and fields for all four.
+_KIE_MODELS: dict[tuple[Model, bool], str] = {
+    ("flex", False): TEXT_TO_IMAGE_MODEL,
+    ("flex", True): IMAGE_TO_IMAGE_MODEL,
+    ("pro", False): PRO_TEXT_TO_IMAGE_MODEL,
+    ("pro", True): PRO_IMAGE_TO_IMAGE_MODEL,
+}
 PROMPT_MIN_LENGTH = 3
 PROMPT_MAX_LENGTH = 5000
 # Image-to-image references: JPEG, PNG or WebP, at most 10 MB each (documented; decimal
@@ -43,8 +56,9 @@ FINAL_STATES = frozenset({"success", "fail"})
 
 
 def model_for(request: ImageRequest) -> str:
-    """The Flux-2 model that draws `request`: any reference makes it image-to-image."""
-    return IMAGE_TO_IMAGE_MODEL if request.input_urls else TEXT_TO_IMAGE_MODEL
+    """The Flux-2 model that draws `request`: its own (flex or pro), image-to-image when it
+    has a reference."""
+    return _KIE_MODELS[(request.model, bool(request.input_urls))]
 
 
 @dataclass(frozen=True)

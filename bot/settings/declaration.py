@@ -187,6 +187,27 @@ SETTINGS: tuple[Setting[Any], ...] = (
         comment="Units a 2K image costs (a 1K image costs 1).",
     ),
     Setting(
+        "COST_PRO_1K",
+        "cost_pro_1k",
+        Whole(1, 1000),
+        description=(
+            "Units a 1K image from the pro model (`/imagine model:pro`) costs. kie.ai lists pro "
+            "at 5 credits, flex at 14 (1K, the unit) and 24 (2K): pro costs less than one unit's "
+            "worth, so it costs the least there is, 1."
+        ),
+        comment="Units a 1K image from the pro model costs (kie.ai: 5 credits; a 1K flex is 14).",
+    ),
+    Setting(
+        "COST_PRO_2K",
+        "cost_pro_2k",
+        Whole(1, 1000),
+        description=(
+            "Units a 2K image from the pro model costs. kie.ai lists it at 7 credits, still under "
+            "a 1K flex image's 14, so 1 unit by default."
+        ),
+        comment="Units a 2K image from the pro model costs (kie.ai: 7 credits).",
+    ),
+    Setting(
         "MAX_MEMBER_DAILY",
         "max_member_daily",
         Whole(1, MAX_UNITS_SETTING),

@@ -47,6 +47,8 @@ class Settings:
     low_credits_warning: float = 100.0  # 0: never
     cost_1k: int = 1  # not configurable: the unit everything else is counted in
     cost_2k: int = 2
+    cost_pro_1k: int = 1
+    cost_pro_2k: int = 1
     poll_interval: float = 2.0
     job_timeout: float = 600.0
     progress_min_interval: float = 2.0  # not configurable: tests shorten it

@@ -37,6 +37,7 @@ from bot.domain import (
     SpendLimits,
     Usage,
     parse_aspect_ratio,
+    parse_model,
     parse_resolution,
 )
 from bot.store.database import Database
@@ -77,12 +78,13 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
-# What to draw (`Job.image`), kept in eight: the first reference in its own columns (as
+# What to draw (`Job.image`), kept in nine: the first reference in its own columns (as
 # before several were allowed), any more as a JSON list beside it (NULL when there are none).
 _IMAGE_COLUMNS = (
     "prompt",
     "aspect_ratio",
     "resolution",
+    "model",
     "reference_url",
     "input_url",
     "more_reference_urls",
@@ -97,6 +99,7 @@ def _image(row: sqlite3.Row) -> ImageRequest:
         prompt=row["prompt"],
         aspect_ratio=parse_aspect_ratio(row["aspect_ratio"]),
         resolution=parse_resolution(row["resolution"]),
+        model=parse_model(row["model"]),
         reference_urls=_urls(row["reference_url"], row["more_reference_urls"]),
         input_urls=_urls(row["input_url"], row["more_input_urls"]),
         nsfw_checker=bool(row["nsfw_checker"]),
@@ -123,6 +126,7 @@ def _image_columns(image: ImageRequest) -> dict[str, object]:
         "prompt": image.prompt,
         "aspect_ratio": image.aspect_ratio,
         "resolution": image.resolution,
+        "model": image.model,
         "reference_url": reference_url,
         "input_url": input_url,
         "more_reference_urls": more_reference_urls,

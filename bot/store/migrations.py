@@ -255,6 +255,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN delivered_at REAL",
         "ALTER TABLE jobs ADD COLUMN forgotten_at REAL",
     ),
+    # 12: models. Each job keeps the Flux-2 model that drew it (every earlier job was flex);
+    # a server may choose the model /imagine uses when the member names none (NULL: flex).
+    (
+        "ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT 'flex'",
+        "ALTER TABLE guild_settings ADD COLUMN default_model TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

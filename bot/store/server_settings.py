@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.domain import ServerPolicy
+from bot.domain import Model, ServerPolicy, parse_model
 from bot.store.database import Database
 from bot.store.interfaces import NSFW_SETTINGS, POLICY_SETTINGS
 
@@ -41,7 +41,7 @@ class SqliteServerSettings:
 
     async def _read_policy(self, guild_id: int) -> ServerPolicy:
         # The setting names are `ServerPolicy`'s fields and the table's columns alike.
-        columns = (*POLICY_SETTINGS, *NSFW_SETTINGS)
+        columns = (*POLICY_SETTINGS, *NSFW_SETTINGS, "default_model")
         rows = await self._db.rows(
             f"SELECT {', '.join(columns)} FROM guild_settings WHERE guild_id = ?",
             (guild_id,),
@@ -52,6 +52,8 @@ class SqliteServerSettings:
         values: dict[str, Any] = {name: rows[0][name] for name in columns} if rows else {}
         for name in NSFW_SETTINGS:
             values[name] = bool(values.get(name))
+        model = values.get("default_model")
+        values["default_model"] = None if model is None else parse_model(model)
         return ServerPolicy(
             **values,
             role_quotas={int(row["role_id"]): int(row["daily_quota"]) for row in roles},
@@ -62,12 +64,15 @@ class SqliteServerSettings:
             raise ValueError(f"unknown server setting {name!r}")
         await self._set(guild_id, name, int(value))
 
+    async def set_default_model(self, guild_id: int, model: Model | None) -> None:
+        await self._set(guild_id, "default_model", model)
+
     async def set_policy_value(self, guild_id: int, name: str, value: int | None) -> None:
         if name not in POLICY_SETTINGS:
             raise ValueError(f"unknown server setting {name!r}")
         await self._set(guild_id, name, value)
 
-    async def _set(self, guild_id: int, column: str, value: int | None) -> None:
+    async def _set(self, guild_id: int, column: str, value: int | str | None) -> None:
         # `column` is one of the constant setting names, checked by the caller.
         await self._db.execute(
             f"INSERT INTO guild_settings (guild_id, {column}) VALUES (?, ?)"

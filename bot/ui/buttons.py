@@ -1,4 +1,4 @@
-"""The buttons under every result: Re-roll, Vary and Delete.
+"""The buttons under every result: Re-roll, Vary, Edit and Delete.
 
 Each button's custom id names its action and the job id (`imagine:vary:42`), and the bot
 registers `ResultButton` as a dynamic item matching that pattern, so a button keeps working
@@ -14,18 +14,20 @@ from typing import Any
 
 import discord
 
-CUSTOM_ID = re.compile(r"imagine:(?P<action>reroll|vary|delete):(?P<job_id>[0-9]{1,19})")
+CUSTOM_ID = re.compile(r"imagine:(?P<action>reroll|vary|edit|delete):(?P<job_id>[0-9]{1,19})")
 
 
 class ResultAction(enum.StrEnum):
     REROLL = "reroll"
     VARY = "vary"
+    EDIT = "edit"  # opens the Edit form (`bot/ui/edit_form.py`)
     DELETE = "delete"
 
 
 _LOOKS = {
     ResultAction.REROLL: ("Re-roll", "🎲", discord.ButtonStyle.primary),
     ResultAction.VARY: ("Vary", "🔀", discord.ButtonStyle.secondary),
+    ResultAction.EDIT: ("Edit", "✏️", discord.ButtonStyle.secondary),
     ResultAction.DELETE: ("Delete", "🗑️", discord.ButtonStyle.danger),
 }
 

@@ -13,11 +13,12 @@ from datetime import datetime
 import discord
 
 from bot.admission import Refusal, RefusalReason
-from bot.domain import Job, JobState, Origin
+from bot.domain import Job, JobState, Model, Origin
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.kie.credits import Balance
-from bot.quota import BudgetStatus, QuotaStatus
+from bot.options import ACCEPTED, OptionKey, OptionsError, Problem
+from bot.quota import BudgetStatus, Costs, QuotaStatus
 from bot.runqueue import HeldBy, Wait
 
 COLOUR_WORKING = discord.Colour.blurple()
@@ -70,7 +71,15 @@ def job_options(job: Job) -> str:
     return f"{line} · from a reference image" if job.image.image_to_image else line
 
 
-_ORIGIN_TEXT = {Origin.REROLL: "🎲 Re-roll", Origin.VARY: "🔀 Variation"}
+def model_name(model: Model) -> str:
+    return f"Flux-2 {model}"
+
+
+_ORIGIN_TEXT = {
+    Origin.REROLL: "🎲 Re-roll",
+    Origin.VARY: "🔀 Variation",
+    Origin.EDIT: "✏️ Edited image",
+}
 
 
 def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Embed:
@@ -134,6 +143,7 @@ def result_embed(finished: Finished, filename: str, note: str | None = None) -> 
         title = f"🖼️ {_ORIGIN_TEXT[job.origin]} is ready"
     embed = _prompt_embed(title, job.image.prompt, COLOUR_DONE)
     embed.add_field(name="Options", value=job_options(job))
+    embed.add_field(name="Model", value=model_name(job.image.model))
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
     if finished.shown_again:
         embed.add_field(name="Made", value=timestamp(job.created_at, "f"))
@@ -277,13 +287,12 @@ def shutting_down() -> str:
 # --- /quota -------------------------------------------------------------------------------------
 
 
-def quota_summary(
-    status: QuotaStatus, cost_1k: int, cost_2k: int, budget: BudgetStatus | None = None
-) -> str:
+def quota_summary(status: QuotaStatus, costs: Costs, budget: BudgetStatus | None = None) -> str:
     text = (
         f"You have used **{status.used}** of your **{status.limit}** units today; "
         f"**{status.remaining}** left.\n"
-        f"A 1K image costs {units(cost_1k)}, a 2K image {units(cost_2k)}.\n"
+        f"A 1K image costs {units(costs.units_1k)}, a 2K image {units(costs.units_2k)}; "
+        f"with `model:pro`, {units(costs.units_pro_1k)} and {units(costs.units_pro_2k)}.\n"
         f"Your quota resets {timestamp(status.resets_at)} ({timestamp(status.resets_at, 'f')})."
     )
     if budget is not None:
@@ -373,6 +382,7 @@ def audit_generation_embed(job: Job, link: str | None) -> discord.Embed:
     if job.channel_id:
         embed.add_field(name="Channel", value=f"<#{job.channel_id}>")
     embed.add_field(name="Options", value=job_options(job))
+    embed.add_field(name="Model", value=model_name(job.image.model))
     if link:
         embed.add_field(name="Result", value=f"[Jump to the image]({link})")
     return embed
@@ -409,7 +419,7 @@ def history_embed(jobs: list[Job], showable: set[int] | None = None) -> discord.
         )
     for number, job in enumerate(jobs, start=1):
         when = timestamp(job.created_at, "f")
-        options = job_options(job)
+        options = f"{job_options(job)} · {model_name(job.image.model)}"
         if job.origin in _ORIGIN_TEXT:
             options = f"{_ORIGIN_TEXT[job.origin]} · {options}"
         if job.state is JobState.DELIVERED and job.deleted_at is not None:
@@ -498,6 +508,51 @@ def nothing_to_vary() -> str:
     return (
         "This result has no image attached to start from (it was too large to upload). "
         "Try Re-roll instead. Nothing was spent."
+    )
+
+
+# --- the Edit form --------------------------------------------------------------------------------
+
+_OPTION_NAMES = {
+    OptionKey.ASPECT_RATIO: "shape (ar)",
+    OptionKey.RESOLUTION: "resolution (res)",
+    OptionKey.MODEL: "model",
+}
+_OPTIONS_EXAMPLE = "`ar 16:9, res 2K, model pro`"
+
+
+def prompt_too_long_to_edit(length: int, limit: int) -> str:
+    return (
+        f"This prompt is {length} characters long, more than the {limit} a Discord form can "
+        "hold, so it can't be edited here: use `/imagine` with your changes instead. Nothing was "
+        "spent."
+    )
+
+
+def options_not_understood(error: OptionsError) -> str:
+    """What was wrong with the Edit form's options line, and how to write it."""
+    word = f"**{safe_prompt(error.word, 50)}**"
+    name = _OPTION_NAMES[error.key] if error.key is not None else ""
+    accepted = ", ".join(ACCEPTED[error.key]) if error.key is not None else ""
+    if error.problem is Problem.BAD_VALUE:
+        what = f"{word} is not a {name} the bot offers; use one of {accepted}."
+    elif error.problem is Problem.MISSING_VALUE:
+        what = f"{word} needs a value after it ({accepted})."
+    elif error.problem is Problem.TWICE:
+        what = f"The options give the {name} twice, the second time as {word}."
+    else:
+        what = f"The options have {word}, which is no option the bot knows."
+    return (
+        f"{what} Write them like {_OPTIONS_EXAMPLE} (ar: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3 "
+        "or auto; res: 1K or 2K; model: flex or pro); anything left out stays as it was. "
+        "Nothing was spent."
+    )
+
+
+def auto_without_reference() -> str:
+    return (
+        "`ar auto` matches a reference image, and this image was made without one: pick a "
+        "shape. Nothing was spent."
     )
 
 

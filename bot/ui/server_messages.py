@@ -7,7 +7,15 @@ from datetime import datetime
 import discord
 
 from bot.admin_events import AuditEvent, AuditKind
-from bot.domain import ChangeRefused, DayTotals, LogKind, MemberTotals, RefusedChange, ServerSpend
+from bot.domain import (
+    DEFAULT_MODEL,
+    ChangeRefused,
+    DayTotals,
+    LogKind,
+    MemberTotals,
+    RefusedChange,
+    ServerSpend,
+)
 from bot.kie.credits import Balance
 from bot.policy import PolicyView
 from bot.quota import BudgetStatus, QuotaStatus
@@ -30,6 +38,7 @@ _CHANGE_NAMES: dict[LogKind, str] = {
     LogKind.CHANNEL_DISALLOWED: "channel removed",
     LogKind.NSFW_ALLOWED: "adult content in age-restricted channels",
     LogKind.NSFW_SPOILER: "spoilers in age-restricted channels",
+    LogKind.DEFAULT_MODEL: "default model",
 }
 
 
@@ -103,6 +112,8 @@ def settings_embed(view: PolicyView) -> discord.Embed:
         name="Running at once",
         value=f"{_limit(limits.per_member)} per member · {_limit(limits.per_server)} in the server",
     )
+    model = policy.default_model or f"{DEFAULT_MODEL} (the bot's default)"
+    embed.add_field(name="Default model", value=f"{model} · `/imagine model:` overrides it")
     channels = ", ".join(f"<#{c}>" for c in view.allowed_channels) or "every channel"
     embed.add_field(name="/imagine works in", value=channels)
     audit = f"<#{view.audit_channel}>" if view.audit_channel else "off"

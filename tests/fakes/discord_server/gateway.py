@@ -1,5 +1,5 @@
 """The gateway websocket: HELLO, IDENTIFY, READY and GUILD_CREATE, RESUME with replay, and
-the events a test injects (messages, slash commands, button presses)."""
+the events a test injects (messages, slash commands, button presses, modal submissions)."""
 
 from __future__ import annotations
 
@@ -30,13 +30,18 @@ from tests.fakes.discord_server.records import (
     HEARTBEAT_INTERVAL_MS,
     MESSAGE_COMMAND,
     MESSAGE_COMPONENT,
+    MODAL_SUBMIT,
     FakeInteraction,
     _Default,
     _iso,
     _now,
 )
 from tests.fakes.discord_server.state import _InteractionState
-from tests.fakes.discord_server.validation import _option_payload, _walk_components
+from tests.fakes.discord_server.validation import (
+    _option_payload,
+    _walk_components,
+    modal_text_inputs,
+)
 
 
 @dataclass(eq=False)
@@ -411,6 +416,8 @@ class DiscordGateway:
             attachment_size_limit=attachment_size_limit,
             dispatched_at=time.monotonic(),
             kind=kind,
+            permissions=permissions,
+            roles=role_ids,
         )
         await self._dispatch(session, "INTERACTION_CREATE", payload)
         return info
@@ -594,6 +601,85 @@ class DiscordGateway:
             permissions=permissions,
             app_permissions=app_permissions,
             roles=roles,
+            created_at=created_at,
+            message=message,
+        )
+
+    async def submit_modal(
+        self,
+        opened_by: FakeInteraction,
+        values: dict[str, str] | None = None,
+        *,
+        created_at: dt.datetime | None = None,
+    ) -> FakeInteraction:
+        """Submit the modal the bot answered ``opened_by`` with (callback type 9): a
+        MODAL_SUBMIT INTERACTION_CREATE from the same member, in the same channel.
+
+        ``values`` are what the member typed, by text input custom id; an input left out keeps
+        the value the modal prefilled (or stays empty). The interaction carries ``data:
+        {custom_id, components}`` laid out as the modal was (action rows or labels, each with
+        ``{type: 4, id, custom_id, value}``), and, for a modal opened by a button, the message
+        the button is on. Raises ValueError for what Discord's client would not send: no modal
+        open, one already submitted, an unknown input, or a value the input's ``required``,
+        ``min_length`` and ``max_length`` forbid.
+        """
+        state = self._interactions.get(opened_by.token)
+        if state is None or state.modal is None:
+            raise ValueError("FakeDiscord.submit_modal: the bot opened no modal for it")
+        if state.modal_submitted:
+            raise ValueError("FakeDiscord.submit_modal: that modal was already submitted")
+        modal = state.modal
+        typed = dict(values or {})
+        inputs = modal_text_inputs(modal)
+        unknown = set(typed) - {str(i["custom_id"]) for i in inputs}
+        if unknown:
+            raise ValueError(f"FakeDiscord.submit_modal: the modal has no input {sorted(unknown)}")
+        submitted: dict[str, str] = {}
+        for text_input in inputs:
+            custom_id = str(text_input["custom_id"])
+            value = typed.get(custom_id, text_input.get("value") or "")
+            low, high = text_input.get("min_length"), text_input.get("max_length")
+            if not value and text_input.get("required", True):
+                raise ValueError(f"FakeDiscord.submit_modal: {custom_id} is required")
+            if value and low is not None and len(value) < low:
+                raise ValueError(f"FakeDiscord.submit_modal: {custom_id} is under {low} chars")
+            if high is not None and len(value) > high:
+                raise ValueError(f"FakeDiscord.submit_modal: {custom_id} is over {high} chars")
+            submitted[custom_id] = value
+        next_id = 0
+
+        def answered(text_input: dict[str, Any]) -> dict[str, Any]:
+            nonlocal next_id
+            next_id += 1
+            custom_id = str(text_input["custom_id"])
+            return {"type": 4, "id": next_id, "custom_id": custom_id, "value": submitted[custom_id]}
+
+        components: list[dict[str, Any]] = []
+        for component in modal["components"]:
+            next_id += 1
+            outer = next_id
+            if component["type"] == 1:
+                inner = [answered(c) for c in component["components"]]
+                components.append({"type": 1, "id": outer, "components": inner})
+            else:
+                components.append(
+                    {"type": 18, "id": outer, "component": answered(component["component"])}
+                )
+        state.modal_submitted = True
+        info = state.info
+        message = None if info.message_id is None else self._messages.get(info.message_id)
+        return await self._dispatch_interaction(
+            kind=MODAL_SUBMIT,
+            name=str(modal["custom_id"]),
+            data={"custom_id": modal["custom_id"], "components": components},
+            user_id=info.user_id,
+            username=str(state.user.get("username", "member")),
+            guild=info.guild_id,
+            channel_id=info.channel_id,
+            attachment_size_limit=state.attachment_size_limit,
+            permissions=state.permissions,
+            app_permissions=str(_EVERYONE_PERMISSIONS),
+            roles=state.roles,
             created_at=created_at,
             message=message,
         )

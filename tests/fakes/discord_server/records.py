@@ -49,11 +49,20 @@ APPLICATION_COMMAND: Final = 2
 CHAT_INPUT: Final = 1  # application command types
 MESSAGE_COMMAND: Final = 3  # a message context-menu command
 MESSAGE_COMPONENT: Final = 3
+MODAL_SUBMIT: Final = 5
 
 # Component types and limits (https://discord.com/developers/docs/components/reference)
 _ACTION_ROW: Final = 1
 _BUTTON: Final = 2
 _SELECTS: Final = frozenset({3, 5, 6, 7, 8})
+_TEXT_INPUT: Final = 4
+_LABEL: Final = 18
+# Modals (https://discord.com/developers/docs/components/reference#text-input)
+_MAX_MODAL_TITLE: Final = 45
+_MAX_MODAL_COMPONENTS: Final = 5
+_MAX_TEXT_INPUT_LABEL: Final = 45
+_MAX_TEXT_INPUT_LENGTH: Final = 4000
+_MAX_PLACEHOLDER: Final = 100
 _LINK_STYLE: Final = 5
 _PREMIUM_STYLE: Final = 6
 _MAX_ACTION_ROWS: Final = 5
@@ -121,7 +130,8 @@ class FakeInteraction:
     user_id: int
     channel_id: int
     guild_id: int | None
-    # For a button press: the message the button is on.
+    # For a button press: the message the button is on (for a modal's submission: the message
+    # whose button opened the modal, if one did).
     message_id: int | None = None
 
 

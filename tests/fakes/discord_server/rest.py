@@ -21,10 +21,12 @@ from tests.fakes.discord_server.records import (
     _CHANNEL_FLAGS,
     _CREATE_FLAGS,
     API_PREFIX,
+    APPLICATION_COMMAND,
     EPHEMERAL,
     GENERIC_BUCKET_LIMIT,
     LOADING,
     MESSAGE_COMPONENT,
+    MODAL_SUBMIT,
     TOKEN_LIFETIME,
     WEBHOOK_BUCKET_LIMIT,
     WEBHOOK_BUCKET_WINDOW,
@@ -34,7 +36,12 @@ from tests.fakes.discord_server.records import (
     _now,
 )
 from tests.fakes.discord_server.state import _InteractionState
-from tests.fakes.discord_server.validation import _ApiError, _command_problems, _form_error
+from tests.fakes.discord_server.validation import (
+    _ApiError,
+    _command_problems,
+    _form_error,
+    _modal_problems,
+)
 
 _DROPPED_STATUS: Final = -1  # a fault that closes the connection instead of answering
 
@@ -435,7 +442,11 @@ class DiscordRest:
         flags = int(data.get("flags") or 0)
         channel_id = state.info.channel_id
         limit = state.attachment_size_limit
-        component = state.kind == MESSAGE_COMPONENT
+        # A modal opened by a button answers like the button press: its reply is a reply to
+        # the message, and it may update that message instead (types 6 and 7).
+        component = state.kind == MESSAGE_COMPONENT or (
+            state.kind == MODAL_SUBMIT and state.info.message_id is not None
+        )
         message: dict[str, Any] | None = None
         if ctype in (4, 5):
             if ctype == 5:
@@ -466,7 +477,14 @@ class DiscordRest:
             if ctype == 7:
                 fields = self._compose(message, data, rec.files, limit=limit, channel_id=channel_id)
                 self._commit_edit(message, fields, data.get("flags"))
-        elif ctype != 9:  # 9 = modal; 6/7 only answer components, 8 only autocomplete
+        elif ctype == 9 and state.kind in (APPLICATION_COMMAND, MESSAGE_COMPONENT):
+            # MODAL: no message; the member sees the form, and its submission is a new
+            # interaction (``submit_modal``). A modal cannot answer a modal's submission.
+            problems = _modal_problems(data)
+            if problems:
+                raise _form_error(problems)
+            state.modal = copy.deepcopy(data)
+        else:  # 6/7 only answer components, 8 only autocomplete
             raise _form_error(
                 [(("type",), "INTERACTION_CALLBACK_TYPE_INVALID", f"Invalid callback type {ctype}")]
             )

@@ -56,6 +56,13 @@ class _InteractionState:
     original_pending: bool = False
     followup_ids: list[int] = field(default_factory=list)
     revoked: bool = False
+    # The modal this interaction answered with (callback type 9), until it is submitted.
+    modal: dict[str, Any] | None = None
+    modal_submitted: bool = False
+    # The member's permissions and roles as the interaction carried them (a modal's
+    # submission comes from the same member).
+    permissions: str | None = None
+    roles: list[int] = field(default_factory=list)
 
 
 class DiscordState:

@@ -11,14 +11,21 @@ from tests.fakes.discord_server.records import (
     _ACTION_ROW,
     _BUTTON,
     _COMMAND_NAME,
+    _LABEL,
     _LINK_STYLE,
     _MAX_ACTION_ROWS,
     _MAX_CUSTOM_ID,
     _MAX_LABEL,
+    _MAX_MODAL_COMPONENTS,
+    _MAX_MODAL_TITLE,
+    _MAX_PLACEHOLDER,
     _MAX_ROW_WIDTH,
+    _MAX_TEXT_INPUT_LABEL,
+    _MAX_TEXT_INPUT_LENGTH,
     _PNG_SIGNATURE,
     _PREMIUM_STYLE,
     _SELECTS,
+    _TEXT_INPUT,
 )
 
 _Problem = tuple[tuple[str | int, ...], str, str]
@@ -348,6 +355,112 @@ def _component_problems(components: Any, *, v2: bool) -> list[_Problem]:
                     )
                 )
             seen.add(custom_id)
+    return problems
+
+
+def modal_text_inputs(modal: dict[str, Any]) -> list[dict[str, Any]]:
+    """The text inputs of a (valid) modal, in order: each in an action row or a label."""
+    inputs = []
+    for component in modal.get("components") or []:
+        if component.get("type") == _ACTION_ROW:
+            inputs += [c for c in component.get("components") or [] if c.get("type") == _TEXT_INPUT]
+        elif component.get("type") == _LABEL and isinstance(component.get("component"), dict):
+            inner = component["component"]
+            if inner.get("type") == _TEXT_INPUT:
+                inputs.append(inner)
+    return inputs
+
+
+def _text_input_problems(
+    path: tuple[str | int, ...], text_input: dict[str, Any], *, in_label: bool
+) -> list[_Problem]:
+    problems = _length_problems(
+        (*path, "custom_id"), text_input.get("custom_id"), 1, _MAX_CUSTOM_ID
+    )
+    if text_input.get("style") not in (1, 2):
+        problems.append(((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2}."))
+    label = text_input.get("label")
+    if in_label and label is not None:
+        # The label is the Label component's; a text input inside one may not have its own.
+        problems.append(((*path, "label"), "COMPONENT_INVALID_FIELD", "Label is not allowed"))
+    elif not in_label:
+        problems += _length_problems((*path, "label"), label, 1, _MAX_TEXT_INPUT_LABEL)
+    low, high = text_input.get("min_length"), text_input.get("max_length")
+    if low is not None and not (isinstance(low, int) and 0 <= low <= _MAX_TEXT_INPUT_LENGTH):
+        problems.append(
+            ((*path, "min_length"), "NUMBER_TYPE_MAX", "int value should be between 0 and 4000.")
+        )
+    if high is not None and not (isinstance(high, int) and 1 <= high <= _MAX_TEXT_INPUT_LENGTH):
+        problems.append(
+            ((*path, "max_length"), "NUMBER_TYPE_MAX", "int value should be between 1 and 4000.")
+        )
+    value = text_input.get("value")
+    if value is not None:
+        most = high if isinstance(high, int) else _MAX_TEXT_INPUT_LENGTH
+        problems += _length_problems((*path, "value"), value, 0, min(most, _MAX_TEXT_INPUT_LENGTH))
+    placeholder = text_input.get("placeholder")
+    if placeholder is not None:
+        problems += _length_problems((*path, "placeholder"), placeholder, 0, _MAX_PLACEHOLDER)
+    return problems
+
+
+def _modal_problems(data: dict[str, Any]) -> list[_Problem]:
+    """The checks Discord makes on a MODAL callback: a custom id and a title, then 1 to 5
+    components, each an action row holding one text input (the older layout, which
+    discord.py 2.7 still sends) or a label wrapping one."""
+    problems = _length_problems(("data", "custom_id"), data.get("custom_id"), 1, _MAX_CUSTOM_ID)
+    problems += _length_problems(("data", "title"), data.get("title"), 1, _MAX_MODAL_TITLE)
+    components = data.get("components")
+    if not isinstance(components, list) or not 1 <= len(components) <= _MAX_MODAL_COMPONENTS:
+        problems.append(
+            (
+                ("data", "components"),
+                "BASE_TYPE_BAD_LENGTH",
+                f"Must be between 1 and {_MAX_MODAL_COMPONENTS} in length.",
+            )
+        )
+        return problems
+    seen: set[str] = set()
+    for index, component in enumerate(components):
+        where: tuple[str | int, ...] = ("data", "components", index)
+        kind = component.get("type") if isinstance(component, dict) else None
+        if kind == _ACTION_ROW:
+            children = component.get("components") or []
+            if len(children) != 1 or children[0].get("type") != _TEXT_INPUT:
+                problems.append(
+                    (
+                        (*where, "components"),
+                        "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                        "An action row in a modal holds exactly one text input",
+                    )
+                )
+                continue
+            text_input, inner = children[0], (*where, "components", 0)
+            problems += _text_input_problems(inner, text_input, in_label=False)
+        elif kind == _LABEL:
+            problems += _length_problems((*where, "label"), component.get("label"), 1, 45)
+            text_input = component.get("component") or {}
+            if text_input.get("type") != _TEXT_INPUT:
+                problems.append(
+                    ((*where, "component"), "UNION_TYPE_CHOICES", "Only text inputs are faked")
+                )
+                continue
+            problems += _text_input_problems((*where, "component"), text_input, in_label=True)
+        else:
+            problems.append(
+                ((*where, "type"), "UNION_TYPE_CHOICES", 'Value of field "type" must be 1 or 18.')
+            )
+            continue
+        custom_id = text_input.get("custom_id")
+        if custom_id in seen:
+            problems.append(
+                (
+                    where,
+                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    "Component custom id cannot be duplicated",
+                )
+            )
+        seen.add(custom_id)
     return problems
 
 
