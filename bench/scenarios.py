@@ -185,6 +185,10 @@ HEALTH = (
 )
 
 
+# The options each probed command is sent with: `/history` is a group, its list is `list`.
+PROBE_OPTIONS: dict[str, dict[str, object]] = {"history": {"list": {"type": 1, "options": []}}}
+
+
 def probe_figures(heavy: bool) -> tuple[Figure, ...]:
     rows = []
     for command in ("history", "quota"):
@@ -216,7 +220,9 @@ async def probe(
     times = []
     for _ in range(count):
         sent = time.monotonic()
-        interaction = await discord.send_interaction(command, user_id=user_id, guild_id=guild_id)
+        interaction = await discord.send_interaction(
+            command, PROBE_OPTIONS.get(command, {}), user_id=user_id, guild_id=guild_id
+        )
 
         def answered(rec: RecordedRequest, token: str = interaction.token) -> bool:
             if token not in rec.path or rec.status >= 300:
