@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.imagine",
     "cogs.results",
+    "cogs.cancel",
     "cogs.quota",
     "cogs.history",
     "cogs.moderation",

@@ -122,6 +122,7 @@ class FailureKind(enum.StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     REFERENCE_FAILED = "reference_failed"  # kie.ai could not take the reference image
     CONTENT_FILTERED = "content_filtered"  # kie.ai's safety filter blocked the image
+    CANCELLED = "cancelled"  # the member cancelled it before it reached kie.ai
     INTERNAL = "internal"
 
 
@@ -386,6 +387,16 @@ class JobService:
         keep(finishing)
         await asyncio.shield(finishing)
         return kind
+
+    async def cancel(self, job_id: int, by_user: int) -> bool:
+        """End a job kie.ai has not seen yet and give its units back; True only for the call
+        that did. The ledger's conditional transition decides against a racing submission or
+        a second press; the winner frees the job's place in the line at once."""
+        if not await self._ledger.cancel(job_id, f"{FailureKind.CANCELLED.value}: by {by_user}"):
+            return False
+        self.run_queue.leave(job_id)
+        log.info("job %s cancelled by %s before submission; refunded", job_id, by_user)
+        return True
 
     async def mark_result_deleted(self, job_id: int) -> None:
         """The message that showed the job's image is gone (the Delete button)."""

@@ -176,6 +176,7 @@ def _calls(history: History) -> dict[str, Call]:
         ),
         "recent_jobs": lambda s: s.jobs.recent_jobs(user, guild, 10),
         "refund": on_job(lambda s, i: s.jobs.refund(i, "test")),
+        "cancel": on_job(lambda s, i: s.jobs.cancel(i, "cancelled")),
         "set_input_url": on_job(lambda s, i: s.jobs.set_input_url(i, "https://x/in.png")),
         "set_job_credits": on_job(lambda s, i: s.jobs.set_job_credits(i, 14.0)),
         "mark_result_deleted": on_job(lambda s, i: s.jobs.mark_result_deleted(i)),

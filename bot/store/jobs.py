@@ -557,6 +557,12 @@ class SqliteJobLedger:
         )
         return [_job(row) for row in rows]
 
+    async def cancel(self, job_id: int, reason: str) -> bool:
+        """Refund a job kie.ai has not seen, in one conditional UPDATE: only from `reserved`,
+        so it and `begin_submit` (reserved → submitting) cannot both succeed, and two presses
+        refund once. True only for the call that cancelled it."""
+        return await self._transition(job_id, (JobState.RESERVED,), JobState.REFUNDED, error=reason)
+
     async def refund(self, job_id: int, reason: str) -> bool:
         """Give the units back. True only for the call that actually refunded."""
         return await self._transition(job_id, OPEN_STATES, JobState.REFUNDED, error=reason)

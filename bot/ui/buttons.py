@@ -60,3 +60,41 @@ def result_view(job_id: int) -> discord.ui.View:
     for action in ResultAction:
         view.add_item(ResultButton(action, job_id))
     return view
+
+
+# --- Cancel, on a reply that is still waiting -----------------------------------------------------
+
+CANCEL_ID = re.compile(r"imagine:cancel:(?P<job_id>[0-9]{1,19})")
+
+
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CANCEL_ID.pattern):
+    """✖ Cancel on a waiting or queued reply; it names the (first) job of the request."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel",
+                emoji="✖",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"imagine:cancel:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> CancelButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction.client.dispatch("cancel_button", interaction, self.job_id)
+
+
+def cancel_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view

@@ -216,6 +216,19 @@ def failure_embed(failure: Failure, prompt: str, units_refunded: int) -> discord
     return embed
 
 
+def cancelled_embed(prompt: str, units_refunded: int, still_coming: int = 0) -> discord.Embed:
+    """The reply once Cancel was pressed in time: the job (or the batch's waiting ones) ended."""
+    embed = _prompt_embed("✖ Cancelled", prompt, COLOUR_FAILED)
+    text = f"Nothing was sent to kie.ai. Your {units(units_refunded)} went back."
+    if still_coming:
+        text += (
+            f" {still_coming} image{'s' if still_coming != 1 else ''} of this request had already"
+            " started and will still be delivered."
+        )
+    embed.add_field(name="Quota", value=text, inline=False)
+    return embed
+
+
 def paused_embed(prompt: str) -> discord.Embed:
     embed = _prompt_embed("⏸️ The bot is restarting…", prompt, COLOUR_WORKING)
     embed.add_field(
@@ -411,6 +424,24 @@ def history_embed(jobs: list[Job]) -> discord.Embed:
 
 def result_unknown() -> str:
     return "The bot has no record of this image any more, so this button can't do anything."
+
+
+def cancel_not_allowed(requester_id: int) -> str:
+    return (
+        f"Only <@{requester_id}>, who asked for this image, or a member who can manage messages "
+        "can cancel it."
+    )
+
+
+def cancel_too_late() -> str:
+    return (
+        "Too late to cancel: kie.ai already has this image and it is paid for. It will be "
+        "delivered here."
+    )
+
+
+def already_cancelled() -> str:
+    return "This request was already cancelled or has finished. Nothing more was changed."
 
 
 def delete_not_allowed(requester_id: int) -> str:

@@ -24,10 +24,10 @@ import discord
 
 from bot.domain import DeliveryRoute, Job
 from bot.images import Reencoder
-from bot.jobs import Delivery, DeliveryError, Failure, Finished, Progress
+from bot.jobs import Delivery, DeliveryError, Failure, Finished, Phase, Progress
 from bot.ui import messages
 from bot.ui.audit import AuditLog
-from bot.ui.buttons import result_view
+from bot.ui.buttons import cancel_view, result_view
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ TOKEN_LIFETIME = 15 * 60.0
 # Stop using a token a little early: a request sent at 14:59 may arrive after 15:00.
 TOKEN_MARGIN = 30.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# Phases in which the job has not reached kie.ai: its reply carries a Cancel button.
+CANCELLABLE = frozenset({Phase.WAITING, Phase.QUEUED, Phase.PAUSED})
 # Discord error codes that mean "this reply cannot be edited any more".
 _REPLY_GONE_CODES = {10008, 10015, 50027}
 
@@ -67,8 +69,8 @@ class DiscordReply:
         )
         self._reply_usable = self._webhook is not None
         self._last_edit = float("-inf")
-        self._shown: dict[str, Any] | None = None
-        self._pending: discord.Embed | None = None
+        self._shown: tuple[dict[str, Any], bool] | None = None
+        self._pending: tuple[discord.Embed, bool] | None = None  # the embed; Cancel shown
         self._flusher: asyncio.Task[None] | None = None
         self._editing = False
         self._outcome_started = False
@@ -79,7 +81,8 @@ class DiscordReply:
         if not self._token_alive():
             return  # no live reply to update; the outcome will be posted
         job = self._job
-        self._pending = messages.progress_embed(progress, job)
+        # Cancel only while kie.ai has not got the job: after that the image is paid for.
+        self._pending = (messages.progress_embed(progress, job), progress.phase in CANCELLABLE)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
 
@@ -89,13 +92,18 @@ class DiscordReply:
             wait = self._last_edit + self._min_interval - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            embed, self._pending = self._pending, None
-            if embed is None or dict(embed.to_dict()) == self._shown:
+            pending, self._pending = self._pending, None
+            if pending is None:
+                continue
+            embed, cancellable = pending
+            shown = (dict(embed.to_dict()), cancellable)
+            if shown == self._shown:
                 continue
             self._editing = True
             try:
-                await self._edit_reply(embed=embed)
-                self._shown = dict(embed.to_dict())
+                view = cancel_view(self._job.id) if cancellable else discord.ui.View()
+                await self._edit_reply(embed=embed, view=view)
+                self._shown = shown
             except discord.HTTPException as error:
                 log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
                 self._note_reply_error(error)
@@ -112,6 +120,11 @@ class DiscordReply:
         if not self._editing:
             flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """The job was cancelled: nothing more is shown from here (the press answers)."""
+        self._outcome_started = True
+        await self._stop_progress()
 
     async def show_paused(self) -> None:
         """Tell a waiting member the bot is restarting and their image is not lost."""
