@@ -146,6 +146,11 @@ class NewJob:
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
     spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
+    count: int = 1  # images asked for: one job each, `units` each, charged all or none
+
+    @property
+    def total_units(self) -> int:
+        return self.units * self.count
 
 
 @dataclass(eq=False)
@@ -189,6 +194,13 @@ class Job:
     deleted_at: float | None = None  # when the result message was deleted with its button
     spoiler: bool = False
     credits: float | None = None  # what kie.ai charged, when it said so
+    batch_id: int | None = None  # several images asked at once: the first job's id
+    batch_index: int = 0  # this job's place in its batch, from 0
+    batch_size: int = 1  # images in the batch (1: a single image, no batch)
+
+    @property
+    def in_batch(self) -> bool:
+        return self.batch_size > 1
 
 
 class OverLimit(enum.StrEnum):

@@ -58,14 +58,22 @@ class CancelCog(commands.Cog):
             await private(interaction, text)
             return
         still_coming = len(await self._still_open(jobs))
-        embed = messages.cancelled_embed(job.image.prompt, refunded, still_coming)
+        if still_coming:
+            # Part of a batch goes on: the reply will show its images, so the answer is private
+            # (an edit here could land after the images and hide them).
+            text = messages.batch_partly_cancelled(refunded, still_coming)
+            await private(interaction, text)
+            return
+        embed = messages.cancelled_embed(job.image.prompt, refunded)
         # The reply the button is on: the press's own answer, so it works whatever the age of
         # the original interaction's token. Its buttons go with it.
         await interaction.response.edit_message(embed=embed, view=None)
 
     async def _request_jobs(self, job: Job) -> list[Job]:
-        """The jobs one press cancels: the job itself (a batch: all of them)."""
-        return [job]
+        """The jobs one press cancels: the job itself (a batch: every one still waiting)."""
+        if job.batch_id is None:
+            return [job]
+        return await self.bot.storage.jobs.batch_jobs(job.batch_id)
 
     async def _still_open(self, jobs: list[Job]) -> list[Job]:
         found = [await self.bot.storage.jobs.get_job(job.id) for job in jobs]

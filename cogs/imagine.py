@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_COUNT = 4  # images per request: one message holds their buttons in two rows of 4
+
 _RATIO_NAMES = {
     "1:1": "1:1 square",
     "4:3": "4:3 landscape",
@@ -56,6 +58,7 @@ class ImagineCog(commands.Cog):
         aspect_ratio="The shape of the image. Default: 1:1, or auto with a reference image.",
         resolution="1K (default) or 2K, sharper but costs more of your daily quota (see /quota).",
         image="A reference image to start from (JPEG, PNG or WebP, up to 10 MB).",
+        count="How many images (1-4, default 1); each is charged like one image.",
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
@@ -71,6 +74,7 @@ class ImagineCog(commands.Cog):
         aspect_ratio: str | None = None,
         resolution: str = "1K",
         image: discord.Attachment | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
     ) -> None:
         # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
@@ -87,6 +91,7 @@ class ImagineCog(commands.Cog):
             image=asked,
             reply=reply_target(interaction),
             role_ids=role_ids(interaction),
+            count=count,
         )
         await self.bot.generation.request(request, InteractionRequester(interaction))
 

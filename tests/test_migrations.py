@@ -126,8 +126,14 @@ EXPECTED_SCHEMA = {
             "submitted_at REAL, delivered_via TEXT, result_url TEXT, reference_url TEXT, "
             "input_url TEXT, origin TEXT NOT NULL DEFAULT 'command', parent_job_id INTEGER, "
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
-            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL)"
+            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, batch_id INTEGER, "
+            "batch_index INTEGER NOT NULL DEFAULT 0, batch_size INTEGER NOT NULL DEFAULT 1)"
         ),
+    ),
+    (
+        "index",
+        "jobs_batch",
+        "CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL",
     ),
     ("table", "meta", "CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )"),
     (
