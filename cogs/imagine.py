@@ -81,6 +81,8 @@ class ImagineCog(commands.Cog):
         if aspect_ratio is None:
             aspect_ratio = AUTO_ASPECT_RATIO if image is not None else "1:1"
         asked = _image_request(prompt, aspect_ratio, resolution, image)
+        if not 1 <= count <= MAX_COUNT:  # Discord enforces the range; a forged interaction may not
+            asked = messages.option_not_offered()
         if isinstance(asked, str):
             await private(interaction, asked)
             return

@@ -256,3 +256,56 @@ async def test_a_batch_interrupted_by_a_restart_is_delivered_once_with_every_ima
     assert len(ready_edits(fake_discord, interaction)) == 1, "delivered once"
     assert await after.units_charged() == 2
     assert await after.job_states() == {"delivered": 2}
+
+
+async def test_count_is_an_option_from_1_to_4_and_a_forged_count_is_refused_privately(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    (imagine,) = [c for c in fake_discord.synced_commands[None] if c["name"] == "imagine"]
+    (count,) = [o for o in imagine["options"] if o["name"] == "count"]
+    assert (count["type"], count["min_value"], count["max_value"]) == (4, 1, 4)
+    assert not count.get("required", False)
+
+    interaction = await fake_discord.send_interaction(
+        "imagine", {"prompt": PROMPT, "count": 9}, user_id=MEMBER
+    )
+    answer = await final_answer(fake_discord, interaction)
+    assert is_private(answer) and first_answer_is_private(fake_discord, interaction)
+    assert await running.units_charged() == 0
+    assert fake_kie.calls_to(CREATE) == []
+
+
+async def test_cancelling_the_last_waiting_image_sends_the_batch_of_those_already_made(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    # kie.ai's submission limit (1 per 4 s here) holds the second image in line, cancellable,
+    # while the first is made and waits for it.
+    running = await start_bot(submit_limit=(1, 4.0), poll_interval=POLL)
+    fake_kie.script_next(TaskScript(states=["generating", "success"], step_seconds=0.05))
+    interaction = await fake_discord.send_interaction(
+        "imagine", {"prompt": PROMPT, "count": 2}, user_id=MEMBER
+    )
+
+    async def first_is_made() -> bool:
+        states = await running.storage.jobs.count_by_state()
+        return states.get(JobState.DELIVERING, 0) == 1
+
+    await eventually(first_is_made, timeout=10)
+    await fake_discord.wait_for_request(
+        lambda r: is_original_edit(r, interaction) and "imagine:cancel:" in str(r.json)
+    )
+    message = fake_discord.original_message(interaction)
+    assert message is not None
+    (cancel_id,) = [c for c in custom_ids(message) if c.startswith("imagine:cancel:")]
+    press = await fake_discord.press_button(message["id"], cancel_id, user_id=MEMBER)
+    answer = await final_answer(fake_discord, press)
+    assert is_private(answer) and "1 unit went back" in answer_text(answer)
+
+    final = await outcome(fake_discord, interaction)
+    assert embed_title(final) == "🖼️ Your image is ready"
+    assert "1 of 2 could not be made; their 1 unit went back" in str(embed_of(final))
+    assert await running.job_states() == {"delivered": 1, "refunded": 1}
+    assert await running.units_charged() == 1
+    await nothing_else_happens(fake_discord, fake_kie, within=0.3)
+    assert len(fake_kie.calls_to(CREATE)) == 1

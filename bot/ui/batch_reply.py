@@ -26,6 +26,7 @@ class _Shared:
     reply: DiscordReply
     progress: dict[int, Progress] = field(default_factory=dict)  # job id -> its latest
     members: set[int] = field(default_factory=set)  # job ids still reporting
+    paused_shown: bool = False  # the restart notice, once for the whole batch
 
 
 class BatchReplies:
@@ -82,7 +83,9 @@ class BatchMemberReply:
         await self._shared.reply.fail(failure)  # not used: batches report failures whole
 
     async def show_paused(self) -> None:
-        await self._shared.reply.show_paused()
+        if not self._shared.paused_shown:
+            self._shared.paused_shown = True
+            await self._shared.reply.show_paused()
 
     async def stop(self) -> None:
         """This job was cancelled: the reply shows the others (or stops, if none is left)."""
