@@ -31,7 +31,7 @@ from bot.generation import Generation
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
 from bot.history import History
 from bot.images import Reencoder
-from bot.job_tasks import JobRunner
+from bot.job_tasks import JobReply, JobRunner
 from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
 from bot.kie.credits import CreditWatch
@@ -50,6 +50,7 @@ from bot.store import DatabaseTooNew, Storage, open_storage
 from bot.tray import ReferenceTray
 from bot.ui import messages
 from bot.ui.audit import AuditLog
+from bot.ui.batch_reply import BatchReplies
 from bot.ui.reply import DiscordReply
 from bot.webhook import WebhookServer
 
@@ -205,7 +206,7 @@ def build_bot(
     )
     reencoder = reencoder or Reencoder()  # shared by every job's reply
 
-    def reply_for(job: Job) -> DiscordReply:
+    def discord_reply(job: Job) -> DiscordReply:
         return DiscordReply(
             bot,
             job,
@@ -213,6 +214,11 @@ def build_bot(
             audit=audit,
             reencoder=reencoder,
         )
+
+    batch_replies = BatchReplies(discord_reply)  # the jobs of a batch share one reply
+
+    def reply_for(job: Job) -> JobReply:
+        return batch_replies.member(job) if job.in_batch else discord_reply(job)
 
     runner = JobRunner(
         jobs, credits, alerts, reply_for=reply_for, low_credits_text=messages.low_credits_alert

@@ -38,6 +38,7 @@ EXTENSIONS = (
     "cogs.imagine",
     "cogs.references",
     "cogs.results",
+    "cogs.cancel",
     "cogs.quota",
     "cogs.history",
     "cogs.moderation",

@@ -182,6 +182,11 @@ class NewJob:
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
     spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
+    count: int = 1  # images asked for: one job each, `units` each, charged all or none
+
+    @property
+    def total_units(self) -> int:
+        return self.units * self.count
 
 
 @dataclass(eq=False)
@@ -228,6 +233,13 @@ class Job:
     image_url: str | None = None  # kie.ai's link the image was downloaded from (/history Show)
     delivered_at: float | None = None  # when it was delivered: how old kie.ai's copy is
     forgotten_at: float | None = None  # when the member had its words and links forgotten
+    batch_id: int | None = None  # several images asked at once: the first job's id
+    batch_index: int = 0  # this job's place in its batch, from 0
+    batch_size: int = 1  # images in the batch (1: a single image, no batch)
+
+    @property
+    def in_batch(self) -> bool:
+        return self.batch_size > 1
 
 
 class OverLimit(enum.StrEnum):

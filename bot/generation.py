@@ -71,6 +71,7 @@ class Requester(Protocol):
 @dataclass(frozen=True)
 class Admitted:
     job: Job  # charged and running; the acknowledged reply becomes its reply
+    jobs: tuple[Job, ...] = ()  # every job of the request (several images: a batch)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ class Generation:
             channel_id=request.channel_id,
             role_ids=request.role_ids,
             prompt=request.image.prompt,
-            units=self._quota.costs.of(request.image),
+            # Every image of the request counts up front: all of them fit, or none is made.
+            units=self._quota.costs.of(request.image) * request.count,
         )
         # This request's place among the member's commands, taken before the checks: the
         # checks of their later commands count it (see `JobLedger.over_limit`), so a member
@@ -163,19 +165,21 @@ class Generation:
                 except BaseException:
                     # No public reply: the job, charged or about to be, still runs (its reply
                     # falls back to the channel), so its units are delivered or refunded.
-                    job = await asyncio.shield(charging)
-                    if not isinstance(job, OverLimit):
-                        self._runner.start(job)
+                    jobs = await asyncio.shield(charging)
+                    if not isinstance(jobs, OverLimit):
+                        for job in jobs:
+                            self._runner.start(job)
                     raise
         except BaseException:
             self._jobs.release(hold)  # no-op once the charge was asked for
             raise
-        job = await charging
-        if isinstance(job, OverLimit):  # someone else's charge got there first
-            over = await self._admission.over_limit(asker, job)
+        jobs = await charging
+        if isinstance(jobs, OverLimit):  # someone else's charge got there first
+            over = await self._admission.over_limit(asker, jobs)
             return await self._refuse(asker, over, requester)
-        self._runner.start(job)
-        return Admitted(job)
+        for job in jobs:
+            self._runner.start(job)
+        return Admitted(jobs[0], tuple(jobs))
 
     async def _check(
         self, asker: Asker, hold: Hold, requester: Requester, arrived: float
@@ -192,7 +196,7 @@ class Generation:
 
     async def _charge(
         self, request: JobRequest, requester: Requester, hold: Hold
-    ) -> Job | OverLimit:
+    ) -> list[Job] | OverLimit:
         try:
             restricted = await requester.age_restricted()
             request = dataclasses.replace(request, age_restricted=restricted)

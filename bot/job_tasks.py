@@ -27,6 +27,10 @@ class JobReply(JobReporter, Protocol):
 
     async def show_paused(self) -> None: ...
 
+    async def stop(self) -> None:
+        """Show nothing more: the job ended elsewhere (cancelled)."""
+        ...
+
 
 class JobRunner:
     """Runs jobs in the background and owns their tasks, from start to shutdown.
@@ -85,6 +89,22 @@ class JobRunner:
         task = asyncio.create_task(self._run(job, reply), name=f"job-{job.id}")
         self._running[task] = (job.id, reply)
         task.add_done_callback(self._forget)
+
+    async def cancel(self, job_id: int, by_user: int) -> bool:
+        """Cancel a job kie.ai has not seen yet: refunded, out of the line, its task stopped
+        and its reply silenced. False when it was already submitted, finished or cancelled
+        (the ledger decides, atomically, against a racing submission or a second press)."""
+        if not await self._jobs.cancel(job_id, by_user):
+            return False
+        for task, (running_id, reply) in list(self._running.items()):
+            if running_id == job_id:
+                # Safe: the job can no longer reach kie.ai (it is not "reserved" any more), so
+                # the task is waiting in line, for its turn or on a pause, or is about to learn
+                # that its claim failed.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await reply.stop()
+        return True
 
     def keep_finishing(self, task: asyncio.Task[None]) -> None:
         """Hold a refund in progress until it ends (`drain` waits for these)."""

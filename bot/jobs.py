@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.batches import Batches, BatchOutcome
 from bot.domain import (
     DeliveryRoute,
     Hold,
@@ -125,6 +126,7 @@ class FailureKind(enum.StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     REFERENCE_FAILED = "reference_failed"  # kie.ai could not take the reference image
     CONTENT_FILTERED = "content_filtered"  # kie.ai's safety filter blocked the image
+    CANCELLED = "cancelled"  # the member cancelled it before it reached kie.ai
     INTERNAL = "internal"
 
 
@@ -150,6 +152,7 @@ class JobRequest:
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
     age_restricted: bool = False  # asked in an age-restricted channel (or a thread of one)
+    count: int = 1  # images asked for (1-4): one job each, charged all or none
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,10 @@ class JobReporter(Protocol):
         ...
 
     async def fail(self, failure: Failure) -> None: ...
+
+    async def deliver_batch(self, outcome: BatchOutcome) -> Delivery:
+        """Show a batch's images in one message (or its failure, when none was made)."""
+        ...
 
 
 class JobTaken(Exception):
@@ -280,6 +287,7 @@ class JobService:
         self._clock = clock
         self._gate = gate or PauseGate()
         self._alert_operator = alert_operator
+        self.batches = Batches(ledger)  # requests for several images, delivered together
         self._allow_nsfw = allow_nsfw  # ALLOW_NSFW: may servers ever turn kie.ai's filter off
         # Bounds memory: at most this many images are downloaded or uploaded at once.
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
@@ -288,21 +296,21 @@ class JobService:
     def hold(self, request: JobRequest) -> Hold:
         """Count the units `request` will cost in every check from now, until its charge is
         asked for (`reserve` with this hold) or the hold is released (`release`)."""
-        units = self._quota.costs.of(request.image)
+        units = self._quota.costs.of(request.image) * request.count
         return self._ledger.hold(request.user_id, request.guild_id, self._quota.today(), units)
 
     def release(self, hold: Hold) -> None:
         self._ledger.release(hold)
 
-    async def reserve(self, request: JobRequest, hold: Hold | None = None) -> Job | OverLimit:
-        """Charge the units for `request`, or say which limit (member quota, server budget) it
-        would exceed."""
+    async def reserve(self, request: JobRequest, hold: Hold | None = None) -> list[Job] | OverLimit:
+        """Charge the units for `request` (each of its images, all or none) and return its
+        jobs, or say which limit (member quota, server budget) it would exceed."""
         image = request.image
         policy = await self._quota.policy(request.guild_id)
         # kie.ai's filter is off only where the operator, the server and the channel all allow
         # adult content; spoilers are the server's wish for its age-restricted channels.
         unfiltered = self._allow_nsfw and policy.nsfw_allowed and request.age_restricted
-        return await self._ledger.reserve(
+        return await self._ledger.reserve_batch(
             NewJob(
                 user_id=request.user_id,
                 guild_id=request.guild_id,
@@ -314,6 +322,7 @@ class JobService:
                 origin=request.origin,
                 parent_job_id=request.parent_job_id,
                 spoiler=request.age_restricted and policy.nsfw_spoiler,
+                count=request.count,
             ),
             await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
             hold,
@@ -368,7 +377,11 @@ class JobService:
             info = await self._wait(job, task_id)
             async with self._transfers:
                 image, result_url = await self._download(job, info)
-                await self._deliver(job, task_id, image, reporter, result_url)
+                if not job.in_batch:
+                    await self._deliver(job, task_id, image, reporter, result_url)
+            if job.in_batch:
+                # Outside the transfer slots and the line: it may wait for its siblings.
+                await self._deliver_in_batch(job, image, reporter, result_url)
             return None
         except JobTaken:
             log.error("job %s changed state under this run; leaving it alone", job.id)
@@ -397,6 +410,19 @@ class JobService:
         keep(finishing)
         await asyncio.shield(finishing)
         return kind
+
+    async def cancel(self, job_id: int, by_user: int) -> bool:
+        """End a job kie.ai has not seen yet and give its units back; True only for the call
+        that did. The ledger's conditional transition decides against a racing submission or
+        a second press; the winner frees the job's place in the line at once."""
+        if not await self._ledger.cancel(job_id, f"{FailureKind.CANCELLED.value}: by {by_user}"):
+            return False
+        self.run_queue.leave(job_id)
+        log.info("job %s cancelled by %s before submission; refunded", job_id, by_user)
+        job = await self._ledger.get_job(job_id)
+        if job is not None and job.in_batch:
+            self.batches.cancelled(job)
+        return True
 
     async def mark_result_deleted(self, job_id: int) -> None:
         """The message that showed the job's image is gone (the Delete button)."""
@@ -466,6 +492,28 @@ class JobService:
             task_id,
             finished.elapsed,
         )
+
+    async def _deliver_in_batch(
+        self, job: Job, image: DownloadedImage, reporter: JobReporter, result_url: str
+    ) -> None:
+        """Hand the image to its batch, which is sent as one message once every job of it
+        has finished; the batch marks its jobs delivered."""
+        # kie.ai's link is kept now: the batch marks its jobs delivered together, later.
+        if not await self._ledger.begin_delivery(job.id, image_url=result_url):
+            raise JobTaken
+        # Its place among the member's running jobs is free while it waits for the others:
+        # a waiting sibling must be able to start (with a limit of 1 it would wait forever).
+        self.run_queue.leave(job.id)
+        finished = Finished(
+            job, image, self._clock() - job.created_at, await self._quota_after(job)
+        )
+        try:
+            delivery = await self.batches.finished(finished, reporter)
+        except DeliveryError as error:
+            log.warning("job %s: could not deliver its batch: %s", job.id, error)
+            raise JobFailed(FailureKind.DELIVERY_FAILED) from None
+        if delivery is not None:
+            log.info("job %s delivered in batch %s by %s", job.id, job.batch_id, delivery.via)
 
     async def _quota_after(self, job: Job) -> QuotaStatus:
         limit = job.quota_limit if job.quota_limit is not None else self._quota.daily_limit
@@ -634,8 +682,13 @@ class JobService:
         else:
             log.warning("job %s failed and was refunded: %s", job.id, reason)
         quota = await self._quota_after(job)
+        failure = Failure(kind, quota, detail, operator_alerted=alerted)
         try:
-            await reporter.fail(Failure(kind, quota, detail, operator_alerted=alerted))
+            if job.in_batch:
+                # Told with the batch: one message once every image of it has finished.
+                await self.batches.failed(job, failure, reporter)
+                return
+            await reporter.fail(failure)
         except Exception:
             log.exception("job %s: could not tell the user about the failure", job.id)
 

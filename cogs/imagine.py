@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_COUNT = 4  # images per request: one message holds their buttons in two rows of 4
+
 _RATIO_NAMES = {
     "1:1": "1:1 square",
     "4:3": "4:3 landscape",
@@ -72,6 +74,7 @@ class ImagineCog(commands.Cog):
         image3="A third reference image.",
         image4="A fourth reference image.",
         model="Flux-2 flex or pro (see /quota for what each costs). Default: the server's choice.",
+        count="How many images (1-4, default 1); each is charged like one image.",
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
@@ -92,6 +95,7 @@ class ImagineCog(commands.Cog):
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
         model: str | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
     ) -> None:
         # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
@@ -109,6 +113,8 @@ class ImagineCog(commands.Cog):
             model = await self.bot.quota.default_model(interaction.guild_id)
         urls = tuple(file.url for file in attached.values())
         asked = _image_request(prompt, aspect_ratio, resolution, model, urls, tray)
+        if not 1 <= count <= MAX_COUNT:  # Discord enforces the range; a forged interaction may not
+            asked = messages.option_not_offered()
         if isinstance(asked, str):
             await private(interaction, asked)
             return
@@ -119,6 +125,7 @@ class ImagineCog(commands.Cog):
             image=asked,
             reply=reply_target(interaction),
             role_ids=role_ids(interaction),
+            count=count,
         )
         outcome = await self.bot.generation.request(request, InteractionRequester(interaction))
         if isinstance(outcome, Admitted):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -34,8 +35,9 @@ from bot.kie import (
 )
 from bot.options import OptionsError, parse_options
 from bot.ui import messages
-from bot.ui.buttons import ResultAction, ResultButton
+from bot.ui.buttons import ResultAction, ResultButton, result_view
 from bot.ui.edit_form import FORM_TEXT_LIMIT, EditSubmission, edit_form, read_submission
+from bot.ui.reply import NO_PINGS
 from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
 
 if TYPE_CHECKING:
@@ -72,6 +74,9 @@ class ResultsCog(commands.Cog):
                 await self._delete(interaction, job)
         elif action is ResultAction.EDIT:
             await self._open_form(interaction, job)
+        elif action is ResultAction.USE:
+            if await self.bot.gate_passed(interaction):
+                await self._use(interaction, job)
         elif action is ResultAction.REROLL:
             await self._again(interaction, job, Origin.REROLL)
         else:
@@ -146,6 +151,28 @@ class ResultsCog(commands.Cog):
                     await interaction.message.delete()
         await self.bot.admin_events.result_deleted(job, interaction.guild_id, interaction.user.id)
 
+    async def _use(self, interaction: discord.Interaction[ImagineBot], job: Job) -> None:
+        """A batch's image posted alone, as a normal result with the usual buttons."""
+        if interaction.user.id != job.user_id and not (
+            interaction.guild_id is not None and interaction.permissions.manage_messages
+        ):
+            await private(interaction, messages.use_not_allowed(job.user_id))
+            return
+        attachment = _result_image(interaction.message, job.id)
+        if attachment is None:
+            await private(interaction, messages.nothing_to_use())
+            return
+        await interaction.response.defer(thinking=True)
+        data = await attachment.read()
+        file = discord.File(io.BytesIO(data), filename=attachment.filename)
+        shown = "" if attachment.is_spoiler() else attachment.filename
+        await interaction.followup.send(
+            embed=messages.used_embed(job, shown),
+            file=file,
+            view=result_view(job.id),
+            allowed_mentions=NO_PINGS,
+        )
+
     async def _again(
         self, interaction: discord.Interaction[ImagineBot], parent: Job, origin: Origin
     ) -> None:
@@ -154,7 +181,7 @@ class ResultsCog(commands.Cog):
             await private(interaction, messages.reference_expired())
             return
         if origin is Origin.VARY:
-            attachment = _result_image(interaction.message)
+            attachment = _result_image(interaction.message, parent.id)
             if attachment is None:
                 await private(interaction, messages.nothing_to_vary())
                 return
@@ -201,13 +228,15 @@ def _reference_expired(job: Job) -> bool:
     return time.time() - job.created_at > REFERENCE_LIFETIME - 3600
 
 
-def _result_image(message: discord.Message | None) -> discord.Attachment | None:
+def _result_image(message: discord.Message | None, job_id: int) -> discord.Attachment | None:
+    """The job's image on the message: in a batch's message, the one named after the job."""
     if message is None:
         return None
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/"):
+    images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+    for attachment in images:
+        if attachment.filename.removeprefix("SPOILER_").startswith(f"imagine-{job_id}."):
             return attachment
-    return None
+    return images[0] if len(images) == 1 else None
 
 
 async def setup(bot: ImagineBot) -> None:

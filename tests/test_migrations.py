@@ -128,7 +128,8 @@ EXPECTED_SCHEMA = {
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
             "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, more_reference_urls TEXT, "
             "more_input_urls TEXT, image_url TEXT, delivered_at REAL, forgotten_at REAL, "
-            "model TEXT NOT NULL DEFAULT 'flex')"
+            "model TEXT NOT NULL DEFAULT 'flex', batch_id INTEGER, "
+            "batch_index INTEGER NOT NULL DEFAULT 0, batch_size INTEGER NOT NULL DEFAULT 1)"
         ),
     ),
     (
@@ -144,6 +145,11 @@ EXPECTED_SCHEMA = {
         "index",
         "reference_tray_added",
         "CREATE INDEX reference_tray_added ON reference_tray (added_at)",
+    ),
+    (
+        "index",
+        "jobs_batch",
+        "CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL",
     ),
     ("table", "meta", "CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )"),
     (

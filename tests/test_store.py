@@ -273,3 +273,24 @@ async def test_daily_totals_and_top_members(store: Storage) -> None:
         MemberTotals(1, delivered=1, units=2),
         MemberTotals(2, delivered=0, units=1),
     ]
+
+
+async def test_a_cancel_racing_the_submission_lets_exactly_one_win(store: Storage) -> None:
+    """Cancel (reserved → refunded) and begin_submit (reserved → submitting) are conditional
+    on the same state: whatever the interleaving, one succeeds, and a job is either refunded
+    and never sent, or sent and charged."""
+    day = "2026-11-27"
+    for _ in range(20):
+        job = await store.jobs.reserve(_job(day=day), SpendLimits(1000))
+        assert not isinstance(job, OverLimit)
+        cancelled, submitted, again = await asyncio.gather(
+            store.jobs.cancel(job.id, "cancelled"),
+            store.jobs.begin_submit(job.id),
+            store.jobs.cancel(job.id, "cancelled"),
+        )
+        assert [cancelled or again, submitted].count(True) == 1
+        assert not (cancelled and again), "two presses never refund twice"
+        after = await store.jobs.get_job(job.id)
+        assert after is not None
+        expected = JobState.SUBMITTING if submitted else JobState.REFUNDED
+        assert after.state is expected

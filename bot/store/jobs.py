@@ -75,6 +75,9 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
     "image_url": _same,
     "delivered_at": _same,
     "forgotten_at": _same,
+    "batch_id": _same,
+    "batch_index": _same,
+    "batch_size": _same,
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
@@ -171,6 +174,7 @@ def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
         "parent_job_id": job.parent_job_id,
         "quota_limit": limits.member,
         "spoiler": job.spoiler,
+        "batch_size": job.count,
     }
 
 
@@ -240,7 +244,7 @@ class _Waiting:
     job: NewJob
     limits: SpendLimits
     row: dict[str, object]
-    result: asyncio.Future[Job | OverLimit] = field(
+    result: asyncio.Future[list[Job] | OverLimit] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -262,12 +266,12 @@ class _Uncommitted:
     def remember(self, key: _Waiting, charge: NewJob) -> None:
         if key not in self._counted:
             self._counted[key] = charge
-            self._change(charge, charge.units)
+            self._change(charge, charge.total_units)
 
     def forget(self, key: _Waiting) -> None:
         charge = self._counted.pop(key, None)
         if charge is not None:
-            self._change(charge, -charge.units)
+            self._change(charge, -charge.total_units)
 
     def hold(self, hold: Hold) -> None:
         self._holds.setdefault((hold.day, hold.user_id, hold.guild_id), {})[hold] = None
@@ -310,7 +314,7 @@ class _Uncommitted:
 
 def _settle(
     group: list[_Waiting],
-    results: list[Job | OverLimit] | None,
+    results: list[list[Job] | OverLimit] | None,
     error: BaseException | None,
     uncommitted: _Uncommitted,
 ) -> None:
@@ -412,7 +416,15 @@ class SqliteJobLedger:
     async def reserve(
         self, job: NewJob, limits: SpendLimits, hold: Hold | None = None
     ) -> Job | OverLimit:
-        """Charge `job.units` and record the job, if it stays within every limit of the day:
+        """`reserve_batch` for one image: the job, or the limit it would exceed."""
+        jobs = await self.reserve_batch(job, limits, hold)
+        return jobs if isinstance(jobs, OverLimit) else jobs[0]
+
+    async def reserve_batch(
+        self, job: NewJob, limits: SpendLimits, hold: Hold | None = None
+    ) -> list[Job] | OverLimit:
+        """Charge `job.units` for each of `job.count` images and record one job each (a batch
+        when more than one), all or none, if they stay within every limit of the day:
         the member's (plus grants, under the operator's ceiling), the server's budget and cap,
         and the operator's total. Returns once the charge is committed (durable), or with the
         limit it would exceed.
@@ -462,23 +474,38 @@ class SqliteJobLedger:
                 raise
             _settle(group, results, None, self._uncommitted)
 
-    async def _charge(self, group: list[_Waiting]) -> list[Job | OverLimit]:
+    async def _charge(self, group: list[_Waiting]) -> list[list[Job] | OverLimit]:
         """One IMMEDIATE transaction: each charge checked in order against the day's sums,
         which include the charges before it in the group, then inserted; no other writer can
         charge in between, so any number of simultaneous commands cannot overspend a limit."""
-        outcomes: list[int | OverLimit] = []
+        outcomes: list[list[int] | OverLimit] = []
         try:
             async with self._db.transaction() as db:
                 for waiting in group:
                     job, limits = waiting.job, waiting.limits
                     sums = await self._sums(job.user_id, job.guild_id, job.day, limits)
-                    refusal = _over(sums, job.units, limits, job.guild_id)
+                    refusal = _over(sums, job.total_units, limits, job.guild_id)
                     if refusal is not None:
                         outcomes.append(refusal)
                         continue
-                    cursor = await db.execute(_insert("jobs", waiting.row), waiting.row)
-                    assert cursor.lastrowid is not None
-                    outcomes.append(cursor.lastrowid)
+                    ids: list[int] = []
+                    for index in range(job.count):
+                        row = waiting.row
+                        if index:
+                            # Each image is its own kie.ai task: its own nonce and callback.
+                            row = {
+                                **row,
+                                "batch_id": ids[0],
+                                "batch_index": index,
+                                "nonce": secrets.token_hex(10),
+                                "callback_token": secrets.token_urlsafe(24),
+                            }
+                        cursor = await db.execute(_insert("jobs", row), row)
+                        assert cursor.lastrowid is not None
+                        ids.append(cursor.lastrowid)
+                    if job.count > 1:
+                        await db.execute("UPDATE jobs SET batch_id = id WHERE id = ?", (ids[0],))
+                    outcomes.append(ids)
                 # The COMMIT is the next statement: from here a read may see these rows, so
                 # the checks stop adding them (counting them twice could refuse what fits).
                 for waiting in group:
@@ -488,14 +515,14 @@ class SqliteJobLedger:
                 self._uncommitted.remember(waiting, waiting.job)
             raise
         # Committed: only now may anyone see (and submit) these jobs.
-        ids = [outcome for outcome in outcomes if isinstance(outcome, int)]
+        ids = [i for outcome in outcomes if not isinstance(outcome, OverLimit) for i in outcome]
         found: dict[int, Job] = {}
         if ids:
             rows = await self._db.rows(
                 f"{_SELECT_JOBS} WHERE id IN ({', '.join('?' * len(ids))})", ids
             )
             found = {row["id"]: _job(row) for row in rows}
-        return [found[o] if isinstance(o, int) else o for o in outcomes]
+        return [o if isinstance(o, OverLimit) else [found[i] for i in o] for o in outcomes]
 
     async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
         """A member's charged units in one server (None: direct messages) on one day."""
@@ -545,6 +572,13 @@ class SqliteJobLedger:
         rows = await self._db.rows(f"{_SELECT_JOBS} WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
+    async def batch_jobs(self, batch_id: int) -> list[Job]:
+        """Every job of one request for several images, in their order."""
+        rows = await self._db.rows(
+            f"{_SELECT_JOBS} WHERE batch_id = ? ORDER BY batch_index", (batch_id,)
+        )
+        return [_job(row) for row in rows]
+
     async def open_jobs(self) -> list[Job]:
         rows = await self._db.rows(f"{_SELECT_JOBS} WHERE {_OPEN_SQL} ORDER BY id")
         return [_job(row) for row in rows]
@@ -568,9 +602,13 @@ class SqliteJobLedger:
             job_id, (JobState.SUBMITTING,), JobState.SUBMITTED, task_id=task_id
         )
 
-    async def begin_delivery(self, job_id: int) -> bool:
+    async def begin_delivery(self, job_id: int, image_url: str | None = None) -> bool:
+        """`image_url`: kie.ai's link the image came from, when known (a batch keeps it here)."""
         return await self._transition(
-            job_id, (JobState.SUBMITTED, JobState.DELIVERING), JobState.DELIVERING
+            job_id,
+            (JobState.SUBMITTED, JobState.DELIVERING),
+            JobState.DELIVERING,
+            image_url=image_url,
         )
 
     async def mark_delivered(
@@ -590,6 +628,27 @@ class SqliteJobLedger:
             image_url=image_url,
         )
 
+    async def mark_batch_delivered(
+        self, job_ids: list[int], via: DeliveryRoute, url: str | None = None
+    ) -> bool:
+        """The batch message went out: its delivered jobs are all marked in one statement, so
+        a restart finds all of them delivered or none; False when none was left to mark."""
+        changed = await self._db.changed_count(
+            f"""UPDATE jobs SET state = ?, delivered_via = ?, result_url = ?,
+                   interaction_token = NULL, delivered_at = ?, updated_at = ?
+                WHERE id IN ({", ".join("?" * len(job_ids))}) AND state = ?""",
+            (
+                JobState.DELIVERED.value,
+                via,
+                url,
+                self._db.clock(),
+                self._db.clock(),
+                *job_ids,
+                JobState.DELIVERING,
+            ),
+        )
+        return changed > 0
+
     async def recent_jobs(self, user_id: int, guild_id: int | None, limit: int) -> list[Job]:
         """A member's latest finished generations in one server (or in DMs), newest first."""
         rows = await self._db.rows(
@@ -600,6 +659,12 @@ class SqliteJobLedger:
             (user_id, guild_id, JobState.DELIVERED, JobState.REFUNDED, limit),
         )
         return [_job(row) for row in rows]
+
+    async def cancel(self, job_id: int, reason: str) -> bool:
+        """Refund a job kie.ai has not seen, in one conditional UPDATE: only from `reserved`,
+        so it and `begin_submit` (reserved → submitting) cannot both succeed, and two presses
+        refund once. True only for the call that cancelled it."""
+        return await self._transition(job_id, (JobState.RESERVED,), JobState.REFUNDED, error=reason)
 
     async def refund(self, job_id: int, reason: str) -> bool:
         """Give the units back. True only for the call that actually refunded."""

@@ -261,6 +261,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN model TEXT NOT NULL DEFAULT 'flex'",
         "ALTER TABLE guild_settings ADD COLUMN default_model TEXT",
     ),
+    # 13: several images per request. The jobs of one request share a batch: its id (the first
+    # job's), each one's place in it and its size; delivered together as one message.
+    (
+        "ALTER TABLE jobs ADD COLUMN batch_id    INTEGER",
+        "ALTER TABLE jobs ADD COLUMN batch_index INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN batch_size  INTEGER NOT NULL DEFAULT 1",
+        "CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

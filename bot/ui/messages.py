@@ -13,6 +13,7 @@ from datetime import datetime
 import discord
 
 from bot.admission import Refusal, RefusalReason
+from bot.batches import BatchOutcome
 from bot.domain import Job, JobState, Model, Origin
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
@@ -98,9 +99,11 @@ _PHASE_TEXT = {
 }
 
 
-def progress_embed(progress: Progress, job: Job) -> discord.Embed:
+def progress_embed(progress: Progress, job: Job, images: str | None = None) -> discord.Embed:
     embed = _prompt_embed(f"{_PHASE_TEXT[progress.phase]}…", job.image.prompt, COLOUR_WORKING)
     embed.add_field(name="Options", value=job_options(job))
+    if images is not None:
+        embed.add_field(name="Images", value=images)
     embed.add_field(name="Started", value=timestamp(progress.started_at))
     if progress.wait is not None:
         text = queue_text(progress.wait, progress.position, progress.turn_at)
@@ -155,6 +158,60 @@ def result_embed(finished: Finished, filename: str, note: str | None = None) -> 
         embed.add_field(name="Note", value=note, inline=False)
     if filename:
         embed.set_image(url=f"attachment://{filename}")
+    return embed
+
+
+def batch_progress_text(counts: dict[Phase, int]) -> str:
+    """Where a batch's images are: "1 generating · 3 waiting"."""
+    names = {
+        Phase.WAITING: "waiting",
+        Phase.PAUSED: "paused",
+        Phase.QUEUED: "queued",
+        Phase.GENERATING: "generating",
+    }
+    parts = [f"{n} {names[phase]}" for phase, n in counts.items() if n]
+    return " · ".join(parts) or "starting"
+
+
+def batch_result_embed(outcome: BatchOutcome, notes: list[str]) -> discord.Embed:
+    """One message for a request's images: they are its attachments (numbered in order)."""
+    last = outcome.finished[-1]
+    job = last.job
+    made = len(outcome.finished)
+    title = f"🖼️ Your {made} images are ready" if made > 1 else "🖼️ Your image is ready"
+    embed = _prompt_embed(title, job.image.prompt, COLOUR_DONE)
+    embed.add_field(name="Options", value=job_options(job))
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Took", value=duration(max(f.elapsed for f in outcome.finished)))
+    quota = last.quota
+    if outcome.failed:
+        quota_text = (
+            f"{outcome.failed} of {len(outcome.jobs)} could not be made; their "
+            f"{units(outcome.refunded_units)} went back. {quota.remaining} of {quota.limit} "
+            "left today."
+        )
+    else:
+        quota_text = f"{quota.remaining} of {quota.limit}"
+    embed.add_field(name="Quota left today", value=quota_text, inline=False)
+    embed.add_field(
+        name="Buttons",
+        value="**Vary N** makes a variation of image N; **Use N** posts image N on its own.",
+        inline=False,
+    )
+    if notes:
+        embed.add_field(name="Note", value="\n".join(notes)[:1024], inline=False)
+    return embed
+
+
+def batch_failure_embed(outcome: BatchOutcome, failure: Failure | None) -> discord.Embed:
+    """None of a request's images could be made: the usual failure, for all the units."""
+    prompt = outcome.jobs[0].image.prompt
+    if failure is not None:
+        return failure_embed(failure, prompt, outcome.refunded_units)
+    embed = _prompt_embed("❌ No image this time", prompt, COLOUR_FAILED)
+    embed.add_field(
+        name="Quota", value=f"Your {units(outcome.refunded_units)} went back.", inline=False
+    )
     return embed
 
 
@@ -232,6 +289,23 @@ def failure_embed(failure: Failure, prompt: str, units_refunded: int) -> discord
         inline=False,
     )
     return embed
+
+
+def cancelled_embed(prompt: str, units_refunded: int) -> discord.Embed:
+    """The reply once Cancel was pressed in time: the request ended before reaching kie.ai."""
+    embed = _prompt_embed("✖ Cancelled", prompt, COLOUR_FAILED)
+    text = f"Nothing was sent to kie.ai. Your {units(units_refunded)} went back."
+    embed.add_field(name="Quota", value=text, inline=False)
+    return embed
+
+
+def batch_partly_cancelled(units_refunded: int, still_coming: int) -> str:
+    """Cancel on a batch some of whose images kie.ai already has."""
+    images = f"{still_coming} image{'s' if still_coming != 1 else ''}"
+    return (
+        f"Cancelled the images still waiting: your {units(units_refunded)} went back. The "
+        f"{images} kie.ai already has are paid for and will be delivered in the reply."
+    )
 
 
 def paused_embed(prompt: str) -> discord.Embed:
@@ -488,6 +562,48 @@ def forget_not_yours() -> str:
 
 def result_unknown() -> str:
     return "The bot has no record of this image any more, so this button can't do anything."
+
+
+def cancel_not_allowed(requester_id: int) -> str:
+    return (
+        f"Only <@{requester_id}>, who asked for this image, or a member who can manage messages "
+        "can cancel it."
+    )
+
+
+def cancel_too_late() -> str:
+    return (
+        "Too late to cancel: kie.ai already has this image and it is paid for. It will be "
+        "delivered here."
+    )
+
+
+def already_cancelled() -> str:
+    return "This request was already cancelled or has finished. Nothing more was changed."
+
+
+def use_not_allowed(requester_id: int) -> str:
+    return (
+        f"Only <@{requester_id}>, who asked for these images, or a member who can manage "
+        "messages can use this button."
+    )
+
+
+def nothing_to_use() -> str:
+    return (
+        "This image is not attached to the message (it was too large to upload), so it "
+        "cannot be posted on its own. Nothing was spent."
+    )
+
+
+def used_embed(job: Job, filename: str) -> discord.Embed:
+    """One image of a batch, posted on its own with the usual buttons (Use)."""
+    embed = _prompt_embed("🖼️ Your image is ready", job.image.prompt, COLOUR_DONE)
+    embed.add_field(name="Options", value=job_options(job))
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    if filename:
+        embed.set_image(url=f"attachment://{filename}")
+    return embed
 
 
 def delete_not_allowed(requester_id: int) -> str:

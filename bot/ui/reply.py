@@ -22,12 +22,13 @@ from typing import Any
 
 import discord
 
+from bot.batches import BatchOutcome
 from bot.domain import DeliveryRoute, Job
 from bot.images import Reencoder
-from bot.jobs import Delivery, DeliveryError, Failure, Finished, Progress
+from bot.jobs import Delivery, DeliveryError, Failure, Finished, Phase, Progress
 from bot.ui import messages
 from bot.ui.audit import AuditLog
-from bot.ui.buttons import result_view
+from bot.ui.buttons import batch_view, cancel_view, result_view
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ TOKEN_LIFETIME = 15 * 60.0
 # Stop using a token a little early: a request sent at 14:59 may arrive after 15:00.
 TOKEN_MARGIN = 30.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# Phases in which the job has not reached kie.ai: its reply carries a Cancel button.
+CANCELLABLE = frozenset({Phase.WAITING, Phase.QUEUED, Phase.PAUSED})
 # Discord error codes that mean "this reply cannot be edited any more".
 _REPLY_GONE_CODES = {10008, 10015, 50027}
 
@@ -67,19 +70,24 @@ class DiscordReply:
         )
         self._reply_usable = self._webhook is not None
         self._last_edit = float("-inf")
-        self._shown: dict[str, Any] | None = None
-        self._pending: discord.Embed | None = None
+        self._shown: tuple[dict[str, Any], bool] | None = None
+        self._pending: tuple[discord.Embed, bool] | None = None  # the embed; Cancel shown
         self._flusher: asyncio.Task[None] | None = None
         self._editing = False
         self._outcome_started = False
+        self._nonce: str | None = None  # a batch's: its first job's, whichever job sends it
 
     # --- progress ---------------------------------------------------------------------------
 
-    async def progress(self, progress: Progress) -> None:
+    async def progress(self, progress: Progress, images: str | None = None) -> None:
+        """Show `progress` (a batch's: its least advanced job's, with `images` counting where
+        each of them is)."""
         if not self._token_alive():
             return  # no live reply to update; the outcome will be posted
         job = self._job
-        self._pending = messages.progress_embed(progress, job)
+        embed = messages.progress_embed(progress, job, images)
+        # Cancel only while kie.ai has not got the job: after that the image is paid for.
+        self._pending = (embed, progress.phase in CANCELLABLE)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
 
@@ -89,13 +97,18 @@ class DiscordReply:
             wait = self._last_edit + self._min_interval - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            embed, self._pending = self._pending, None
-            if embed is None or dict(embed.to_dict()) == self._shown:
+            pending, self._pending = self._pending, None
+            if pending is None:
+                continue
+            embed, cancellable = pending
+            shown = (dict(embed.to_dict()), cancellable)
+            if shown == self._shown:
                 continue
             self._editing = True
             try:
-                await self._edit_reply(embed=embed)
-                self._shown = dict(embed.to_dict())
+                view = cancel_view(self._job.id) if cancellable else discord.ui.View()
+                await self._edit_reply(embed=embed, view=view)
+                self._shown = shown
             except discord.HTTPException as error:
                 log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
                 self._note_reply_error(error)
@@ -112,6 +125,11 @@ class DiscordReply:
         if not self._editing:
             flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """The job was cancelled: nothing more is shown from here (the press answers)."""
+        self._outcome_started = True
+        await self._stop_progress()
 
     async def show_paused(self) -> None:
         """Tell a waiting member the bot is restarting and their image is not lost."""
@@ -165,6 +183,56 @@ class DiscordReply:
             return Delivery(via, self._posted_url)
         raise DeliveryError("Discord refused the image as too large even after shrinking")
 
+    async def deliver_batch(self, outcome: BatchOutcome) -> Delivery:
+        """A batch's images as attachments of one message (Discord shows them as a gallery),
+        with a Vary and a Use button per image; its failure when none was made."""
+        self._outcome_started = True
+        await self._stop_progress()
+        self._nonce = outcome.jobs[0].nonce
+        if not outcome.finished:
+            failure = outcome.failures[-1] if outcome.failures else None
+            embed = messages.batch_failure_embed(outcome, failure)
+            via = await self._send_outcome(embed, None, ready=False)
+            return Delivery(via, self._posted_url)
+        limit = self._job.reply.attachment_limit if self._job.reply else DEFAULT_UPLOAD_LIMIT
+        # Every image shares one upload: each gets an equal part of the limit, so that the
+        # whole message fits what Discord accepts for one file.
+        share = limit // len(outcome.finished)
+        for _ in range(3):
+            files: list[tuple[bytes, str]] = []
+            notes: list[str] = []
+            for number, finished in enumerate(outcome.finished, 1):
+                image = finished.image
+                stem = f"imagine-{finished.job.id}"
+                fitted = await self._reencoder.fit(image.data, image.content_type, share, stem)
+                if fitted is None:
+                    notes.append(
+                        f"{number}: {messages.link_only_note(len(image.data), share, image.url)}"
+                    )
+                    continue
+                if fitted.reencoded:
+                    notes.append(f"{number}: smaller JPEG, [full-size original]({image.url})")
+                prefix = "SPOILER_" if finished.job.spoiler else ""
+                files.append((fitted.data, f"{prefix}{fitted.filename}"))
+            embed = messages.batch_result_embed(outcome, notes)
+            view = batch_view([f.job.id for f in outcome.finished])
+            try:
+                via = await self._send_outcome(embed, None, ready=True, files=files, view=view)
+            except _TooLarge:
+                log.info(
+                    "batch %s: Discord refused the files as too large", outcome.jobs[0].batch_id
+                )
+                share //= 2
+                continue
+            if self._audit is not None:
+                for finished in outcome.finished:
+                    try:
+                        await self._audit.generation(finished.job, self._posted_url)
+                    except Exception:
+                        log.warning("job %s: the audit post failed", finished.job.id, exc_info=True)
+            return Delivery(via, self._posted_url)
+        raise DeliveryError("Discord refused the images as too large even after shrinking")
+
     async def fail(self, failure: Failure) -> None:
         self._outcome_started = True
         await self._stop_progress()
@@ -175,19 +243,27 @@ class DiscordReply:
             log.warning("job %s: could not report the failure: %s", self._job.id, error)
 
     async def _send_outcome(
-        self, embed: discord.Embed, file: tuple[bytes, str] | None, *, ready: bool
+        self,
+        embed: discord.Embed,
+        file: tuple[bytes, str] | None,
+        *,
+        ready: bool,
+        files: list[tuple[bytes, str]] | None = None,
+        view: discord.ui.View | None = None,
     ) -> DeliveryRoute:
         buffers: list[io.BytesIO] = []
+        files = files if files is not None else ([file] if file is not None else [])
 
         def attachments() -> list[discord.File]:
-            if file is None:
-                return []
-            buffer = io.BytesIO(file[0])
-            buffers.append(buffer)
-            return [discord.File(buffer, filename=file[1])]
+            made = []
+            for data, filename in files:
+                buffer = io.BytesIO(data)
+                buffers.append(buffer)
+                made.append(discord.File(buffer, filename=filename))
+            return made
 
         try:
-            return await self._route_outcome(embed, attachments, ready=ready)
+            return await self._route_outcome(embed, attachments, ready=ready, view=view)
         finally:
             # discord.File ties its buffer into a reference cycle that only the cyclic garbage
             # collector frees, which may be many images later; closing it frees the image now.
@@ -200,9 +276,11 @@ class DiscordReply:
         attachments: Callable[[], list[discord.File]],
         *,
         ready: bool,
+        view: discord.ui.View | None = None,
     ) -> DeliveryRoute:
         # A result gets its buttons; a failure has nothing to re-roll or delete.
-        view = result_view(self._job.id) if ready else discord.ui.View()
+        if view is None:
+            view = result_view(self._job.id) if ready else discord.ui.View()
         if self._token_alive():
             try:
                 message = await self._edit_reply(embed=embed, attachments=attachments(), view=view)
@@ -257,7 +335,7 @@ class DiscordReply:
             embed=embed,
             files=files,
             allowed_mentions=only_requester,
-            nonce=self._job.nonce,
+            nonce=self._nonce or self._job.nonce,
             view=view,
         )
         self._posted_url = message.jump_url
