@@ -37,6 +37,8 @@ EXTENSIONS = (
     "cogs.results",
     "cogs.quota",
     "cogs.history",
+    "cogs.help",
+    "cogs.welcome",
     "cogs.moderation",
     "cogs.server",
     "cogs.owner",  # registers nothing unless OWNER_GUILD_ID is set

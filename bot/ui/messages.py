@@ -17,7 +17,7 @@ from bot.domain import Job, JobState, Origin
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.kie.credits import Balance
-from bot.quota import BudgetStatus, QuotaStatus
+from bot.quota import BudgetStatus, Costs, QuotaStatus
 from bot.runqueue import HeldBy, Wait
 
 COLOUR_WORKING = discord.Colour.blurple()
@@ -474,4 +474,69 @@ def total_cap_alert(cap: int) -> str:
     return (
         f"📉 The bot reached its daily cap of {units(cap)} over every server (`TOTAL_DAILY_CAP`). "
         "Every request is refused until midnight UTC; raise the cap and restart to go on."
+    )
+
+
+# --- help and welcome -----------------------------------------------------------------------------
+
+
+def help_embed(
+    status: QuotaStatus,
+    costs: Costs,
+    budget: BudgetStatus | None,
+    *,
+    in_dm: bool,
+) -> discord.Embed:
+    """What `/help` shows every member: what the bot does and what it costs here, from the live
+    configuration (the costs, the member's own limit today and the shared budget)."""
+    where = "in direct messages" if in_dm else "in this server"
+    embed = discord.Embed(
+        title="🖼️ Imagine: images from your words",
+        description=(
+            "Type `/imagine` with a prompt and the bot draws it with kie.ai's Flux-2 model. "
+            "Add a reference image to start from a picture. The image comes in the same reply."
+        ),
+        colour=COLOUR_WORKING,
+    )
+    lines = [
+        f"A 1K image costs **{units(costs.units_1k)}**, a 2K image **{units(costs.units_2k)}**.",
+        f"Your daily quota {where}: **{units(status.limit)}** ({status.remaining} left today); "
+        f"it resets {timestamp(status.resets_at)}.",
+    ]
+    if budget is not None:
+        shared = "all direct messages together" if in_dm else "the whole server"
+        lines.append(
+            f"Budget for {shared} today: {units(budget.budget)} ({budget.remaining} left)."
+        )
+    lines.append("A failed image gives its units back; a refused request costs nothing.")
+    embed.add_field(name=f"Units {where}", value="\n".join(lines), inline=False)
+    embed.add_field(
+        name="Buttons under each image",
+        value=(
+            "🎲 **Re-roll**: the same prompt again, a new image.\n"
+            "🔀 **Vary**: a new image that starts from this one.\n"
+            "🗑️ **Delete**: removes the image (its requester, or moderators)."
+        ),
+        inline=False,
+    )
+    embed.add_field(
+        name="Your commands",
+        value=(
+            "`/quota`: units used and left today.\n"
+            "`/history`: your latest images, with links.\n"
+            "`/settings`: your own defaults (shape, resolution, private results)."
+        ),
+        inline=False,
+    )
+    if in_dm:
+        embed.set_footer(text="In direct messages only you see the images.")
+    return embed
+
+
+def welcome_text() -> str:
+    """The one message the bot posts when it joins a server: short, pinging nobody."""
+    return (
+        "👋 Hello! I turn prompts into images: type `/imagine` and describe what you want. "
+        "`/help` explains units, buttons and settings (and, for server managers, how to set "
+        "me up)."
     )
