@@ -38,6 +38,7 @@ EXTENSIONS = (
     "cogs.quota",
     "cogs.history",
     "cogs.help",
+    "cogs.settings",
     "cogs.welcome",
     "cogs.moderation",
     "cogs.server",

@@ -146,6 +146,7 @@ class NewJob:
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
     spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
+    private: bool = False  # show the result to its member only (their /settings)
 
 
 @dataclass(eq=False)
@@ -189,6 +190,7 @@ class Job:
     deleted_at: float | None = None  # when the result message was deleted with its button
     spoiler: bool = False
     credits: float | None = None  # what kie.ai charged, when it said so
+    private: bool = False  # shown to its member only: ephemeral, or by DM, never in the channel
 
 
 class OverLimit(enum.StrEnum):
@@ -233,6 +235,42 @@ class ServerPolicy:
     max_running: int | None = None
     nsfw_allowed: bool = False  # kie.ai's filter may be off in age-restricted channels
     nsfw_spoiler: bool = False  # results in age-restricted channels are posted as spoilers
+
+
+MODELS = ("flex", "pro")  # Flux-2 models a member may prefer (reserved: see MemberDefaults)
+MAX_COUNT = 4  # images per request a member may prefer (reserved)
+
+
+@dataclass(frozen=True)
+class MemberDefaults:
+    """A member's own defaults for `/imagine` in one server (or in direct messages).
+
+    None means "not set": the shipped default applies, and an option typed in `/imagine` always
+    wins. `private` sends the member's results to them alone. `model` and `count` are kept for
+    `/imagine`'s model and count options, which use them once they exist.
+    """
+
+    aspect_ratio: AspectRatio | None = None
+    resolution: Resolution | None = None
+    private: bool = False
+    model: str | None = None  # one of MODELS
+    count: int | None = None  # 1 to MAX_COUNT
+
+    def __post_init__(self) -> None:
+        if self.model is not None and self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}")
+        if self.count is not None and not 1 <= self.count <= MAX_COUNT:
+            raise ValueError(f"count {self.count} is not 1 to {MAX_COUNT}")
+
+    def options(
+        self, aspect_ratio: str | None, resolution: str | None, *, reference: bool
+    ) -> tuple[str, str]:
+        """One request's shape and resolution: typed options win, then these defaults, then
+        the shipped ones. With a reference image an untyped shape stays `auto` (match the
+        reference): a member's usual shape would crop or stretch the picture they gave."""
+        if aspect_ratio is None:
+            aspect_ratio = AUTO_ASPECT_RATIO if reference else (self.aspect_ratio or "1:1")
+        return aspect_ratio, resolution or self.resolution or "1K"
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,7 @@ class JobRequest:
     origin: Origin = Origin.COMMAND
     parent_job_id: int | None = None
     age_restricted: bool = False  # asked in an age-restricted channel (or a thread of one)
+    private: bool = False  # the result is for the member's eyes only (their /settings)
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,7 @@ class JobService:
                 origin=request.origin,
                 parent_job_id=request.parent_job_id,
                 spoiler=request.age_restricted and policy.nsfw_spoiler,
+                private=request.private,
             ),
             await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
             hold,

@@ -53,8 +53,8 @@ class ImagineCog(commands.Cog):
     @app_commands.command(name="imagine", description="Turn a prompt into an image (Flux-2).")
     @app_commands.describe(
         prompt="What to draw, in your own words (3 to 5000 characters).",
-        aspect_ratio="The shape of the image. Default: 1:1, or auto with a reference image.",
-        resolution="1K (default) or 2K, sharper but costs more of your daily quota (see /quota).",
+        aspect_ratio="The shape. Default: yours (/settings) or 1:1; auto with a reference image.",
+        resolution="1K or 2K (sharper, costs more; see /quota). Default: yours (/settings) or 1K.",
         image="A reference image to start from (JPEG, PNG or WebP, up to 10 MB).",
     )
     @app_commands.choices(
@@ -69,14 +69,16 @@ class ImagineCog(commands.Cog):
         interaction: discord.Interaction[ImagineBot],
         prompt: app_commands.Range[str, PROMPT_MIN_LENGTH, PROMPT_MAX_LENGTH],
         aspect_ratio: str | None = None,
-        resolution: str = "1K",
+        resolution: str | None = None,
         image: discord.Attachment | None = None,
     ) -> None:
-        # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
-        if aspect_ratio is None:
-            aspect_ratio = AUTO_ASPECT_RATIO if image is not None else "1:1"
-        asked = _image_request(prompt, aspect_ratio, resolution, image)
+        # The member's own defaults (/settings): one indexed read, well within Discord's 3 s.
+        defaults = await self.bot.storage.members.defaults(
+            interaction.user.id, interaction.guild_id
+        )
+        ratio, size = defaults.options(aspect_ratio, resolution, reference=image is not None)
+        asked = _image_request(prompt, ratio, size, image)
         if isinstance(asked, str):
             await private(interaction, asked)
             return
@@ -87,8 +89,10 @@ class ImagineCog(commands.Cog):
             image=asked,
             reply=reply_target(interaction),
             role_ids=role_ids(interaction),
+            private=defaults.private,
         )
-        await self.bot.generation.request(request, InteractionRequester(interaction))
+        requester = InteractionRequester(interaction, private=defaults.private)
+        await self.bot.generation.request(request, requester)
 
 
 def _image_request(

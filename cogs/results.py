@@ -110,6 +110,12 @@ class ResultsCog(commands.Cog):
                 reference_urls=(attachment.url,),
                 nsfw_checker=image.nsfw_checker,
             )
+        # Private when the presser wants their results so, or when the result was private:
+        # a new image from a private one stays as private as its parent.
+        defaults = await self.bot.storage.members.defaults(
+            interaction.user.id, interaction.guild_id
+        )
+        hidden = defaults.private or parent.private
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
@@ -119,8 +125,11 @@ class ResultsCog(commands.Cog):
             role_ids=role_ids(interaction),
             origin=origin,
             parent_job_id=parent.id,
+            private=hidden,
         )
-        await self.bot.generation.request(request, InteractionRequester(interaction))
+        await self.bot.generation.request(
+            request, InteractionRequester(interaction, private=hidden)
+        )
 
 
 def _reference_expired(job: Job) -> bool:

@@ -31,7 +31,15 @@ async def _definitions(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_path: Path) -> None:
     definitions = await _definitions(tmp_path)
-    assert set(definitions) == {"imagine", "quota", "history", "help", "moderation", "server"}
+    assert set(definitions) == {
+        "imagine",
+        "quota",
+        "history",
+        "help",
+        "settings",
+        "moderation",
+        "server",
+    }
 
     def check(command: dict[str, Any]) -> None:
         assert 1 <= len(command["description"]) <= 100, command["name"]
@@ -103,6 +111,7 @@ async def test_commands_are_synced_once_not_on_every_restart(
         "quota",
         "history",
         "help",
+        "settings",
         "moderation",
         "server",
     }

@@ -126,7 +126,19 @@ EXPECTED_SCHEMA = {
             "submitted_at REAL, delivered_via TEXT, result_url TEXT, reference_url TEXT, "
             "input_url TEXT, origin TEXT NOT NULL DEFAULT 'command', parent_job_id INTEGER, "
             "quota_limit INTEGER, deleted_at REAL, nsfw_checker INTEGER NOT NULL DEFAULT 1, "
-            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL)"
+            "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, "
+            "private INTEGER NOT NULL DEFAULT 0)"
+        ),
+    ),
+    (
+        "table",
+        "member_defaults",
+        (
+            "CREATE TABLE member_defaults ( user_id INTEGER NOT NULL, guild_key INTEGER NOT NULL, "
+            "aspect_ratio TEXT, resolution TEXT CHECK (resolution IN ('1K', '2K')), "
+            "private INTEGER NOT NULL DEFAULT 0, model TEXT CHECK (model IN ('flex', 'pro')), "
+            "count INTEGER CHECK (count BETWEEN 1 AND 4), updated_at REAL NOT NULL, "
+            "PRIMARY KEY (user_id, guild_key) ) WITHOUT ROWID"
         ),
     ),
     ("table", "meta", "CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )"),

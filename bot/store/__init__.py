@@ -15,12 +15,14 @@ from bot.store.interfaces import (
     BanList,
     JobLedger,
     KeyValues,
+    MemberSettings,
     ModerationRecords,
     OperatorRecords,
     ServerSettings,
     Storage,
 )
 from bot.store.jobs import SqliteJobLedger
+from bot.store.member_defaults import SqliteMemberSettings
 from bot.store.meta import SqliteKeyValues
 from bot.store.migrations import DatabaseTooNew
 from bot.store.moderation import SqliteModerationRecords
@@ -32,6 +34,7 @@ __all__ = [
     "DatabaseTooNew",
     "JobLedger",
     "KeyValues",
+    "MemberSettings",
     "ModerationRecords",
     "OperatorRecords",
     "ServerSettings",
@@ -59,5 +62,6 @@ async def open_storage(path: Path, clock: Callable[[], float] = time.time) -> St
         moderation=SqliteModerationRecords(database),
         operator=SqliteOperatorRecords(database),
         meta=SqliteKeyValues(database),
+        members=SqliteMemberSettings(database, clock),
         backend=database,
     )

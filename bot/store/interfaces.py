@@ -20,6 +20,7 @@ from bot.domain import (
     JobState,
     LogEntry,
     LogKind,
+    MemberDefaults,
     MemberTotals,
     NewJob,
     OverLimit,
@@ -156,6 +157,16 @@ class KeyValues(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class MemberSettings(Protocol):
+    """Each member's own defaults for /imagine, per server (guild None: direct messages)."""
+
+    async def defaults(self, user_id: int, guild_id: int | None) -> MemberDefaults: ...
+    async def set_defaults(
+        self, user_id: int, guild_id: int | None, defaults: MemberDefaults
+    ) -> None: ...
+    async def clear_defaults(self, user_id: int, guild_id: int | None) -> bool: ...
+
+
 class Backend(Protocol):
     """The storage itself: whether it can take a write now, its schema's version, keeping its
     query planner's statistics current, closing it (which brings them up to date first)."""
@@ -179,6 +190,7 @@ class Storage:
     moderation: ModerationRecords
     operator: OperatorRecords
     meta: KeyValues
+    members: MemberSettings
     backend: Backend
 
     async def writable(self) -> bool:

@@ -70,6 +70,7 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
     "deleted_at": _same,
     "spoiler": bool,
     "credits": _same,
+    "private": bool,
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
@@ -145,6 +146,7 @@ def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
         "parent_job_id": job.parent_job_id,
         "quota_limit": limits.member,
         "spoiler": job.spoiler,
+        "private": job.private,
     }
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 import discord
 
 from bot.admission import Refusal, RefusalReason
-from bot.domain import Job, JobState, Origin
+from bot.domain import Job, JobState, MemberDefaults, Origin
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.kie.credits import Balance
@@ -539,4 +539,41 @@ def welcome_text() -> str:
         "👋 Hello! I turn prompts into images: type `/imagine` and describe what you want. "
         "`/help` explains units, buttons and settings (and, for server managers, how to set "
         "me up)."
+    )
+
+
+# --- /settings ------------------------------------------------------------------------------------
+
+
+def member_defaults_text(defaults: MemberDefaults, costs: Costs, *, changed: str | None) -> str:
+    """What `/settings` shows: the member's defaults here, each marked as theirs or the bot's.
+
+    `changed`: "saved" or "reset" after a change, None when only showing them."""
+    ratio = (
+        f"**{defaults.aspect_ratio}** (yours)"
+        if defaults.aspect_ratio is not None
+        else "**1:1** (the bot's default)"
+    )
+    size = defaults.resolution or "1K"
+    whose = "yours" if defaults.resolution else "the bot's default"
+    resolution = f"**{size}** ({whose})"
+    private = (
+        "**on**: only you see your images. After 15 minutes (when Discord no longer lets the "
+        "bot edit your reply) they come by direct message; if your DMs are closed too, the "
+        "image is not posted anywhere and its units go back."
+        if defaults.private
+        else "**off**: your images are posted in the channel, for everyone there to see."
+    )
+    head = {
+        "saved": "✅ Saved. Your defaults here:",
+        "reset": "✅ Back to the bot's defaults:",
+        None: "Your defaults here:",
+    }[changed]
+    return (
+        f"{head}\n"
+        f"Shape: {ratio} (with a reference image: auto, to match it)\n"
+        f"Resolution: {resolution}, {units(costs.units(size))} an image\n"
+        f"Private results: {private}\n"
+        "Options you type in `/imagine` always win. Change one with `/settings aspect_ratio:…`, "
+        "`resolution:…` or `private:…`; `/settings reset:True` forgets them all."
     )
