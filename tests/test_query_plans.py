@@ -42,6 +42,7 @@ from bot.domain import (
     ImageRequest,
     Job,
     LogKind,
+    MemberDefaults,
     NewJob,
     SpendLimits,
 )
@@ -49,6 +50,7 @@ from bot.settings import Settings
 from bot.store import BanList, Storage, open_storage
 from bot.store.database import Database
 from bot.store.jobs import SqliteJobLedger
+from bot.store.member_defaults import SqliteMemberSettings
 from bot.store.meta import SqliteKeyValues
 from bot.store.moderation import SqliteModerationRecords
 from bot.store.operator import SqliteOperatorRecords
@@ -80,6 +82,7 @@ REPOSITORIES = (
     SqliteServerSettings,
     SqliteOperatorRecords,
     SqliteKeyValues,
+    SqliteMemberSettings,
 )
 DAY = "2026-06-01"
 
@@ -217,6 +220,12 @@ def _calls(history: History) -> dict[str, Call]:
         "banned_everywhere": lambda s: s.operator.banned_everywhere(BanList.SERVERS),
         "log_owner_action": lambda s: s.operator.log_owner_action(1, "cap", "x", "y"),
         "owner_actions": lambda s: s.operator.owner_actions(10),
+        # members' own defaults (/settings, read by every /imagine)
+        "defaults": lambda s: s.members.defaults(user, guild),
+        "set_defaults": lambda s: s.members.set_defaults(
+            user, guild, MemberDefaults(aspect_ratio="16:9", private=True)
+        ),
+        "clear_defaults": lambda s: s.members.clear_defaults(user, guild),
         # meta
         "get": lambda s: s.meta.get("paused"),
         "set": lambda s: s.meta.set("paused", "maintenance"),
