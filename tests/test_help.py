@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import discord
 
+from bot.domain import ServerPolicy
+from bot.policy import PolicyView
+from bot.runqueue import RunLimits
+from bot.ui.server_messages import setup_checklist
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.helpers import (
@@ -173,3 +177,21 @@ async def test_no_welcome_in_a_server_the_bot_is_not_enabled_for(
     guild = await fake_discord.join_guild()
     await nothing_else_happens(fake_discord, within=0.3)
     assert posts_in(fake_discord, guild.channel_id) == []
+
+
+def test_the_checklist_fits_an_embed_field_however_many_channels_are_allowed() -> None:
+    view = PolicyView(
+        policy=ServerPolicy(daily_quota=5, role_quotas={1: 3}, daily_budget=100),
+        default_quota=10,
+        run_limits=RunLimits(2, 20),
+        member_ceiling=50,
+        server_cap=500,
+        nsfw_permitted=True,
+        allowed_channels=[10**18 + n for n in range(200)],
+        audit_channel=10**18,
+        blocked_terms=0,
+        recent_changes=[],
+    )
+    text = setup_checklist(view)
+    assert len(text) <= 1024
+    assert "and 190 more" in text

@@ -302,6 +302,8 @@ def _refused_reason(error: ChangeRefused) -> str:
 
 # --- /help for server managers ------------------------------------------------------------------
 
+CHECKLIST_CHANNELS = 10
+
 
 def setup_checklist(view: PolicyView) -> str:
     """`/help`'s checklist for members who can manage the server: each setting, whether it is
@@ -312,7 +314,10 @@ def setup_checklist(view: PolicyView) -> str:
         return f"{'✅' if done else '⬜'} **{name}**: {state} · `{command}`"
 
     audit = f"<#{view.audit_channel}>" if view.audit_channel else "not set"
-    channels = ", ".join(f"<#{c}>" for c in view.allowed_channels) or "not set (every channel)"
+    shown = view.allowed_channels[:CHECKLIST_CHANNELS]  # an embed field holds 1024 characters
+    channels = ", ".join(f"<#{c}>" for c in shown) or "not set (every channel)"
+    if len(view.allowed_channels) > len(shown):
+        channels += f" and {len(view.allowed_channels) - len(shown)} more"
     if policy.daily_quota is not None:
         quota = f"{units(policy.daily_quota)} per member a day"
     else:
