@@ -148,6 +148,21 @@ async def test_the_welcome_is_not_posted_again_after_a_restart(
     assert len(posts_in(fake_discord, guild.channel_id)) == 1
 
 
+async def test_a_gateway_reconnect_does_not_welcome_again(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    running = await start_bot()
+    await running.bot.wait_until_ready()
+    guild = await fake_discord.join_guild()
+    await fake_discord.wait_for_request(
+        lambda r: r.path.endswith(f"/channels/{guild.channel_id}/messages")
+    )
+    await fake_discord.drop_gateway()
+    await fake_discord.wait_until_resumed()
+    await nothing_else_happens(fake_discord, within=0.3)
+    assert len(posts_in(fake_discord, guild.channel_id)) == 1
+
+
 async def test_no_welcome_without_a_system_channel(
     start_bot: StartBot, fake_discord: FakeDiscord
 ) -> None:
