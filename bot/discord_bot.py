@@ -41,6 +41,9 @@ EXTENSIONS = (
     "cogs.cancel",
     "cogs.quota",
     "cogs.history",
+    "cogs.help",
+    "cogs.settings",
+    "cogs.welcome",
     "cogs.moderation",
     "cogs.server",
     "cogs.owner",  # registers nothing unless OWNER_GUILD_ID is set

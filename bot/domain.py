@@ -183,6 +183,7 @@ class NewJob:
     parent_job_id: int | None = None
     spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
     count: int = 1  # images asked for: one job each, `units` each, charged all or none
+    private: bool = False  # show the result to its member only (their /settings)
 
     @property
     def total_units(self) -> int:
@@ -237,6 +238,8 @@ class Job:
     batch_index: int = 0  # this job's place in its batch, from 0
     batch_size: int = 1  # images in the batch (1: a single image, no batch)
 
+    private: bool = False  # shown to its member only: ephemeral, or by DM, never in the channel
+
     @property
     def in_batch(self) -> bool:
         return self.batch_size > 1
@@ -285,6 +288,42 @@ class ServerPolicy:
     nsfw_allowed: bool = False  # kie.ai's filter may be off in age-restricted channels
     nsfw_spoiler: bool = False  # results in age-restricted channels are posted as spoilers
     default_model: Model | None = None  # /imagine's model when the member names none
+
+
+# Images per request: one message holds their Vary and Use buttons in two rows of 4.
+MAX_COUNT = 4
+
+
+@dataclass(frozen=True)
+class MemberDefaults:
+    """A member's own defaults for `/imagine` in one server (or in direct messages).
+
+    None means "not set": the shipped default applies, and an option typed in `/imagine` always
+    wins. `private` sends the member's results to them alone; `model` and `count` fill
+    `/imagine`'s options of the same names (the model before the server's choice).
+    """
+
+    aspect_ratio: AspectRatio | None = None
+    resolution: Resolution | None = None
+    private: bool = False
+    model: str | None = None  # one of MODELS
+    count: int | None = None  # 1 to MAX_COUNT
+
+    def __post_init__(self) -> None:
+        if self.model is not None and self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}")
+        if self.count is not None and not 1 <= self.count <= MAX_COUNT:
+            raise ValueError(f"count {self.count} is not 1 to {MAX_COUNT}")
+
+    def options(
+        self, aspect_ratio: str | None, resolution: str | None, *, reference: bool
+    ) -> tuple[str, str]:
+        """One request's shape and resolution: typed options win, then these defaults, then
+        the shipped ones. With a reference image an untyped shape stays `auto` (match the
+        reference): a member's usual shape would crop or stretch the picture they gave."""
+        if aspect_ratio is None:
+            aspect_ratio = AUTO_ASPECT_RATIO if reference else (self.aspect_ratio or "1:1")
+        return aspect_ratio, resolution or self.resolution or "1K"
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ class JobRequest:
     parent_job_id: int | None = None
     age_restricted: bool = False  # asked in an age-restricted channel (or a thread of one)
     count: int = 1  # images asked for (1-4): one job each, charged all or none
+    private: bool = False  # the result is for the member's eyes only (their /settings)
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,7 @@ class JobService:
                 parent_job_id=request.parent_job_id,
                 spoiler=request.age_restricted and policy.nsfw_spoiler,
                 count=request.count,
+                private=request.private,
             ),
             await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
             hold,

@@ -86,13 +86,17 @@ class InteractionRequester:
     """The `Requester` of `Generation.request` for one interaction (a command or a button):
     answers the member the way every image request is answered."""
 
-    def __init__(self, interaction: discord.Interaction[ImagineBot]) -> None:
+    def __init__(
+        self, interaction: discord.Interaction[ImagineBot], *, private: bool = False
+    ) -> None:
         self._interaction = interaction
+        self._private = private  # the member's results are for them alone (/settings)
 
     async def acknowledge(self) -> None:
-        """The public "thinking…" reply, which becomes the job's reply."""
+        """The "thinking…" reply, which becomes the job's reply: public, or shown to the
+        member alone when their results are private (every edit of it stays so)."""
         if not self._interaction.response.is_done():
-            await self._interaction.response.defer(thinking=True)
+            await self._interaction.response.defer(thinking=True, ephemeral=self._private)
 
     async def refuse(self, refusal: Refusal) -> None:
         """Privately, and as the first answer where possible, so nothing public appears."""

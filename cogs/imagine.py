@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.domain import TrayImage, parse_aspect_ratio, parse_model, parse_resolution
+from bot.domain import MAX_COUNT, TrayImage, parse_aspect_ratio, parse_model, parse_resolution
 from bot.generation import Admitted
 from bot.jobs import JobRequest
 from bot.kie import (
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_COUNT = 4  # images per request: one message holds their buttons in two rows of 4
 
 _RATIO_NAMES = {
     "1:1": "1:1 square",
@@ -67,8 +66,8 @@ class ImagineCog(commands.Cog):
     @app_commands.command(name="imagine", description="Turn a prompt into an image (Flux-2).")
     @app_commands.describe(
         prompt="What to draw, in your own words (3 to 5000 characters).",
-        aspect_ratio="The shape of the image. Default: 1:1, or auto with a reference image.",
-        resolution="1K (default) or 2K, sharper but costs more of your daily quota (see /quota).",
+        aspect_ratio="The shape. Default: yours (/settings) or 1:1; auto with a reference image.",
+        resolution="1K or 2K (sharper, costs more; see /quota). Default: yours (/settings) or 1K.",
         image="A reference image to start from (JPEG, PNG or WebP, up to 10 MB).",
         image2="A second reference image.",
         image3="A third reference image.",
@@ -89,15 +88,14 @@ class ImagineCog(commands.Cog):
         interaction: discord.Interaction[ImagineBot],
         prompt: app_commands.Range[str, PROMPT_MIN_LENGTH, PROMPT_MAX_LENGTH],
         aspect_ratio: str | None = None,
-        resolution: str = "1K",
+        resolution: str | None = None,
         image: discord.Attachment | None = None,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
         model: str | None = None,
-        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
     ) -> None:
-        # Checks that need no I/O answer at once; Discord allows 3 s before the first response.
         prompt = prompt.strip()
         options = {"image": image, "image2": image2, "image3": image3, "image4": image4}
         attached = {name: file for name, file in options.items() if file is not None}
@@ -107,12 +105,17 @@ class ImagineCog(commands.Cog):
             return
         trays = self.bot.tray
         tray = await trays.contents(interaction.user.id, interaction.guild_id)
-        if aspect_ratio is None:
-            aspect_ratio = AUTO_ASPECT_RATIO if attached or tray else "1:1"
-        if model is None:  # the server's choice, or flex (a read by primary key)
-            model = await self.bot.quota.default_model(interaction.guild_id)
+        # The member's own defaults (/settings); options typed here win.
+        defaults = await self.bot.storage.members.defaults(
+            interaction.user.id, interaction.guild_id
+        )
+        ratio, size = defaults.options(aspect_ratio, resolution, reference=bool(attached or tray))
+        if model is None:  # the member's choice, else the server's, else flex
+            model = defaults.model or await self.bot.quota.default_model(interaction.guild_id)
+        if count is None:
+            count = defaults.count or 1
         urls = tuple(file.url for file in attached.values())
-        asked = _image_request(prompt, aspect_ratio, resolution, model, urls, tray)
+        asked = _image_request(prompt, ratio, size, model, urls, tray)
         if not 1 <= count <= MAX_COUNT:  # Discord enforces the range; a forged interaction may not
             asked = messages.option_not_offered()
         if isinstance(asked, str):
@@ -126,8 +129,10 @@ class ImagineCog(commands.Cog):
             reply=reply_target(interaction),
             role_ids=role_ids(interaction),
             count=count,
+            private=defaults.private,
         )
-        outcome = await self.bot.generation.request(request, InteractionRequester(interaction))
+        requester = InteractionRequester(interaction, private=defaults.private)
+        outcome = await self.bot.generation.request(request, requester)
         if isinstance(outcome, Admitted):
             # The job holds the references now (durably): a refused request keeps the tray.
             await trays.empty(interaction.user.id, interaction.guild_id, tray)

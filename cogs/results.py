@@ -210,6 +210,12 @@ class ResultsCog(commands.Cog):
         origin: Origin,
     ) -> None:
         """A new job from a result, charged to whoever pressed or submitted, in a new reply."""
+        # Private when the presser wants their results so, or when the result was private:
+        # a new image from a private one stays as private as its parent.
+        defaults = await self.bot.storage.members.defaults(
+            interaction.user.id, interaction.guild_id
+        )
+        hidden = defaults.private or parent.private
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
@@ -219,8 +225,11 @@ class ResultsCog(commands.Cog):
             role_ids=role_ids(interaction),
             origin=origin,
             parent_job_id=parent.id,
+            private=hidden,
         )
-        await self.bot.generation.request(request, InteractionRequester(interaction))
+        await self.bot.generation.request(
+            request, InteractionRequester(interaction, private=hidden)
+        )
 
 
 def _reference_expired(job: Job) -> bool:

@@ -38,6 +38,8 @@ async def test_every_extension_loads_and_commands_respect_discords_limits(tmp_pa
         "moderation",
         "server",
         "Use as reference",
+        "help",
+        "settings",
     }
     menu = definitions.pop("Use as reference")
     assert menu["type"] == 3, "a message context-menu command"
@@ -117,6 +119,8 @@ async def test_commands_are_synced_once_not_on_every_restart(
         "imagine",
         "quota",
         "history",
+        "help",
+        "settings",
         "moderation",
         "server",
         "Use as reference",

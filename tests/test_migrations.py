@@ -129,7 +129,19 @@ EXPECTED_SCHEMA = {
             "spoiler INTEGER NOT NULL DEFAULT 0, credits REAL, more_reference_urls TEXT, "
             "more_input_urls TEXT, image_url TEXT, delivered_at REAL, forgotten_at REAL, "
             "model TEXT NOT NULL DEFAULT 'flex', batch_id INTEGER, "
-            "batch_index INTEGER NOT NULL DEFAULT 0, batch_size INTEGER NOT NULL DEFAULT 1)"
+            "batch_index INTEGER NOT NULL DEFAULT 0, batch_size INTEGER NOT NULL DEFAULT 1, "
+            "private INTEGER NOT NULL DEFAULT 0)"
+        ),
+    ),
+    (
+        "table",
+        "member_defaults",
+        (
+            "CREATE TABLE member_defaults ( user_id INTEGER NOT NULL, guild_key INTEGER NOT NULL, "
+            "aspect_ratio TEXT, resolution TEXT CHECK (resolution IN ('1K', '2K')), "
+            "private INTEGER NOT NULL DEFAULT 0, model TEXT CHECK (model IN ('flex', 'pro')), "
+            "count INTEGER CHECK (count BETWEEN 1 AND 4), updated_at REAL NOT NULL, "
+            "PRIMARY KEY (user_id, guild_key) ) WITHOUT ROWID"
         ),
     ),
     (

@@ -42,6 +42,7 @@ from bot.domain import (
     ImageRequest,
     Job,
     LogKind,
+    MemberDefaults,
     NewJob,
     SpendLimits,
     TrayImage,
@@ -50,6 +51,7 @@ from bot.settings import Settings
 from bot.store import BanList, Storage, open_storage
 from bot.store.database import Database
 from bot.store.jobs import SqliteJobLedger
+from bot.store.member_defaults import SqliteMemberSettings
 from bot.store.meta import SqliteKeyValues
 from bot.store.moderation import SqliteModerationRecords
 from bot.store.operator import SqliteOperatorRecords
@@ -86,6 +88,7 @@ REPOSITORIES = (
     SqliteOperatorRecords,
     SqliteKeyValues,
     SqliteReferenceTrays,
+    SqliteMemberSettings,
 )
 DAY = "2026-06-01"
 
@@ -237,6 +240,12 @@ def _calls(history: History) -> dict[str, Call]:
         ),
         "tray": lambda s: s.trays.tray(user, server, time.time() - 3600),
         "remove": lambda s: s.trays.remove(user, server, ["1"]),
+        # members' own defaults (/settings, read by every /imagine)
+        "defaults": lambda s: s.members.defaults(user, guild),
+        "set_defaults": lambda s: s.members.set_defaults(
+            user, guild, MemberDefaults(aspect_ratio="16:9", private=True)
+        ),
+        "clear_defaults": lambda s: s.members.clear_defaults(user, guild),
         # meta
         "get": lambda s: s.meta.get("paused"),
         "set": lambda s: s.meta.set("paused", "maintenance"),

@@ -15,6 +15,7 @@ from bot.store.interfaces import (
     BanList,
     JobLedger,
     KeyValues,
+    MemberSettings,
     ModerationRecords,
     OperatorRecords,
     ReferenceTrays,
@@ -22,6 +23,7 @@ from bot.store.interfaces import (
     Storage,
 )
 from bot.store.jobs import SqliteJobLedger
+from bot.store.member_defaults import SqliteMemberSettings
 from bot.store.meta import SqliteKeyValues
 from bot.store.migrations import DatabaseTooNew
 from bot.store.moderation import SqliteModerationRecords
@@ -34,6 +36,7 @@ __all__ = [
     "DatabaseTooNew",
     "JobLedger",
     "KeyValues",
+    "MemberSettings",
     "ModerationRecords",
     "OperatorRecords",
     "ReferenceTrays",
@@ -63,5 +66,6 @@ async def open_storage(path: Path, clock: Callable[[], float] = time.time) -> St
         operator=SqliteOperatorRecords(database),
         meta=SqliteKeyValues(database),
         trays=SqliteReferenceTrays(database),
+        members=SqliteMemberSettings(database, clock),
         backend=database,
     )

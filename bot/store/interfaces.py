@@ -21,6 +21,7 @@ from bot.domain import (
     JobState,
     LogEntry,
     LogKind,
+    MemberDefaults,
     MemberTotals,
     Model,
     NewJob,
@@ -192,6 +193,16 @@ class ReferenceTrays(Protocol):
     async def remove(self, user_id: int, guild_key: int, keys: Sequence[str]) -> None: ...
 
 
+class MemberSettings(Protocol):
+    """Each member's own defaults for /imagine, per server (guild None: direct messages)."""
+
+    async def defaults(self, user_id: int, guild_id: int | None) -> MemberDefaults: ...
+    async def set_defaults(
+        self, user_id: int, guild_id: int | None, defaults: MemberDefaults
+    ) -> None: ...
+    async def clear_defaults(self, user_id: int, guild_id: int | None) -> bool: ...
+
+
 class Backend(Protocol):
     """The storage itself: whether it can take a write now, its schema's version, keeping its
     query planner's statistics current, closing it (which brings them up to date first)."""
@@ -216,6 +227,7 @@ class Storage:
     operator: OperatorRecords
     meta: KeyValues
     trays: ReferenceTrays
+    members: MemberSettings
     backend: Backend
 
     async def writable(self) -> bool:

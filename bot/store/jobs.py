@@ -78,6 +78,7 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
     "batch_id": _same,
     "batch_index": _same,
     "batch_size": _same,
+    "private": bool,
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
@@ -175,6 +176,7 @@ def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
         "quota_limit": limits.member,
         "spoiler": job.spoiler,
         "batch_size": job.count,
+        "private": job.private,
     }
 
 

@@ -269,6 +269,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN batch_size  INTEGER NOT NULL DEFAULT 1",
         "CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL",
     ),
+    # 14: each member's own defaults per server (guild_key 0: direct messages), set with
+    # /settings; NULL is "not set". model and count are kept for /imagine options to come.
+    # A job remembers whether its result is private, so a resumed job is never posted publicly.
+    (
+        """
+        CREATE TABLE member_defaults (
+            user_id      INTEGER NOT NULL,
+            guild_key    INTEGER NOT NULL,
+            aspect_ratio TEXT,
+            resolution   TEXT CHECK (resolution IN ('1K', '2K')),
+            private      INTEGER NOT NULL DEFAULT 0,
+            model        TEXT CHECK (model IN ('flex', 'pro')),
+            count        INTEGER CHECK (count BETWEEN 1 AND 4),
+            updated_at   REAL NOT NULL,
+            PRIMARY KEY (user_id, guild_key)
+        ) WITHOUT ROWID
+        """,
+        "ALTER TABLE jobs ADD COLUMN private INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,7 +14,7 @@ import discord
 
 from bot.admission import Refusal, RefusalReason
 from bot.batches import BatchOutcome
-from bot.domain import Job, JobState, Model, Origin
+from bot.domain import Job, JobState, MemberDefaults, Model, Origin, parse_model
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.kie.credits import Balance
@@ -712,4 +712,116 @@ def total_cap_alert(cap: int) -> str:
     return (
         f"📉 The bot reached its daily cap of {units(cap)} over every server (`TOTAL_DAILY_CAP`). "
         "Every request is refused until midnight UTC; raise the cap and restart to go on."
+    )
+
+
+# --- help and welcome -----------------------------------------------------------------------------
+
+
+def help_embed(
+    status: QuotaStatus,
+    costs: Costs,
+    budget: BudgetStatus | None,
+    *,
+    in_dm: bool,
+) -> discord.Embed:
+    """What `/help` shows every member: what the bot does and what it costs here, from the live
+    configuration (the costs, the member's own limit today and the shared budget)."""
+    where = "in direct messages" if in_dm else "in this server"
+    embed = discord.Embed(
+        title="🖼️ Imagine: images from your words",
+        description=(
+            "Type `/imagine` with a prompt and the bot draws it with kie.ai's Flux-2 model. "
+            "Add a reference image to start from a picture. The image comes in the same reply."
+        ),
+        colour=COLOUR_WORKING,
+    )
+    lines = [
+        f"A 1K image costs **{units(costs.units_1k)}**, a 2K image **{units(costs.units_2k)}**.",
+        f"Your daily quota {where}: **{units(status.limit)}** ({status.remaining} left today); "
+        f"it resets {timestamp(status.resets_at)}.",
+    ]
+    if budget is not None:
+        shared = "all direct messages together" if in_dm else "the whole server"
+        lines.append(
+            f"Budget for {shared} today: {units(budget.budget)} ({budget.remaining} left)."
+        )
+    lines.append("A failed image gives its units back; a refused request costs nothing.")
+    embed.add_field(name=f"Units {where}", value="\n".join(lines), inline=False)
+    embed.add_field(
+        name="Buttons under each image",
+        value=(
+            "🎲 **Re-roll**: the same prompt again, a new image.\n"
+            "🔀 **Vary**: a new image that starts from this one.\n"
+            "🗑️ **Delete**: removes the image (its requester, or moderators)."
+        ),
+        inline=False,
+    )
+    embed.add_field(
+        name="Your commands",
+        value=(
+            "`/quota`: units used and left today.\n"
+            "`/history`: your latest images, with links.\n"
+            "`/settings`: your own defaults (shape, resolution, private results)."
+        ),
+        inline=False,
+    )
+    if in_dm:
+        embed.set_footer(text="In direct messages only you see the images.")
+    return embed
+
+
+def welcome_text() -> str:
+    """The one message the bot posts when it joins a server: short, pinging nobody."""
+    return (
+        "👋 Hello! I turn prompts into images: type `/imagine` and describe what you want. "
+        "`/help` explains units, buttons and settings (and, for server managers, how to set "
+        "me up)."
+    )
+
+
+# --- /settings ------------------------------------------------------------------------------------
+
+
+def member_defaults_text(
+    defaults: MemberDefaults, costs: Costs, server_model: Model, *, changed: str | None
+) -> str:
+    """What `/settings` shows: the member's defaults here, each marked as theirs or the bot's.
+
+    `changed`: "saved" or "reset" after a change, None when only showing them."""
+    ratio = (
+        f"**{defaults.aspect_ratio}** (yours)"
+        if defaults.aspect_ratio is not None
+        else "**1:1** (the bot's default)"
+    )
+    size = defaults.resolution or "1K"
+    whose = "yours" if defaults.resolution else "the bot's default"
+    resolution = f"**{size}** ({whose})"
+    model = parse_model(defaults.model) if defaults.model is not None else server_model
+    whose = "yours" if defaults.model else "this server's default"
+    model_line = f"**{model_name(model)}** ({whose})"
+    count = defaults.count or 1
+    count_line = f"**{count}** ({'yours' if defaults.count else 'the bot default'})"
+    private = (
+        "**on**: only you see your images. After 15 minutes (when Discord no longer lets the "
+        "bot edit your reply) they come by direct message; if your DMs are closed too, the "
+        "image is not posted anywhere and its units go back."
+        if defaults.private
+        else "**off**: your images are posted in the channel, for everyone there to see."
+    )
+    head = {
+        "saved": "✅ Saved. Your defaults here:",
+        "reset": "✅ Back to the bot's defaults:",
+        None: "Your defaults here:",
+    }[changed]
+    return (
+        f"{head}\n"
+        f"Shape: {ratio} (with a reference image: auto, to match it)\n"
+        f"Resolution: {resolution}, {units(costs.units(model, size))} an image\n"
+        f"Model: {model_line}\n"
+        f"Images per request: {count_line}\n"
+        f"Private results: {private}\n"
+        "Options you type in `/imagine` always win. Change one with `/settings aspect_ratio:…`, "
+        "`resolution:…`, `model:…`, `count:…` or `private:…`; `/settings reset:True` forgets "
+        "them all."
     )

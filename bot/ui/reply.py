@@ -4,7 +4,9 @@ The answer goes, in order of preference:
 1. into the interaction's own reply, while its token lives (15 minutes);
 2. into the channel as a bot message that mentions only the requester (token expired, or the
    reply was deleted: the member paid for the image, so it is delivered rather than dropped);
-3. by direct message, where the bot cannot post in the channel.
+   never for a private job (the member's /settings), which skips to
+3. by direct message, where the bot cannot post in the channel. Where that fails too, the
+   job fails and its units go back (a private image is never posted publicly).
 
 It is built from the job row alone, so a job resumed after a restart is answered the same way
 as a fresh one. Progress edits are coalesced: only the newest state is shown, only when it
@@ -292,7 +294,8 @@ class DiscordReply:
                 self._note_reply_error(error)
                 log.info("job %s: reply not editable (%s); posting instead", self._job.id, error)
         content = messages.requester_note(self._job.user_id, ready)
-        if self._job.channel_id is not None:
+        # A private result never goes to the channel: a DM keeps it the member's alone.
+        if self._job.channel_id is not None and not self._job.private:
             channel = self._client.get_partial_messageable(self._job.channel_id)
             try:
                 await self._post(channel, content, embed, attachments(), view)

@@ -309,3 +309,62 @@ def _refused_reason(error: ChangeRefused) -> str:
     if reason is RefusedChange.TERM_TOO_LONG:
         return f"A blocked term can be at most {limit} characters long."
     return f"A blocked term needs at least {limit} letters or digits."
+
+
+# --- /help for server managers ------------------------------------------------------------------
+
+CHECKLIST_CHANNELS = 10
+
+
+def setup_checklist(view: PolicyView) -> str:
+    """`/help`'s checklist for members who can manage the server: each setting, whether it is
+    set (and to what), and the command that sets it."""
+    policy = view.policy
+
+    def line(done: bool, name: str, state: str, command: str) -> str:
+        return f"{'✅' if done else '⬜'} **{name}**: {state} · `{command}`"
+
+    audit = f"<#{view.audit_channel}>" if view.audit_channel else "not set"
+    shown = view.allowed_channels[:CHECKLIST_CHANNELS]  # an embed field holds 1024 characters
+    channels = ", ".join(f"<#{c}>" for c in shown) or "not set (every channel)"
+    if len(view.allowed_channels) > len(shown):
+        channels += f" and {len(view.allowed_channels) - len(shown)} more"
+    if policy.daily_quota is not None:
+        quota = f"{units(policy.daily_quota)} per member a day"
+    else:
+        quota = f"not set (the bot's default, {units(view.default_quota)})"
+    if policy.role_quotas:
+        quota += f"; {len(policy.role_quotas)} role quota(s)"
+    cap = f"; the bot's cap: {units(view.server_cap)}" if view.server_cap is not None else ""
+    budget = (
+        f"{units(policy.daily_budget)} a day{cap}"
+        if policy.daily_budget is not None
+        else f"not set{cap}"
+    )
+    if not view.nsfw_permitted:
+        nsfw = "not available: the bot's operator keeps kie.ai's safety filter on everywhere"
+    elif policy.nsfw_allowed:
+        nsfw = "allowed in age-restricted channels"
+    else:
+        nsfw = "not set (kie.ai's safety filter on everywhere)"
+    quotas_set = policy.daily_quota is not None or bool(policy.role_quotas)
+    return "\n".join(
+        [
+            line(
+                view.audit_channel is not None, "Audit channel", audit, "/moderation audit-channel"
+            ),
+            line(
+                bool(view.allowed_channels),
+                "Allowed channels",
+                channels,
+                "/moderation allow-channel",
+            ),
+            line(quotas_set, "Quotas", quota, "/server quota · /server role-quota"),
+            line(policy.daily_budget is not None, "Budget", budget, "/server budget"),
+            line(policy.nsfw_allowed and view.nsfw_permitted, "NSFW", nsfw, "/server nsfw"),
+        ]
+    )
+
+
+def setup_checklist_title() -> str:
+    return "Setting up (you can manage this server)"

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.discord_server.gateway import DiscordGateway, _GatewayConn, _GatewaySession
+from tests.fakes.discord_server.joins import DiscordJoins, JoinedGuild
 from tests.fakes.discord_server.records import (
     API_PREFIX,
     CDN_PREFIX,
@@ -29,7 +30,7 @@ from tests.fakes.discord_server.rest import DiscordRest, _Fault, _Window
 from tests.fakes.discord_server.state import DiscordState, _InteractionState
 
 
-class FakeDiscord(DiscordGateway, DiscordRest, DiscordState):
+class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
     """Fake Discord service. ``start()`` it, point discord.py at it, ``stop()`` it.
 
     ``owner_id`` owns the application (``GET /oauth2/applications/@me``, so discord.py's
@@ -108,6 +109,9 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState):
         self._dm_recipients: dict[int, int] = {}  # DM channel id -> user id
         # More channels of the guild: text channels and threads (``add_channel``/``add_thread``).
         self._extra_channels: dict[int, dict[str, Any]] = {}
+        # Servers the bot was added to after READY (``join_guild``), and their channels.
+        self._joined: dict[int, JoinedGuild] = {}
+        self._joined_channels: dict[int, JoinedGuild] = {}
 
         self._sessions: dict[str, _GatewaySession] = {}
         self._current_session: _GatewaySession | None = None

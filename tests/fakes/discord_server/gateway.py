@@ -142,7 +142,10 @@ class DiscordGateway:
         ready: dict[str, Any] = {
             "v": 10,
             "user": self._bot_user(full=True),
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [
+                {"id": str(self.guild_id), "unavailable": True},
+                *self.joined_ready_entries(),
+            ],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -159,6 +162,8 @@ class DiscordGateway:
             ready["shard"] = [0, 1]
         await self._dispatch(session, "READY", ready)
         await self._dispatch(session, "GUILD_CREATE", self._guild_create())
+        for guild in self.joined_guild_creates():  # servers joined since: known, so available
+            await self._dispatch(session, "GUILD_CREATE", guild)
         self._current_session = session
         await self._notify_state()
 

@@ -605,6 +605,8 @@ class DiscordRest:
     def _create_channel_message(self, rec: RecordedRequest, m: re.Match[str]) -> _Reply:
         channel_id = int(m["channel_id"])
         self._channel(channel_id)
+        if not self.bot_may_post(channel_id):
+            raise _ApiError(403, 50013, "Missing Permissions")
         payload = rec.json if rec.json is not None else {}
         nonce = payload.get("nonce")
         if nonce is not None and payload.get("enforce_nonce"):

@@ -368,6 +368,9 @@ class DiscordState:
             return copy.deepcopy(self._extra_channels[channel_id])
         if channel_id in self._dm_recipients:
             return self._dm_channel(channel_id)
+        joined = self.joined_channel(channel_id)
+        if joined is not None:
+            return joined
         raise _ApiError(404, 10003, "Unknown Channel")
 
     @staticmethod
