@@ -8,9 +8,12 @@ and gets back `Admitted` or `Refused`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +31,26 @@ SETTLE_SECONDS = 3.0
 # Commands checked and answered at the same time. Enough to keep the database and Discord busy
 # (a check is a few indexed reads); few enough that a burst keeps a few warm connections.
 ADMISSIONS_AT_ONCE = 32
+
+
+class Turn:
+    """A command's turn at admission (`Generation.turn`): held from before its first read
+    until it is answered. `arrived` is when it asked for the turn: Discord's 3 s count from
+    then."""
+
+    def __init__(self, gate: asyncio.Semaphore, arrived: float) -> None:
+        self._gate = gate
+        self.arrived = arrived
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._gate.release()
+
+
+# The turn the current command holds, if any (a context variable: one per command's task).
+_turn: contextvars.ContextVar[Turn | None] = contextvars.ContextVar("_turn", default=None)
 
 
 class _SlowAnswers:
@@ -114,6 +137,30 @@ class Generation:
         except TimeoutError:
             log.warning("%d requests were still being admitted at shutdown", self._in_flight)
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[Turn]:
+        """A command's turn to be checked and answered, in arrival order, a few at a time.
+
+        `request` takes one itself. A front end that reads before it can build the request
+        (the member's defaults, their reference tray) takes the turn first and calls `request`
+        inside it, so those reads wait their turn too: in a burst, every command reading at
+        once is what makes every answer late. Within a turn, `request` uses that same turn and
+        gives it up once the command is answered.
+        """
+        held = _turn.get()
+        if held is not None:
+            yield held
+            return
+        arrived = time.monotonic()
+        await self._admitting.acquire()
+        taken = Turn(self._admitting, arrived)
+        token = _turn.set(taken)
+        try:
+            yield taken
+        finally:
+            _turn.reset(token)
+            taken.release()
+
     async def request(self, request: JobRequest, requester: Requester) -> Admitted | Refused:
         if not self._runner.accepting:
             refusal = Refusal(RefusalReason.SHUTTING_DOWN)
@@ -142,18 +189,17 @@ class Generation:
         # checks of their later commands count it (see `JobLedger.over_limit`), so a member
         # asking past their quota in a burst is refused privately, as the first answer.
         hold = self._jobs.hold(request)
-        arrived = time.monotonic()
         try:
             # In arrival order, a few at a time: a burst's first commands are answered (and
             # charged, and submitted) at once, rather than every command advancing together
             # and all of them answering late, each on a connection of its own.
-            async with self._admitting:
+            async with self.turn() as turn:
                 if not self._runner.accepting:  # the bot began stopping while this waited
                     self._jobs.release(hold)
                     refusal = Refusal(RefusalReason.SHUTTING_DOWN)
                     await requester.refuse(refusal)
                     return Refused(refusal)
-                checked = await self._check(asker, hold, requester, arrived)
+                checked = await self._check(asker, hold, requester, turn.arrived)
                 if checked is not None:
                     self._jobs.release(hold)
                     return await self._refuse(asker, checked, requester)
@@ -170,6 +216,7 @@ class Generation:
                         for job in jobs:
                             self._runner.start(job)
                     raise
+                turn.release()  # answered: the charge is waited for outside the turns
         except BaseException:
             self._jobs.release(hold)  # no-op once the charge was asked for
             raise

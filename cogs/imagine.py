@@ -18,7 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.domain import MAX_COUNT, TrayImage, parse_aspect_ratio, parse_model, parse_resolution
-from bot.generation import Admitted
+from bot.generation import Admitted, Refused
 from bot.jobs import JobRequest
 from bot.kie import (
     ASPECT_RATIOS,
@@ -103,8 +103,32 @@ class ImagineCog(commands.Cog):
         if problem is not None:
             await private(interaction, problem)
             return
-        trays = self.bot.tray
-        tray = await trays.contents(interaction.user.id, interaction.guild_id)
+        # The reads below wait for this command's turn, as its checks do: in a burst, commands
+        # are answered in arrival order rather than all reading at once and answering late.
+        async with self.bot.generation.turn():
+            asked = await self._request(
+                interaction, prompt, attached, aspect_ratio, resolution, model, count
+            )
+        if asked is None:
+            return
+        outcome, tray = asked
+        if isinstance(outcome, Admitted):
+            # The job holds the references now (durably): a refused request keeps the tray.
+            await self.bot.tray.empty(interaction.user.id, interaction.guild_id, tray)
+
+    async def _request(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        prompt: str,
+        attached: dict[str, discord.Attachment],
+        aspect_ratio: str | None,
+        resolution: str | None,
+        model: str | None,
+        count: int | None,
+    ) -> tuple[Admitted | Refused, list[TrayImage]] | None:
+        """The member's defaults and tray joined to the typed options, asked for; None when
+        the options themselves were refused (told privately)."""
+        tray = await self.bot.tray.contents(interaction.user.id, interaction.guild_id)
         # The member's own defaults (/settings); options typed here win.
         defaults = await self.bot.storage.members.defaults(
             interaction.user.id, interaction.guild_id
@@ -120,7 +144,7 @@ class ImagineCog(commands.Cog):
             asked = messages.option_not_offered()
         if isinstance(asked, str):
             await private(interaction, asked)
-            return
+            return None
         request = JobRequest(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
@@ -132,10 +156,7 @@ class ImagineCog(commands.Cog):
             private=defaults.private,
         )
         requester = InteractionRequester(interaction, private=defaults.private)
-        outcome = await self.bot.generation.request(request, requester)
-        if isinstance(outcome, Admitted):
-            # The job holds the references now (durably): a refused request keeps the tray.
-            await trays.empty(interaction.user.id, interaction.guild_id, tray)
+        return await self.bot.generation.request(request, requester), tray
 
 
 def _attachment_problem(attached: dict[str, discord.Attachment]) -> str | None:
