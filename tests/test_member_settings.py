@@ -19,6 +19,7 @@ from tests.helpers import (
     READY_TITLE,
     answer_text,
     embed_title,
+    eventually,
     final_answer,
     is_private,
     nothing_else_happens,
@@ -264,3 +265,35 @@ async def test_delete_removes_a_private_result(
     assert fake_discord.message(message["id"]) is None
     (job,) = await running.storage.jobs.recent_jobs(MEMBER, fake_discord.guild_id, 1)
     assert job.deleted_at is not None
+
+
+async def test_a_members_model_and_count_apply_to_imagine_and_typed_options_still_win(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot(cost_pro_1k=2)
+    answer = await settings(fake_discord, {"model": "pro", "count": 2})
+    text = answer_text(answer)
+    assert text.startswith("✅ Saved")
+    assert "**Flux-2 pro** (yours)" in text and "**2** (yours)" in text
+
+    # Nothing typed: two pro images, two units each, in one reply.
+    await fake_discord.send_interaction("imagine", {"prompt": PROMPT}, user_id=MEMBER)
+    await eventually(lambda: len(kie_inputs(fake_kie)) == 2, 15)
+    await running.idle()
+    assert [i.get("prompt") for i in kie_inputs(fake_kie)] == [PROMPT, PROMPT]
+    models = [call.json["model"] for call in fake_kie.calls_to(CREATE_TASK)]
+    assert models == ["flux-2/pro-text-to-image"] * 2
+    assert await running.units_charged() == 4
+
+    # Typed options win over both defaults.
+    await imagine(fake_discord, model="flex", count=1)
+    await running.idle()
+    models = [call.json["model"] for call in fake_kie.calls_to(CREATE_TASK)]
+    assert models[2:] == ["flux-2/flex-text-to-image"]
+    assert await running.units_charged() == 5
+
+    # A forged count outside 1-4 is refused and saves nothing.
+    refused = await settings(fake_discord, {"count": 9})
+    assert is_private(refused) and "Saved" not in answer_text(refused)
+    shown = answer_text(await settings(fake_discord))
+    assert "**2** (yours)" in shown

@@ -731,13 +731,17 @@ def help_embed(
     embed = discord.Embed(
         title="🖼️ Imagine: images from your words",
         description=(
-            "Type `/imagine` with a prompt and the bot draws it with kie.ai's Flux-2 model. "
-            "Add a reference image to start from a picture. The image comes in the same reply."
+            "Type `/imagine` with a prompt and the bot draws it with kie.ai's Flux-2 models "
+            "(`model:` flex or pro). Add up to 4 reference images (`image`…`image4`), or collect "
+            "some from any message with the **Use as reference** message command (Apps menu). "
+            "`count:` asks for up to 4 images at once. The image comes in the same reply."
         ),
         colour=COLOUR_WORKING,
     )
     lines = [
-        f"A 1K image costs **{units(costs.units_1k)}**, a 2K image **{units(costs.units_2k)}**.",
+        f"Flux-2 flex: a 1K image costs **{units(costs.units_1k)}**, a 2K image "
+        f"**{units(costs.units_2k)}**. Flux-2 pro: 1K **{units(costs.units_pro_1k)}**, "
+        f"2K **{units(costs.units_pro_2k)}**. Several images cost that much each.",
         f"Your daily quota {where}: **{units(status.limit)}** ({status.remaining} left today); "
         f"it resets {timestamp(status.resets_at)}.",
     ]
@@ -753,7 +757,10 @@ def help_embed(
         value=(
             "🎲 **Re-roll**: the same prompt again, a new image.\n"
             "🔀 **Vary**: a new image that starts from this one.\n"
-            "🗑️ **Delete**: removes the image (its requester, or moderators)."
+            "✏️ **Edit**: change the prompt or options and run it again.\n"
+            "🗑️ **Delete**: removes the image (its requester, or moderators).\n"
+            "Several images: **Vary 1…4**, and **Use 1…4** to post one alone.\n"
+            "✖ **Cancel** (while waiting): stops it before kie.ai starts; the units go back."
         ),
         inline=False,
     )
@@ -761,8 +768,9 @@ def help_embed(
         name="Your commands",
         value=(
             "`/quota`: units used and left today.\n"
-            "`/history`: your latest images, with links.\n"
-            "`/settings`: your own defaults (shape, resolution, private results)."
+            "`/history list`: your latest images, each can be shown again; "
+            "`/history forget` erases your prompts and links.\n"
+            "`/settings`: your own defaults (shape, resolution, model, count, private results)."
         ),
         inline=False,
     )
