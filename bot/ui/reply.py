@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.batches import BatchOutcome
@@ -33,6 +34,8 @@ from bot.ui.audit import AuditLog
 from bot.ui.buttons import batch_view, cancel_view, result_view
 
 log = logging.getLogger(__name__)
+# Discord not reachable at all (a dropped connection, a timeout): no HTTP status to act on.
+_UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)
 
 NO_PINGS = discord.AllowedMentions.none()
 TOKEN_LIFETIME = 15 * 60.0
@@ -114,6 +117,8 @@ class DiscordReply:
             except discord.HTTPException as error:
                 log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
                 self._note_reply_error(error)
+            except _UNREACHABLE as error:  # best effort: the next progress or the outcome follows
+                log.info("job %s: progress edit failed (%s)", self._job.id, type(error).__name__)
             finally:
                 self._editing = False
                 self._last_edit = self._clock()
@@ -143,6 +148,8 @@ class DiscordReply:
             await self._edit_reply(embed=embed)
         except discord.HTTPException as error:
             self._note_reply_error(error)
+        except _UNREACHABLE as error:  # stopping anyway; the job resumes on the next start
+            log.info("job %s: restart notice failed (%s)", self._job.id, type(error).__name__)
 
     # --- outcome -----------------------------------------------------------------------------
 
