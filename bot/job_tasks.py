@@ -140,6 +140,9 @@ class JobRunner:
         line = self._jobs.run_queue
         line.close()  # nobody else is let in while the running jobs are cancelled
         waiting = line.waiting_jobs()
+        # createTask calls on the wire end first: cut off, they would be refunded at the next
+        # start (kie.ai may have the task), not resumed.
+        await self._jobs.finish_submissions(within=self._notice_seconds)
         running = dict(self._running)
         for task in running:
             task.cancel()

@@ -293,6 +293,24 @@ class JobService:
         # Bounds memory: at most this many images are downloaded or uploaded at once.
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
         self.run_queue = RunQueue()
+        # createTask calls claimed (`submitting`) and not yet recorded: a stop waits for them,
+        # since one cut off would leave a paid task the next start must refund, not resend.
+        self._sending: set[int] = set()
+        self._all_sent = asyncio.Event()
+        self._all_sent.set()
+        self._stopping = False
+
+    async def finish_submissions(self, within: float) -> None:
+        """The bot is stopping: no createTask starts from now on (those jobs stay reserved and
+        are sent by the next start), and those already on the wire are waited for, at most
+        `within` seconds, so their task ids are recorded rather than lost."""
+        self._stopping = True
+        try:
+            async with asyncio.timeout(within):
+                await self._all_sent.wait()
+        except TimeoutError:
+            still = len(self._sending)
+            log.warning("%d createTask calls were still on the wire at shutdown", still)
 
     def hold(self, request: JobRequest) -> Hold:
         """Count the units `request` will cost in every check from now, until its charge is
@@ -577,18 +595,27 @@ class JobService:
             await self._gate.wait_open()
             if claimed:
                 return
+            if self._stopping:  # still reserved: the next start sends it
+                raise asyncio.CancelledError
             if not await self._ledger.begin_submit(job.id):
                 raise JobTaken  # not "reserved" any more: never send it from here
             claimed = True
+            self._sending.add(job.id)
+            self._all_sent.clear()
 
-        task_id = await self._kie.create_task(
-            request,
-            callback_url=self.callback_url(job),
-            before_send=before_send,
-            queue_key=job.user_id,
-        )
-        if not await self._ledger.mark_submitted(job.id, task_id):
-            raise JobTaken
+        try:
+            task_id = await self._kie.create_task(
+                request,
+                callback_url=self.callback_url(job),
+                before_send=before_send,
+                queue_key=job.user_id,
+            )
+            if not await self._ledger.mark_submitted(job.id, task_id):
+                raise JobTaken
+        finally:
+            self._sending.discard(job.id)
+            if not self._sending:
+                self._all_sent.set()
         log.info("job %s submitted as task %s", job.id, task_id)
         await _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id

@@ -18,7 +18,7 @@ from bot.settings import Settings
 from bot.store import Storage, open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest
-from tests.fakes.kie_server import FakeKie, TaskScript
+from tests.fakes.kie_server import CreateFault, FakeKie, TaskScript
 from tests.helpers import (
     FAILED_TITLE,
     READY_TITLE,
@@ -148,6 +148,24 @@ async def test_a_shutdown_during_a_refund_still_tells_the_member(
     assert edits and embed_title(edits[-1]) == FAILED_TITLE, [embed_title(e) for e in edits]
     assert "1 unit went back" in field(edits[-1], "Quota")
     assert await running.storage.jobs.total_units_charged() == 0
+
+
+async def test_a_stop_while_create_task_is_on_the_wire_records_the_task_and_resumes_it(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot(poll_interval=0.1)
+    fake_kie.fail_create_next(CreateFault(code=200, delay=1.0))  # answered, a second late
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    await wait_for_state(running.storage, 1, JobState.SUBMITTING)
+    await running.bot.close()
+    job = await running.storage.jobs.get_job(1)
+    # Cut off, it would have stayed "submitting" and been refunded by the next start.
+    assert job is not None and job.state is JobState.SUBMITTED and job.task_id is not None
+    second = await start_bot()
+    final = await final_answer(fake_discord, interaction)
+    assert embed_title(final) == READY_TITLE
+    assert len(fake_kie.created_tasks()) == 1, "resumed, not sent again"
+    assert await second.job_states() == {"delivered": 1}
 
 
 async def test_commands_during_shutdown_are_refused_politely(
