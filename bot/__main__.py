@@ -44,9 +44,10 @@ from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.quota import Costs, QuotaBook
-from bot.settings import Settings, SettingsError, bind_host, load_settings
+from bot.settings import Settings, SettingsError, bind_host, load_settings, read_one
 from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import DatabaseTooNew, Storage, open_storage
+from bot.store.backup import BackupError, backup_database
 from bot.tray import ReferenceTray
 from bot.ui import messages
 from bot.ui.audit import AuditLog
@@ -332,6 +333,11 @@ async def _run_locked(settings: Settings) -> None:
         raise StartupError(
             f"DATABASE_PATH ({settings.database_path}) cannot be opened: {error}."
         ) from None
+    except BackupError as error:  # the copy taken before an upgrade's migrations
+        raise StartupError(
+            f"DATABASE_PATH ({settings.database_path}) needs an upgrade, and the copy taken "
+            f"first failed ({error}); nothing was changed."
+        ) from None
     try:
         async with http_session(settings) as session:
             kie = build_kie_client(session, settings)
@@ -406,6 +412,8 @@ async def keep_statistics(storage: Storage, every: float = OPTIMIZE_EVERY) -> No
 def main() -> None:
     # The .env of the directory the bot is started from; real environment variables win.
     load_dotenv(find_dotenv(usecwd=True))
+    if sys.argv[1:2] == ["backup"]:
+        sys.exit(backup_command(sys.argv[2:]))
     try:
         settings = load_settings(os.environ)
     except SettingsError as error:
@@ -419,6 +427,21 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         pass
+
+
+def backup_command(args: list[str]) -> int:
+    """`imagine-bot backup PATH`: a consistent copy of DATABASE_PATH, the bot running or not."""
+    if len(args) != 1:
+        print("usage: imagine-bot backup PATH (a new file for the copy)", file=sys.stderr)
+        return 2
+    try:
+        source = Path(read_one("DATABASE_PATH", os.environ))
+        backup_database(source, Path(args[0]))
+    except (SettingsError, BackupError) as error:
+        print(f"imagine-bot: {error}", file=sys.stderr)
+        return 1
+    print(f"imagine-bot: {source} copied to {args[0]}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import os
 import sqlite3
 import time
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.store.backup import backup_database
 from bot.store.migrations import MIGRATIONS, DatabaseTooNew, Migration
+
+log = logging.getLogger(__name__)
 
 Params = Sequence[object] | Mapping[str, object]
 
@@ -210,8 +214,17 @@ class Database:
         current = await self.schema_version()
         if current > len(migrations):
             raise DatabaseTooNew(self._path, current, len(migrations))
+        if 0 < current < len(migrations) and str(self._path) != ":memory:":
+            # An upgrade: a copy of the database as it was comes first, to go back to.
+            copy = self._path.with_name(f"{self._path.name}.before-v{len(migrations)}.bak")
+            with contextlib.suppress(FileNotFoundError):
+                copy.unlink()  # an earlier attempt at this same upgrade
+            await asyncio.to_thread(backup_database, self._path, copy)
+            log.info("database at schema version %d backed up to %s", current, copy)
         for version in range(current + 1, len(migrations) + 1):
             async with self.transaction() as db:
                 for statement in migrations[version - 1]:
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {version}")
+            if current:
+                log.info("database migrated to schema version %d", version)
