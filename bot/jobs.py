@@ -254,6 +254,17 @@ class JobLimits:
     max_running_per_server: int | None = 20
 
 
+def job_context(job: Job, task_id: str | None, outcome: str | None) -> dict[str, object]:
+    """What a log line about one job carries besides its text (`LOG_FORMAT=json` shows it)."""
+    return {
+        "job": job.id,
+        "server": job.guild_id,
+        "member": job.user_id,
+        "task": task_id,
+        "outcome": outcome,
+    }
+
+
 class JobService:
     """Every step of a generation, from the charge to the delivered image or the refund.
 
@@ -511,6 +522,7 @@ class JobService:
             delivery.via,
             task_id,
             finished.elapsed,
+            extra=job_context(job, task_id, "delivered"),
         )
 
     async def _deliver_in_batch(
@@ -533,7 +545,13 @@ class JobService:
             log.warning("job %s: could not deliver its batch: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
         if delivery is not None:
-            log.info("job %s delivered in batch %s by %s", job.id, job.batch_id, delivery.via)
+            log.info(
+                "job %s delivered in batch %s by %s",
+                job.id,
+                job.batch_id,
+                delivery.via,
+                extra=job_context(job, job.task_id, "delivered"),
+            )
 
     async def _quota_after(self, job: Job) -> QuotaStatus:
         limit = job.quota_limit if job.quota_limit is not None else self._quota.daily_limit
@@ -616,7 +634,9 @@ class JobService:
             self._sending.discard(job.id)
             if not self._sending:
                 self._all_sent.set()
-        log.info("job %s submitted as task %s", job.id, task_id)
+        log.info(
+            "job %s submitted as task %s", job.id, task_id, extra=job_context(job, task_id, None)
+        )
         await _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id
 
@@ -709,7 +729,12 @@ class JobService:
                 except Exception:
                     log.exception("job %s: could not alert the operator", job.id)
         else:
-            log.warning("job %s failed and was refunded: %s", job.id, reason)
+            log.warning(
+                "job %s failed and was refunded: %s",
+                job.id,
+                reason,
+                extra=job_context(job, job.task_id, f"refunded: {kind.value}"),
+            )
         quota = await self._quota_after(job)
         failure = Failure(kind, quota, detail, operator_alerted=alerted)
         try:

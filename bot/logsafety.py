@@ -9,9 +9,11 @@ or an Authorization header, in case some other line carries one.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from bot.settings import SETTINGS, Settings, log_level_number
 
@@ -66,10 +68,43 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Context a line may carry (`log.info(..., extra={"job": 42})`), copied into JSON lines.
+CONTEXT_FIELDS = ("job", "server", "member", "task", "outcome")
+_FIELD_LIMIT = 200  # characters of one context value: ids and kinds, never a payload
+
+
+class JsonFormatter(logging.Formatter):
+    """`LOG_FORMAT=json`: one JSON object per line, for log pipelines. It formats what the
+    redacting filter left: the message and exception text are already blanked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value if isinstance(value, int) else str(value)[:_FIELD_LIMIT]
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, ensure_ascii=False)
+
+
+def formatter_for(settings: Settings) -> logging.Formatter:
+    return JsonFormatter() if settings.log_format == "json" else logging.Formatter(LOG_FORMAT)
+
+
 def configure_logging(settings: Settings) -> None:
     level = log_level_number(settings)
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter_for(settings))
     # Every setting the declaration marks secret, so a new secret setting is redacted too.
     secrets = [str(getattr(settings, s.field) or "") for s in SETTINGS if s.secret]
     handler.addFilter(RedactingFilter(secrets))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -102,3 +104,51 @@ async def test_a_busy_health_check_port_does_not_stop_the_bot(
             await asyncio.wait_for(process.wait(), 20)
     log = (await process.stderr.read()).decode() if process.stderr else ""
     assert "running without the health check" in log
+
+
+async def test_json_logs_are_one_object_a_line_with_the_jobs_context_and_no_secret(
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+) -> None:
+    env = bot_environment(
+        fake_discord,
+        fake_kie,
+        tmp_path / "imagine.db",
+        POLL_INTERVAL_SECONDS="0.2",
+        LOG_LEVEL="DEBUG",
+        LOG_FORMAT="json",
+        WEBHOOK_PORT="0",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await fake_discord.wait_until_ready(20)
+        imagine = await fake_discord.send_interaction("imagine", {"prompt": "a quiet harbour"})
+        assert embed_title(await final_answer(fake_discord, imagine, 20)) == READY_TITLE
+
+        def recorded() -> bool:  # the outcome line follows the record of the delivery
+            with sqlite3.connect(f"file:{tmp_path / 'imagine.db'}?mode=ro", uri=True) as db:
+                return db.execute("SELECT state FROM jobs").fetchall() == [("delivered",)]
+
+        await eventually(recorded, 20)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (await process.stdout.read()).decode() if process.stdout else ""
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    (delivered,) = [line for line in lines if line.get("outcome") == "delivered"]
+    task_id = fake_kie.created_tasks()[0].task_id
+    assert delivered["job"] == 1 and delivered["task"] == task_id
+    assert delivered["member"] == imagine.user_id and delivered["server"] == fake_discord.guild_id
+    assert fake_discord.token not in output and fake_kie.api_key not in output
+    assert imagine.token not in output, "interaction tokens are blanked too"

@@ -12,6 +12,7 @@ of a setting: operators paste these messages into chats and issue trackers.
 
 from bot.settings.declaration import SETTINGS, Setting, load_settings, read_one
 from bot.settings.model import (
+    LOG_FORMATS,
     LOG_LEVELS,
     MAX_CAP_SETTING,
     MAX_IMAGE_MB,
@@ -28,6 +29,7 @@ from bot.settings.model import (
 )
 
 __all__ = [
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "MAX_CAP_SETTING",
     "MAX_IMAGE_MB",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from bot.settings.model import (
+    LOG_FORMATS,
     LOG_LEVELS,
     MAX_CAP_SETTING,
     MAX_IMAGE_MB,
@@ -434,6 +435,17 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "callback secrets are blanked from every line."
         ),
         comment="DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    ),
+    Setting(
+        "LOG_FORMAT",
+        "log_format",
+        Choice(LOG_FORMATS),
+        description=(
+            "`text` (readable lines) or `json`: one JSON object per line with `time`, `level`, "
+            "`logger` and `message`, plus `job`, `server`, `member`, `task` and `outcome` where "
+            "the line is about one; secrets are blanked in both."
+        ),
+        comment="text or json.",
     ),
     Setting(
         "DISCORD_API_BASE",

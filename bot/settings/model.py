@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 SYNC_MODES = ("auto", "always", "never")
 # kie.ai suggests giving up after 10-15 minutes; an hour is the outer bound.
 MAX_JOB_TIMEOUT = 3600.0
@@ -59,6 +60,7 @@ class Settings:
     dev_guild_id: int | None = None
     command_sync: str = "auto"
     log_level: str = "INFO"
+    log_format: str = "text"
     public_base_url: str | None = None
     webhook_host: str = ""  # empty: all addresses with callbacks, else loopback only
     webhook_port: int = 8080  # 0: no web server
