@@ -44,6 +44,7 @@ from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.quota import Costs, QuotaBook
+from bot.retention import HistoryRetention
 from bot.settings import Settings, SettingsError, bind_host, load_settings, read_one
 from bot.single import DatabaseInUse, SingleProcessLock
 from bot.store import DatabaseTooNew, Storage, open_storage
@@ -367,6 +368,8 @@ async def _run_locked(settings: Settings) -> None:
                 else asyncio.create_task(beat(heartbeat_path(settings.database_path)))
             )
             statistics = asyncio.create_task(keep_statistics(storage))
+            retention = HistoryRetention(storage.jobs, settings.history_days, time.time)
+            expiring = asyncio.create_task(retention.keep())
             lag = LoopLagMonitor()
             lag.start()
             try:
@@ -379,9 +382,10 @@ async def _run_locked(settings: Settings) -> None:
                     await server.stop()
                 if heartbeat is not None:
                     heartbeat.cancel()
-                statistics.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await statistics
+                for background in (statistics, expiring):
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
                 await reencoder.close()
                 await lag.stop()
     finally:

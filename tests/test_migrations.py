@@ -163,6 +163,11 @@ EXPECTED_SCHEMA = {
         "jobs_batch",
         "CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL",
     ),
+    (
+        "index",
+        "jobs_unforgotten_day",
+        "CREATE INDEX jobs_unforgotten_day ON jobs (day) WHERE forgotten_at IS NULL",
+    ),
     ("table", "meta", "CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )"),
     (
         "table",

@@ -77,6 +77,7 @@ EXPECTED_INDEX = {
     "usage": "jobs_member_day_spend",  # /quota: the member's day, from the index alone
     "over_limit": "jobs_member_day_spend",  # every charge's checks, the same way
     "forget_history": "jobs_member_history",  # /history forget: the member's own jobs
+    "expire_history": "jobs_unforgotten_day",  # HISTORY_DAYS: the old, unforgotten days
     "open_jobs": "jobs_open",  # start-up: the few open jobs
     "submissions_since": "jobs_submitted_at",  # start-up: the last seconds' submissions
     "batch_jobs": "jobs_batch",  # a batch's jobs, when it is delivered
@@ -185,6 +186,7 @@ def _calls(history: History) -> dict[str, Call]:
         ),
         "recent_jobs": lambda s: s.jobs.recent_jobs(user, guild, 10),
         "forget_history": lambda s: s.jobs.forget_history(user, guild, False),
+        "expire_history": lambda s: s.jobs.expire_history("2026-03-01"),
         "refund": on_job(lambda s, i: s.jobs.refund(i, "test")),
         "cancel": on_job(lambda s, i: s.jobs.cancel(i, "cancelled")),
         "reserve_batch": lambda s: s.jobs.reserve_batch(replace(job, count=2), limits),

@@ -136,6 +136,17 @@ SETTINGS: tuple[Setting[Any], ...] = (
         comment="SQLite database file; its directory is created if missing.",
     ),
     Setting(
+        "HISTORY_DAYS",
+        "history_days",
+        Whole(0, 3650),
+        description=(
+            "Days a finished job keeps its prompt, references and links; older ones are blanked "
+            "(checked at start and every 6 hours), keeping units, day and outcome, so quotas, "
+            "budgets and reports are unchanged. `0` keeps them forever."
+        ),
+        comment="Days finished jobs keep their prompts and links (0 = forever).",
+    ),
+    Setting(
         "DAILY_QUOTA",
         "daily_quota",
         Whole(1, MAX_UNITS_SETTING),

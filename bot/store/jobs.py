@@ -331,6 +331,17 @@ def _settle(
             waiting.result.set_exception(error)
 
 
+# What forgetting a finished job blanks (its words, references, links, kie.ai's task and the
+# reason text, which can quote the prompt), keeping what the ledger's totals are made of.
+_FORGET = """prompt = '', reference_url = NULL, input_url = NULL,
+    more_reference_urls = NULL, more_input_urls = NULL,
+    result_url = NULL, image_url = NULL, task_id = NULL,
+    error = CASE WHEN instr(error, ':') > 0
+                 THEN substr(error, 1, instr(error, ':') - 1) ELSE error END,
+    forgotten_at = :now"""
+_FINISHED_SQL = f"('{JobState.DELIVERED.value}', '{JobState.REFUNDED.value}')"
+
+
 class SqliteJobLedger:
     """The `JobLedger` over SQLite: the `jobs` and `quota_adjustments` tables.
 
@@ -737,17 +748,29 @@ class SqliteJobLedger:
         every total of the ledger is unchanged; open jobs are left to finish."""
         where = "user_id = :user" + ("" if everywhere else " AND guild_id IS :guild")
         return await self._db.changed_count(
-            f"""UPDATE jobs SET prompt = '', reference_url = NULL, input_url = NULL,
-                   more_reference_urls = NULL, more_input_urls = NULL,
-                   result_url = NULL, image_url = NULL, task_id = NULL,
-                   error = CASE WHEN instr(error, ':') > 0
-                                THEN substr(error, 1, instr(error, ':') - 1) ELSE error END,
-                   forgotten_at = :now
-                WHERE {where} AND state IN ('{JobState.DELIVERED.value}',
-                                            '{JobState.REFUNDED.value}')
-                  AND forgotten_at IS NULL""",
+            f"""UPDATE jobs SET {_FORGET}
+                WHERE {where} AND state IN {_FINISHED_SQL} AND forgotten_at IS NULL""",
             {"user": user_id, "guild": guild_id, "now": self._db.clock()},
         )
+
+    async def expire_history(self, before_day: str, batch: int = 5000) -> int:
+        """Blank, as `forget_history` does, every finished job of a day before `before_day`
+        (HISTORY_DAYS); how many. A batch per statement, so the write lock is never held
+        long: a year of history expires without holding up the charges."""
+        total = 0
+        while True:
+            changed = await self._db.changed_count(
+                f"""UPDATE jobs SET {_FORGET}
+                    WHERE id IN (SELECT id FROM jobs
+                                 WHERE day < :day AND forgotten_at IS NULL
+                                   AND state IN {_FINISHED_SQL}
+                                 LIMIT :batch)""",
+                {"day": before_day, "batch": batch, "now": self._db.clock()},
+            )
+            total += changed
+            if changed < batch:
+                return total
+            await asyncio.sleep(0)  # let the charges waiting for the lock go first
 
     async def mark_result_deleted(self, job_id: int) -> bool:
         return await self._db.changed(

@@ -1,0 +1,49 @@
+"""HISTORY_DAYS: finished jobs keep their prompts and links for a while, then are blanked.
+
+Only what a member said and linked to goes (as `/history forget` does); units, day, state and
+server stay, so every quota, budget and report reads the same afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from bot.store.interfaces import JobLedger
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 6 * 3600.0  # seconds between two passes while the bot runs
+
+
+class HistoryRetention:
+    """Blanks finished jobs older than `days` (0: never). One per process; `keep` runs from
+    start-up to shutdown, built by the composition root."""
+
+    def __init__(self, ledger: JobLedger, days: int, clock: Callable[[], float]) -> None:
+        self._ledger = ledger
+        self._days = days
+        self._clock = clock
+
+    async def expire(self) -> int:
+        """One pass: how many jobs were blanked."""
+        if not self._days:
+            return 0
+        today = datetime.fromtimestamp(self._clock(), UTC).date()
+        before = (today - timedelta(days=self._days)).isoformat()
+        blanked = await self._ledger.expire_history(before)
+        if blanked:
+            log.info("blanked the prompts and links of %d jobs from before %s", blanked, before)
+        return blanked
+
+    async def keep(self, every: float = CHECK_EVERY) -> None:
+        """A pass now and every `every` seconds, until cancelled; a failed pass is retried
+        at the next."""
+        while True:
+            try:
+                await self.expire()
+            except Exception:
+                log.warning("could not blank old history", exc_info=True)
+            await asyncio.sleep(every)
