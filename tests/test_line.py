@@ -160,8 +160,11 @@ async def test_a_shutdown_with_a_long_line_edits_only_started_jobs_and_loses_not
     sent_before = len(fake_discord.requests)
     await before.bot.close()
     at_shutdown = [r for r in fake_discord.requests[sent_before:] if r.method == "PATCH"]
-    assert len(at_shutdown) <= 2, "only the two started jobs hear about the restart"
-    assert all(embed_title(r).startswith("⏸️") for r in at_shutdown)
+    paused = [r for r in at_shutdown if embed_title(r).startswith("⏸️")]
+    assert len(paused) <= 2, "only the two started jobs hear about the restart"
+    # Place-in-line edits already on their way when the stop began may still land; no other.
+    others = [r for r in at_shutdown if r not in paused]
+    assert len(others) <= 2 and all(queue_position(r) is not None for r in others), others
     assert await before.storage.jobs.total_units_charged() == 30, "the waiting stay charged"
 
     after = await start_bot(
