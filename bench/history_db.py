@@ -23,6 +23,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from bot.settings import Settings
 from bot.store import open_storage
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,14 @@ FROM jobs WHERE id % 10 = 3 GROUP BY 1, 2, 3
 """
 
 
+_EXPIRED_SQL = """
+UPDATE jobs SET prompt = '', reference_url = NULL, input_url = NULL,
+    more_reference_urls = NULL, more_input_urls = NULL, result_url = NULL, image_url = NULL,
+    task_id = NULL, error = NULL, forgotten_at = :now
+WHERE day < :cutoff AND state IN ('delivered', 'refunded')
+"""
+
+
 def build_history(
     path: Path,
     jobs: int = 1_000_000,
@@ -179,9 +188,12 @@ def build_history(
     servers: int = 200,
     days: int = 365,
     seed: int = 1,
+    history_days: int = Settings.history_days,
 ) -> None:
     """Create `path` with the bot's schema and `jobs` finished jobs over the last `days` days
-    (ending now), from `members` members in `servers` servers and in direct messages.
+    (ending now), from `members` members in `servers` servers and in direct messages. Jobs
+    older than `history_days` (the shipped HISTORY_DAYS) are blanked as the bot would have done;
+    0 keeps them whole.
 
     The file must not exist yet. Runs its own event loop for the bot's storage: call it from
     synchronous code (or a thread).
@@ -224,6 +236,11 @@ def build_history(
             db.execute(f'DROP INDEX "{name}"')
         if jobs > 0:
             db.execute(_JOBS_SQL, params)
+        if history_days:
+            # What a bot running with HISTORY_DAYS has done by now: older finished jobs kept
+            # their units and outcome, their words and links were blanked.
+            cutoff = time.strftime("%Y-%m-%d", time.gmtime(time.time() - history_days * 86_400))
+            db.execute(_EXPIRED_SQL, {"cutoff": cutoff, "now": time.time()})
         db.execute(_ADJUSTMENTS_SQL, {"admin": ADMIN_ID})
         db.execute(_MODERATION_SQL, {"admin": ADMIN_ID})
         db.execute(_REFUSALS_SQL)
