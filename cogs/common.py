@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 PARENT_LOOKUP_SECONDS = 3.0
 # kie.ai's Flux-2 models, named as members type them (`/imagine model:pro`, `/server model`).
 MODEL_CHOICES = [app_commands.Choice(name=model, value=model) for model in MODELS]
+# The resolutions, as `/imagine` and `/settings` both offer them.
+RESOLUTION_CHOICES = [
+    app_commands.Choice(name="1K (standard)", value="1K"),
+    app_commands.Choice(name="2K (sharper, costs more)", value="2K"),
+]
 
 
 async def private(interaction: discord.Interaction[ImagineBot], text: str) -> None:

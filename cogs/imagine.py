@@ -31,6 +31,7 @@ from bot.tray import TooManyReferences, with_tray
 from bot.ui import messages, reference_messages
 from cogs.common import (
     MODEL_CHOICES,
+    RESOLUTION_CHOICES,
     InteractionRequester,
     private,
     reference_problem,
@@ -77,10 +78,7 @@ class ImagineCog(commands.Cog):
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
-        resolution=[
-            app_commands.Choice(name="1K (standard)", value="1K"),
-            app_commands.Choice(name="2K (sharper, costs more)", value="2K"),
-        ],
+        resolution=RESOLUTION_CHOICES,
         model=MODEL_CHOICES,
     )
     async def imagine(

@@ -17,7 +17,7 @@ from bot.domain import MAX_COUNT, parse_aspect_ratio, parse_model, parse_resolut
 from bot.kie import ASPECT_RATIOS
 from bot.ui import messages
 from bot.ui.reply import NO_PINGS
-from cogs.common import MODEL_CHOICES
+from cogs.common import MODEL_CHOICES, RESOLUTION_CHOICES
 from cogs.common import private as answer_privately
 
 if TYPE_CHECKING:
@@ -39,10 +39,7 @@ class SettingsCog(commands.Cog):
     )
     @app_commands.choices(
         aspect_ratio=[app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS],
-        resolution=[
-            app_commands.Choice(name="1K (standard)", value="1K"),
-            app_commands.Choice(name="2K (sharper, costs more)", value="2K"),
-        ],
+        resolution=RESOLUTION_CHOICES,
         model=MODEL_CHOICES,
     )
     async def settings(
