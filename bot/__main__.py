@@ -22,6 +22,7 @@ import discord
 import yarl
 from dotenv import find_dotenv, load_dotenv
 
+from bot import i18n
 from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
@@ -53,6 +54,7 @@ from bot.tray import ReferenceTray
 from bot.ui import messages
 from bot.ui.audit import AuditLog
 from bot.ui.batch_reply import BatchReplies
+from bot.ui.locale import guild_locale
 from bot.ui.reply import DiscordReply
 from bot.webhook import WebhookServer
 
@@ -191,7 +193,11 @@ def build_bot(
     credits = CreditWatch(kie, threshold=settings.low_credits_warning)
     # The Discord side's audit channel and job replies reach the bot, built last, only once
     # they are called: never before it exists.
-    audit = AuditLog(lambda channel_id: bot.get_partial_messageable(channel_id), moderation)
+    audit = AuditLog(
+        lambda channel_id: bot.get_partial_messageable(channel_id),
+        moderation,
+        guild_locale=lambda guild_id: guild_locale(bot.get_guild(guild_id) if guild_id else None),
+    )
     admission = Admission(
         storage.jobs,
         storage.moderation,
@@ -322,6 +328,13 @@ async def run(settings: Settings) -> None:
 
 
 async def _run_locked(settings: Settings) -> None:
+    try:
+        # A broken translation stops the bot here, with one sentence, not in a member's reply.
+        i18n.load_all()
+    except Exception as error:
+        raise StartupError(
+            f"a translation catalogue in {i18n.LOCALES_DIR} is broken: {error}"
+        ) from None
     try:
         storage = await open_storage(settings.database_path)
     except DatabaseTooNew as error:

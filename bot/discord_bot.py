@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import i18n
 from bot.admin_events import AdminEvents
 from bot.admission import Admission, Asker
 from bot.alerts import OperatorAlerts
@@ -30,6 +31,7 @@ from bot.settings import Settings
 from bot.store import Storage
 from bot.tray import ReferenceTray
 from bot.ui import messages, server_messages
+from bot.ui.locale import CatalogueTranslator, localize
 from bot.ui.reply import NO_PINGS
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
         command = interaction.command
         root = getattr(command, "root_parent", None) or command
         if root is not None and root.name == OWNER_GROUP:
-            return True  # the operator's own commands check their user instead
+            return True  # the operator's own commands check their user instead (in English)
+        localize(interaction)  # the command, its checks and its error answer speak it
         return await interaction.client.gate_passed(interaction)
 
     async def on_error(
@@ -158,6 +161,7 @@ class ImagineBot(commands.Bot):
         await self.operator.load()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        await self.tree.set_translator(CatalogueTranslator())
         await self.sync_commands()
         await self.runner.resume()
 
@@ -297,4 +301,6 @@ class ImagineBot(commands.Bot):
         payload = sorted(
             (command.to_dict(self.tree) for command in commands_), key=lambda c: c["name"]
         )
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        # The localizations come from the catalogues: a changed translation is a change too.
+        signed = {"commands": payload, "catalogues": i18n.catalogue_fingerprint()}
+        return hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()

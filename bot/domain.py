@@ -184,6 +184,7 @@ class NewJob:
     spoiler: bool = False  # post the result as a spoiler (an age-restricted channel that asks)
     count: int = 1  # images asked for: one job each, `units` each, charged all or none
     private: bool = False  # show the result to its member only (their /settings)
+    locale: str | None = None  # the member's Discord locale: the language of its replies
 
     @property
     def total_units(self) -> int:
@@ -239,6 +240,7 @@ class Job:
     batch_size: int = 1  # images in the batch (1: a single image, no batch)
 
     private: bool = False  # shown to its member only: ephemeral, or by DM, never in the channel
+    locale: str | None = None  # the requester's Discord locale: every later text speaks it
 
     @property
     def in_batch(self) -> bool:

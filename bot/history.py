@@ -63,6 +63,7 @@ class ShowRequest:
     role_ids: tuple[int, ...]
     job_id: int
     age_restricted: bool
+    locale: str | None = None  # the presser's Discord locale: the re-post speaks it
 
 
 class History:
@@ -138,7 +139,11 @@ class History:
         # The earlier job, answered through this press: its reply, its channel, a new nonce
         # (Discord would drop a channel post that repeats the first delivery's).
         shown = dataclasses.replace(
-            job, reply=reply, channel_id=request.channel_id, nonce=secrets.token_hex(10)
+            job,
+            reply=reply,
+            channel_id=request.channel_id,
+            nonce=secrets.token_hex(10),
+            locale=request.locale,
         )
         return await self._post(shown, image, request.role_ids)
 

@@ -154,6 +154,7 @@ class JobRequest:
     age_restricted: bool = False  # asked in an age-restricted channel (or a thread of one)
     count: int = 1  # images asked for (1-4): one job each, charged all or none
     private: bool = False  # the result is for the member's eyes only (their /settings)
+    locale: str | None = None  # the member's Discord locale, kept with the job for its replies
 
 
 @dataclass(frozen=True)
@@ -354,6 +355,7 @@ class JobService:
                 spoiler=request.age_restricted and policy.nsfw_spoiler,
                 count=request.count,
                 private=request.private,
+                locale=request.locale,
             ),
             await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
             hold,

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 
 from bot.admission import Refusal
 from bot.domain import MODELS, ReplyTarget
+from bot.i18n import N_, _
 from bot.kie import REFERENCE_MAX_BYTES, REFERENCE_TYPES
 from bot.ui import messages
 from bot.ui.reply import NO_PINGS
@@ -23,12 +25,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PARENT_LOOKUP_SECONDS = 3.0
-# kie.ai's Flux-2 models, named as members type them (`/imagine model:pro`, `/server model`).
+# Every name and description of a command is a `locale_str`: Discord shows it in the member's
+# language from the catalogues (`bot/ui/locale.py`'s translator); the plain text is English.
+# kie.ai's Flux-2 models, named as members type them (`/imagine model:pro`, `/server model`):
+# product names, the same in every language.
 MODEL_CHOICES = [app_commands.Choice(name=model, value=model) for model in MODELS]
 # The resolutions, as `/imagine` and `/settings` both offer them.
 RESOLUTION_CHOICES = [
-    app_commands.Choice(name="1K (standard)", value="1K"),
-    app_commands.Choice(name="2K (sharper, costs more)", value="2K"),
+    app_commands.Choice(name=locale_str("1K (standard)"), value="1K"),
+    app_commands.Choice(name=locale_str("2K (sharper, costs more)"), value="2K"),
 ]
 
 
@@ -116,8 +121,13 @@ class InteractionRequester:
 
 
 class ReferenceFault(enum.Enum):
-    NOT_AN_IMAGE = "not a JPEG, PNG or WebP"
-    TOO_LARGE = "over 10 MB"
+    # Each value is its text for the member, translated where it is shown (`problem`).
+    NOT_AN_IMAGE = N_("not a JPEG, PNG or WebP")
+    TOO_LARGE = N_("over 10 MB")
+
+    @property
+    def problem(self) -> str:
+        return _(self.value)
 
 
 def reference_fault(content_type: str | None, filename: str, size: int) -> ReferenceFault | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.ui import messages, server_messages
@@ -24,7 +25,9 @@ class HelpCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="help", description="What this bot does, what it costs here.")
+    @app_commands.command(
+        name=locale_str("help"), description=locale_str("What this bot does, what it costs here.")
+    )
     async def help(self, interaction: discord.Interaction[ImagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         book = self.bot.quota

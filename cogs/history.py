@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.discord_bot import answer_error
@@ -34,14 +35,17 @@ HISTORY_LENGTH = 10
 
 class HistoryCog(
     commands.GroupCog,
-    group_name="history",
-    group_description="Your own images: list them, show one again, or forget them.",
+    group_name=locale_str("history"),
+    group_description=locale_str("Your own images: list them, show one again, or forget them."),
 ):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         super().__init__()
 
-    @app_commands.command(name="list", description="See your latest images, and show one again.")
+    @app_commands.command(
+        name=locale_str("list"),
+        description=locale_str("See your latest images, and show one again."),
+    )
     async def list_(self, interaction: discord.Interaction[ImagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         history = self.bot.history
@@ -54,10 +58,12 @@ class HistoryCog(
         )
 
     @app_commands.command(
-        name="forget", description="Erase the prompts and links of your finished images."
+        name=locale_str("forget"),
+        description=locale_str("Erase the prompts and links of your finished images."),
     )
+    @app_commands.rename(everywhere=locale_str("everywhere"))
     @app_commands.describe(
-        everywhere="Forget them in every server and in direct messages, not only here."
+        everywhere=locale_str("Forget them in every server and in direct messages, not only here.")
     )
     async def forget(
         self, interaction: discord.Interaction[ImagineBot], everywhere: bool = False
@@ -99,6 +105,7 @@ class HistoryCog(
             role_ids=role_ids(interaction),
             job_id=job_id,
             age_restricted=await age_restricted(interaction),
+            locale=interaction.locale.value,
         )
         history = self.bot.history
         checked = await history.check(request)

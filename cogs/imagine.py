@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.domain import MAX_COUNT, TrayImage, parse_aspect_ratio, parse_model, parse_resolution
@@ -46,17 +47,19 @@ log = logging.getLogger(__name__)
 
 
 _RATIO_NAMES = {
-    "1:1": "1:1 square",
-    "4:3": "4:3 landscape",
-    "3:4": "3:4 portrait",
-    "16:9": "16:9 widescreen",
-    "9:16": "9:16 tall (phone)",
-    "3:2": "3:2 photo landscape",
-    "2:3": "2:3 photo portrait",
+    "1:1": locale_str("1:1 square"),
+    "4:3": locale_str("4:3 landscape"),
+    "3:4": locale_str("3:4 portrait"),
+    "16:9": locale_str("16:9 widescreen"),
+    "9:16": locale_str("9:16 tall (phone)"),
+    "3:2": locale_str("3:2 photo landscape"),
+    "2:3": locale_str("2:3 photo portrait"),
 }
 ASPECT_RATIO_CHOICES = [
     *(app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS),
-    app_commands.Choice(name="auto (match the reference image)", value=AUTO_ASPECT_RATIO),
+    app_commands.Choice(
+        name=locale_str("auto (match the reference image)"), value=AUTO_ASPECT_RATIO
+    ),
 ]
 
 
@@ -64,17 +67,36 @@ class ImagineCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="imagine", description="Turn a prompt into an image (Flux-2).")
+    @app_commands.command(
+        name=locale_str("imagine"), description=locale_str("Turn a prompt into an image (Flux-2).")
+    )
+    @app_commands.rename(
+        prompt=locale_str("prompt"),
+        aspect_ratio=locale_str("aspect_ratio"),
+        resolution=locale_str("resolution"),
+        image=locale_str("image"),
+        image2=locale_str("image2"),
+        image3=locale_str("image3"),
+        image4=locale_str("image4"),
+        model=locale_str("model"),
+        count=locale_str("count"),
+    )
     @app_commands.describe(
-        prompt="What to draw, in your own words (3 to 5000 characters).",
-        aspect_ratio="The shape. Default: yours (/settings) or 1:1; auto with a reference image.",
-        resolution="1K or 2K (sharper, costs more; see /quota). Default: yours (/settings) or 1K.",
-        image="A reference image to start from (JPEG, PNG or WebP, up to 10 MB).",
-        image2="A second reference image.",
-        image3="A third reference image.",
-        image4="A fourth reference image.",
-        model="Flux-2 flex or pro (see /quota for what each costs). Default: the server's choice.",
-        count="How many images (1-4, default 1); each is charged like one image.",
+        prompt=locale_str("What to draw, in your own words (3 to 5000 characters)."),
+        aspect_ratio=locale_str(
+            "The shape. Default: yours (/settings) or 1:1; auto with a reference image."
+        ),
+        resolution=locale_str(
+            "1K or 2K (sharper, costs more; see /quota). Default: yours (/settings) or 1K."
+        ),
+        image=locale_str("A reference image to start from (JPEG, PNG or WebP, up to 10 MB)."),
+        image2=locale_str("A second reference image."),
+        image3=locale_str("A third reference image."),
+        image4=locale_str("A fourth reference image."),
+        model=locale_str(
+            "Flux-2 flex or pro (see /quota for what each costs). Default: the server's choice."
+        ),
+        count=locale_str("How many images (1-4, default 1); each is charged like one image."),
     )
     @app_commands.choices(
         aspect_ratio=ASPECT_RATIO_CHOICES,
@@ -152,6 +174,7 @@ class ImagineCog(commands.Cog):
             role_ids=role_ids(interaction),
             count=count,
             private=defaults.private,
+            locale=interaction.locale.value,
         )
         requester = InteractionRequester(interaction, private=defaults.private)
         return await self.bot.generation.request(request, requester), tray

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.ui import server_messages as texts
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
 @app_commands.default_permissions(manage_guild=True)
 class ModerationCog(
     commands.GroupCog,
-    group_name="moderation",
-    group_description="Blocked terms, banned members and the audit log for this server.",
+    group_name=locale_str("moderation"),
+    group_description=locale_str(
+        "Blocked terms, banned members and the audit log for this server."
+    ),
 ):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
@@ -35,8 +38,13 @@ class ModerationCog(
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
         return await is_server_manager(interaction)
 
-    @app_commands.command(name="block", description="Block a word or phrase in prompts.")
-    @app_commands.describe(term="The word or phrase; other spellings of it are caught too.")
+    @app_commands.command(
+        name=locale_str("block"), description=locale_str("Block a word or phrase in prompts.")
+    )
+    @app_commands.rename(term=locale_str("term"))
+    @app_commands.describe(
+        term=locale_str("The word or phrase; other spellings of it are caught too.")
+    )
     async def block(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
@@ -46,8 +54,11 @@ class ModerationCog(
         count = len(await self.bot.moderation.terms(guild_id))
         await followup(interaction, texts.term_blocked(term, count, added))
 
-    @app_commands.command(name="unblock", description="Allow a blocked word or phrase again.")
-    @app_commands.describe(term="The blocked word or phrase, in any spelling.")
+    @app_commands.command(
+        name=locale_str("unblock"), description=locale_str("Allow a blocked word or phrase again.")
+    )
+    @app_commands.rename(term=locale_str("term"))
+    @app_commands.describe(term=locale_str("The blocked word or phrase, in any spelling."))
     async def unblock(
         self, interaction: discord.Interaction[ImagineBot], term: app_commands.Range[str, 2, 100]
     ) -> None:
@@ -56,15 +67,23 @@ class ModerationCog(
         removed = await self.bot.admin_events.unblock_term(guild_id, term, actor)
         await followup(interaction, texts.term_unblocked(term, removed))
 
-    @app_commands.command(name="blocklist", description="Show this server's blocked terms.")
+    @app_commands.command(
+        name=locale_str("blocklist"), description=locale_str("Show this server's blocked terms.")
+    )
     async def blocklist(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         terms = await self.bot.moderation.terms(guild_id)
         await followup(interaction, texts.blocked_terms(terms))
 
-    @app_commands.command(name="ban", description="Stop a member from using the image bot here.")
-    @app_commands.describe(member="Who to ban from the bot.", reason="Why (kept in the log).")
+    @app_commands.command(
+        name=locale_str("ban"),
+        description=locale_str("Stop a member from using the image bot here."),
+    )
+    @app_commands.rename(member=locale_str("member"), reason=locale_str("reason"))
+    @app_commands.describe(
+        member=locale_str("Who to ban from the bot."), reason=locale_str("Why (kept in the log).")
+    )
     async def ban(
         self,
         interaction: discord.Interaction[ImagineBot],
@@ -76,8 +95,11 @@ class ModerationCog(
         banned = await self.bot.admin_events.ban(guild_id, member.id, actor, reason)
         await followup(interaction, texts.member_banned(member.id, banned))
 
-    @app_commands.command(name="unban", description="Let a banned member use the bot again.")
-    @app_commands.describe(member="Who to unban.")
+    @app_commands.command(
+        name=locale_str("unban"), description=locale_str("Let a banned member use the bot again.")
+    )
+    @app_commands.rename(member=locale_str("member"))
+    @app_commands.describe(member=locale_str("Who to unban."))
     async def unban(
         self, interaction: discord.Interaction[ImagineBot], member: discord.User
     ) -> None:
@@ -87,9 +109,11 @@ class ModerationCog(
         await followup(interaction, texts.member_unbanned(member.id, unbanned))
 
     @app_commands.command(
-        name="audit-channel", description="Where the bot logs generations and moderation."
+        name=locale_str("audit-channel"),
+        description=locale_str("Where the bot logs generations and moderation."),
     )
-    @app_commands.describe(channel="The log channel; leave empty to stop logging.")
+    @app_commands.rename(channel=locale_str("channel"))
+    @app_commands.describe(channel=locale_str("The log channel; leave empty to stop logging."))
     async def audit_channel(
         self,
         interaction: discord.Interaction[ImagineBot],
@@ -101,8 +125,14 @@ class ModerationCog(
         await self.bot.admin_events.set_audit_channel(guild_id, channel_id, actor)
         await followup(interaction, texts.audit_channel_set(channel_id))
 
-    @app_commands.command(name="allow-channel", description="Let /imagine be used in a channel.")
-    @app_commands.describe(channel="Once any channel is listed, /imagine works only in those.")
+    @app_commands.command(
+        name=locale_str("allow-channel"),
+        description=locale_str("Let /imagine be used in a channel."),
+    )
+    @app_commands.rename(channel=locale_str("channel"))
+    @app_commands.describe(
+        channel=locale_str("Once any channel is listed, /imagine works only in those.")
+    )
     async def allow_channel(
         self, interaction: discord.Interaction[ImagineBot], channel: discord.TextChannel
     ) -> None:
@@ -111,8 +141,11 @@ class ModerationCog(
         await self.bot.admin_events.allow_channel(guild_id, channel.id, actor)
         await followup(interaction, await self._where_imagine_works(guild_id))
 
-    @app_commands.command(name="disallow-channel", description="Take a channel off the list.")
-    @app_commands.describe(channel="With no channel listed, /imagine works everywhere.")
+    @app_commands.command(
+        name=locale_str("disallow-channel"), description=locale_str("Take a channel off the list.")
+    )
+    @app_commands.rename(channel=locale_str("channel"))
+    @app_commands.describe(channel=locale_str("With no channel listed, /imagine works everywhere."))
     async def disallow_channel(
         self, interaction: discord.Interaction[ImagineBot], channel: discord.TextChannel
     ) -> None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.ui import messages
@@ -20,7 +21,10 @@ class QuotaCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="quota", description="See how many images you can still make today.")
+    @app_commands.command(
+        name=locale_str("quota"),
+        description=locale_str("See how many images you can still make today."),
+    )
     async def quota(self, interaction: discord.Interaction[ImagineBot]) -> None:
         # Defer first: the database read must not eat into Discord's 3-second window.
         await interaction.response.defer(ephemeral=True, thinking=True)

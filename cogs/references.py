@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.domain import TrayImage
@@ -19,7 +20,8 @@ from cogs.common import private, reference_fault
 if TYPE_CHECKING:
     from bot.discord_bot import ImagineBot
 
-USE_AS_REFERENCE = "Use as reference"
+# A message command's name may have spaces and capitals, in every language.
+USE_AS_REFERENCE = locale_str("Use as reference")
 
 
 class ReferencesCog(commands.Cog):
@@ -45,7 +47,7 @@ class ReferencesCog(commands.Cog):
             if fault is None:
                 usable.append(TrayImage(key=str(file.id), url=file.url, filename=file.filename))
             else:
-                skipped.append(reference_messages.skipped_attachment(file.filename, fault.value))
+                skipped.append(reference_messages.skipped_attachment(file.filename, fault.problem))
         if not usable:
             await private(interaction, reference_messages.nothing_to_add(skipped))
             return

@@ -37,6 +37,7 @@ from bot.options import OptionsError, parse_options
 from bot.ui import messages
 from bot.ui.buttons import ResultAction, ResultButton, result_view
 from bot.ui.edit_form import FORM_TEXT_LIMIT, EditSubmission, edit_form, read_submission
+from bot.ui.locale import localize
 from bot.ui.reply import NO_PINGS
 from cogs.common import InteractionRequester, private, reference_problem, reply_target, role_ids
 
@@ -102,6 +103,7 @@ class ResultsCog(commands.Cog):
         submission = read_submission(interaction)
         if submission is None:
             return
+        localize(interaction)  # this listener's own task: no check or button set it
         try:
             await self._submit_form(interaction, submission)
         except Exception as error:
@@ -226,6 +228,7 @@ class ResultsCog(commands.Cog):
             origin=origin,
             parent_job_id=parent.id,
             private=hidden,
+            locale=interaction.locale.value,
         )
         await self.bot.generation.request(
             request, InteractionRequester(interaction, private=hidden)

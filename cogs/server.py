@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.alerts import AlertKind
@@ -49,8 +50,10 @@ TOP_MEMBERS = 5
 @app_commands.default_permissions(manage_guild=True)
 class ServerCog(
     commands.GroupCog,
-    group_name="server",
-    group_description="This server's image quotas, budget, limits, credits and statistics.",
+    group_name=locale_str("server"),
+    group_description=locale_str(
+        "This server's image quotas, budget, limits, credits and statistics."
+    ),
 ):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
@@ -59,21 +62,34 @@ class ServerCog(
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
         return await is_server_manager(interaction)
 
-    @app_commands.command(name="settings", description="Show this server's image-bot settings.")
+    @app_commands.command(
+        name=locale_str("settings"),
+        description=locale_str("Show this server's image-bot settings."),
+    )
     async def settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self._show_settings(interaction)
 
-    @app_commands.command(name="quota", description="Set the daily quota of every member.")
-    @app_commands.describe(units="Units per member per day; leave empty for the bot's default.")
+    @app_commands.command(
+        name=locale_str("quota"), description=locale_str("Set the daily quota of every member.")
+    )
+    @app_commands.rename(units=locale_str("units"))
+    @app_commands.describe(
+        units=locale_str("Units per member per day; leave empty for the bot's default.")
+    )
     async def quota(
         self, interaction: discord.Interaction[ImagineBot], units: Units | None = None
     ) -> None:
         await self._set(interaction, Setting.DAILY_QUOTA, units)
 
-    @app_commands.command(name="role-quota", description="Give members of a role their own quota.")
+    @app_commands.command(
+        name=locale_str("role-quota"),
+        description=locale_str("Give members of a role their own quota."),
+    )
+    @app_commands.rename(role=locale_str("role"), units=locale_str("units"))
     @app_commands.describe(
-        role="The role.", units="Units per day; leave empty to remove the role's quota."
+        role=locale_str("The role."),
+        units=locale_str("Units per day; leave empty to remove the role's quota."),
     )
     async def role_quota(
         self,
@@ -86,8 +102,13 @@ class ServerCog(
         await self.bot.admin_events.set_role_quota(guild_id, role.id, role.name, units, actor)
         await self._show_settings(interaction)
 
-    @app_commands.command(name="grant", description="Give a member extra units for today.")
-    @app_commands.describe(member="Who gets them.", units="How many extra units, today only.")
+    @app_commands.command(
+        name=locale_str("grant"), description=locale_str("Give a member extra units for today.")
+    )
+    @app_commands.rename(member=locale_str("member"), units=locale_str("units"))
+    @app_commands.describe(
+        member=locale_str("Who gets them."), units=locale_str("How many extra units, today only.")
+    )
     async def grant(
         self,
         interaction: discord.Interaction[ImagineBot],
@@ -100,8 +121,11 @@ class ServerCog(
         status = await self.bot.admin_events.grant(guild_id, member.id, roles, units, actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
 
-    @app_commands.command(name="reset", description="Clear what a member used today.")
-    @app_commands.describe(member="Whose usage to clear (their images stay).")
+    @app_commands.command(
+        name=locale_str("reset"), description=locale_str("Clear what a member used today.")
+    )
+    @app_commands.rename(member=locale_str("member"))
+    @app_commands.describe(member=locale_str("Whose usage to clear (their images stay)."))
     async def reset(
         self, interaction: discord.Interaction[ImagineBot], member: discord.User
     ) -> None:
@@ -111,17 +135,29 @@ class ServerCog(
         status = await self.bot.admin_events.reset(guild_id, member.id, roles, actor)
         await followup(interaction, texts.member_quota_line(member.id, status))
 
-    @app_commands.command(name="budget", description="Cap the units the whole server spends a day.")
-    @app_commands.describe(units="Units per day for everyone together; leave empty for no cap.")
+    @app_commands.command(
+        name=locale_str("budget"),
+        description=locale_str("Cap the units the whole server spends a day."),
+    )
+    @app_commands.rename(units=locale_str("units"))
+    @app_commands.describe(
+        units=locale_str("Units per day for everyone together; leave empty for no cap.")
+    )
     async def budget(
         self, interaction: discord.Interaction[ImagineBot], units: Units | None = None
     ) -> None:
         await self._set(interaction, Setting.DAILY_BUDGET, units)
 
-    @app_commands.command(name="limits", description="How many images may be generating at once.")
+    @app_commands.command(
+        name=locale_str("limits"),
+        description=locale_str("How many images may be generating at once."),
+    )
+    @app_commands.rename(per_member=locale_str("per_member"), server=locale_str("server"))
     @app_commands.describe(
-        per_member="Jobs at once per member (0: the bot's default; empty: unchanged).",
-        server="Jobs at once in the whole server (0: the bot's default; empty: unchanged).",
+        per_member=locale_str("Jobs at once per member (0: the bot's default; empty: unchanged)."),
+        server=locale_str(
+            "Jobs at once in the whole server (0: the bot's default; empty: unchanged)."
+        ),
     )
     async def limits(
         self,
@@ -134,11 +170,16 @@ class ServerCog(
         await self.bot.admin_events.set_running_limits(guild_id, per_member, server, actor)
         await self._show_settings(interaction)
 
-    @app_commands.command(name="nsfw", description="Adult content in age-restricted channels.")
+    @app_commands.command(
+        name=locale_str("nsfw"), description=locale_str("Adult content in age-restricted channels.")
+    )
+    @app_commands.rename(allow=locale_str("allow"), spoiler=locale_str("spoiler"))
     @app_commands.describe(
-        allow="Turn kie.ai's safety filter off in age-restricted channels (if the bot's operator "
-        "permits it).",
-        spoiler="Post results in age-restricted channels as spoilers.",
+        allow=locale_str(
+            "Turn kie.ai's safety filter off in age-restricted channels (if the bot's operator "
+            "permits it)."
+        ),
+        spoiler=locale_str("Post results in age-restricted channels as spoilers."),
     )
     async def nsfw(
         self,
@@ -151,9 +192,15 @@ class ServerCog(
         await self.bot.admin_events.set_nsfw(guild_id, allow, spoiler, actor)
         await self._show_settings(interaction)
 
-    @app_commands.command(name="model", description="Choose the model /imagine uses by default.")
+    @app_commands.command(
+        name=locale_str("model"),
+        description=locale_str("Choose the model /imagine uses by default."),
+    )
+    @app_commands.rename(model=locale_str("model"))
     @app_commands.describe(
-        model="flex or pro; members may still pick with /imagine model:. Empty: the bot's (flex)."
+        model=locale_str(
+            "flex or pro; members may still pick with /imagine model:. Empty: the bot's (flex)."
+        )
     )
     @app_commands.choices(model=MODEL_CHOICES)
     async def model(
@@ -169,7 +216,10 @@ class ServerCog(
         await self.bot.admin_events.set_default_model(guild_id, chosen, actor)
         await self._show_settings(interaction)
 
-    @app_commands.command(name="credits", description="What this server spent (units, credits).")
+    @app_commands.command(
+        name=locale_str("credits"),
+        description=locale_str("What this server spent (units, credits)."),
+    )
     async def credits(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -194,7 +244,9 @@ class ServerCog(
             alerted = await self.bot.alerts.alert(AlertKind.LOW_BALANCE, alert)
         await followup(interaction, f"{text}\n{texts.credits_text(balance, alerted)}")
 
-    @app_commands.command(name="stats", description="Generations, failures and units spent.")
+    @app_commands.command(
+        name=locale_str("stats"), description=locale_str("Generations, failures and units spent.")
+    )
     async def stats(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)

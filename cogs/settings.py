@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.domain import MAX_COUNT, parse_aspect_ratio, parse_model, parse_resolution
@@ -28,14 +29,26 @@ class SettingsCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="settings", description="Your own defaults for /imagine here.")
+    @app_commands.command(
+        name=locale_str("settings"), description=locale_str("Your own defaults for /imagine here.")
+    )
+    @app_commands.rename(
+        aspect_ratio=locale_str("aspect_ratio"),
+        resolution=locale_str("resolution"),
+        private=locale_str("private"),
+        model=locale_str("model"),
+        count=locale_str("count"),
+        reset=locale_str("reset"),
+    )
     @app_commands.describe(
-        aspect_ratio="Your usual shape when you type none.",
-        resolution="Your usual resolution when you type none (2K costs more).",
-        private="Show your images to you alone (True) or in the channel (False).",
-        model="Your usual model when you type none: flex or pro (see /quota for costs).",
-        count="How many images you usually ask for at once (1-4), each charged.",
-        reset="Forget your defaults here and use the bot's.",
+        aspect_ratio=locale_str("Your usual shape when you type none."),
+        resolution=locale_str("Your usual resolution when you type none (2K costs more)."),
+        private=locale_str("Show your images to you alone (True) or in the channel (False)."),
+        model=locale_str(
+            "Your usual model when you type none: flex or pro (see /quota for costs)."
+        ),
+        count=locale_str("How many images you usually ask for at once (1-4), each charged."),
+        reset=locale_str("Forget your defaults here and use the bot's."),
     )
     @app_commands.choices(
         aspect_ratio=[app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS],

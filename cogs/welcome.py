@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.i18n import use_locale
 from bot.ui import messages
+from bot.ui.locale import guild_locale
 from bot.ui.reply import NO_PINGS
 
 if TYPE_CHECKING:
@@ -46,7 +48,10 @@ class WelcomeCog(commands.Cog):
         # Remembered before posting: a crash in between loses one welcome, never doubles it.
         await meta.set(welcomed_key(guild.id), "1")
         try:
-            await channel.send(messages.welcome_text(), allowed_mentions=NO_PINGS)
+            # The whole server reads it: its preferred locale, not any one member's.
+            with use_locale(guild_locale(guild)):
+                text = messages.welcome_text()
+            await channel.send(text, allowed_mentions=NO_PINGS)
         except discord.HTTPException as error:
             log.info("could not post the welcome in server %s (%s)", guild.id, error.status)
 

@@ -79,6 +79,7 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
     "batch_index": _same,
     "batch_size": _same,
     "private": bool,
+    "locale": _same,
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
@@ -177,6 +178,7 @@ def _new_row(job: NewJob, limits: SpendLimits, now: float) -> dict[str, object]:
         "spoiler": job.spoiler,
         "batch_size": job.count,
         "private": job.private,
+        "locale": job.locale,
     }
 
 

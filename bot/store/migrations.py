@@ -291,6 +291,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 15: HISTORY_DAYS finds the finished jobs to blank by day; the index holds only those not
     # forgotten yet, so it stays small as a year of history is blanked.
     ("CREATE INDEX jobs_unforgotten_day ON jobs (day) WHERE forgotten_at IS NULL",),
+    # 16: the requester's Discord locale, so the replies a job posts later (progress, result,
+    # failure, after a restart too) speak the language of the interaction that asked for it.
+    ("ALTER TABLE jobs ADD COLUMN locale TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -10,6 +10,7 @@ import discord
 
 from bot.admin_events import AuditEvent
 from bot.domain import Job
+from bot.i18n import use_locale
 from bot.moderation import Moderation
 from bot.ui import messages, server_messages
 
@@ -21,23 +22,32 @@ NO_PINGS = discord.AllowedMentions.none()
 class AuditLog:
     """Posts to a server's audit channel: the `AuditSink` of `AdminEvents` and `Admission`, and
     the record of each delivered generation (`DiscordReply`). Best effort throughout. One per
-    process, built by the composition root."""
+    process, built by the composition root.
+
+    The channel is the server's moderators', not one member's: its posts speak the server's
+    preferred locale (`guild_locale`), whoever's action they report."""
 
     def __init__(
         self,
         channel: Callable[[int], discord.abc.Messageable],
         moderation: Moderation,
+        *,
+        guild_locale: Callable[[int | None], str | None] = lambda guild_id: None,
     ) -> None:
         self._channel = channel  # the bot's get_partial_messageable
         self._moderation = moderation
+        self._guild_locale = guild_locale
 
     async def generation(self, job: Job, link: str | None) -> None:
-        await self._post(job.guild_id, messages.audit_generation_embed(job, link))
+        with use_locale(self._guild_locale(job.guild_id)):
+            embed = messages.audit_generation_embed(job, link)
+        await self._post(job.guild_id, embed)
 
     async def post(self, event: AuditEvent) -> None:
-        title = server_messages.audit_title(event.kind)
-        detail = server_messages.audit_detail(event)
-        embed = messages.audit_event_embed(title, event.member_id, detail, event.actor_id)
+        with use_locale(self._guild_locale(event.guild_id)):
+            title = server_messages.audit_title(event.kind)
+            detail = server_messages.audit_detail(event)
+            embed = messages.audit_event_embed(title, event.member_id, detail, event.actor_id)
         await self._post(event.guild_id, embed)
 
     async def _post(self, guild_id: int | None, embed: discord.Embed) -> None:

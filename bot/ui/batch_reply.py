@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.batches import BatchOutcome
 from bot.domain import Job
+from bot.i18n import use_locale
 from bot.jobs import Delivery, Failure, Finished, Phase, Progress
 from bot.ui import messages
 from bot.ui.reply import DiscordReply
@@ -68,7 +69,9 @@ class BatchMemberReply:
             return
         least = min(shown, key=lambda p: _ORDER.index(p.phase))
         counts = {phase: sum(p.phase is phase for p in shown) for phase in _ORDER}
-        await shared.reply.progress(least, messages.batch_progress_text(counts))
+        with use_locale(self._job.locale):  # the batch's request's language, as its reply's
+            images = messages.batch_progress_text(counts)
+        await shared.reply.progress(least, images)
 
     async def deliver(self, finished: Finished) -> Delivery:
         return await self._shared.reply.deliver(finished)  # not used: batches deliver whole

@@ -14,6 +14,9 @@ from typing import Any
 
 import discord
 
+from bot.i18n import N_, _
+from bot.ui.locale import localize
+
 CUSTOM_ID = re.compile(
     r"imagine:(?P<action>reroll|vary|edit|delete|use):(?P<job_id>[0-9]{1,19})"
     r"(?::(?P<number>[1-9]))?"
@@ -29,11 +32,11 @@ class ResultAction(enum.StrEnum):
 
 
 _LOOKS = {
-    ResultAction.REROLL: ("Re-roll", "🎲", discord.ButtonStyle.primary),
-    ResultAction.VARY: ("Vary", "🔀", discord.ButtonStyle.secondary),
-    ResultAction.EDIT: ("Edit", "✏️", discord.ButtonStyle.secondary),
-    ResultAction.DELETE: ("Delete", "🗑️", discord.ButtonStyle.danger),
-    ResultAction.USE: ("Use", "📌", discord.ButtonStyle.primary),
+    ResultAction.REROLL: (N_("Re-roll"), "🎲", discord.ButtonStyle.primary),
+    ResultAction.VARY: (N_("Vary"), "🔀", discord.ButtonStyle.secondary),
+    ResultAction.EDIT: (N_("Edit"), "✏️", discord.ButtonStyle.secondary),
+    ResultAction.DELETE: (N_("Delete"), "🗑️", discord.ButtonStyle.danger),
+    ResultAction.USE: (N_("Use"), "📌", discord.ButtonStyle.primary),
 }
 # The buttons under every single result (Use is for a batch's images).
 SINGLE_ACTIONS = (
@@ -48,7 +51,8 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUST
     def __init__(
         self, action: ResultAction, job_id: int, number: int | None = None, row: int | None = None
     ) -> None:
-        label, emoji, style = _LOOKS[action]
+        name, emoji, style = _LOOKS[action]
+        label = _(name)  # in the current locale: the job's when sent, the presser's when pressed
         custom_id = f"imagine:{action}:{job_id}"
         if number is not None:
             # A batch's image: "Vary 2" names image 2's own job (and its number, for the label).
@@ -70,6 +74,7 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUST
         return cls(ResultAction(match["action"]), int(match["job_id"]), number)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        localize(interaction)  # the listeners' tasks, started here, inherit the language
         interaction.client.dispatch("result_button", interaction, self.action, self.job_id)
 
 
@@ -102,7 +107,7 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CANC
     def __init__(self, job_id: int) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Cancel",
+                label=_("Cancel"),
                 emoji="✖",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"imagine:cancel:{job_id}",
@@ -120,6 +125,7 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CANC
         return cls(int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        localize(interaction)
         interaction.client.dispatch("cancel_button", interaction, self.job_id)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import discord
 
 from bot.domain import ImageRequest
+from bot.i18n import N_, _
 from bot.options import format_options
 
 FORM_ID = re.compile(r"imagine:edit:(?P<job_id>[0-9]{1,19})")
@@ -23,7 +24,7 @@ PROMPT_FIELD = "prompt"
 OPTIONS_FIELD = "options"
 # Discord's limits for a text input: at most 4000 characters, value and max_length alike.
 FORM_TEXT_LIMIT = 4000
-OPTIONS_PLACEHOLDER = "ar 16:9, res 2K, model pro (anything left out stays as it was)"
+OPTIONS_PLACEHOLDER = N_("ar 16:9, res 2K, model pro (anything left out stays as it was)")
 _OPTIONS_LIMIT = 100
 
 
@@ -37,10 +38,10 @@ class EditSubmission:
 def edit_form(job_id: int, image: ImageRequest, prompt_min: int) -> discord.ui.Modal:
     """The form for one result. It is marked finished before it is sent, so discord.py does not
     keep it: every submission, before or after a restart, is read by `read_submission`."""
-    form = discord.ui.Modal(title="Edit and run again", custom_id=f"imagine:edit:{job_id}")
+    form = discord.ui.Modal(title=_("Edit and run again"), custom_id=f"imagine:edit:{job_id}")
     form.add_item(
         discord.ui.TextInput(
-            label="Prompt",
+            label=_("Prompt"),
             custom_id=PROMPT_FIELD,
             style=discord.TextStyle.paragraph,
             default=image.prompt,
@@ -50,11 +51,11 @@ def edit_form(job_id: int, image: ImageRequest, prompt_min: int) -> discord.ui.M
     )
     form.add_item(
         discord.ui.TextInput(
-            label="Options: ar (shape), res (1K/2K), model",
+            label=_("Options: ar (shape), res (1K/2K), model"),
             custom_id=OPTIONS_FIELD,
             style=discord.TextStyle.short,
             default=format_options(image),
-            placeholder=OPTIONS_PLACEHOLDER,
+            placeholder=_(OPTIONS_PLACEHOLDER),
             required=False,
             max_length=_OPTIONS_LIMIT,
         )

@@ -15,6 +15,8 @@ from typing import Any
 import discord
 
 from bot.domain import Job
+from bot.i18n import _
+from bot.ui.locale import localize
 
 SHOW_ID = re.compile(r"imagine:show:(?P<job_id>[0-9]{1,19})")
 FORGET_ID = re.compile(r"imagine:forget:(?P<scope>here|everywhere):(?P<user_id>[0-9]{1,19})")
@@ -31,7 +33,7 @@ class ShowButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SHOW_I
     def __init__(self, job_id: int, number: int = 0) -> None:
         super().__init__(
             discord.ui.Button(
-                label=f"Show {number}" if number else "Show",
+                label=_("Show {number}").format(number=number) if number else _("Show"),
                 emoji="🖼️",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"imagine:show:{job_id}",
@@ -49,6 +51,7 @@ class ShowButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=SHOW_I
         return cls(int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        localize(interaction)  # the listeners' tasks, started here, inherit the language
         interaction.client.dispatch("history_show", interaction, self.job_id)
 
 
@@ -56,7 +59,7 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FORG
     def __init__(self, scope: ForgetScope, user_id: int) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Forget them",
+                label=_("Forget them"),
                 emoji="🧹",
                 style=discord.ButtonStyle.danger,
                 custom_id=f"imagine:forget:{scope}:{user_id}",
@@ -75,6 +78,7 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FORG
         return cls(ForgetScope(match["scope"]), int(match["user_id"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        localize(interaction)
         interaction.client.dispatch("history_forget", interaction, self.scope, self.user_id)
 
 

@@ -15,6 +15,7 @@ import discord
 from bot.admission import Refusal, RefusalReason
 from bot.batches import BatchOutcome
 from bot.domain import Job, JobState, MemberDefaults, Model, Origin, parse_model
+from bot.i18n import N_, _, decimal, ngettext
 from bot.jobs import OPERATOR_PROBLEMS, Failure, FailureKind, Finished, Phase, Progress
 from bot.kie import PROMPT_MAX_LENGTH, PROMPT_MIN_LENGTH
 from bot.kie.credits import Balance
@@ -55,21 +56,27 @@ def timestamp(moment: float | datetime, style: str = "R") -> str:
 
 def duration(seconds: float) -> str:
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return _("{seconds} s").format(seconds=decimal(seconds, 1))
     minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest} s"
+    return _("{minutes} min {seconds} s").format(minutes=minutes, seconds=rest)
 
 
 def units(count: int) -> str:
-    return f"{count} unit" if count == 1 else f"{count} units"
+    return ngettext("{count} unit", "{count} units", count).format(count=count)
 
 
 def job_options(job: Job) -> str:
     line = f"{job.image.aspect_ratio} · {job.image.resolution}"
     count = max(len(job.image.reference_urls), len(job.image.input_urls))
     if count > 1:
-        return f"{line} · from {count} reference images"
-    return f"{line} · from a reference image" if job.image.image_to_image else line
+        return ngettext(
+            "{options} · from {count} reference image",
+            "{options} · from {count} reference images",
+            count,
+        ).format(options=line, count=count)
+    if job.image.image_to_image:
+        return _("{options} · from a reference image").format(options=line)
+    return line
 
 
 def model_name(model: Model) -> str:
@@ -77,9 +84,9 @@ def model_name(model: Model) -> str:
 
 
 _ORIGIN_TEXT = {
-    Origin.REROLL: "🎲 Re-roll",
-    Origin.VARY: "🔀 Variation",
-    Origin.EDIT: "✏️ Edited image",
+    Origin.REROLL: N_("🎲 Re-roll"),
+    Origin.VARY: N_("🔀 Variation"),
+    Origin.EDIT: N_("✏️ Edited image"),
 }
 
 
@@ -92,34 +99,35 @@ def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Em
 # --- /imagine -----------------------------------------------------------------------------------
 
 _PHASE_TEXT = {
-    Phase.WAITING: "⏳ Waiting for a free slot",
-    Phase.QUEUED: "🕒 Queued",
-    Phase.GENERATING: "🎨 Generating",
-    Phase.PAUSED: "⏸️ Paused by the bot's operator",
+    Phase.WAITING: N_("⏳ Waiting for a free slot"),
+    Phase.QUEUED: N_("🕒 Queued"),
+    Phase.GENERATING: N_("🎨 Generating"),
+    Phase.PAUSED: N_("⏸️ Paused by the bot's operator"),
 }
 
 
 def progress_embed(progress: Progress, job: Job, images: str | None = None) -> discord.Embed:
-    embed = _prompt_embed(f"{_PHASE_TEXT[progress.phase]}…", job.image.prompt, COLOUR_WORKING)
-    embed.add_field(name="Options", value=job_options(job))
+    embed = _prompt_embed(f"{_(_PHASE_TEXT[progress.phase])}…", job.image.prompt, COLOUR_WORKING)
+    embed.add_field(name=_("Options"), value=job_options(job))
     if images is not None:
-        embed.add_field(name="Images", value=images)
-    embed.add_field(name="Started", value=timestamp(progress.started_at))
+        embed.add_field(name=_("Images"), value=images)
+    embed.add_field(name=_("Started"), value=timestamp(progress.started_at))
     if progress.wait is not None:
         text = queue_text(progress.wait, progress.position, progress.turn_at)
-        embed.add_field(name="Queue", value=text, inline=False)
+        embed.add_field(name=_("Queue"), value=text, inline=False)
     if progress.phase is Phase.PAUSED:
-        reason = f"Reason: {safe_prompt(progress.note, 300)}\n" if progress.note else ""
-        embed.add_field(
-            name="Your image is not lost",
-            value=f"{reason}It is still reserved and starts by itself when generation resumes.",
-            inline=False,
-        )
+        still = _("It is still reserved and starts by itself when generation resumes.")
+        if progress.note:
+            reason = _("Reason: {reason}").format(reason=safe_prompt(progress.note, 300))
+            still = f"{reason}\n{still}"
+        embed.add_field(name=_("Your image is not lost"), value=still, inline=False)
     if progress.wait is None and progress.position is not None and progress.turn_at is not None:
         # A live timestamp counts down in the client, so the line needs no edits to move.
         embed.add_field(
-            name="In line",
-            value=f"#{progress.position} · your turn {timestamp(progress.turn_at)}",
+            name=_("In line"),
+            value=_("#{position} · your turn {when}").format(
+                position=progress.position, when=timestamp(progress.turn_at)
+            ),
         )
     return embed
 
@@ -127,50 +135,59 @@ def progress_embed(progress: Progress, job: Job, images: str | None = None) -> d
 def queue_text(wait: Wait, position: int | None = None, starts_at: float | None = None) -> str:
     """The place in line (the server's and kie.ai's together) and a live "starts in …"."""
     if wait.held_by is HeldBy.MEMBER_LIMIT:
-        why = f"you can have {wait.limit} running at once; it starts when one of yours finishes"
+        why = _(
+            "you can have {limit} running at once; it starts when one of yours finishes"
+        ).format(limit=wait.limit)
     else:
-        why = f"this server runs {wait.limit} at once; it starts when a place frees up"
-    place = f"Position **{position or wait.position}** in line"
+        why = _("this server runs {limit} at once; it starts when a place frees up").format(
+            limit=wait.limit
+        )
+    place = _("Position **{position}** in line").format(position=position or wait.position)
     if starts_at is not None:
         # A live timestamp counts down in the client: the estimate needs no edits to stay fresh.
-        place += f" · expected {timestamp(starts_at)}"
-    return f"{place} · {why}. Nothing is charged twice."
+        place += _(" · expected {when}").format(when=timestamp(starts_at))
+    return _("{place} · {why}. Nothing is charged twice.").format(place=place, why=why)
+
+
+def _quota_left(quota: QuotaStatus) -> str:
+    return _("{remaining} of {limit}").format(remaining=quota.remaining, limit=quota.limit)
 
 
 def result_embed(finished: Finished, filename: str, note: str | None = None) -> discord.Embed:
     job = finished.job
-    title = "🖼️ Your image is ready"
+    title = _("🖼️ Your image is ready")
     if finished.shown_again:
-        title = SHOWN_AGAIN_TITLE
+        title = _(SHOWN_AGAIN_TITLE)
     elif job.origin in _ORIGIN_TEXT:
-        title = f"🖼️ {_ORIGIN_TEXT[job.origin]} is ready"
+        title = _("🖼️ {what} is ready").format(what=_(_ORIGIN_TEXT[job.origin]))
     embed = _prompt_embed(title, job.image.prompt, COLOUR_DONE)
-    embed.add_field(name="Options", value=job_options(job))
-    embed.add_field(name="Model", value=model_name(job.image.model))
-    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name=_("Options"), value=job_options(job))
+    embed.add_field(name=_("Model"), value=model_name(job.image.model))
+    embed.add_field(name=_("Requested by"), value=f"<@{job.user_id}>")
     if finished.shown_again:
-        embed.add_field(name="Made", value=timestamp(job.created_at, "f"))
+        embed.add_field(name=_("Made"), value=timestamp(job.created_at, "f"))
     else:
-        embed.add_field(name="Took", value=duration(finished.elapsed))
-    quota = finished.quota
-    embed.add_field(name="Quota left today", value=f"{quota.remaining} of {quota.limit}")
+        embed.add_field(name=_("Took"), value=duration(finished.elapsed))
+    embed.add_field(name=_("Quota left today"), value=_quota_left(finished.quota))
     if note:
-        embed.add_field(name="Note", value=note, inline=False)
+        embed.add_field(name=_("Note"), value=note, inline=False)
     if filename:
         embed.set_image(url=f"attachment://{filename}")
     return embed
 
 
+_BATCH_PHASES = {
+    Phase.WAITING: N_("{count} waiting"),
+    Phase.PAUSED: N_("{count} paused"),
+    Phase.QUEUED: N_("{count} queued"),
+    Phase.GENERATING: N_("{count} generating"),
+}
+
+
 def batch_progress_text(counts: dict[Phase, int]) -> str:
     """Where a batch's images are: "1 generating · 3 waiting"."""
-    names = {
-        Phase.WAITING: "waiting",
-        Phase.PAUSED: "paused",
-        Phase.QUEUED: "queued",
-        Phase.GENERATING: "generating",
-    }
-    parts = [f"{n} {names[phase]}" for phase, n in counts.items() if n]
-    return " · ".join(parts) or "starting"
+    parts = [_(_BATCH_PHASES[phase]).format(count=n) for phase, n in counts.items() if n]
+    return " · ".join(parts) or _("starting")
 
 
 def batch_result_embed(outcome: BatchOutcome, notes: list[str]) -> discord.Embed:
@@ -178,28 +195,38 @@ def batch_result_embed(outcome: BatchOutcome, notes: list[str]) -> discord.Embed
     last = outcome.finished[-1]
     job = last.job
     made = len(outcome.finished)
-    title = f"🖼️ Your {made} images are ready" if made > 1 else "🖼️ Your image is ready"
+    if made > 1:
+        title = ngettext(
+            "🖼️ Your {count} image is ready", "🖼️ Your {count} images are ready", made
+        ).format(count=made)
+    else:
+        title = _("🖼️ Your image is ready")
     embed = _prompt_embed(title, job.image.prompt, COLOUR_DONE)
-    embed.add_field(name="Options", value=job_options(job))
-    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
-    embed.add_field(name="Took", value=duration(max(f.elapsed for f in outcome.finished)))
+    embed.add_field(name=_("Options"), value=job_options(job))
+    embed.add_field(name=_("Requested by"), value=f"<@{job.user_id}>")
+    embed.add_field(name=_("Took"), value=duration(max(f.elapsed for f in outcome.finished)))
     quota = last.quota
     if outcome.failed:
-        quota_text = (
-            f"{outcome.failed} of {len(outcome.jobs)} could not be made; their "
-            f"{units(outcome.refunded_units)} went back. {quota.remaining} of {quota.limit} "
-            "left today."
+        quota_text = _(
+            "{failed} of {total} could not be made; their {units} went back. "
+            "{remaining} of {limit} left today."
+        ).format(
+            failed=outcome.failed,
+            total=len(outcome.jobs),
+            units=units(outcome.refunded_units),
+            remaining=quota.remaining,
+            limit=quota.limit,
         )
     else:
-        quota_text = f"{quota.remaining} of {quota.limit}"
-    embed.add_field(name="Quota left today", value=quota_text, inline=False)
+        quota_text = _quota_left(quota)
+    embed.add_field(name=_("Quota left today"), value=quota_text, inline=False)
     embed.add_field(
-        name="Buttons",
-        value="**Vary N** makes a variation of image N; **Use N** posts image N on its own.",
+        name=_("Buttons"),
+        value=_("**Vary N** makes a variation of image N; **Use N** posts image N on its own."),
         inline=False,
     )
     if notes:
-        embed.add_field(name="Note", value="\n".join(notes)[:1024], inline=False)
+        embed.add_field(name=_("Note"), value="\n".join(notes)[:1024], inline=False)
     return embed
 
 
@@ -208,83 +235,96 @@ def batch_failure_embed(outcome: BatchOutcome, failure: Failure | None) -> disco
     prompt = outcome.jobs[0].image.prompt
     if failure is not None:
         return failure_embed(failure, prompt, outcome.refunded_units)
-    embed = _prompt_embed("❌ No image this time", prompt, COLOUR_FAILED)
+    embed = _prompt_embed(_("❌ No image this time"), prompt, COLOUR_FAILED)
     embed.add_field(
-        name="Quota", value=f"Your {units(outcome.refunded_units)} went back.", inline=False
+        name=_("Quota"),
+        value=_("Your {units} went back.").format(units=units(outcome.refunded_units)),
+        inline=False,
     )
     return embed
 
 
 def resized_note(original_size: int, sent_size: int, limit: int, link: str) -> str:
-    return (
-        f"The original ({megabytes(original_size)}) is over this server's "
-        f"{megabytes(limit)} upload limit, so this is a smaller JPEG ({megabytes(sent_size)}). "
-        f"[Full-size original]({link}) (the link expires within a day)."
+    return _(
+        "The original ({original}) is over this server's {limit} upload limit, so this is a "
+        "smaller JPEG ({sent}). [Full-size original]({link}) (the link expires within a day)."
+    ).format(
+        original=megabytes(original_size),
+        limit=megabytes(limit),
+        sent=megabytes(sent_size),
+        link=link,
     )
 
 
 def link_only_note(original_size: int, limit: int, link: str) -> str:
-    return (
-        f"The image ({megabytes(original_size)}) is over this server's {megabytes(limit)} upload "
-        f"limit and could not be shrunk to fit: [open it here]({link}) (the link expires within "
-        "a day)."
+    return _(
+        "The image ({size}) is over this server's {limit} upload limit and could not be shrunk "
+        "to fit: [open it here]({link}) (the link expires within a day)."
+    ).format(size=megabytes(original_size), limit=megabytes(limit), link=link)
+
+
+def reduced_note(number: int, link: str) -> str:
+    """A batch's image that was re-encoded to fit."""
+    return _("{number}: smaller JPEG, [full-size original]({link})").format(
+        number=number, link=link
     )
 
 
 def megabytes(size: int) -> str:
-    return f"{size / 2**20:.1f} MB"
+    return _("{size} MB").format(size=decimal(size / 2**20, 1))
 
 
 _FAILURE_TEXT = {
-    FailureKind.PROMPT_REJECTED: "kie.ai rejected this prompt or its options.",
-    FailureKind.BUSY: "kie.ai is too busy right now. Please try again in a minute.",
-    FailureKind.MAINTENANCE: "kie.ai is under maintenance. Please try again later.",
-    FailureKind.GENERATION_FAILED: "The generation failed at kie.ai.",
-    FailureKind.FEATURE_DISABLED: "This image model is switched off at kie.ai for now.",
-    FailureKind.OUT_OF_CREDITS: "The bot's kie.ai account is out of credits.",
-    FailureKind.MISCONFIGURED: "The bot's kie.ai API key was refused.",
-    FailureKind.CONTENT_FILTERED: "kie.ai's safety filter blocked this image; try rewording.",
-    FailureKind.TIMED_OUT: "kie.ai took too long to answer, so the bot gave up waiting.",
-    FailureKind.UNREACHABLE: "The bot could not reach kie.ai. Please try again later.",
-    FailureKind.SUBMIT_UNCERTAIN: (
+    FailureKind.PROMPT_REJECTED: N_("kie.ai rejected this prompt or its options."),
+    FailureKind.BUSY: N_("kie.ai is too busy right now. Please try again in a minute."),
+    FailureKind.MAINTENANCE: N_("kie.ai is under maintenance. Please try again later."),
+    FailureKind.GENERATION_FAILED: N_("The generation failed at kie.ai."),
+    FailureKind.FEATURE_DISABLED: N_("This image model is switched off at kie.ai for now."),
+    FailureKind.OUT_OF_CREDITS: N_("The bot's kie.ai account is out of credits."),
+    FailureKind.MISCONFIGURED: N_("The bot's kie.ai API key was refused."),
+    FailureKind.CONTENT_FILTERED: N_("kie.ai's safety filter blocked this image; try rewording."),
+    FailureKind.TIMED_OUT: N_("kie.ai took too long to answer, so the bot gave up waiting."),
+    FailureKind.UNREACHABLE: N_("The bot could not reach kie.ai. Please try again later."),
+    FailureKind.SUBMIT_UNCERTAIN: N_(
         "The connection to kie.ai broke while sending your request, so the bot did not send it "
         "again (that could have made a second, paid image). Please try again."
     ),
-    FailureKind.INTERRUPTED: (
+    FailureKind.INTERRUPTED: N_(
         "The bot restarted while sending your request to kie.ai and cannot tell whether it "
         "arrived, so it did not send it again (that could have made a second, paid image). "
         "Please try again."
     ),
-    FailureKind.BAD_RESPONSE: "kie.ai sent an answer the bot could not read.",
-    FailureKind.DOWNLOAD_FAILED: "The image was made, but the bot could not download it.",
-    FailureKind.DELIVERY_FAILED: "The image was made, but Discord would not accept it.",
-    FailureKind.REFERENCE_FAILED: (
+    FailureKind.BAD_RESPONSE: N_("kie.ai sent an answer the bot could not read."),
+    FailureKind.DOWNLOAD_FAILED: N_("The image was made, but the bot could not download it."),
+    FailureKind.DELIVERY_FAILED: N_("The image was made, but Discord would not accept it."),
+    FailureKind.REFERENCE_FAILED: N_(
         "kie.ai could not use the reference image. It must still be available and be a JPEG, "
         "PNG or WebP of at most 10 MB."
     ),
-    FailureKind.INTERNAL: "Something went wrong inside the bot. It has been logged.",
+    FailureKind.INTERNAL: N_("Something went wrong inside the bot. It has been logged."),
 }
 
 
 def failure_embed(failure: Failure, prompt: str, units_refunded: int) -> discord.Embed:
-    embed = _prompt_embed("❌ No image this time", prompt, COLOUR_FAILED)
-    reason = _FAILURE_TEXT[failure.kind]
+    embed = _prompt_embed(_("❌ No image this time"), prompt, COLOUR_FAILED)
+    reason = _(_FAILURE_TEXT[failure.kind])
     if failure.kind in OPERATOR_PROBLEMS:
         # Only claimed when it is true: the alert really reached the operator.
-        reason += (
-            " The bot's operator has been alerted."
+        told = (
+            _("The bot's operator has been alerted.")
             if failure.operator_alerted
-            else " Please tell a server admin."
+            else _("Please tell a server admin.")
         )
+        reason = f"{reason} {told}"
     if failure.detail:
-        reason += f"\nReason given: {safe_prompt(failure.detail, 300)}"
-    embed.add_field(name="What happened", value=reason, inline=False)
+        given = _("Reason given: {reason}").format(reason=safe_prompt(failure.detail, 300))
+        reason = f"{reason}\n{given}"
+    embed.add_field(name=_("What happened"), value=reason, inline=False)
     quota = failure.quota
     embed.add_field(
-        name="Quota",
-        value=(
-            f"Your {units(units_refunded)} went back. "
-            f"{quota.remaining} of {quota.limit} left today."
+        name=_("Quota"),
+        value=_("Your {units} went back. {remaining} of {limit} left today.").format(
+            units=units(units_refunded), remaining=quota.remaining, limit=quota.limit
         ),
         inline=False,
     )
@@ -293,26 +333,30 @@ def failure_embed(failure: Failure, prompt: str, units_refunded: int) -> discord
 
 def cancelled_embed(prompt: str, units_refunded: int) -> discord.Embed:
     """The reply once Cancel was pressed in time: the request ended before reaching kie.ai."""
-    embed = _prompt_embed("✖ Cancelled", prompt, COLOUR_FAILED)
-    text = f"Nothing was sent to kie.ai. Your {units(units_refunded)} went back."
-    embed.add_field(name="Quota", value=text, inline=False)
+    embed = _prompt_embed(_("✖ Cancelled"), prompt, COLOUR_FAILED)
+    text = _("Nothing was sent to kie.ai. Your {units} went back.").format(
+        units=units(units_refunded)
+    )
+    embed.add_field(name=_("Quota"), value=text, inline=False)
     return embed
 
 
 def batch_partly_cancelled(units_refunded: int, still_coming: int) -> str:
     """Cancel on a batch some of whose images kie.ai already has."""
-    images = f"{still_coming} image{'s' if still_coming != 1 else ''}"
-    return (
-        f"Cancelled the images still waiting: your {units(units_refunded)} went back. The "
-        f"{images} kie.ai already has are paid for and will be delivered in the reply."
-    )
+    return ngettext(
+        "Cancelled the images still waiting: your {units} went back. The {count} image kie.ai "
+        "already has are paid for and will be delivered in the reply.",
+        "Cancelled the images still waiting: your {units} went back. The {count} images kie.ai "
+        "already has are paid for and will be delivered in the reply.",
+        still_coming,
+    ).format(units=units(units_refunded), count=still_coming)
 
 
 def paused_embed(prompt: str) -> discord.Embed:
-    embed = _prompt_embed("⏸️ The bot is restarting…", prompt, COLOUR_WORKING)
+    embed = _prompt_embed(_("⏸️ The bot is restarting…"), prompt, COLOUR_WORKING)
     embed.add_field(
-        name="Your image is not lost",
-        value="It will appear here (or be posted in this channel) as soon as the bot is back.",
+        name=_("Your image is not lost"),
+        value=_("It will appear here (or be posted in this channel) as soon as the bot is back."),
         inline=False,
     )
     return embed
@@ -321,76 +365,88 @@ def paused_embed(prompt: str) -> discord.Embed:
 def requester_note(user_id: int, ready: bool) -> str:
     """The line above a result posted outside the interaction: it pings the requester only."""
     if ready:
-        return f"<@{user_id}>, your image is ready."
-    return f"<@{user_id}>, your image could not be made."
+        return _("{member}, your image is ready.").format(member=f"<@{user_id}>")
+    return _("{member}, your image could not be made.").format(member=f"<@{user_id}>")
 
 
 def prompt_length_error(length: int) -> str:
-    return (
-        f"Your prompt is {length} characters long; it must be between {PROMPT_MIN_LENGTH} and "
-        f"{PROMPT_MAX_LENGTH}. Nothing was spent."
-    )
+    return _(
+        "Your prompt is {length} characters long; it must be between {low} and {high}. "
+        "Nothing was spent."
+    ).format(length=length, low=PROMPT_MIN_LENGTH, high=PROMPT_MAX_LENGTH)
 
 
 def auto_needs_image() -> str:
-    return (
+    return _(
         "The `auto` shape matches a reference image: add one with the `image` option, or pick "
         "a shape. Nothing was spent."
     )
 
 
 def reference_not_image(filename: str) -> str:
-    return (
-        f"**{safe_prompt(filename, 100)}** is not an image the generator can use: send a JPEG, "
-        "PNG or WebP. Nothing was spent."
-    )
+    return _(
+        "**{filename}** is not an image the generator can use: send a JPEG, PNG or WebP. "
+        "Nothing was spent."
+    ).format(filename=safe_prompt(filename, 100))
 
 
 def reference_too_large(size: int, limit: int) -> str:
-    return (
-        # Decimal megabytes, as kie.ai states its limit.
-        f"Your reference image is {size / 1e6:.1f} MB; the generator takes at most "
-        f"{limit / 1e6:g} MB. Nothing was spent."
-    )
+    # Decimal megabytes, as kie.ai states its limit.
+    return _(
+        "Your reference image is {size} MB; the generator takes at most {limit} MB. "
+        "Nothing was spent."
+    ).format(size=decimal(size / 1e6, 1), limit=decimal(limit / 1e6, 0))
 
 
 def shutting_down() -> str:
-    return "The bot is restarting and is not taking new requests for a moment. Please try again."
+    return _("The bot is restarting and is not taking new requests for a moment. Please try again.")
 
 
 # --- /quota -------------------------------------------------------------------------------------
 
 
 def quota_summary(status: QuotaStatus, costs: Costs, budget: BudgetStatus | None = None) -> str:
-    text = (
-        f"You have used **{status.used}** of your **{status.limit}** units today; "
-        f"**{status.remaining}** left.\n"
-        f"A 1K image costs {units(costs.units_1k)}, a 2K image {units(costs.units_2k)}; "
-        f"with `model:pro`, {units(costs.units_pro_1k)} and {units(costs.units_pro_2k)}.\n"
-        f"Your quota resets {timestamp(status.resets_at)} ({timestamp(status.resets_at, 'f')})."
-    )
+    lines = [
+        _("You have used **{used}** of your **{limit}** units today; **{remaining}** left.").format(
+            used=status.used, limit=status.limit, remaining=status.remaining
+        ),
+        _(
+            "A 1K image costs {units_1k}, a 2K image {units_2k}; with `model:pro`, "
+            "{pro_1k} and {pro_2k}."
+        ).format(
+            units_1k=units(costs.units_1k),
+            units_2k=units(costs.units_2k),
+            pro_1k=units(costs.units_pro_1k),
+            pro_2k=units(costs.units_pro_2k),
+        ),
+        _("Your quota resets {when} ({date}).").format(
+            when=timestamp(status.resets_at), date=timestamp(status.resets_at, "f")
+        ),
+    ]
     if budget is not None:
-        text += (
-            f"\nThis server's shared budget today: {budget.spent} of {budget.budget} units "
-            f"spent, {budget.remaining} left."
+        lines.append(
+            _(
+                "This server's shared budget today: {spent} of {budget} units spent, "
+                "{remaining} left."
+            ).format(spent=budget.spent, budget=budget.budget, remaining=budget.remaining)
         )
-    return text
+    return "\n".join(lines)
 
 
 def managers_only() -> str:
-    return "Only members who can manage this server can do that."
+    return _("Only members who can manage this server can do that.")
 
 
 def option_not_offered() -> str:
-    return "That option is not one the bot offers. Nothing was spent."
+    return _("That option is not one the bot offers. Nothing was spent.")
 
 
 def not_here() -> str:
-    return "You can't use this command here."
+    return _("You can't use this command here.")
 
 
 def generic_error() -> str:
-    return "Sorry, something went wrong on our side. It has been logged; please try again."
+    return _("Sorry, something went wrong on our side. It has been logged; please try again.")
 
 
 # --- moderation -----------------------------------------------------------------------------------
@@ -400,65 +456,86 @@ def refusal_text(refusal: Refusal) -> str:
     """What a refused member reads, privately. Every refusal spent nothing, and says so."""
     if refusal.reason is RefusalReason.SHUTTING_DOWN:
         return shutting_down()
-    return f"{_refusal_reason(refusal)} Nothing was spent."
+    return f"{_refusal_reason(refusal)} {_('Nothing was spent.')}"
 
 
 def _refusal_reason(refusal: Refusal) -> str:
     reason = refusal.reason
     if reason is RefusalReason.NOT_ENABLED:
-        return "This bot is not enabled for this server."
+        return _("This bot is not enabled for this server.")
     if reason is RefusalReason.SERVER_BANNED:
-        return "The image bot is not available in this server."
+        return _("The image bot is not available in this server.")
     if reason is RefusalReason.DMS_OFF:
-        return "The image bot works in servers, not in direct messages."
+        return _("The image bot works in servers, not in direct messages.")
     if reason is RefusalReason.USER_BANNED:
-        return "You can't use the image bot."
+        return _("You can't use the image bot.")
     if reason is RefusalReason.PAUSED:
-        why = f" ({safe_prompt(refusal.note, 300)})" if refusal.note else ""
-        return f"Image generation is paused by the bot's operator{why}. Please try again later."
+        if refusal.note:
+            return _(
+                "Image generation is paused by the bot's operator ({note}). Please try again later."
+            ).format(note=safe_prompt(refusal.note, 300))
+        return _("Image generation is paused by the bot's operator. Please try again later.")
     if reason is RefusalReason.BANNED:
-        return "You can't use the image bot in this server."
+        return _("You can't use the image bot in this server.")
     if reason is RefusalReason.WRONG_CHANNEL:
         where = ", ".join(f"<#{channel}>" for channel in refusal.channels)
-        return f"In this server, `/imagine` works in {where}."
+        return _("In this server, `/imagine` works in {channels}.").format(channels=where)
     if reason in (RefusalReason.BLOCKED_TERM, RefusalReason.GLOBAL_TERM):
-        whose = "this server has" if reason is RefusalReason.BLOCKED_TERM else "the bot has"
         term = safe_prompt(refusal.term or "", 100)
         excerpt = safe_prompt(refusal.excerpt or "", 100)
-        return f"Your prompt uses a term {whose} blocked: **{term}** (in “{excerpt}”)."
+        if reason is RefusalReason.BLOCKED_TERM:
+            text = _(
+                "Your prompt uses a term this server has blocked: **{term}** (in “{excerpt}”)."
+            )
+        else:
+            text = _("Your prompt uses a term the bot has blocked: **{term}** (in “{excerpt}”).")
+        return text.format(term=term, excerpt=excerpt)
     if reason is RefusalReason.QUOTA and refusal.quota is not None:
         return _over_quota(refusal.quota, refusal.cost)
     if reason in (RefusalReason.BUDGET, RefusalReason.SERVER_CAP) and refusal.budget is not None:
         return _over_budget(refusal.budget, refusal.cost)
-    resets = f" It resets {timestamp(refusal.resets_at)}." if refusal.resets_at else ""
     if reason is RefusalReason.TOTAL_CAP:
-        return f"The image bot has made all the images it can today, in every server.{resets}"
-    return f"You can't make more images here today.{resets}"
+        text = _("The image bot has made all the images it can today, in every server.")
+    else:
+        text = _("You can't make more images here today.")
+    if refusal.resets_at:
+        text += " " + _("It resets {when}.").format(when=timestamp(refusal.resets_at))
+    return text
 
 
 def _over_quota(status: QuotaStatus, cost: int) -> str:
-    return (
-        f"That would need {units(cost)}, but you have {status.remaining} of your "
-        f"{status.limit} daily units left. Your quota resets {timestamp(status.resets_at)}."
+    return _(
+        "That would need {units}, but you have {remaining} of your {limit} daily units left. "
+        "Your quota resets {when}."
+    ).format(
+        units=units(cost),
+        remaining=status.remaining,
+        limit=status.limit,
+        when=timestamp(status.resets_at),
     )
 
 
 def _over_budget(status: BudgetStatus, cost: int) -> str:
-    return (
-        f"This server's daily image budget is used up ({status.spent} of {status.budget} units "
-        f"spent; that would need {units(cost)}). It resets {timestamp(status.resets_at)}."
+    return _(
+        "This server's daily image budget is used up ({spent} of {budget} units spent; that "
+        "would need {units}). It resets {when}."
+    ).format(
+        spent=status.spent,
+        budget=status.budget,
+        units=units(cost),
+        when=timestamp(status.resets_at),
     )
 
 
 def audit_generation_embed(job: Job, link: str | None) -> discord.Embed:
-    embed = _prompt_embed("🖼️ Image generated", job.image.prompt, COLOUR_DONE)
-    embed.add_field(name="Member", value=f"<@{job.user_id}>")
+    embed = _prompt_embed(_("🖼️ Image generated"), job.image.prompt, COLOUR_DONE)
+    embed.add_field(name=_("Member"), value=f"<@{job.user_id}>")
     if job.channel_id:
-        embed.add_field(name="Channel", value=f"<#{job.channel_id}>")
-    embed.add_field(name="Options", value=job_options(job))
-    embed.add_field(name="Model", value=model_name(job.image.model))
+        embed.add_field(name=_("Channel"), value=f"<#{job.channel_id}>")
+    embed.add_field(name=_("Options"), value=job_options(job))
+    embed.add_field(name=_("Model"), value=model_name(job.image.model))
     if link:
-        embed.add_field(name="Result", value=f"[Jump to the image]({link})")
+        embed.add_field(name=_("Result"), value=_("[Jump to the image]({link})").format(link=link))
     return embed
 
 
@@ -466,28 +543,28 @@ def audit_event_embed(
     title: str, member_id: int, detail: str, actor_id: int | None
 ) -> discord.Embed:
     embed = discord.Embed(title=title, colour=COLOUR_FAILED)
-    embed.add_field(name="Member", value=f"<@{member_id}>")
+    embed.add_field(name=_("Member"), value=f"<@{member_id}>")
     if actor_id is not None and actor_id != member_id:
-        embed.add_field(name="By", value=f"<@{actor_id}>")
+        embed.add_field(name=_("By"), value=f"<@{actor_id}>")
     if detail:
-        embed.add_field(name="Details", value=safe_prompt(detail, 1000), inline=False)
+        embed.add_field(name=_("Details"), value=safe_prompt(detail, 1000), inline=False)
     return embed
 
 
 # --- /history -----------------------------------------------------------------------------------
 
 
-SHOWN_AGAIN_TITLE = "🖼️ Shown again from /history"
+SHOWN_AGAIN_TITLE = N_("🖼️ Shown again from /history")
 
 
 def history_embed(jobs: list[Job], showable: set[int] | None = None) -> discord.Embed:
     """The entries, numbered; those in `showable` (job ids) have a Show button below."""
-    embed = discord.Embed(title="🗂️ Your latest images", colour=COLOUR_WORKING)
+    embed = discord.Embed(title=_("🗂️ Your latest images"), colour=COLOUR_WORKING)
     if not jobs:
-        embed.description = "Nothing yet here. Try `/imagine`!"
+        embed.description = _("Nothing yet here. Try `/imagine`!")
         return embed
     if showable:
-        embed.description = (
+        embed.description = _(
             "**Show *n*** posts that image here again, with its buttons. It costs nothing. "
             "kie.ai keeps images for 14 days."
         )
@@ -495,102 +572,110 @@ def history_embed(jobs: list[Job], showable: set[int] | None = None) -> discord.
         when = timestamp(job.created_at, "f")
         options = f"{job_options(job)} · {model_name(job.image.model)}"
         if job.origin in _ORIGIN_TEXT:
-            options = f"{_ORIGIN_TEXT[job.origin]} · {options}"
+            options = f"{_(_ORIGIN_TEXT[job.origin])} · {options}"
         if job.state is JobState.DELIVERED and job.deleted_at is not None:
-            value = f"{when} · {options} · deleted"
+            value = _("{when} · {options} · deleted").format(when=when, options=options)
         elif job.state is JobState.DELIVERED:
-            link = f" · [open]({job.result_url})" if job.result_url else ""
-            value = f"{when} · {options}{link}"
+            value = f"{when} · {options}"
+            if job.result_url:
+                value += _(" · [open]({link})").format(link=job.result_url)
         else:
-            value = f"{when} · {options} · not made, units refunded"
+            value = _("{when} · {options} · not made, units refunded").format(
+                when=when, options=options
+            )
         name = f"{number}. {safe_prompt(job.image.prompt, 200)}"
         embed.add_field(name=name, value=value, inline=False)
-    embed.set_footer(text="/history forget clears this list (your quota is unchanged).")
+    embed.set_footer(text=_("/history forget clears this list (your quota is unchanged)."))
     return embed
 
 
 _NOT_SHOWN = {
-    "unknown": (
+    "unknown": N_(
         "That isn't one of your images in /history here (or it was forgotten), so it can't be "
         "shown. Nothing was posted."
     ),
-    "deleted": "That image was deleted, so it is not posted again. Nothing was posted.",
-    "expired": (
+    "deleted": N_("That image was deleted, so it is not posted again. Nothing was posted."),
+    "expired": N_(
         "kie.ai no longer has that image (it keeps results for 14 days), so it can't be shown "
         "again. Use Re-roll or `/imagine` for a new one. Nothing was spent."
     ),
-    "adult": (
+    "adult": N_(
         "That image was made with the safety filter off, so it can only be shown in an "
         "age-restricted channel. Nothing was posted."
     ),
-    "undeliverable": "The bot could not post the image here. Nothing was spent.",
+    "undeliverable": N_("The bot could not post the image here. Nothing was spent."),
 }
 
 
 def not_shown(reason: str) -> str:
     """Why Show posted nothing (`bot.history.NotShown`'s values)."""
-    return _NOT_SHOWN[reason]
+    return _(_NOT_SHOWN[reason])
 
 
 def forget_confirm(everywhere: bool, in_dms: bool) -> str:
-    where = (
-        "in every server and in direct messages"
-        if everywhere
-        else ("in direct messages" if in_dms else "in this server")
+    if everywhere:
+        question = _("🧹 Forget your finished images in every server and in direct messages?")
+    elif in_dms:
+        question = _("🧹 Forget your finished images in direct messages?")
+    else:
+        question = _("🧹 Forget your finished images in this server?")
+    details = _(
+        "Their prompts, reference images and links are erased for good and they leave "
+        "`/history`; the images already posted stay where they are. Your quota and the "
+        "server's usage figures do not change, and images still being made are not touched. "
+        "Press the button to go ahead, or dismiss this message."
     )
-    return (
-        f"🧹 Forget your finished images {where}? Their prompts, reference images and links "
-        "are erased for good and they leave `/history`; the images already posted stay where "
-        "they are. Your quota and the server's usage figures do not change, and images still "
-        "being made are not touched. Press the button to go ahead, or dismiss this message."
-    )
+    return f"{question} {details}"
 
 
 def forgotten(count: int) -> str:
     if not count:
-        return "🧹 There was nothing to forget. Nothing changed."
-    noun = "image" if count == 1 else "images"
-    return f"🧹 Done: {count} {noun} forgotten. `/history` no longer lists them."
+        return _("🧹 There was nothing to forget. Nothing changed.")
+    return ngettext(
+        "🧹 Done: {count} image forgotten. `/history` no longer lists them.",
+        "🧹 Done: {count} images forgotten. `/history` no longer lists them.",
+        count,
+    ).format(count=count)
 
 
 def forget_not_yours() -> str:
-    return "This button is someone else's: only they can forget their own history."
+    return _("This button is someone else's: only they can forget their own history.")
 
 
 # --- result buttons -------------------------------------------------------------------------------
 
 
 def result_unknown() -> str:
-    return "The bot has no record of this image any more, so this button can't do anything."
+    return _("The bot has no record of this image any more, so this button can't do anything.")
 
 
 def cancel_not_allowed(requester_id: int) -> str:
-    return (
-        f"Only <@{requester_id}>, who asked for this image, or a member who can manage messages "
-        "can cancel it."
-    )
+    return _(
+        "Only {member}, who asked for this image, or a member who can manage messages can "
+        "cancel it."
+    ).format(member=f"<@{requester_id}>")
 
 
 def cancel_too_late() -> str:
-    return (
+    return _(
         "Too late to cancel: kie.ai already has this image and it is paid for. It will be "
         "delivered here."
     )
 
 
 def already_cancelled() -> str:
-    return "This request was already cancelled or has finished. Nothing more was changed."
+    return _("This request was already cancelled or has finished. Nothing more was changed.")
 
 
 def use_not_allowed(requester_id: int) -> str:
-    return (
-        f"Only <@{requester_id}>, who asked for these images, or a member who can manage "
-        "messages can use this button."
-    )
+    return _(
+        "Only {member}, who asked for these images, or a member who can manage messages can "
+        "use this button."
+    ).format(member=f"<@{requester_id}>")
 
 
 def nothing_to_use() -> str:
-    return (
+    return _(
         "This image is not attached to the message (it was too large to upload), so it "
         "cannot be posted on its own. Nothing was spent."
     )
@@ -598,30 +683,30 @@ def nothing_to_use() -> str:
 
 def used_embed(job: Job, filename: str) -> discord.Embed:
     """One image of a batch, posted on its own with the usual buttons (Use)."""
-    embed = _prompt_embed("🖼️ Your image is ready", job.image.prompt, COLOUR_DONE)
-    embed.add_field(name="Options", value=job_options(job))
-    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed = _prompt_embed(_("🖼️ Your image is ready"), job.image.prompt, COLOUR_DONE)
+    embed.add_field(name=_("Options"), value=job_options(job))
+    embed.add_field(name=_("Requested by"), value=f"<@{job.user_id}>")
     if filename:
         embed.set_image(url=f"attachment://{filename}")
     return embed
 
 
 def delete_not_allowed(requester_id: int) -> str:
-    return (
-        f"Only <@{requester_id}>, who asked for this image, or a member who can manage messages "
-        "can delete it."
-    )
+    return _(
+        "Only {member}, who asked for this image, or a member who can manage messages can "
+        "delete it."
+    ).format(member=f"<@{requester_id}>")
 
 
 def reference_expired() -> str:
-    return (
+    return _(
         "kie.ai keeps reference images for 3 days, and this one is gone. Use `/imagine` with "
         "the image again, or press Vary. Nothing was spent."
     )
 
 
 def nothing_to_vary() -> str:
-    return (
+    return _(
         "This result has no image attached to start from (it was too large to upload). "
         "Try Re-roll instead. Nothing was spent."
     )
@@ -630,49 +715,51 @@ def nothing_to_vary() -> str:
 # --- the Edit form --------------------------------------------------------------------------------
 
 _OPTION_NAMES = {
-    OptionKey.ASPECT_RATIO: "shape (ar)",
-    OptionKey.RESOLUTION: "resolution (res)",
-    OptionKey.MODEL: "model",
+    OptionKey.ASPECT_RATIO: N_("shape (ar)"),
+    OptionKey.RESOLUTION: N_("resolution (res)"),
+    OptionKey.MODEL: N_("model"),
 }
 _OPTIONS_EXAMPLE = "`ar 16:9, res 2K, model pro`"
 
 
 def prompt_too_long_to_edit(length: int, limit: int) -> str:
-    return (
-        f"This prompt is {length} characters long, more than the {limit} a Discord form can "
-        "hold, so it can't be edited here: use `/imagine` with your changes instead. Nothing was "
-        "spent."
-    )
+    return _(
+        "This prompt is {length} characters long, more than the {limit} a Discord form can "
+        "hold, so it can't be edited here: use `/imagine` with your changes instead. Nothing "
+        "was spent."
+    ).format(length=length, limit=limit)
 
 
 def options_not_understood(error: OptionsError) -> str:
     """What was wrong with the Edit form's options line, and how to write it."""
     word = f"**{safe_prompt(error.word, 50)}**"
-    name = _OPTION_NAMES[error.key] if error.key is not None else ""
+    name = _(_OPTION_NAMES[error.key]) if error.key is not None else ""
     accepted = ", ".join(ACCEPTED[error.key]) if error.key is not None else ""
     if error.problem is Problem.BAD_VALUE:
-        what = f"{word} is not a {name} the bot offers; use one of {accepted}."
+        what = _("{word} is not a {name} the bot offers; use one of {accepted}.")
     elif error.problem is Problem.MISSING_VALUE:
-        what = f"{word} needs a value after it ({accepted})."
+        what = _("{word} needs a value after it ({accepted}).")
     elif error.problem is Problem.TWICE:
-        what = f"The options give the {name} twice, the second time as {word}."
+        what = _("The options give the {name} twice, the second time as {word}.")
     else:
-        what = f"The options have {word}, which is no option the bot knows."
-    return (
-        f"{what} Write them like {_OPTIONS_EXAMPLE} (ar: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3 "
-        "or auto; res: 1K or 2K; model: flex or pro); anything left out stays as it was. "
-        "Nothing was spent."
+        what = _("The options have {word}, which is no option the bot knows.")
+    how = _(
+        "Write them like {example} (ar: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3 or auto; res: 1K "
+        "or 2K; model: flex or pro); anything left out stays as it was. Nothing was spent."
     )
+    what = what.format(word=word, name=name, accepted=accepted)
+    return f"{what} {how.format(example=_OPTIONS_EXAMPLE)}"
 
 
 def auto_without_reference() -> str:
-    return (
+    return _(
         "`ar auto` matches a reference image, and this image was made without one: pick a "
         "shape. Nothing was spent."
     )
 
 
 # --- credits and server policy --------------------------------------------------------------------
+# Alerts for the bot's operator: English, whatever the language of the request that raised them.
 
 
 def low_credits_alert(balance: Balance) -> str:
@@ -709,8 +796,9 @@ def feature_disabled_alert() -> str:
 
 
 def total_cap_alert(cap: int) -> str:
+    amount = f"{cap} unit" if cap == 1 else f"{cap} units"
     return (
-        f"📉 The bot reached its daily cap of {units(cap)} over every server (`TOTAL_DAILY_CAP`). "
+        f"📉 The bot reached its daily cap of {amount} over every server (`TOTAL_DAILY_CAP`). "
         "Every request is refused until midnight UTC; raise the cap and restart to go on."
     )
 
@@ -727,10 +815,9 @@ def help_embed(
 ) -> discord.Embed:
     """What `/help` shows every member: what the bot does and what it costs here, from the live
     configuration (the costs, the member's own limit today and the shared budget)."""
-    where = "in direct messages" if in_dm else "in this server"
     embed = discord.Embed(
-        title="🖼️ Imagine: images from your words",
-        description=(
+        title=_("🖼️ Imagine: images from your words"),
+        description=_(
             "Type `/imagine` with a prompt and the bot draws it with kie.ai's Flux-2 models "
             "(`model:` flex or pro). Add up to 4 reference images (`image`…`image4`), or collect "
             "some from any message with the **Use as reference** message command (Apps menu). "
@@ -739,49 +826,83 @@ def help_embed(
         colour=COLOUR_WORKING,
     )
     lines = [
-        f"Flux-2 flex: a 1K image costs **{units(costs.units_1k)}**, a 2K image "
-        f"**{units(costs.units_2k)}**. Flux-2 pro: 1K **{units(costs.units_pro_1k)}**, "
-        f"2K **{units(costs.units_pro_2k)}**. Several images cost that much each.",
-        f"Your daily quota {where}: **{units(status.limit)}** ({status.remaining} left today); "
-        f"it resets {timestamp(status.resets_at)}.",
+        _(
+            "Flux-2 flex: a 1K image costs **{units_1k}**, a 2K image **{units_2k}**. "
+            "Flux-2 pro: 1K **{pro_1k}**, 2K **{pro_2k}**. Several images cost that much each."
+        ).format(
+            units_1k=units(costs.units_1k),
+            units_2k=units(costs.units_2k),
+            pro_1k=units(costs.units_pro_1k),
+            pro_2k=units(costs.units_pro_2k),
+        ),
     ]
-    if budget is not None:
-        shared = "all direct messages together" if in_dm else "the whole server"
-        lines.append(
-            f"Budget for {shared} today: {units(budget.budget)} ({budget.remaining} left)."
+    if in_dm:
+        quota = _(
+            "Your daily quota in direct messages: **{units}** ({remaining} left today); it "
+            "resets {when}."
         )
-    lines.append("A failed image gives its units back; a refused request costs nothing.")
-    embed.add_field(name=f"Units {where}", value="\n".join(lines), inline=False)
+    else:
+        quota = _(
+            "Your daily quota in this server: **{units}** ({remaining} left today); it "
+            "resets {when}."
+        )
+    lines.append(
+        quota.format(
+            units=units(status.limit),
+            remaining=status.remaining,
+            when=timestamp(status.resets_at),
+        )
+    )
+    if budget is not None:
+        if in_dm:
+            shared = _("Budget for all direct messages together today: {units} ({remaining} left).")
+        else:
+            shared = _("Budget for the whole server today: {units} ({remaining} left).")
+        lines.append(shared.format(units=units(budget.budget), remaining=budget.remaining))
+    lines.append(_("A failed image gives its units back; a refused request costs nothing."))
+    title = _("Units in direct messages") if in_dm else _("Units in this server")
+    embed.add_field(name=title, value="\n".join(lines), inline=False)
     embed.add_field(
-        name="Buttons under each image",
-        value=(
-            "🎲 **Re-roll**: the same prompt again, a new image.\n"
-            "🔀 **Vary**: a new image that starts from this one.\n"
-            "✏️ **Edit**: change the prompt or options and run it again.\n"
-            "🗑️ **Delete**: removes the image (its requester, or moderators).\n"
-            "Several images: **Vary 1…4**, and **Use 1…4** to post one alone.\n"
-            "✖ **Cancel** (while waiting): stops it before kie.ai starts; the units go back."
+        name=_("Buttons under each image"),
+        value="\n".join(
+            (
+                _("🎲 **Re-roll**: the same prompt again, a new image."),
+                _("🔀 **Vary**: a new image that starts from this one."),
+                _("✏️ **Edit**: change the prompt or options and run it again."),
+                _("🗑️ **Delete**: removes the image (its requester, or moderators)."),
+                _("Several images: **Vary 1…4**, and **Use 1…4** to post one alone."),
+                _(
+                    "✖ **Cancel** (while waiting): stops it before kie.ai starts; the units go back."  # noqa: E501
+                ),
+            )
         ),
         inline=False,
     )
     embed.add_field(
-        name="Your commands",
-        value=(
-            "`/quota`: units used and left today.\n"
-            "`/history list`: your latest images, each can be shown again; "
-            "`/history forget` erases your prompts and links.\n"
-            "`/settings`: your own defaults (shape, resolution, model, count, private results)."
+        name=_("Your commands"),
+        value="\n".join(
+            (
+                _("`/quota`: units used and left today."),
+                _(
+                    "`/history list`: your latest images, each can be shown again; "
+                    "`/history forget` erases your prompts and links."
+                ),
+                _(
+                    "`/settings`: your own defaults (shape, resolution, model, count, private "
+                    "results)."
+                ),
+            )
         ),
         inline=False,
     )
     if in_dm:
-        embed.set_footer(text="In direct messages only you see the images.")
+        embed.set_footer(text=_("In direct messages only you see the images."))
     return embed
 
 
 def welcome_text() -> str:
     """The one message the bot posts when it joins a server: short, pinging nobody."""
-    return (
+    return _(
         "👋 Hello! I turn prompts into images: type `/imagine` and describe what you want. "
         "`/help` explains units, buttons and settings (and, for server managers, how to set "
         "me up)."
@@ -797,39 +918,51 @@ def member_defaults_text(
     """What `/settings` shows: the member's defaults here, each marked as theirs or the bot's.
 
     `changed`: "saved" or "reset" after a change, None when only showing them."""
-    ratio = (
-        f"**{defaults.aspect_ratio}** (yours)"
-        if defaults.aspect_ratio is not None
-        else "**1:1** (the bot's default)"
-    )
+    yours = _("**{value}** (yours)")
+    if defaults.aspect_ratio is not None:
+        ratio = yours.format(value=defaults.aspect_ratio)
+    else:
+        ratio = _("**{value}** (the bot's default)").format(value="1:1")
     size = defaults.resolution or "1K"
-    whose = "yours" if defaults.resolution else "the bot's default"
-    resolution = f"**{size}** ({whose})"
+    resolution = (yours if defaults.resolution else _("**{value}** (the bot's default)")).format(
+        value=size
+    )
     model = parse_model(defaults.model) if defaults.model is not None else server_model
-    whose = "yours" if defaults.model else "this server's default"
-    model_line = f"**{model_name(model)}** ({whose})"
+    model_line = (yours if defaults.model else _("**{value}** (this server's default)")).format(
+        value=model_name(model)
+    )
     count = defaults.count or 1
-    count_line = f"**{count}** ({'yours' if defaults.count else 'the bot default'})"
+    count_line = (yours if defaults.count else _("**{value}** (the bot default)")).format(
+        value=count
+    )
     private = (
-        "**on**: only you see your images. After 15 minutes (when Discord no longer lets the "
-        "bot edit your reply) they come by direct message; if your DMs are closed too, the "
-        "image is not posted anywhere and its units go back."
+        _(
+            "**on**: only you see your images. After 15 minutes (when Discord no longer lets "
+            "the bot edit your reply) they come by direct message; if your DMs are closed too, "
+            "the image is not posted anywhere and its units go back."
+        )
         if defaults.private
-        else "**off**: your images are posted in the channel, for everyone there to see."
+        else _("**off**: your images are posted in the channel, for everyone there to see.")
     )
     head = {
-        "saved": "✅ Saved. Your defaults here:",
-        "reset": "✅ Back to the bot's defaults:",
-        None: "Your defaults here:",
+        "saved": _("✅ Saved. Your defaults here:"),
+        "reset": _("✅ Back to the bot's defaults:"),
+        None: _("Your defaults here:"),
     }[changed]
-    return (
-        f"{head}\n"
-        f"Shape: {ratio} (with a reference image: auto, to match it)\n"
-        f"Resolution: {resolution}, {units(costs.units(model, size))} an image\n"
-        f"Model: {model_line}\n"
-        f"Images per request: {count_line}\n"
-        f"Private results: {private}\n"
-        "Options you type in `/imagine` always win. Change one with `/settings aspect_ratio:…`, "
-        "`resolution:…`, `model:…`, `count:…` or `private:…`; `/settings reset:True` forgets "
-        "them all."
+    return "\n".join(
+        (
+            head,
+            _("Shape: {value} (with a reference image: auto, to match it)").format(value=ratio),
+            _("Resolution: {value}, {units} an image").format(
+                value=resolution, units=units(costs.units(model, size))
+            ),
+            _("Model: {value}").format(value=model_line),
+            _("Images per request: {value}").format(value=count_line),
+            _("Private results: {value}").format(value=private),
+            _(
+                "Options you type in `/imagine` always win. Change one with "
+                "`/settings aspect_ratio:…`, `resolution:…`, `model:…`, `count:…` or "
+                "`private:…`; `/settings reset:True` forgets them all."
+            ),
+        )
     )

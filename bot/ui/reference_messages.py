@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.domain import TrayAdded, TrayImage
+from bot.i18n import _, ngettext
 from bot.tray import TooManyReferences
 from bot.ui.messages import safe_prompt, timestamp
 
@@ -16,11 +17,16 @@ def option_problem(option: str, problem: str) -> str:
 
 def too_many_references(refused: TooManyReferences) -> str:
     total = refused.given + refused.in_tray
-    return (
-        f"That is {total} reference images ({refused.given} from the `image` options, "
-        f"{refused.in_tray} from your reference tray); the generator takes at most "
-        f"{refused.limit}. Leave out {total - refused.limit} of the `image` options: your tray "
-        "stays as it is. Nothing was spent."
+    return _(
+        "That is {total} reference images ({given} from the `image` options, {in_tray} from "
+        "your reference tray); the generator takes at most {limit}. Leave out {excess} of the "
+        "`image` options: your tray stays as it is. Nothing was spent."
+    ).format(
+        total=total,
+        given=refused.given,
+        in_tray=refused.in_tray,
+        limit=refused.limit,
+        excess=total - refused.limit,
     )
 
 
@@ -34,31 +40,47 @@ def tray_added(result: TrayAdded, skipped: Sequence[str], capacity: int, expires
     lines: list[str] = []
     if result.added:
         count = len(result.added)
-        images = "1 image" if count == 1 else f"{count} images"
-        lines.append(f"Added {images} to your reference tray: {_names(result.added)}.")
+        lines.append(
+            ngettext(
+                "Added {count} image to your reference tray: {names}.",
+                "Added {count} images to your reference tray: {names}.",
+                count,
+            ).format(count=count, names=_names(result.added))
+        )
     if result.duplicates:
         lines.append(
-            "Already in your tray: 1 image."
-            if result.duplicates == 1
-            else f"Already in your tray: {result.duplicates} images."
+            ngettext(
+                "Already in your tray: {count} image.",
+                "Already in your tray: {count} images.",
+                result.duplicates,
+            ).format(count=result.duplicates)
         )
     if result.no_room:
         lines.append(
-            f"Your tray is full ({capacity} images, the most one request can use): "
-            f"{result.no_room} not added."
+            _(
+                "Your tray is full ({capacity} images, the most one request can use): "
+                "{count} not added."
+            ).format(capacity=capacity, count=result.no_room)
         )
     lines.extend(skipped)
     if result.tray:
         lines.append(
-            f"Your tray holds {len(result.tray)} of {capacity}: {_names(result.tray)}. Your "
-            "next `/imagine` here uses them as references, then empties the tray. Each image "
-            f"stays an hour from when it was added (the oldest until {timestamp(expires, 't')})."
+            _(
+                "Your tray holds {count} of {capacity}: {names}. Your next `/imagine` here uses "
+                "them as references, then empties the tray. Each image stays an hour from when "
+                "it was added (the oldest until {when})."
+            ).format(
+                count=len(result.tray),
+                capacity=capacity,
+                names=_names(result.tray),
+                when=timestamp(expires, "t"),
+            )
         )
     return "\n".join(lines)
 
 
 def nothing_to_add(skipped: Sequence[str]) -> str:
-    text = (
+    text = _(
         "This message has no image to use as a reference: attach a JPEG, PNG or WebP of at "
         "most 10 MB. Your tray is unchanged."
     )
@@ -66,4 +88,6 @@ def nothing_to_add(skipped: Sequence[str]) -> str:
 
 
 def skipped_attachment(filename: str, problem: str) -> str:
-    return f"Not added: **{safe_prompt(filename, 60)}** ({problem})."
+    return _("Not added: **{filename}** ({problem}).").format(
+        filename=safe_prompt(filename, 60), problem=problem
+    )

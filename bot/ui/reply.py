@@ -27,6 +27,7 @@ import discord
 
 from bot.batches import BatchOutcome
 from bot.domain import DeliveryRoute, Job
+from bot.i18n import use_locale
 from bot.images import Reencoder
 from bot.jobs import Delivery, DeliveryError, Failure, Finished, Phase, Progress
 from bot.ui import messages
@@ -49,7 +50,8 @@ _REPLY_GONE_CODES = {10008, 10015, 50027}
 
 
 class DiscordReply:
-    """A `JobReporter` for one job."""
+    """A `JobReporter` for one job. Its texts speak the job's stored locale (the interaction
+    that asked for it), whatever task runs the job: a restart's resume, the line's start."""
 
     def __init__(
         self,
@@ -87,14 +89,15 @@ class DiscordReply:
     async def progress(self, progress: Progress, images: str | None = None) -> None:
         """Show `progress` (a batch's: its least advanced job's, with `images` counting where
         each of them is)."""
-        if not self._token_alive():
-            return  # no live reply to update; the outcome will be posted
-        job = self._job
-        embed = messages.progress_embed(progress, job, images)
-        # Cancel only while kie.ai has not got the job: after that the image is paid for.
-        self._pending = (embed, progress.phase in CANCELLABLE)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
+        with use_locale(self._job.locale):
+            if not self._token_alive():
+                return  # no live reply to update; the outcome will be posted
+            job = self._job
+            embed = messages.progress_embed(progress, job, images)
+            # Cancel only while kie.ai has not got the job: after that the image is paid for.
+            self._pending = (embed, progress.phase in CANCELLABLE)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
 
     async def _flush(self) -> None:
         # Loops: progress that arrives while an edit is on the wire is shown after it.
@@ -140,20 +143,25 @@ class DiscordReply:
 
     async def show_paused(self) -> None:
         """Tell a waiting member the bot is restarting and their image is not lost."""
-        await self._stop_progress()
-        if not self._token_alive() or self._outcome_started:
-            return  # an image or a refund notice is (or is about to be) there: leave it
-        embed = messages.paused_embed(self._job.image.prompt)
-        try:
-            await self._edit_reply(embed=embed)
-        except discord.HTTPException as error:
-            self._note_reply_error(error)
-        except _UNREACHABLE as error:  # stopping anyway; the job resumes on the next start
-            log.info("job %s: restart notice failed (%s)", self._job.id, type(error).__name__)
+        with use_locale(self._job.locale):
+            await self._stop_progress()
+            if not self._token_alive() or self._outcome_started:
+                return  # an image or a refund notice is (or is about to be) there: leave it
+            embed = messages.paused_embed(self._job.image.prompt)
+            try:
+                await self._edit_reply(embed=embed)
+            except discord.HTTPException as error:
+                self._note_reply_error(error)
+            except _UNREACHABLE as error:  # stopping anyway; the job resumes on the next start
+                log.info("job %s: restart notice failed (%s)", self._job.id, type(error).__name__)
 
     # --- outcome -----------------------------------------------------------------------------
 
     async def deliver(self, finished: Finished) -> Delivery:
+        with use_locale(self._job.locale):
+            return await self._deliver(finished)
+
+    async def _deliver(self, finished: Finished) -> Delivery:
         self._outcome_started = True
         await self._stop_progress()
         image = finished.image
@@ -195,6 +203,10 @@ class DiscordReply:
     async def deliver_batch(self, outcome: BatchOutcome) -> Delivery:
         """A batch's images as attachments of one message (Discord shows them as a gallery),
         with a Vary and a Use button per image; its failure when none was made."""
+        with use_locale(self._job.locale):
+            return await self._deliver_batch(outcome)
+
+    async def _deliver_batch(self, outcome: BatchOutcome) -> Delivery:
         self._outcome_started = True
         await self._stop_progress()
         self._nonce = outcome.jobs[0].nonce
@@ -220,7 +232,7 @@ class DiscordReply:
                     )
                     continue
                 if fitted.reencoded:
-                    notes.append(f"{number}: smaller JPEG, [full-size original]({image.url})")
+                    notes.append(messages.reduced_note(number, image.url))
                 prefix = "SPOILER_" if finished.job.spoiler else ""
                 files.append((fitted.data, f"{prefix}{fitted.filename}"))
             embed = messages.batch_result_embed(outcome, notes)
@@ -243,13 +255,14 @@ class DiscordReply:
         raise DeliveryError("Discord refused the images as too large even after shrinking")
 
     async def fail(self, failure: Failure) -> None:
-        self._outcome_started = True
-        await self._stop_progress()
-        embed = messages.failure_embed(failure, self._job.image.prompt, self._job.units)
-        try:
-            await self._send_outcome(embed, None, ready=False)
-        except DeliveryError as error:
-            log.warning("job %s: could not report the failure: %s", self._job.id, error)
+        with use_locale(self._job.locale):
+            self._outcome_started = True
+            await self._stop_progress()
+            embed = messages.failure_embed(failure, self._job.image.prompt, self._job.units)
+            try:
+                await self._send_outcome(embed, None, ready=False)
+            except DeliveryError as error:
+                log.warning("job %s: could not report the failure: %s", self._job.id, error)
 
     async def _send_outcome(
         self,
