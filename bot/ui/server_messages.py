@@ -384,7 +384,10 @@ def setup_checklist(view: PolicyView) -> str:
     else:
         quota = _("not set (the bot's default, {units})").format(units=units(view.default_quota))
     if policy.role_quotas:
-        quota += "; " + _("{count} role quota(s)").format(count=len(policy.role_quotas))
+        count = len(policy.role_quotas)
+        quota += "; " + ngettext("{count} role quota", "{count} role quotas", count).format(
+            count=count
+        )
     cap = (
         "; " + _("the bot's cap: {units}").format(units=units(view.server_cap))
         if view.server_cap is not None
