@@ -411,19 +411,35 @@ def setup_checklist(view: PolicyView) -> str:
                 view.audit_channel is not None,
                 _("Audit channel"),
                 audit,
-                "/moderation audit-channel",
+                command("moderation", "audit-channel"),
             ),
             line(
                 bool(view.allowed_channels),
                 _("Allowed channels"),
                 channels,
-                "/moderation allow-channel",
+                command("moderation", "allow-channel"),
             ),
-            line(quotas_set, _("Quotas"), quota, "/server quota · /server role-quota"),
-            line(policy.daily_budget is not None, _("Budget"), budget, "/server budget"),
-            line(policy.nsfw_allowed and view.nsfw_permitted, _("NSFW"), nsfw, "/server nsfw"),
+            line(
+                quotas_set,
+                _("Quotas"),
+                quota,
+                f"{command('server', 'quota')} · {command('server', 'role-quota')}",
+            ),
+            line(policy.daily_budget is not None, _("Budget"), budget, command("server", "budget")),
+            line(
+                policy.nsfw_allowed and view.nsfw_permitted,
+                _("NSFW"),
+                nsfw,
+                command("server", "nsfw"),
+            ),
         ]
     )
+
+
+def command(*names: str) -> str:
+    """A slash command as members of the current language see it in Discord: its names are
+    the catalogue's command names (`CatalogueTranslator` gives Discord the same ones)."""
+    return "/" + " ".join(_(name) for name in names)
 
 
 def setup_checklist_title() -> str:

@@ -69,6 +69,9 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
         self.allow_privileged_intents = allow_privileged_intents
         # Per-file limit for channel/DM uploads; interactions carry their own limit.
         self.upload_limit = DEFAULT_UPLOAD_LIMIT
+        # The fake guild's preferred locale (its GUILD_CREATE and interactions' guild_locale);
+        # set it before the bot connects.
+        self.preferred_locale = "en-US"
 
         self.api_base = ""
         self.gateway_url = ""

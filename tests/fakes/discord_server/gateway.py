@@ -329,6 +329,7 @@ class DiscordGateway:
         roles: list[int] | None,
         created_at: dt.datetime | None,
         message: dict[str, Any] | None = None,
+        locale: str = "en-US",
     ) -> FakeInteraction:
         """Build an INTERACTION_CREATE (guild member or DM user parts), register it, send it."""
         session = self._current_session
@@ -351,7 +352,8 @@ class DiscordGateway:
             "version": 1,
             "data": data,
             "channel_id": str(channel_id),
-            "locale": "en-US",
+            # The member's client language (every interaction but PING carries it).
+            "locale": locale,
             "app_permissions": app_permissions,
             "entitlements": [],
             "attachment_size_limit": attachment_size_limit,
@@ -369,8 +371,9 @@ class DiscordGateway:
                 permissions = self._member_permissions(user_id, role_ids)
             payload.update(
                 guild_id=str(guild),
-                guild={"id": str(guild), "locale": "en-US", "features": []},
-                guild_locale="en-US",
+                guild={"id": str(guild), "locale": self._guild_locale(guild), "features": []},
+                # The server's preferred locale (Community settings), in guilds only.
+                guild_locale=self._guild_locale(guild),
                 channel={**channel, "permissions": app_permissions},
                 member={
                     "user": user,
@@ -423,6 +426,7 @@ class DiscordGateway:
             kind=kind,
             permissions=permissions,
             roles=role_ids,
+            locale=locale,
         )
         await self._dispatch(session, "INTERACTION_CREATE", payload)
         return info
@@ -442,6 +446,7 @@ class DiscordGateway:
         roles: list[int] | None = None,
         created_at: dt.datetime | None = None,
         resolved: dict[str, Any] | None = None,
+        locale: str = "en-US",
     ) -> FakeInteraction:
         """Dispatch a chat-input INTERACTION_CREATE and return what identifies it.
 
@@ -454,6 +459,8 @@ class DiscordGateway:
         from ``add_attachment`` becomes an attachment option and fills ``resolved`` itself.
         ``roles`` (ids from ``add_role``) fill ``member.roles``; ``permissions`` defaults to
         what Discord computes from @everyone and those roles (everything for the guild owner).
+        ``locale`` is the member's client language (Discord's locale codes: "de", "pt-BR"…);
+        ``name`` is the command's default name, as Discord sends it in every language.
         """
         guild = self.guild_id if guild_id is DEFAULT_GUILD else guild_id
         if channel_id is None:
@@ -484,6 +491,7 @@ class DiscordGateway:
             app_permissions=app_permissions,
             roles=roles,
             created_at=created_at,
+            locale=locale,
         )
 
     async def use_message_command(
@@ -494,6 +502,7 @@ class DiscordGateway:
         user_id: int = DEFAULT_USER_ID,
         username: str = "member",
         attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+        locale: str = "en-US",
     ) -> FakeInteraction:
         """Use a message context-menu command (type 3) on a message, as Discord sends it: an
         APPLICATION_COMMAND interaction whose data has ``type: 3``, ``target_id`` and the
@@ -532,6 +541,7 @@ class DiscordGateway:
             app_permissions=str(_EVERYONE_PERMISSIONS),
             roles=None,
             created_at=None,
+            locale=locale,
         )
 
     async def press_button(
@@ -547,6 +557,7 @@ class DiscordGateway:
         app_permissions: str = str(_EVERYONE_PERMISSIONS),
         roles: list[int] | None = None,
         created_at: dt.datetime | None = None,
+        locale: str = "en-US",
     ) -> FakeInteraction:
         """Press a button on a message the bot sent: a MESSAGE_COMPONENT INTERACTION_CREATE.
 
@@ -607,6 +618,7 @@ class DiscordGateway:
             app_permissions=app_permissions,
             roles=roles,
             created_at=created_at,
+            locale=locale,
             message=message,
         )
 
@@ -686,5 +698,6 @@ class DiscordGateway:
             app_permissions=str(_EVERYONE_PERMISSIONS),
             roles=state.roles,
             created_at=created_at,
+            locale=state.locale,
             message=message,
         )

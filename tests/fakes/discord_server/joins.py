@@ -28,6 +28,7 @@ class JoinedGuild:
     bot_role_id: int
     bot_role_permissions: int
     overwrites: list[dict[str, Any]] = field(default_factory=list)  # on its text channel
+    preferred_locale: str = "en-US"  # the server's language (Community settings)
 
 
 class DiscordJoins:
@@ -50,6 +51,7 @@ class DiscordJoins:
         everyone: discord.Permissions | None = None,
         bot_role: discord.Permissions | None = None,
         overwrites: list[tuple[str, discord.Permissions, discord.Permissions]] | None = None,
+        preferred_locale: str = "en-US",
     ) -> JoinedGuild:
         """Add the bot to a new server (GUILD_CREATE to the connected client) and return it.
 
@@ -89,6 +91,7 @@ class DiscordJoins:
             bot_role_id=role_id,
             bot_role_permissions=(bot_role or invite).value,
             overwrites=written,
+            preferred_locale=preferred_locale,
         )
         self._joined[guild_id] = guild
         self._joined_channels[channel_id] = guild
@@ -183,7 +186,7 @@ class DiscordJoins:
             "premium_tier": 0,
             "premium_subscription_count": 0,
             "premium_progress_bar_enabled": False,
-            "preferred_locale": "en-US",
+            "preferred_locale": guild.preferred_locale,
             "system_channel_id": (
                 str(guild.system_channel_id) if guild.system_channel_id is not None else None
             ),

@@ -63,12 +63,18 @@ class _InteractionState:
     # submission comes from the same member).
     permissions: str | None = None
     roles: list[int] = field(default_factory=list)
+    locale: str = "en-US"  # the member's client language; a modal's submission keeps it
 
 
 class DiscordState:
     """State and queries of ``FakeDiscord``; its attributes are set in ``FakeDiscord.__init__``."""
 
     # ------------------------------------------------------------------ queries for tests
+
+    def _guild_locale(self, guild_id: int) -> str:
+        """A server's preferred locale: a joined server's own, else the fake guild's."""
+        joined = self._joined.get(guild_id)
+        return joined.preferred_locale if joined is not None else self.preferred_locale
 
     def calls_for(self, interaction: FakeInteraction) -> list[RecordedRequest]:
         """Requests whose path contains the interaction's token or id."""
@@ -440,7 +446,7 @@ class DiscordState:
             "premium_tier": 0,
             "premium_subscription_count": 0,
             "premium_progress_bar_enabled": False,
-            "preferred_locale": "en-US",
+            "preferred_locale": self.preferred_locale,
             "system_channel_id": str(self.channel_id),
             "system_channel_flags": 0,
             "rules_channel_id": None,

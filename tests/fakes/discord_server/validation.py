@@ -30,6 +30,45 @@ from tests.fakes.discord_server.records import (
 
 _Problem = tuple[tuple[str | int, ...], str, str]
 
+# Discord's locales: the only keys a localization dictionary may have.
+# https://discord.com/developers/docs/reference#locales
+LOCALES = frozenset(
+    [
+        "id",
+        "da",
+        "de",
+        "en-GB",
+        "en-US",
+        "es-ES",
+        "es-419",
+        "fr",
+        "hr",
+        "it",
+        "lt",
+        "hu",
+        "nl",
+        "no",
+        "pl",
+        "pt-BR",
+        "ro",
+        "fi",
+        "sv-SE",
+        "vi",
+        "tr",
+        "cs",
+        "el",
+        "bg",
+        "ru",
+        "uk",
+        "hi",
+        "th",
+        "zh-CN",
+        "ja",
+        "zh-TW",
+        "ko",
+    ]
+)
+
 
 class _ApiError(Exception):
     """A Discord JSON error answer, raised by route handlers."""
@@ -70,6 +109,33 @@ def _name_problems(path: tuple[str | int, ...], name: Any, *, chat_input: bool) 
     return problems
 
 
+def _localization_problems(
+    path: tuple[str | int, ...], item: dict[str, Any], *, chat_input: bool, described: bool
+) -> list[_Problem]:
+    """`name_localizations` and `description_localizations`: known locales only, each value
+    under the same rules as the default (a name's, a description's 1 to 100 characters)."""
+    problems: list[_Problem] = []
+    fields = [("name_localizations", True)]
+    if described:
+        fields.append(("description_localizations", False))
+    for key, is_name in fields:
+        localized = item.get(key)
+        if localized is None:
+            continue
+        if not isinstance(localized, dict):
+            problems.append(((*path, key), "DICT_TYPE_CONVERT", "Only dictionaries may be used"))
+            continue
+        for locale, value in localized.items():
+            where = (*path, key, locale)
+            if locale not in LOCALES:
+                problems.append((where, "BASE_TYPE_CHOICES", f"Value must be one of {{{locale}}}."))
+            elif is_name:
+                problems += _name_problems(where, value, chat_input=chat_input)
+            else:
+                problems += _length_problems(where, value, 1, 100)
+    return problems
+
+
 def _option_problems(path: tuple[str | int, ...], options: list[Any]) -> list[_Problem]:
     problems: list[_Problem] = []
     if len(options) > 25:
@@ -85,6 +151,7 @@ def _option_problems(path: tuple[str | int, ...], options: list[Any]) -> list[_P
             )
         names.add(option.get("name"))
         problems += _length_problems((*where, "description"), option.get("description"), 1, 100)
+        problems += _localization_problems(where, option, chat_input=True, described=True)
         if option.get("type") in (1, 2):  # sub-command / group: options nest
             problems += _option_problems((*where, "options"), option.get("options") or [])
             continue
@@ -108,6 +175,12 @@ def _option_problems(path: tuple[str | int, ...], options: list[Any]) -> list[_P
             problems += _length_problems(
                 (*where, "choices", c_index, "name"), choice["name"], 1, 100
             )
+            for locale, value in (choice.get("name_localizations") or {}).items():
+                at = (*where, "choices", c_index, "name_localizations", locale)
+                if locale not in LOCALES:
+                    problems.append((at, "BASE_TYPE_CHOICES", "Unknown locale."))
+                else:
+                    problems += _length_problems(at, value, 1, 100)
             if isinstance(choice.get("value"), str) and len(choice["value"]) > 100:
                 problems += _length_problems(
                     (*where, "choices", c_index, "value"), choice["value"], 1, 100
@@ -136,6 +209,9 @@ def _command_problems(commands: list[Any]) -> list[_Problem]:
         ctype = command.get("type", 1)
         name = command.get("name")
         problems += _name_problems((index, "name"), name, chat_input=ctype == 1)
+        problems += _localization_problems(
+            (index,), command, chat_input=ctype == 1, described=ctype == 1
+        )
         if (name, ctype) in seen:
             problems.append(
                 ((index, "name"), "APPLICATION_COMMANDS_DUPLICATE_NAME", "Duplicate command name")
