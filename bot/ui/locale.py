@@ -58,8 +58,14 @@ class CatalogueTranslator(app_commands.Translator):
         if translated is None:
             return None
         is_context_menu = isinstance(context.data, app_commands.ContextMenu)
-        if context.location in _NAMES and not is_context_menu and not valid_name(translated):
-            # Discord would refuse the whole sync for one bad name: keep the English one.
-            log.warning("%s: %r is no valid command name; left out", locale.value, translated)
+        if context.location in _NAMES and not is_context_menu:
+            fits = valid_name(translated)
+        elif context.location in _NAMES:
+            fits = 1 <= len(translated) <= 32  # a message command's name: spaces allowed
+        else:
+            fits = 1 <= len(translated) <= 100  # descriptions and choices
+        if not fits:
+            # Discord would refuse the whole sync for one bad entry: keep the English one.
+            log.warning("%s: %r does not fit Discord's rules; left out", locale.value, translated)
             return None
         return translated
