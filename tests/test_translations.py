@@ -21,6 +21,7 @@ from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript
 from tests.helpers import (
+    ADMIN,
     ADMIN_PERMISSIONS,
     READY_TITLE,
     admin_command,
@@ -31,6 +32,7 @@ from tests.helpers import (
     original_edits,
 )
 from tests.test_durability import wait_for_state
+from tests.test_results import EVERYONE, OTHER, deliver
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = i18n.LOCALES_DIR / "messages.pot"
@@ -326,3 +328,66 @@ async def test_the_audit_channel_speaks_the_servers_language_whoever_asked(
     ]
     assert [embed_title(p) for p in posts] == ["🖼️ Bild erstellt"]
     assert [f["name"] for f in embed_of(posts[-1])["fields"]][:2] == ["Mitglied", "Kanal"]
+
+
+async def test_buttons_and_the_edit_form_answer_in_the_language_of_whoever_presses(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    _, _, message = await deliver(fake_discord, running)  # an English member's result
+    edit = await fake_discord.press_button(
+        message["id"], "imagine:edit:1", user_id=OTHER, permissions=EVERYONE, locale="de"
+    )
+    callback = await fake_discord.wait_for_request(
+        lambda r: r.path.endswith("/callback") and str(edit.id) in r.path
+    )
+    modal = callback.json["data"]
+    assert modal["title"] == "Bearbeiten und neu erstellen"
+    labels = [item["label"] for row in modal["components"] for item in row["components"]]
+    assert labels == ["Prompt", "Optionen: ar (Format), res (1K/2K), model"]
+    # The submission carries the same member's locale: the Edit form's listener speaks it.
+    submitted = await fake_discord.submit_modal(edit, {"options": "ar 5:4"})
+    refused = await fake_discord.wait_for_request(
+        lambda r: r.path.endswith("/callback") and str(submitted.id) in r.path
+    )
+    assert answer_text(refused).startswith("**5:4** ist kein Wert für Format (ar)")
+    assert answer_text(refused).endswith("Es wurde nichts verbraucht.")
+
+    reroll = await fake_discord.press_button(
+        message["id"], "imagine:reroll:1", user_id=OTHER, permissions=EVERYONE, locale="de"
+    )
+    final = await _answer_titled(fake_discord, reroll, "🖼️ 🎲 Neuer Wurf ist fertig")
+    assert field(final, "Angefragt von") == f"<@{OTHER}>"
+    assert final.json["components"][0]["components"][0]["label"] == "Neu würfeln"
+
+
+async def test_help_in_german_names_the_german_commands(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    await start_bot()
+    interaction = await fake_discord.send_interaction(
+        "help", {}, user_id=ADMIN, permissions=ADMIN_PERMISSIONS, locale="de"
+    )
+    answer = await fake_discord.wait_for_request(
+        lambda r: r.method == "POST" and interaction.token in r.path and "/callback" not in r.path
+    )
+    embed = embed_of(answer)
+    assert embed["title"] == "🖼️ Imagine: Bilder aus deinen Worten"
+    checklist = next(f["value"] for f in embed["fields"] if f["name"].startswith("Einrichtung"))
+    # The commands are named as a German client shows them (the names Discord got).
+    assert "`/server kontingent · /server rollen-kontingent`" in checklist
+    assert "`/moderation protokollkanal`" in checklist
+    assert "1 Einheit" in embed["fields"][0]["value"]
+
+
+async def test_the_welcome_speaks_the_new_servers_language(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    running = await start_bot()
+    await running.bot.wait_until_ready()
+    guild = await fake_discord.join_guild(preferred_locale="de")
+    post = await fake_discord.wait_for_request(
+        lambda r: r.path.endswith(f"/channels/{guild.channel_id}/messages")
+    )
+    assert str((post.json or {})["content"]).startswith("👋 Hallo! Ich mache aus Prompts Bilder")
+    assert "`/hilfe`" in str((post.json or {})["content"])
