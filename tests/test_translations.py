@@ -102,6 +102,34 @@ def test_a_shipped_catalogue_translates_every_text_with_the_same_placeholders(na
     assert not problems, "\n".join(problems)
 
 
+# The commands members type (not /owner: the operator's, English only).
+TOP_LEVEL_COMMANDS = ("imagine", "quota", "help", "history", "settings", "server", "moderation")
+_COMMAND_MENTION = re.compile(r"(?<![\w.:/])/([-\w]+)")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_texts_name_commands_as_the_same_catalogue_registers_them(name: str) -> None:
+    """A German text says `/bild`, as a German client lists the command, never `/imagine`."""
+    path = i18n.catalogue_path(name)
+    if not path.exists():
+        pytest.skip(f"no {name} catalogue shipped yet")
+    catalogue = _read(path)
+    locale = next(code for code, shipped in i18n.CATALOGUES.items() if shipped == name)
+    known = {i18n.translate(locale, command) or command for command in TOP_LEVEL_COMMANDS}
+    wrong = []
+    for entry in catalogue:
+        forms = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+        for form in forms:
+            wrong += [
+                f"/{used} in {form!r}"
+                for used in _COMMAND_MENTION.findall(form or "")
+                if used not in known
+            ]
+    assert not wrong, f"commands this catalogue calls otherwise ({sorted(known)}):\n" + "\n".join(
+        wrong
+    )
+
+
 def test_the_check_fails_for_a_missing_a_fuzzy_and_a_misplaced_entry() -> None:
     """The completeness check itself, on a catalogue broken in each way it must catch."""
     template = Catalog(locale=None)
