@@ -19,6 +19,7 @@ from bot import i18n
 from bot.domain import JobState
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.fakes.discord_server.validation import _command_problems
 from tests.fakes.kie_server import FakeKie, TaskScript
 from tests.helpers import (
     ADMIN,
@@ -419,3 +420,21 @@ async def test_the_welcome_speaks_the_new_servers_language(
     )
     assert str((post.json or {})["content"]).startswith("👋 Hallo! Ich mache aus Prompts Bilder")
     assert "`/hilfe`" in str((post.json or {})["content"])
+
+
+@pytest.mark.parametrize(
+    ("localized", "refused"),
+    [
+        ({"name_localizations": {"de": "bild"}}, False),
+        ({"name_localizations": {"de": "Bild"}}, True),  # names are lowercase in every locale
+        ({"name_localizations": {"de": "ein bild"}}, True),  # and have no spaces
+        ({"name_localizations": {"xx": "bild"}}, True),  # Discord knows no locale "xx"
+        ({"description_localizations": {"de": "x" * 101}}, True),
+        ({"description_localizations": {"pt-BR": "Uma imagem."}}, False),
+    ],
+)
+def test_the_fake_discord_checks_localizations_as_discord_does(
+    localized: dict[str, Any], refused: bool
+) -> None:
+    command = {"name": "imagine", "type": 1, "description": "Draw.", **localized}
+    assert bool(_command_problems([command])) is refused
