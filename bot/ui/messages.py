@@ -91,11 +91,15 @@ def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Em
 
 # --- /imagine -----------------------------------------------------------------------------------
 
+# The one line a member waiting on an outage of kie.ai gets (its circuit breaker is open).
+KIE_DOWN_NOTE = "Your image will start by itself when kie.ai is back; nothing is charged twice."
+
 _PHASE_TEXT = {
     Phase.WAITING: "⏳ Waiting for a free slot",
     Phase.QUEUED: "🕒 Queued",
     Phase.GENERATING: "🎨 Generating",
     Phase.PAUSED: "⏸️ Paused by the bot's operator",
+    Phase.KIE_DOWN: "⚠️ kie.ai is having trouble",
 }
 
 
@@ -115,6 +119,8 @@ def progress_embed(progress: Progress, job: Job, images: str | None = None) -> d
             value=f"{reason}It is still reserved and starts by itself when generation resumes.",
             inline=False,
         )
+    if progress.phase is Phase.KIE_DOWN:
+        embed.add_field(name="Your units are kept", value=KIE_DOWN_NOTE, inline=False)
     if progress.wait is None and progress.position is not None and progress.turn_at is not None:
         # A live timestamp counts down in the client, so the line needs no edits to move.
         embed.add_field(
@@ -166,6 +172,7 @@ def batch_progress_text(counts: dict[Phase, int]) -> str:
     names = {
         Phase.WAITING: "waiting",
         Phase.PAUSED: "paused",
+        Phase.KIE_DOWN: "waiting for kie.ai",
         Phase.QUEUED: "queued",
         Phase.GENERATING: "generating",
     }
