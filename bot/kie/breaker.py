@@ -104,7 +104,7 @@ class CircuitBreaker:
     def _open(self) -> None:
         if self._state is BreakerState.CLOSED:
             log.warning(
-                "kie.ai failed %d times in a row: circuit breaker open; new tasks wait",
+                "kie.ai: %d outages in a row; circuit breaker open, new tasks wait",
                 self._failures,
             )
         self._state, self._since = BreakerState.OPEN, self._clock()
