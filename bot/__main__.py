@@ -34,7 +34,15 @@ from bot.history import History
 from bot.images import Reencoder
 from bot.job_tasks import JobReply, JobRunner
 from bot.jobs import FailureKind, JobLimits, JobService
-from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, KieAuthError, KieClient, KieError, RetryPolicy
+from bot.kie import (
+    QUERY_LIMIT,
+    SUBMIT_LIMIT,
+    CircuitBreaker,
+    KieAuthError,
+    KieClient,
+    KieError,
+    RetryPolicy,
+)
 from bot.kie.credits import CreditWatch
 from bot.kie.polling import PollScheduler
 from bot.kie.ratelimit import SlidingWindowLimiter
@@ -45,6 +53,7 @@ from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.quota import Costs, QuotaBook
+from bot.redelivery import RedeliveryPolicy
 from bot.retention import HistoryRetention
 from bot.settings import Settings, SettingsError, bind_host, load_settings, read_one
 from bot.single import DatabaseInUse, SingleProcessLock
@@ -93,6 +102,9 @@ def build_kie_client(
         query_limiter=SlidingWindowLimiter(*query_limit, margin=0.05),
         request_timeout=settings.request_timeout,
         retry=retry,
+        breaker=CircuitBreaker(
+            threshold=settings.kie_breaker_failures, cooldown=settings.kie_breaker_cooldown
+        ),
     )
 
 
@@ -161,6 +173,7 @@ def build_bot(
         max_image_bytes=settings.max_image_bytes,
         download_timeout=settings.download_timeout,
         min_download=settings.min_download,
+        redelivery=RedeliveryPolicy(first_delay=settings.redelivery_delay),
         max_running_per_member=settings.max_running_per_member or None,
         max_running_per_server=settings.max_running_per_server or None,
     )
@@ -169,7 +182,10 @@ def build_bot(
         settings.callback_poll_interval if settings.public_base_url else settings.poll_interval
     )
     polls = PollScheduler(
-        kie, min_interval=poll_every, reserve_for_wakeups=3 if settings.public_base_url else 0
+        kie,
+        min_interval=poll_every,
+        reserve_for_wakeups=3 if settings.public_base_url else 0,
+        breaker=kie.breaker,
     )
     jobs = JobService(
         storage.jobs,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from bot.store import JobLedger
 
 log = logging.getLogger(__name__)
+
+# Sends a delivery, again while Discord is down (`JobService._patiently`); the str names it.
+Redeliver = Callable[[Callable[[], Awaitable["Delivery"]], str], Awaitable["Delivery"]]
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,9 @@ class _Batch:
 class Batches:
     """The batches being delivered in this process. One per `JobService`."""
 
-    def __init__(self, ledger: JobLedger) -> None:
+    def __init__(self, ledger: JobLedger, redeliver: Redeliver) -> None:
         self._ledger = ledger
+        self._redeliver = redeliver
         self._batches: dict[int, _Batch] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         self._sends: set[asyncio.Task[None]] = set()
@@ -128,7 +133,10 @@ class Batches:
                 failed=len(batch.failed),
                 refunded_units=sum(batch.jobs[i].units for i in batch.failed),
             )
-            delivery = await batch.reporter.deliver_batch(outcome)
+            reporter = batch.reporter
+            delivery = await self._redeliver(
+                lambda: reporter.deliver_batch(outcome), f"batch {first.batch_id}"
+            )
             if finished:
                 await self._ledger.mark_batch_delivered(
                     [f.job.id for f in finished], delivery.via, delivery.url

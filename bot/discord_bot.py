@@ -241,7 +241,8 @@ class ImagineBot(commands.Bot):
         }
 
     async def readiness(self) -> dict[str, object]:
-        """For /readyz: connected to Discord, taking work, and the database writable."""
+        """For /readyz: connected to Discord, taking work, and the database writable; kie.ai's
+        circuit breaker is reported (`kie`) but does not make the bot unready."""
         report = self.liveness()
         # Shielded: a database call cut off midway could leave a transaction open.
         try:
@@ -251,6 +252,9 @@ class ImagineBot(commands.Bot):
         except TimeoutError:
             writable = False
         report["database_writable"] = writable
+        # Shown, not judged: with kie.ai down the bot still answers, queues and keeps units;
+        # an orchestrator restarting it would only lose the waiting replies' live updates.
+        report["kie"] = self.jobs.kie_breaker.status.as_dict()
         report["ok"] = bool(report["discord_connected"] and self.accepting_jobs and writable)
         return report
 

@@ -167,6 +167,7 @@ class JobRunner:
         except TimeoutError:
             log.warning("not every refunded member could be told before shutting down")
         await self._jobs.polls.stop()
+        await self._jobs.kie_breaker.stop()
 
     async def drain(self) -> None:
         """Let refunds in progress tell their members (bound it with a timeout)."""

@@ -28,6 +28,7 @@ from bot.domain import (
     ReplyTarget,
 )
 from bot.kie import (
+    CircuitBreaker,
     DownloadedImage,
     DownloadError,
     ImageRequest,
@@ -51,6 +52,7 @@ from bot.kie import (
 from bot.kie.polling import PollScheduler
 from bot.operator import PauseGate
 from bot.quota import QuotaBook, QuotaStatus
+from bot.redelivery import DiscordUnavailable, RedeliveryPolicy, patiently
 from bot.runqueue import RunLimits, RunQueue, Wait
 from bot.store import JobLedger
 
@@ -71,6 +73,7 @@ class Phase(enum.StrEnum):
     QUEUED = "queued"  # in line for kie.ai's submission limit (20 per 10 s per account)
     GENERATING = "generating"  # kie.ai has the task (its own waiting/queuing included)
     PAUSED = "paused"  # the operator paused generation; it goes on when they resume
+    KIE_DOWN = "kie_down"  # kie.ai's circuit breaker is open; it goes on when kie.ai is back
 
 
 # Progress edits one job may spend on its place in line (waiting and queued for kie.ai together).
@@ -213,6 +216,10 @@ class JobTaken(Exception):
     process on the same database) moved it, so this run stops without touching it again."""
 
 
+class _KieDown(Exception):
+    """kie.ai's circuit breaker opened before this job's createTask went out."""
+
+
 class JobFailed(Exception):
     def __init__(self, kind: FailureKind, detail: str | None = None) -> None:
         super().__init__(kind.value if detail is None else f"{kind.value}: {detail}")
@@ -253,6 +260,8 @@ class JobLimits:
     max_concurrent_transfers: int = 8
     max_running_per_member: int | None = 2  # defaults where a server set none; None: no limit
     max_running_per_server: int | None = 20
+    # While Discord is down on delivery.
+    redelivery: RedeliveryPolicy = dataclasses.field(default_factory=RedeliveryPolicy)
 
 
 def job_context(job: Job, task_id: str | None, outcome: str | None) -> dict[str, object]:
@@ -300,7 +309,8 @@ class JobService:
         self._clock = clock
         self._gate = gate or PauseGate()
         self._alert_operator = alert_operator
-        self.batches = Batches(ledger)  # requests for several images, delivered together
+        # Requests for several images, delivered together (again while Discord is down).
+        self.batches = Batches(ledger, self._patiently)
         self._allow_nsfw = allow_nsfw  # ALLOW_NSFW: may servers ever turn kie.ai's filter off
         # Bounds memory: at most this many images are downloaded or uploaded at once.
         self._transfers = asyncio.Semaphore(limits.max_concurrent_transfers)
@@ -311,6 +321,11 @@ class JobService:
         self._all_sent = asyncio.Event()
         self._all_sent.set()
         self._stopping = False
+
+    @property
+    def kie_breaker(self) -> CircuitBreaker:
+        """kie.ai's circuit breaker: `/readyz` and the metrics read its `status`."""
+        return self._kie.breaker
 
     async def finish_submissions(self, within: float) -> None:
         """The bot is stopping: no createTask starts from now on (those jobs stay reserved and
@@ -506,8 +521,8 @@ class JobService:
         quota = await self._quota_after(job)
         finished = Finished(job, image, self._clock() - job.created_at, quota)
         try:
-            delivery = await reporter.deliver(finished)
-        except DeliveryError as error:
+            delivery = await self._patiently(lambda: reporter.deliver(finished), f"job {job.id}")
+        except (DeliveryError, DiscordUnavailable) as error:
             log.warning("job %s: could not deliver the image: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
         if not await self._ledger.mark_delivered(
@@ -543,7 +558,7 @@ class JobService:
         )
         try:
             delivery = await self.batches.finished(finished, reporter)
-        except DeliveryError as error:
+        except (DeliveryError, DiscordUnavailable) as error:
             log.warning("job %s: could not deliver its batch: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
         if delivery is not None:
@@ -554,6 +569,12 @@ class JobService:
                 delivery.via,
                 extra=job_context(job, job.task_id, "delivered"),
             )
+
+    async def _patiently(self, send: Callable[[], Awaitable[Delivery]], what: str) -> Delivery:
+        """A delivery, tried again while Discord is down (`bot/redelivery.py`). The job stays
+        `delivering` meanwhile: `begin_delivery` was its one claim, `mark_delivered` follows
+        the one attempt that worked."""
+        return await patiently(send, policy=self._limits.redelivery, what=what)
 
     async def _quota_after(self, job: Job) -> QuotaStatus:
         limit = job.quota_limit if job.quota_limit is not None else self._quota.daily_limit
@@ -598,6 +619,42 @@ class JobService:
         return dataclasses.replace(image, input_urls=inputs)
 
     async def _submit(self, job: Job, reporter: JobReporter, shown: LineShown) -> str:
+        down_since: float | None = None  # when this job first found kie.ai down
+        while True:
+            down_since = await self._wait_for_kie(job, reporter, down_since)
+            task_id = await self._send(job, reporter, shown)
+            if task_id is not None:
+                break
+        log.info(
+            "job %s submitted as task %s", job.id, task_id, extra=job_context(job, task_id, None)
+        )
+        await _report(reporter, Progress(Phase.GENERATING, job.created_at))
+        return task_id
+
+    async def _wait_for_kie(
+        self, job: Job, reporter: JobReporter, down_since: float | None
+    ) -> float | None:
+        """Hold a job kie.ai has not seen while its circuit breaker is open, telling the member
+        once; its units stay reserved. It gives up (and is refunded) only after the job's
+        usual timeout, counted from when it first found kie.ai down."""
+        breaker = self._kie.breaker
+        if breaker.closed:
+            return down_since
+        now = self._clock()
+        down_since = now if down_since is None else down_since
+        await _report(reporter, Progress(Phase.KIE_DOWN, job.created_at))
+        remaining = down_since + self._limits.job_timeout - now
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                await breaker.wait_closed()
+        except TimeoutError:
+            raise JobFailed(FailureKind.TIMED_OUT) from None
+        return down_since
+
+    async def _send(self, job: Job, reporter: JobReporter, shown: LineShown) -> str | None:
+        """One createTask for the job (429 and 455 retried by the client): its task id, or
+        None when kie.ai went down before any task was made; the job is then reserved again
+        and waits for kie.ai (`_wait_for_kie`)."""
         request = await self._uploaded(job)
         turn = self._kie.submit_turn(job.user_id)
         now = self._clock()
@@ -615,6 +672,8 @@ class JobService:
             await self._gate.wait_open()
             if claimed:
                 return
+            if not self._kie.breaker.closed:
+                raise _KieDown  # it went down while this job waited for its turn
             if self._stopping:  # still reserved: the next start sends it
                 raise asyncio.CancelledError
             if not await self._ledger.begin_submit(job.id):
@@ -632,14 +691,23 @@ class JobService:
             )
             if not await self._ledger.mark_submitted(job.id, task_id):
                 raise JobTaken
+        except _KieDown:
+            return None
+        except (KieMaintenance, KieConnectionError):
+            # Refused before any task existed (maintenance, or no connection at all). With
+            # the breaker now open this is an outage, not the job's failure: it waits for
+            # kie.ai again instead of being refunded. A 5xx is not retried: kie.ai may have
+            # created the task before failing, and a second one would be a second paid image.
+            if not claimed or self._kie.breaker.closed:
+                raise
+            if not await self._ledger.return_to_line(job.id):
+                raise JobTaken from None
+            log.info("job %s: kie.ai is down; back in line until it answers", job.id)
+            return None
         finally:
             self._sending.discard(job.id)
             if not self._sending:
                 self._all_sent.set()
-        log.info(
-            "job %s submitted as task %s", job.id, task_id, extra=job_context(job, task_id, None)
-        )
-        await _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id
 
     async def _wait(self, job: Job, task_id: str) -> TaskInfo:

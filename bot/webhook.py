@@ -354,7 +354,8 @@ class WebhookServer:
         return web.json_response({"ok": True, **self._liveness()})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        """Readiness: connected to Discord, taking work, and the database writable."""
+        """Readiness: connected to Discord, taking work, and the database writable (the JSON also
+        shows kie.ai's circuit breaker, which does not make the bot unready)."""
         report = await self._readiness()
         return web.json_response(report, status=200 if report.get("ok") else 503)
 

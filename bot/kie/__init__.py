@@ -4,6 +4,7 @@ the poll scheduler and the credit watch. Nothing here knows Discord.
 The package exports the client's public API, so callers write `from bot.kie import KieClient`.
 """
 
+from bot.kie.breaker import BreakerState, BreakerStatus, CircuitBreaker
 from bot.kie.client import QUERY_LIMIT, SUBMIT_LIMIT, KieClient
 from bot.kie.errors import (
     DownloadError,
@@ -77,6 +78,9 @@ __all__ = [
     "SUBMIT_LIMIT",
     "TEXT_TO_IMAGE_MODEL",
     "AspectRatio",
+    "BreakerState",
+    "BreakerStatus",
+    "CircuitBreaker",
     "DownloadError",
     "DownloadedImage",
     "ImageRequest",

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import yarl
 
+from bot.kie.breaker import CircuitBreaker
 from bot.kie.errors import (
     ERRORS_BY_CODE,
     RETRYABLE,
@@ -50,6 +51,13 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 # Documented limits: 20 createTask calls per 10 s per account, 10 recordInfo calls per second.
 SUBMIT_LIMIT = (20, 10.0)
 QUERY_LIMIT = (10, 1.0)
+# Envelope codes of an outage, counted by the circuit breaker. 501 (a rejected generation) and
+# 505 (a model switched off) are 5xx too, but they are answers about the request.
+OUTAGE_CODES = frozenset({455, 500, 502, 503, 504})
+
+
+def is_outage(code: object) -> bool:
+    return code in OUTAGE_CODES or (isinstance(code, int) and code > 505)
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -78,8 +86,12 @@ class KieClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         fetch_policy: FetchPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._session = session
+        # Every API answer is reported to it; it probes with the cheap credit query.
+        self.breaker = breaker or CircuitBreaker()
+        self.breaker.set_probe(self.get_credits)
         # What downloads may reach; by default kie.ai's own configured hosts only.
         self._fetch_policy = fetch_policy or FetchPolicy.trusting((), base_url, upload_base_url)
         self._headers = {"Authorization": f"Bearer {api_key}"}
@@ -152,8 +164,8 @@ class KieClient:
                     return parse_task_id(envelope_data(body))
                 except RETRYABLE as exc:
                     error = exc
-            if attempt + 1 == self._retry.attempts:
-                break
+            if attempt + 1 == self._retry.attempts or not self.breaker.closed:
+                break  # with the breaker open, the job waits for kie.ai instead (`JobService`)
             wait = self._retry.delay(attempt, retry_after)
             log.warning("kie.ai createTask rejected (%s); retrying in %.2fs", error, wait)
             if isinstance(error, KieRateLimited):
@@ -297,26 +309,48 @@ class KieClient:
     async def _post_json(
         self, path: str, payload: Any, *, base: str | None = None
     ) -> tuple[Any, float | None]:
-        async with self._session.post(
+        request = self._session.post(
             (base or self._base) + path,
             json=payload,
             headers=self._headers,
             timeout=self._timeout,
             allow_redirects=False,
-        ) as response:
-            return await self._read_envelope(response)
+        )
+        # The file host is another service: its outages do not stop task creation.
+        return await self._answer(request, observed=base is None)
 
     async def _get_json(
         self, path: str, params: dict[str, str] | None = None
     ) -> tuple[Any, float | None]:
-        async with self._session.get(
+        request = self._session.get(
             self._base + path,
             params=params,
             headers=self._headers,
             timeout=self._timeout,
             allow_redirects=False,
-        ) as response:
-            return await self._read_envelope(response)
+        )
+        return await self._answer(request, observed=True)
+
+    async def _answer(
+        self,
+        request: contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse],
+        *,
+        observed: bool,
+    ) -> tuple[Any, float | None]:
+        """The envelope and Retry-After of one API call, told to the circuit breaker."""
+        try:
+            async with request as response:
+                body, retry_after = await self._read_envelope(response)
+        except (aiohttp.ClientError, TimeoutError):
+            if observed:
+                self.breaker.failed()
+            raise
+        if observed:
+            if is_outage(body.get("code")):
+                self.breaker.failed()
+            else:
+                self.breaker.succeeded()
+        return body, retry_after
 
     @staticmethod
     async def _read_envelope(response: aiohttp.ClientResponse) -> tuple[Any, float | None]:

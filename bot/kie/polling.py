@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.kie.breaker import CircuitBreaker
 from bot.kie.client import KieClient
 from bot.kie.errors import KieError
 from bot.kie.models import TaskInfo
@@ -92,8 +93,10 @@ class PollScheduler:
         reserve_for_wakeups: int = 0,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[float, float], float] = random.uniform,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._kie = kie
+        self._breaker = breaker  # kie.ai's: no polls while it is open
         self._min_interval = min_interval
         # With callbacks on, routine polls leave this many slots of each second's budget free,
         # so a task kie.ai just called back about never waits behind them.
@@ -143,6 +146,11 @@ class PollScheduler:
 
     async def _run(self) -> None:
         while True:
+            if self._breaker is not None and not self._breaker.closed:
+                # kie.ai is down: polls wait with new tasks and only the breaker's probe asks
+                # it; each job's deadline runs on, so a long outage still ends in a refund.
+                await self._breaker.wait_closed()
+                continue
             due, urgent, wait = self._due()
             held_back = not urgent and self._kie.free_query_slots() <= self._reserve
             if due <= self._pending or self._pending >= MAX_QUERIES_IN_FLIGHT or held_back:

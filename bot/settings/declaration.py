@@ -337,6 +337,28 @@ SETTINGS: tuple[Setting[Any], ...] = (
         comment="Give up on a task after this many seconds (at most 3600).",
     ),
     Setting(
+        "KIE_BREAKER_FAILURES",
+        "kie_breaker_failures",
+        Whole(1, 1000),
+        description=(
+            "kie.ai outages in a row (5xx, maintenance, timeouts, no connection) after which the "
+            "bot stops sending it tasks and status checks, keeps waiting members' units reserved, "
+            "and probes it with the credit query until it answers. Refusals of a request (a "
+            "rejected prompt, the safety filter) do not count."
+        ),
+        comment="kie.ai outages in a row before the bot stops sending it work for a while.",
+    ),
+    Setting(
+        "KIE_BREAKER_COOLDOWN_SECONDS",
+        "kie_breaker_cooldown",
+        Seconds(),
+        description=(
+            "Seconds before the first probe once kie.ai is taken as down; each failed probe "
+            "doubles the wait, up to 5 minutes (or this, if longer)."
+        ),
+        comment="Seconds before the first probe of a kie.ai that is down (doubles, up to 5 min).",
+    ),
+    Setting(
         "MAX_IMAGE_MB",
         "max_image_bytes",
         Whole(1, MAX_IMAGE_MB, scale=2**20),

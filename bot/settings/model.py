@@ -53,11 +53,14 @@ class Settings:
     cost_pro_2k: int = 1
     poll_interval: float = 2.0
     job_timeout: float = 600.0
+    kie_breaker_failures: int = 5  # kie.ai outages in a row that open its circuit breaker
+    kie_breaker_cooldown: float = 10.0  # before the first probe; doubles up to 5 minutes
     progress_min_interval: float = 2.0  # not configurable: tests shorten it
     max_image_bytes: int = 50 * 1024 * 1024
     download_timeout: float = 60.0
     request_timeout: float = 30.0  # not configurable: tests shorten it
     min_download: float = 15.0  # not configurable: tests shorten it
+    redelivery_delay: float = 2.0  # not configurable: first wait while Discord is down
     dev_guild_id: int | None = None
     command_sync: str = "auto"
     log_level: str = "INFO"
@@ -85,7 +88,7 @@ class Settings:
 
 # Fields that no variable sets: fixed in production, changed only by tests building `Settings`.
 NOT_FROM_ENVIRONMENT = frozenset(
-    {"cost_1k", "progress_min_interval", "request_timeout", "min_download"}
+    {"cost_1k", "progress_min_interval", "request_timeout", "min_download", "redelivery_delay"}
 )
 
 

@@ -617,6 +617,11 @@ class SqliteJobLedger:
             job_id, (JobState.SUBMITTING,), JobState.SUBMITTED, task_id=task_id
         )
 
+    async def return_to_line(self, job_id: int) -> bool:
+        """kie.ai refused a claimed createTask before creating anything (maintenance, no
+        connection) and is down: the job is reserved again, to be sent when kie.ai is back."""
+        return await self._transition(job_id, (JobState.SUBMITTING,), JobState.RESERVED)
+
     async def begin_delivery(self, job_id: int, image_url: str | None = None) -> bool:
         """`image_url`: kie.ai's link the image came from, when known (a batch keeps it here)."""
         return await self._transition(

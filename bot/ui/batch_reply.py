@@ -19,7 +19,7 @@ from bot.ui import messages
 from bot.ui.reply import DiscordReply
 
 # Least advanced first: the phase a batch's reply shows.
-_ORDER = (Phase.WAITING, Phase.PAUSED, Phase.QUEUED, Phase.GENERATING)
+_ORDER = (Phase.WAITING, Phase.PAUSED, Phase.KIE_DOWN, Phase.QUEUED, Phase.GENERATING)
 
 
 @dataclass(eq=False)

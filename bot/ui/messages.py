@@ -98,11 +98,15 @@ def _prompt_embed(title: str, prompt: str, colour: discord.Colour) -> discord.Em
 
 # --- /imagine -----------------------------------------------------------------------------------
 
+# The one line a member waiting on an outage of kie.ai gets (its circuit breaker is open).
+KIE_DOWN_NOTE = N_("Your image will start by itself when kie.ai is back; nothing is charged twice.")
+
 _PHASE_TEXT = {
     Phase.WAITING: N_("⏳ Waiting for a free slot"),
     Phase.QUEUED: N_("🕒 Queued"),
     Phase.GENERATING: N_("🎨 Generating"),
     Phase.PAUSED: N_("⏸️ Paused by the bot's operator"),
+    Phase.KIE_DOWN: N_("⚠️ kie.ai is having trouble"),
 }
 
 
@@ -121,6 +125,8 @@ def progress_embed(progress: Progress, job: Job, images: str | None = None) -> d
             reason = _("Reason: {reason}").format(reason=safe_prompt(progress.note, 300))
             still = f"{reason}\n{still}"
         embed.add_field(name=_("Your image is not lost"), value=still, inline=False)
+    if progress.phase is Phase.KIE_DOWN:
+        embed.add_field(name=_("Your units are kept"), value=_(KIE_DOWN_NOTE), inline=False)
     if progress.wait is None and progress.position is not None and progress.turn_at is not None:
         # A live timestamp counts down in the client, so the line needs no edits to move.
         embed.add_field(
@@ -179,6 +185,7 @@ def result_embed(finished: Finished, filename: str, note: str | None = None) -> 
 _BATCH_PHASES = {
     Phase.WAITING: N_("{count} waiting"),
     Phase.PAUSED: N_("{count} paused"),
+    Phase.KIE_DOWN: N_("{count} waiting for kie.ai"),
     Phase.QUEUED: N_("{count} queued"),
     Phase.GENERATING: N_("{count} generating"),
 }

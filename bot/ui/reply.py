@@ -8,6 +8,9 @@ The answer goes, in order of preference:
 3. by direct message, where the bot cannot post in the channel. Where that fails too, the
    job fails and its units go back (a private image is never posted publicly).
 
+A route that fails because Discord itself is down (a 5xx, a 429 left over, no answer at all) is
+not skipped: `DiscordUnavailable` tells the job to try again later (`bot/redelivery.py`).
+
 It is built from the job row alone, so a job resumed after a restart is answered the same way
 as a fresh one. Progress edits are coalesced: only the newest state is shown, only when it
 changed, and at most once every `min_interval` seconds (interaction webhooks have small buckets).
@@ -30,6 +33,7 @@ from bot.domain import DeliveryRoute, Job
 from bot.i18n import use_locale
 from bot.images import Reencoder
 from bot.jobs import Delivery, DeliveryError, Failure, Finished, Phase, Progress
+from bot.redelivery import DiscordUnavailable
 from bot.ui import messages
 from bot.ui.audit import AuditLog
 from bot.ui.buttons import batch_view, cancel_view, result_view
@@ -44,9 +48,15 @@ TOKEN_LIFETIME = 15 * 60.0
 TOKEN_MARGIN = 30.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # Phases in which the job has not reached kie.ai: its reply carries a Cancel button.
-CANCELLABLE = frozenset({Phase.WAITING, Phase.QUEUED, Phase.PAUSED})
+CANCELLABLE = frozenset({Phase.WAITING, Phase.QUEUED, Phase.PAUSED, Phase.KIE_DOWN})
 # Discord error codes that mean "this reply cannot be edited any more".
 _REPLY_GONE_CODES = {10008, 10015, 50027}
+
+
+def _outage(error: discord.HTTPException) -> bool:
+    """Discord's own trouble (a 5xx, or a 429 discord.py did not wait out), not a refusal of
+    this message: the same route is worth trying again later (`bot/redelivery.py`)."""
+    return error.status >= 500 or error.status == 429
 
 
 class DiscordReply:
@@ -261,7 +271,7 @@ class DiscordReply:
             embed = messages.failure_embed(failure, self._job.image.prompt, self._job.units)
             try:
                 await self._send_outcome(embed, None, ready=False)
-            except DeliveryError as error:
+            except (DeliveryError, DiscordUnavailable) as error:
                 log.warning("job %s: could not report the failure: %s", self._job.id, error)
 
     async def _send_outcome(
@@ -311,8 +321,12 @@ class DiscordReply:
             except discord.HTTPException as error:
                 if error.status == 413:
                     raise _TooLarge from None
+                if _outage(error):  # the reply is still there: edit it again later
+                    raise DiscordUnavailable(f"reply edit: HTTP {error.status}") from None
                 self._note_reply_error(error)
                 log.info("job %s: reply not editable (%s); posting instead", self._job.id, error)
+            except _UNREACHABLE as error:
+                raise DiscordUnavailable(f"reply edit: {type(error).__name__}") from None
         content = messages.requester_note(self._job.user_id, ready)
         # A private result never goes to the channel: a DM keeps it the member's alone.
         if self._job.channel_id is not None and not self._job.private:
@@ -323,9 +337,13 @@ class DiscordReply:
             except discord.HTTPException as error:
                 if error.status == 413:
                     raise _TooLarge from None
+                if _outage(error):  # the channel may well take it once Discord is back
+                    raise DiscordUnavailable(f"channel post: HTTP {error.status}") from None
                 log.info(
                     "job %s: cannot post in the channel (%s); trying a DM", self._job.id, error
                 )
+            except _UNREACHABLE as error:
+                raise DiscordUnavailable(f"channel post: {type(error).__name__}") from None
         try:
             user = await self._client.fetch_user(self._job.user_id)
             await self._post(user, content, embed, attachments(), view)
@@ -333,7 +351,11 @@ class DiscordReply:
         except discord.HTTPException as error:
             if error.status == 413:
                 raise _TooLarge from None
+            if _outage(error):
+                raise DiscordUnavailable(f"direct message: HTTP {error.status}") from None
             raise DeliveryError(f"no way to reach the requester ({error.status})") from None
+        except _UNREACHABLE as error:
+            raise DiscordUnavailable(f"direct message: {type(error).__name__}") from None
 
     async def _post(
         self,

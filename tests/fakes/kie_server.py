@@ -391,6 +391,9 @@ class FakeKie:
         self.webhook_hmac_key: str | None = None
         self.callback_timeout = 5.0  # read by start(); a slow receiver delays stop() this long
         self.default_script = TaskScript()
+        # While set, kie.ai is down: every API call (``/api/...``: tasks, status, credits,
+        # uploads) is answered with this fault, before any other fault or rule applies.
+        self.outage: CreateFault | None = None
         # Image-to-image inputs and the upload host; see the module docstring.
         self.input_rejection: Literal["create", "task"] = "create"
         self.input_image_max_bytes = INPUT_IMAGE_MAX_BYTES
@@ -560,7 +563,11 @@ class FakeKie:
                 raw = await request.read()
                 with contextlib.suppress(ValueError):
                     call.json = json.loads(raw) if raw else None
-            response: web.StreamResponse = await handler(request)
+            outage = self.outage
+            if outage is not None and request.path.startswith("/api/"):
+                response: web.StreamResponse = await self._answer_fault(request, outage)
+            else:
+                response = await handler(request)
         except web.HTTPException as exc:
             call.status = exc.status
             raise
