@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yarl
@@ -59,6 +59,21 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
         return None
 
 
+class KieObserver(Protocol):
+    """Who counts the client's calls (the bot's metrics); every label is from a small set."""
+
+    def kie_call(self, endpoint: str, status: str) -> None: ...
+
+    def rate_limit_wait(self, limit: str, seconds: float) -> None: ...
+
+    def balance(self, credits: float) -> None: ...
+
+
+def _endpoint(path: str) -> str:
+    """`/api/v1/jobs/createTask` -> `createTask`: the client's own few paths, never a URL."""
+    return path.rsplit("/", 1)[-1]
+
+
 # --- client -----------------------------------------------------------------------------------
 
 
@@ -90,6 +105,17 @@ class KieClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._observer: KieObserver | None = None
+
+    def observe(self, observer: KieObserver) -> None:
+        """Report every call, rate-limit wait and balance read to `observer` from now on."""
+        self._observer = observer
+        self._submit_limiter.on_wait = lambda seconds: observer.rate_limit_wait("submit", seconds)
+        self._query_limiter.on_wait = lambda seconds: observer.rate_limit_wait("query", seconds)
+
+    def _count(self, endpoint: str, status: str) -> None:
+        if self._observer is not None:
+            self._observer.kie_call(endpoint, status)
 
     def __repr__(self) -> str:  # never show the key
         return f"KieClient(base_url={self._base!r})"
@@ -111,6 +137,11 @@ class KieClient:
     def submit_spacing(self) -> float:
         """Seconds per submission when the line is long: kie.ai's window over its limit."""
         return self._submit_limiter.period / self._submit_limiter.max_calls
+
+    @property
+    def submit_waiting(self) -> int:
+        """Submissions waiting for their turn in kie.ai's rate limit."""
+        return self._submit_limiter.waiting
 
     def submit_turn(self, queue_key: Hashable = None) -> Turn:
         """Where a new submission for `queue_key` would stand in the line for kie.ai."""
@@ -201,6 +232,8 @@ class KieClient:
             data = data.get("credits", data.get("remainingCredits"))
         if not isinstance(data, int | float):
             raise KieMalformedResponse("credit query answered without a number")
+        if self._observer is not None:
+            self._observer.balance(float(data))
         return float(data)
 
     async def upload_reference(self, file_url: str, *, upload_path: str) -> str:
@@ -266,6 +299,7 @@ class KieClient:
         """The image, or where a redirect points."""
         try:
             async with self._session.get(url, allow_redirects=False) as response:
+                self._count("download", str(response.status))
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:
                     return yarl.URL(location)
@@ -286,6 +320,7 @@ class KieClient:
                         raise DownloadError("image is larger than the download cap")
                     chunks.append(chunk)
         except (aiohttp.ClientError, OSError) as exc:
+            self._count("download", "error")
             raise DownloadError(f"image download failed: {type(exc).__name__}") from None
         # bytes.join copies a large result without the GIL: in a thread, the loop runs on.
         data = await asyncio.to_thread(b"".join, chunks) if size > 2**20 else b"".join(chunks)
@@ -297,26 +332,36 @@ class KieClient:
     async def _post_json(
         self, path: str, payload: Any, *, base: str | None = None
     ) -> tuple[Any, float | None]:
-        async with self._session.post(
-            (base or self._base) + path,
-            json=payload,
-            headers=self._headers,
-            timeout=self._timeout,
-            allow_redirects=False,
-        ) as response:
-            return await self._read_envelope(response)
+        try:
+            async with self._session.post(
+                (base or self._base) + path,
+                json=payload,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                self._count(_endpoint(path), str(response.status))
+                return await self._read_envelope(response)
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            self._count(_endpoint(path), "error")
+            raise
 
     async def _get_json(
         self, path: str, params: dict[str, str] | None = None
     ) -> tuple[Any, float | None]:
-        async with self._session.get(
-            self._base + path,
-            params=params,
-            headers=self._headers,
-            timeout=self._timeout,
-            allow_redirects=False,
-        ) as response:
-            return await self._read_envelope(response)
+        try:
+            async with self._session.get(
+                self._base + path,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                self._count(_endpoint(path), str(response.status))
+                return await self._read_envelope(response)
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            self._count(_endpoint(path), "error")
+            raise
 
     @staticmethod
     async def _read_envelope(response: aiohttp.ClientResponse) -> tuple[Any, float | None]:

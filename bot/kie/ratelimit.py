@@ -65,6 +65,8 @@ class SlidingWindowLimiter:
         self._grants = 0
         self._dispatcher: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
+        # Told how long a caller waited for its turn, when it had to (the bot's metrics).
+        self.on_wait: Callable[[float], None] | None = None
 
     @property
     def period(self) -> float:
@@ -109,7 +111,12 @@ class SlidingWindowLimiter:
         slot (the event loop may be busy, the request slow). Counting from the end of the call
         keeps the next window's calls from arriving too early, however late this one went out.
         """
+        # Only a caller that found no free slot waited; one served at once is not counted.
+        must_wait = self.on_wait is not None and self.free_now() == 0
+        asked = self._clock()
         grant = await self._acquire(key)
+        if must_wait and self.on_wait is not None:
+            self.on_wait(self._clock() - asked)
         grant.at = math.inf
         try:
             yield grant

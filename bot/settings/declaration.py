@@ -421,6 +421,35 @@ SETTINGS: tuple[Setting[Any], ...] = (
         comment="Seconds between safety-net status checks when callbacks are on.",
     ),
     Setting(
+        "METRICS_TOKEN",
+        "metrics_token",
+        Text(),
+        description=(
+            "A bearer token for `/metrics` (Prometheus). Empty: `/metrics` answers loopback "
+            "addresses only. Set: every request needs `Authorization: Bearer <token>`, from "
+            "loopback too (a reverse proxy on the same host makes everyone look local)."
+        ),
+        comment="Bearer token for /metrics; empty = /metrics answers loopback addresses only.",
+        secret=True,
+    ),
+    Setting(
+        "METRICS_HOST",
+        "metrics_host",
+        Text(),
+        description=("Address of the separate metrics server (only with `METRICS_PORT`)."),
+        comment="Address of the separate metrics server, with METRICS_PORT.",
+    ),
+    Setting(
+        "METRICS_PORT",
+        "metrics_port",
+        Port(expected="a port number from 1 to 65535, or 0 for none"),
+        description=(
+            "A port of its own for `/metrics`, so the public callback port never serves it; "
+            "`0`: `/metrics` is on the web server (`WEBHOOK_PORT`)."
+        ),
+        comment="A port of its own for /metrics; 0 = /metrics is on WEBHOOK_PORT's server.",
+    ),
+    Setting(
         "DEV_GUILD_ID",
         "dev_guild_id",
         Snowflake(),
