@@ -185,12 +185,10 @@ def build_bot(
         allow_nsfw=settings.allow_nsfw,
         metrics=metrics,
     )
-    metrics.track_line("running_limit", jobs.run_queue.waiting)
-    metrics.track_line("kie_submit", lambda: kie.submit_waiting)
-    metrics.track(
-        "imagine_running_jobs",
-        "Jobs past the line: sent to kie.ai or being delivered.",
-        jobs.run_queue.running,
+    metrics.track_queues(
+        running_limit=jobs.run_queue.waiting,
+        kie_submit=lambda: kie.submit_waiting,
+        running=jobs.run_queue.running,
     )
     moderation = Moderation(storage.moderation, storage.settings)
     admin = ServerAdmin(

@@ -17,15 +17,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.__main__ import build_metrics_server, build_webhook_server
+from bot.metrics import Metrics
 from bot.metrics_endpoint import metrics_allowed
 from bot.settings import Settings
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import (
+    ADMIN,
     READY_TITLE,
+    ROOT,
+    admin_command,
     answer_text,
     bot_environment,
+    bot_is_idle,
     embed_title,
     eventually,
     final_answer,
@@ -162,6 +167,29 @@ async def test_in_text_a_job_is_one_readable_line(
     ]
 
 
+async def test_admin_changes_and_refusals_are_logged_once_without_their_words(
+    start_bot: StartBot, fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    running = await start_bot()
+    await admin_command(fake_discord, "server", "quota", {"units": 3})
+    await admin_command(fake_discord, "moderation", "block", {"term": "gore"})
+    refused = await fake_discord.send_interaction("imagine", {"prompt": "a scene full of gore"})
+    assert is_private(await final_answer(fake_discord, refused))
+    await eventually(lambda: running.bot.metrics.refusals.labels("blocked_term")._value.get() == 1)
+    await bot_is_idle()
+
+    changes = [r for r in caplog.records if getattr(r, "change", None)]
+    assert [(r.change, r.guild_id, r.actor_id) for r in changes] == [  # type: ignore[attr-defined]
+        ("setting_changed", fake_discord.guild_id, ADMIN),
+        ("term_blocked", fake_discord.guild_id, ADMIN),
+    ]
+    assert "daily_quota=3" in changes[0].getMessage()
+    refusals = [r for r in caplog.records if getattr(r, "outcome", None) == "refused"]
+    assert [r.reason for r in refusals] == ["blocked_term"]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if "gore" in r.getMessage()], "no term, no prompt"
+
+
 async def test_rate_limit_waits_are_counted_with_their_seconds(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
@@ -175,6 +203,26 @@ async def test_rate_limit_waits_are_counted_with_their_seconds(
     samples = _samples(running.bot.metrics.render().decode())
     assert _value(samples, "imagine_kie_rate_limit_waits_total", limit="submit") >= 1
     assert _value(samples, "imagine_kie_rate_limit_wait_seconds_total", limit="submit") > 0.1
+
+
+def test_the_dashboard_shows_every_metric_and_only_real_ones() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "imagine-bot.json").read_text())
+    assert {"type": "prometheus", "uid": "${datasource}"} in [
+        p["datasource"] for p in dashboard["panels"] if "datasource" in p
+    ]
+    assert dashboard["templating"]["list"][0]["type"] == "datasource"
+    exprs = " ".join(
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    )
+    shown = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for name in re.findall(r"imagine_[a-z_]+", exprs)
+    }
+    exported = {
+        family.name for family in text_string_to_metric_families(Metrics().render().decode())
+    }
+    # The circuit breaker's gauges are matched by a pattern; the rest by name, both ways.
+    assert shown - {"imagine_"} == exported, shown ^ exported
 
 
 # --- who may read it ------------------------------------------------------------------------------

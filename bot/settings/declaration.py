@@ -482,8 +482,9 @@ SETTINGS: tuple[Setting[Any], ...] = (
         Choice(LOG_FORMATS),
         description=(
             "`text` (readable lines) or `json`: one JSON object per line with `time`, `level`, "
-            "`logger` and `message`, plus `job`, `server`, `member`, `task` and `outcome` where "
-            "the line is about one; secrets are blanked in both."
+            "`logger` and `message`, plus `job_id`, `guild_id`, `user_id`, `task_id` and "
+            "`outcome` where the line is about one (see [Logs](#logs)); secrets are blanked in "
+            "both."
         ),
         comment="text or json.",
     ),
