@@ -22,7 +22,7 @@ from bot.metrics_endpoint import metrics_allowed
 from bot.settings import Settings
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord
-from tests.fakes.kie_server import FakeKie
+from tests.fakes.kie_server import CreateFault, FakeKie, TaskScript
 from tests.helpers import (
     ADMIN,
     READY_TITLE,
@@ -130,8 +130,6 @@ async def test_metrics_count_a_delivered_job_and_a_refusal(
 async def test_a_failed_job_counts_its_failure_kind_and_refunded_units(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
-    from tests.fakes.kie_server import TaskScript
-
     running = await start_bot()
     fake_kie.script_next(TaskScript(states=["fail"]))
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
@@ -142,6 +140,21 @@ async def test_a_failed_job_counts_its_failure_kind_and_refunded_units(
     assert _value(samples, "imagine_jobs_total", **kind) == 1
     assert _value(samples, "imagine_units_refunded_total") == 1
     assert _value(samples, "imagine_units_charged_total") == 1
+
+
+async def test_kie_errors_are_counted_by_their_http_status(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot()
+    fake_kie.fail_create_next(CreateFault(code=500, msg="Server Error", http_status=500))
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    await final_answer(fake_discord, interaction)
+    await running.idle()
+    samples = _samples(running.bot.metrics.render().decode())
+    assert _value(samples, "imagine_kie_requests_total", endpoint="createTask", status="500") == 1
+    assert _value(samples, "imagine_kie_requests_total", endpoint="createTask", status="200") == 0
+    refunded = {"outcome": "refunded", "failure": "unreachable"}
+    assert _value(samples, "imagine_jobs_total", **refunded) == 1
 
 
 async def test_in_text_a_job_is_one_readable_line(

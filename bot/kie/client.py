@@ -297,9 +297,11 @@ class KieClient:
 
     async def _fetch_image(self, url: yarl.URL, *, max_bytes: int) -> DownloadedImage | yarl.URL:
         """The image, or where a redirect points."""
+        answered = False
         try:
             async with self._session.get(url, allow_redirects=False) as response:
                 self._count("download", str(response.status))
+                answered = True
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:
                     return yarl.URL(location)
@@ -320,7 +322,8 @@ class KieClient:
                         raise DownloadError("image is larger than the download cap")
                     chunks.append(chunk)
         except (aiohttp.ClientError, OSError) as exc:
-            self._count("download", "error")
+            if not answered:
+                self._count("download", "error")
             raise DownloadError(f"image download failed: {type(exc).__name__}") from None
         # bytes.join copies a large result without the GIL: in a thread, the loop runs on.
         data = await asyncio.to_thread(b"".join, chunks) if size > 2**20 else b"".join(chunks)
@@ -332,6 +335,7 @@ class KieClient:
     async def _post_json(
         self, path: str, payload: Any, *, base: str | None = None
     ) -> tuple[Any, float | None]:
+        answered = False  # a failure while reading the body is not a second request
         try:
             async with self._session.post(
                 (base or self._base) + path,
@@ -341,14 +345,17 @@ class KieClient:
                 allow_redirects=False,
             ) as response:
                 self._count(_endpoint(path), str(response.status))
+                answered = True
                 return await self._read_envelope(response)
-        except (aiohttp.ClientConnectionError, TimeoutError):
-            self._count(_endpoint(path), "error")
+        except (aiohttp.ClientError, TimeoutError):
+            if not answered:
+                self._count(_endpoint(path), "error")
             raise
 
     async def _get_json(
         self, path: str, params: dict[str, str] | None = None
     ) -> tuple[Any, float | None]:
+        answered = False
         try:
             async with self._session.get(
                 self._base + path,
@@ -358,9 +365,11 @@ class KieClient:
                 allow_redirects=False,
             ) as response:
                 self._count(_endpoint(path), str(response.status))
+                answered = True
                 return await self._read_envelope(response)
-        except (aiohttp.ClientConnectionError, TimeoutError):
-            self._count(_endpoint(path), "error")
+        except (aiohttp.ClientError, TimeoutError):
+            if not answered:
+                self._count(_endpoint(path), "error")
             raise
 
     @staticmethod
