@@ -643,9 +643,9 @@ class JobService:
             if not self._sending:
                 self._all_sent.set()
         # The job's one INFO line is its outcome's; this step is for DEBUG.
-        log.debug(
-            "job %s submitted as task %s", job.id, task_id, extra=job_context(job, task_id, None)
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            context = job_context(job, task_id, None)
+            log.debug("job %s submitted as task %s", job.id, task_id, extra=context)
         await _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id
 
