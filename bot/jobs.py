@@ -464,7 +464,7 @@ class JobService:
         job = await self._ledger.get_job(job_id)
         if job is None:
             return True
-        self._outcomes.cancelled(job)
+        self._outcomes.cancelled(job, by_user)
         if job.in_batch:
             self.batches.cancelled(job)
         return True

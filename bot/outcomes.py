@@ -84,11 +84,12 @@ class JobOutcomes:
             self._metrics.job_finished("refunded", failure, job.units)
         self._line(level, job, job.task_id, "refunded", detail, timeline, None, failure)
 
-    def cancelled(self, job: Job) -> None:
+    def cancelled(self, job: Job, by_user: int) -> None:
         if self._metrics is not None:
             self._metrics.job_finished("cancelled", "cancelled", job.units)
         timeline = Timeline(job.created_at)
-        self._line(logging.INFO, job, None, "cancelled", None, timeline, None, "cancelled")
+        told = f"by {by_user}"
+        self._line(logging.INFO, job, None, "cancelled", told, timeline, None, "cancelled")
 
     def _line(
         self,

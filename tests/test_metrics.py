@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.__main__ import build_metrics_server, build_webhook_server
@@ -155,6 +156,32 @@ async def test_kie_errors_are_counted_by_their_http_status(
     assert _value(samples, "imagine_kie_requests_total", endpoint="createTask", status="200") == 0
     refunded = {"outcome": "refunded", "failure": "unreachable"}
     assert _value(samples, "imagine_jobs_total", **refunded) == 1
+
+
+async def test_the_discord_trace_counts_429s_by_method_and_never_the_route() -> None:
+    metrics = Metrics()
+
+    async def limited(request: web.Request) -> web.Response:
+        return web.json_response({"message": "You are being rate limited."}, status=429)
+
+    app = web.Application()
+    app.router.add_post("/api/v10/channels/{channel}/messages", limited)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession(trace_configs=[metrics.discord_trace()]) as session:
+            for channel in (1, 2):
+                url = f"http://127.0.0.1:{port}/api/v10/channels/{channel}/messages"
+                async with session.post(url, json={}) as response:
+                    assert response.status == 429
+    finally:
+        await runner.cleanup()
+    samples = _samples(metrics.render().decode())
+    assert samples["imagine_discord_requests_total"] == {
+        (("method", "POST"), ("status", "429")): 2.0
+    }
 
 
 async def test_in_text_a_job_is_one_readable_line(
