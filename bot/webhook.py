@@ -244,7 +244,8 @@ class QuietBadRequests(logging.Filter):
 
 
 class WebhookServer:
-    """The bot's own small web server: kie.ai's callbacks, `/healthz` and `/readyz`.
+    """The bot's own small web server: kie.ai's callbacks, `/healthz`, `/readyz` and `/metrics`
+    (unless METRICS_PORT gives it a server of its own; `MetricsEndpoint` decides who may read it).
 
     One per process, started before the bot logs in and stopped last. A callback is trusted only
     through the job's secret path; it is parsed within bounds, its task matched to an open job,
