@@ -37,6 +37,7 @@ from bot.jobs import FailureKind, JobLimits, JobService
 from bot.kie import (
     QUERY_LIMIT,
     SUBMIT_LIMIT,
+    BreakerState,
     CircuitBreaker,
     KieAuthError,
     KieClient,
@@ -48,6 +49,8 @@ from bot.kie.polling import PollScheduler
 from bot.kie.ratelimit import SlidingWindowLimiter
 from bot.logsafety import configure_logging
 from bot.looplag import LoopLagMonitor
+from bot.metrics import Metrics
+from bot.metrics_endpoint import MetricsEndpoint, MetricsServer
 from bot.moderation import Moderation
 from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
@@ -163,6 +166,14 @@ def build_bot(
         ),
     )
     alerts = OperatorAlerts(storage.meta)  # routed to Discord once the bot exists, below
+    metrics = Metrics()  # this bot's own registry: /metrics shows it
+    kie.observe(metrics)
+    breaker_levels = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
+    metrics.track(
+        "imagine_kie_breaker_state",
+        "kie.ai circuit breaker: 0 closed, 1 half-open, 2 open.",
+        lambda: breaker_levels[kie.breaker.status.state],
+    )
 
     async def alert_operator(kind: FailureKind) -> bool:
         alert, text = _OPERATOR_ALERTS[kind]
@@ -197,6 +208,12 @@ def build_bot(
         gate=operator.gate,
         alert_operator=alert_operator,
         allow_nsfw=settings.allow_nsfw,
+        metrics=metrics,
+    )
+    metrics.track_queues(
+        running_limit=jobs.run_queue.waiting,
+        kie_submit=lambda: kie.submit_waiting,
+        running=jobs.run_queue.running,
     )
     moderation = Moderation(storage.moderation, storage.settings)
     admin = ServerAdmin(
@@ -227,6 +244,7 @@ def build_bot(
         alert_total_cap=lambda: alerts.alert(
             AlertKind.TOTAL_CAP, messages.total_cap_alert(settings.total_daily_cap)
         ),
+        metrics=metrics,
     )
     reencoder = reencoder or Reencoder()  # shared by every job's reply
 
@@ -271,6 +289,7 @@ def build_bot(
         runner=runner,
         tray=ReferenceTray(storage.trays, clock=clock),
         history=history,
+        metrics=metrics,
     )
     alerts.route_to(bot.tell_operator)
     return bot
@@ -308,7 +327,8 @@ async def check_kie_account(kie: KieClient) -> None:
 
 
 def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer | None:
-    """The callback and health-check server, unless WEBHOOK_PORT is 0."""
+    """The callback and health-check server, unless WEBHOOK_PORT is 0; it serves `/metrics`
+    too unless METRICS_PORT gives that a server of its own."""
     if not settings.webhook_port:
         return None
     return WebhookServer(
@@ -320,6 +340,20 @@ def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer |
         liveness=bot.liveness,
         readiness=bot.readiness,
         callbacks=settings.public_base_url is not None,
+        metrics=None if settings.metrics_port else metrics_endpoint(settings, bot),
+    )
+
+
+def metrics_endpoint(settings: Settings, bot: ImagineBot) -> MetricsEndpoint:
+    return MetricsEndpoint(bot.metrics, settings.metrics_token)
+
+
+def build_metrics_server(settings: Settings, bot: ImagineBot) -> MetricsServer | None:
+    """`/metrics` on a port of its own, when METRICS_PORT is set."""
+    if not settings.metrics_port:
+        return None
+    return MetricsServer(
+        metrics_endpoint(settings, bot), host=settings.metrics_host, port=settings.metrics_port
     )
 
 
@@ -391,6 +425,18 @@ async def _run_locked(settings: Settings) -> None:
                     log.warning("%s; running without the health check", problem)
                     server = None
             # Without the web server, the health check looks at a heartbeat file instead.
+            metrics_server = build_metrics_server(settings, bot)
+            if metrics_server is not None:
+                try:
+                    await metrics_server.start()
+                except OSError as error:
+                    # Metrics are for the operator's eyes: not a reason to stop serving members.
+                    log.warning(
+                        "METRICS_PORT %d cannot be used (%s); running without /metrics",
+                        settings.metrics_port,
+                        error.strerror,
+                    )
+                    metrics_server = None
             heartbeat = (
                 None
                 if server is not None
@@ -399,7 +445,7 @@ async def _run_locked(settings: Settings) -> None:
             statistics = asyncio.create_task(keep_statistics(storage))
             retention = HistoryRetention(storage.jobs, settings.history_days, time.time)
             expiring = asyncio.create_task(retention.keep())
-            lag = LoopLagMonitor()
+            lag = LoopLagMonitor(observe=bot.metrics.loop_lag.observe)
             lag.start()
             try:
                 async with bot:
@@ -409,6 +455,8 @@ async def _run_locked(settings: Settings) -> None:
             finally:
                 if server is not None:
                     await server.stop()
+                if metrics_server is not None:
+                    await metrics_server.stop()
                 if heartbeat is not None:
                     heartbeat.cancel()
                 for background in (statistics, expiring):

@@ -10,6 +10,7 @@ Discord side provides (`bot/ui/audit.py`). So a new command cannot forget either
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +19,8 @@ from bot.jobs import JobService
 from bot.moderation import Moderation
 from bot.policy import ServerAdmin, Setting
 from bot.quota import QuotaStatus
+
+log = logging.getLogger(__name__)
 
 
 class AuditKind(enum.StrEnum):
@@ -90,7 +93,26 @@ class AdminEvents:
         self._sink = sink
 
     async def record(self, event: AuditEvent) -> None:
-        """Post an event whose change is already stored (or that changes nothing)."""
+        """Log and post an event whose change is already stored (or that changes nothing)."""
+        # One line per change: who, what, on whom; never `detail` (a term, a reason, a prompt).
+        what = (
+            f"{event.kind.value} {event.setting.value}={event.value}"
+            if event.setting
+            else (event.kind.value)
+        )
+        log.info(
+            "admin change in server %s by %s: %s (member %s)",
+            event.guild_id,
+            event.actor_id,
+            what,
+            event.member_id,
+            extra={
+                "guild_id": event.guild_id,
+                "user_id": event.member_id,
+                "actor_id": event.actor_id,
+                "change": event.kind.value,
+            },
+        )
         if event.kind not in _NOT_POSTED:
             await self._sink.post(event)
 

@@ -6,9 +6,10 @@ paused), then the server's (channels, bans, blocked terms) and the operator's gl
 the limits of the day (quota, budget, caps). Each is one indexed read, so a refusal can be the
 interaction's first, private answer and leave no public trace.
 
-Every refusal is counted per server and reason for `/owner servers`. The log line, the row in the
-server's moderation log and the audit-channel post come at most once per member and reason every
-ten minutes (the counter has the rest), so a member hammering a command cannot flood any of them.
+Every refusal is counted per server and reason for `/owner servers` and in the metrics, and
+logged once (reason, server, member; never the prompt). The row in the server's moderation log
+and the audit-channel post come at most once per member and reason every ten minutes (the
+counter has the rest), so a member hammering a command cannot flood either.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 
 from bot.admin_events import AuditEvent, AuditKind, AuditSink
 from bot.domain import Hold, LogKind, OverLimit
+from bot.metrics import Metrics
 from bot.moderation import Moderation, RefusalKind
 from bot.operator import OperatorControls, guild_key
 from bot.quota import BudgetStatus, QuotaBook, QuotaStatus
@@ -30,7 +32,7 @@ from bot.store import JobLedger, ModerationRecords
 log = logging.getLogger(__name__)
 
 FIRST_ANSWER_SECONDS = 2.0  # of Discord's 3 s to acknowledge, the most the checks may take
-NOTICE_EVERY = 600.0  # one audit post and one log line per member and reason in this time
+NOTICE_EVERY = 600.0  # one audit post per member and reason in this time
 _NOTICES_KEPT = 10_000  # bounded memory for the throttle under a flood of distinct members
 
 
@@ -121,9 +123,11 @@ class Admission:
         shares_server: Callable[[int], bool],
         audit: AuditSink,
         alert_total_cap: Callable[[], Awaitable[bool]],
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
+        self._metrics = metrics
         self._records = records
         self._operator = operator
         self._moderation = moderation
@@ -202,22 +206,40 @@ class Admission:
         reason = refusal.reason
         if reason is RefusalReason.SHUTTING_DOWN:
             return  # not a rule of anyone's: the bot is stopping for a moment
+        if self._metrics is not None:
+            self._metrics.refused(reason.value)
         if reason is RefusalReason.NOT_ENABLED:
             # Nothing is stored for a server the bot is not enabled in: one log line a day.
             if self._first_notice(("not_enabled", asker.guild_id, self._quota.today()), 86400):
-                log.info("refused a command in server %s: not in ALLOWED_GUILD_IDS", asker.guild_id)
+                log.info(
+                    "refused a command in server %s: not in ALLOWED_GUILD_IDS (once a day)",
+                    asker.guild_id,
+                    extra={
+                        "guild_id": asker.guild_id,
+                        "outcome": "refused",
+                        "reason": "not_enabled",
+                    },
+                )
             return
         await self._records.count_refusal(self._quota.today(), guild_key(asker.guild_id), reason)
+        # One line for each refusal (never the prompt): a member's burst is still a line each,
+        # since each is a command they sent; the audit channel below is what is throttled.
+        log.info(
+            "refused member %s in %s: %s",
+            asker.user_id,
+            f"server {asker.guild_id}" if asker.guild_id else "DMs",
+            reason.value,
+            extra={
+                "guild_id": asker.guild_id,
+                "user_id": asker.user_id,
+                "outcome": "refused",
+                "reason": reason.value,
+            },
+        )
         if reason is RefusalReason.TOTAL_CAP:
             await self._alert_total_cap()  # at most once an hour, however many are refused
         if not self._first_notice((asker.guild_id, asker.user_id, reason), NOTICE_EVERY):
             return
-        log.info(
-            "refused user %s in %s: %s",
-            asker.user_id,
-            f"server {asker.guild_id}" if asker.guild_id else "DMs",
-            reason.value,
-        )
         audited = _AUDITED.get(reason)
         if audited is None or asker.guild_id is None:
             return

@@ -23,6 +23,7 @@ from bot.history import History
 from bot.job_tasks import JobRunner
 from bot.jobs import JobService
 from bot.kie.credits import CreditWatch
+from bot.metrics import Metrics
 from bot.moderation import Moderation
 from bot.operator import OperatorControls
 from bot.policy import ServerAdmin
@@ -127,7 +128,9 @@ class ImagineBot(commands.Bot):
         history: History,
         runner: JobRunner,
         tray: ReferenceTray,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         super().__init__(
             # Slash commands only: no prefix command (not even `@bot help`) is ever run.
             command_prefix=commands.when_mentioned,
@@ -136,6 +139,8 @@ class ImagineBot(commands.Bot):
             tree_cls=ImagineTree,
             # No message from this bot may ping anyone unless it says so explicitly.
             allowed_mentions=discord.AllowedMentions.none(),
+            # Every REST call counted by method and status for /metrics.
+            http_trace=self.metrics.discord_trace(),
         )
         self.settings = settings
         self.storage = storage

@@ -50,7 +50,9 @@ from bot.kie import (
     blocked_by_safety_filter,
 )
 from bot.kie.polling import PollScheduler
+from bot.metrics import Metrics
 from bot.operator import PauseGate
+from bot.outcomes import JobOutcomes, Timeline
 from bot.quota import QuotaBook, QuotaStatus
 from bot.redelivery import DiscordUnavailable, RedeliveryPolicy, patiently
 from bot.runqueue import RunLimits, RunQueue, Wait
@@ -267,10 +269,10 @@ class JobLimits:
 def job_context(job: Job, task_id: str | None, outcome: str | None) -> dict[str, object]:
     """What a log line about one job carries besides its text (`LOG_FORMAT=json` shows it)."""
     return {
-        "job": job.id,
-        "server": job.guild_id,
-        "member": job.user_id,
-        "task": task_id,
+        "job_id": job.id,
+        "guild_id": job.guild_id,
+        "user_id": job.user_id,
+        "task_id": task_id,
         "outcome": outcome,
     }
 
@@ -298,9 +300,11 @@ class JobService:
         gate: PauseGate | None = None,
         alert_operator: AlertOperator | None = None,
         allow_nsfw: bool = False,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
+        self._outcomes = JobOutcomes(metrics)  # one log line and the metrics per job's end
         self._quota = quota
         self._kie = kie
         self._limits = limits
@@ -356,7 +360,7 @@ class JobService:
         # kie.ai's filter is off only where the operator, the server and the channel all allow
         # adult content; spoilers are the server's wish for its age-restricted channels.
         unfiltered = self._allow_nsfw and policy.nsfw_allowed and request.age_restricted
-        return await self._ledger.reserve_batch(
+        charged = await self._ledger.reserve_batch(
             NewJob(
                 user_id=request.user_id,
                 guild_id=request.guild_id,
@@ -375,6 +379,9 @@ class JobService:
             await self._quota.spend_limits(request.guild_id, request.role_ids, policy),
             hold,
         )
+        if not isinstance(charged, OverLimit):
+            self._outcomes.charged(sum(job.units for job in charged))
+        return charged
 
     async def run_limits(self, guild_id: int | None) -> RunLimits:
         policy = await self._quota.policy(guild_id)
@@ -417,19 +424,23 @@ class JobService:
         """
         error: Exception | None = None
         shown = LineShown()
+        timeline = Timeline(job.created_at, job.submitted_at)
         try:
             await self._take_turn(job, reporter, shown)
             if job.state is JobState.RESERVED:
                 await self._while_paused(job, reporter)
             task_id = await self._ensure_submitted(job, reporter, shown)
+            if timeline.submitted_at is None:  # sent by this run (not resumed at kie.ai)
+                self._outcomes.submitted(timeline, self._clock())
             info = await self._wait(job, task_id)
+            self._outcomes.finished(timeline, self._clock())
             async with self._transfers:
                 image, result_url = await self._download(job, info)
                 if not job.in_batch:
-                    await self._deliver(job, task_id, image, reporter, result_url)
+                    await self._deliver(job, task_id, image, reporter, result_url, timeline)
             if job.in_batch:
                 # Outside the transfer slots and the line: it may wait for its siblings.
-                await self._deliver_in_batch(job, image, reporter, result_url)
+                await self._deliver_in_batch(job, image, reporter, result_url, timeline)
             return None
         except JobTaken:
             log.error("job %s changed state under this run; leaving it alone", job.id)
@@ -453,7 +464,8 @@ class JobService:
         # A refund that has started is finished even if the bot is stopping, so the member
         # is told what happened to their units (`JobRunner.drain` waits for these).
         finishing = asyncio.create_task(
-            self._refund_and_report(job, kind, detail, reporter, error), name=f"refund-{job.id}"
+            self._refund_and_report(job, kind, detail, reporter, error, timeline),
+            name=f"refund-{job.id}",
         )
         keep(finishing)
         await asyncio.shield(finishing)
@@ -466,9 +478,11 @@ class JobService:
         if not await self._ledger.cancel(job_id, f"{FailureKind.CANCELLED.value}: by {by_user}"):
             return False
         self.run_queue.leave(job_id)
-        log.info("job %s cancelled by %s before submission; refunded", job_id, by_user)
         job = await self._ledger.get_job(job_id)
-        if job is not None and job.in_batch:
+        if job is None:
+            return True
+        self._outcomes.cancelled(job, by_user)
+        if job.in_batch:
             self.batches.cancelled(job)
         return True
 
@@ -515,6 +529,7 @@ class JobService:
         image: DownloadedImage,
         reporter: JobReporter,
         result_url: str,
+        timeline: Timeline,
     ) -> None:
         if not await self._ledger.begin_delivery(job.id):
             raise JobTaken
@@ -533,17 +548,16 @@ class JobService:
             image_url=result_url,
         ):
             log.error("job %s was delivered but already marked finished elsewhere", job.id)
-        log.info(
-            "job %s delivered by %s (task %s, %.1fs)",
-            job.id,
-            delivery.via,
-            task_id,
-            finished.elapsed,
-            extra=job_context(job, task_id, "delivered"),
-        )
+            return
+        self._outcomes.delivered(job, task_id, timeline, self._clock(), via=delivery.via)
 
     async def _deliver_in_batch(
-        self, job: Job, image: DownloadedImage, reporter: JobReporter, result_url: str
+        self,
+        job: Job,
+        image: DownloadedImage,
+        reporter: JobReporter,
+        result_url: str,
+        timeline: Timeline,
     ) -> None:
         """Hand the image to its batch, which is sent as one message once every job of it
         has finished; the batch marks its jobs delivered."""
@@ -562,13 +576,7 @@ class JobService:
             log.warning("job %s: could not deliver its batch: %s", job.id, error)
             raise JobFailed(FailureKind.DELIVERY_FAILED) from None
         if delivery is not None:
-            log.info(
-                "job %s delivered in batch %s by %s",
-                job.id,
-                job.batch_id,
-                delivery.via,
-                extra=job_context(job, job.task_id, "delivered"),
-            )
+            self._outcomes.delivered(job, job.task_id, timeline, self._clock(), via=delivery.via)
 
     async def _patiently(self, send: Callable[[], Awaitable[Delivery]], what: str) -> Delivery:
         """A delivery, tried again while Discord is down (`bot/redelivery.py`). The job stays
@@ -625,9 +633,10 @@ class JobService:
             task_id = await self._send(job, reporter, shown)
             if task_id is not None:
                 break
-        log.info(
-            "job %s submitted as task %s", job.id, task_id, extra=job_context(job, task_id, None)
-        )
+        # The job's one INFO line is its outcome's; this step is for DEBUG.
+        if log.isEnabledFor(logging.DEBUG):
+            context = job_context(job, task_id, None)
+            log.debug("job %s submitted as task %s", job.id, task_id, extra=context)
         await _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id
 
@@ -781,30 +790,23 @@ class JobService:
         detail: str | None,
         reporter: JobReporter,
         error: Exception | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         reason = f"{kind.value}: {error or detail or ''}"[:500]
         if not await self._ledger.refund(job.id, reason):
             return  # already finished elsewhere: never refund or report twice
         alerted = False
         if kind in OPERATOR_PROBLEMS:
-            log.error(
-                "job %s failed: %s. The bot cannot generate images until the operator fixes "
-                "the kie.ai account (API key, credits or model).",
-                job.id,
-                kind.value,
-            )
+            # An error: the bot cannot generate images until the operator fixes the kie.ai
+            # account (API key, credits or model).
+            self._outcomes.refunded(job, kind.value, timeline, detail=reason, level=logging.ERROR)
             if self._alert_operator is not None:
                 try:
                     alerted = await self._alert_operator(kind)
                 except Exception:
                     log.exception("job %s: could not alert the operator", job.id)
         else:
-            log.warning(
-                "job %s failed and was refunded: %s",
-                job.id,
-                reason,
-                extra=job_context(job, job.task_id, f"refunded: {kind.value}"),
-            )
+            self._outcomes.refunded(job, kind.value, timeline, detail=reason)
         quota = await self._quota_after(job)
         failure = Failure(kind, quota, detail, operator_alerted=alerted)
         try:

@@ -68,8 +68,25 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-# Context a line may carry (`log.info(..., extra={"job": 42})`), copied into JSON lines.
-CONTEXT_FIELDS = ("job", "server", "member", "task", "outcome")
+# Context a line may carry (`log.info(..., extra={"job_id": 42})`), copied into JSON lines:
+# the ids of a job's line, its outcome and figures (`bot/outcomes.py`), and who did what in a
+# refusal or an admin change. Ids, kinds and numbers only: never a prompt.
+CONTEXT_FIELDS = (
+    "job_id",
+    "guild_id",
+    "user_id",
+    "task_id",
+    "outcome",
+    "failure",
+    "wait_seconds",
+    "generation_seconds",
+    "delivery_seconds",
+    "units",
+    "model",
+    "reason",
+    "actor_id",
+    "change",
+)
 _FIELD_LIMIT = 200  # characters of one context value: ids and kinds, never a payload
 
 
@@ -87,7 +104,8 @@ class JsonFormatter(logging.Formatter):
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                line[name] = value if isinstance(value, int) else str(value)[:_FIELD_LIMIT]
+                keep = isinstance(value, int | float) and not isinstance(value, bool)
+                line[name] = value if keep else str(value)[:_FIELD_LIMIT]
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

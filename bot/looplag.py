@@ -26,6 +26,7 @@ class LoopLagMonitor:
         warn_over: float = 0.25,
         warn_every: float = 60.0,
         clock: Callable[[], float] = time.perf_counter,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         # A stall of s seconds shows up as at least s - `every`: sampling every 50 ms sees a
         # 200 ms stall as 150 ms or more, for 20 wake-ups a second (a few microseconds each).
@@ -34,6 +35,7 @@ class LoopLagMonitor:
         self.warn_over = warn_over
         self.warn_every = warn_every
         self._clock = clock
+        self._observe = observe  # every sample, e.g. into the metrics' histogram
         self.worst = 0.0
         self.stalls = 0
         self._unreported = 0  # warnings held back by the rate limit
@@ -69,6 +71,8 @@ class LoopLagMonitor:
 
     def record(self, lag: float) -> None:
         """Count one overshoot of the sleep."""
+        if self._observe is not None:
+            self._observe(max(0.0, lag))
         self.worst = max(self.worst, lag)
         if lag <= self.stall:
             return

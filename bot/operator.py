@@ -156,7 +156,6 @@ class OperatorControls:
         await self._meta.set(_PAUSE_KEY, reason)
         self.gate.close(reason)
         await self._log(actor, "pause", "", reason)
-        log.warning("generation paused by the operator")
         return not was_paused
 
     async def resume(self, actor: int) -> bool:
@@ -165,7 +164,6 @@ class OperatorControls:
         await self._meta.delete(_PAUSE_KEY)
         self.gate.open()
         await self._log(actor, "resume", "", "")
-        log.warning("generation resumed by the operator")
         return True
 
     # --- the record ---------------------------------------------------------------------------
@@ -177,4 +175,16 @@ class OperatorControls:
         return await self._records.owner_actions(limit)
 
     async def _log(self, actor: int, action: str, target: str, detail: str) -> None:
+        """Record an owner action, and log it once: what and on whom, never the free text
+        (a reason, a term)."""
         await self._records.log_owner_action(actor, action, target, detail)
+        # Pausing and resuming change what every member gets: worth a warning.
+        level = logging.WARNING if action in ("pause", "resume") else logging.INFO
+        log.log(
+            level,
+            "owner action by %s: %s%s",
+            actor,
+            action,
+            f" {target}" if target else "",
+            extra={"actor_id": actor, "change": action},
+        )

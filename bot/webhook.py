@@ -1,4 +1,4 @@
-"""The bot's small HTTP server: kie.ai task callbacks, liveness and readiness.
+"""The bot's small HTTP server: kie.ai task callbacks, liveness, readiness and `/metrics`.
 
 A callback is only a wake-up call. The bot never trusts its body: it checks the unguessable
 per-job path (and kie.ai's signature, when a key is set), then lets the job re-read the task
@@ -34,6 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from bot.domain import OPEN_STATES
 from bot.kie import load_json, parse_credits
 from bot.kie.polling import PollScheduler
+from bot.metrics_endpoint import MetricsEndpoint
 from bot.store import JobLedger
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,8 @@ class QuietBadRequests(logging.Filter):
 
 
 class WebhookServer:
-    """The bot's own small web server: kie.ai's callbacks, `/healthz` and `/readyz`.
+    """The bot's own small web server: kie.ai's callbacks, `/healthz`, `/readyz` and `/metrics`
+    (unless METRICS_PORT gives it a server of its own; `MetricsEndpoint` decides who may read it).
 
     One per process, started before the bot logs in and stopped last. A callback is trusted only
     through the job's secret path; it is parsed within bounds, its task matched to an open job,
@@ -263,6 +265,7 @@ class WebhookServer:
         liveness: Callable[[], dict[str, Any]],
         readiness: Callable[[], Awaitable[dict[str, Any]]],
         callbacks: bool = True,
+        metrics: MetricsEndpoint | None = None,
         clock: Callable[[], float] = time.time,
         max_connections: int | None = None,
     ) -> None:
@@ -274,6 +277,7 @@ class WebhookServer:
         self._liveness = liveness
         self._readiness = readiness
         self._callbacks = callbacks
+        self._metrics = metrics  # /metrics here, unless it has a port of its own
         self._clock = clock
         self.guard = ConnectionGuard(max_connections=max_connections or connection_limit())
         self._sources = SourceLog()
@@ -305,6 +309,8 @@ class WebhookServer:
         )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self._metrics.handle)
         if self._callbacks:
             app.router.add_post(CALLBACK_ROUTE, self._callback)
         self._runner = web.AppRunner(

@@ -148,7 +148,8 @@ async def test_json_logs_are_one_object_a_line_with_the_jobs_context_and_no_secr
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     (delivered,) = [line for line in lines if line.get("outcome") == "delivered"]
     task_id = fake_kie.created_tasks()[0].task_id
-    assert delivered["job"] == 1 and delivered["task"] == task_id
-    assert delivered["member"] == imagine.user_id and delivered["server"] == fake_discord.guild_id
+    assert delivered["job_id"] == 1 and delivered["task_id"] == task_id
+    assert delivered["user_id"] == imagine.user_id
+    assert delivered["guild_id"] == fake_discord.guild_id
     assert fake_discord.token not in output and fake_kie.api_key not in output
     assert imagine.token not in output, "interaction tokens are blanked too"

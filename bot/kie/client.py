@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yarl
@@ -67,6 +67,21 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
         return None
 
 
+class KieObserver(Protocol):
+    """Who counts the client's calls (the bot's metrics); every label is from a small set."""
+
+    def kie_call(self, endpoint: str, status: str) -> None: ...
+
+    def rate_limit_wait(self, limit: str, seconds: float) -> None: ...
+
+    def balance(self, credits: float) -> None: ...
+
+
+def _endpoint(path: str) -> str:
+    """`/api/v1/jobs/createTask` -> `createTask`: the client's own few paths, never a URL."""
+    return path.rsplit("/", 1)[-1]
+
+
 # --- client -----------------------------------------------------------------------------------
 
 
@@ -102,6 +117,17 @@ class KieClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._observer: KieObserver | None = None
+
+    def observe(self, observer: KieObserver) -> None:
+        """Report every call, rate-limit wait and balance read to `observer` from now on."""
+        self._observer = observer
+        self._submit_limiter.on_wait = lambda seconds: observer.rate_limit_wait("submit", seconds)
+        self._query_limiter.on_wait = lambda seconds: observer.rate_limit_wait("query", seconds)
+
+    def _count(self, endpoint: str, status: str) -> None:
+        if self._observer is not None:
+            self._observer.kie_call(endpoint, status)
 
     def __repr__(self) -> str:  # never show the key
         return f"KieClient(base_url={self._base!r})"
@@ -123,6 +149,11 @@ class KieClient:
     def submit_spacing(self) -> float:
         """Seconds per submission when the line is long: kie.ai's window over its limit."""
         return self._submit_limiter.period / self._submit_limiter.max_calls
+
+    @property
+    def submit_waiting(self) -> int:
+        """Submissions waiting for their turn in kie.ai's rate limit."""
+        return self._submit_limiter.waiting
 
     def submit_turn(self, queue_key: Hashable = None) -> Turn:
         """Where a new submission for `queue_key` would stand in the line for kie.ai."""
@@ -213,6 +244,8 @@ class KieClient:
             data = data.get("credits", data.get("remainingCredits"))
         if not isinstance(data, int | float):
             raise KieMalformedResponse("credit query answered without a number")
+        if self._observer is not None:
+            self._observer.balance(float(data))
         return float(data)
 
     async def upload_reference(self, file_url: str, *, upload_path: str) -> str:
@@ -276,8 +309,11 @@ class KieClient:
 
     async def _fetch_image(self, url: yarl.URL, *, max_bytes: int) -> DownloadedImage | yarl.URL:
         """The image, or where a redirect points."""
+        answered = False
         try:
             async with self._session.get(url, allow_redirects=False) as response:
+                self._count("download", str(response.status))
+                answered = True
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:
                     return yarl.URL(location)
@@ -298,6 +334,8 @@ class KieClient:
                         raise DownloadError("image is larger than the download cap")
                     chunks.append(chunk)
         except (aiohttp.ClientError, OSError) as exc:
+            if not answered:
+                self._count("download", "error")
             raise DownloadError(f"image download failed: {type(exc).__name__}") from None
         # bytes.join copies a large result without the GIL: in a thread, the loop runs on.
         data = await asyncio.to_thread(b"".join, chunks) if size > 2**20 else b"".join(chunks)
@@ -317,7 +355,7 @@ class KieClient:
             allow_redirects=False,
         )
         # The file host is another service: its outages do not stop task creation.
-        return await self._answer(request, observed=base is None)
+        return await self._answer(request, _endpoint(path), observed=base is None)
 
     async def _get_json(
         self, path: str, params: dict[str, str] | None = None
@@ -329,19 +367,26 @@ class KieClient:
             timeout=self._timeout,
             allow_redirects=False,
         )
-        return await self._answer(request, observed=True)
+        return await self._answer(request, _endpoint(path), observed=True)
 
     async def _answer(
         self,
         request: contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse],
+        endpoint: str,
         *,
         observed: bool,
     ) -> tuple[Any, float | None]:
-        """The envelope and Retry-After of one API call, told to the circuit breaker."""
+        """The envelope and Retry-After of one API call, counted in the metrics and told to the
+        circuit breaker."""
+        answered = False  # a failure while reading the body is not a second request
         try:
             async with request as response:
+                self._count(endpoint, str(response.status))
+                answered = True
                 body, retry_after = await self._read_envelope(response)
         except (aiohttp.ClientError, TimeoutError):
+            if not answered:
+                self._count(endpoint, "error")
             if observed:
                 self.breaker.failed()
             raise

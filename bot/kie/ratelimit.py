@@ -65,6 +65,8 @@ class SlidingWindowLimiter:
         self._grants = 0
         self._dispatcher: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
+        # Told how long a caller waited for its turn, when it had to (the bot's metrics).
+        self.on_wait: Callable[[float], None] | None = None
 
     @property
     def period(self) -> float:
@@ -109,7 +111,13 @@ class SlidingWindowLimiter:
         slot (the event loop may be busy, the request slow). Counting from the end of the call
         keeps the next window's calls from arriving too early, however late this one went out.
         """
+        # Only a caller that found others waiting or no free slot waited; one served at once is
+        # not counted. (O(1) in the waiters: `waiting` would sum every member's line.)
+        must_wait = self.on_wait is not None and (bool(self._lines) or self._full())
+        asked = self._clock()
         grant = await self._acquire(key)
+        if must_wait and self.on_wait is not None:
+            self.on_wait(self._clock() - asked)
         grant.at = math.inf
         try:
             yield grant
@@ -150,6 +158,10 @@ class SlidingWindowLimiter:
                 self._granted.remove(grant)
                 continue
             waiter.set_result(grant)
+
+    def _full(self) -> bool:
+        self._expire(self._clock())
+        return len(self._granted) >= self._max_calls
 
     def _expire(self, now: float) -> None:
         self._granted = [g for g in self._granted if now - g.at < self._window]

@@ -443,6 +443,35 @@ SETTINGS: tuple[Setting[Any], ...] = (
         comment="Seconds between safety-net status checks when callbacks are on.",
     ),
     Setting(
+        "METRICS_TOKEN",
+        "metrics_token",
+        Text(),
+        description=(
+            "A bearer token for `/metrics` (Prometheus). Empty: `/metrics` answers loopback "
+            "addresses only. Set: every request needs `Authorization: Bearer <token>`, from "
+            "loopback too (a reverse proxy on the same host makes everyone look local)."
+        ),
+        comment="Bearer token for /metrics; empty = /metrics answers loopback addresses only.",
+        secret=True,
+    ),
+    Setting(
+        "METRICS_HOST",
+        "metrics_host",
+        Text(),
+        description=("Address of the separate metrics server (only with `METRICS_PORT`)."),
+        comment="Address of the separate metrics server, with METRICS_PORT.",
+    ),
+    Setting(
+        "METRICS_PORT",
+        "metrics_port",
+        Port(expected="a port number from 1 to 65535, or 0 for none"),
+        description=(
+            "A port of its own for `/metrics`, so the public callback port never serves it; "
+            "`0`: `/metrics` is on the web server (`WEBHOOK_PORT`)."
+        ),
+        comment="A port of its own for /metrics; 0 = /metrics is on WEBHOOK_PORT's server.",
+    ),
+    Setting(
         "DEV_GUILD_ID",
         "dev_guild_id",
         Snowflake(),
@@ -475,8 +504,9 @@ SETTINGS: tuple[Setting[Any], ...] = (
         Choice(LOG_FORMATS),
         description=(
             "`text` (readable lines) or `json`: one JSON object per line with `time`, `level`, "
-            "`logger` and `message`, plus `job`, `server`, `member`, `task` and `outcome` where "
-            "the line is about one; secrets are blanked in both."
+            "`logger` and `message`, plus `job_id`, `guild_id`, `user_id`, `task_id` and "
+            "`outcome` where the line is about one (see [Logs](#logs)); secrets are blanked in "
+            "both."
         ),
         comment="text or json.",
     ),

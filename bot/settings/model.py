@@ -70,6 +70,9 @@ class Settings:
     webhook_port: int = 8080  # 0: no web server
     kie_webhook_hmac_key: str | None = field(default=None, repr=False)
     callback_poll_interval: float = 15.0
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_host: str = "127.0.0.1"  # the separate metrics server's address (METRICS_PORT)
+    metrics_port: int = 0  # 0: /metrics is on the web server
     trusted_download_hosts: frozenset[str] = frozenset()
     # The operator's controls for a public bot: ceilings no server setting can lift.
     max_member_daily: int = 50
