@@ -16,6 +16,7 @@ from discord.ext import commands
 from bot.admin_events import AdminEvents
 from bot.admission import Admission, Asker
 from bot.alerts import OperatorAlerts
+from bot.departures import ServerDepartures
 from bot.domain import ChangeRefused
 from bot.generation import Generation
 from bot.history import History
@@ -44,6 +45,7 @@ EXTENSIONS = (
     "cogs.help",
     "cogs.settings",
     "cogs.welcome",
+    "cogs.departures",
     "cogs.moderation",
     "cogs.server",
     "cogs.owner",  # registers nothing unless OWNER_GUILD_ID is set
@@ -124,6 +126,7 @@ class ImagineBot(commands.Bot):
         history: History,
         runner: JobRunner,
         tray: ReferenceTray,
+        departures: ServerDepartures,
     ) -> None:
         super().__init__(
             # Slash commands only: no prefix command (not even `@bot help`) is ever run.
@@ -149,6 +152,7 @@ class ImagineBot(commands.Bot):
         self.history = history
         self.runner = runner
         self.tray = tray
+        self.departures = departures
         self._operators: tuple[float, tuple[int, ...]] | None = None
 
     async def on_message(self, message: discord.Message, /) -> None:

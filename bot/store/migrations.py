@@ -291,6 +291,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 15: HISTORY_DAYS finds the finished jobs to blank by day; the index holds only those not
     # forgotten yet, so it stays small as a year of history is blanked.
     ("CREATE INDEX jobs_unforgotten_day ON jobs (day) WHERE forgotten_at IS NULL",),
+    # 16: servers the bot left (removed, not an outage). Members' personal data there goes at
+    # once; the server's configuration after a grace period, unless the bot is back by then
+    # (the row goes); `purged_at` says it went. The indexes find one server's trays and member
+    # defaults, whose keys start with the member.
+    (
+        """
+        CREATE TABLE departed_servers (
+            guild_id   INTEGER PRIMARY KEY,
+            left_at    REAL NOT NULL,
+            purged_at  REAL
+        )
+        """,
+        "CREATE INDEX reference_tray_guild ON reference_tray (guild_key)",
+        "CREATE INDEX member_defaults_guild ON member_defaults (guild_key)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
