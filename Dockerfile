@@ -17,11 +17,12 @@ RUN useradd --create-home --uid 10001 imagine && mkdir -p /app/data && chown ima
 COPY requirements.lock ./
 RUN pip install --require-hashes --no-deps -r requirements.lock
 
-# Then the code, installed without touching the dependencies above.
+# Then the code, installed without touching the dependencies above; `pip check` fails the build
+# if the lock is missing something the project needs.
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
-RUN pip install --no-deps .
+RUN pip install --no-deps . && pip check
 
 USER 10001
 VOLUME ["/app/data"]

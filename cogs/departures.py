@@ -3,7 +3,8 @@
 discord.py fires `on_guild_remove` only for a GUILD_DELETE without `unavailable` (the bot was
 removed; an outage fires `on_guild_unavailable`), and `on_guild_join` for a server that was not
 in READY. `on_ready` comes once the servers READY listed have arrived, or stayed unavailable:
-`bot.guilds` then holds every one of them, which is what the bot is still in.
+`bot.guilds` then holds every one of them, which is what the bot is still in (it runs one
+shard, so one READY lists every server; a sharded bot would need every shard's).
 """
 
 from __future__ import annotations
