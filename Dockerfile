@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-FROM python:3.11-slim
+# An exact release, not a moving tag: a rebuild months later gets the same Python (3.11.15, the
+# latest 3.11 in docker-library/python's versions.json when pinned). Raise it on purpose.
+FROM python:3.11.15-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -8,12 +10,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATABASE_PATH=/app/data/imagine.db
 
 WORKDIR /app
-RUN useradd --create-home --uid 10001 imagine
+RUN useradd --create-home --uid 10001 imagine && mkdir -p /app/data && chown imagine:imagine /app/data
 
+# The dependencies, from the lock alone (exact versions, every file's hash checked): this layer
+# is rebuilt only when requirements.lock changes, never for a change to the code.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
+
+# Then the code, installed without touching the dependencies above; `pip check` fails the build
+# if the lock is missing something the project needs.
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
-RUN pip install . && mkdir -p /app/data && chown imagine:imagine /app/data
+RUN pip install --no-deps . && pip check
 
 USER 10001
 VOLUME ["/app/data"]

@@ -26,6 +26,7 @@ from bot import i18n
 from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
+from bot.departures import ServerDepartures
 from bot.discord_bot import ImagineBot
 from bot.domain import Job
 from bot.generation import Generation
@@ -142,7 +143,7 @@ def build_bot(
     """The bot and its services. `reencoder` (one worker process for oversize images) is the
     caller's to close; without one (tests), the bot gets its own, whose worker, if it was ever
     started, ends when the bot is garbage-collected or the process exits. `clock` is the
-    reference tray's (tests move it by an hour)."""
+    reference tray's and the departures' (tests move it by an hour, or a month)."""
     operator = OperatorControls(
         storage.operator,
         storage.meta,
@@ -289,6 +290,7 @@ def build_bot(
         runner=runner,
         tray=ReferenceTray(storage.trays, clock=clock),
         history=history,
+        departures=ServerDepartures(storage.departures, clock),
         metrics=metrics,
     )
     alerts.route_to(bot.tell_operator)
@@ -443,7 +445,9 @@ async def _run_locked(settings: Settings) -> None:
                 else asyncio.create_task(beat(heartbeat_path(settings.database_path)))
             )
             statistics = asyncio.create_task(keep_statistics(storage))
-            retention = HistoryRetention(storage.jobs, settings.history_days, time.time)
+            retention = HistoryRetention(
+                storage.jobs, settings.history_days, time.time, departures=bot.departures
+            )
             expiring = asyncio.create_task(retention.keep())
             lag = LoopLagMonitor(observe=bot.metrics.loop_lag.observe)
             lag.start()

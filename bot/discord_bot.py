@@ -17,6 +17,7 @@ from bot import i18n
 from bot.admin_events import AdminEvents
 from bot.admission import Admission, Asker
 from bot.alerts import OperatorAlerts
+from bot.departures import ServerDepartures
 from bot.domain import ChangeRefused
 from bot.generation import Generation
 from bot.history import History
@@ -47,6 +48,7 @@ EXTENSIONS = (
     "cogs.help",
     "cogs.settings",
     "cogs.welcome",
+    "cogs.departures",
     "cogs.moderation",
     "cogs.server",
     "cogs.owner",  # registers nothing unless OWNER_GUILD_ID is set
@@ -128,6 +130,7 @@ class ImagineBot(commands.Bot):
         history: History,
         runner: JobRunner,
         tray: ReferenceTray,
+        departures: ServerDepartures,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -157,6 +160,7 @@ class ImagineBot(commands.Bot):
         self.history = history
         self.runner = runner
         self.tray = tray
+        self.departures = departures
         self._operators: tuple[float, tuple[int, ...]] | None = None
 
     async def on_message(self, message: discord.Message, /) -> None:

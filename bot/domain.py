@@ -405,3 +405,13 @@ class ChangeRefused(Exception):
         self.asked = asked
         self.used = used
         self.member_id = member_id
+
+
+@dataclass(frozen=True)
+class Departure:
+    """A server the bot was removed from: when, and when its configuration was removed (None:
+    still kept, for the grace period)."""
+
+    guild_id: int
+    left_at: float
+    purged_at: float | None = None

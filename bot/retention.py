@@ -1,7 +1,8 @@
 """HISTORY_DAYS: finished jobs keep their prompts and links for a while, then are blanked.
 
 Only what a member said and linked to goes (as `/history forget` does); units, day, state and
-server stay, so every quota, budget and report reads the same afterwards.
+server stay, so every quota, budget and report reads the same afterwards. The same pass removes
+what is left of servers the bot was removed from (`bot.departures`), whatever HISTORY_DAYS says.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from bot.departures import ServerDepartures
 from bot.store.interfaces import JobLedger
 
 log = logging.getLogger(__name__)
@@ -22,10 +24,17 @@ class HistoryRetention:
     """Blanks finished jobs older than `days` (0: never). One per process; `keep` runs from
     start-up to shutdown, built by the composition root."""
 
-    def __init__(self, ledger: JobLedger, days: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ledger: JobLedger,
+        days: int,
+        clock: Callable[[], float],
+        departures: ServerDepartures | None = None,
+    ) -> None:
         self._ledger = ledger
         self._days = days
         self._clock = clock
+        self._departures = departures
 
     async def expire(self) -> int:
         """One pass: how many jobs were blanked."""
@@ -38,12 +47,21 @@ class HistoryRetention:
             log.info("blanked the prompts and links of %d jobs from before %s", blanked, before)
         return blanked
 
-    async def keep(self, every: float = CHECK_EVERY) -> None:
-        """A pass now and every `every` seconds, until cancelled; a failed pass is retried
-        at the next."""
-        while True:
+    async def sweep(self) -> None:
+        """One whole pass: old history, then what is left of servers the bot left. A failed
+        part is logged and retried at the next pass."""
+        try:
+            await self.expire()
+        except Exception:
+            log.warning("could not blank old history", exc_info=True)
+        if self._departures is not None:
             try:
-                await self.expire()
+                await self._departures.sweep()
             except Exception:
-                log.warning("could not blank old history", exc_info=True)
+                log.warning("could not remove the data of servers the bot left", exc_info=True)
+
+    async def keep(self, every: float = CHECK_EVERY) -> None:
+        """A pass now and every `every` seconds, until cancelled."""
+        while True:
+            await self.sweep()
             await asyncio.sleep(every)

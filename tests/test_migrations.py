@@ -20,6 +20,24 @@ from tests.helpers import bot_environment
 # from the schema as it stood when migrations were still one script each, split on ";": the
 # change of container must not change a single object.
 EXPECTED_SCHEMA = {
+    (
+        "table",
+        "departed_servers",
+        (
+            "CREATE TABLE departed_servers ( guild_id INTEGER PRIMARY KEY, "
+            "left_at REAL NOT NULL, purged_at REAL )"
+        ),
+    ),
+    (
+        "index",
+        "reference_tray_guild",
+        "CREATE INDEX reference_tray_guild ON reference_tray (guild_key)",
+    ),
+    (
+        "index",
+        "member_defaults_guild",
+        "CREATE INDEX member_defaults_guild ON member_defaults (guild_key)",
+    ),
     ("index", "bans_user", "CREATE INDEX bans_user ON bans (user_id)"),
     ("index", "jobs_day_spend", "CREATE INDEX jobs_day_spend ON jobs (day, state, units)"),
     (

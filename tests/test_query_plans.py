@@ -50,6 +50,7 @@ from bot.domain import (
 from bot.settings import Settings
 from bot.store import BanList, Storage, open_storage
 from bot.store.database import Database
+from bot.store.departures import SqliteDepartedServers
 from bot.store.jobs import SqliteJobLedger
 from bot.store.member_defaults import SqliteMemberSettings
 from bot.store.meta import SqliteKeyValues
@@ -78,6 +79,7 @@ EXPECTED_INDEX = {
     "over_limit": "jobs_member_day_spend",  # every charge's checks, the same way
     "forget_history": "jobs_member_history",  # /history forget: the member's own jobs
     "expire_history": "jobs_unforgotten_day",  # HISTORY_DAYS: the old, unforgotten days
+    "purge_personal": "jobs_guild_day_spend",  # a server left: its own jobs only
     "open_jobs": "jobs_open",  # start-up: the few open jobs
     "submissions_since": "jobs_submitted_at",  # start-up: the last seconds' submissions
     "batch_jobs": "jobs_batch",  # a batch's jobs, when it is delivered
@@ -90,6 +92,7 @@ REPOSITORIES = (
     SqliteKeyValues,
     SqliteReferenceTrays,
     SqliteMemberSettings,
+    SqliteDepartedServers,
 )
 DAY = "2026-06-01"
 
@@ -249,6 +252,13 @@ def _calls(history: History) -> dict[str, Call]:
             user, guild, MemberDefaults(aspect_ratio="16:9", private=True)
         ),
         "clear_defaults": lambda s: s.members.clear_defaults(user, guild),
+        # servers the bot left: at READY, on GUILD_DELETE / GUILD_CREATE, and every 6 hours
+        "servers_with_data": lambda s: s.departures.servers_with_data(),
+        "record_departure": lambda s: s.departures.record_departure(server, time.time()),
+        "departures": lambda s: s.departures.departures(),
+        "purge_personal": lambda s: s.departures.purge_personal(server),
+        "purge_configuration": lambda s: s.departures.purge_configuration(server, time.time()),
+        "clear_departure": lambda s: s.departures.clear_departure(server),
         # meta
         "get": lambda s: s.meta.get("paused"),
         "set": lambda s: s.meta.set("paused", "maintenance"),

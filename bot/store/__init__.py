@@ -11,8 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.store.database import Database
+from bot.store.departures import SqliteDepartedServers
 from bot.store.interfaces import (
     BanList,
+    DepartedServers,
     JobLedger,
     KeyValues,
     MemberSettings,
@@ -34,6 +36,7 @@ from bot.store.tray import SqliteReferenceTrays
 __all__ = [
     "BanList",
     "DatabaseTooNew",
+    "DepartedServers",
     "JobLedger",
     "KeyValues",
     "MemberSettings",
@@ -67,5 +70,6 @@ async def open_storage(path: Path, clock: Callable[[], float] = time.time) -> St
         meta=SqliteKeyValues(database),
         trays=SqliteReferenceTrays(database),
         members=SqliteMemberSettings(database, clock),
+        departures=SqliteDepartedServers(database),
         backend=database,
     )

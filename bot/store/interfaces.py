@@ -16,6 +16,7 @@ from bot.domain import (
     AdjustmentKind,
     DayTotals,
     DeliveryRoute,
+    Departure,
     Hold,
     Job,
     JobState,
@@ -205,6 +206,18 @@ class MemberSettings(Protocol):
     async def clear_defaults(self, user_id: int, guild_id: int | None) -> bool: ...
 
 
+class DepartedServers(Protocol):
+    """Servers the bot was removed from, and removing what it kept for them: members' personal
+    data at once, the server's configuration after a grace period (see `bot.departures`)."""
+
+    async def record_departure(self, guild_id: int, at: float) -> bool: ...
+    async def clear_departure(self, guild_id: int) -> bool: ...
+    async def departures(self) -> list[Departure]: ...
+    async def servers_with_data(self) -> set[int]: ...
+    async def purge_personal(self, guild_id: int, batch: int = 5000) -> dict[str, int]: ...
+    async def purge_configuration(self, guild_id: int, at: float) -> dict[str, int] | None: ...
+
+
 class Backend(Protocol):
     """The storage itself: whether it can take a write now, its schema's version, keeping its
     query planner's statistics current, closing it (which brings them up to date first)."""
@@ -230,6 +243,7 @@ class Storage:
     meta: KeyValues
     trays: ReferenceTrays
     members: MemberSettings
+    departures: DepartedServers
     backend: Backend
 
     async def writable(self) -> bool:

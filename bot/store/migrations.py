@@ -294,6 +294,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 16: the requester's Discord locale, so the replies a job posts later (progress, result,
     # failure, after a restart too) speak the language of the interaction that asked for it.
     ("ALTER TABLE jobs ADD COLUMN locale TEXT",),
+    # 17: servers the bot left (removed, not an outage). Members' personal data there goes at
+    # once; the server's configuration after a grace period, unless the bot is back by then
+    # (the row goes); `purged_at` says it went. The indexes find one server's trays and member
+    # defaults, whose keys start with the member.
+    (
+        """
+        CREATE TABLE departed_servers (
+            guild_id   INTEGER PRIMARY KEY,
+            left_at    REAL NOT NULL,
+            purged_at  REAL
+        )
+        """,
+        "CREATE INDEX reference_tray_guild ON reference_tray (guild_key)",
+        "CREATE INDEX member_defaults_guild ON member_defaults (guild_key)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -115,6 +115,8 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
         # Servers the bot was added to after READY (``join_guild``), and their channels.
         self._joined: dict[int, JoinedGuild] = {}
         self._joined_channels: dict[int, JoinedGuild] = {}
+        self._removed: set[int] = set()  # servers the bot was removed from (``remove_bot``)
+        self._outages: set[int] = set()  # servers unavailable (``start_outage``)
 
         self._sessions: dict[str, _GatewaySession] = {}
         self._current_session: _GatewaySession | None = None

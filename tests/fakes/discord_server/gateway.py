@@ -142,10 +142,7 @@ class DiscordGateway:
         ready: dict[str, Any] = {
             "v": 10,
             "user": self._bot_user(full=True),
-            "guilds": [
-                {"id": str(self.guild_id), "unavailable": True},
-                *self.joined_ready_entries(),
-            ],
+            "guilds": self.ready_guild_entries(),
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -161,8 +158,7 @@ class DiscordGateway:
         if shard is not None:
             ready["shard"] = [0, 1]
         await self._dispatch(session, "READY", ready)
-        await self._dispatch(session, "GUILD_CREATE", self._guild_create())
-        for guild in self.joined_guild_creates():  # servers joined since: known, so available
+        for guild in self.ready_guild_creates():  # each server READY listed, once available
             await self._dispatch(session, "GUILD_CREATE", guild)
         self._current_session = session
         await self._notify_state()

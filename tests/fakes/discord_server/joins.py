@@ -1,4 +1,5 @@
-"""Servers the bot joins while connected: GUILD_CREATE for a guild that was not in READY.
+"""Servers the bot joins while connected: GUILD_CREATE for a guild that was not in READY; and
+servers it is removed from, or that go through an outage: GUILD_DELETE.
 
 Discord sends a full GUILD_CREATE when the bot is added to a server; discord.py then fires
 `on_guild_join` (a GUILD_CREATE for a guild READY listed fires `on_guild_available` instead).
@@ -32,17 +33,88 @@ class JoinedGuild:
 
 
 class DiscordJoins:
-    """The mixin of `FakeDiscord` for servers joined after READY."""
+    """The mixin of `FakeDiscord` for servers joined after READY, left, or unavailable."""
 
     bot_user_id: int
+    guild_id: int
     guild_owner_id: int
     _joined: dict[int, JoinedGuild]  # guild id -> guild
     _joined_channels: dict[int, JoinedGuild]  # channel id -> its guild
+    _removed: set[int]  # servers the bot was removed from: no longer in READY
+    _outages: set[int]  # servers unavailable: in READY as such, with no GUILD_CREATE after
     _current_session: Any
     _snowflake: Any
     _dispatch: Any
     _role_payload: Any
     _bot_user: Any
+    _guild_create: Any
+
+    async def remove_bot(self, guild_id: int | None = None) -> None:
+        """The bot is removed from a server (kicked, banned, or the server deleted): Discord
+        sends GUILD_DELETE without `unavailable` (discord.py: `on_guild_remove`), and READY no
+        longer lists it. `guild_id`: a joined server's, by default the fake's own. Without a
+        connected client (the bot is offline) nothing is sent: its next READY just leaves the
+        server out."""
+        guild = self.guild_id if guild_id is None else guild_id
+        self._known_guild(guild)
+        self._removed.add(guild)
+        self._outages.discard(guild)
+        if self._current_session is not None:
+            await self._dispatch(self._current_session, "GUILD_DELETE", {"id": str(guild)})
+
+    async def add_bot_back(self, guild_id: int | None = None) -> None:
+        """The server invites the bot again after `remove_bot`: a GUILD_CREATE without
+        `unavailable` (discord.py: `on_guild_join`), or, offline, the next READY lists it."""
+        guild = self.guild_id if guild_id is None else guild_id
+        self._known_guild(guild)
+        self._removed.discard(guild)
+        if self._current_session is not None:
+            await self._dispatch(self._current_session, "GUILD_CREATE", self._joining(guild))
+
+    async def start_outage(self, guild_id: int | None = None) -> None:
+        """The server becomes unavailable (a Discord outage): GUILD_DELETE with `unavailable:
+        true` (discord.py: `on_guild_unavailable`); READY lists it as unavailable and no
+        GUILD_CREATE follows until `end_outage`."""
+        guild = self.guild_id if guild_id is None else guild_id
+        self._known_guild(guild)
+        self._outages.add(guild)
+        if self._current_session is not None:
+            payload = {"id": str(guild), "unavailable": True}
+            await self._dispatch(self._current_session, "GUILD_DELETE", payload)
+
+    async def end_outage(self, guild_id: int | None = None) -> None:
+        """The server is available again: GUILD_CREATE with `unavailable: false`."""
+        guild = self.guild_id if guild_id is None else guild_id
+        self._outages.discard(guild)
+        if self._current_session is not None:
+            payload = {**self._joining(guild), "unavailable": False}
+            await self._dispatch(self._current_session, "GUILD_CREATE", payload)
+
+    def ready_guild_entries(self) -> list[dict[str, Any]]:
+        """READY's `guilds`: every server the bot is in, each as an unavailable guild (Discord
+        sends the full guilds as GUILD_CREATE after)."""
+        guilds = [self.guild_id, *self._joined]
+        return [{"id": str(g), "unavailable": True} for g in guilds if g not in self._removed]
+
+    def ready_guild_creates(self) -> list[dict[str, Any]]:
+        """The GUILD_CREATEs after READY: the servers in it that are not in an outage."""
+        creates = []
+        if self.guild_id not in self._removed | self._outages:
+            creates.append(self._guild_create())
+        for guild in self._joined.values():
+            if guild.id not in self._removed | self._outages:
+                creates.append(self._joined_guild_create(guild, known=True))
+        return creates
+
+    def _known_guild(self, guild_id: int) -> None:
+        if guild_id != self.guild_id and guild_id not in self._joined:
+            raise ValueError(f"FakeDiscord: the bot was never in server {guild_id}")
+
+    def _joining(self, guild_id: int) -> dict[str, Any]:
+        """A GUILD_CREATE as Discord sends it when the bot joins: without `unavailable`."""
+        if guild_id == self.guild_id:
+            return {k: v for k, v in self._guild_create().items() if k != "unavailable"}
+        return self._joined_guild_create(self._joined[guild_id])
 
     async def join_guild(
         self,
@@ -106,13 +178,6 @@ class DiscordJoins:
             raise RuntimeError("FakeDiscord.rejoin_guild: no client is READY yet")
         await self._dispatch(session, "GUILD_DELETE", {"id": str(guild.id)})
         await self._dispatch(session, "GUILD_CREATE", self._joined_guild_create(guild))
-
-    def joined_ready_entries(self) -> list[dict[str, Any]]:
-        """READY's `guilds` entries for the servers joined earlier (a reconnect or restart)."""
-        return [{"id": str(g), "unavailable": True} for g in self._joined]
-
-    def joined_guild_creates(self) -> list[dict[str, Any]]:
-        return [self._joined_guild_create(guild, known=True) for guild in self._joined.values()]
 
     def joined_channel(self, channel_id: int) -> dict[str, Any] | None:
         guild = self._joined_channels.get(channel_id)
