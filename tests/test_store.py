@@ -1,4 +1,5 @@
-"""The SQLite job ledger: atomic reservations, single refunds, schema versioning, WAL."""
+"""The job ledger: atomic reservations, single refunds, schema versioning; each on both
+backends (`storage_target`), WAL and SQLite's own migrations on SQLite."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from bot.domain import (
     SpendLimits,
     Usage,
 )
-from bot.store import DatabaseTooNew, Storage, open_storage
+from bot.store import DatabaseTarget, DatabaseTooNew, Storage, open_storage
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -35,8 +36,8 @@ async def _used(store: Storage, day: str, user_id: int = 1, guild_id: int | None
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Storage:
-    store = await open_storage(tmp_path / "nested" / "dir" / "imagine.db")
+async def store(storage_target: DatabaseTarget) -> Storage:
+    store = await open_storage(storage_target)
     yield store
     await store.close()
 
@@ -50,12 +51,13 @@ async def test_first_start_creates_the_schema_with_a_version_and_wal(tmp_path: P
         assert (await (await db.execute("PRAGMA journal_mode")).fetchone())[0] == "wal"
 
 
-async def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
-    path = tmp_path / "imagine.db"
-    store = await open_storage(path)
+async def test_reopening_keeps_data_and_does_not_migrate_twice(
+    storage_target: DatabaseTarget,
+) -> None:
+    store = await open_storage(storage_target)
     await store.jobs.reserve(_job(), SpendLimits(5))
     await store.close()
-    store = await open_storage(path)
+    store = await open_storage(storage_target)
     assert await _used(store, "2026-11-27") == 1
     assert await store.backend.schema_version() == SCHEMA_VERSION
     await store.close()
@@ -171,9 +173,11 @@ async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
         await store.close()
 
 
-async def test_two_connections_writing_at_once_wait_instead_of_failing(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    first, second = await open_storage(path), await open_storage(path)
+async def test_two_connections_writing_at_once_wait_instead_of_failing(
+    storage_target: DatabaseTarget,
+) -> None:
+    # Two storages on one database, as two processes would have: neither overspends.
+    first, second = await open_storage(storage_target), await open_storage(storage_target)
     try:
         results = await asyncio.gather(
             *(

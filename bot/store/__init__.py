@@ -15,6 +15,7 @@ from bot.store.database import Database
 from bot.store.interfaces import (
     Backend,
     BanList,
+    DatabaseInUse,
     JobLedger,
     KeyValues,
     MemberSettings,
@@ -31,7 +32,6 @@ from bot.store.migrations import DatabaseTooNew
 from bot.store.moderation import SqlModerationRecords
 from bot.store.operator import SqlOperatorRecords
 from bot.store.postgres import (
-    DatabaseInUse,
     DatabaseUnavailable,
     PostgresDatabase,
     PostgresTarget,

@@ -2,10 +2,9 @@
 through asyncpg with the SQL translated (`dialect`)."""
 
 from bot.store.postgres.database import (
-    DatabaseInUse,
     DatabaseUnavailable,
     PostgresDatabase,
     PostgresTarget,
 )
 
-__all__ = ["DatabaseInUse", "DatabaseUnavailable", "PostgresDatabase", "PostgresTarget"]
+__all__ = ["DatabaseUnavailable", "PostgresDatabase", "PostgresTarget"]

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from bot.store.interfaces import DatabaseInUse
 from bot.store.migrations import MIGRATIONS, DatabaseTooNew, Migration
 from bot.store.postgres import dialect
 from bot.store.sql import Params
@@ -37,10 +38,6 @@ _current: contextvars.ContextVar[_Connection | None] = contextvars.ContextVar(
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached or used; the message is one sentence without secrets."""
-
-
-class DatabaseInUse(Exception):
-    """Another bot process holds the database."""
 
 
 @dataclass(frozen=True)
