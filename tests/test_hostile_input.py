@@ -40,6 +40,7 @@ from tests.helpers import (
     admin_command,
     answer_text,
     bot_environment,
+    bot_process,
     embed_of,
     embed_title,
     eventually,
@@ -215,18 +216,6 @@ async def test_a_job_still_running_after_the_outage_times_out_after_one_look(
 # --- secrets and bounds ---------------------------------------------------------------------------
 
 
-async def _start_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
 async def _stop_process(process: asyncio.subprocess.Process) -> str:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -253,7 +242,7 @@ async def test_a_debug_log_is_useful_and_holds_no_secret(
         WEBHOOK_HOST="127.0.0.1",
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
     )
-    process = await _start_process(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
         interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
@@ -274,10 +263,10 @@ async def test_a_second_process_on_the_same_database_refuses_to_start(
 ) -> None:
     database = tmp_path / "imagine.db"
     env = bot_environment(fake_discord, fake_kie, database, WEBHOOK_PORT="0")
-    first = await _start_process(env, tmp_path)
+    first = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
-        second = await _start_process(env, tmp_path)
+        second = await bot_process(env, tmp_path)
         assert await asyncio.wait_for(second.wait(), 20) == 2
         output = await _stop_process(second)
         lines = [line for line in output.splitlines() if line.strip()]
@@ -473,7 +462,7 @@ async def test_the_health_check_follows_webhook_host_and_port(
     env = bot_environment(
         fake_discord, fake_kie, database, WEBHOOK_PORT=str(port), WEBHOOK_HOST="127.0.0.2"
     )
-    process = await _start_process(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
         checks = {"WEBHOOK_PORT": str(port), "WEBHOOK_HOST": "127.0.0.2"}
@@ -490,7 +479,7 @@ async def test_with_webhook_port_0_the_health_check_reads_the_heartbeat(
     env = bot_environment(fake_discord, fake_kie, database, WEBHOOK_PORT="0")
     checks = {"WEBHOOK_PORT": "0", "DATABASE_PATH": str(database)}
     assert await asyncio.to_thread(_healthcheck, checks) == 1, "no bot yet"
-    process = await _start_process(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from bot.settings import Settings
 from bot.store import PostgresTarget
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
-from tests.helpers import READY_TITLE, bot_environment, embed_title, final_answer
+from tests.helpers import READY_TITLE, bot_environment, bot_process, embed_title, final_answer
 
 # The same tests as on SQLite, collected here again with this module's `settings`.
 from tests.test_durability import (  # noqa: F401
@@ -56,15 +55,7 @@ async def test_python_m_bot_on_database_url_serves_and_shows_only_host_and_datab
         LOG_LEVEL="DEBUG",
         WEBHOOK_PORT="0",
     )
-    first = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    first = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
         imagine = await fake_discord.send_interaction("imagine", {"prompt": "a quiet harbour"})
@@ -72,15 +63,7 @@ async def test_python_m_bot_on_database_url_serves_and_shows_only_host_and_datab
         assert embed_title(final) == READY_TITLE
 
         # A second bot on the same database would submit and deliver the same jobs twice.
-        second = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            env=env,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        second = await bot_process(env, tmp_path, merged=False)
         out, err = await asyncio.wait_for(second.communicate(), 60)
         assert second.returncode == 2, err.decode()
         line = err.decode().strip().splitlines()[-1]  # after the DEBUG lines of the start
@@ -104,15 +87,7 @@ async def test_an_unreachable_database_url_stops_the_bot_with_one_sentence(
 ) -> None:
     url = f"postgresql://bot:{PASSWORD}@127.0.0.1:1/imagine"
     env = bot_environment(fake_discord, fake_kie, tmp_path / "imagine.db", DATABASE_URL=url)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await bot_process(env, tmp_path, merged=False)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 2
     (line,) = err.decode().strip().splitlines()
