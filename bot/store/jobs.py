@@ -1,10 +1,11 @@
-"""The job ledger in SQLite: `jobs` and `quota_adjustments`, and every sum a charge is checked
-against.
+"""The job ledger, on either backend: `jobs` and `quota_adjustments`, and every sum a charge is
+checked against.
 
 Every generation is a row in `jobs` from the moment its units are reserved. A user's usage for a
 day is the sum of units of their jobs that were not refunded, so charging is the insert itself
-(inside one IMMEDIATE transaction with the checks) and refunding is a state change: the ledger
-cannot drift from the jobs.
+(inside one transaction with the checks: IMMEDIATE on SQLite, which holds the whole database's
+write lock; on PostgreSQL after advisory locks on what the checks read, `_lock_keys`) and
+refunding is a state change: the ledger cannot drift from the jobs.
 """
 
 from __future__ import annotations
@@ -495,9 +496,11 @@ class SqlJobLedger:
             _settle(group, results, None, self._uncommitted)
 
     async def _charge(self, group: list[_Waiting]) -> list[list[Job] | OverLimit]:
-        """One IMMEDIATE transaction: each charge checked in order against the day's sums,
-        which include the charges before it in the group, then inserted; no other writer can
-        charge in between, so any number of simultaneous commands cannot overspend a limit."""
+        """One transaction: each charge checked in order against the day's sums, which include
+        the charges before it in the group, then inserted; no other writer can charge what
+        these checks read in between (SQLite: the IMMEDIATE transaction's database lock;
+        PostgreSQL: the group's advisory locks), so any number of simultaneous commands, in
+        any number of processes, cannot overspend a limit."""
         outcomes: list[list[int] | OverLimit] = []
         try:
             async with self._db.transaction() as db:
