@@ -83,7 +83,8 @@ async def fake_kie() -> AsyncIterator[FakeKie]:
 
 
 # `IMAGINE_TEST_BACKEND=postgres` runs every bot the tests start on PostgreSQL (a fresh
-# database each), not on a SQLite file; tests that look at the SQLite file itself stay on it.
+# database each), not on a SQLite file; tests that look at the SQLite file itself
+# (`@pytest.mark.sqlite_only`) stay on it.
 BACKEND = os.environ.get("IMAGINE_TEST_BACKEND", "sqlite")
 
 
@@ -132,7 +133,7 @@ def settings(
 ) -> Settings:
     """Settings as an operator would write them, with test-speed intervals."""
     database_url = None
-    if BACKEND == "postgres":
+    if BACKEND == "postgres" and request.node.get_closest_marker("sqlite_only") is None:
         database_url = request.getfixturevalue("postgres_target").url
     return Settings(
         discord_token=fake_discord.token,

@@ -25,7 +25,7 @@ import aiosqlite
 import pytest
 from aiohttp import web
 
-from bot.__main__ import build_kie_client, build_webhook_server, http_session
+from bot.__main__ import build_kie_client, build_webhook_server, database_target, http_session
 from bot.domain import ImageRequest, Job, JobState, NewJob, SpendLimits
 from bot.kie import KieMalformedResponse
 from bot.settings import Settings, SettingsError, bind_host, load_settings
@@ -179,11 +179,14 @@ async def seed_job_submitted_before_an_outage(
     job_id = await seed_job(
         settings, fake_discord, state=JobState.SUBMITTED, task_id=task_id, token_age=3 * 3600
     )
-    async with aiosqlite.connect(settings.database_path) as db:
-        await db.execute(
+    store = await open_storage(database_target(settings))
+    try:
+        # Either backend's database runs the store's SQL (`bot.store.sql.SqlDatabase`).
+        await store.backend.execute(  # type: ignore[attr-defined]
             "UPDATE jobs SET submitted_at = ? WHERE id = ?", (time.time() - 2 * 3600, job_id)
         )
-        await db.commit()
+    finally:
+        await store.close()
     return job_id
 
 
@@ -432,6 +435,7 @@ async def test_without_callbacks_the_web_server_listens_on_loopback_only(
     assert bind_host(with_callbacks) == "0.0.0.0"
 
 
+@pytest.mark.sqlite_only  # holds the SQLite file's lock
 async def test_readiness_fails_while_the_database_cannot_be_written_but_liveness_holds(
     start_bot: StartBot, fake_discord: FakeDiscord, settings: Settings
 ) -> None:

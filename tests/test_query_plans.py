@@ -92,6 +92,8 @@ REPOSITORIES = (
     SqlMemberSettings,
 )
 DAY = "2026-06-01"
+# SQLite's query plans and statistics, on its file.
+pytestmark = pytest.mark.sqlite_only
 
 
 @dataclass(frozen=True)

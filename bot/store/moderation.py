@@ -121,7 +121,7 @@ class SqlModerationRecords:
     async def count_refusal(self, day: str, guild_key: int, reason: str) -> None:
         await self._db.execute(
             "INSERT INTO refusal_counts (day, guild_key, reason, count) VALUES (?, ?, ?, 1)"
-            " ON CONFLICT (day, guild_key, reason) DO UPDATE SET count = count + 1",
+            " ON CONFLICT (day, guild_key, reason) DO UPDATE SET count = refusal_counts.count + 1",
             (day, guild_key, reason),
         )
 
