@@ -5,6 +5,7 @@ process per database (until a cluster mode exists).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import hashlib
@@ -27,6 +28,14 @@ log = logging.getLogger(__name__)
 # Advisory lock ids (pg_advisory_lock's one-bigint space): migrating, and "a bot runs here".
 MIGRATION_LOCK = 0x696D6167696E6501  # "imagine" 1
 PROCESS_LOCK = 0x696D6167696E6502
+CLAIM_WAIT = 3.0  # seconds a starting bot waits for a dead predecessor's session to end
+# The server checks the lock holder's connection this often (seconds), so a dead machine's
+# lock is freed in idle + interval * count, not the operating system's two hours.
+_KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
 
 # The connection of the transaction the running task is inside, if any: its reads and writes
 # go there, so they see (and are part of) what it has written so far.
@@ -139,11 +148,16 @@ class PostgresDatabase:
 
     async def _claim(self) -> None:
         # A session lock on a connection of its own, kept open: the server releases it when
-        # the process ends, however it ends.
-        owner = await asyncpg.connect(self._target.url)
-        if not await owner.fetchval("SELECT pg_try_advisory_lock($1)", PROCESS_LOCK):
-            await owner.close()
-            raise DatabaseInUse(self._target.safe)
+        # that connection ends. After a `kill -9` that is at once (the socket closes), though
+        # the server may notice a moment after our successor asks: it asks again for a few
+        # seconds. A machine that vanished sends nothing: keepalives find it within ~30 s.
+        owner = await asyncpg.connect(self._target.url, server_settings=_KEEPALIVES)
+        deadline = time.monotonic() + CLAIM_WAIT
+        while not await owner.fetchval("SELECT pg_try_advisory_lock($1)", PROCESS_LOCK):
+            if time.monotonic() >= deadline:
+                await owner.close()
+                raise DatabaseInUse(self._target.safe)
+            await asyncio.sleep(0.1)
         self._owner = owner
 
     async def close(self) -> None:
