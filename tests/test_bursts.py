@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.domain import Job, JobState, NewJob, OverLimit, SpendLimits
 from bot.kie import ImageRequest
-from bot.store import DatabaseTarget, open_storage
+from bot.store import DatabaseTarget, PostgresTarget, open_storage
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -178,18 +178,20 @@ async def test_a_burst_from_many_members_is_answered_charged_once_and_never_over
 
 
 async def test_sigkill_during_a_burst_leaves_every_unit_delivered_or_refunded_once(
-    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path, storage_target: DatabaseTarget
 ) -> None:
     fake_kie.default_script = TaskScript(step_seconds=0.3)
-    database = tmp_path / "imagine.db"
+    on_postgres = isinstance(storage_target, PostgresTarget)
+    database = storage_target if on_postgres else tmp_path / "imagine.db"
     env = bot_environment(
         fake_discord,
         fake_kie,
-        database,
+        tmp_path / "imagine.db",
         DAILY_QUOTA="100",
         POLL_INTERVAL_SECONDS="0.1",
         MAX_RUNNING_PER_SERVER="0",
         WEBHOOK_PORT=str(free_port()),
+        **({"DATABASE_URL": storage_target.url} if on_postgres else {}),
     )
     bot = BotProcess(env, tmp_path)
     chance = random.Random(4321)
