@@ -152,6 +152,15 @@ def settings(
     )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings_on_both(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """`settings`, once on SQLite and once on PostgreSQL: a module whose tests are about what
+    the database keeps across restarts overrides `settings` with this."""
+    if request.param == "postgres":
+        return replace(settings, database_url=request.getfixturevalue("postgres_target").url)
+    return settings
+
+
 @dataclass
 class RunningBot:
     bot: ImagineBot

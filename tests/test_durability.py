@@ -35,6 +35,12 @@ PROMPT = "a fox in the snow, woodcut"
 SLOW = TaskScript(states=["waiting", "generating", "success"], step_seconds=0.6)
 
 
+@pytest.fixture
+def settings(settings_on_both: Settings) -> Settings:
+    """Every test here runs on both backends: restarts resume from what the database kept."""
+    return settings_on_both
+
+
 def channel_posts(fake: FakeDiscord, channel_id: int) -> list[RecordedRequest]:
     return [
         r

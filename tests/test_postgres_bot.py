@@ -1,6 +1,7 @@
 """The whole bot on PostgreSQL, always (the rest of the suite does so with
-`IMAGINE_TEST_BACKEND=postgres`): a /imagine end to end, restarts that resume jobs, and
-`python -m bot` with DATABASE_URL, which never shows its password and refuses a second bot."""
+`IMAGINE_TEST_BACKEND=postgres`; restarts that resume jobs are tests/test_durability.py's, on
+both backends): a /imagine end to end, and `python -m bot` with DATABASE_URL, which never shows
+its password and refuses a second bot."""
 
 from __future__ import annotations
 
@@ -16,12 +17,8 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import READY_TITLE, bot_environment, bot_process, embed_title, final_answer
 
-# The same tests as on SQLite, collected here again with this module's `settings`.
-from tests.test_durability import (  # noqa: F401
-    test_a_graceful_restart_tells_the_member_and_delivers_once_afterwards,
-    test_a_job_left_reserved_is_submitted_after_the_restart,
-    test_a_job_whose_submission_outcome_is_unknown_is_refunded_not_resent,
-)
+# The same tests as on SQLite, collected here again with this module's `settings` (the
+# restarts of tests/test_durability.py run on both backends there).
 from tests.test_imagine import (  # noqa: F401
     test_an_image_is_generated_and_delivered_in_the_same_reply,
     test_twenty_simultaneous_commands_race_for_the_last_units,
