@@ -6,9 +6,11 @@ PostgreSQL's with a few mechanical rules rather than keeping a second copy of ev
 the schemas, so a migration these rules translate wrongly fails a test; `OVERRIDES` then holds
 its PostgreSQL text.
 
-Statements: `?` and `:name` become `$n`; `x IS <parameter>` (SQLite's null-safe equality)
-becomes `IS NOT DISTINCT FROM`; `INDEXED BY` (a SQLite planner hint) is dropped: PostgreSQL's
-planner has real statistics. `instr` is provided as a function (`SETUP`).
+Statements: `?` and `:name` become `$n`; `column IS <parameter>` (SQLite's null-safe equality)
+becomes `(column = $n OR (column IS NULL AND $n IS NULL))`: the same, in a form PostgreSQL
+answers from an index (`IS NOT DISTINCT FROM` reads a server's whole day to sum its spend);
+`INDEXED BY` (a SQLite planner hint) is dropped: PostgreSQL's planner has real statistics.
+`instr` is provided as a function (`SETUP`).
 
 Migrations: INTEGER is BIGINT (Discord ids are 64-bit), REAL is DOUBLE PRECISION, AUTOINCREMENT
 is an identity column, WITHOUT ROWID is dropped, and a table with SQLite's implicit `rowid` (no
@@ -39,7 +41,7 @@ SETUP: Migration = (
 
 # A quoted string or identifier (copied as is), a cast, a `?` or a `:name`.
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|::|\?|:([A-Za-z_]\w*)""")
-_NULL_SAFE = re.compile(r"\bIS (\$\d+)")
+_NULL_SAFE = re.compile(r"\b(\w+) IS (\$\d+)")
 _HINT = re.compile(r"\s+INDEXED BY \w+")
 
 
@@ -65,7 +67,7 @@ def _translate(sql: str) -> tuple[str, tuple[str, ...] | int]:
     text = _TOKEN.sub(replace, sql)
     if names and positional:
         raise ValueError("a statement mixes ? and :name parameters")
-    text = _HINT.sub("", _NULL_SAFE.sub(r"IS NOT DISTINCT FROM \1", text))
+    text = _HINT.sub("", _NULL_SAFE.sub(r"(\1 = \2 OR (\1 IS NULL AND \2 IS NULL))", text))
     return text, (tuple(names) if names else positional)
 
 
@@ -98,7 +100,7 @@ def migration_statement(sql: str) -> str:
     text = re.sub(r"\bREAL\b", "DOUBLE PRECISION", text)
     if _ROWID_TABLE.match(text) and "WITHOUT ROWID" not in text and not has_integer_key(sql):
         text = _ROWID_TABLE.sub(
-            lambda m: f"CREATE TABLE {m.group(1)} (rowid BIGINT GENERATED ALWAYS AS IDENTITY,",
+            lambda m: f"CREATE TABLE {m.group(1)} (rowid BIGINT GENERATED ALWAYS AS IDENTITY, ",
             text,
             count=1,
         )
