@@ -6,6 +6,9 @@ its password and refuses a second bot."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from tests.test_imagine import (  # noqa: F401
 )
 
 PASSWORD = "pg-Secret-4417"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -90,3 +94,18 @@ async def test_an_unreachable_database_url_stops_the_bot_with_one_sentence(
     (line,) = err.decode().strip().splitlines()
     assert line.startswith("imagine-bot: DATABASE_URL cannot be used: postgresql://127.0.0.1:1/")
     assert PASSWORD not in line + out.decode()
+
+
+def test_the_backup_command_points_postgresql_users_to_pg_dump(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"postgresql://bot:{PASSWORD}@db/imagine"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "backup", str(tmp_path / "copy.db")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "pg_dump" in result.stderr and PASSWORD not in result.stderr + result.stdout
+    assert not (tmp_path / "copy.db").exists()
