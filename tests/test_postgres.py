@@ -13,7 +13,13 @@ import pytest
 
 from bot.domain import ImageRequest, Job, JobState, NewJob, OverLimit, SpendLimits
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import DatabaseInUse, DatabaseTooNew, PostgresTarget, open_storage
+from bot.store import (
+    DatabaseInUse,
+    DatabaseTooNew,
+    DatabaseUnavailable,
+    PostgresTarget,
+    open_storage,
+)
 from bot.store.database import Database
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION, Migration
 from bot.store.postgres import PostgresDatabase, dialect
@@ -336,3 +342,17 @@ def test_statements_are_translated_for_postgresql(
 )
 def test_migrations_are_translated_for_postgresql(sqlite: str, postgres: str) -> None:
     assert dialect.migration_statement(sqlite) == postgres
+
+
+async def test_a_user_who_may_not_create_tables_is_told_in_one_sentence(
+    postgres_server: PostgresServer,
+) -> None:
+    name = postgres_server.create_database()
+    owner = await asyncpg.connect(postgres_server.url(name))
+    await owner.execute("CREATE ROLE reader LOGIN")
+    await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    await owner.close()
+    url = postgres_server.url(name).replace("postgresql://postgres@", "postgresql://reader@")
+    with pytest.raises(DatabaseUnavailable) as refused:
+        await open_storage(PostgresTarget(url))
+    assert "permission denied" in str(refused.value)

@@ -141,6 +141,10 @@ class PostgresDatabase:
             if exclusive:
                 await database._claim()
             await database._migrate(migrations)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            await database.close()
+            # Say, a user who may not create tables: one sentence, not a traceback.
+            raise DatabaseUnavailable(f"{target.safe} cannot be used: {error}") from None
         except BaseException:
             await database.close()
             raise
