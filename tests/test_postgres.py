@@ -356,3 +356,24 @@ async def test_a_user_who_may_not_create_tables_is_told_in_one_sentence(
     with pytest.raises(DatabaseUnavailable) as refused:
         await open_storage(PostgresTarget(url))
     assert "permission denied" in str(refused.value)
+
+
+async def test_two_processes_racing_one_job_change_its_state_once(
+    postgres_target: PostgresTarget,
+) -> None:
+    first, second = await open_storage(postgres_target), await open_storage(postgres_target)
+    try:
+        job = await first.jobs.reserve(_job(1), SpendLimits(member=5))
+        assert isinstance(job, Job)
+        submits = await asyncio.gather(
+            *(store.jobs.begin_submit(job.id) for store in (first, second) for _ in range(5))
+        )
+        assert submits.count(True) == 1, "submitted once, whichever process asked"
+        refunds = await asyncio.gather(
+            *(store.jobs.refund(job.id, "failed") for store in (first, second) for _ in range(5))
+        )
+        assert refunds.count(True) == 1, "refunded once"
+        assert (await second.jobs.usage(1, 1, DAY)).used == 0
+    finally:
+        await first.close()
+        await second.close()
