@@ -60,8 +60,16 @@ from bot.quota import Costs, QuotaBook
 from bot.redelivery import RedeliveryPolicy
 from bot.retention import HistoryRetention
 from bot.settings import Settings, SettingsError, bind_host, load_settings, read_one
-from bot.single import DatabaseInUse, SingleProcessLock
-from bot.store import DatabaseTooNew, Storage, open_storage
+from bot.single import SingleProcessLock
+from bot.store import (
+    DatabaseInUse,
+    DatabaseTarget,
+    DatabaseTooNew,
+    DatabaseUnavailable,
+    PostgresTarget,
+    Storage,
+    open_storage,
+)
 from bot.store.backup import BackupError, backup_database
 from bot.tray import ReferenceTray
 from bot.ui import messages
@@ -359,8 +367,19 @@ def build_metrics_server(settings: Settings, bot: ImagineBot) -> MetricsServer |
     )
 
 
+def database_target(settings: Settings) -> DatabaseTarget:
+    """PostgreSQL when DATABASE_URL is set, else the SQLite file at DATABASE_PATH."""
+    if settings.database_url:
+        return PostgresTarget(settings.database_url)
+    return settings.database_path
+
+
 async def run(settings: Settings) -> None:
     point_discord_at(settings)
+    if settings.database_url:
+        # PostgreSQL: the database itself refuses a second bot (`open_storage(exclusive=True)`).
+        await _run_locked(settings)
+        return
     lock = SingleProcessLock(settings.database_path)
     try:
         lock.acquire()
@@ -380,6 +399,9 @@ async def run(settings: Settings) -> None:
 
 
 async def _run_locked(settings: Settings) -> None:
+    target = database_target(settings)
+    # The variable the operator set, and the target as it may be shown (never a password).
+    where = f"DATABASE_URL ({target.safe})" if isinstance(target, PostgresTarget) else None
     try:
         # A broken translation stops the bot here, with one sentence, not in a member's reply.
         i18n.load_all()
@@ -388,8 +410,20 @@ async def _run_locked(settings: Settings) -> None:
             f"a translation catalogue in {i18n.LOCALES_DIR} is broken: {error}"
         ) from None
     try:
-        storage = await open_storage(settings.database_path)
+        storage = await open_storage(target, exclusive=True)
+    except DatabaseInUse:
+        raise StartupError(
+            f"{where or 'DATABASE_PATH'} is in use by another running bot; only one process may "
+            "use a database."
+        ) from None
+    except DatabaseUnavailable as error:
+        raise StartupError(f"DATABASE_URL cannot be used: {error}.") from None
     except DatabaseTooNew as error:
+        if where is not None:
+            raise StartupError(
+                f"{where} was last used by a newer version of the bot (schema version "
+                f"{error.found}; this one knows up to {error.known}): upgrade the bot."
+            ) from None
         raise StartupError(
             f"DATABASE_PATH ({settings.database_path}) was last used by a newer version of the "
             f"bot (schema version {error.found}; this one knows up to {error.known}): upgrade "
@@ -404,6 +438,7 @@ async def _run_locked(settings: Settings) -> None:
             f"DATABASE_PATH ({settings.database_path}) needs an upgrade, and the copy taken "
             f"first failed ({error}); nothing was changed."
         ) from None
+    log.info("database: %s", where or f"SQLite at {settings.database_path}")
     try:
         async with http_session(settings) as session:
             kie = build_kie_client(session, settings)
@@ -518,6 +553,9 @@ def backup_command(args: list[str]) -> int:
     """`imagine-bot backup PATH`: a consistent copy of DATABASE_PATH, the bot running or not."""
     if len(args) != 1:
         print("usage: imagine-bot backup PATH (a new file for the copy)", file=sys.stderr)
+        return 2
+    if os.environ.get("DATABASE_URL"):
+        print("imagine-bot: DATABASE_URL is set: back PostgreSQL up with pg_dump", file=sys.stderr)
         return 2
     try:
         source = Path(read_one("DATABASE_PATH", os.environ))

@@ -11,9 +11,9 @@ import fcntl
 import os
 from pathlib import Path
 
+from bot.store.interfaces import DatabaseInUse
 
-class DatabaseInUse(Exception):
-    """Another running process holds the database."""
+__all__ = ["DatabaseInUse", "SingleProcessLock"]
 
 
 class SingleProcessLock:

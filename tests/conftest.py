@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,23 @@ import discord
 import pytest
 import yarl
 
-from bot.__main__ import build_bot, build_kie_client, build_webhook_server, http_session
+from bot.__main__ import (
+    build_bot,
+    build_kie_client,
+    build_webhook_server,
+    database_target,
+    http_session,
+)
 from bot.discord_bot import ImagineBot
 from bot.kie import QUERY_LIMIT, SUBMIT_LIMIT, RetryPolicy
 from bot.settings import Settings
-from bot.store import Storage, open_storage
+from bot.store import DatabaseTarget, PostgresTarget, Storage, open_storage
+from bot.store.postgres import PostgresDatabase
 from bot.webhook import WebhookServer
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import eventually
+from tests.postgres import TEMPLATE, PostgresServer, find_binaries
 
 # This machine and CI set PYTHONDONTWRITEBYTECODE. Then every xdist worker rewrites and compiles
 # every test module again (2 s of CPU each), every in-process bot start compiles its cogs from
@@ -74,15 +82,66 @@ async def fake_kie() -> AsyncIterator[FakeKie]:
     await fake.stop()
 
 
+# `IMAGINE_TEST_BACKEND=postgres` runs every bot the tests start on PostgreSQL (a fresh
+# database each), not on a SQLite file; tests that look at the SQLite file itself
+# (`@pytest.mark.sqlite_only`) stay on it.
+BACKEND = os.environ.get("IMAGINE_TEST_BACKEND", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """This test process's own PostgreSQL server, started on first need, with a template
+    database already migrated (each test's database is a copy of it)."""
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+    server = PostgresServer(binaries)
+    try:
+        server.start()
+        server.create_named(TEMPLATE)
+        asyncio.run(_migrate(PostgresTarget(server.url(TEMPLATE))))
+        yield server
+    finally:
+        server.stop()
+
+
+async def _migrate(target: PostgresTarget) -> None:
+    database = await PostgresDatabase.open(target)
+    await database.close()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, fake_discord: FakeDiscord, fake_kie: FakeKie) -> Settings:
+def postgres_target(postgres_server: PostgresServer) -> Iterator[PostgresTarget]:
+    """A fresh, migrated PostgreSQL database for this test alone."""
+    name = postgres_server.create_database(TEMPLATE)
+    yield PostgresTarget(postgres_server.url(name))
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_target(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseTarget:
+    """Each storage test runs twice: on a SQLite file and on a PostgreSQL database."""
+    if request.param == "postgres":
+        target: PostgresTarget = request.getfixturevalue("postgres_target")
+        return target
+    return tmp_path / "nested" / "imagine.db"
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> Settings:
     """Settings as an operator would write them, with test-speed intervals."""
+    database_url = None
+    if BACKEND == "postgres" and request.node.get_closest_marker("sqlite_only") is None:
+        database_url = request.getfixturevalue("postgres_target").url
     return Settings(
         discord_token=fake_discord.token,
         kie_api_key=fake_kie.api_key,
         kie_api_base=fake_kie.base_url,
         kie_upload_base=fake_kie.upload_base_url,
         database_path=tmp_path / "data" / "imagine.db",
+        database_url=database_url,
         daily_quota=10,
         poll_interval=0.02,
         progress_min_interval=0.05,
@@ -91,6 +150,15 @@ def settings(tmp_path: Path, fake_discord: FakeDiscord, fake_kie: FakeKie) -> Se
         discord_api_base=fake_discord.api_base,
         discord_gateway_url=fake_discord.gateway_url,
     )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings_on_both(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """`settings`, once on SQLite and once on PostgreSQL: a module whose tests are about what
+    the database keeps across restarts overrides `settings` with this."""
+    if request.param == "postgres":
+        return replace(settings, database_url=request.getfixturevalue("postgres_target").url)
+    return settings
 
 
 @dataclass
@@ -124,7 +192,7 @@ StartBot = Callable[..., Awaitable[RunningBot]]
 async def start_bot(
     settings: Settings, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[StartBot]:
-    """Start the real bot (real cogs, real SQLite file) against the fakes; stop it afterwards."""
+    """Start the real bot (real cogs, real database) against the fakes; stop it afterwards."""
     # discord.py has no setting for its endpoints: point it at the fake for this test only.
     monkeypatch.setattr(discord.http.Route, "BASE", fake_discord.api_base)
     monkeypatch.setattr(
@@ -151,7 +219,7 @@ async def start_bot(
         run_settings = replace(settings, **overrides)
         session = http_session(run_settings)
         cleanups.append(session.close)
-        store = await open_storage(run_settings.database_path)
+        store = await open_storage(database_target(run_settings))
         cleanups.append(store.close)
         kie = build_kie_client(
             session,

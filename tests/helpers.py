@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,21 @@ def bot_environment(
     )
     env.update(settings)
     return env
+
+
+async def bot_process(
+    env: dict[str, str], cwd: Path, *, merged: bool = True
+) -> asyncio.subprocess.Process:
+    """`python -m bot` with `env`, its output piped (`merged`: stderr into stdout)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE,
+    )
 
 
 # --- admin commands -------------------------------------------------------------------------------

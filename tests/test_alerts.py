@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from bot.alerts import ALERT_EVERY, RETRY_FAILED_AFTER, AlertKind, OperatorAlerts
-from bot.store import Storage, open_storage
+from bot.store import DatabaseTarget, Storage, open_storage
 from tests.clock import FakeClock
 
 NOON = 1_800_000_000.0 - 1_800_000_000.0 % 86400 + 12 * 3600  # 12:00 UTC on some day
@@ -29,8 +28,8 @@ class Operator:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Storage]:
-    store = await open_storage(tmp_path / "alerts.db")
+async def store(storage_target: DatabaseTarget) -> AsyncIterator[Storage]:
+    store = await open_storage(storage_target)
     yield store
     await store.close()
 

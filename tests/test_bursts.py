@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.domain import Job, JobState, NewJob, OverLimit, SpendLimits
 from bot.kie import ImageRequest
-from bot.store import open_storage
+from bot.store import DatabaseTarget, PostgresTarget, open_storage
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -33,9 +33,9 @@ def _job(user_id: int, guild_id: int | None = 1, units: int = 1) -> NewJob:
 
 
 async def test_charges_asked_together_are_checked_in_order_and_none_overspends(
-    tmp_path: Path,
+    storage_target: DatabaseTarget,
 ) -> None:
-    store = await open_storage(tmp_path / "imagine.db")
+    store = await open_storage(storage_target)
     try:
         quota = SpendLimits(member=10, server_budget=25)
         # Asked in one go, they are committed together: the member's eleventh and twelfth are
@@ -57,9 +57,11 @@ async def test_charges_asked_together_are_checked_in_order_and_none_overspends(
         await store.close()
 
 
-async def test_a_charge_is_visible_to_the_checks_once_it_is_answered(tmp_path: Path) -> None:
+async def test_a_charge_is_visible_to_the_checks_once_it_is_answered(
+    storage_target: DatabaseTarget,
+) -> None:
     """The checks read on their own connection: what a reservation committed is seen there."""
-    store = await open_storage(tmp_path / "imagine.db")
+    store = await open_storage(storage_target)
     try:
         limits = SpendLimits(member=2)
         for expected in (None, None, OverLimit.QUOTA):
@@ -99,9 +101,9 @@ async def test_charges_asked_for_and_not_yet_committed_count_in_the_check(
 
 
 async def test_a_members_earlier_command_keeps_its_place_before_it_is_charged(
-    tmp_path: Path,
+    storage_target: DatabaseTarget,
 ) -> None:
-    store = await open_storage(tmp_path / "imagine.db")
+    store = await open_storage(storage_target)
     try:
         limits = SpendLimits(member=1)
         first, second = store.jobs.hold(1, 1, DAY, 1), store.jobs.hold(1, 1, DAY, 1)
@@ -176,18 +178,20 @@ async def test_a_burst_from_many_members_is_answered_charged_once_and_never_over
 
 
 async def test_sigkill_during_a_burst_leaves_every_unit_delivered_or_refunded_once(
-    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path, storage_target: DatabaseTarget
 ) -> None:
     fake_kie.default_script = TaskScript(step_seconds=0.3)
-    database = tmp_path / "imagine.db"
+    on_postgres = isinstance(storage_target, PostgresTarget)
+    database = storage_target if on_postgres else tmp_path / "imagine.db"
     env = bot_environment(
         fake_discord,
         fake_kie,
-        database,
+        tmp_path / "imagine.db",
         DAILY_QUOTA="100",
         POLL_INTERVAL_SECONDS="0.1",
         MAX_RUNNING_PER_SERVER="0",
         WEBHOOK_PORT=str(free_port()),
+        **({"DATABASE_URL": storage_target.url} if on_postgres else {}),
     )
     bot = BotProcess(env, tmp_path)
     chance = random.Random(4321)

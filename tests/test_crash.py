@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from bot.domain import JobState
-from bot.store import open_storage
+from bot.store import DatabaseTarget, PostgresTarget, open_storage
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -81,10 +81,11 @@ def interaction_prompt(fake: FakeDiscord, interaction: FakeInteraction) -> str:
 
 
 async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
-    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
+    fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path, storage_target: DatabaseTarget
 ) -> None:
     fake_kie.default_script = TaskScript(step_seconds=0.4)
     database = tmp_path / "imagine.db"
+    on_postgres = isinstance(storage_target, PostgresTarget)
     env = bot_environment(
         fake_discord,
         fake_kie,
@@ -92,6 +93,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
         DAILY_QUOTA="100",
         POLL_INTERVAL_SECONDS="0.1",
         WEBHOOK_PORT=str(free_port()),
+        **({"DATABASE_URL": storage_target.url} if on_postgres else {}),
     )
     bot = BotProcess(env, tmp_path)
     chance = random.Random(1234)
@@ -115,7 +117,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
 
         # The last start: every open job must now come to an end.
         await bot.start()
-        store_path = database
+        store_target = storage_target if on_postgres else database
 
         await eventually(
             lambda: len(final_prompts(fake_discord, interactions)) == len(interactions),
@@ -135,7 +137,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert len(shown) == len(interactions), "every interaction has a final answer"
     assert set(shown.values()) == {1}, f"exactly one final answer each: {shown}"
 
-    store = await open_storage(store_path)
+    store = await open_storage(store_target)
     try:
         states = await store.jobs.count_by_state()
         delivered = states.get(JobState.DELIVERED, 0)

@@ -13,6 +13,7 @@ import time
 import aiohttp
 import pytest
 
+from bot.__main__ import database_target
 from bot.domain import ImageRequest, JobState, NewJob, ReplyTarget, SpendLimits
 from bot.settings import Settings
 from bot.store import Storage, open_storage
@@ -32,6 +33,12 @@ from tests.helpers import (
 
 PROMPT = "a fox in the snow, woodcut"
 SLOW = TaskScript(states=["waiting", "generating", "success"], step_seconds=0.6)
+
+
+@pytest.fixture
+def settings(settings_on_both: Settings) -> Settings:
+    """Every test here runs on both backends: restarts resume from what the database kept."""
+    return settings_on_both
 
 
 def channel_posts(fake: FakeDiscord, channel_id: int) -> list[RecordedRequest]:
@@ -77,7 +84,7 @@ async def seed_job(
     user_id: int = 777,
 ) -> int:
     """Leave a job in the database as a previous run that died in `state` would have."""
-    store = await open_storage(settings.database_path)
+    store = await open_storage(database_target(settings))
     try:
         reply = ReplyTarget(
             application_id=fake_discord.application_id,
@@ -233,7 +240,7 @@ async def test_a_crash_between_posting_and_recording_it_does_not_post_twice(
     job_id = await seed_job(
         settings, fake_discord, state=JobState.DELIVERING, task_id=task_id, token_age=20 * 60
     )
-    store = await open_storage(settings.database_path)
+    store = await open_storage(database_target(settings))
     job = await store.jobs.get_job(job_id)
     await store.close()
     assert job is not None

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import discord
+import pytest
 
 from bot.kie import RESULT_LIFETIME
 from bot.ui.messages import SHOWN_AGAIN_TITLE
@@ -126,12 +127,12 @@ async def post_forged(fake: FakeDiscord, custom_id: str) -> dict[str, Any]:
         return message
 
 
-def age_delivery(running: RunningBot, job_id: int, seconds: float) -> None:
+async def age_delivery(running: RunningBot, job_id: int, seconds: float) -> None:
     """Move a job's delivery into the past, as if that much time had gone by."""
-    with sqlite3.connect(running.settings.database_path) as db:
-        db.execute(
-            "UPDATE jobs SET delivered_at = delivered_at - ? WHERE id = ?", (seconds, job_id)
-        )
+    # Either backend's database runs the store's SQL (`bot.store.sql.SqlDatabase`).
+    await running.storage.backend.execute(  # type: ignore[attr-defined]
+        "UPDATE jobs SET delivered_at = delivered_at - ? WHERE id = ?", (seconds, job_id)
+    )
 
 
 # --- Show -----------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ async def test_a_result_older_than_kie_ai_keeps_it_is_expired_without_asking_kie
     await imagine(fake_discord, running)
     _, message = await history_list(fake_discord)
     assert "imagine:show:1" in buttons(message)
-    age_delivery(running, 1, RESULT_LIFETIME)
+    await age_delivery(running, 1, RESULT_LIFETIME)
     fetched = file_fetches(fake_kie)
 
     pressed = await press(fake_discord, message, "imagine:show:1")  # the list shown before
@@ -317,6 +318,7 @@ async def answered(fake: FakeDiscord, pressed: FakeInteraction) -> RecordedReque
     )
 
 
+@pytest.mark.sqlite_only  # reads the whole SQLite file for the forgotten words
 async def test_forget_erases_prompts_and_links_after_confirmation_and_leaves_every_total_alone(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:

@@ -25,7 +25,7 @@ import aiosqlite
 import pytest
 from aiohttp import web
 
-from bot.__main__ import build_kie_client, build_webhook_server, http_session
+from bot.__main__ import build_kie_client, build_webhook_server, database_target, http_session
 from bot.domain import ImageRequest, Job, JobState, NewJob, SpendLimits
 from bot.kie import KieMalformedResponse
 from bot.settings import Settings, SettingsError, bind_host, load_settings
@@ -40,6 +40,7 @@ from tests.helpers import (
     admin_command,
     answer_text,
     bot_environment,
+    bot_process,
     embed_of,
     embed_title,
     eventually,
@@ -178,11 +179,14 @@ async def seed_job_submitted_before_an_outage(
     job_id = await seed_job(
         settings, fake_discord, state=JobState.SUBMITTED, task_id=task_id, token_age=3 * 3600
     )
-    async with aiosqlite.connect(settings.database_path) as db:
-        await db.execute(
+    store = await open_storage(database_target(settings))
+    try:
+        # Either backend's database runs the store's SQL (`bot.store.sql.SqlDatabase`).
+        await store.backend.execute(  # type: ignore[attr-defined]
             "UPDATE jobs SET submitted_at = ? WHERE id = ?", (time.time() - 2 * 3600, job_id)
         )
-        await db.commit()
+    finally:
+        await store.close()
     return job_id
 
 
@@ -215,18 +219,6 @@ async def test_a_job_still_running_after_the_outage_times_out_after_one_look(
 # --- secrets and bounds ---------------------------------------------------------------------------
 
 
-async def _start_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
 async def _stop_process(process: asyncio.subprocess.Process) -> str:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -253,7 +245,7 @@ async def test_a_debug_log_is_useful_and_holds_no_secret(
         WEBHOOK_HOST="127.0.0.1",
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
     )
-    process = await _start_process(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
         interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
@@ -274,10 +266,10 @@ async def test_a_second_process_on_the_same_database_refuses_to_start(
 ) -> None:
     database = tmp_path / "imagine.db"
     env = bot_environment(fake_discord, fake_kie, database, WEBHOOK_PORT="0")
-    first = await _start_process(env, tmp_path)
+    first = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
-        second = await _start_process(env, tmp_path)
+        second = await bot_process(env, tmp_path)
         assert await asyncio.wait_for(second.wait(), 20) == 2
         output = await _stop_process(second)
         lines = [line for line in output.splitlines() if line.strip()]
@@ -443,6 +435,7 @@ async def test_without_callbacks_the_web_server_listens_on_loopback_only(
     assert bind_host(with_callbacks) == "0.0.0.0"
 
 
+@pytest.mark.sqlite_only  # holds the SQLite file's lock
 async def test_readiness_fails_while_the_database_cannot_be_written_but_liveness_holds(
     start_bot: StartBot, fake_discord: FakeDiscord, settings: Settings
 ) -> None:
@@ -473,7 +466,7 @@ async def test_the_health_check_follows_webhook_host_and_port(
     env = bot_environment(
         fake_discord, fake_kie, database, WEBHOOK_PORT=str(port), WEBHOOK_HOST="127.0.0.2"
     )
-    process = await _start_process(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
         checks = {"WEBHOOK_PORT": str(port), "WEBHOOK_HOST": "127.0.0.2"}
@@ -490,7 +483,7 @@ async def test_with_webhook_port_0_the_health_check_reads_the_heartbeat(
     env = bot_environment(fake_discord, fake_kie, database, WEBHOOK_PORT="0")
     checks = {"WEBHOOK_PORT": "0", "DATABASE_PATH": str(database)}
     assert await asyncio.to_thread(_healthcheck, checks) == 1, "no bot yet"
-    process = await _start_process(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(20)
 

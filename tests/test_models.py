@@ -19,7 +19,7 @@ from bot.kie import (
 )
 from bot.kie.models import model_for
 from bot.store.database import Database
-from bot.store.jobs import SqliteJobLedger
+from bot.store.jobs import SqlJobLedger
 from bot.store.migrations import MIGRATIONS
 from tests.conftest import RunningBot, StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
@@ -240,7 +240,7 @@ async def test_jobs_from_before_models_were_flex(tmp_path: Path) -> None:
         db.execute("INSERT INTO guild_settings (guild_id, daily_quota) VALUES (2, 5)")
     database = await Database.open(path)
     try:
-        job = await SqliteJobLedger(database).get_job(1)
+        job = await SqlJobLedger(database).get_job(1)
         assert job is not None and job.image.model == "flex"
     finally:
         await database.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tests.helpers import (
     READY_TITLE,
     answer_text,
     bot_environment,
+    bot_process,
     embed_title,
     field,
     final_answer,
@@ -303,18 +303,6 @@ async def test_the_total_daily_cap_refuses_privately_and_alerts_the_operator_onc
 # --- the start-up check of the kie.ai account -----------------------------------------------------
 
 
-async def _run_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
 async def _stop(process: asyncio.subprocess.Process) -> tuple[int, str]:
     """SIGTERM, then the exit status and everything the process wrote."""
     try:
@@ -336,7 +324,7 @@ async def test_a_refused_kie_key_stops_the_bot_at_start_with_one_safe_sentence(
     env = bot_environment(
         fake_discord, fake_kie, tmp_path / "imagine.db", KIE_API_KEY=wrong, WEBHOOK_PORT="0"
     )
-    process = await _run_bot(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         status = await asyncio.wait_for(process.wait(), 20)
     finally:
@@ -360,7 +348,7 @@ async def test_an_unreachable_kie_at_start_logs_one_warning_and_the_bot_runs(
     env = bot_environment(
         fake_discord, fake_kie, tmp_path / "imagine.db", KIE_API_BASE=closed, WEBHOOK_PORT="0"
     )
-    process = await _run_bot(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(30)
     finally:
@@ -379,7 +367,7 @@ async def test_a_healthy_kie_account_logs_the_balance_and_about_how_many_images(
     fake_discord: FakeDiscord, fake_kie: FakeKie, tmp_path: Path
 ) -> None:
     env = bot_environment(fake_discord, fake_kie, tmp_path / "imagine.db", WEBHOOK_PORT="0")
-    process = await _run_bot(env, tmp_path)
+    process = await bot_process(env, tmp_path)
     try:
         await fake_discord.wait_until_ready(30)
     finally:

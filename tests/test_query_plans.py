@@ -50,14 +50,14 @@ from bot.domain import (
 from bot.settings import Settings
 from bot.store import BanList, Storage, open_storage
 from bot.store.database import Database
-from bot.store.departures import SqliteDepartedServers
-from bot.store.jobs import SqliteJobLedger
-from bot.store.member_defaults import SqliteMemberSettings
-from bot.store.meta import SqliteKeyValues
-from bot.store.moderation import SqliteModerationRecords
-from bot.store.operator import SqliteOperatorRecords
-from bot.store.server_settings import SqliteServerSettings
-from bot.store.tray import SqliteReferenceTrays
+from bot.store.departures import SqlDepartedServers
+from bot.store.jobs import SqlJobLedger
+from bot.store.member_defaults import SqlMemberSettings
+from bot.store.meta import SqlKeyValues
+from bot.store.moderation import SqlModerationRecords
+from bot.store.operator import SqlOperatorRecords
+from bot.store.server_settings import SqlServerSettings
+from bot.store.tray import SqlReferenceTrays
 from tests.conftest import StartBot
 from tests.helpers import eventually
 
@@ -85,16 +85,18 @@ EXPECTED_INDEX = {
     "batch_jobs": "jobs_batch",  # a batch's jobs, when it is delivered
 }
 REPOSITORIES = (
-    SqliteJobLedger,
-    SqliteModerationRecords,
-    SqliteServerSettings,
-    SqliteOperatorRecords,
-    SqliteKeyValues,
-    SqliteReferenceTrays,
-    SqliteMemberSettings,
-    SqliteDepartedServers,
+    SqlJobLedger,
+    SqlModerationRecords,
+    SqlServerSettings,
+    SqlOperatorRecords,
+    SqlKeyValues,
+    SqlReferenceTrays,
+    SqlMemberSettings,
+    SqlDepartedServers,
 )
 DAY = "2026-06-01"
+# SQLite's query plans and statistics, on its file.
+pytestmark = pytest.mark.sqlite_only
 
 
 @dataclass(frozen=True)

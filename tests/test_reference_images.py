@@ -8,6 +8,7 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
+from bot.__main__ import database_target
 from bot.domain import ImageRequest, JobState, NewJob, ReplyTarget, SpendLimits
 from bot.kie import IMAGE_TO_IMAGE_MODEL, REFERENCE_MAX_BYTES
 from bot.settings import Settings
@@ -300,7 +301,7 @@ async def _seed_reserved_job(
     settings: Settings, fake_discord: FakeDiscord, reference_url: str, input_url: str | None = None
 ) -> int:
     """A job a previous run charged (and maybe uploaded the reference for) but never sent."""
-    store = await open_storage(settings.database_path)
+    store = await open_storage(database_target(settings))
     try:
         reply = ReplyTarget(fake_discord.application_id, "expired-token", time.time() - 1200, 2**23)
         day = time.strftime("%Y-%m-%d", time.gmtime())

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.__main__ import database_target
 from bot.domain import ImageRequest, JobState, NewJob, OverLimit, ReplyTarget, SpendLimits
 from bot.kie import IMAGE_TO_IMAGE_MODEL, TEXT_TO_IMAGE_MODEL
 from bot.settings import Settings
@@ -321,7 +322,7 @@ async def test_a_job_restarted_between_two_uploads_uploads_only_the_missing_one(
     ):
         copied = (await response.json())["data"]["downloadUrl"]
     # A previous run charged the job, copied its first reference, and stopped.
-    store = await open_storage(settings.database_path)
+    store = await open_storage(database_target(settings))
     try:
         image = ImageRequest(PROMPT, "auto", "1K", reference_urls=urls)
         reply = ReplyTarget(fake_discord.application_id, "expired-token", time.time(), 10 * 2**20)

@@ -4,12 +4,11 @@ total the ledger reports stays the same."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bot.domain import DeliveryRoute, Job, JobState, NewJob, SpendLimits
 from bot.kie import ImageRequest
 from bot.retention import HistoryRetention
-from bot.store import Storage, open_storage
+from bot.store import DatabaseTarget, Storage, open_storage
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC).timestamp()
 OLD_DAY, RECENT_DAY = "2026-08-01", "2026-11-30"  # 124 and 3 days before NOW
@@ -26,8 +25,10 @@ async def _delivered(store: Storage, user: int, day: str, prompt: str) -> Job:
     return job
 
 
-async def test_old_finished_jobs_are_blanked_and_every_total_is_unchanged(tmp_path: Path) -> None:
-    store = await open_storage(tmp_path / "imagine.db")
+async def test_old_finished_jobs_are_blanked_and_every_total_is_unchanged(
+    storage_target: DatabaseTarget,
+) -> None:
+    store = await open_storage(storage_target)
     try:
         old = [await _delivered(store, 7, OLD_DAY, f"an old secret {n}") for n in range(3)]
         recent = await _delivered(store, 7, RECENT_DAY, "a recent picture")
@@ -66,8 +67,8 @@ async def test_old_finished_jobs_are_blanked_and_every_total_is_unchanged(tmp_pa
         await store.close()
 
 
-async def test_history_days_zero_keeps_everything(tmp_path: Path) -> None:
-    store = await open_storage(tmp_path / "imagine.db")
+async def test_history_days_zero_keeps_everything(storage_target: DatabaseTarget) -> None:
+    store = await open_storage(storage_target)
     try:
         job = await _delivered(store, 7, "2020-01-01", "kept forever")
         assert await HistoryRetention(store.jobs, days=0, clock=lambda: NOW).expire() == 0
@@ -77,8 +78,8 @@ async def test_history_days_zero_keeps_everything(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_a_large_history_is_blanked_in_batches(tmp_path: Path) -> None:
-    store = await open_storage(tmp_path / "imagine.db")
+async def test_a_large_history_is_blanked_in_batches(storage_target: DatabaseTarget) -> None:
+    store = await open_storage(storage_target)
     try:
         for n in range(12):
             await _delivered(store, 100 + n, OLD_DAY, f"old {n}")

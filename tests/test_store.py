@@ -1,4 +1,5 @@
-"""The SQLite job ledger: atomic reservations, single refunds, schema versioning, WAL."""
+"""The job ledger: atomic reservations, single refunds, schema versioning; each on both
+backends (`storage_target`), WAL and SQLite's own migrations on SQLite."""
 
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ from bot.domain import (
     ImageRequest,
     Job,
     JobState,
+    MemberDefaults,
     MemberTotals,
     NewJob,
     OverLimit,
     ReplyTarget,
     ServerPolicy,
     SpendLimits,
+    TrayImage,
     Usage,
 )
-from bot.store import DatabaseTooNew, Storage, open_storage
+from bot.store import BanList, DatabaseTarget, DatabaseTooNew, Storage, open_storage
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
+
+DAY = "2026-11-27"
 
 
 def _job(user_id: int = 1, units: int = 1, day: str = "2026-11-27") -> NewJob:
@@ -35,8 +40,8 @@ async def _used(store: Storage, day: str, user_id: int = 1, guild_id: int | None
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Storage:
-    store = await open_storage(tmp_path / "nested" / "dir" / "imagine.db")
+async def store(storage_target: DatabaseTarget) -> Storage:
+    store = await open_storage(storage_target)
     yield store
     await store.close()
 
@@ -50,12 +55,13 @@ async def test_first_start_creates_the_schema_with_a_version_and_wal(tmp_path: P
         assert (await (await db.execute("PRAGMA journal_mode")).fetchone())[0] == "wal"
 
 
-async def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
-    path = tmp_path / "imagine.db"
-    store = await open_storage(path)
+async def test_reopening_keeps_data_and_does_not_migrate_twice(
+    storage_target: DatabaseTarget,
+) -> None:
+    store = await open_storage(storage_target)
     await store.jobs.reserve(_job(), SpendLimits(5))
     await store.close()
-    store = await open_storage(path)
+    store = await open_storage(storage_target)
     assert await _used(store, "2026-11-27") == 1
     assert await store.backend.schema_version() == SCHEMA_VERSION
     await store.close()
@@ -171,9 +177,11 @@ async def test_a_database_from_schema_version_1_is_migrated_without_losing_data(
         await store.close()
 
 
-async def test_two_connections_writing_at_once_wait_instead_of_failing(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    first, second = await open_storage(path), await open_storage(path)
+async def test_two_connections_writing_at_once_wait_instead_of_failing(
+    storage_target: DatabaseTarget,
+) -> None:
+    # Two storages on one database, as two processes would have: neither overspends.
+    first, second = await open_storage(storage_target), await open_storage(storage_target)
     try:
         results = await asyncio.gather(
             *(
@@ -294,3 +302,56 @@ async def test_a_cancel_racing_the_submission_lets_exactly_one_win(store: Storag
         assert after is not None
         expected = JobState.SUBMITTING if submitted else JobState.REFUNDED
         assert after.state is expected
+
+
+# --- every other repository, on both backends --------------------------------------------------
+
+
+async def test_moderation_and_operator_records_keep_what_they_are_given(store: Storage) -> None:
+    moderation, operator = store.moderation, store.operator
+    assert await moderation.add_blocked_term(10, "cat", "Cat", actor=1)
+    assert not await moderation.add_blocked_term(10, "cat", "CAT", actor=1), "already blocked"
+    assert await moderation.blocked_terms(10) == ["Cat"]
+    for canonical in ("zebra", "apple", "mango"):
+        assert await moderation.add_global_term(canonical, canonical.title())
+    assert not await moderation.add_global_term("apple", "Apple")
+    assert await moderation.global_terms() == ["Zebra", "Apple", "Mango"], "in the order added"
+    assert await moderation.ban(10, 5, actor=1, reason=None)
+    assert not await moderation.ban(10, 5, actor=1, reason="again")
+    assert await moderation.servers_banning(5) == [10]
+    for _ in range(3):
+        await moderation.count_refusal(DAY, 10, "blocked")
+    await moderation.count_refusal(DAY, 0, "quota")
+    assert await moderation.refusals_on(DAY) == {10: {"blocked": 3}, 0: {"quota": 1}}
+    await operator.set_server_cap(10, 40)
+    await operator.set_server_cap(10, 50)
+    assert await operator.server_caps() == {10: 50}
+    assert await operator.ban_everywhere(BanList.USERS, 2**62, "spam")
+    assert not await operator.ban_everywhere(BanList.USERS, 2**62, "spam")
+    assert await operator.banned_everywhere(BanList.USERS) == {2**62}, "64-bit ids"
+
+
+async def test_settings_trays_defaults_and_values_keep_what_they_are_given(
+    store: Storage,
+) -> None:
+    settings = store.settings
+    await settings.set_policy_value(10, "daily_quota", 7)
+    await settings.set_nsfw(10, "nsfw_allowed", True)
+    assert await settings.set_role_quota(10, 99, 3)
+    policy = await settings.server_policy(10)
+    assert (policy.daily_quota, policy.nsfw_allowed, policy.role_quotas) == (7, True, {99: 3})
+    assert await settings.allow_channel(10, 20) and not await settings.allow_channel(10, 20)
+    assert await settings.allowed_channels(10) == [20]
+    await store.meta.set("paused", "yes")
+    await store.meta.set("paused", "no")
+    assert await store.meta.get("paused") == "no"
+    images = [
+        TrayImage(str(n), f"https://cdn.example/{n}.png", f"{n}.png", 100.0) for n in (3, 1, 2)
+    ]
+    added = await store.trays.add(1, 10, images, since=50.0, room=8)
+    assert [image.key for image in added.tray] == ["3", "1", "2"], "in the order added"
+    await store.trays.remove(1, 10, ["1", "2"])
+    assert [image.key for image in await store.trays.tray(1, 10, since=50.0)] == ["3"]
+    await store.members.set_defaults(1, None, MemberDefaults(resolution="2K", count=2))
+    assert await store.members.defaults(1, None) == MemberDefaults(resolution="2K", count=2)
+    assert await store.members.clear_defaults(1, None)

@@ -22,6 +22,7 @@ from bot.settings.model import (
 from bot.settings.parsers import (
     Amount,
     Choice,
+    DatabaseUrl,
     FilePath,
     Flag,
     Hosts,
@@ -134,6 +135,19 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "private (0600). One bot process per database: a second one refuses to start."
         ),
         comment="SQLite database file; its directory is created if missing.",
+    ),
+    Setting(
+        "DATABASE_URL",
+        "database_url",
+        DatabaseUrl(),
+        description=(
+            "A PostgreSQL database (`postgresql://user:password@host:5432/imagine`) to use "
+            "instead of the SQLite file; see [PostgreSQL](#postgresql). Empty = SQLite at "
+            "`DATABASE_PATH` (which still holds the heartbeat file). Only its host and database "
+            "are ever logged."
+        ),
+        comment="A PostgreSQL URL (postgresql://user:password@host/db) instead of SQLite.",
+        secret=True,
     ),
     Setting(
         "HISTORY_DAYS",

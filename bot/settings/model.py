@@ -42,6 +42,7 @@ class Settings:
     kie_api_base: str = "https://api.kie.ai"
     kie_upload_base: str = "https://kieai.redpandaai.co"
     database_path: Path = Path("data/imagine.db")
+    database_url: str | None = field(default=None, repr=False)  # None: SQLite at database_path
     history_days: int = 90  # prompts and links of older finished jobs are blanked (0: kept)
     daily_quota: int = 10
     max_running_per_member: int = 2  # 0: no limit

@@ -70,6 +70,22 @@ class Url:
 
 
 @dataclass(frozen=True)
+class DatabaseUrl:
+    """A PostgreSQL connection URL (it may carry a password: the setting is a secret)."""
+
+    expected: str = "a URL starting with postgresql:// or postgres://"
+    limits: str = ""
+
+    def read(self, raw: str) -> str:
+        if not raw.startswith(("postgresql://", "postgres://")):
+            raise ValueError("not a PostgreSQL URL")  # never the value: it may hold a password
+        return raw
+
+    def show(self, value: str) -> str:
+        return value
+
+
+@dataclass(frozen=True)
 class Whole:
     """A whole number from `minimum` to `maximum`, stored multiplied by `scale`."""
 

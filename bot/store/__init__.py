@@ -1,7 +1,8 @@
 """Everything the bot keeps: the database, its migrations and all the SQL over it.
 
 The core types against the Protocols in `bot.store.interfaces`; `open_storage` is the one place
-that knows the backend is SQLite.
+that picks the backend: SQLite at a file path, or PostgreSQL at a `PostgresTarget`
+(DATABASE_URL). The repositories are the same over both (`bot.store.sql`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.store.database import Database
-from bot.store.departures import SqliteDepartedServers
+from bot.store.departures import SqlDepartedServers
 from bot.store.interfaces import (
+    Backend,
     BanList,
+    DatabaseInUse,
     DepartedServers,
     JobLedger,
     KeyValues,
@@ -24,24 +27,34 @@ from bot.store.interfaces import (
     ServerSettings,
     Storage,
 )
-from bot.store.jobs import SqliteJobLedger
-from bot.store.member_defaults import SqliteMemberSettings
-from bot.store.meta import SqliteKeyValues
+from bot.store.jobs import SqlJobLedger
+from bot.store.member_defaults import SqlMemberSettings
+from bot.store.meta import SqlKeyValues
 from bot.store.migrations import DatabaseTooNew
-from bot.store.moderation import SqliteModerationRecords
-from bot.store.operator import SqliteOperatorRecords
-from bot.store.server_settings import SqliteServerSettings
-from bot.store.tray import SqliteReferenceTrays
+from bot.store.moderation import SqlModerationRecords
+from bot.store.operator import SqlOperatorRecords
+from bot.store.postgres import (
+    DatabaseUnavailable,
+    PostgresDatabase,
+    PostgresTarget,
+)
+from bot.store.server_settings import SqlServerSettings
+from bot.store.sql import SqlDatabase
+from bot.store.tray import SqlReferenceTrays
 
 __all__ = [
     "BanList",
+    "DatabaseInUse",
+    "DatabaseTarget",
     "DatabaseTooNew",
+    "DatabaseUnavailable",
     "DepartedServers",
     "JobLedger",
     "KeyValues",
     "MemberSettings",
     "ModerationRecords",
     "OperatorRecords",
+    "PostgresTarget",
     "ReferenceTrays",
     "ServerSettings",
     "Storage",
@@ -49,27 +62,40 @@ __all__ = [
 ]
 
 
-async def open_storage(path: Path, clock: Callable[[], float] = time.time) -> Storage:
-    """Open the SQLite database at `path` (creating and migrating it as needed) and build one
-    repository per table family over it.
+# Where the bot keeps everything: a SQLite file, or a PostgreSQL database.
+DatabaseTarget = Path | PostgresTarget
 
-    Raises `DatabaseTooNew` when a newer bot last migrated it, `OSError` or `sqlite3.Error`
-    when it cannot be opened.
+
+async def open_storage(
+    target: DatabaseTarget, clock: Callable[[], float] = time.time, *, exclusive: bool = False
+) -> Storage:
+    """Open the database at `target` (creating and migrating it as needed) and build one
+    repository per table family over it. `exclusive` (the bot, not tools or tests): on
+    PostgreSQL, refuse with `DatabaseInUse` while another bot process uses the database (on
+    SQLite the bot holds a lock file instead, `bot.single`).
+
+    Raises `DatabaseTooNew` when a newer bot last migrated it; `OSError` or `sqlite3.Error` when
+    a SQLite file cannot be opened, `DatabaseUnavailable` when PostgreSQL cannot be used.
     """
-    database = await Database.open(path, clock=clock)
-    try:
-        await database.optimize(starting=True)
-    except BaseException:
-        await database.close()
-        raise
+    database: SqlDatabase
+    backend: Backend
+    if isinstance(target, PostgresTarget):
+        database = backend = await PostgresDatabase.open(target, clock=clock, exclusive=exclusive)
+    else:
+        database = backend = sqlite = await Database.open(target, clock=clock)
+        try:
+            await sqlite.optimize(starting=True)
+        except BaseException:
+            await sqlite.close()
+            raise
     return Storage(
-        jobs=SqliteJobLedger(database),
-        settings=SqliteServerSettings(database),
-        moderation=SqliteModerationRecords(database),
-        operator=SqliteOperatorRecords(database),
-        meta=SqliteKeyValues(database),
-        trays=SqliteReferenceTrays(database),
-        members=SqliteMemberSettings(database, clock),
-        departures=SqliteDepartedServers(database),
-        backend=database,
+        jobs=SqlJobLedger(database),
+        settings=SqlServerSettings(database),
+        moderation=SqlModerationRecords(database),
+        operator=SqlOperatorRecords(database),
+        meta=SqlKeyValues(database),
+        trays=SqlReferenceTrays(database),
+        members=SqlMemberSettings(database, clock),
+        departures=SqlDepartedServers(database),
+        backend=backend,
     )

@@ -11,17 +11,16 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
 
 from bot.store.backup import backup_database
 from bot.store.migrations import MIGRATIONS, DatabaseTooNew, Migration
+from bot.store.sql import Params
 
 log = logging.getLogger(__name__)
-
-Params = Sequence[object] | Mapping[str, object]
 
 # How many entries of each index an ANALYZE reads (SQLite's approximate analysis): a few
 # milliseconds on a million jobs, where reading them all takes over a second.
@@ -43,6 +42,24 @@ def _private_files(path: Path) -> None:
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(file, 0o600)
+
+
+class SqliteTransaction:
+    """Statements inside one of `Database.transaction`'s IMMEDIATE transactions."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Params = ()) -> None:
+        await self._db.execute(sql, params)
+
+    async def insert(self, sql: str, params: Params = ()) -> int:
+        cursor = await self._db.execute(sql, params)
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    async def lock(self, keys: Sequence[str]) -> None:
+        """Nothing to do: an IMMEDIATE transaction holds the whole database's write lock."""
 
 
 class Database:
@@ -193,16 +210,16 @@ class Database:
         return max(cursor.rowcount, 0)
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One IMMEDIATE transaction under the write lock; statements inside run on the
-        connection it yields (`rows` may be used too: reads take no lock)."""
+    async def transaction(self) -> AsyncIterator[SqliteTransaction]:
+        """One IMMEDIATE transaction under the write lock; statements inside run through what
+        it yields (`rows` may be used too: reads take no lock)."""
         # IMMEDIATE takes the write lock up front (waiting up to busy_timeout for another
         # process), so the reads inside the transaction see what the write will be based on.
         async with self._write:
             await self._db.execute("BEGIN IMMEDIATE")
             inside = _in_transaction.set(True)
             try:
-                yield self._db
+                yield SqliteTransaction(self._db)
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise

@@ -1,4 +1,4 @@
-"""Servers the bot left, in SQLite: the `departed_servers` table, and removing what the bot
+"""Servers the bot left, in SQL: the `departed_servers` table, and removing what the bot
 kept for such a server (every table that has it; the ledger's totals stay).
 
 Members' personal data goes at once: finished jobs are blanked as `/history forget` blanks them,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.domain import Departure
-from bot.store.database import Database
+from bot.store.sql import SqlDatabase
 from bot.store.jobs import _FINISHED_SQL, _FORGET
 
 # A server's configuration, table by table, in the order it is removed.
@@ -46,11 +46,11 @@ _SERVER_COLUMNS = (
 )
 
 
-class SqliteDepartedServers:
-    """The `DepartedServers` over SQLite. `ServerDepartures` records departures and returns
+class SqlDepartedServers:
+    """The `DepartedServers` over SQL. `ServerDepartures` records departures and returns
     through it and runs the purges; built by `open_storage`, lives as long as the database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
 
     async def record_departure(self, guild_id: int, at: float) -> bool:
@@ -114,14 +114,22 @@ class SqliteDepartedServers:
         departed (the bot came back meanwhile): nothing is deleted then."""
         counts: dict[str, int] = {}
         async with self._db.transaction() as db:
-            cursor = await db.execute(
+            # The UPDATE holds the row (PostgreSQL) or the database (SQLite) until COMMIT, so a
+            # return recorded meanwhile either comes first (nothing is deleted) or waits.
+            await db.execute(
                 "UPDATE departed_servers SET purged_at = ?"
                 " WHERE guild_id = ? AND purged_at IS NULL",
                 (at, guild_id),
             )
-            if cursor.rowcount != 1:
+            marked = await self._db.rows(
+                "SELECT purged_at FROM departed_servers WHERE guild_id = ?", (guild_id,)
+            )
+            if not marked or marked[0]["purged_at"] != at:
                 return None
             for name, table in _CONFIGURATION:
-                cursor = await db.execute(f"DELETE FROM {table} WHERE guild_id = ?", (guild_id,))
-                counts[name] = cursor.rowcount
+                found = await self._db.rows(
+                    f"SELECT COUNT(*) AS n FROM {table} WHERE guild_id = ?", (guild_id,)
+                )
+                counts[name] = int(found[0]["n"])
+                await db.execute(f"DELETE FROM {table} WHERE guild_id = ?", (guild_id,))
         return counts

@@ -42,6 +42,11 @@ POLICY_SETTINGS = ("daily_quota", "daily_budget", "max_running_per_member", "max
 NSFW_SETTINGS = ("nsfw_allowed", "nsfw_spoiler")
 
 
+class DatabaseInUse(Exception):
+    """Another running bot process holds the database (its lock file, or on PostgreSQL its
+    advisory lock): a second one would submit and deliver the same jobs twice."""
+
+
 class BanList(enum.StrEnum):
     """The operator's two ban lists, each of ids that no server setting can lift."""
 

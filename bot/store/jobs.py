@@ -1,10 +1,11 @@
-"""The job ledger in SQLite: `jobs` and `quota_adjustments`, and every sum a charge is checked
-against.
+"""The job ledger, on either backend: `jobs` and `quota_adjustments`, and every sum a charge is
+checked against.
 
 Every generation is a row in `jobs` from the moment its units are reserved. A user's usage for a
 day is the sum of units of their jobs that were not refunded, so charging is the insert itself
-(inside one IMMEDIATE transaction with the checks) and refunding is a state change: the ledger
-cannot drift from the jobs.
+(inside one transaction with the checks: IMMEDIATE on SQLite, which holds the whole database's
+write lock; on PostgreSQL after advisory locks on what the checks read, `_lock_keys`) and
+refunding is a state change: the ledger cannot drift from the jobs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +40,7 @@ from bot.domain import (
     parse_model,
     parse_resolution,
 )
-from bot.store.database import Database
+from bot.store.sql import Row, SqlDatabase
 
 
 def _same(value: Any) -> Any:
@@ -99,7 +99,7 @@ _IMAGE_COLUMNS = (
 _SELECT_JOBS = f"SELECT {', '.join((*_JOB_FIELDS, *_REPLY_COLUMNS, *_IMAGE_COLUMNS))} FROM jobs"
 
 
-def _image(row: sqlite3.Row) -> ImageRequest:
+def _image(row: Row) -> ImageRequest:
     return ImageRequest(
         prompt=row["prompt"],
         aspect_ratio=parse_aspect_ratio(row["aspect_ratio"]),
@@ -140,7 +140,7 @@ def _image_columns(image: ImageRequest) -> dict[str, object]:
     }
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Row) -> Job:
     reply = None
     if row["application_id"] is not None and row["interaction_token"]:
         reply = ReplyTarget(
@@ -224,6 +224,14 @@ class _Sums:
     granted: int
     server: int
     total: int
+
+
+def _lock_keys(job: NewJob, limits: SpendLimits) -> tuple[str, ...]:
+    """What a charge's checks read: the member's day and the server's (always: two processes
+    may briefly disagree on whether a server has a budget), and the whole day's under a total
+    cap (the one setting every process shares)."""
+    keys = (f"member {job.day} {job.user_id} {job.guild_id}", f"server {job.day} {job.guild_id}")
+    return (*keys, f"day {job.day}") if limits.total_cap is not None else keys
 
 
 def _over(sums: _Sums, units: int, limits: SpendLimits, guild_id: int | None) -> OverLimit | None:
@@ -344,15 +352,15 @@ _FORGET = """prompt = '', reference_url = NULL, input_url = NULL,
 _FINISHED_SQL = f"('{JobState.DELIVERED.value}', '{JobState.REFUNDED.value}')"
 
 
-class SqliteJobLedger:
-    """The `JobLedger` over SQLite: the `jobs` and `quota_adjustments` tables.
+class SqlJobLedger:
+    """The `JobLedger` over SQL: the `jobs` and `quota_adjustments` tables.
 
     It owns every charge, refund and job state change. `JobService` calls it through a job's
     life, `QuotaBook`, `Admission` and `ServerAdmin` read and adjust usage through it, and the
     cogs' statistics read it. Built by `open_storage`; lives as long as the database.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
         self._waiting: list[_Waiting] = []  # charges asked for, not yet in a transaction
         self._uncommitted = _Uncommitted()  # their units, until their COMMIT is under way
@@ -490,12 +498,17 @@ class SqliteJobLedger:
             _settle(group, results, None, self._uncommitted)
 
     async def _charge(self, group: list[_Waiting]) -> list[list[Job] | OverLimit]:
-        """One IMMEDIATE transaction: each charge checked in order against the day's sums,
-        which include the charges before it in the group, then inserted; no other writer can
-        charge in between, so any number of simultaneous commands cannot overspend a limit."""
+        """One transaction: each charge checked in order against the day's sums, which include
+        the charges before it in the group, then inserted; no other writer can charge what
+        these checks read in between (SQLite: the IMMEDIATE transaction's database lock;
+        PostgreSQL: the group's advisory locks), so any number of simultaneous commands, in
+        any number of processes, cannot overspend a limit."""
         outcomes: list[list[int] | OverLimit] = []
         try:
             async with self._db.transaction() as db:
+                # Another process charging the same member, server (or day, under a total
+                # cap) waits here until this COMMIT, so the sums read below stay true.
+                await db.lock(sorted({k for w in group for k in _lock_keys(w.job, w.limits)}))
                 for waiting in group:
                     job, limits = waiting.job, waiting.limits
                     sums = await self._sums(job.user_id, job.guild_id, job.day, limits)
@@ -515,9 +528,7 @@ class SqliteJobLedger:
                                 "nonce": secrets.token_hex(10),
                                 "callback_token": secrets.token_urlsafe(24),
                             }
-                        cursor = await db.execute(_insert("jobs", row), row)
-                        assert cursor.lastrowid is not None
-                        ids.append(cursor.lastrowid)
+                        ids.append(await db.insert(_insert("jobs", row), row))
                     if job.count > 1:
                         await db.execute("UPDATE jobs SET batch_id = id WHERE id = ?", (ids[0],))
                     outcomes.append(ids)
@@ -790,8 +801,8 @@ class SqliteJobLedger:
     async def daily_totals(self, guild_id: int, since_day: str) -> list[DayTotals]:
         """Per UTC day from `since_day` on: images delivered, jobs failed, units charged."""
         rows = await self._db.rows(
-            f"""SELECT day, SUM(state = 'delivered') AS delivered,
-                       SUM(state = 'refunded') AS failed,
+            f"""SELECT day, SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END) AS delivered,
+                       SUM(CASE WHEN state = 'refunded' THEN 1 ELSE 0 END) AS failed,
                        SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS units
                 FROM jobs WHERE guild_id = ? AND day >= ? GROUP BY day ORDER BY day""",
             (guild_id, since_day),
@@ -803,10 +814,11 @@ class SqliteJobLedger:
 
     async def top_members(self, guild_id: int, since_day: str, limit: int) -> list[MemberTotals]:
         rows = await self._db.rows(
-            f"""SELECT user_id, SUM(state = 'delivered') AS delivered,
+            f"""SELECT user_id, SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END) AS delivered,
                        SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS spent
                 FROM jobs WHERE guild_id = ? AND day >= ?
-                GROUP BY user_id HAVING spent > 0 ORDER BY spent DESC, user_id LIMIT ?""",
+                GROUP BY user_id HAVING SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) > 0
+                ORDER BY spent DESC, user_id LIMIT ?""",
             (guild_id, since_day, limit),
         )
         return [
@@ -829,7 +841,8 @@ class SqliteJobLedger:
                        SUM(CASE WHEN day = ? AND {_CHARGED_SQL} THEN units ELSE 0 END) AS today,
                        SUM(CASE WHEN {_CHARGED_SQL} THEN units ELSE 0 END) AS month,
                        COALESCE(SUM(credits), 0) AS credits,
-                       SUM(credits IS NULL AND state = 'delivered') AS unreported
+                       SUM(CASE WHEN credits IS NULL AND state = 'delivered' THEN 1 ELSE 0 END)
+                         AS unreported
                 FROM jobs WHERE {where} GROUP BY key ORDER BY month DESC, key""",
             tuple(params),
         )

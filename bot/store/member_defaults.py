@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 from bot.domain import MemberDefaults, parse_aspect_ratio, parse_resolution
-from bot.store.database import Database
+from bot.store.sql import Row, SqlDatabase
 
 DM_KEY = 0  # direct messages: one "server" per member, as in caps and counts
 
@@ -15,7 +14,7 @@ def _key(guild_id: int | None) -> int:
     return DM_KEY if guild_id is None else guild_id
 
 
-def _defaults(row: sqlite3.Row) -> MemberDefaults:
+def _defaults(row: Row) -> MemberDefaults:
     ratio, size = row["aspect_ratio"], row["resolution"]
     return MemberDefaults(
         aspect_ratio=parse_aspect_ratio(ratio) if ratio is not None else None,
@@ -26,14 +25,14 @@ def _defaults(row: sqlite3.Row) -> MemberDefaults:
     )
 
 
-class SqliteMemberSettings:
-    """The `MemberSettings` over SQLite: one row per member and server, absent until set.
+class SqlMemberSettings:
+    """The `MemberSettings` over SQL: one row per member and server, absent until set.
 
     Read by `/imagine` and the result buttons before each request, written by `/settings`.
     Built by `open_storage`; lives as long as the database.
     """
 
-    def __init__(self, database: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, database: SqlDatabase, clock: Callable[[], float]) -> None:
         self._db = database
         self._clock = clock
 

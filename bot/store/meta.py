@@ -1,19 +1,19 @@
-"""Small named values in SQLite: the `meta` table."""
+"""Small named values in SQL: the `meta` table."""
 
 from __future__ import annotations
 
-from bot.store.database import Database
+from bot.store.sql import SqlDatabase
 
 
-class SqliteKeyValues:
-    """The `KeyValues` over SQLite: values that must survive a restart, one row each.
+class SqlKeyValues:
+    """The `KeyValues` over SQL: values that must survive a restart, one row each.
 
     `OperatorControls` keeps the pause here, `OperatorAlerts` when each alert last went out,
     and the bot the fingerprint of the commands it last synced. Built by `open_storage`; lives
     as long as the database.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
 
     async def get(self, key: str) -> str | None:

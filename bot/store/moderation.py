@@ -1,14 +1,14 @@
-"""Moderation records in SQLite: `blocked_terms`, `global_terms`, `bans`, `moderation_log` and
+"""Moderation records in SQL: `blocked_terms`, `global_terms`, `bans`, `moderation_log` and
 `refusal_counts`."""
 
 from __future__ import annotations
 
 from bot.domain import LogEntry, LogKind
-from bot.store.database import Database
+from bot.store.sql import SqlDatabase
 
 
-class SqliteModerationRecords:
-    """The `ModerationRecords` over SQLite: what may not be asked (blocked terms, per server and
+class SqlModerationRecords:
+    """The `ModerationRecords` over SQL: what may not be asked (blocked terms, per server and
     everywhere), who may not ask (a server's member bans), and what was refused or changed.
 
     `Moderation` keeps the terms and bans (and caches them); `Admission` counts refusals and
@@ -16,7 +16,7 @@ class SqliteModerationRecords:
     Built by `open_storage`; lives as long as the database.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
 
     # --- blocked terms ------------------------------------------------------------------------
@@ -24,8 +24,9 @@ class SqliteModerationRecords:
     async def add_blocked_term(self, guild_id: int, canonical: str, term: str, actor: int) -> bool:
         """False when the server already blocks that term (in any spelling)."""
         return await self._db.changed(
-            "INSERT OR IGNORE INTO blocked_terms"
-            " (guild_id, canonical, term, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO blocked_terms"
+            " (guild_id, canonical, term, added_by, added_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (guild_id, canonical, term, actor, self._db.clock()),
         )
 
@@ -44,7 +45,8 @@ class SqliteModerationRecords:
 
     async def add_global_term(self, canonical: str, term: str) -> bool:
         return await self._db.changed(
-            "INSERT OR IGNORE INTO global_terms (canonical, term) VALUES (?, ?)", (canonical, term)
+            "INSERT INTO global_terms (canonical, term) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (canonical, term),
         )
 
     async def remove_global_term(self, canonical: str) -> bool:
@@ -58,8 +60,8 @@ class SqliteModerationRecords:
 
     async def ban(self, guild_id: int, user_id: int, actor: int, reason: str | None) -> bool:
         return await self._db.changed(
-            "INSERT OR IGNORE INTO bans (guild_id, user_id, banned_by, reason, banned_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO bans (guild_id, user_id, banned_by, reason, banned_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (guild_id, user_id, actor, reason, self._db.clock()),
         )
 
@@ -119,7 +121,7 @@ class SqliteModerationRecords:
     async def count_refusal(self, day: str, guild_key: int, reason: str) -> None:
         await self._db.execute(
             "INSERT INTO refusal_counts (day, guild_key, reason, count) VALUES (?, ?, ?, 1)"
-            " ON CONFLICT (day, guild_key, reason) DO UPDATE SET count = count + 1",
+            " ON CONFLICT (day, guild_key, reason) DO UPDATE SET count = refusal_counts.count + 1",
             (day, guild_key, reason),
         )
 

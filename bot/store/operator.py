@@ -1,11 +1,11 @@
-"""The operator's records in SQLite: `server_caps`, `banned_users`, `banned_servers` and
+"""The operator's records in SQL: `server_caps`, `banned_users`, `banned_servers` and
 `owner_log`."""
 
 from __future__ import annotations
 
 from bot.domain import OwnerAction
-from bot.store.database import Database
 from bot.store.interfaces import BanList
+from bot.store.sql import SqlDatabase
 
 # Each ban list's table and key column (constants, so they are safe to write into SQL).
 _BAN_TABLES = {
@@ -14,14 +14,14 @@ _BAN_TABLES = {
 }
 
 
-class SqliteOperatorRecords:
-    """The `OperatorRecords` over SQLite: the caps, bans and action log of `/owner`.
+class SqlOperatorRecords:
+    """The `OperatorRecords` over SQL: the caps, bans and action log of `/owner`.
 
     `OperatorControls` is its only caller (and keeps caps and bans in memory, since one process
     owns a database). Built by `open_storage`; lives as long as the database.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
 
     async def server_caps(self) -> dict[int, int]:
@@ -42,7 +42,8 @@ class SqliteOperatorRecords:
         """Ban a user or a server everywhere; False if it already was."""
         table, column = _BAN_TABLES[banned]
         return await self._db.changed(
-            f"INSERT OR IGNORE INTO {table} ({column}, reason) VALUES (?, ?)", (key, reason)
+            f"INSERT INTO {table} ({column}, reason) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (key, reason),
         )
 
     async def unban_everywhere(self, banned: BanList, key: int) -> bool:

@@ -1,4 +1,4 @@
-"""A server's own settings in SQLite: `guild_settings`, `role_quotas` and `allowed_channels`."""
+"""A server's own settings in SQL: `guild_settings`, `role_quotas` and `allowed_channels`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import time
 from typing import Any
 
 from bot.domain import Model, ServerPolicy, parse_model
-from bot.store.database import Database
 from bot.store.interfaces import NSFW_SETTINGS, POLICY_SETTINGS
+from bot.store.sql import SqlDatabase
 
 
-class SqliteServerSettings:
-    """The `ServerSettings` over SQLite: one row of settings per server, its role quotas and the
+class SqlServerSettings:
+    """The `ServerSettings` over SQL: one row of settings per server, its role quotas and the
     channels `/imagine` may be used in.
 
     `QuotaBook` reads the policy on every request; `ServerAdmin` and `Moderation` change it from
@@ -24,7 +24,7 @@ class SqliteServerSettings:
     POLICY_KEPT_SECONDS = 2.0
     POLICIES_KEPT = 10_000
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
         self._policies: dict[int, tuple[float, ServerPolicy]] = {}  # guild -> (read at, policy)
 
@@ -116,7 +116,8 @@ class SqliteServerSettings:
 
     async def allow_channel(self, guild_id: int, channel_id: int) -> bool:
         return await self._db.changed(
-            "INSERT OR IGNORE INTO allowed_channels (guild_id, channel_id) VALUES (?, ?)",
+            "INSERT INTO allowed_channels (guild_id, channel_id) VALUES (?, ?)"
+            " ON CONFLICT DO NOTHING",
             (guild_id, channel_id),
         )
 

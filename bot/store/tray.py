@@ -1,15 +1,14 @@
-"""Members' reference trays in SQLite: the `reference_tray` table."""
+"""Members' reference trays in SQL: the `reference_tray` table."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from bot.domain import TrayAdded, TrayImage
-from bot.store.database import Database
+from bot.store.sql import Row, SqlDatabase
 
 
-def _image(row: sqlite3.Row) -> TrayImage:
+def _image(row: Row) -> TrayImage:
     return TrayImage(
         key=row["image_key"], url=row["url"], filename=row["filename"], added_at=row["added_at"]
     )
@@ -21,14 +20,14 @@ _SELECT = (
 )
 
 
-class SqliteReferenceTrays:
-    """The `ReferenceTrays` over SQLite: one row per image per member per server.
+class SqlReferenceTrays:
+    """The `ReferenceTrays` over SQL: one row per image per member per server.
 
     Times are the caller's (`ReferenceTray` owns the clock and the hour); rows added at or
     before `since` are expired: never returned, and purged on the next add.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
 
     async def tray(self, user_id: int, guild_key: int, since: float) -> list[TrayImage]:
@@ -69,8 +68,9 @@ class SqliteReferenceTrays:
         return TrayAdded(tuple(added), duplicates, no_room, (*held, *added))
 
     async def remove(self, user_id: int, guild_key: int, keys: Sequence[str]) -> None:
-        async with self._db.transaction() as db:
-            await db.executemany(
-                "DELETE FROM reference_tray WHERE user_id = ? AND guild_key = ? AND image_key = ?",
-                [(user_id, guild_key, key) for key in keys],
+        if keys:
+            await self._db.execute(
+                "DELETE FROM reference_tray WHERE user_id = ? AND guild_key = ?"
+                f" AND image_key IN ({', '.join('?' * len(keys))})",
+                (user_id, guild_key, *keys),
             )
