@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 
 from bot.domain import Departure
-from bot.store.sql import SqlDatabase
 from bot.store.jobs import _FINISHED_SQL, _FORGET
+from bot.store.sql import SqlDatabase
 
 # A server's configuration, table by table, in the order it is removed.
 _CONFIGURATION = (
