@@ -463,7 +463,8 @@ def refusal_text(refusal: Refusal) -> str:
     """What a refused member reads, privately. Every refusal spent nothing, and says so."""
     if refusal.reason is RefusalReason.SHUTTING_DOWN:
         return shutting_down()
-    return f"{_refusal_reason(refusal)} {_('Nothing was spent.')}"
+    nothing = _("Nothing was spent.")
+    return f"{_refusal_reason(refusal)} {nothing}"
 
 
 def _refusal_reason(refusal: Refusal) -> str:
