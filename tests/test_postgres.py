@@ -122,12 +122,12 @@ async def test_both_backends_build_the_same_schema(
 @pytest.mark.parametrize(
     ("later", "postgres_text"),
     [
-        (("ALTER TABLE jobs ADD COLUMN locale TEXT",), ()),
+        (("ALTER TABLE jobs ADD COLUMN region TEXT",), ()),
         (("CREATE TABLE left_servers (guild_id INTEGER PRIMARY KEY, left_at REAL NOT NULL)",), ()),
         (("CREATE INDEX jobs_channel ON jobs (channel_id)",), ()),
         (
-            ("ALTER TABLE jobs ADD COLUMN locale TEXT NOT NULL DEFAULT 'en'",),
-            ("ALTER TABLE jobs ADD COLUMN locale TEXT DEFAULT 'en'",),
+            ("ALTER TABLE jobs ADD COLUMN region TEXT NOT NULL DEFAULT 'eu'",),
+            ("ALTER TABLE jobs ADD COLUMN region TEXT DEFAULT 'eu'",),
         ),
     ],
 )
@@ -151,7 +151,7 @@ async def test_a_later_migration_is_translated_the_same_on_both(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
     later = (
-        "ALTER TABLE jobs ADD COLUMN locale TEXT",
+        "ALTER TABLE jobs ADD COLUMN region TEXT",
         "CREATE TABLE left_servers (guild_id INTEGER PRIMARY KEY, left_at REAL NOT NULL)",
         "CREATE TABLE notes (guild_id INTEGER NOT NULL, body TEXT, PRIMARY KEY (guild_id))",
     )
