@@ -71,6 +71,7 @@ from bot.store import (
     open_storage,
 )
 from bot.store.backup import BackupError, backup_database
+from bot.store.move import MoveError, MoveSummary, move_to_postgres
 from bot.tray import ReferenceTray
 from bot.ui import messages
 from bot.ui.audit import AuditLog
@@ -534,6 +535,8 @@ def main() -> None:
     load_dotenv(find_dotenv(usecwd=True))
     if sys.argv[1:2] == ["backup"]:
         sys.exit(backup_command(sys.argv[2:]))
+    if sys.argv[1:2] == ["move-to-postgres"]:
+        sys.exit(move_command(sys.argv[2:]))
     try:
         settings = load_settings(os.environ)
     except SettingsError as error:
@@ -565,6 +568,79 @@ def backup_command(args: list[str]) -> int:
         return 1
     print(f"imagine-bot: {source} copied to {args[0]}")
     return 0
+
+
+MOVE_USAGE = "usage: imagine-bot move-to-postgres [--force] (DATABASE_PATH into DATABASE_URL)"
+
+
+def move_command(args: list[str]) -> int:
+    """`imagine-bot move-to-postgres [--force]`: copy the SQLite database at DATABASE_PATH into
+    the PostgreSQL database at DATABASE_URL, the bot stopped."""
+    if args not in ([], ["--force"]):
+        print(MOVE_USAGE, file=sys.stderr)
+        return 2
+    try:
+        source = Path(read_one("DATABASE_PATH", os.environ))
+        url = read_one("DATABASE_URL", os.environ)
+    except SettingsError as error:
+        print(f"imagine-bot: {error}", file=sys.stderr)
+        return 2
+    if not url:
+        print(
+            "imagine-bot: set DATABASE_URL to the PostgreSQL database to move into", file=sys.stderr
+        )
+        return 2
+    target = PostgresTarget(url)
+    # The bot's own lock file: held for the whole copy, so no bot starts on the file meanwhile.
+    lock = SingleProcessLock(source)
+    try:
+        lock.acquire()
+    except DatabaseInUse:
+        print(
+            f"imagine-bot: a bot is running on DATABASE_PATH ({source}): stop it first",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as error:
+        print(
+            f"imagine-bot: DATABASE_PATH ({source}) cannot be opened: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        summary = asyncio.run(move_to_postgres(source, target, force=args == ["--force"]))
+    except DatabaseInUse:
+        print(f"imagine-bot: a bot is running on {target.safe}: stop it first", file=sys.stderr)
+        return 1
+    except DatabaseTooNew as error:
+        print(
+            f"imagine-bot: a database was last used by a newer version of the bot (schema "
+            f"version {error.found}; this one knows up to {error.known}): upgrade the bot",
+            file=sys.stderr,
+        )
+        return 1
+    except (MoveError, DatabaseUnavailable, BackupError) as error:
+        print(f"imagine-bot: {error}; nothing was moved", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error) as error:
+        print(f"imagine-bot: DATABASE_PATH ({source}) cannot be read: {error}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
+    print(move_report(source, target, summary))
+    return 0
+
+
+def move_report(source: Path, target: PostgresTarget, summary: MoveSummary) -> str:
+    """The few lines `move-to-postgres` prints (the target without its password)."""
+    lines = [
+        f"imagine-bot: {source} moved into {target.safe} (schema version "
+        f"{summary.schema_version}), counts checked:",
+        *(f"  {table}: {count} rows" for table, count in summary.rows.items()),
+        f"  units charged: {summary.units_charged} (the same on both)",
+        "Set DATABASE_URL for the bot and start it; keep the SQLite file as a backup.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,16 @@ class PostgresDatabase:
     async def changed_count(self, sql: str, params: Params = ()) -> int:
         return _count(await self._status(sql, params))
 
+    async def copy_records(
+        self, table: str, columns: Sequence[str], records: Sequence[tuple[object, ...]]
+    ) -> None:
+        """Append `records` to `table` through COPY (the bulk load of a move from SQLite), on
+        the transaction the running task is inside. COPY writes identity columns as given."""
+        connection = _current.get()
+        if connection is None:
+            raise RuntimeError("copy_records runs inside a transaction")
+        await connection.copy_records_to_table(table, records=records, columns=list(columns))
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """One READ COMMITTED transaction on a connection of its own: each statement sees
