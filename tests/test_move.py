@@ -32,6 +32,8 @@ from bot.domain import (
 from bot.settings import Settings
 from bot.single import SingleProcessLock
 from bot.store import BanList, PostgresTarget, open_storage
+from bot.store.database import Database
+from bot.store.migrations import MIGRATIONS
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
@@ -302,3 +304,46 @@ async def test_a_bot_on_postgres_after_the_move_sees_the_same_quota_and_history(
     (new_id,) = {job.id for job in jobs} - old_ids
     assert new_id > max(old_ids)
     assert await on_postgres.units_charged() == 2
+
+
+async def test_an_older_sqlite_database_is_brought_up_to_date_first_with_its_backup(
+    tmp_path: Path, postgres_target: PostgresTarget
+) -> None:
+    database = tmp_path / "imagine.db"
+    older = await Database.open(database, migrations=MIGRATIONS[:-1])
+    await older.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)", ("from the older version", "kept")
+    )
+    await older.close()
+
+    status, out, err = await _move(database, postgres_target, cwd=tmp_path)
+
+    assert status == 0, err
+    assert f"(schema version {len(MIGRATIONS)})" in out
+    assert (tmp_path / f"imagine.db.before-v{len(MIGRATIONS)}.bak").exists()
+    storage = await open_storage(postgres_target)
+    try:
+        assert await storage.meta.get("from the older version") == "kept"
+    finally:
+        await storage.close()
+
+
+async def test_a_row_postgresql_cannot_take_moves_nothing_at_all(
+    tmp_path: Path, postgres_target: PostgresTarget
+) -> None:
+    database = tmp_path / "imagine.db"
+    await _fill(database)
+    # SQLite keeps any value in any column: one that PostgreSQL refuses, in a late table.
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.execute("INSERT INTO server_caps (guild_key, daily_cap) VALUES (13, 'lots')")
+
+    status, out, err = await _move(database, postgres_target, cwd=tmp_path)
+
+    assert status == 1
+    assert "server_caps" in err and "nothing was moved" in err and PASSWORD not in out + err
+    connection = await asyncpg.connect(postgres_target.url)
+    try:
+        for table in ("jobs", "meta", "guild_settings", "reference_tray"):
+            assert await connection.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    finally:
+        await connection.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 
 from bot.store.database import Database
 from bot.store.jobs import SqlJobLedger
@@ -94,19 +95,35 @@ async def move_to_postgres(
                 f"{target.safe} is at schema version {await pg.schema_version()}, the SQLite "
                 f"database at {version}: use an empty PostgreSQL database"
             )
-        # A read-only connection: the copy cannot change the file, and sees one snapshot.
-        async with aiosqlite.connect(f"file:{source}?mode=ro", uri=True) as reader:
-            await reader.execute("BEGIN")
-            tables = await _tables(reader)
-            async with pg.transaction():
-                await _make_room(pg, tables, target, force)
-                rows = {table: await _copy_table(reader, pg, table, batch) for table in tables}
-                await _reset_identities(pg, tables)
-                await _verify(pg, rows, units)
-            await reader.execute("ROLLBACK")
+        try:
+            rows = await _copy(source, pg, target, force, batch, units)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            raise MoveError(f"{target.safe} refused the copy: {error}") from None
     finally:
         await pg.close()
     return MoveSummary(schema_version=version, rows=rows, units_charged=units)
+
+
+async def _copy(
+    source: Path,
+    pg: PostgresDatabase,
+    target: PostgresTarget,
+    force: bool,
+    batch: int,
+    units: int,
+) -> dict[str, int]:
+    """Every table, in one PostgreSQL transaction; rows copied per table."""
+    # A read-only connection: the copy cannot change the file, and sees one snapshot.
+    async with aiosqlite.connect(f"file:{source}?mode=ro", uri=True) as reader:
+        await reader.execute("BEGIN")
+        tables = await _tables(reader)
+        async with pg.transaction():
+            await _make_room(pg, tables, target, force)
+            rows = {table: await _copy_table(reader, pg, table, batch) for table in tables}
+            await _reset_identities(pg, tables)
+            await _verify(pg, rows, units)
+        await reader.execute("ROLLBACK")
+    return rows
 
 
 async def _tables(reader: aiosqlite.Connection) -> list[str]:
@@ -158,10 +175,14 @@ async def _copy_table(
     copied = 0
     cursor = await reader.execute(f"SELECT {', '.join(names)} FROM {table}")
     while chunk := await cursor.fetchmany(batch):
-        records = [
-            tuple(column.convert(value) for column, value in zip(columns, row, strict=True))
-            for row in chunk
-        ]
+        try:
+            records = [
+                tuple(column.convert(value) for column, value in zip(columns, row, strict=True))
+                for row in chunk
+            ]
+        except (TypeError, ValueError):
+            # SQLite takes any value in any column; PostgreSQL does not.
+            raise MoveError(f"a row of {table} holds a value of the wrong type") from None
         await pg.copy_records(table, names, records)
         copied += len(records)
     await cursor.close()
