@@ -34,6 +34,7 @@ from bot.single import SingleProcessLock
 from bot.store import BanList, PostgresTarget, open_storage
 from bot.store.database import Database
 from bot.store.migrations import MIGRATIONS
+from bot.store.postgres import PostgresDatabase
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
@@ -347,3 +348,20 @@ async def test_a_row_postgresql_cannot_take_moves_nothing_at_all(
             assert await connection.fetchval(f"SELECT count(*) FROM {table}") == 0, table
     finally:
         await connection.close()
+
+
+async def test_nothing_moves_while_a_bot_runs_on_postgresql_or_with_a_wrong_argument(
+    tmp_path: Path, postgres_target: PostgresTarget
+) -> None:
+    database = tmp_path / "imagine.db"
+    await _fill(database)
+    running = await PostgresDatabase.open(postgres_target, exclusive=True)  # as a bot holds it
+    try:
+        status, out, err = await _move(database, postgres_target, cwd=tmp_path)
+    finally:
+        await running.close()
+    assert status == 1 and f"a bot is running on {postgres_target.safe}" in err
+    assert PASSWORD not in out + err
+
+    status, _, err = await _move(database, postgres_target, "--yes", cwd=tmp_path)
+    assert status == 2 and err.startswith("usage: imagine-bot move-to-postgres")
