@@ -166,7 +166,7 @@ class JobRunner:
                 await self.drain()
         except TimeoutError:
             log.warning("not every refunded member could be told before shutting down")
-        await self._jobs.polls.stop()
+        await self._jobs.stop_polling()
         await self._jobs.kie_breaker.stop()
 
     async def drain(self) -> None:

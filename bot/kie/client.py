@@ -119,6 +119,27 @@ class KieClient:
         self._sleep = sleep
         self._observer: KieObserver | None = None
 
+    def with_key(self, api_key: str) -> KieClient:
+        """A client for another kie.ai account (a server's own key): the same session, hosts
+        and policies, with its own rate budget and circuit breaker, as kie.ai's limits and
+        outages-as-seen are per key."""
+        client = KieClient(
+            self._session,
+            api_key=api_key,
+            base_url=self._base,
+            upload_base_url=self._upload_base,
+            submit_limiter=self._submit_limiter.fresh(),
+            query_limiter=self._query_limiter.fresh(),
+            request_timeout=self._timeout.total or 30.0,
+            retry=self._retry,
+            sleep=self._sleep,
+            fetch_policy=self._fetch_policy,
+            breaker=self.breaker.fresh(),
+        )
+        if self._observer is not None:
+            client.observe(self._observer)
+        return client
+
     def observe(self, observer: KieObserver) -> None:
         """Report every call, rate-limit wait and balance read to `observer` from now on."""
         self._observer = observer
