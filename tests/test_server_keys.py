@@ -11,8 +11,7 @@ import pytest
 
 from bot.domain import SealedKey
 from bot.keyvault import KeyVault
-from bot.store import open_storage
-from bot.store.interfaces import DatabaseTarget
+from bot.store import DatabaseTarget, open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie
@@ -20,12 +19,10 @@ from tests.helpers import (
     ADMIN,
     ADMIN_PERMISSIONS,
     READY_TITLE,
-    admin_command,
     answer_text,
     bot_environment,
     bot_process,
     embed_title,
-    eventually,
     final_answer,
     is_private,
 )
@@ -43,9 +40,7 @@ async def open_key_form(fake: FakeDiscord, *, guild_id: int | None = None) -> Fa
     opened = await fake.send_interaction(
         "server", {"kie-key": raw}, user_id=ADMIN, permissions=ADMIN_PERMISSIONS, **extra
     )
-    await fake.wait_for_request(
-        lambda r: r.path.endswith("/callback") and str(opened.id) in r.path
-    )
+    await fake.wait_for_request(lambda r: r.path.endswith("/callback") and str(opened.id) in r.path)
     return opened
 
 
@@ -103,13 +98,15 @@ async def test_a_checked_key_is_saved_sealed_and_pays_for_the_servers_images(
     assert "…ab12" in answer_text(shown) and f"<@{ADMIN}>" in answer_text(shown)
     assert SERVER_KEY not in every_text(fake_discord), "never shown back, anywhere"
 
-    await running.storage.close()
-    raw = running.settings.database_path.read_bytes()
-    for suffix in ("-wal", "-shm"):
-        extra = running.settings.database_path.with_name(f"imagine.db{suffix}")
-        if extra.exists():
-            raw += extra.read_bytes()
-    if running.settings.database_url is None:
+    await running.idle()
+    (stored,) = await running.storage.server_keys.server_keys()
+    assert SERVER_KEY not in stored.sealed and stored.last_four == "ab12"
+    if running.settings.database_url is None:  # the SQLite file itself, byte for byte
+        path = running.settings.database_path
+        raw = b"".join(
+            p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()
+        )
+        assert stored.sealed.encode() in raw, "the file read is the one written"
         assert SERVER_KEY.encode() not in raw, "sealed at rest"
 
 
@@ -198,9 +195,7 @@ async def test_each_key_keeps_to_its_own_rate_limit_in_a_burst(
     keys = {guild: f"burst-key-{guild}-abcdef" for guild in guilds}
     for key in keys.values():
         fake_kie.add_account(key)
-    running = await start_bot(
-        secret_key=SECRET, submit_limit=(4, 1.0), max_running_per_server=0
-    )
+    running = await start_bot(secret_key=SECRET, submit_limit=(4, 1.0), max_running_per_server=0)
     for guild in guilds:
         await set_key(fake_discord, keys[guild], guild_id=guild)
 
