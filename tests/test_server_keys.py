@@ -4,6 +4,7 @@ rest, used for that server's jobs with its own rate budget, shown by its last fo
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from bot.domain import SealedKey
 from bot.keyvault import KeyVault
+from bot.logsafety import CHATTY_LOGGERS, add_secret, redact
 from bot.store import DatabaseTarget, open_storage
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
@@ -18,11 +20,14 @@ from tests.fakes.kie_server import FakeKie
 from tests.helpers import (
     ADMIN,
     ADMIN_PERMISSIONS,
+    FAILED_TITLE,
     READY_TITLE,
+    admin_command,
     answer_text,
     bot_environment,
     bot_process,
     embed_title,
+    eventually,
     final_answer,
     is_private,
 )
@@ -270,3 +275,64 @@ async def test_a_lost_secret_key_stops_the_bot_at_start_with_one_sentence(
     assert "Traceback" not in output
     assert SERVER_KEY not in output and (secret is None or secret not in output)
     assert fake_discord.identify_count == 0, "stopped before connecting to Discord"
+
+
+def posts_to(fake: FakeDiscord, channel_id: int) -> list[RecordedRequest]:
+    return [
+        r
+        for r in fake.requests
+        if r.method == "POST" and r.path == f"/channels/{channel_id}/messages"
+    ]
+
+
+async def test_key_changes_and_its_failures_go_to_the_servers_audit_channel_not_the_operator(
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    fake_kie: FakeKie,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake_kie.add_account(SERVER_KEY, credits=3)  # less than one image costs
+    ops = fake_discord.add_channel("ops")
+    audit = fake_discord.channel_id
+    channel = {"id": str(audit), "type": 0, "name": "audit", "permissions": ADMIN_PERMISSIONS}
+    await start_bot(secret_key=SECRET, ops_channel_id=ops)
+    await admin_command(
+        fake_discord,
+        "moderation",
+        "audit-channel",
+        {"channel": {"type": 7, "value": str(audit)}},
+        resolved={"channels": {str(audit): channel}},
+    )
+
+    await set_key(fake_discord, SERVER_KEY)
+    failed = await imagine(fake_discord)
+    assert embed_title(failed) == FAILED_TITLE
+    (create,) = fake_kie.calls_to(CREATE)
+    assert create.headers["authorization"] == f"Bearer {SERVER_KEY}"
+    await key_command(fake_discord, "remove")
+
+    await eventually(lambda: len(posts_to(fake_discord, audit)) >= 3, what="three audit posts")
+    titles = [embed_title(p) for p in posts_to(fake_discord, audit)]
+    assert titles == [
+        "🔑 kie.ai key set",
+        "⛔ This server's kie.ai key failed",
+        "🔑 kie.ai key removed",
+    ]
+    assert "…ab12" in str(posts_to(fake_discord, audit)[0].json)
+    assert "out of credits" in str(posts_to(fake_discord, audit)[1].json)
+    assert posts_to(fake_discord, ops) == [], "the operator's account is not the one at fault"
+    assert SERVER_KEY not in every_text(fake_discord)
+    changes = [r for r in caplog.records if getattr(r, "change", None) == "kie_key_set"]
+    assert len(changes) == 1, "the admin change is logged once"
+    # Discord's own DEBUG lines (the raw form submission) are held at INFO by the bot's logging.
+    emitted = [
+        r for r in caplog.records if r.name not in CHATTY_LOGGERS or r.levelno >= logging.INFO
+    ]
+    assert [r.name for r in emitted if SERVER_KEY in r.getMessage()] == []
+
+
+def test_a_servers_key_is_blanked_from_log_lines_once_known() -> None:
+    secret = "a-server-key-never-logged-42"
+    add_secret(secret)
+    assert redact(f"GET with Authorization {secret}", []) == "GET with Authorization [redacted]"
