@@ -222,6 +222,8 @@ def build_bot(
             reserve_for_wakeups=3 if settings.public_base_url else 0,
             breaker=client.breaker,
         ),
+        # A server key's own low-balance watch, at the operator's threshold.
+        new_credits=lambda client: CreditWatch(client, threshold=settings.low_credits_warning),
         require_server_keys=settings.require_server_keys,
         owner_guild_id=settings.owner_guild_id,
     )
@@ -237,6 +239,7 @@ def build_bot(
         polls,
         accounts=accounts,
         alert_server=alert_server,
+        alert_server_low=lambda guild_id, low: bot.admin_events.kie_key_low(guild_id, low.credits),
         callback_base_url=settings.public_base_url,
         gate=operator.gate,
         alert_operator=alert_operator,

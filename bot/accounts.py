@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from bot.domain import SealedKey
 from bot.keyvault import KeyVault
 from bot.kie import KieClient
+from bot.kie.credits import CreditWatch
 from bot.kie.errors import KieAuthError, KieError
 from bot.kie.polling import PollScheduler
 from bot.logsafety import add_secret
@@ -58,6 +59,7 @@ class Account:
     kie: KieClient
     polls: PollScheduler
     own: bool = False
+    credits: CreditWatch | None = None  # a server key's balance watch (low-balance alerts)
 
 
 def last_four(key: str) -> str:
@@ -74,6 +76,7 @@ class KieAccounts:
         vault: KeyVault | None,
         new_client: Callable[[str], KieClient],
         new_polls: Callable[[KieClient], PollScheduler],
+        new_credits: Callable[[KieClient], CreditWatch] | None = None,
         require_server_keys: bool = False,
         owner_guild_id: int | None = None,
         clock: Callable[[], float] = time.time,
@@ -84,6 +87,7 @@ class KieAccounts:
         self._vault = vault
         self._new_client = new_client
         self._new_polls = new_polls
+        self._new_credits = new_credits
         self._require = require_server_keys
         self._owner_guild = owner_guild_id
         self._clock = clock
@@ -126,7 +130,8 @@ class KieAccounts:
         account = self._by_key.get(key)
         if account is None:
             kie = self._new_client(key)
-            account = Account(kie, self._new_polls(kie), own=True)
+            watch = self._new_credits(kie) if self._new_credits else None
+            account = Account(kie, self._new_polls(kie), own=True, credits=watch)
             self._by_key[key] = account
         return account
 

@@ -51,6 +51,7 @@ class AuditKind(enum.StrEnum):
     KIE_KEY_SET = "kie_key_set"
     KIE_KEY_REMOVED = "kie_key_removed"
     KIE_KEY_FAILED = "kie_key_failed"  # kie.ai refused it, or its account is out of credits
+    KIE_KEY_LOW = "kie_key_low"  # its account's balance fell below LOW_CREDITS_WARNING
 
 
 # The kinds that are stored but not posted.
@@ -144,6 +145,11 @@ class AdminEvents:
         in the audit channel, not the operator. True: there is a channel to tell."""
         await self.record(AuditEvent(AuditKind.KIE_KEY_FAILED, guild_id, 0, None, value=kind))
         return False
+
+    async def kie_key_low(self, guild_id: int, credits: float) -> None:
+        """The server's own kie.ai account is running low: its managers are told."""
+        event = AuditEvent(AuditKind.KIE_KEY_LOW, guild_id, 0, None, value=f"{credits:,.0f}")
+        await self.record(event)
 
     def _accounts(self) -> KieAccounts:
         if self._jobs.accounts is None:

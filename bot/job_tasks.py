@@ -116,6 +116,8 @@ class JobRunner:
         # Each finished job is a chance to notice a low balance before members run into it.
         # Best effort: the job's outcome is settled and told already.
         try:
+            if await self._jobs.own_key_balance(job, failure):
+                return  # a server's own key: its balance is that server's to hear about
             low = await self._credits.after_job(
                 out_of_credits=failure is FailureKind.OUT_OF_CREDITS
             )

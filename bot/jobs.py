@@ -50,6 +50,7 @@ from bot.kie import (
     TaskInfo,
     blocked_by_safety_filter,
 )
+from bot.kie.credits import Balance
 from bot.kie.polling import PollScheduler
 from bot.metrics import Metrics
 from bot.operator import PauseGate
@@ -147,6 +148,8 @@ KEY_PROBLEMS = frozenset({FailureKind.OUT_OF_CREDITS, FailureKind.MISCONFIGURED}
 AlertOperator = Callable[[FailureKind], Awaitable[bool]]
 # Tells a server's managers their own kie.ai key failed (refused, out of credits): True if told.
 AlertServer = Callable[[int, FailureKind], Awaitable[bool]]
+# Tells a server's managers their own kie.ai account is running low (its balance).
+AlertServerLow = Callable[[int, Balance], Awaitable[None]]
 # Takes ownership of a refund in progress, so shutdown can wait for it (`JobRunner`).
 KeepTask = Callable[[asyncio.Task[None]], None]
 
@@ -308,6 +311,7 @@ class JobService:
         metrics: Metrics | None = None,
         accounts: KieAccounts | None = None,
         alert_server: AlertServer | None = None,
+        alert_server_low: AlertServerLow | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
@@ -319,6 +323,7 @@ class JobService:
         # Servers with their own kie.ai key run on their own client (`bot.accounts`).
         self.accounts = accounts
         self._alert_server = alert_server
+        self._alert_server_low = alert_server_low
         self._callback_base = callback_base_url.rstrip("/") if callback_base_url else None
         self._clock = clock
         self._gate = gate or PauseGate()
@@ -341,6 +346,17 @@ class JobService:
         if self.accounts is None:
             return Account(self._kie, self.polls)
         return self.accounts.for_guild(job.guild_id)
+
+    async def own_key_balance(self, job: Job, failure: FailureKind | None) -> bool:
+        """After a job on a server's own key: its balance check, and a low-balance alert to that
+        server's managers, not the operator. False: the job used the operator's key."""
+        account = self._account(job)
+        if not account.own or account.credits is None:
+            return False
+        low = await account.credits.after_job(out_of_credits=failure is FailureKind.OUT_OF_CREDITS)
+        if low is not None and self._alert_server_low is not None and job.guild_id is not None:
+            await self._alert_server_low(job.guild_id, low)
+        return True
 
     def wake(self, job_id: int) -> None:
         """kie.ai called back about this job: its task is asked about next."""

@@ -312,15 +312,19 @@ async def test_key_changes_and_its_failures_go_to_the_servers_audit_channel_not_
     assert create.headers["authorization"] == f"Bearer {SERVER_KEY}"
     await key_command(fake_discord, "remove")
 
-    await eventually(lambda: len(posts_to(fake_discord, audit)) >= 3, what="three audit posts")
-    titles = [embed_title(p) for p in posts_to(fake_discord, audit)]
-    assert titles == [
-        "🔑 kie.ai key set",
-        "⛔ This server's kie.ai key failed",
-        "🔑 kie.ai key removed",
-    ]
-    assert "…ab12" in str(posts_to(fake_discord, audit)[0].json)
-    assert "out of credits" in str(posts_to(fake_discord, audit)[1].json)
+    await eventually(lambda: len(posts_to(fake_discord, audit)) >= 4, what="four audit posts")
+    posts = {embed_title(p): str(p.json) for p in posts_to(fake_discord, audit)}
+    assert sorted(posts) == sorted(
+        [
+            "🔑 kie.ai key set",
+            "⛔ This server's kie.ai key failed",
+            "💰 This server's kie.ai balance is low",  # below LOW_CREDITS_WARNING (100)
+            "🔑 kie.ai key removed",
+        ]
+    )
+    assert "…ab12" in posts["🔑 kie.ai key set"]
+    assert "out of credits" in posts["⛔ This server's kie.ai key failed"]
+    assert "3 credits left" in posts["💰 This server's kie.ai balance is low"]
     assert posts_to(fake_discord, ops) == [], "the operator's account is not the one at fault"
     assert SERVER_KEY not in every_text(fake_discord)
     changes = [r for r in caplog.records if getattr(r, "change", None) == "kie_key_set"]

@@ -77,6 +77,23 @@ class KieObserver(Protocol):
     def balance(self, credits: float) -> None: ...
 
 
+class _OtherAccount:
+    """Counts another account's calls and waits, but not its balance: the balance gauge is the
+    operator's account's."""
+
+    def __init__(self, observer: KieObserver) -> None:
+        self._observer = observer
+
+    def kie_call(self, endpoint: str, status: str) -> None:
+        self._observer.kie_call(endpoint, status)
+
+    def rate_limit_wait(self, limit: str, seconds: float) -> None:
+        self._observer.rate_limit_wait(limit, seconds)
+
+    def balance(self, credits: float) -> None:
+        pass
+
+
 def _endpoint(path: str) -> str:
     """`/api/v1/jobs/createTask` -> `createTask`: the client's own few paths, never a URL."""
     return path.rsplit("/", 1)[-1]
@@ -137,7 +154,7 @@ class KieClient:
             breaker=self.breaker.fresh(),
         )
         if self._observer is not None:
-            client.observe(self._observer)
+            client.observe(_OtherAccount(self._observer))
         return client
 
     def observe(self, observer: KieObserver) -> None:

@@ -72,6 +72,7 @@ _AUDIT_TITLES = {
     AuditKind.KIE_KEY_SET: N_("🔑 kie.ai key set"),
     AuditKind.KIE_KEY_REMOVED: N_("🔑 kie.ai key removed"),
     AuditKind.KIE_KEY_FAILED: N_("⛔ This server's kie.ai key failed"),
+    AuditKind.KIE_KEY_LOW: N_("💰 This server's kie.ai balance is low"),
 }
 
 
@@ -90,6 +91,10 @@ def audit_detail(event: AuditEvent) -> str:
         return _("usage today cleared")
     if event.kind is AuditKind.KIE_KEY_SET:
         return _("a key ending in …{last_four}").format(last_four=event.value)
+    if event.kind is AuditKind.KIE_KEY_LOW:
+        return _("{credits} credits left on this server's kie.ai account.").format(
+            credits=event.value
+        )
     if event.kind is AuditKind.KIE_KEY_FAILED:
         return key_failure(event.value or "")
     return event.detail
