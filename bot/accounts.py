@@ -143,11 +143,13 @@ class KieAccounts:
     def has_key(self, guild_id: int | None) -> bool:
         return guild_id is not None and guild_id in self._key_of
 
+    def key_required(self, guild_id: int | None) -> bool:
+        """Whether this server needs a key of its own (REQUIRE_SERVER_KEYS, not the owner's)."""
+        return self._require and (guild_id is None or guild_id != self._owner_guild)
+
     def refuses(self, guild_id: int | None) -> bool:
         """REQUIRE_SERVER_KEYS: the operator's key serves its own server only."""
-        if not self._require or self.has_key(guild_id):
-            return False
-        return guild_id is None or guild_id != self._owner_guild
+        return self.key_required(guild_id) and not self.has_key(guild_id)
 
     @property
     def enabled(self) -> bool:

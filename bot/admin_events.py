@@ -142,7 +142,8 @@ class AdminEvents:
 
     async def kie_key_failed(self, guild_id: int, kind: str) -> bool:
         """The server's own key failed a job (refused, out of credits): its managers are told
-        in the audit channel, not the operator. True: there is a channel to tell."""
+        in the audit channel, not the operator. Always False: the operator was not alerted
+        (the member's failure message must not say so)."""
         await self.record(AuditEvent(AuditKind.KIE_KEY_FAILED, guild_id, 0, None, value=kind))
         return False
 

@@ -93,9 +93,7 @@ class ServerCog(
     async def kie_key_show(self, interaction: discord.Interaction[ImagineBot]) -> None:
         guild_id, _ = guild_and_actor(interaction)
         shown = await self.bot.jobs_accounts().shown(guild_id)
-        required = self.bot.jobs_accounts().refuses(None) and guild_id != (
-            self.bot.settings.owner_guild_id
-        )
+        required = self.bot.jobs_accounts().key_required(guild_id)
         await private(interaction, texts.key_shown(shown, required))
 
     @kie_key.command(

@@ -167,6 +167,8 @@ async def test_require_server_keys_refuses_a_server_without_one_and_spends_nothi
     assert "no new images" in answer_text(removed)
     again = await imagine(fake_discord, user_id=113)
     assert "/server kie-key set" in answer_text(again)
+    shown = await key_command(fake_discord, "show")
+    assert "the bot needs one to make images here" in answer_text(shown)
     assert len(fake_kie.calls_to(CREATE)) == 1
 
 
