@@ -23,6 +23,7 @@ import yarl
 from dotenv import find_dotenv, load_dotenv
 
 from bot import i18n
+from bot.accounts import Account, KieAccounts, SecretKeyLost
 from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
@@ -35,6 +36,7 @@ from bot.history import History
 from bot.images import Reencoder
 from bot.job_tasks import JobReply, JobRunner
 from bot.jobs import FailureKind, JobLimits, JobService
+from bot.keyvault import KeyVault
 from bot.kie import (
     QUERY_LIMIT,
     SUBMIT_LIMIT,
@@ -208,12 +210,37 @@ def build_bot(
         reserve_for_wakeups=3 if settings.public_base_url else 0,
         breaker=kie.breaker,
     )
+    accounts = KieAccounts(
+        Account(kie, polls),
+        storage.server_keys,
+        storage.meta,
+        vault=KeyVault(settings.secret_key) if settings.secret_key else None,
+        new_client=kie.with_key,
+        # Each key's own status-query budget, polled the same way as the operator's.
+        new_polls=lambda client: PollScheduler(
+            client,
+            min_interval=poll_every,
+            reserve_for_wakeups=3 if settings.public_base_url else 0,
+            breaker=client.breaker,
+        ),
+        # A server key's own low-balance watch, at the operator's threshold.
+        new_credits=lambda client: CreditWatch(client, threshold=settings.low_credits_warning),
+        require_server_keys=settings.require_server_keys,
+        owner_guild_id=settings.owner_guild_id,
+    )
+
+    async def alert_server(guild_id: int, kind: FailureKind) -> bool:
+        return await bot.admin_events.kie_key_failed(guild_id, kind.value)
+
     jobs = JobService(
         storage.jobs,
         quota,
         kie,
         limits,
         polls,
+        accounts=accounts,
+        alert_server=alert_server,
+        alert_server_low=lambda guild_id, low: bot.admin_events.kie_key_low(guild_id, low.credits),
         callback_base_url=settings.public_base_url,
         gate=operator.gate,
         alert_operator=alert_operator,
@@ -255,6 +282,7 @@ def build_bot(
             AlertKind.TOTAL_CAP, messages.total_cap_alert(settings.total_daily_cap)
         ),
         metrics=metrics,
+        needs_server_key=accounts.refuses,
     )
     reencoder = reencoder or Reencoder()  # shared by every job's reply
 
@@ -316,6 +344,16 @@ _OPERATOR_ALERTS = {
 }
 
 
+async def open_server_keys(bot: ImagineBot) -> None:
+    """Open the servers' own kie.ai keys, or stop with one sentence if SECRET_KEY was lost."""
+    if bot.jobs.accounts is None:
+        return
+    try:
+        await bot.jobs.accounts.load()
+    except SecretKeyLost as error:
+        raise StartupError(str(error)) from None
+
+
 async def check_kie_account(kie: KieClient) -> None:
     """Ask kie.ai for the balance once at start: a refused key stops the bot before any
     member pays for it; kie.ai being unreachable does not."""
@@ -344,7 +382,7 @@ def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer |
         return None
     return WebhookServer(
         bot.storage.jobs,
-        bot.jobs.polls,
+        bot.jobs,
         host=bind_host(settings),
         port=settings.webhook_port,
         hmac_key=settings.kie_webhook_hmac_key,
@@ -446,6 +484,7 @@ async def _run_locked(settings: Settings) -> None:
             await check_kie_account(kie)
             reencoder = Reencoder()
             bot = build_bot(settings, storage, kie, reencoder=reencoder)
+            await open_server_keys(bot)
             server = build_webhook_server(settings, bot)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):

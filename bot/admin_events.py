@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.accounts import KeyRefusal, KeySaved, KieAccounts
 from bot.domain import Job, LogKind, Model
 from bot.jobs import JobService
 from bot.moderation import Moderation
@@ -46,6 +47,11 @@ class AuditKind(enum.StrEnum):
     GLOBAL_TERM_REFUSED = "global_term_refused"
     USER_BANNED_REFUSED = "user_banned_refused"
     SERVER_CAP_REACHED = "server_cap_reached"
+    # The server's own kie.ai key (`/server kie-key`): never the key, only its last four.
+    KIE_KEY_SET = "kie_key_set"
+    KIE_KEY_REMOVED = "kie_key_removed"
+    KIE_KEY_FAILED = "kie_key_failed"  # kie.ai refused it, or its account is out of credits
+    KIE_KEY_LOW = "kie_key_low"  # its account's balance fell below LOW_CREDITS_WARNING
 
 
 # The kinds that are stored but not posted.
@@ -117,6 +123,39 @@ class AdminEvents:
             await self._sink.post(event)
 
     # --- /server --------------------------------------------------------------------------
+
+    async def set_kie_key(self, guild_id: int, key: str, actor: int) -> KeySaved | KeyRefusal:
+        """Check and keep the server's own kie.ai key; posted with its last four only."""
+        accounts = self._accounts()
+        saved = await accounts.save(guild_id, key, actor)
+        if isinstance(saved, KeySaved):
+            await self.record(
+                AuditEvent(AuditKind.KIE_KEY_SET, guild_id, actor, actor, value=saved.last_four)
+            )
+        return saved
+
+    async def remove_kie_key(self, guild_id: int, actor: int) -> bool:
+        removed = await self._accounts().remove(guild_id)
+        if removed:
+            await self.record(AuditEvent(AuditKind.KIE_KEY_REMOVED, guild_id, actor, actor))
+        return removed
+
+    async def kie_key_failed(self, guild_id: int, kind: str) -> bool:
+        """The server's own key failed a job (refused, out of credits): its managers are told
+        in the audit channel, not the operator. Always False: the operator was not alerted
+        (the member's failure message must not say so)."""
+        await self.record(AuditEvent(AuditKind.KIE_KEY_FAILED, guild_id, 0, None, value=kind))
+        return False
+
+    async def kie_key_low(self, guild_id: int, credits: float) -> None:
+        """The server's own kie.ai account is running low: its managers are told."""
+        event = AuditEvent(AuditKind.KIE_KEY_LOW, guild_id, 0, None, value=f"{credits:,.0f}")
+        await self.record(event)
+
+    def _accounts(self) -> KieAccounts:
+        if self._jobs.accounts is None:
+            raise RuntimeError("the bot was built without kie.ai accounts")
+        return self._jobs.accounts
 
     async def set_value(
         self, guild_id: int, setting: Setting, value: int | None, actor: int

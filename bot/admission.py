@@ -50,6 +50,7 @@ class RefusalReason(enum.StrEnum):
     BUDGET = "budget"
     SERVER_CAP = "server_cap"
     TOTAL_CAP = "total_cap"
+    NO_SERVER_KEY = "no_server_key"  # REQUIRE_SERVER_KEYS and this server has no kie.ai key
     SHUTTING_DOWN = "shutting_down"  # the bot is stopping: not counted, not recorded
 
 
@@ -124,9 +125,11 @@ class Admission:
         audit: AuditSink,
         alert_total_cap: Callable[[], Awaitable[bool]],
         metrics: Metrics | None = None,
+        needs_server_key: Callable[[int | None], bool] = lambda guild_id: False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
+        self._needs_server_key = needs_server_key  # REQUIRE_SERVER_KEYS (`KieAccounts.refuses`)
         self._metrics = metrics
         self._records = records
         self._operator = operator
@@ -167,6 +170,8 @@ class Admission:
         gate = self._operator.gate
         if gate.paused:
             return Refusal(RefusalReason.PAUSED, note=gate.reason)
+        if asker.units and self._needs_server_key(asker.guild_id):
+            return Refusal(RefusalReason.NO_SERVER_KEY)
         if asker.prompt is not None:
             moderated = await self._moderation.check(
                 asker.guild_id, asker.channel_id, asker.user_id, asker.prompt

@@ -14,6 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import i18n
+from bot.accounts import KieAccounts
 from bot.admin_events import AdminEvents
 from bot.admission import Admission, Asker
 from bot.alerts import OperatorAlerts
@@ -172,7 +173,16 @@ class ImagineBot(commands.Bot):
             await self.load_extension(extension)
         await self.tree.set_translator(CatalogueTranslator())
         await self.sync_commands()
+        if self.jobs.accounts is not None:
+            # The servers' own kie.ai keys, before any resumed job picks its account.
+            await self.jobs.accounts.load()
         await self.runner.resume()
+
+    def jobs_accounts(self) -> KieAccounts:
+        """Which kie.ai account serves which server (`/server kie-key`)."""
+        if self.jobs.accounts is None:
+            raise RuntimeError("the bot was built without kie.ai accounts")
+        return self.jobs.accounts
 
     async def gate_passed(self, interaction: discord.Interaction[ImagineBot]) -> bool:
         """False (after a private answer) where the bot is not enabled for this interaction."""

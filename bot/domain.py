@@ -415,3 +415,15 @@ class Departure:
     guild_id: int
     left_at: float
     purged_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SealedKey:
+    """A server's own kie.ai key as stored: sealed (never in clear), its last four characters,
+    and who set it when (`/server kie-key show`)."""
+
+    guild_id: int
+    sealed: str
+    last_four: str
+    set_by: int
+    set_at: float

@@ -116,6 +116,8 @@ class JobRunner:
         # Each finished job is a chance to notice a low balance before members run into it.
         # Best effort: the job's outcome is settled and told already.
         try:
+            if await self._jobs.own_key_balance(job, failure):
+                return  # a server's own key: its balance is that server's to hear about
             low = await self._credits.after_job(
                 out_of_credits=failure is FailureKind.OUT_OF_CREDITS
             )
@@ -166,7 +168,7 @@ class JobRunner:
                 await self.drain()
         except TimeoutError:
             log.warning("not every refunded member could be told before shutting down")
-        await self._jobs.polls.stop()
+        await self._jobs.stop_polling()
         await self._jobs.kie_breaker.stop()
 
     async def drain(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.accounts import Account, KieAccounts
 from bot.batches import Batches, BatchOutcome
 from bot.domain import (
     DeliveryRoute,
@@ -49,6 +50,7 @@ from bot.kie import (
     TaskInfo,
     blocked_by_safety_filter,
 )
+from bot.kie.credits import Balance
 from bot.kie.polling import PollScheduler
 from bot.metrics import Metrics
 from bot.operator import PauseGate
@@ -141,7 +143,13 @@ OPERATOR_PROBLEMS = frozenset(
     {FailureKind.OUT_OF_CREDITS, FailureKind.MISCONFIGURED, FailureKind.FEATURE_DISABLED}
 )
 # Tells the operator about one of those; True when the alert reached them (now or lately).
+# Of those, the ones a server's own key causes: its managers fix them (`bot.accounts`).
+KEY_PROBLEMS = frozenset({FailureKind.OUT_OF_CREDITS, FailureKind.MISCONFIGURED})
 AlertOperator = Callable[[FailureKind], Awaitable[bool]]
+# Tells a server's managers their own kie.ai key failed (refused, out of credits): True if told.
+AlertServer = Callable[[int, FailureKind], Awaitable[bool]]
+# Tells a server's managers their own kie.ai account is running low (its balance).
+AlertServerLow = Callable[[int, Balance], Awaitable[None]]
 # Takes ownership of a refund in progress, so shutdown can wait for it (`JobRunner`).
 KeepTask = Callable[[asyncio.Task[None]], None]
 
@@ -301,6 +309,9 @@ class JobService:
         alert_operator: AlertOperator | None = None,
         allow_nsfw: bool = False,
         metrics: Metrics | None = None,
+        accounts: KieAccounts | None = None,
+        alert_server: AlertServer | None = None,
+        alert_server_low: AlertServerLow | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
@@ -309,6 +320,10 @@ class JobService:
         self._kie = kie
         self._limits = limits
         self.polls = polls
+        # Servers with their own kie.ai key run on their own client (`bot.accounts`).
+        self.accounts = accounts
+        self._alert_server = alert_server
+        self._alert_server_low = alert_server_low
         self._callback_base = callback_base_url.rstrip("/") if callback_base_url else None
         self._clock = clock
         self._gate = gate or PauseGate()
@@ -325,6 +340,32 @@ class JobService:
         self._all_sent = asyncio.Event()
         self._all_sent.set()
         self._stopping = False
+
+    def _account(self, job: Job) -> Account:
+        """The kie.ai account (client, rate budget, poll scheduler) this job's server uses."""
+        if self.accounts is None:
+            return Account(self._kie, self.polls)
+        return self.accounts.for_guild(job.guild_id)
+
+    async def own_key_balance(self, job: Job, failure: FailureKind | None) -> bool:
+        """After a job on a server's own key: its balance check, and a low-balance alert to that
+        server's managers, not the operator. False: the job used the operator's key."""
+        account = self._account(job)
+        if not account.own or account.credits is None:
+            return False
+        low = await account.credits.after_job(out_of_credits=failure is FailureKind.OUT_OF_CREDITS)
+        if low is not None and self._alert_server_low is not None and job.guild_id is not None:
+            await self._alert_server_low(job.guild_id, low)
+        return True
+
+    def wake(self, job_id: int) -> None:
+        """kie.ai called back about this job: its task is asked about next."""
+        (self.accounts or self.polls).wake(job_id)
+
+    async def stop_polling(self) -> None:
+        await self.polls.stop()
+        if self.accounts is not None:
+            await self.accounts.stop()
 
     @property
     def kie_breaker(self) -> CircuitBreaker:
@@ -509,9 +550,10 @@ class JobService:
         async def show(wait: Wait) -> None:
             # One place and one time for both lines: the fair-use line, then kie.ai's.
             now = self._clock()
-            turn = self._kie.submit_turn(job.user_id)
+            kie = self._account(job).kie
+            turn = kie.submit_turn(job.user_id)
             position = wait.position + turn.position - 1
-            kie_seconds = turn.wait_seconds + wait.position * self._kie.submit_spacing
+            kie_seconds = turn.wait_seconds + wait.position * kie.submit_spacing
             eta = now + max(wait.eta_seconds, kie_seconds)
             if not shown.worth_showing(position, eta, now):
                 return
@@ -612,7 +654,7 @@ class JobService:
                 # A folder per job and reference: the file host overwrites a file uploaded to
                 # the same path, and two references may well share Discord's "image.png".
                 folder = f"imagine-bot/job-{job.id}" + (f"/{index + 1}" if index else "")
-                input_url = await self._kie.upload_reference(
+                input_url = await self._account(job).kie.upload_reference(
                     image.reference_urls[index], upload_path=folder
                 )
             except (KieAuthError, KieInsufficientCredits, KieMaintenance):
@@ -646,7 +688,7 @@ class JobService:
         """Hold a job kie.ai has not seen while its circuit breaker is open, telling the member
         once; its units stay reserved. It gives up (and is refunded) only after the job's
         usual timeout, counted from when it first found kie.ai down."""
-        breaker = self._kie.breaker
+        breaker = self._account(job).kie.breaker
         if breaker.closed:
             return down_since
         now = self._clock()
@@ -665,7 +707,8 @@ class JobService:
         None when kie.ai went down before any task was made; the job is then reserved again
         and waits for kie.ai (`_wait_for_kie`)."""
         request = await self._uploaded(job)
-        turn = self._kie.submit_turn(job.user_id)
+        kie = self._account(job).kie  # the same client for the whole call, whatever changes
+        turn = kie.submit_turn(job.user_id)
         now = self._clock()
         turn_at = now + turn.wait_seconds
         if turn.wait_seconds > 0 and shown.worth_showing(turn.position, turn_at, now):
@@ -681,7 +724,7 @@ class JobService:
             await self._gate.wait_open()
             if claimed:
                 return
-            if not self._kie.breaker.closed:
+            if not kie.breaker.closed:
                 raise _KieDown  # it went down while this job waited for its turn
             if self._stopping:  # still reserved: the next start sends it
                 raise asyncio.CancelledError
@@ -692,7 +735,7 @@ class JobService:
             self._all_sent.clear()
 
         try:
-            task_id = await self._kie.create_task(
+            task_id = await kie.create_task(
                 request,
                 callback_url=self.callback_url(job),
                 before_send=before_send,
@@ -707,7 +750,7 @@ class JobService:
             # the breaker now open this is an outage, not the job's failure: it waits for
             # kie.ai again instead of being refunded. A 5xx is not retried: kie.ai may have
             # created the task before failing, and a second one would be a second paid image.
-            if not claimed or self._kie.breaker.closed:
+            if not claimed or kie.breaker.closed:
                 raise
             if not await self._ledger.return_to_line(job.id):
                 raise JobTaken from None
@@ -724,7 +767,8 @@ class JobService:
         now = self._clock()
         submitted_at = job.submitted_at or now
         # A resumed job may have finished long ago: look at once.
-        watch = self.polls.watch(
+        polls = self._account(job).polls
+        watch = polls.watch(
             job.id,
             task_id,
             age=max(0.0, now - submitted_at),
@@ -758,7 +802,7 @@ class JobService:
                         raise JobFailed(FailureKind.BAD_RESPONSE)
                     return info
         finally:
-            self.polls.unwatch(watch)
+            polls.unwatch(watch)
 
     async def _download(self, job: Job, info: TaskInfo) -> tuple[DownloadedImage, str]:
         """The image, from the first result URL that works, and that URL, within the job's own
@@ -774,7 +818,7 @@ class JobService:
             if left <= 0:
                 break
             try:
-                image = await self._kie.download(
+                image = await self._account(job).kie.download(
                     url, max_bytes=self._limits.max_image_bytes, time_limit=left
                 )
             except DownloadError as error:
@@ -796,7 +840,15 @@ class JobService:
         if not await self._ledger.refund(job.id, reason):
             return  # already finished elsewhere: never refund or report twice
         alerted = False
-        if kind in OPERATOR_PROBLEMS:
+        if kind in KEY_PROBLEMS and self._account(job).own:
+            # The server's own key: its managers fix it, not the operator.
+            self._outcomes.refunded(job, kind.value, timeline, detail=reason)
+            if self._alert_server is not None and job.guild_id is not None:
+                try:
+                    alerted = await self._alert_server(job.guild_id, kind)
+                except Exception:
+                    log.exception("job %s: could not alert the server's managers", job.id)
+        elif kind in OPERATOR_PROBLEMS:
             # An error: the bot cannot generate images until the operator fixes the kie.ai
             # account (API key, credits or model).
             self._outcomes.refunded(job, kind.value, timeline, detail=reason, level=logging.ERROR)

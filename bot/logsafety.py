@@ -42,8 +42,18 @@ _SHAPES = (
 )
 
 
+# Secrets learnt while running (servers' own kie.ai keys): blanked like the configured ones.
+_RUNTIME_SECRETS: set[str] = set()
+
+
+def add_secret(secret: str) -> None:
+    """Blank `secret` from every log line from now on (a server's kie.ai key)."""
+    if len(secret) >= 6:
+        _RUNTIME_SECRETS.add(secret)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
+    for secret in (*secrets, *sorted(_RUNTIME_SECRETS, key=len, reverse=True)):
         text = text.replace(secret, REDACTED)
     for shape, blank in _SHAPES:
         text = shape.sub(blank, text)

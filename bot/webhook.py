@@ -26,14 +26,13 @@ import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.domain import OPEN_STATES
 from bot.kie import load_json, parse_credits
-from bot.kie.polling import PollScheduler
 from bot.metrics_endpoint import MetricsEndpoint
 from bot.store import JobLedger
 
@@ -243,6 +242,13 @@ class QuietBadRequests(logging.Filter):
         return False
 
 
+class Wakes(Protocol):
+    """Who watches the jobs' tasks: told to look at one at once (`PollScheduler`, or
+    `JobService`, which finds the scheduler of the job's kie.ai account)."""
+
+    def wake(self, job_id: int) -> None: ...
+
+
 class WebhookServer:
     """The bot's own small web server: kie.ai's callbacks, `/healthz`, `/readyz` and `/metrics`
     (unless METRICS_PORT gives it a server of its own; `MetricsEndpoint` decides who may read it).
@@ -257,7 +263,7 @@ class WebhookServer:
     def __init__(
         self,
         ledger: JobLedger,
-        polls: PollScheduler,
+        polls: Wakes,
         *,
         host: str,
         port: int,

@@ -19,6 +19,7 @@ from discord import app_commands
 from discord.app_commands import locale_str
 from discord.ext import commands
 
+from bot.accounts import KeySaved
 from bot.alerts import AlertKind
 from bot.charts import DayStats, render_daily_chart
 from bot.domain import DayTotals, ServerSpend, parse_model
@@ -26,6 +27,7 @@ from bot.kie import KieError
 from bot.operator import guild_key
 from bot.policy import MAX_RUNNING, MAX_UNITS, Setting
 from bot.ui import server_messages as texts
+from bot.ui.key_form import KeyForm
 from bot.ui.messages import low_credits_alert, option_not_offered
 from bot.ui.reply import NO_PINGS
 from cogs.common import (
@@ -61,6 +63,49 @@ class ServerCog(
 
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:  # type: ignore[override]
         return await is_server_manager(interaction)
+
+    kie_key = app_commands.Group(
+        name=locale_str("kie-key"),
+        description=locale_str("This server's own kie.ai key: its account pays for its images."),
+    )
+
+    @kie_key.command(
+        name=locale_str("set"),
+        description=locale_str("Set this server's own kie.ai key, typed in a private form."),
+    )
+    async def kie_key_set(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        # A modal, not an option: the key never appears in any message or command record.
+        await interaction.response.send_modal(KeyForm(self._save_key))
+
+    async def _save_key(self, interaction: discord.Interaction[ImagineBot], key: str) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        saved = await self.bot.admin_events.set_kie_key(guild_id, key, actor)
+        if isinstance(saved, KeySaved):
+            await followup(interaction, texts.key_saved(saved))
+        else:
+            await followup(interaction, texts.key_refused(saved))
+
+    @kie_key.command(
+        name=locale_str("show"),
+        description=locale_str("Show the last four characters of this server's kie.ai key."),
+    )
+    async def kie_key_show(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        guild_id, _ = guild_and_actor(interaction)
+        shown = await self.bot.jobs_accounts().shown(guild_id)
+        required = self.bot.jobs_accounts().key_required(guild_id)
+        await private(interaction, texts.key_shown(shown, required))
+
+    @kie_key.command(
+        name=locale_str("remove"),
+        description=locale_str("Remove this server's kie.ai key: back to the bot's own."),
+    )
+    async def kie_key_remove(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        guild_id, actor = guild_and_actor(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        removed = await self.bot.admin_events.remove_kie_key(guild_id, actor)
+        required = self.bot.jobs_accounts().refuses(guild_id)
+        await followup(interaction, texts.key_removed(removed, required))
 
     @app_commands.command(
         name=locale_str("settings"),

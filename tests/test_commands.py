@@ -82,6 +82,7 @@ ADMIN_GROUPS = {
         "stats",
         "nsfw",
         "model",
+        "kie-key",
     },
 }
 

@@ -22,6 +22,12 @@ from tests.helpers import bot_environment
 EXPECTED_SCHEMA = {
     (
         "table",
+        "server_kie_keys",
+        "CREATE TABLE server_kie_keys ( guild_id INTEGER PRIMARY KEY, sealed TEXT NOT NULL, "
+        "last_four TEXT NOT NULL, set_by INTEGER NOT NULL, set_at REAL NOT NULL )",
+    ),
+    (
+        "table",
         "departed_servers",
         (
             "CREATE TABLE departed_servers ( guild_id INTEGER PRIMARY KEY, "

@@ -69,6 +69,16 @@ class CircuitBreaker:
         self._probe: Callable[[], Awaitable[object]] | None = None
         self._prober: asyncio.Task[None] | None = None
 
+    def fresh(self) -> CircuitBreaker:
+        """A closed breaker with the same thresholds (another account's)."""
+        return CircuitBreaker(
+            threshold=self._threshold,
+            cooldown=self._cooldown,
+            max_cooldown=self._max_cooldown,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+
     def set_probe(self, probe: Callable[[], Awaitable[object]]) -> None:
         """The cheap call sent while open; its answer reaches `succeeded`/`failed` itself."""
         self._probe = probe

@@ -77,6 +77,23 @@ class KieObserver(Protocol):
     def balance(self, credits: float) -> None: ...
 
 
+class _OtherAccount:
+    """Counts another account's calls and waits, but not its balance: the balance gauge is the
+    operator's account's."""
+
+    def __init__(self, observer: KieObserver) -> None:
+        self._observer = observer
+
+    def kie_call(self, endpoint: str, status: str) -> None:
+        self._observer.kie_call(endpoint, status)
+
+    def rate_limit_wait(self, limit: str, seconds: float) -> None:
+        self._observer.rate_limit_wait(limit, seconds)
+
+    def balance(self, credits: float) -> None:
+        pass
+
+
 def _endpoint(path: str) -> str:
     """`/api/v1/jobs/createTask` -> `createTask`: the client's own few paths, never a URL."""
     return path.rsplit("/", 1)[-1]
@@ -118,6 +135,27 @@ class KieClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._observer: KieObserver | None = None
+
+    def with_key(self, api_key: str) -> KieClient:
+        """A client for another kie.ai account (a server's own key): the same session, hosts
+        and policies, with its own rate budget and circuit breaker, as kie.ai's limits and
+        outages-as-seen are per key."""
+        client = KieClient(
+            self._session,
+            api_key=api_key,
+            base_url=self._base,
+            upload_base_url=self._upload_base,
+            submit_limiter=self._submit_limiter.fresh(),
+            query_limiter=self._query_limiter.fresh(),
+            request_timeout=self._timeout.total or 30.0,
+            retry=self._retry,
+            sleep=self._sleep,
+            fetch_policy=self._fetch_policy,
+            breaker=self.breaker.fresh(),
+        )
+        if self._observer is not None:
+            client.observe(_OtherAccount(self._observer))
+        return client
 
     def observe(self, observer: KieObserver) -> None:
         """Report every call, rate-limit wait and balance read to `observer` from now on."""

@@ -68,6 +68,12 @@ class SlidingWindowLimiter:
         # Told how long a caller waited for its turn, when it had to (the bot's metrics).
         self.on_wait: Callable[[float], None] | None = None
 
+    def fresh(self) -> SlidingWindowLimiter:
+        """A limiter with the same limit and no calls yet (another account's budget)."""
+        return SlidingWindowLimiter(
+            self._max_calls, self._window, clock=self._clock, sleep=self._sleep
+        )
+
     @property
     def period(self) -> float:
         return self._window

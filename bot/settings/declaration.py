@@ -314,6 +314,28 @@ SETTINGS: tuple[Setting[Any], ...] = (
         comment="true lets members use the bot in direct messages.",
     ),
     Setting(
+        "SECRET_KEY",
+        "secret_key",
+        Text(),
+        description=(
+            "A long random secret that seals the servers' own kie.ai keys in the database "
+            "(`/server kie-key`). Empty = servers cannot set a key. Keep it: with another one, "
+            "the stored keys cannot be read and the bot refuses to start."
+        ),
+        comment="Long random secret sealing servers' own kie.ai keys; empty = /server kie-key off.",
+        secret=True,
+    ),
+    Setting(
+        "REQUIRE_SERVER_KEYS",
+        "require_server_keys",
+        Flag(),
+        description=(
+            "`true`: `KIE_API_KEY` serves `OWNER_GUILD_ID` only; every other server needs its "
+            "own key (`/server kie-key set`) before its members can generate images."
+        ),
+        comment="true: KIE_API_KEY serves OWNER_GUILD_ID only; other servers need their own key.",
+    ),
+    Setting(
         "OPS_CHANNEL_ID",
         "ops_channel_id",
         Snowflake("channel"),

@@ -83,6 +83,9 @@ class Settings:
     owner_guild_id: int | None = None  # None: no owner commands
     allow_nsfw: bool = False
     allow_dms: bool = False
+    # Seals the servers' own kie.ai keys (`/server kie-key`); None: servers cannot set one.
+    secret_key: str | None = field(default=None, repr=False)
+    require_server_keys: bool = False  # KIE_API_KEY serves OWNER_GUILD_ID only
     ops_channel_id: int | None = None  # None: alerts go by DM to the owner(s)
     show_credits_to_servers: bool = False
     # Only for running against a local fake Discord (tests, benchmarks); unset in production.

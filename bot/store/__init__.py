@@ -38,6 +38,7 @@ from bot.store.postgres import (
     PostgresDatabase,
     PostgresTarget,
 )
+from bot.store.server_keys import SqlServerKeys
 from bot.store.server_settings import SqlServerSettings
 from bot.store.sql import SqlDatabase
 from bot.store.tray import SqlReferenceTrays
@@ -97,5 +98,6 @@ async def open_storage(
         trays=SqlReferenceTrays(database),
         members=SqlMemberSettings(database, clock),
         departures=SqlDepartedServers(database),
+        server_keys=SqlServerKeys(database),
         backend=backend,
     )

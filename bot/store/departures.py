@@ -4,10 +4,10 @@ kept for such a server (every table that has it; the ledger's totals stay).
 Members' personal data goes at once: finished jobs are blanked as `/history forget` blanks them,
 and lose their interaction and callback tokens too; reference trays and member defaults are
 deleted. The server's configuration (settings, role quotas, channels, blocked terms, bans, the
-moderation log) goes after the grace period. Kept: every job's units, day, state, member and
-server (quotas, budgets, `/server stats` and the operator's spend reports read the same), the
-quota adjustments (the ledger's), the refusal counts (figures only), and the operator's own
-records of the server (its cap, a ban of it).
+moderation log, its own sealed kie.ai key) goes after the grace period. Kept: every job's units,
+day, state, member and server (quotas, budgets, `/server stats` and the operator's spend reports
+read the same), the quota adjustments (the ledger's), the refusal counts (figures only), and the
+operator's own records of the server (its cap, a ban of it).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _CONFIGURATION = (
     ("blocked terms", "blocked_terms"),
     ("bans", "bans"),
     ("moderation log entries", "moderation_log"),
+    ("kie.ai keys", "server_kie_keys"),  # the server's own key, sealed: not kept once it left
 )
 # The distinct servers of a table, one index seek per server (the SELECT DISTINCT would read a
 # million index entries of `jobs`): each step asks for the next id above the last.

@@ -28,6 +28,7 @@ from bot.domain import (
     NewJob,
     OverLimit,
     OwnerAction,
+    SealedKey,
     ServerPolicy,
     ServerSpend,
     SpendLimits,
@@ -223,6 +224,15 @@ class DepartedServers(Protocol):
     async def purge_configuration(self, guild_id: int, at: float) -> dict[str, int] | None: ...
 
 
+class ServerKeys(Protocol):
+    """Servers' own kie.ai keys, sealed (`bot.keyvault`): the store never sees one in clear."""
+
+    async def server_key(self, guild_id: int) -> SealedKey | None: ...
+    async def server_keys(self) -> list[SealedKey]: ...
+    async def put_server_key(self, key: SealedKey) -> None: ...
+    async def delete_server_key(self, guild_id: int) -> bool: ...
+
+
 class Backend(Protocol):
     """The storage itself: whether it can take a write now, its schema's version, keeping its
     query planner's statistics current, closing it (which brings them up to date first)."""
@@ -249,6 +259,7 @@ class Storage:
     trays: ReferenceTrays
     members: MemberSettings
     departures: DepartedServers
+    server_keys: ServerKeys
     backend: Backend
 
     async def writable(self) -> bool:

@@ -309,6 +309,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX reference_tray_guild ON reference_tray (guild_key)",
         "CREATE INDEX member_defaults_guild ON member_defaults (guild_key)",
     ),
+    # 18: a server's own kie.ai key (`/server kie-key`), sealed with a key derived from
+    # SECRET_KEY (never in clear); its last four characters, who set it and when, for `show`.
+    (
+        """
+        CREATE TABLE server_kie_keys (
+            guild_id   INTEGER PRIMARY KEY,
+            sealed     TEXT NOT NULL,
+            last_four  TEXT NOT NULL,
+            set_by     INTEGER NOT NULL,
+            set_at     REAL NOT NULL
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -485,6 +485,11 @@ def _refusal_reason(refusal: Refusal) -> str:
         return _("Image generation is paused by the bot's operator. Please try again later.")
     if reason is RefusalReason.BANNED:
         return _("You can't use the image bot in this server.")
+    if reason is RefusalReason.NO_SERVER_KEY:
+        return _(
+            "This server needs its own kie.ai key before anyone can make images: ask someone "
+            "who can manage the server to run `/server kie-key set`."
+        )
     if reason is RefusalReason.WRONG_CHANNEL:
         where = ", ".join(f"<#{channel}>" for channel in refusal.channels)
         return _("In this server, `/imagine` works in {channels}.").format(channels=where)
@@ -551,7 +556,8 @@ def audit_event_embed(
     title: str, member_id: int, detail: str, actor_id: int | None
 ) -> discord.Embed:
     embed = discord.Embed(title=title, colour=COLOUR_FAILED)
-    embed.add_field(name=_("Member"), value=f"<@{member_id}>")
+    if member_id:  # 0: about the server itself (its kie.ai key failed)
+        embed.add_field(name=_("Member"), value=f"<@{member_id}>")
     if actor_id is not None and actor_id != member_id:
         embed.add_field(name=_("By"), value=f"<@{actor_id}>")
     if detail:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import discord
 
+from bot.accounts import KeyRefusal, KeySaved
 from bot.admin_events import AuditEvent, AuditKind
 from bot.domain import (
     DEFAULT_MODEL,
@@ -14,6 +15,7 @@ from bot.domain import (
     LogKind,
     MemberTotals,
     RefusedChange,
+    SealedKey,
     ServerSpend,
 )
 from bot.i18n import N_, _, ngettext, short_date
@@ -67,6 +69,10 @@ _AUDIT_TITLES = {
     AuditKind.GLOBAL_TERM_REFUSED: N_("🚫 Prompt refused (the bot's blocklist)"),
     AuditKind.USER_BANNED_REFUSED: N_("⛔ Member banned by the bot's operator refused"),
     AuditKind.SERVER_CAP_REACHED: N_("📉 The bot's daily cap for this server is reached"),
+    AuditKind.KIE_KEY_SET: N_("🔑 kie.ai key set"),
+    AuditKind.KIE_KEY_REMOVED: N_("🔑 kie.ai key removed"),
+    AuditKind.KIE_KEY_FAILED: N_("⛔ This server's kie.ai key failed"),
+    AuditKind.KIE_KEY_LOW: N_("💰 This server's kie.ai balance is low"),
 }
 
 
@@ -83,6 +89,14 @@ def audit_detail(event: AuditEvent) -> str:
         return _("+{count} today").format(count=event.value)
     if event.kind is AuditKind.QUOTA_RESET:
         return _("usage today cleared")
+    if event.kind is AuditKind.KIE_KEY_SET:
+        return _("a key ending in …{last_four}").format(last_four=event.value)
+    if event.kind is AuditKind.KIE_KEY_LOW:
+        return _("{credits} credits left on this server's kie.ai account.").format(
+            credits=event.value
+        )
+    if event.kind is AuditKind.KIE_KEY_FAILED:
+        return key_failure(event.value or "")
     return event.detail
 
 
@@ -242,6 +256,78 @@ def stats_embed(
     # A footer shows no Discord timestamp: the date is written in the reader's language.
     embed.set_footer(text=_("UTC days since {date}").format(date=short_date(since)))
     return embed
+
+
+# --- /server kie-key -------------------------------------------------------------------------
+
+
+def key_form_title() -> str:
+    return _("This server's kie.ai key")
+
+
+def key_form_label() -> str:
+    return _("kie.ai API key (kept sealed, never shown)")
+
+
+def key_saved(saved: KeySaved) -> str:
+    return _(
+        "🔑 Saved: this server's images now use its own kie.ai key (ending in …{last_four}), "
+        "which has **{credits} credits**. Its account pays kie.ai; the server's quotas still "
+        "apply."
+    ).format(last_four=saved.last_four, credits=f"{saved.credits:,.0f}")
+
+
+def key_refused(refusal: KeyRefusal) -> str:
+    if refusal is KeyRefusal.NO_SECRET_KEY:
+        text = _("The bot's operator has not enabled servers' own keys (SECRET_KEY is not set).")
+    elif refusal is KeyRefusal.MALFORMED:
+        text = _("That does not look like a kie.ai API key (https://kie.ai/api-key).")
+    elif refusal is KeyRefusal.REFUSED:
+        text = _("kie.ai refused that key. Check it at https://kie.ai/api-key and try again.")
+    else:
+        text = _("kie.ai could not check the key just now. Please try again in a minute.")
+    return text + " " + _("Nothing was changed.")
+
+
+def key_shown(key: SealedKey | None, required: bool) -> str:
+    if key is None:
+        if required:
+            return _(
+                "This server has no kie.ai key of its own, and the bot needs one to make "
+                "images here: run `/server kie-key set`."
+            )
+        return _(
+            "This server has no kie.ai key of its own: its images use the bot's. "
+            "`/server kie-key set` makes them use yours."
+        )
+    return _(
+        "This server's images use its own kie.ai key, ending in …{last_four}, set by "
+        "<@{member}> {when}."
+    ).format(
+        last_four=key.last_four,
+        member=key.set_by,
+        when=timestamp(datetime.fromtimestamp(key.set_at, UTC)),
+    )
+
+
+def key_removed(removed: bool, required: bool) -> str:
+    if not removed:
+        return _("This server has no kie.ai key of its own. Nothing was changed.")
+    if required:
+        return _(
+            "🔑 Removed. This server has no kie.ai key now, so no new images can be made here "
+            "until someone runs `/server kie-key set`."
+        )
+    return _("🔑 Removed. This server's images use the bot's kie.ai key again.")
+
+
+def key_failure(kind: str) -> str:
+    """Why the server's own key failed a job (the `FailureKind` value)."""
+    if kind == "out_of_credits":
+        return _("Its kie.ai account is out of credits: top it up, or run `/server kie-key`.")
+    if kind == "misconfigured":
+        return _("kie.ai refused it: set a valid key with `/server kie-key set`.")
+    return _("kie.ai refused a generation with it ({reason}).").format(reason=kind)
 
 
 def credits_unavailable() -> str:

@@ -25,6 +25,9 @@ Choices where the docs are silent or ambiguous (see ``FakeKie`` for the knobs):
 - Rate limits are sliding windows over the requests the limiter *admitted* (timestamped on
   receipt), so an admitted create that then fails validation or credits still used its slot.
 - Credits are charged when a task is created and never refunded.
+- Several accounts: ``add_account(key, credits)`` adds another API key with its own balance and
+  its own rate-limit windows and violation counts (kie.ai's limits are per account/key); the
+  constructor's ``api_key`` is the first account, kept in the top-level attributes.
 - Pro models cost 5/7 credits (1K/2K), flex models 14/24, as the third-party lists in the notes.
 
 Upload host (the docs list HTTP 400, 401 and 500 answers but show no error body):
@@ -337,6 +340,18 @@ class FakeTask:
         return result if self.script.result_json_as_object else json.dumps(result)
 
 
+@dataclass
+class FakeAccount:
+    """Another kie.ai account: its key's own balance, rate-limit windows and violations."""
+
+    api_key: str
+    credits: float
+    submit_violations: int = 0
+    query_violations: int = 0
+    submit_times: collections.deque[float] = field(default_factory=collections.deque)
+    query_times: collections.deque[float] = field(default_factory=collections.deque)
+
+
 def _now() -> float:
     # The default loop's clock is time.monotonic(); fall back to it outside a loop.
     try:
@@ -412,6 +427,7 @@ class FakeKie:
         self.query_violations = 0
         self.uploads: list[FakeUpload] = []  # every stored file, overwritten ones included
         self.fetches: list[FetchRecord] = []
+        self.accounts: dict[str, FakeAccount] = {}  # the other keys (see `add_account`)
 
         self._scripts: collections.deque[TaskScript] = collections.deque()
         self._create_faults: collections.deque[CreateFault] = collections.deque()
@@ -483,6 +499,17 @@ class FakeKie:
 
     # -- test-facing helpers --
 
+    def add_account(self, api_key: str, credits: float = 1000.0) -> FakeAccount:
+        """Another valid key, with its own balance and its own rate limits."""
+        account = FakeAccount(api_key, credits)
+        self.accounts[api_key] = account
+        return account
+
+    def _account(self, request: web.Request) -> FakeAccount | None:
+        """The other account whose key the request carries; None: the first account's."""
+        _, _, token = request.headers.get("Authorization", "").partition(" ")
+        return self.accounts.get(token.strip())
+
     def script_next(self, *scripts: TaskScript) -> None:
         """Queue scripts for the next created tasks, in order."""
         self._scripts.extend(scripts)
@@ -516,7 +543,8 @@ class FakeKie:
 
     @property
     def violations(self) -> int:
-        return self.submit_violations + self.query_violations
+        others = sum(a.submit_violations + a.query_violations for a in self.accounts.values())
+        return self.submit_violations + self.query_violations + others
 
     def created_tasks(self) -> list[FakeTask]:
         return list(self.tasks.values())
@@ -583,6 +611,8 @@ class FakeKie:
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip() in self.accounts:
+            return True
         return scheme.lower() == "bearer" and hmac.compare_digest(
             token.strip().encode(), self.api_key.encode()
         )
@@ -664,9 +694,14 @@ class FakeKie:
         return self._reply(request, 200, {"taskId": outcome.task_id})
 
     async def _admit_and_create(self, request: web.Request) -> FakeTask | _Rejection | None:
-        """None when rate limited (counted as a violation)."""
-        if not self._admit(self._submit_times, self.submit_limit, self.submit_window, _now()):
-            self.submit_violations += 1
+        """None when rate limited (counted as a violation, per account)."""
+        account = self._account(request)
+        times = self._submit_times if account is None else account.submit_times
+        if not self._admit(times, self.submit_limit, self.submit_window, _now()):
+            if account is None:
+                self.submit_violations += 1
+            else:
+                account.submit_violations += 1
             return None
         try:
             body = json.loads(await request.text())
@@ -682,9 +717,13 @@ class FakeKie:
             if isinstance(inputs, str) and self.input_rejection == "create":
                 return _Rejection(422, inputs)
         cost = spec.cost(body["input"]["resolution"])
-        if self.credits < cost:
+        balance = self.credits if account is None else account.credits
+        if balance < cost:
             return _Rejection(402, DEFAULT_MESSAGES[402])
-        self.credits -= cost
+        if account is None:
+            self.credits -= cost
+        else:
+            account.credits -= cost
         if isinstance(inputs, str):
             return self._new_task(body, cost, input_failure=inputs)
         return self._new_task(body, cost, input_images=inputs)
@@ -764,8 +803,13 @@ class FakeKie:
         if not self._authorized(request):
             return self._unauthorized(request)
         now = _now()
-        if not self._admit(self._query_times, self.query_limit, self.query_window, now):
-            self.query_violations += 1
+        account = self._account(request)
+        times = self._query_times if account is None else account.query_times
+        if not self._admit(times, self.query_limit, self.query_window, now):
+            if account is None:
+                self.query_violations += 1
+            else:
+                account.query_violations += 1
             return self._rate_limited(request)
         task_id = request.query.get("taskId", "")
         if not task_id:
@@ -898,7 +942,8 @@ class FakeKie:
     async def _handle_credit(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized(request)
-        credits = self.credits
+        account = self._account(request)
+        credits = self.credits if account is None else account.credits
         return self._reply(request, 200, int(credits) if float(credits).is_integer() else credits)
 
     # -- outgoing downloads --

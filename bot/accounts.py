@@ -1,0 +1,204 @@
+"""Which kie.ai account pays for a server's jobs: the operator's (KIE_API_KEY) or the server's
+own key (`/server kie-key`).
+
+A server's key is checked with kie.ai's credit query before it is kept, sealed at rest
+(`bot.keyvault`), held in clear only in memory, and never shown back (only its last four
+characters). Each key gets its own `KieClient` (one per key, cached), so its own rate budget
+(kie.ai's limits are per account: 20 createTask per 10 s, 10 status queries per second) and its
+own circuit breaker, and its own poll scheduler. With REQUIRE_SERVER_KEYS the operator's key
+serves OWNER_GUILD_ID only. Built once by the composition root; lives as long as the bot.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.domain import SealedKey
+from bot.keyvault import KeyVault
+from bot.kie import KieClient
+from bot.kie.credits import CreditWatch
+from bot.kie.errors import KieAuthError, KieError
+from bot.kie.polling import PollScheduler
+from bot.logsafety import add_secret
+from bot.store.interfaces import KeyValues, ServerKeys
+
+log = logging.getLogger(__name__)
+
+CHECK_KEY = "secret_key_check"  # the `meta` row holding `KeyVault.check_value()`
+MIN_KEY_LENGTH = 8  # kie.ai keys are 32 hex characters; anything this short is a typo
+MAX_KEY_LENGTH = 200
+
+
+class SecretKeyLost(Exception):
+    """Stored keys cannot be opened with this SECRET_KEY: one sentence for the operator."""
+
+
+class KeyRefusal(enum.Enum):
+    """Why a key was not saved (nothing changed)."""
+
+    NO_SECRET_KEY = "no_secret_key"  # the operator has not set SECRET_KEY
+    MALFORMED = "malformed"  # empty, too short or long, or with spaces
+    REFUSED = "refused"  # kie.ai said the key is not valid
+    UNREACHABLE = "unreachable"  # kie.ai could not be asked now
+
+
+@dataclass(frozen=True)
+class KeySaved:
+    last_four: str
+    credits: float  # the balance kie.ai gave when the key was checked
+
+
+@dataclass(frozen=True)
+class Account:
+    """The client and poll scheduler a job in some server uses; `own`: the server's key."""
+
+    kie: KieClient
+    polls: PollScheduler
+    own: bool = False
+    credits: CreditWatch | None = None  # a server key's balance watch (low-balance alerts)
+
+
+def last_four(key: str) -> str:
+    return key[-4:]
+
+
+class KieAccounts:
+    def __init__(
+        self,
+        operator: Account,
+        keys: ServerKeys,
+        meta: KeyValues,
+        *,
+        vault: KeyVault | None,
+        new_client: Callable[[str], KieClient],
+        new_polls: Callable[[KieClient], PollScheduler],
+        new_credits: Callable[[KieClient], CreditWatch] | None = None,
+        require_server_keys: bool = False,
+        owner_guild_id: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.operator = operator
+        self._keys = keys
+        self._meta = meta
+        self._vault = vault
+        self._new_client = new_client
+        self._new_polls = new_polls
+        self._new_credits = new_credits
+        self._require = require_server_keys
+        self._owner_guild = owner_guild_id
+        self._clock = clock
+        self._by_key: dict[str, Account] = {}  # one client per key, whichever servers share it
+        self._key_of: dict[int, str] = {}  # guild id -> its key, in clear, in memory only
+        self._loaded = False
+
+    async def load(self) -> None:
+        """Open every stored key once at start. Raises `SecretKeyLost` when SECRET_KEY is unset
+        or is not the one that sealed them (checked with the stored check value)."""
+        if self._loaded:
+            return
+        stored = await self._keys.server_keys()
+        check = await self._meta.get(CHECK_KEY)
+        if self._vault is None:
+            if stored:
+                raise SecretKeyLost(
+                    f"SECRET_KEY is not set, but {len(stored)} servers' own kie.ai keys are "
+                    "stored sealed with it: set the SECRET_KEY they were sealed with."
+                )
+            return
+        if check is not None and not self._vault.matches(check):
+            raise SecretKeyLost(
+                "SECRET_KEY is not the one that sealed the servers' own kie.ai keys in the "
+                "database: set the SECRET_KEY they were sealed with."
+            )
+        if check is None:
+            await self._meta.set(CHECK_KEY, self._vault.check_value())
+        for sealed in stored:
+            self._remember(sealed.guild_id, self._vault.open(sealed.sealed))
+        if stored:
+            log.info("%d servers use their own kie.ai key", len(stored))
+        self._loaded = True
+
+    def _remember(self, guild_id: int, key: str) -> None:
+        add_secret(key)  # never in a log line, whatever logs it
+        self._key_of[guild_id] = key
+
+    def _account(self, key: str) -> Account:
+        account = self._by_key.get(key)
+        if account is None:
+            kie = self._new_client(key)
+            watch = self._new_credits(kie) if self._new_credits else None
+            account = Account(kie, self._new_polls(kie), own=True, credits=watch)
+            self._by_key[key] = account
+        return account
+
+    def for_guild(self, guild_id: int | None) -> Account:
+        """The account a job in this server uses (the operator's without a key of its own)."""
+        key = self._key_of.get(guild_id) if guild_id is not None else None
+        return self.operator if key is None else self._account(key)
+
+    def has_key(self, guild_id: int | None) -> bool:
+        return guild_id is not None and guild_id in self._key_of
+
+    def key_required(self, guild_id: int | None) -> bool:
+        """Whether this server needs a key of its own (REQUIRE_SERVER_KEYS, not the owner's)."""
+        return self._require and (guild_id is None or guild_id != self._owner_guild)
+
+    def refuses(self, guild_id: int | None) -> bool:
+        """REQUIRE_SERVER_KEYS: the operator's key serves its own server only."""
+        return self.key_required(guild_id) and not self.has_key(guild_id)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether servers can set a key at all (SECRET_KEY is set)."""
+        return self._vault is not None
+
+    async def save(self, guild_id: int, key: str, actor: int) -> KeySaved | KeyRefusal:
+        """Check `key` with kie.ai's credit query, then keep it sealed for this server."""
+        key = key.strip()
+        if self._vault is None:
+            return KeyRefusal.NO_SECRET_KEY
+        if not MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH or any(c.isspace() for c in key):
+            return KeyRefusal.MALFORMED
+        add_secret(key)  # from before the first call: a failure's log line never shows it
+        account = self._account(key)
+        try:
+            credits = await account.kie.get_credits()
+        except KieAuthError:
+            self._forget_unused(key)
+            return KeyRefusal.REFUSED
+        except KieError as error:
+            log.info("server %s: kie.ai could not check a key: %s", guild_id, type(error).__name__)
+            self._forget_unused(key)
+            return KeyRefusal.UNREACHABLE
+        sealed = SealedKey(guild_id, self._vault.seal(key), last_four(key), actor, self._clock())
+        await self._keys.put_server_key(sealed)
+        self._remember(guild_id, key)
+        return KeySaved(last_four(key), credits)
+
+    def _forget_unused(self, key: str) -> None:
+        if key not in self._key_of.values():
+            self._by_key.pop(key, None)
+
+    async def shown(self, guild_id: int) -> SealedKey | None:
+        """What `show` may tell: the last four characters, who set it and when."""
+        return await self._keys.server_key(guild_id)
+
+    async def remove(self, guild_id: int) -> bool:
+        removed = await self._keys.delete_server_key(guild_id)
+        # Its client stays cached: jobs already at kie.ai under it finish with it.
+        self._key_of.pop(guild_id, None)
+        return removed
+
+    def wake(self, job_id: int) -> None:
+        """A callback for this job arrived: whichever scheduler watches it looks next."""
+        self.operator.polls.wake(job_id)
+        for account in self._by_key.values():
+            account.polls.wake(job_id)
+
+    async def stop(self) -> None:
+        for account in self._by_key.values():
+            await account.polls.stop()
