@@ -26,6 +26,7 @@ from bot.domain import (
     MemberDefaults,
     NewJob,
     OverLimit,
+    SealedKey,
     SpendLimits,
     TrayImage,
 )
@@ -133,6 +134,7 @@ async def _fill(path: Path) -> dict[JobState, int]:
         await storage.trays.add(2, GUILD, tray, now - 3600, 4)
         await storage.members.set_defaults(2, GUILD, MemberDefaults("16:9", "2K", True, None, 2))
         await storage.departures.record_departure(11, now - 60)
+        await storage.server_keys.put_server_key(SealedKey(GUILD, "gAAAA-sealed", "ab12", 9, now))
         return await jobs.count_by_state()
     finally:
         await storage.close()
@@ -212,6 +214,7 @@ async def test_every_table_arrives_row_for_row_and_the_summary_hides_the_passwor
         ]
         assert (await storage.members.defaults(2, GUILD)).resolution == "2K"
         assert [d.guild_id for d in await storage.departures.departures()] == [11]
+        assert [k.last_four for k in await storage.server_keys.server_keys()] == ["ab12"]
         # Ids go on from the highest copied: a new row never collides with an old one.
         with contextlib.closing(sqlite3.connect(database)) as db:
             old = db.execute("SELECT max(id) FROM jobs").fetchone()[0]
