@@ -18,6 +18,7 @@ from bot.store.interfaces import (
     BanList,
     DatabaseInUse,
     DepartedServers,
+    JobLeases,
     JobLedger,
     KeyValues,
     MemberSettings,
@@ -28,6 +29,7 @@ from bot.store.interfaces import (
     Storage,
 )
 from bot.store.jobs import SqlJobLedger
+from bot.store.leases import SqlJobLeases
 from bot.store.member_defaults import SqlMemberSettings
 from bot.store.meta import SqlKeyValues
 from bot.store.migrations import DatabaseTooNew
@@ -49,6 +51,7 @@ __all__ = [
     "DatabaseTooNew",
     "DatabaseUnavailable",
     "DepartedServers",
+    "JobLeases",
     "JobLedger",
     "KeyValues",
     "MemberSettings",
@@ -97,5 +100,6 @@ async def open_storage(
         trays=SqlReferenceTrays(database),
         members=SqlMemberSettings(database, clock),
         departures=SqlDepartedServers(database),
+        leases=SqlJobLeases(database),
         backend=backend,
     )

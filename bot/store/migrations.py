@@ -309,6 +309,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX reference_tray_guild ON reference_tray (guild_key)",
         "CREATE INDEX member_defaults_guild ON member_defaults (guild_key)",
     ),
+    # Job leases (cluster mode): which process runs an open job, and until when its claim holds
+    # unless renewed; an expired lease is taken over by another process (`bot.leases`).
+    (
+        "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_until REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

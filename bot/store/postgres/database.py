@@ -111,6 +111,9 @@ class PostgresDatabase:
     opens it once at start-up; it lives until the storage is closed.
     """
 
+    lock_rows = " FOR UPDATE SKIP LOCKED"
+    several_processes = True  # cluster mode: jobs are shared through leases (`bot.leases`)
+
     def __init__(
         self, pool: asyncpg.Pool, target: PostgresTarget, clock: Callable[[], float]
     ) -> None:
