@@ -11,6 +11,7 @@ are told "the operator has been alerted" only when that is true.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -103,10 +104,8 @@ class OperatorAlerts:
         """The stored time of the last alert of this kind, remembered; its text as stored."""
         value = await self._meta.get(f"alert:{kind.value}")
         if value is not None:
-            try:
+            with contextlib.suppress(ValueError):  # a mangled row: as if none was sent
                 self._sent[kind] = max(self._sent.get(kind, 0.0), float(value))
-            except ValueError:
-                pass
         return value
 
     def _fresh(self, kind: AlertKind, now: float) -> bool:
