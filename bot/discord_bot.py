@@ -296,16 +296,29 @@ class ImagineBot(commands.Bot):
     async def _sync_scope(self, guild: discord.Object | None, mode: str) -> None:
         scope = f"{self.application_id}:{guild.id if guild else 'global'}"
         fingerprint = self.command_fingerprint(guild)
-        if mode == "auto" and await self.storage.meta.get(f"commands:{scope}") == fingerprint:
-            log.info("slash commands unchanged; not syncing")
-            return
+        key, meta = f"commands:{scope}", self.storage.meta
+        stored = await meta.get(key)
+        if mode == "auto":
+            if stored == fingerprint:
+                log.info("slash commands unchanged; not syncing")
+                return
+            # Several processes starting together: the one that moves the stored fingerprint
+            # from what it read to the new one syncs; the others leave it to that one.
+            if not await meta.compare_and_set(key, stored, fingerprint):
+                log.info("slash commands are being synced by another process")
+                return
         try:
             synced = await self.tree.sync(guild=guild)
         except discord.HTTPException as error:
             # Commands synced earlier keep working; try again on the next start.
             log.error("could not sync slash commands (%s %s)", error.status, error.text)
+            if mode == "auto":  # unclaim it, so the next start tries again
+                if stored is None:
+                    await meta.delete(key)
+                else:
+                    await meta.compare_and_set(key, fingerprint, stored)
             return
-        await self.storage.meta.set(f"commands:{scope}", fingerprint)
+        await meta.set(key, fingerprint)
         where = f"server {guild.id}" if guild else "all servers"
         log.info("synced %d slash commands to %s", len(synced), where)
 

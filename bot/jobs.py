@@ -12,12 +12,13 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot.batches import Batches, BatchOutcome
 from bot.domain import (
+    OPEN_STATES,
     DeliveryRoute,
     Hold,
     Job,
@@ -413,6 +414,19 @@ class JobService:
             # The previous run was busy moments ago; its calls still count at kie.ai.
             self._kie.assume_recent_use([now - at for at in recent])
         return unfinished
+
+    async def adopt(self, job_ids: Sequence[int]) -> list[Job]:
+        """Jobs taken over from a process that died, read afresh: those still open, and those
+        already at kie.ai counted as running, as `unfinished` does at start-up."""
+        adopted: list[Job] = []
+        for job_id in job_ids:
+            job = await self._ledger.get_job(job_id)
+            if job is None or job.state not in OPEN_STATES:
+                continue
+            if job.state is not JobState.RESERVED:
+                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
+            adopted.append(job)
+        return adopted
 
     async def run(self, job: Job, reporter: JobReporter, *, keep: KeepTask) -> FailureKind | None:
         """Take a job from whatever state it is in to a delivered image, or to a refund.
