@@ -27,7 +27,7 @@ from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
 from bot.departures import ServerDepartures
-from bot.discord_bot import ImagineBot
+from bot.discord_bot import ImagineBot, bot_class
 from bot.domain import Job
 from bot.generation import Generation
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
@@ -295,7 +295,7 @@ def build_bot(
         )
 
     history = History(storage.jobs, admission, quota, kie, limits, reply_for=reshow_reply_for)
-    bot = ImagineBot(
+    bot = bot_class(settings)(
         settings=settings,
         storage=storage,
         quota=quota,

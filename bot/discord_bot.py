@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import time
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -144,6 +145,7 @@ class ImagineBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             # Every REST call counted by method and status for /metrics.
             http_trace=self.metrics.discord_trace(),
+            **shard_options(settings),
         )
         self.settings = settings
         self.storage = storage
@@ -330,3 +332,25 @@ class ImagineBot(commands.Bot):
         # The localizations come from the catalogues: a changed translation is a change too.
         signed = {"commands": payload, "catalogues": i18n.catalogue_fingerprint()}
         return hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()
+
+
+class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):
+    """The same bot over discord.py's auto-sharded client (SHARD_COUNT set): one connection per
+    shard this process runs (SHARD_IDS, or all of them), as Discord requires past 2,500
+    servers. Any process can finish any job (delivery needs only the interaction token or the
+    channel), so which shard a server is on matters only for the events it receives."""
+
+
+def shard_options(settings: Settings) -> dict[str, Any]:
+    """The client's shard arguments: none unsharded; else the count and this process's ids."""
+    if settings.shard_count is None:
+        return {}
+    options: dict[str, Any] = {"shard_count": settings.shard_count}
+    if settings.shard_ids is not None:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
+
+
+def bot_class(settings: Settings) -> type[ImagineBot]:
+    """Sharded when SHARD_COUNT is set; the plain client (one connection) otherwise."""
+    return ShardedImagineBot if settings.shard_count is not None else ImagineBot
