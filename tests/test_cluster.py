@@ -35,9 +35,13 @@ async def start_processes(
     command sync and the takeover come before the gateway); the last gets the interactions."""
     bots: list[RunningBot] = []
     for _ in range(count):
-        before = fake_discord.identify_count
+        started = fake_discord.identify_count + 1
         bots.append(await start_bot(**overrides))
-        await eventually(lambda: fake_discord.identify_count > before, 10, what="IDENTIFY")
+        await eventually(
+            lambda n=started: fake_discord.identify_count >= n,
+            10,
+            what="IDENTIFY",
+        )
     return bots
 
 
