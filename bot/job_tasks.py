@@ -77,6 +77,7 @@ class JobRunner:
         process's leases renewed, and take over the jobs of processes that die."""
         leases = self._leases
         if leases is not None and leases.shared:
+            await self._jobs.assume_recent_submissions()
             await self._take_over(leases, starting=True)
         else:
             if leases is not None:

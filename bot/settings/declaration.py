@@ -160,7 +160,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
             "With several bot processes on one PostgreSQL database, how long a job stays leased "
             "to the process running it without being renewed (every third of it): a process "
             "that dies has its jobs taken over by the others within this time. See "
-            "[Running several processes](#running-several-processes)."
+            "[Several processes](#several-processes)."
         ),
         comment="Seconds a dead process's jobs stay leased before another process takes them.",
     ),
