@@ -1,6 +1,7 @@
 """The PostgreSQL database: a pool of asyncpg connections, its transactions, bringing its schema
-up to date once however many processes start together, and the lock that keeps one bot
-process per database (until a cluster mode exists).
+up to date once however many processes start together, and an optional lock that keeps one
+process per database (`exclusive`; the bot itself runs several, sharing jobs by lease:
+`bot.leases`).
 """
 
 from __future__ import annotations
