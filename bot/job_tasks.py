@@ -189,10 +189,9 @@ class JobRunner:
         With thousands waiting, one edit each would take longer than Docker waits.
         """
         self.stop_accepting()
-        if self._keeper is not None:
-            self._keeper.cancel()
-            await asyncio.gather(self._keeper, return_exceptions=True)
-            self._keeper = None
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()  # waited for below: no pause here before the line closes
         line = self._jobs.run_queue
         line.close()  # nobody else is let in while the running jobs are cancelled
         waiting = line.waiting_jobs()
@@ -222,6 +221,8 @@ class JobRunner:
                 await self.drain()
         except TimeoutError:
             log.warning("not every refunded member could be told before shutting down")
+        if keeper is not None:
+            await asyncio.gather(keeper, return_exceptions=True)
         if self._leases is not None:
             try:
                 # Another process (or the next start) takes this one's open jobs at once.
