@@ -28,7 +28,7 @@ from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
 from bot.departures import ServerDepartures
-from bot.discord_bot import ImagineBot
+from bot.discord_bot import ImagineBot, bot_class
 from bot.domain import Job
 from bot.generation import Generation
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
@@ -50,6 +50,7 @@ from bot.kie import (
 from bot.kie.credits import CreditWatch
 from bot.kie.polling import PollScheduler
 from bot.kie.ratelimit import SlidingWindowLimiter
+from bot.leases import Leases
 from bot.logsafety import configure_logging
 from bot.looplag import LoopLagMonitor
 from bot.metrics import Metrics
@@ -300,8 +301,20 @@ def build_bot(
     def reply_for(job: Job) -> JobReply:
         return batch_replies.member(job) if job.in_batch else discord_reply(job)
 
+    # Each job is leased to the process running it: on PostgreSQL several processes share
+    # the jobs, and take over those of a process that dies.
+    leases = Leases(
+        storage.leases,
+        shared=storage.backend.several_processes,
+        seconds=settings.lease_seconds,
+    )
     runner = JobRunner(
-        jobs, credits, alerts, reply_for=reply_for, low_credits_text=messages.low_credits_alert
+        jobs,
+        credits,
+        alerts,
+        reply_for=reply_for,
+        low_credits_text=messages.low_credits_alert,
+        leases=leases,
     )
 
     def reshow_reply_for(job: Job) -> DiscordReply:
@@ -311,7 +324,7 @@ def build_bot(
         )
 
     history = History(storage.jobs, admission, quota, kie, limits, reply_for=reshow_reply_for)
-    bot = ImagineBot(
+    bot = bot_class(settings)(
         settings=settings,
         storage=storage,
         quota=quota,
@@ -416,7 +429,7 @@ def database_target(settings: Settings) -> DatabaseTarget:
 async def run(settings: Settings) -> None:
     point_discord_at(settings)
     if settings.database_url:
-        # PostgreSQL: the database itself refuses a second bot (`open_storage(exclusive=True)`).
+        # PostgreSQL: several processes may share it (cluster mode): each job is leased to one.
         await _run_locked(settings)
         return
     lock = SingleProcessLock(settings.database_path)
@@ -449,12 +462,7 @@ async def _run_locked(settings: Settings) -> None:
             f"a translation catalogue in {i18n.LOCALES_DIR} is broken: {error}"
         ) from None
     try:
-        storage = await open_storage(target, exclusive=True)
-    except DatabaseInUse:
-        raise StartupError(
-            f"{where or 'DATABASE_PATH'} is in use by another running bot; only one process may "
-            "use a database."
-        ) from None
+        storage = await open_storage(target)
     except DatabaseUnavailable as error:
         raise StartupError(f"DATABASE_URL cannot be used: {error}.") from None
     except DatabaseTooNew as error:

@@ -2,13 +2,16 @@
 
 Each kind is sent at most once an hour (a failing account fails every job at once, and the
 operator needs one message, not a hundred), and the time of the last one is kept in the database
-so a crash loop does not repeat it. Whether an alert really went out is returned, because members
+so a crash loop does not repeat it. Several bot processes on one database send each alert once:
+before sending, a process moves the stored time from what it read to now (a compare-and-set),
+and only the one that wins sends. Whether an alert really went out is returned, because members
 are told "the operator has been alerted" only when that is true.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -72,15 +75,38 @@ class OperatorAlerts:
                     return True
             if now - self._failed.get(kind, -RETRY_FAILED_AFTER) < RETRY_FAILED_AFTER:
                 return False
-            delivered = self._send is not None and await self._send(text)
-            if not delivered:
+            if self._send is None:
+                log.error("could not alert the operator about %s", kind.value)
+                return False
+            # Another process on the same database may have sent one since we last looked.
+            stored = {recent: await self._stored(recent) for recent in (kind, covering) if recent}
+            if any(self._fresh(recent, now) for recent in stored):
+                return True
+            key, previous = f"alert:{kind.value}", stored[kind]
+            if not await self._meta.compare_and_set(key, previous, repr(now)):
+                # Another process claimed this alert a moment ago and is sending it.
+                await self._stored(kind)
+                return True
+            if not await self._send(text):
+                # Unclaim it, so this process (or another) tries again a minute later.
+                if previous is None:
+                    await self._meta.delete(key)
+                else:
+                    await self._meta.compare_and_set(key, repr(now), previous)
                 self._failed[kind] = now
                 log.error("could not alert the operator about %s", kind.value)
                 return False
             self._sent[kind] = now
-            await self._meta.set(f"alert:{kind.value}", repr(now))
             log.warning("alerted the operator: %s", kind.value)
             return True
+
+    async def _stored(self, kind: AlertKind) -> str | None:
+        """The stored time of the last alert of this kind, remembered; its text as stored."""
+        value = await self._meta.get(f"alert:{kind.value}")
+        if value is not None:
+            with contextlib.suppress(ValueError):  # a mangled row: as if none was sent
+                self._sent[kind] = max(self._sent.get(kind, 0.0), float(value))
+        return value
 
     def _fresh(self, kind: AlertKind, now: float) -> bool:
         """Whether an alert of this kind went out recently enough to stand."""

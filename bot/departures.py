@@ -52,15 +52,20 @@ class ServerDepartures:
         if await self._store.clear_departure(guild_id):
             log.info("back in server %s: what it had configured is kept", guild_id)
 
-    async def reconcile(self, present: Iterable[int]) -> None:
+    async def reconcile(
+        self, present: Iterable[int], ours: Callable[[int], bool] = lambda _guild_id: True
+    ) -> None:
         """At READY: `present` is every server Discord lists, unavailable ones included. Those
         recorded as left are back; those with data and not listed were left while offline (the
-        grace period counts from now)."""
+        grace period counts from now). `ours`: whether a server is on this process's shards
+        (SHARD_IDS): another process's READY lists the others, so their absence says nothing."""
         present = set(present)
         recorded = {departure.guild_id for departure in await self._store.departures()}
         for guild_id in sorted(recorded & present):
             await self.returned(guild_id)
         for guild_id in sorted(await self._store.servers_with_data() - present - recorded):
+            if not ours(guild_id):
+                continue
             if await self._store.record_departure(guild_id, self._clock()):
                 await self._purge_personal(guild_id, "left while the bot was offline", always=True)
         self._servers_known = True

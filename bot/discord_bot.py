@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import time
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -145,6 +146,7 @@ class ImagineBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             # Every REST call counted by method and status for /metrics.
             http_trace=self.metrics.discord_trace(),
+            **shard_options(settings),
         )
         self.settings = settings
         self.storage = storage
@@ -306,16 +308,29 @@ class ImagineBot(commands.Bot):
     async def _sync_scope(self, guild: discord.Object | None, mode: str) -> None:
         scope = f"{self.application_id}:{guild.id if guild else 'global'}"
         fingerprint = self.command_fingerprint(guild)
-        if mode == "auto" and await self.storage.meta.get(f"commands:{scope}") == fingerprint:
-            log.info("slash commands unchanged; not syncing")
-            return
+        key, meta = f"commands:{scope}", self.storage.meta
+        stored = await meta.get(key)
+        if mode == "auto":
+            if stored == fingerprint:
+                log.info("slash commands unchanged; not syncing")
+                return
+            # Several processes starting together: the one that moves the stored fingerprint
+            # from what it read to the new one syncs; the others leave it to that one.
+            if not await meta.compare_and_set(key, stored, fingerprint):
+                log.info("slash commands are being synced by another process")
+                return
         try:
             synced = await self.tree.sync(guild=guild)
         except discord.HTTPException as error:
             # Commands synced earlier keep working; try again on the next start.
             log.error("could not sync slash commands (%s %s)", error.status, error.text)
+            if mode == "auto":  # unclaim it, so the next start tries again
+                if stored is None:
+                    await meta.delete(key)
+                else:
+                    await meta.compare_and_set(key, fingerprint, stored)
             return
-        await self.storage.meta.set(f"commands:{scope}", fingerprint)
+        await meta.set(key, fingerprint)
         where = f"server {guild.id}" if guild else "all servers"
         log.info("synced %d slash commands to %s", len(synced), where)
 
@@ -327,3 +342,25 @@ class ImagineBot(commands.Bot):
         # The localizations come from the catalogues: a changed translation is a change too.
         signed = {"commands": payload, "catalogues": i18n.catalogue_fingerprint()}
         return hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()
+
+
+class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):
+    """The same bot over discord.py's auto-sharded client (SHARD_COUNT set): one connection per
+    shard this process runs (SHARD_IDS, or all of them), as Discord requires past 2,500
+    servers. Any process can finish any job (delivery needs only the interaction token or the
+    channel), so which shard a server is on matters only for the events it receives."""
+
+
+def shard_options(settings: Settings) -> dict[str, Any]:
+    """The client's shard arguments: none unsharded; else the count and this process's ids."""
+    if settings.shard_count is None:
+        return {}
+    options: dict[str, Any] = {"shard_count": settings.shard_count}
+    if settings.shard_ids is not None:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
+
+
+def bot_class(settings: Settings) -> type[ImagineBot]:
+    """Sharded when SHARD_COUNT is set; the plain client (one connection) otherwise."""
+    return ShardedImagineBot if settings.shard_count is not None else ImagineBot

@@ -16,6 +16,7 @@ from bot.alerts import AlertKind, OperatorAlerts
 from bot.domain import Job
 from bot.jobs import FailureKind, JobReporter, JobService
 from bot.kie.credits import Balance, CreditWatch
+from bot.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class JobRunner:
         reply_for: Callable[[Job], JobReply],
         low_credits_text: Callable[[Balance], str],
         notice_seconds: float = SHUTDOWN_NOTICE_SECONDS,
+        leases: Leases | None = None,
     ) -> None:
         self._jobs = jobs
         self._credits = credits
@@ -61,18 +63,58 @@ class JobRunner:
         self._running: dict[asyncio.Task[None], tuple[int, JobReply]] = {}  # -> job id, reply
         self._finishing: set[asyncio.Task[None]] = set()
         self.accepting = True  # False from the start of shutdown: no new job is admitted
+        # Which jobs this process runs, in the database (None: leases are not kept at all).
+        self._leases = leases
+        self._keeper: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> int:
         return len(self._running)
 
     async def resume(self) -> None:
-        """Pick up every job a previous run left open (a restart, a crash, a deploy)."""
-        unfinished = await self._jobs.unfinished()
-        for job in unfinished:
+        """Pick up every job a previous run left open (a restart, a crash, a deploy); with
+        other processes on the database, only those whose lease ran out. Then keep this
+        process's leases renewed, and take over the jobs of processes that die."""
+        leases = self._leases
+        if leases is not None and leases.shared:
+            await self._jobs.assume_recent_submissions()
+            await self._take_over(leases, starting=True)
+        else:
+            if leases is not None:
+                await leases.forget_predecessor()  # the only process: every open job is ours
+            unfinished = await self._jobs.unfinished()
+            for job in unfinished:
+                self.start(job)
+            if unfinished:
+                log.info("resumed %d unfinished jobs", len(unfinished))
+        if leases is not None and self._keeper is None:
+            self._keeper = asyncio.create_task(
+                self._keep_leases(leases), name=f"job-leases:{leases.owner}"
+            )
+
+    async def _take_over(self, leases: Leases, *, starting: bool = False) -> None:
+        """Run the jobs whose process stopped renewing their leases (killed, or cut off)."""
+        taken = await leases.take_expired(starting=starting)
+        mine = {job_id for job_id, _reply in self._running.values()}
+        # Our own lease can run out only if this process stalled longer than the lease: the
+        # task still running it carries on.
+        jobs = await self._jobs.adopt([job_id for job_id in taken if job_id not in mine])
+        for job in jobs:
             self.start(job)
-        if unfinished:
-            log.info("resumed %d unfinished jobs", len(unfinished))
+        if jobs:
+            log.info("took over %d jobs whose process stopped renewing their leases", len(jobs))
+
+    async def _keep_leases(self, leases: Leases) -> None:
+        while True:
+            await asyncio.sleep(leases.every)
+            try:
+                await leases.renew()
+                if leases.shared and self.accepting:
+                    await self._take_over(leases)
+            except Exception:
+                # The database is unreachable for a moment: the next round tries again (the
+                # leases last three rounds).
+                log.warning("could not renew job leases", exc_info=True)
 
     def stop_accepting(self) -> None:
         """The first step of a shutdown: no new request is admitted from now on."""
@@ -112,7 +154,17 @@ class JobRunner:
         task.add_done_callback(self._finishing.discard)
 
     async def _run(self, job: Job, reply: JobReply) -> None:
+        leases = self._leases
+        if leases is not None and not await leases.claim(job.id):
+            log.info("job %s is leased by another process; leaving it to that one", job.id)
+            return
         failure = await self._jobs.run(job, reply, keep=self.keep_finishing)
+        if leases is not None:
+            try:
+                await leases.release(job.id)
+            except Exception:
+                # It ended: an open lease on a finished job holds nothing back.
+                log.warning("job %s: could not release its lease", job.id, exc_info=True)
         # Each finished job is a chance to notice a low balance before members run into it.
         # Best effort: the job's outcome is settled and told already.
         try:
@@ -139,6 +191,9 @@ class JobRunner:
         With thousands waiting, one edit each would take longer than Docker waits.
         """
         self.stop_accepting()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()  # waited for below: no pause here before the line closes
         line = self._jobs.run_queue
         line.close()  # nobody else is let in while the running jobs are cancelled
         waiting = line.waiting_jobs()
@@ -168,6 +223,14 @@ class JobRunner:
                 await self.drain()
         except TimeoutError:
             log.warning("not every refunded member could be told before shutting down")
+        if keeper is not None:
+            await asyncio.gather(keeper, return_exceptions=True)
+        if self._leases is not None:
+            try:
+                # Another process (or the next start) takes this one's open jobs at once.
+                await self._leases.release_mine()
+            except Exception:
+                log.warning("could not release job leases; they expire by themselves")
         await self._jobs.stop_polling()
         await self._jobs.kie_breaker.stop()
 

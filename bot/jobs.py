@@ -12,13 +12,14 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot.accounts import Account, KieAccounts
 from bot.batches import Batches, BatchOutcome
 from bot.domain import (
+    OPEN_STATES,
     DeliveryRoute,
     Hold,
     Job,
@@ -436,6 +437,17 @@ class JobService:
 
     async def unfinished(self) -> list[Job]:
         """Jobs a previous run left open. Call once at start-up, before any new work."""
+        unfinished = await self._ledger.open_jobs()
+        for job in unfinished:
+            if job.state is not JobState.RESERVED:
+                # Already at kie.ai: counted as running before any waiting job may start.
+                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
+        await self.assume_recent_submissions(force=bool(unfinished))
+        return unfinished
+
+    async def assume_recent_submissions(self, *, force: bool = False) -> None:
+        """At start-up: the createTask calls recorded in the last window (by a previous run,
+        or another process) still count at kie.ai."""
         now = self._clock()
         # `submitted_at` is committed just before createTask is sent; kie.ai counts the call
         # when it arrives, which a busy or stalled process makes later. Each is taken as having
@@ -445,15 +457,22 @@ class JobService:
             min(now, at + SUBMIT_ARRIVAL_SLACK)
             for at in await self._ledger.submissions_since(since)
         ]
-        unfinished = await self._ledger.open_jobs()
-        for job in unfinished:
-            if job.state is not JobState.RESERVED:
-                # Already at kie.ai: counted as running before any waiting job may start.
-                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
-        if recent or unfinished:
+        if recent or force:
             # The previous run was busy moments ago; its calls still count at kie.ai.
             self._kie.assume_recent_use([now - at for at in recent])
-        return unfinished
+
+    async def adopt(self, job_ids: Sequence[int]) -> list[Job]:
+        """Jobs taken over from a process that died, read afresh: those still open, and those
+        already at kie.ai counted as running, as `unfinished` does at start-up."""
+        adopted: list[Job] = []
+        for job_id in job_ids:
+            job = await self._ledger.get_job(job_id)
+            if job is None or job.state not in OPEN_STATES:
+                continue
+            if job.state is not JobState.RESERVED:
+                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
+            adopted.append(job)
+        return adopted
 
     async def run(self, job: Job, reporter: JobReporter, *, keep: KeepTask) -> FailureKind | None:
         """Take a job from whatever state it is in to a delivered image, or to a refund.

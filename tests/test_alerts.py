@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -101,3 +102,29 @@ async def test_an_undelivered_alert_is_not_claimed_and_is_retried_a_minute_later
 
 async def test_without_a_route_nothing_is_claimed(store: Storage) -> None:
     assert not await OperatorAlerts(store.meta).alert(AlertKind.KEY_REFUSED, "key")
+
+
+async def test_several_processes_on_one_database_send_each_alert_once(
+    storage_target: DatabaseTarget,
+) -> None:
+    # Three bot processes (each its own connection to the database) hit the same failure at
+    # once: the operator hears about it once, and every process may say "alerted".
+    stores = [await open_storage(storage_target) for _ in range(3)]
+    try:
+        operator, now = Operator(), FakeClock(NOON)
+        processes = [alerts_at(store, operator, now) for store in stores]
+        results = await asyncio.gather(
+            *(alerts.alert(AlertKind.OUT_OF_CREDITS, "empty") for alerts in processes)
+        )
+        assert results == [True, True, True]
+        assert operator.received == ["empty"]
+        now.advance(60)
+        assert await processes[2].alert(AlertKind.LOW_BALANCE, "low"), "covered by the first"
+        assert operator.received == ["empty"]
+        now.advance(ALERT_EVERY)
+        assert await processes[1].alert(AlertKind.OUT_OF_CREDITS, "still empty")
+        assert await processes[0].alert(AlertKind.OUT_OF_CREDITS, "still empty")
+        assert operator.received == ["empty", "still empty"]
+    finally:
+        for store in stores:
+            await store.close()

@@ -291,3 +291,20 @@ async def test_servers_left_are_swept_even_when_history_is_kept_forever(tmp_path
         ]
     finally:
         await store.close()
+
+
+async def test_a_process_on_some_shards_leaves_the_other_shards_servers_alone(
+    tmp_path: Path,
+) -> None:
+    # SHARD_COUNT=2, SHARD_IDS=0: server 1 << 22 is on shard 1, another process's READY.
+    theirs, mine = 1 << 22, 2 << 22
+    store = await open_storage(tmp_path / "imagine.db")
+    try:
+        await store.moderation.add_blocked_term(theirs, "gore", "gore", 1)
+        await store.moderation.add_blocked_term(mine, "gore", "gore", 1)
+        departures = ServerDepartures(store.departures, FakeClock(1_000_000.0))
+        await departures.reconcile([], ours=lambda guild_id: (guild_id >> 22) % 2 == 0)
+        assert [d.guild_id for d in await store.departures.departures()] == [mine]
+        assert await store.moderation.blocked_terms(theirs) == ["gore"]
+    finally:
+        await store.close()

@@ -154,7 +154,7 @@ EXPECTED_SCHEMA = {
             "more_input_urls TEXT, image_url TEXT, delivered_at REAL, forgotten_at REAL, "
             "model TEXT NOT NULL DEFAULT 'flex', batch_id INTEGER, "
             "batch_index INTEGER NOT NULL DEFAULT 0, batch_size INTEGER NOT NULL DEFAULT 1, "
-            "private INTEGER NOT NULL DEFAULT 0, locale TEXT)"
+            "private INTEGER NOT NULL DEFAULT 0, locale TEXT, lease_owner TEXT, lease_until REAL)"
         ),
     ),
     (

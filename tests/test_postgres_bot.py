@@ -1,7 +1,7 @@
 """The whole bot on PostgreSQL, always (the rest of the suite does so with
 `IMAGINE_TEST_BACKEND=postgres`; restarts that resume jobs are tests/test_durability.py's, on
 both backends): a /imagine end to end, and `python -m bot` with DATABASE_URL, which never shows
-its password and refuses a second bot."""
+its password and runs beside a second bot on the same database."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from bot.settings import Settings
 from bot.store import PostgresTarget
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
-from tests.helpers import READY_TITLE, bot_environment, bot_process, embed_title, final_answer
+from tests.helpers import (
+    READY_TITLE,
+    bot_environment,
+    bot_process,
+    embed_title,
+    eventually,
+    final_answer,
+)
 
 # The same tests as on SQLite, collected here again with this module's `settings` (the
 # restarts of tests/test_durability.py run on both backends there).
@@ -63,13 +70,25 @@ async def test_python_m_bot_on_database_url_serves_and_shows_only_host_and_datab
         final = await final_answer(fake_discord, imagine, 20)
         assert embed_title(final) == READY_TITLE
 
-        # A second bot on the same database would submit and deliver the same jobs twice.
-        second = await bot_process(env, tmp_path, merged=False)
-        out, err = await asyncio.wait_for(second.communicate(), 60)
-        assert second.returncode == 2, err.decode()
-        line = err.decode().strip().splitlines()[-1]  # after the DEBUG lines of the start
-        assert line.startswith("imagine-bot: DATABASE_URL") and "in use by another" in line
-        assert postgres_target.safe in line and PASSWORD not in err.decode() + out.decode()
+        # A second bot on the same database runs beside it (cluster mode): each job is leased
+        # to one of them. The fake sends interactions to the newest connection: the second.
+        identified = fake_discord.identify_count
+        second = await bot_process(env, tmp_path)
+        try:
+            await eventually(
+                lambda: fake_discord.identify_count > identified, 30, what="the second IDENTIFY"
+            )
+            again = await fake_discord.send_interaction("imagine", {"prompt": "a busy harbour"})
+            assert embed_title(await final_answer(fake_discord, again, 20)) == READY_TITLE
+            second.terminate()
+            out, _ = await asyncio.wait_for(second.communicate(), 20)
+            assert second.returncode == 0
+            assert PASSWORD not in out.decode()
+        finally:
+            if second.returncode is None:
+                second.kill()
+                await second.wait()
+        assert len(fake_kie.calls_to("/api/v1/jobs/createTask")) == 2
 
         first.terminate()
         assert await asyncio.wait_for(first.wait(), 20) == 0

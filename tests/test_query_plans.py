@@ -52,6 +52,7 @@ from bot.store import BanList, Storage, open_storage
 from bot.store.database import Database
 from bot.store.departures import SqlDepartedServers
 from bot.store.jobs import SqlJobLedger
+from bot.store.leases import SqlJobLeases
 from bot.store.member_defaults import SqlMemberSettings
 from bot.store.meta import SqlKeyValues
 from bot.store.moderation import SqlModerationRecords
@@ -93,6 +94,7 @@ REPOSITORIES = (
     SqlReferenceTrays,
     SqlMemberSettings,
     SqlDepartedServers,
+    SqlJobLeases,
 )
 DAY = "2026-06-01"
 # SQLite's query plans and statistics, on its file.
@@ -265,6 +267,14 @@ def _calls(history: History) -> dict[str, Call]:
         "get": lambda s: s.meta.get("paused"),
         "set": lambda s: s.meta.set("paused", "maintenance"),
         "delete": lambda s: s.meta.delete("paused"),
+        "compare_and_set": lambda s: s.meta.compare_and_set("alert:x", None, "1.0"),
+        # job leases (cluster mode): each job's start and end, every few seconds per process
+        "claim": on_job(lambda s, i: s.leases.claim(i, "p1", time.time() + 30, 30)),
+        "renew": lambda s: s.leases.renew("p1", time.time() + 30),
+        "take_expired": lambda s: s.leases.take_expired("p2", time.time() + 30, 30, 100),
+        "release": on_job(lambda s, i: s.leases.release(i, "p1")),
+        "release_all": lambda s: s.leases.release_all("p1"),
+        "holder": on_job(lambda s, i: s.leases.holder(i)),
     }
 
 

@@ -13,7 +13,9 @@ from bot.settings.model import (
     MAX_CAP_SETTING,
     MAX_IMAGE_MB,
     MAX_JOB_TIMEOUT,
+    MAX_LEASE_SECONDS,
     MAX_RUNNING_SETTING,
+    MAX_SHARDS,
     MAX_UNITS_SETTING,
     SYNC_MODES,
     Settings,
@@ -29,6 +31,7 @@ from bot.settings.parsers import (
     Parser,
     Port,
     Seconds,
+    ShardIds,
     Snowflake,
     Snowflakes,
     Text,
@@ -148,6 +151,38 @@ SETTINGS: tuple[Setting[Any], ...] = (
         ),
         comment="A PostgreSQL URL (postgresql://user:password@host/db) instead of SQLite.",
         secret=True,
+    ),
+    Setting(
+        "LEASE_SECONDS",
+        "lease_seconds",
+        Seconds(MAX_LEASE_SECONDS),
+        description=(
+            "With several bot processes on one PostgreSQL database, how long a job stays leased "
+            "to the process running it without being renewed (every third of it): a process "
+            "that dies has its jobs taken over by the others within this time. See "
+            "[Several processes](#several-processes)."
+        ),
+        comment="Seconds a dead process's jobs stay leased before another process takes them.",
+    ),
+    Setting(
+        "SHARD_COUNT",
+        "shard_count",
+        Whole(1, MAX_SHARDS),
+        description=(
+            "Discord shards in all (Discord requires sharding past 2,500 servers). Empty = one "
+            "unsharded connection. Set alone, this process runs every shard."
+        ),
+        comment="Discord shards in all; empty = no sharding.",
+    ),
+    Setting(
+        "SHARD_IDS",
+        "shard_ids",
+        ShardIds(),
+        description=(
+            "The shards this process runs, like `0,1` (each below `SHARD_COUNT`); the other "
+            "processes run the rest. Empty = every shard."
+        ),
+        comment="The shards this process runs (like 0,1); empty = all of SHARD_COUNT.",
     ),
     Setting(
         "HISTORY_DAYS",
@@ -580,4 +615,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     settings = Settings(**values)
     if settings.public_base_url and not settings.webhook_port:
         raise SettingsError("PUBLIC_BASE_URL needs WEBHOOK_PORT to be a port number, not 0.")
+    if settings.shard_ids is not None:
+        if settings.shard_count is None:
+            raise SettingsError("SHARD_IDS needs SHARD_COUNT (the number of shards in all).")
+        if max(settings.shard_ids) >= settings.shard_count:
+            raise SettingsError(
+                f"SHARD_IDS must be below SHARD_COUNT ({settings.shard_count}): shards are "
+                f"numbered from 0."
+            )
     return settings

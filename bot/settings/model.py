@@ -11,6 +11,8 @@ LOG_FORMATS = ("text", "json")
 SYNC_MODES = ("auto", "always", "never")
 # kie.ai suggests giving up after 10-15 minutes; an hour is the outer bound.
 MAX_JOB_TIMEOUT = 3600.0
+MAX_LEASE_SECONDS = 600.0  # a dead process's jobs wait at most this long
+MAX_SHARDS = 100_000
 
 # Upper bounds for numbers: far above any sensible value, far below what breaks arithmetic or
 # SQLite's 64-bit integers. The README's configuration table gives each variable's range.
@@ -43,6 +45,9 @@ class Settings:
     kie_upload_base: str = "https://kieai.redpandaai.co"
     database_path: Path = Path("data/imagine.db")
     database_url: str | None = field(default=None, repr=False)  # None: SQLite at database_path
+    lease_seconds: float = 30.0  # a dead process's jobs are taken over after this (PostgreSQL)
+    shard_count: int | None = None  # None: one connection, no sharding
+    shard_ids: tuple[int, ...] | None = None  # None: every shard, in this process
     history_days: int = 90  # prompts and links of older finished jobs are blanked (0: kept)
     daily_quota: int = 10
     max_running_per_member: int = 2  # 0: no limit

@@ -251,6 +251,23 @@ class Snowflakes:
 
 
 @dataclass(frozen=True)
+class ShardIds:
+    """Discord shard numbers, like `0,1`."""
+
+    expected: str = "shard numbers (0, 1, …) separated by commas"
+    limits: str = ""
+
+    def read(self, raw: str) -> tuple[int, ...]:
+        parts = [part.strip() for part in raw.split(",") if part.strip()]
+        if not parts or not all(part.isdigit() for part in parts):
+            raise ValueError(raw)
+        return tuple(sorted({int(part) for part in parts}))
+
+    def show(self, value: tuple[int, ...]) -> str:
+        return ",".join(str(part) for part in value)
+
+
+@dataclass(frozen=True)
 class Hosts:
     expected: str = "host names separated by commas"
     limits: str = ""

@@ -18,6 +18,7 @@ from bot.store.interfaces import (
     BanList,
     DatabaseInUse,
     DepartedServers,
+    JobLeases,
     JobLedger,
     KeyValues,
     MemberSettings,
@@ -28,6 +29,7 @@ from bot.store.interfaces import (
     Storage,
 )
 from bot.store.jobs import SqlJobLedger
+from bot.store.leases import SqlJobLeases
 from bot.store.member_defaults import SqlMemberSettings
 from bot.store.meta import SqlKeyValues
 from bot.store.migrations import DatabaseTooNew
@@ -50,6 +52,7 @@ __all__ = [
     "DatabaseTooNew",
     "DatabaseUnavailable",
     "DepartedServers",
+    "JobLeases",
     "JobLedger",
     "KeyValues",
     "MemberSettings",
@@ -71,9 +74,10 @@ async def open_storage(
     target: DatabaseTarget, clock: Callable[[], float] = time.time, *, exclusive: bool = False
 ) -> Storage:
     """Open the database at `target` (creating and migrating it as needed) and build one
-    repository per table family over it. `exclusive` (the bot, not tools or tests): on
-    PostgreSQL, refuse with `DatabaseInUse` while another bot process uses the database (on
-    SQLite the bot holds a lock file instead, `bot.single`).
+    repository per table family over it. `exclusive`: on PostgreSQL, refuse with
+    `DatabaseInUse` while another exclusive user holds the database (the bot does not ask:
+    several bot processes share PostgreSQL, each job leased to one, `bot.leases`; on SQLite
+    the bot holds a lock file instead, `bot.single`).
 
     Raises `DatabaseTooNew` when a newer bot last migrated it; `OSError` or `sqlite3.Error` when
     a SQLite file cannot be opened, `DatabaseUnavailable` when PostgreSQL cannot be used.
@@ -99,5 +103,6 @@ async def open_storage(
         members=SqlMemberSettings(database, clock),
         departures=SqlDepartedServers(database),
         server_keys=SqlServerKeys(database),
+        leases=SqlJobLeases(database),
         backend=backend,
     )

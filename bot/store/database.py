@@ -76,6 +76,9 @@ class Database:
     as `sqlite3.Row`, read by column name.
     """
 
+    lock_rows = ""  # one writer at a time: a transaction's reads stay true until it commits
+    several_processes = False  # one bot process per file (`bot.single`)
+
     def __init__(self, db: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
         self._db = db
         self._reader = db  # until `_open_reader`: one connection (and always for ":memory:")

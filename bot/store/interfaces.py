@@ -183,6 +183,25 @@ class KeyValues(Protocol):
     async def get(self, key: str) -> str | None: ...
     async def set(self, key: str, value: str) -> None: ...
     async def delete(self, key: str) -> None: ...
+    async def compare_and_set(self, key: str, expected: str | None, value: str) -> bool:
+        """Set `key` to `value` only if it is still `expected` (None: absent); True when this
+        call changed it. Of several processes racing from the same value, exactly one wins."""
+        ...
+
+
+class JobLeases(Protocol):
+    """Which process runs each open job, until when: a process claims a job before running it,
+    renews its leases while it runs, and takes over jobs whose lease ran out (see
+    `bot.leases`). `grace`: how long an open job nobody has claimed yet stays its charger's."""
+
+    async def claim(self, job_id: int, owner: str, until: float, grace: float) -> bool: ...
+    async def take_expired(
+        self, owner: str, until: float, grace: float, limit: int
+    ) -> list[int]: ...
+    async def renew(self, owner: str, until: float) -> int: ...
+    async def release(self, job_id: int, owner: str) -> None: ...
+    async def release_all(self, owner: str | None = None) -> int: ...
+    async def holder(self, job_id: int) -> str | None: ...
 
 
 class ReferenceTrays(Protocol):
@@ -235,7 +254,10 @@ class ServerKeys(Protocol):
 
 class Backend(Protocol):
     """The storage itself: whether it can take a write now, its schema's version, keeping its
-    query planner's statistics current, closing it (which brings them up to date first)."""
+    query planner's statistics current, closing it (which brings them up to date first), and
+    whether other bot processes may share it (PostgreSQL)."""
+
+    several_processes: bool
 
     async def writable(self) -> bool: ...
     async def schema_version(self) -> int: ...
@@ -260,6 +282,7 @@ class Storage:
     members: MemberSettings
     departures: DepartedServers
     server_keys: ServerKeys
+    leases: JobLeases
     backend: Backend
 
     async def writable(self) -> bool:

@@ -27,5 +27,16 @@ class SqlKeyValues:
             (key, value),
         )
 
+    async def compare_and_set(self, key: str, expected: str | None, value: str) -> bool:
+        # One conditional statement each way: the database decides which process won.
+        if expected is None:
+            return await self._db.changed(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+        return await self._db.changed(
+            "UPDATE meta SET value = ? WHERE key = ? AND value = ?", (value, key, expected)
+        )
+
     async def delete(self, key: str) -> None:
         await self._db.execute("DELETE FROM meta WHERE key = ?", (key,))

@@ -322,6 +322,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    # 19: job leases (cluster mode): which process runs an open job, and until when its claim holds
+    # unless renewed; an expired lease is taken over by another process (`bot.leases`).
+    (
+        "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_until REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -40,6 +40,11 @@ class SqlDatabase(Protocol):
     """One database the repositories share: reads, single writes and transactions."""
 
     clock: Callable[[], float]
+    # Appended to a SELECT inside a transaction: lock the rows it reads and skip those another
+    # transaction holds (PostgreSQL's FOR UPDATE SKIP LOCKED; empty on SQLite, whose one
+    # writer at a time already keeps others out).
+    lock_rows: str
+    several_processes: bool  # whether other bot processes may share this database
 
     async def rows(self, sql: str, params: Params = ()) -> Sequence[Row]: ...
     async def execute(self, sql: str, params: Params = ()) -> None: ...

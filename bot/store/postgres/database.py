@@ -1,6 +1,7 @@
 """The PostgreSQL database: a pool of asyncpg connections, its transactions, bringing its schema
-up to date once however many processes start together, and the lock that keeps one bot
-process per database (until a cluster mode exists).
+up to date once however many processes start together, and an optional lock that keeps one
+process per database (`exclusive`; the bot itself runs several, sharing jobs by lease:
+`bot.leases`).
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class PostgresDatabase:
     server or day (`PostgresTransaction.lock`), in this process or any other. `open_storage`
     opens it once at start-up; it lives until the storage is closed.
     """
+
+    lock_rows = " FOR UPDATE SKIP LOCKED"
+    several_processes = True  # cluster mode: jobs are shared through leases (`bot.leases`)
 
     def __init__(
         self, pool: asyncpg.Pool, target: PostgresTarget, clock: Callable[[], float]
