@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import discord
+import pytest
 
 from bot.departures import GRACE_DAYS, ServerDepartures
 from bot.domain import (
@@ -129,6 +130,7 @@ async def _ready(running: RunningBot) -> None:
     await bot_is_idle()
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file's rows directly
 async def test_a_server_that_removes_the_bot_loses_its_members_data_at_once_and_keeps_totals(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
@@ -165,6 +167,7 @@ async def test_a_server_that_removes_the_bot_loses_its_members_data_at_once_and_
     assert purged == clock()
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file's rows directly
 async def test_a_server_that_invites_the_bot_back_within_the_grace_keeps_its_configuration(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
@@ -193,6 +196,7 @@ async def test_a_server_that_invites_the_bot_back_within_the_grace_keeps_its_con
     assert len(fake_kie.calls_to("/api/v1/jobs/createTask")) == 1, "the blocklist still works"
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file's rows directly
 async def test_a_server_left_while_the_bot_was_offline_is_found_at_the_next_start(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
@@ -214,6 +218,7 @@ async def test_a_server_left_while_the_bot_was_offline_is_found_at_the_next_star
     assert left_at == clock(), "the grace counts from when the bot noticed"
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file's rows directly
 async def test_a_server_in_an_outage_is_not_a_server_left(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
