@@ -23,7 +23,7 @@ from bot.kie import KieClient
 from bot.kie.credits import CreditWatch
 from bot.kie.errors import KieAuthError, KieError
 from bot.kie.polling import PollScheduler
-from bot.logsafety import add_secret
+from bot.logsafety import add_secret, forget_secret
 from bot.store.interfaces import KeyValues, ServerKeys
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ class KieAccounts:
     def _forget_unused(self, key: str) -> None:
         if key not in self._key_of.values():
             self._by_key.pop(key, None)
+            forget_secret(key)
 
     async def shown(self, guild_id: int) -> SealedKey | None:
         """What `show` may tell: the last four characters, who set it and when."""

@@ -43,17 +43,26 @@ _SHAPES = (
 
 
 # Secrets learnt while running (servers' own kie.ai keys): blanked like the configured ones.
-_RUNTIME_SECRETS: set[str] = set()
+# Kept longest first, sorted when one is added, not on every log line.
+_RUNTIME_SECRETS: tuple[str, ...] = ()
 
 
 def add_secret(secret: str) -> None:
     """Blank `secret` from every log line from now on (a server's kie.ai key)."""
-    if len(secret) >= 6:
-        _RUNTIME_SECRETS.add(secret)
+    global _RUNTIME_SECRETS
+    if len(secret) >= 6 and secret not in _RUNTIME_SECRETS:
+        _RUNTIME_SECRETS = tuple(sorted((*_RUNTIME_SECRETS, secret), key=len, reverse=True))
+
+
+def forget_secret(secret: str) -> None:
+    """Stop blanking a key nothing uses any more (one kie.ai refused): keys tried and refused
+    must not grow the list every log line is checked against."""
+    global _RUNTIME_SECRETS
+    _RUNTIME_SECRETS = tuple(known for known in _RUNTIME_SECRETS if known != secret)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in (*secrets, *sorted(_RUNTIME_SECRETS, key=len, reverse=True)):
+    for secret in (*secrets, *_RUNTIME_SECRETS):
         text = text.replace(secret, REDACTED)
     for shape, blank in _SHAPES:
         text = shape.sub(blank, text)
