@@ -55,7 +55,7 @@ from bot.kie.credits import Balance
 from bot.kie.polling import PollScheduler
 from bot.metrics import Metrics
 from bot.operator import PauseGate
-from bot.outcomes import JobOutcomes, Timeline
+from bot.outcomes import JobOutcomes, Timeline, job_context
 from bot.quota import QuotaBook, QuotaStatus
 from bot.redelivery import DiscordUnavailable, RedeliveryPolicy, patiently
 from bot.runqueue import RunLimits, RunQueue, Wait
@@ -273,17 +273,6 @@ class JobLimits:
     max_running_per_server: int | None = 20
     # While Discord is down on delivery.
     redelivery: RedeliveryPolicy = dataclasses.field(default_factory=RedeliveryPolicy)
-
-
-def job_context(job: Job, task_id: str | None, outcome: str | None) -> dict[str, object]:
-    """What a log line about one job carries besides its text (`LOG_FORMAT=json` shows it)."""
-    return {
-        "job_id": job.id,
-        "guild_id": job.guild_id,
-        "user_id": job.user_id,
-        "task_id": task_id,
-        "outcome": outcome,
-    }
 
 
 class JobService:

@@ -29,6 +29,17 @@ class Timeline:
     finished_at: float | None = None
 
 
+def job_context(job: Job, task_id: str | None, outcome: str | None) -> dict[str, object]:
+    """What a log line about one job carries besides its text (`LOG_FORMAT=json` shows it)."""
+    return {
+        "job_id": job.id,
+        "guild_id": job.guild_id,
+        "user_id": job.user_id,
+        "task_id": task_id,
+        "outcome": outcome,
+    }
+
+
 def _between(start: float | None, end: float | None) -> float | None:
     if start is None or end is None:
         return None
@@ -126,11 +137,7 @@ class JobOutcomes:
             job.user_id,
             task_id or "-",
             extra={
-                "job_id": job.id,
-                "guild_id": job.guild_id,
-                "user_id": job.user_id,
-                "task_id": task_id,
-                "outcome": told.split(" ", 1)[0],
+                **job_context(job, task_id, told.split(" ", 1)[0]),
                 "failure": failure,
                 "wait_seconds": wait,
                 "generation_seconds": generation,
