@@ -736,11 +736,14 @@ class JobService:
                 raise _KieDown  # it went down while this job waited for its turn
             if self._stopping:  # still reserved: the next start sends it
                 raise asyncio.CancelledError
+            # Counted as sending before the claim's own await: a shutdown arriving meanwhile
+            # must wait for this createTask, not cut it off with the job already "submitting"
+            # (it would be refunded at the next start instead of sent).
+            self._sending.add(job.id)
+            self._all_sent.clear()
             if not await self._ledger.begin_submit(job.id):
                 raise JobTaken  # not "reserved" any more: never send it from here
             claimed = True
-            self._sending.add(job.id)
-            self._all_sent.clear()
 
         try:
             task_id = await kie.create_task(
