@@ -27,6 +27,7 @@ from bot.accounts import Account, KieAccounts, SecretKeyLost
 from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
+from bot.changes import SharedChanges, Topic
 from bot.departures import ServerDepartures
 from bot.discord_bot import ImagineBot, bot_class
 from bot.domain import Job
@@ -156,6 +157,9 @@ def build_bot(
     caller's to close; without one (tests), the bot gets its own, whose worker, if it was ever
     started, ends when the bot is garbage-collected or the process exits. `clock` is the
     reference tray's and the departures' (tests move it by an hour, or a month)."""
+    # What one process changes in the rules it keeps in memory, the others sharing the
+    # database reload.
+    changes = SharedChanges(storage.meta, shared=storage.backend.several_processes)
     operator = OperatorControls(
         storage.operator,
         storage.meta,
@@ -165,7 +169,9 @@ def build_bot(
             total_daily=settings.total_daily_cap or None,
         ),
         PauseGate(),
+        announce=changes.announce,
     )
+    changes.on(Topic.OPERATOR, operator.reload)
     quota = QuotaBook(
         storage.jobs,
         storage.settings,
@@ -228,7 +234,9 @@ def build_bot(
         new_credits=lambda client: CreditWatch(client, threshold=settings.low_credits_warning),
         require_server_keys=settings.require_server_keys,
         owner_guild_id=settings.owner_guild_id,
+        announce=changes.announce,
     )
+    changes.on(Topic.SERVER_KEYS, accounts.reload)
 
     async def alert_server(guild_id: int, kind: FailureKind) -> bool:
         return await bot.admin_events.kie_key_failed(guild_id, kind.value)
@@ -253,7 +261,8 @@ def build_bot(
         kie_submit=lambda: kie.submit_waiting,
         running=jobs.run_queue.running,
     )
-    moderation = Moderation(storage.moderation, storage.settings)
+    moderation = Moderation(storage.moderation, storage.settings, announce=changes.announce)
+    changes.on(Topic.MODERATION, moderation.reload)
     admin = ServerAdmin(
         storage.settings,
         storage.moderation,
@@ -342,6 +351,7 @@ def build_bot(
         history=history,
         departures=ServerDepartures(storage.departures, clock),
         metrics=metrics,
+        changes=changes,
     )
     alerts.route_to(bot.tell_operator)
     return bot

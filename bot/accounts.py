@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.changes import Announce, Topic, unshared
 from bot.domain import SealedKey
 from bot.keyvault import KeyVault
 from bot.kie import KieClient
@@ -80,8 +81,10 @@ class KieAccounts:
         require_server_keys: bool = False,
         owner_guild_id: int | None = None,
         clock: Callable[[], float] = time.time,
+        announce: Announce = unshared,
     ) -> None:
         self.operator = operator
+        self._announce = announce  # tells the other processes sharing the database
         self._keys = keys
         self._meta = meta
         self._vault = vault
@@ -177,6 +180,7 @@ class KieAccounts:
         sealed = SealedKey(guild_id, self._vault.seal(key), last_four(key), actor, self._clock())
         await self._keys.put_server_key(sealed)
         self._remember(guild_id, key)
+        await self._announce(Topic.SERVER_KEYS)
         return KeySaved(last_four(key), credits)
 
     def _forget_unused(self, key: str) -> None:
@@ -192,7 +196,21 @@ class KieAccounts:
         removed = await self._keys.delete_server_key(guild_id)
         # Its client stays cached: jobs already at kie.ai under it finish with it.
         self._key_of.pop(guild_id, None)
+        await self._announce(Topic.SERVER_KEYS)
         return removed
+
+    async def reload(self) -> None:
+        """Another process set or removed a server's key: this one's servers follow, so a
+        server's jobs never go out on the operator's account once it has its own key."""
+        if self._vault is None:
+            return
+        fresh = {sealed.guild_id: sealed.sealed for sealed in await self._keys.server_keys()}
+        for guild_id in set(self._key_of) - set(fresh):
+            del self._key_of[guild_id]
+        for guild_id, sealed in fresh.items():
+            key = self._vault.open(sealed)
+            if self._key_of.get(guild_id) != key:
+                self._remember(guild_id, key)
 
     def wake(self, job_id: int) -> None:
         """A callback for this job arrived: whichever scheduler watches it looks next."""

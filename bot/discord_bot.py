@@ -19,6 +19,7 @@ from bot.accounts import KieAccounts
 from bot.admin_events import AdminEvents
 from bot.admission import Admission, Asker
 from bot.alerts import OperatorAlerts
+from bot.changes import SharedChanges
 from bot.departures import ServerDepartures
 from bot.domain import ChangeRefused
 from bot.generation import Generation
@@ -134,8 +135,10 @@ class ImagineBot(commands.Bot):
         tray: ReferenceTray,
         departures: ServerDepartures,
         metrics: Metrics | None = None,
+        changes: SharedChanges | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
+        self.changes = changes
         super().__init__(
             # Slash commands only: no prefix command (not even `@bot help`) is ever run.
             command_prefix=commands.when_mentioned,
@@ -178,6 +181,8 @@ class ImagineBot(commands.Bot):
         if self.jobs.accounts is not None:
             # The servers' own kie.ai keys, before any resumed job picks its account.
             await self.jobs.accounts.load()
+        if self.changes is not None:
+            await self.changes.start()  # after the loads above: what they read is current
         await self.runner.resume()
 
     def jobs_accounts(self) -> KieAccounts:
@@ -284,6 +289,8 @@ class ImagineBot(commands.Bot):
         self.runner.stop_accepting()
         await self.generation.settle()  # commands between their checks and their charge
         await self.runner.shutdown()
+        if self.changes is not None:
+            await self.changes.stop()
         await super().close()
 
     # --- command sync -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.blocklist import BlockMatch, BlockRule, UnusableTerm, find_blocked, normalize_term
+from bot.changes import Announce, Topic, unshared
 from bot.domain import ChangeRefused, LogKind, RefusedChange
 from bot.store import ModerationRecords, ServerSettings
 
@@ -62,14 +63,17 @@ class Moderation:
     dropped on each change, so a check costs no query.
     """
 
-    def __init__(self, records: ModerationRecords, settings: ServerSettings) -> None:
+    def __init__(
+        self, records: ModerationRecords, settings: ServerSettings, announce: Announce = unshared
+    ) -> None:
         self._records = records
         self._settings = settings
+        self._announce = announce  # tells the other processes sharing the database
         # Terms per server, read once and dropped on every change: checks stay cheap.
         self._rules: dict[int, tuple[BlockRule, ...]] = {}
         self._global_rules: tuple[BlockRule, ...] | None = None  # the operator's
         # Allowed channels and banned members per server, the same way (read on every request;
-        # only this class changes them, and only one process uses the database).
+        # only this class changes them; another process's change arrives as `reload`).
         self._channels: dict[int, list[int]] = {}
         self._bans: dict[int, set[int]] = {}
 
@@ -122,11 +126,13 @@ class Moderation:
             raise ModerationError(RefusedChange.BOT_TERMS_FULL, limit=MAX_TERMS)
         added = await self._records.add_global_term(canonical, term.strip())
         self._global_rules = None
+        await self._announce(Topic.MODERATION)
         return added
 
     async def remove_global_term(self, term: str) -> bool:
         removed = await self._records.remove_global_term(_canonical(term))
         self._global_rules = None
+        await self._announce(Topic.MODERATION)
         return removed
 
     async def global_terms(self) -> list[str]:
@@ -147,6 +153,7 @@ class Moderation:
         added = await self._records.add_blocked_term(guild_id, canonical, term.strip(), actor)
         if added:
             self._rules.pop(guild_id, None)
+            await self._announce(Topic.MODERATION)
             await self._records.log_moderation(guild_id, actor, LogKind.TERM_ADDED, term, actor)
         return added
 
@@ -155,6 +162,7 @@ class Moderation:
         removed = await self._records.remove_blocked_term(guild_id, canonical)
         if removed:
             self._rules.pop(guild_id, None)
+            await self._announce(Topic.MODERATION)
             await self._records.log_moderation(guild_id, actor, LogKind.TERM_REMOVED, term, actor)
         return removed
 
@@ -166,6 +174,7 @@ class Moderation:
             raise ModerationError(RefusedChange.BAN_SELF)
         banned = await self._records.ban(guild_id, user_id, actor, reason)
         self._bans.pop(guild_id, None)
+        await self._announce(Topic.MODERATION)
         if banned:
             await self._records.log_moderation(
                 guild_id, user_id, LogKind.BANNED, reason or "", actor
@@ -175,6 +184,7 @@ class Moderation:
     async def unban(self, guild_id: int, user_id: int, actor: int) -> bool:
         unbanned = await self._records.unban(guild_id, user_id)
         self._bans.pop(guild_id, None)
+        await self._announce(Topic.MODERATION)
         if unbanned:
             await self._records.log_moderation(guild_id, user_id, LogKind.UNBANNED, "", actor)
         return unbanned
@@ -187,6 +197,7 @@ class Moderation:
     async def allow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
         added = await self._settings.allow_channel(guild_id, channel_id)
         self._channels.pop(guild_id, None)
+        await self._announce(Topic.MODERATION)
         if added:
             await self._records.log_moderation(
                 guild_id, actor, LogKind.CHANNEL_ALLOWED, str(channel_id), actor
@@ -196,11 +207,19 @@ class Moderation:
     async def disallow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
         removed = await self._settings.disallow_channel(guild_id, channel_id)
         self._channels.pop(guild_id, None)
+        await self._announce(Topic.MODERATION)
         if removed:
             await self._records.log_moderation(
                 guild_id, actor, LogKind.CHANNEL_DISALLOWED, str(channel_id), actor
             )
         return removed
+
+    async def reload(self) -> None:
+        """Another process changed some server's rules (or the operator's terms)."""
+        self._rules.clear()
+        self._global_rules = None
+        self._channels.clear()
+        self._bans.clear()
 
     async def allowed_channels(self, guild_id: int) -> list[int]:
         if guild_id not in self._channels:

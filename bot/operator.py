@@ -7,8 +7,8 @@ terms on top of every server's blocklist, and pause all generation. Every action
 quietly resume generating.
 
 Bans and caps are read on every request, so they are kept in memory too, loaded once and
-changed together with the database: only one process uses a database (`bot/single.py`), and
-every change goes through this class.
+changed together with the database. Every change goes through this class; one made by another
+process sharing the database reaches this one through `bot/changes.py` (`reload`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from bot.changes import Announce, Topic, unshared
 from bot.domain import OwnerAction
 from bot.store import BanList, KeyValues, OperatorRecords
 
@@ -72,12 +73,18 @@ class OperatorControls:
     """
 
     def __init__(
-        self, records: OperatorRecords, meta: KeyValues, ceilings: Ceilings, gate: PauseGate
+        self,
+        records: OperatorRecords,
+        meta: KeyValues,
+        ceilings: Ceilings,
+        gate: PauseGate,
+        announce: Announce = unshared,
     ) -> None:
         self._records = records
         self._meta = meta
         self.ceilings = ceilings
         self.gate = gate
+        self._announce = announce  # tells the other processes sharing the database
         self._banned: dict[BanList, set[int]] = {}  # list -> keys, once read
         self._caps: dict[int, int] | None = None
 
@@ -92,6 +99,18 @@ class OperatorControls:
         if reason is not None:
             self.gate.close(reason)
             log.warning("generation is paused by the operator (since before this start)")
+
+    async def reload(self) -> None:
+        """Another process changed a ban, a cap or the pause: read them again."""
+        self._banned.clear()
+        self._caps = None
+        reason = await self._meta.get(_PAUSE_KEY)
+        if reason is not None and (not self.gate.paused or self.gate.reason != reason):
+            self.gate.close(reason)
+            log.warning("generation was paused by the operator through another process")
+        elif reason is None and self.gate.paused:
+            self.gate.open()
+            log.warning("generation was resumed by the operator through another process")
 
     # --- caps ---------------------------------------------------------------------------------
 
@@ -109,6 +128,7 @@ class OperatorControls:
         """`units` None: back to SERVER_DAILY_CAP; 0: no cap for this server."""
         await self._records.set_server_cap(key, units)
         self._caps = None  # read again on the next request
+        await self._announce(Topic.OPERATOR)
         shown = "default" if units is None else ("no cap" if units == 0 else str(units))
         await self._log(actor, "cap", "DMs" if key == DM_KEY else str(key), shown)
 
@@ -137,6 +157,7 @@ class OperatorControls:
     ) -> bool:
         banned = await self._records.ban_everywhere(table, key, reason)
         self._banned.pop(table, None)
+        await self._announce(Topic.OPERATOR)
         if banned:
             await self._log(actor, action, str(key), reason or "")
         return banned
@@ -144,6 +165,7 @@ class OperatorControls:
     async def _unban(self, actor: int, table: BanList, action: str, key: int) -> bool:
         unbanned = await self._records.unban_everywhere(table, key)
         self._banned.pop(table, None)
+        await self._announce(Topic.OPERATOR)
         if unbanned:
             await self._log(actor, action, str(key), "")
         return unbanned
@@ -155,6 +177,7 @@ class OperatorControls:
         was_paused = self.gate.paused
         await self._meta.set(_PAUSE_KEY, reason)
         self.gate.close(reason)
+        await self._announce(Topic.OPERATOR)
         await self._log(actor, "pause", "", reason)
         return not was_paused
 
@@ -163,6 +186,7 @@ class OperatorControls:
             return False
         await self._meta.delete(_PAUSE_KEY)
         self.gate.open()
+        await self._announce(Topic.OPERATOR)
         await self._log(actor, "resume", "", "")
         return True
 

@@ -345,6 +345,12 @@ async def test_settings_trays_defaults_and_values_keep_what_they_are_given(
     await store.meta.set("paused", "yes")
     await store.meta.set("paused", "no")
     assert await store.meta.get("paused") == "no"
+    for key in ("changes:operator", "changes:x_y", "changes;", "changes", "changez:a"):
+        await store.meta.set(key, key.upper())
+    assert await store.meta.with_prefix("changes:") == {
+        "changes:operator": "CHANGES:OPERATOR",
+        "changes:x_y": "CHANGES:X_Y",
+    }, "a prefix, not a pattern"
     images = [
         TrayImage(str(n), f"https://cdn.example/{n}.png", f"{n}.png", 100.0) for n in (3, 1, 2)
     ]

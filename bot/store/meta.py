@@ -38,5 +38,14 @@ class SqlKeyValues:
             "UPDATE meta SET value = ? WHERE key = ? AND value = ?", (value, key, expected)
         )
 
+    async def with_prefix(self, prefix: str) -> dict[str, str]:
+        # A range rather than LIKE: `_` and `%` in a prefix mean nothing here, and the
+        # primary key's index serves it.
+        after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = await self._db.rows(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, after)
+        )
+        return {str(row["key"]): str(row["value"]) for row in rows}
+
     async def delete(self, key: str) -> None:
         await self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
