@@ -31,6 +31,7 @@ from bot.moderation import Moderation
 from bot.operator import OperatorControls
 from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
+from bot.relay import CallbackRelay
 from bot.settings import Settings
 from bot.store import Storage
 from bot.tray import ReferenceTray
@@ -133,6 +134,7 @@ class ImagineBot(commands.Bot):
         runner: JobRunner,
         tray: ReferenceTray,
         departures: ServerDepartures,
+        relay: CallbackRelay,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -164,6 +166,7 @@ class ImagineBot(commands.Bot):
         self.runner = runner
         self.tray = tray
         self.departures = departures
+        self.relay = relay  # kie.ai's callbacks, to whichever process runs the job
         self._operators: tuple[float, tuple[int, ...]] | None = None
 
     async def on_message(self, message: discord.Message, /) -> None:
@@ -178,6 +181,8 @@ class ImagineBot(commands.Bot):
         if self.jobs.accounts is not None:
             # The servers' own kie.ai keys, before any resumed job picks its account.
             await self.jobs.accounts.load()
+        # Listening before any job waits, so no relayed callback for a resumed job is missed.
+        self.relay.start()
         await self.runner.resume()
 
     def jobs_accounts(self) -> KieAccounts:
@@ -284,6 +289,7 @@ class ImagineBot(commands.Bot):
         self.runner.stop_accepting()
         await self.generation.settle()  # commands between their checks and their charge
         await self.runner.shutdown()
+        await self.relay.stop()
         await super().close()
 
     # --- command sync -------------------------------------------------------------------------
