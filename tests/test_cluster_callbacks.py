@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import aiohttp
@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from bot.domain import Job, JobState
+from bot.relay import CallbackRelay
 from bot.settings import Settings
 from bot.store import PostgresTarget, Storage
 from bot.store.postgres.wakeups import CHANNEL, PostgresWakeups, parse_job_id
@@ -232,3 +233,49 @@ def test_only_a_job_id_is_heard_on_the_channel() -> None:
     assert parse_job_id("42") == 42
     for payload in ("", "-1", "4.2", "42 ", "١٢", "9" * 19, "job 42"):
         assert parse_job_id(payload) is None, payload
+
+
+class _Watching:
+    """This process's watches, as `JobService` answers them: only `jobs` wait here."""
+
+    def __init__(self, *jobs: int) -> None:
+        self.jobs = set(jobs)
+        self.woken: list[int] = []
+
+    def wake(self, job_id: int) -> bool:
+        if job_id not in self.jobs:
+            return False
+        self.woken.append(job_id)
+        return True
+
+
+class _DatabaseDown:
+    """A wake-up channel whose database does not answer."""
+
+    async def publish(self, job_id: int) -> None:
+        raise OSError("connection refused")
+
+    async def listen(self, on_wake: Callable[[int], None]) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_relay_that_cannot_reach_the_database_leaves_the_job_to_its_poll(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watching = _Watching(1)
+    relay = CallbackRelay(watching, _DatabaseDown())
+    await relay.called_back(1)  # its own job: woken here, the database not asked
+    await relay.called_back(2)  # another process's: the relay fails, quietly
+    assert watching.woken == [1]
+    assert relay.relayed == 0
+    assert "could not relay the callback for job 2" in caplog.text
+
+
+async def test_without_a_channel_a_callback_wakes_only_this_process() -> None:
+    watching = _Watching(1)
+    relay = CallbackRelay(watching, None)
+    relay.start()  # nothing to listen to
+    await relay.called_back(2)
+    await relay.called_back(1)
+    await relay.stop()
+    assert (watching.woken, relay.relayed) == ([1], 0)
