@@ -32,6 +32,7 @@ FIRST_RETRY = 0.1  # seconds before the first reconnection; doubled after each f
 LAST_RETRY = 10.0
 CHECK_EVERY = 15.0  # seconds between looks at an idle connection (a dead peer sends no FIN)
 CHECK_WITHIN = 5.0
+CONNECT_WITHIN = 10.0
 # The server checks our connection too, so a listener whose machine vanished is dropped.
 _KEEPALIVES = {
     "tcp_keepalives_idle": "10",
@@ -101,7 +102,9 @@ class PostgresWakeups:
 
     async def _listen_once(self, on_wake: Callable[[int], None]) -> None:
         """One connection's life: returns (or raises) once it is lost."""
-        connection = await asyncpg.connect(self._target.url, server_settings=_KEEPALIVES)
+        connection = await asyncpg.connect(
+            self._target.url, server_settings=_KEEPALIVES, timeout=CONNECT_WITHIN
+        )
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
 
