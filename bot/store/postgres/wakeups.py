@@ -90,12 +90,14 @@ class PostgresWakeups:
                 await self._listen_once(on_wake)
                 retry = self._first_retry  # it had listened: start the backoff afresh
                 await asyncio.sleep(retry)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            except Exception as error:  # why broad: the listener must outlive any failure
+                expected = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
                 log.warning(
                     "wake-up listener on %s: %s; reconnecting in %.1f s",
                     self._target.safe,
                     type(error).__name__,
                     retry,
+                    exc_info=not isinstance(error, expected),  # a bug of ours: its traceback
                 )
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, self._last_retry)
