@@ -62,6 +62,7 @@ from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.quota import Costs, QuotaBook
 from bot.redelivery import RedeliveryPolicy
+from bot.relay import CallbackRelay
 from bot.retention import HistoryRetention
 from bot.settings import Settings, SettingsError, bind_host, load_settings, read_one
 from bot.single import SingleProcessLock
@@ -350,6 +351,11 @@ def build_bot(
         tray=ReferenceTray(storage.trays, clock=clock),
         history=history,
         departures=ServerDepartures(storage.departures, clock),
+        # A callback that reaches another process (PostgreSQL) wakes the job here, and back;
+        # without callbacks there is nothing to relay.
+        relay=CallbackRelay(
+            jobs, storage.wakeups if settings.public_base_url else None, metrics=metrics
+        ),
         metrics=metrics,
         changes=changes,
     )
@@ -405,7 +411,7 @@ def build_webhook_server(settings: Settings, bot: ImagineBot) -> WebhookServer |
         return None
     return WebhookServer(
         bot.storage.jobs,
-        bot.jobs,
+        bot.relay,
         host=bind_host(settings),
         port=settings.webhook_port,
         hmac_key=settings.kie_webhook_hmac_key,

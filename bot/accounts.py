@@ -212,11 +212,13 @@ class KieAccounts:
             if self._key_of.get(guild_id) != key:
                 self._remember(guild_id, key)
 
-    def wake(self, job_id: int) -> None:
-        """A callback for this job arrived: whichever scheduler watches it looks next."""
-        self.operator.polls.wake(job_id)
+    def wake(self, job_id: int) -> bool:
+        """A callback for this job arrived: whichever scheduler watches it looks next. False
+        when none of this process's does."""
+        woken = self.operator.polls.wake(job_id)
         for account in self._by_key.values():
-            account.polls.wake(job_id)
+            woken = account.polls.wake(job_id) or woken
+        return woken
 
     async def stop(self) -> None:
         for account in self._by_key.values():

@@ -32,6 +32,7 @@ from bot.moderation import Moderation
 from bot.operator import OperatorControls
 from bot.policy import ServerAdmin
 from bot.quota import QuotaBook
+from bot.relay import CallbackRelay
 from bot.settings import Settings
 from bot.store import Storage
 from bot.tray import ReferenceTray
@@ -134,6 +135,7 @@ class ImagineBot(commands.Bot):
         runner: JobRunner,
         tray: ReferenceTray,
         departures: ServerDepartures,
+        relay: CallbackRelay,
         metrics: Metrics | None = None,
         changes: SharedChanges | None = None,
     ) -> None:
@@ -167,6 +169,7 @@ class ImagineBot(commands.Bot):
         self.runner = runner
         self.tray = tray
         self.departures = departures
+        self.relay = relay  # kie.ai's callbacks, to whichever process runs the job
         self._operators: tuple[float, tuple[int, ...]] | None = None
 
     async def on_message(self, message: discord.Message, /) -> None:
@@ -183,6 +186,8 @@ class ImagineBot(commands.Bot):
             await self.jobs.accounts.load()
         if self.changes is not None:
             await self.changes.start()  # after the loads above: what they read is current
+        # Listening before any job waits, so no relayed callback for a resumed job is missed.
+        self.relay.start()
         await self.runner.resume()
 
     def jobs_accounts(self) -> KieAccounts:
@@ -291,6 +296,7 @@ class ImagineBot(commands.Bot):
         await self.runner.shutdown()
         if self.changes is not None:
             await self.changes.stop()
+        await self.relay.stop()
         await super().close()
 
     # --- command sync -------------------------------------------------------------------------

@@ -348,9 +348,10 @@ class JobService:
             await self._alert_server_low(job.guild_id, low)
         return True
 
-    def wake(self, job_id: int) -> None:
-        """kie.ai called back about this job: its task is asked about next."""
-        (self.accounts or self.polls).wake(job_id)
+    def wake(self, job_id: int) -> bool:
+        """kie.ai called back about this job: its task is asked about next. False when this
+        process is not waiting for it (in a cluster, another may be: `bot.relay`)."""
+        return (self.accounts or self.polls).wake(job_id)
 
     async def stop_polling(self) -> None:
         await self.polls.stop()

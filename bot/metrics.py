@@ -113,6 +113,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.callback_wakes = Counter(
+            "imagine_callback_wakes",
+            "kie.ai callbacks that woke a job: here (local), passed on to the other processes"
+            " (relayed), or passed on by another process to a job here (heard).",
+            ["route"],
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "imagine_event_loop_lag_seconds",
             "How late the event loop woke a 50 ms sleep: time it spent busy elsewhere.",

@@ -243,10 +243,10 @@ class QuietBadRequests(logging.Filter):
 
 
 class Wakes(Protocol):
-    """Who watches the jobs' tasks: told to look at one at once (`PollScheduler`, or
-    `JobService`, which finds the scheduler of the job's kie.ai account)."""
+    """Who wakes a called-back job (`CallbackRelay`): its scheduler here, or, in a cluster,
+    whichever process watches it."""
 
-    def wake(self, job_id: int) -> None: ...
+    async def called_back(self, job_id: int) -> None: ...
 
 
 class WebhookServer:
@@ -255,15 +255,16 @@ class WebhookServer:
 
     One per process, started before the bot logs in and stopped last. A callback is trusted only
     through the job's secret path; it is parsed within bounds, its task matched to an open job,
-    and the job woken through the poll scheduler (the callback is a hint: the job still reads
-    the task's record before delivering). Outsiders' connections are bounded by
+    and the job woken through the poll scheduler, in this process or, in a cluster, the one
+    running it (`bot.relay`; the callback is a hint: the job still reads the task's record
+    before delivering). Outsiders' connections are bounded by
     `ConnectionGuard`, and their noise in the log by `SourceLog`.
     """
 
     def __init__(
         self,
         ledger: JobLedger,
-        polls: Wakes,
+        wakes: Wakes,
         *,
         host: str,
         port: int,
@@ -276,7 +277,7 @@ class WebhookServer:
         max_connections: int | None = None,
     ) -> None:
         self._ledger = ledger
-        self._polls = polls
+        self._wakes = wakes
         self._host = host
         self._port = port
         self._hmac_key = hmac_key
@@ -408,7 +409,8 @@ class WebhookServer:
             await self._ledger.set_job_credits(job.id, credits)
         if job.state in OPEN_STATES:
             log.debug("callback for job %s (task %s): checking it now", job.id, task_id)
-            self._polls.wake(job.id)
+            # After the credits above are written: the process woken may read them.
+            await self._wakes.called_back(job.id)
         return web.json_response(_OK)
 
     def _refuse(self, request: web.Request, status: int, reason: str) -> web.Response:

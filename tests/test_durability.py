@@ -407,6 +407,11 @@ async def test_a_callback_finishes_the_job_without_waiting_for_the_next_poll(
     assert url.startswith(running.settings.public_base_url + "/kie/callback/1/")
     assert len(url.rsplit("/", 1)[1]) >= 30, "the callback path is unguessable"
     assert len(fake_kie.calls_to("/api/v1/jobs/recordInfo")) == 1, "state re-read from kie.ai"
+    # Its own job: woken here, nothing relayed to other processes (on either backend).
+    assert (running.bot.relay.relayed, running.bot.relay.heard) == (0, 0)
+    metrics = running.bot.metrics.render().decode()
+    assert 'imagine_callback_wakes_total{route="local"} 1.0' in metrics
+    assert (running.storage.wakeups is None) == (running.settings.database_url is None)
 
 
 async def test_forged_and_malformed_callbacks_change_nothing(

@@ -532,6 +532,23 @@ async def test_signed_callback(kie: FakeKie, http: aiohttp.ClientSession) -> Non
     assert sorted(kie.callbacks_sent) == sorted([(task_id, 200), (second["data"]["taskId"], 200)])
 
 
+async def test_a_callback_can_go_to_another_address_with_its_path_kept(
+    kie: FakeKie, http: aiohttp.ClientSession
+) -> None:
+    # As a load balancer in front of several bot processes would pick one.
+    runner, url, received = await _receiver()
+    try:
+        elsewhere = url.removesuffix("/kie/callback")
+        kie.script_next(TaskScript(callback_base=elsewhere))
+        body = t2i_body() | {"callBackUrl": "http://127.0.0.1:9/kie/callback"}  # nobody there
+        _, created = await create(http, kie, body)
+        _, payload = await asyncio.wait_for(received.get(), 2)
+    finally:
+        await runner.cleanup()
+    assert payload["data"]["taskId"] == created["data"]["taskId"]
+    assert kie.callbacks_sent == [(created["data"]["taskId"], 200)]
+
+
 async def test_broken_callback_receivers_do_not_hurt(http: aiohttp.ClientSession) -> None:
     runner, url, received = await _receiver(answer_status=500)
     with socket.socket() as sock:  # a port nobody listens on

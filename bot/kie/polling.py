@@ -126,12 +126,15 @@ class PollScheduler:
         if self._watches.get(watch.job_id) is watch:
             del self._watches[watch.job_id]
 
-    def wake(self, job_id: int) -> None:
-        """kie.ai says this job's task changed: query it next."""
+    def wake(self, job_id: int) -> bool:
+        """kie.ai says this job's task changed: query it next. False when this scheduler
+        watches no such job (another process, or another account's scheduler, may)."""
         watch = self._watches.get(job_id)
-        if watch is not None:
-            watch.urgent = True
-            self._changed.set()
+        if watch is None:
+            return False
+        watch.urgent = True
+        self._changed.set()
+        return True
 
     async def stop(self) -> None:
         tasks = [t for t in (self._runner, *self._queries) if t is not None]

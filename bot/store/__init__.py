@@ -27,6 +27,7 @@ from bot.store.interfaces import (
     ReferenceTrays,
     ServerSettings,
     Storage,
+    WakeChannel,
 )
 from bot.store.jobs import SqlJobLedger
 from bot.store.leases import SqlJobLeases
@@ -40,6 +41,7 @@ from bot.store.postgres import (
     PostgresDatabase,
     PostgresTarget,
 )
+from bot.store.postgres.wakeups import PostgresWakeups
 from bot.store.server_keys import SqlServerKeys
 from bot.store.server_settings import SqlServerSettings
 from bot.store.sql import SqlDatabase
@@ -62,6 +64,7 @@ __all__ = [
     "ReferenceTrays",
     "ServerSettings",
     "Storage",
+    "WakeChannel",
     "open_storage",
 ]
 
@@ -84,8 +87,12 @@ async def open_storage(
     """
     database: SqlDatabase
     backend: Backend
+    wakeups: WakeChannel | None = None
     if isinstance(target, PostgresTarget):
-        database = backend = await PostgresDatabase.open(target, clock=clock, exclusive=exclusive)
+        database = backend = postgres = await PostgresDatabase.open(
+            target, clock=clock, exclusive=exclusive
+        )
+        wakeups = PostgresWakeups(postgres, target)
     else:
         database = backend = sqlite = await Database.open(target, clock=clock)
         try:
@@ -105,4 +112,5 @@ async def open_storage(
         server_keys=SqlServerKeys(database),
         leases=SqlJobLeases(database),
         backend=backend,
+        wakeups=wakeups,
     )

@@ -8,7 +8,7 @@ of each; `bot.store.open_storage` is the one place that picks the backend.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -256,6 +256,16 @@ class ServerKeys(Protocol):
     async def delete_server_key(self, guild_id: int) -> bool: ...
 
 
+class WakeChannel(Protocol):
+    """Bot processes sharing one database tell each other that kie.ai called back about a
+    job (PostgreSQL's LISTEN/NOTIFY): the payload is the job's id alone."""
+
+    async def publish(self, job_id: int) -> None: ...
+    async def listen(self, on_wake: Callable[[int], None]) -> None:
+        """Call `on_wake(job_id)` for each job any process published, until cancelled."""
+        ...
+
+
 class Backend(Protocol):
     """The storage itself: whether it can take a write now, its schema's version, keeping its
     query planner's statistics current, closing it (which brings them up to date first), and
@@ -288,6 +298,8 @@ class Storage:
     server_keys: ServerKeys
     leases: JobLeases
     backend: Backend
+    # Callbacks that reach another process (PostgreSQL); None where one process runs every job.
+    wakeups: WakeChannel | None = None
 
     async def writable(self) -> bool:
         return await self.backend.writable()

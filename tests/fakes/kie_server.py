@@ -211,6 +211,9 @@ class TaskScript:
     result_url_count: int = 1
     # Extras beyond the brief, for shapes the notes say clients must tolerate:
     callback_times: int = 1  # the same task "may be called back more than once"
+    # Where the callback goes instead of callBackUrl's own scheme, host and port (its path
+    # kept): a load balancer in front of several bot processes that picked another one.
+    callback_base: str | None = None
     param_input_as_string: bool = False  # `param`'s "input" "may itself be a JSON string"
     result_json_as_object: bool = False  # resultJson as an object instead of a JSON string
 
@@ -887,11 +890,14 @@ class FakeKie:
                 "X-Webhook-Timestamp": timestamp,
                 "X-Webhook-Signature": self.sign(task.task_id, timestamp),
             }
+        url = task.callback_url
+        if task.script.callback_base is not None:
+            url = task.script.callback_base.rstrip("/") + str(URL(url).raw_path_qs)
         status = 0
         # Why broad: a receiver that is down, slow or broken must never crash the fake.
         with contextlib.suppress(Exception):
             async with self._session.post(
-                task.callback_url, json=self.callback_body(task), headers=headers
+                url, json=self.callback_body(task), headers=headers
             ) as response:
                 await response.read()
                 status = response.status
