@@ -25,6 +25,7 @@ from bot.store.interfaces import (
     ModerationRecords,
     OperatorRecords,
     ReferenceTrays,
+    RunSlots,
     ServerSettings,
     Storage,
 )
@@ -40,6 +41,7 @@ from bot.store.postgres import (
     PostgresDatabase,
     PostgresTarget,
 )
+from bot.store.run_slots import SqlRunSlots
 from bot.store.server_keys import SqlServerKeys
 from bot.store.server_settings import SqlServerSettings
 from bot.store.sql import SqlDatabase
@@ -60,6 +62,7 @@ __all__ = [
     "OperatorRecords",
     "PostgresTarget",
     "ReferenceTrays",
+    "RunSlots",
     "ServerSettings",
     "Storage",
     "open_storage",
@@ -104,5 +107,6 @@ async def open_storage(
         departures=SqlDepartedServers(database),
         server_keys=SqlServerKeys(database),
         leases=SqlJobLeases(database),
+        run_slots=SqlRunSlots(database),
         backend=backend,
     )
