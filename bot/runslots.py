@@ -50,12 +50,12 @@ class SharedSlots:
     ) -> str | None:
         """None once the job holds a slot; otherwise "member" or "server": which limit is
         full across the processes."""
-        return await self.store.take(
+        return await self.store.take_slot(
             job_id, user_id, guild_id, per_member, per_server, self.wanted_fresh
         )
 
     async def occupy(self, job_id: int) -> None:
-        await self.store.occupy(job_id)
+        await self.store.occupy_slot(job_id)
 
     async def release(self, job_id: int) -> None:
-        await self.store.release(job_id)
+        await self.store.release_slot(job_id)

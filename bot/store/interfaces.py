@@ -207,10 +207,10 @@ class JobLeases(Protocol):
 class RunSlots(Protocol):
     """Running slots shared by every process on the database (cluster mode, `bot.runslots`):
     a job holds one from leaving its line until it stops running; one counts only while its
-    job's lease is live. `take` returns which limit is full ("member" or "server"), or None
+    job's lease is live. `take_slot` returns which limit is full ("member" or "server"), or None
     once the slot is the job's."""
 
-    async def take(
+    async def take_slot(
         self,
         job_id: int,
         user_id: int,
@@ -219,9 +219,9 @@ class RunSlots(Protocol):
         per_server: int | None,
         wanted_fresh: float,
     ) -> Literal["member", "server"] | None: ...
-    async def occupy(self, job_id: int) -> None: ...
-    async def release(self, job_id: int) -> None: ...
-    async def running(self, guild_id: int | None, user_id: int | None = None) -> int: ...
+    async def occupy_slot(self, job_id: int) -> None: ...
+    async def release_slot(self, job_id: int) -> None: ...
+    async def running_slots(self, guild_id: int | None, user_id: int | None = None) -> int: ...
 
 
 class ReferenceTrays(Protocol):

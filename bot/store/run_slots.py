@@ -24,7 +24,7 @@ class SqlRunSlots:
     def __init__(self, database: SqlDatabase) -> None:
         self._db = database
 
-    async def take(
+    async def take_slot(
         self,
         job_id: int,
         user_id: int,
@@ -81,7 +81,7 @@ class SqlRunSlots:
             )
         return None
 
-    async def occupy(self, job_id: int) -> None:
+    async def occupy_slot(self, job_id: int) -> None:
         """Count a job already at kie.ai (taken over, or resumed) as running, whatever the
         limits say: it runs."""
         await self._db.execute(
@@ -89,7 +89,7 @@ class SqlRunSlots:
             (job_id,),
         )
 
-    async def release(self, job_id: int) -> None:
+    async def release_slot(self, job_id: int) -> None:
         """The job left the running set (or the line): it counts no more."""
         await self._db.execute(
             "UPDATE jobs SET run_slot = 0, run_wanted = NULL"
@@ -97,7 +97,7 @@ class SqlRunSlots:
             (job_id,),
         )
 
-    async def running(self, guild_id: int | None, user_id: int | None = None) -> int:
+    async def running_slots(self, guild_id: int | None, user_id: int | None = None) -> int:
         """How many of a server's (or one member's there) jobs hold a live slot now (for
         status and tests)."""
         params = {"guild": guild_id, "user": user_id, "now": self._db.clock()}
