@@ -311,7 +311,7 @@ def build_bot(
     )
     if storage.backend.several_processes:
         # Running limits count every process's jobs (`bot.runslots`); SQLite keeps them here.
-        jobs.run_queue.share(SharedSlots(storage.run_slots))
+        jobs.run_queue.share(SharedSlots(storage.run_slots, leases.owner))
     runner = JobRunner(
         jobs,
         credits,

@@ -37,6 +37,7 @@ class SharedSlots:
     composition root when the database is shared."""
 
     store: RunSlots
+    owner: str  # this process's lease owner (`bot.leases`)
     retry_seconds: float = RETRY_SECONDS
     wanted_fresh: float = field(default=WANTED_FRESH_SECONDS)
 
@@ -58,4 +59,4 @@ class SharedSlots:
         await self.store.occupy_slot(job_id)
 
     async def release(self, job_id: int) -> None:
-        await self.store.release_slot(job_id)
+        await self.store.release_slot(job_id, self.owner)

@@ -280,7 +280,7 @@ def _calls(history: History) -> dict[str, Call]:
         # running slots (cluster mode): each admission, start and end of a job
         "take_slot": on_job(lambda s, i: s.run_slots.take_slot(i, user, server, 2, 20, 3.0)),
         "occupy_slot": on_job(lambda s, i: s.run_slots.occupy_slot(i)),
-        "release_slot": on_job(lambda s, i: s.run_slots.release_slot(i)),
+        "release_slot": on_job(lambda s, i: s.run_slots.release_slot(i, "p1")),
         "running_slots": lambda s: s.run_slots.running_slots(server, user),
     }
 

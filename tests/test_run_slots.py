@@ -53,7 +53,7 @@ async def test_a_member_at_their_limit_in_one_process_is_refused_in_another(
     # Asking again for a job that holds its slot counts it once (not against itself).
     assert await slots.take_slot(first.id, MEMBER, GUILD, 1, None, FRESH) is None
 
-    await slots.release_slot(first.id)
+    await slots.release_slot(first.id, "p1")
     assert await slots.take_slot(second.id, MEMBER, GUILD, 1, None, FRESH) is None
     assert await slots.running_slots(GUILD, MEMBER) == 1
 
@@ -84,6 +84,11 @@ async def test_a_job_taken_over_before_kie_ai_saw_it_gives_its_slot_back(
     assert await store.run_slots.running_slots(GUILD) == 0
     await store.run_slots.occupy_slot(taken.id)  # had it been at kie.ai: still running
     assert await store.run_slots.running_slots(GUILD) == 1
+    # The old process waking late cannot give away the slot its heir holds now.
+    await store.run_slots.release_slot(taken.id, "dead")
+    assert await store.run_slots.running_slots(GUILD) == 1
+    await store.run_slots.release_slot(taken.id, "heir")
+    assert await store.run_slots.running_slots(GUILD) == 0
 
 
 async def test_a_server_full_across_processes_lets_its_oldest_waiting_job_go_first(
@@ -95,11 +100,11 @@ async def test_a_server_full_across_processes_lets_its_oldest_waiting_job_go_fir
     slots = store.run_slots
     assert await slots.take_slot(running.id, MEMBER, GUILD, None, 1, FRESH) is None
     assert await slots.take_slot(older.id, OTHER, GUILD, None, 1, FRESH) == "server"
-    await slots.release_slot(running.id)
+    await slots.release_slot(running.id, "p1")
     # The process whose job ended asks first, but an older job wants the slot: it waits.
     assert await slots.take_slot(younger.id, MEMBER, GUILD, None, 1, FRESH) == "server"
     assert await slots.take_slot(older.id, OTHER, GUILD, None, 1, FRESH) is None
-    await slots.release_slot(older.id)
+    await slots.release_slot(older.id, "p2")
     assert await slots.take_slot(younger.id, MEMBER, GUILD, None, 1, FRESH) is None
 
 
@@ -112,7 +117,7 @@ async def test_a_wanted_mark_left_behind_holds_nobody_for_long(
     slots = store.run_slots
     assert await slots.take_slot(running.id, MEMBER, GUILD, None, 1, FRESH) is None
     assert await slots.take_slot(older.id, OTHER, GUILD, None, 1, FRESH) == "server"
-    await slots.release_slot(running.id)
+    await slots.release_slot(running.id, "p1")
     clock.advance(FRESH + 1)  # the older job's process stopped asking (e.g. it was cancelled)
     await store.leases.renew("p1", clock() + 30)
     await store.leases.renew("p2", clock() + 30)

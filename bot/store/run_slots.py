@@ -89,12 +89,15 @@ class SqlRunSlots:
             (job_id,),
         )
 
-    async def release_slot(self, job_id: int) -> None:
-        """The job left the running set (or the line): it counts no more."""
+    async def release_slot(self, job_id: int, owner: str) -> None:
+        """The job left the running set (or the line) of `owner`'s process: it counts no more.
+        Not when another process has taken the job over meanwhile (this one stalled past its
+        lease): the slot is that one's now."""
         await self._db.execute(
             "UPDATE jobs SET run_slot = 0, run_wanted = NULL"
-            " WHERE id = ? AND (run_slot = 1 OR run_wanted IS NOT NULL)",
-            (job_id,),
+            " WHERE id = ? AND (run_slot = 1 OR run_wanted IS NOT NULL)"
+            " AND (lease_owner = ? OR lease_owner IS NULL)",
+            (job_id, owner),
         )
 
     async def running_slots(self, guild_id: int | None, user_id: int | None = None) -> int:
