@@ -138,7 +138,8 @@ class RunQueue:
     for each charged job before submitting it and `leave` when the job ends (delivered or
     refunded); it knows nothing of kie.ai's own rate limit, which is the next line. Limits come
     per job (`RunLimits`); a line follows the newest it was given, so a server's change applies
-    to every job waiting there.
+    to every job waiting there. With other processes on the database, the composition root
+    calls `share`, and the limits count their running jobs too (`bot.runslots`).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -378,6 +379,10 @@ class RunQueue:
     def leave(self, job_id: int) -> None:
         entry = self._stop(job_id)
         if entry is None:
+            if self._slots is not None:
+                # Cancelled while waiting: a slot its task took meanwhile, or its mark of
+                # wanting one (`bot.runslots`), goes too.
+                self._change_slot(job_id, "release")
             return
         member, started = entry
         ran = max(MIN_RUN_SECONDS, self._clock() - started)
