@@ -171,3 +171,27 @@ async def test_a_servers_limit_holds_across_processes_for_a_job_taken_over(
 
     await eventually(both_delivered, 10, what="both jobs marked delivered")
     assert await bots[1].units_charged() == 2
+
+
+async def test_a_servers_line_is_first_come_first_served_across_processes(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    """The process whose job ends asks for the freed slot at once, the other within a second:
+    an older job waiting in the other process still goes first."""
+    await start_processes(start_bot, fake_discord, 2, max_running_per_server=1, poll_interval=POLL)
+    fake_kie.script_next(*(slow(0.5) for _ in range(4)))
+    sent = [(0, MEMBER, "one"), (1, OTHER, "two"), (0, MEMBER, "three"), (0, OTHER, "four")]
+    interactions = []
+    for session, member, prompt in sent:
+        fake_discord.send_events_to(session)
+        interactions.append(await imagine(fake_discord, member, prompt))
+        if prompt == "one":
+            await fake_kie.wait_for_tasks(1, 10)
+        else:
+            await waiting_edit(fake_discord, interactions[-1])  # in its line before the next
+
+    finals = [await final_answer(fake_discord, i, 30) for i in interactions]
+    assert [embed_title(f) for f in finals] == [READY_TITLE] * 4
+    tasks = fake_kie.created_tasks()
+    assert [t.input["prompt"] for t in tasks] == ["one", "two", "three", "four"]
+    assert most_at_once(tasks) == 1
