@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import replace
 
 import pytest
@@ -16,7 +17,7 @@ from bot.settings import Settings
 from bot.store import PostgresTarget, Storage
 from tests.conftest import RunningBot, StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
-from tests.fakes.kie_server import FakeKie, TaskScript
+from tests.fakes.kie_server import CreateFault, FakeKie, TaskScript
 from tests.helpers import (
     READY_TITLE,
     embed_title,
@@ -29,6 +30,7 @@ from tests.test_cluster import kill, start_processes
 from tests.test_fair_use import (
     POLL,
     WAITING_TITLE,
+    create_call_for,
     imagine,
     most_at_once,
     slow,
@@ -195,3 +197,46 @@ async def test_a_servers_line_is_first_come_first_served_across_processes(
     tasks = fake_kie.created_tasks()
     assert [t.input["prompt"] for t in tasks] == ["one", "two", "three", "four"]
     assert most_at_once(tasks) == 1
+
+
+async def test_a_killed_processs_running_slot_frees_within_the_lease_time(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    """Killed while its createTask was on the wire (so the job is refunded, not resumed), the
+    process leaves its slot counted; once its lease runs out the slot is free again and the
+    other process's waiting job starts."""
+    bots = await start_processes(
+        start_bot, fake_discord, 2, max_running_per_server=1, poll_interval=POLL
+    )
+    guild = fake_discord.guild_id
+    fake_kie.fail_create_next(CreateFault(200, delay=4 * LEASE))  # an answer that never comes
+    fake_discord.send_events_to(0)
+    first = await imagine(fake_discord, MEMBER, "cut off")
+
+    async def on_the_wire() -> bool:
+        jobs = await bots[0].storage.jobs.open_jobs()
+        return bool(jobs) and jobs[0].state is JobState.SUBMITTING
+
+    await eventually(on_the_wire, 5, what="createTask on the wire")
+    fake_discord.send_events_to(1)
+    fake_kie.script_next(slow())
+    second = await imagine(fake_discord, OTHER, "patient")
+    edit = await waiting_edit(fake_discord, second)
+    assert "this server runs 1 at once" in field(edit, "Queue")
+    assert await bots[1].storage.run_slots.running_slots(guild) == 1
+
+    kill_without_releasing(bots[0])
+    killed_at = time.monotonic()
+    final = await final_answer(fake_discord, second, 20)
+    assert embed_title(final) == READY_TITLE
+    started = create_call_for(fake_kie, "patient").at
+    # The lease runs out, a renewal round takes the job over (and refunds it: kie.ai may have
+    # it), and the slot is the waiting job's: all within the lease time and two rounds.
+    assert started - killed_at < LEASE + 2 * LEASE / 3 + 1.0
+    assert embed_title(await final_answer(fake_discord, first, 20)) != READY_TITLE
+
+    async def settled() -> bool:
+        return await bots[1].job_states() == {"delivered": 1, "refunded": 1}
+
+    await eventually(settled, 10, what="one delivered, one refunded")
+    assert await bots[1].units_charged() == 1
