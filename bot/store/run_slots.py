@@ -44,6 +44,9 @@ class SqlRunSlots:
             "guild": guild_id,
             "now": now,
         }
+        # Plain equality (or IS NULL in direct messages), so PostgreSQL's planner uses the
+        # partial index rather than a null-safe OR.
+        where_guild = "guild_id IS NULL" if guild_id is None else "guild_id = :guild"
         keys = [f"run-member:{guild_id}:{user_id}"]
         if guild_id is not None:
             keys.append(f"run-server:{guild_id}")
@@ -51,7 +54,7 @@ class SqlRunSlots:
             await transaction.lock(keys)
             if per_member is not None:
                 rows = await self._db.rows(
-                    "SELECT COUNT(*) FROM jobs WHERE run_slot = 1 AND guild_id IS :guild"
+                    f"SELECT COUNT(*) FROM jobs WHERE run_slot = 1 AND {where_guild}"
                     f" AND user_id = :user AND id <> :id AND {_LIVE_SQL}",
                     params,
                 )
@@ -104,9 +107,10 @@ class SqlRunSlots:
         """How many of a server's (or one member's there) jobs hold a live slot now (for
         status and tests)."""
         params = {"guild": guild_id, "user": user_id, "now": self._db.clock()}
+        where_guild = "guild_id IS NULL" if guild_id is None else "guild_id = :guild"
         member = " AND user_id = :user" if user_id is not None else ""
         rows = await self._db.rows(
-            f"SELECT COUNT(*) FROM jobs WHERE run_slot = 1 AND guild_id IS :guild{member}"
+            f"SELECT COUNT(*) FROM jobs WHERE run_slot = 1 AND {where_guild}{member}"
             f" AND {_LIVE_SQL}",
             params,
         )
