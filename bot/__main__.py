@@ -64,6 +64,7 @@ from bot.quota import Costs, QuotaBook
 from bot.redelivery import RedeliveryPolicy
 from bot.relay import CallbackRelay
 from bot.retention import HistoryRetention
+from bot.runslots import SharedSlots
 from bot.settings import Settings, SettingsError, bind_host, load_settings, read_one
 from bot.single import SingleProcessLock
 from bot.store import (
@@ -318,6 +319,9 @@ def build_bot(
         shared=storage.backend.several_processes,
         seconds=settings.lease_seconds,
     )
+    if storage.backend.several_processes:
+        # Running limits count every process's jobs (`bot.runslots`); SQLite keeps them here.
+        jobs.run_queue.share(SharedSlots(storage.run_slots, leases.owner))
     runner = JobRunner(
         jobs,
         credits,

@@ -225,6 +225,8 @@ class JobRunner:
             log.warning("not every refunded member could be told before shutting down")
         if keeper is not None:
             await asyncio.gather(keeper, return_exceptions=True)
+        # The running slots the cancelled jobs held across the processes go back first.
+        await line.settle(within=self._notice_seconds)
         if self._leases is not None:
             try:
                 # Another process (or the next start) takes this one's open jobs at once.

@@ -12,18 +12,28 @@ Lines are counted per server (in direct messages, per member). Nothing here walk
 - a Fenwick tree over arrival numbers gives any job's position in O(log n), on demand;
 - a waiting job sleeps until the line has moved by half its position (or its expected start
   has come), so one departure wakes O(1) waiters on average, not every one.
+
+When several processes share the database (`share`), a job the line lets in also takes a
+running slot there (`bot.runslots`) before it runs; refused, it goes back to its place, held
+until a slot may have freed. Without that (SQLite, one process), nothing here awaits anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import heapq
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from bot.runslots import SharedSlots
+
+log = logging.getLogger(__name__)
 
 # Until a job has run, how long one is assumed to take from leaving the line to its end.
 DEFAULT_RUN_SECONDS = 30.0
@@ -93,6 +103,11 @@ class _Waiter:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     admitted: bool = False
     gone: bool = False  # left the line: admitted or cancelled
+    # Shared database only: let in here and asking for a running slot there (out of its
+    # member's queue meanwhile, still counted in the line); or refused one, and which limit
+    # held it (back at its place, passed over until a slot may have freed).
+    trying: bool = False
+    held: HeldBy | None = None
 
 
 @dataclass(eq=False)
@@ -109,6 +124,11 @@ class _Line:
     listed: dict[int, int] = field(default_factory=dict)
     # Waiters asleep until `departures` reaches a mark: (mark, arrival number, waiter).
     sleepers: list[tuple[int, int, _Waiter]] = field(default_factory=list)
+    # Shared database only: waiters asking for a slot, those refused one, and whether the
+    # server was full across the processes (nobody here asks again until a slot may be free).
+    trying: set[_Waiter] = field(default_factory=set)
+    held: list[_Waiter] = field(default_factory=list)
+    server_held: bool = False
 
 
 class RunQueue:
@@ -118,7 +138,8 @@ class RunQueue:
     for each charged job before submitting it and `leave` when the job ends (delivered or
     refunded); it knows nothing of kie.ai's own rate limit, which is the next line. Limits come
     per job (`RunLimits`); a line follows the newest it was given, so a server's change applies
-    to every job waiting there.
+    to every job waiting there. With other processes on the database, the composition root
+    calls `share`, and the limits count their running jobs too (`bot.runslots`).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -131,6 +152,17 @@ class RunQueue:
         self._run_seconds = DEFAULT_RUN_SECONDS
         self._closed = False
         self.wakeups = 0  # waiters woken because their line moved (for tests and benchmarks)
+        # Shared database only (`share`): the global slots, the lines with jobs held by them,
+        # the task that asks again for those, and each job's slot change in flight (one after
+        # another per job, so a release never overtakes the take or occupy before it).
+        self._slots: SharedSlots | None = None
+        self._held_lines: set[_Line] = set()
+        self._retrier: asyncio.Task[None] | None = None
+        self._slot_changes: dict[int, asyncio.Task[None]] = {}
+
+    def share(self, slots: SharedSlots) -> None:
+        """Other processes share the database: running limits count their jobs too."""
+        self._slots = slots
 
     def running(self, guild_id: int | None = None) -> int:
         if guild_id is None:
@@ -148,6 +180,19 @@ class RunQueue:
     def close(self) -> None:
         """Shutting down: nobody else is let in, and departures cost no more than bookkeeping."""
         self._closed = True
+        if self._retrier is not None:
+            self._retrier.cancel()
+            self._retrier = None
+
+    async def settle(self, within: float) -> None:
+        """Let the slot releases under way reach the database (at shutdown), for at most
+        `within` seconds: a slot left behind frees itself once the lease is released."""
+        pending = list(self._slot_changes.values())
+        if not pending:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await asyncio.gather(*pending, return_exceptions=True)
 
     async def enter(
         self,
@@ -173,13 +218,16 @@ class RunQueue:
         reported: Wait | None = None
         try:
             while not waiter.admitted:
+                if waiter.trying:
+                    await self._ask_slot(line, waiter)
+                    continue
                 wait = self._wait_of(line, waiter)
                 timed_out = False
                 if wait != reported:
                     reported = wait
                     await on_wait(wait)
-                    if waiter.admitted:
-                        break
+                    if waiter.admitted or waiter.trying:
+                        continue
                 mark = line.departures + max(1, (wait.position + 1) // 2)
                 heapq.heappush(line.sleepers, (mark, waiter.seq, waiter))
                 waiter.changed.clear()
@@ -191,8 +239,121 @@ class RunQueue:
                 if timed_out and not waiter.admitted:
                     reported = None  # the expected start came and went: say so again
         finally:
+            if waiter.trying:  # cancelled while asking: the slot may have been taken
+                waiter.trying = False
+                line.trying.discard(waiter)
+                self._stop(waiter.job_id)
+                self._change_slot(waiter.job_id, "release")
             if not waiter.admitted:  # cancelled while waiting
                 self._drop(line, waiter)
+
+    async def _ask_slot(self, line: _Line, waiter: _Waiter) -> None:
+        """Take the job's running slot across the processes; refused, it goes back to its
+        place in the line, held until a slot may have freed."""
+        assert self._slots is not None
+        guild_id, user_id = waiter.member
+        limits = line.limits
+        try:
+            refused = await self._slots.take(
+                waiter.job_id, user_id, guild_id, limits.per_member, limits.per_server
+            )
+        except Exception:
+            # The database is unreachable for a moment: held, as if full, and asked again.
+            log.warning("job %s: could not take a running slot", waiter.job_id, exc_info=True)
+            refused = HeldBy.MEMBER_LIMIT.value
+        waiter.trying = False
+        line.trying.discard(waiter)
+        if refused is None:
+            self._remove(line, waiter)
+            waiter.admitted = True
+            return
+        self._stop(waiter.job_id)  # counted here only while it asked
+        waiter.held = HeldBy(refused)
+        line.held.append(waiter)
+        if waiter.held is HeldBy.SERVER_LIMIT:
+            line.server_held = True
+        queue = line.queues.setdefault(user_id, collections.deque())
+        # Back at its place: before the member's jobs that arrived after it.
+        index = 0
+        while index < len(queue) and queue[index].seq < waiter.seq:
+            index += 1
+        queue.insert(index, waiter)
+        self._list(line, user_id, queue)
+        self._hold(line)
+        self._admit(line)  # its place among the running is free here: others may go
+
+    def _hold(self, line: _Line) -> None:
+        """The line has jobs held by the other processes' running jobs: ask again soon."""
+        self._held_lines.add(line)
+        if self._retrier is None and not self._closed:
+            self._retrier = asyncio.create_task(self._retry_held(), name="run-slots-retry")
+
+    async def _retry_held(self) -> None:
+        assert self._slots is not None
+        try:
+            while self._held_lines and not self._closed:
+                await asyncio.sleep(self._slots.retry_seconds)
+                lines, self._held_lines = self._held_lines, set()
+                for line in lines:
+                    self._unhold(line)
+        finally:
+            if self._retrier is asyncio.current_task():
+                self._retrier = None
+
+    def _unhold(self, line: _Line, member: _Member | None = None) -> None:
+        """A slot may have freed: the jobs held (only `member`'s, when one of theirs left and
+        the server was not full) may ask again, oldest first, as before."""
+        if member is not None and line.server_held:
+            member = None
+        line.server_held = False
+        kept: list[_Waiter] = []
+        for waiter in line.held:
+            if waiter.gone:
+                continue
+            if member is not None and waiter.member != member:
+                kept.append(waiter)
+                continue
+            waiter.held = None
+            queue = line.queues.get(waiter.member[1])
+            if queue is not None:
+                self._list(line, waiter.member[1], queue)
+        line.held = kept
+        if kept:
+            self._hold(line)  # still asked again by the retries
+        self._admit(line)
+
+    def _change_slot(
+        self, job_id: int, change: str, then: Callable[[], None] | None = None
+    ) -> None:
+        """Occupy or release the job's global slot in the background (`leave` and `occupy`
+        are called where nothing may wait), after the change before it for the same job."""
+        slots = self._slots
+        if slots is None:
+            return
+        before = self._slot_changes.get(job_id)
+
+        async def apply() -> None:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            try:
+                if change == "release":
+                    await slots.release(job_id)
+                else:
+                    await slots.occupy(job_id)
+            except Exception:
+                # It frees itself when the job's lease ends; until then it may hold one back.
+                log.warning("job %s: could not %s its running slot", job_id, change, exc_info=True)
+            if then is not None:
+                then()
+
+        task = asyncio.create_task(apply(), name=f"run-slot-{change}-{job_id}")
+        self._slot_changes[job_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._slot_changes.get(job_id) is done:
+                del self._slot_changes[job_id]
+
+        task.add_done_callback(forget)
 
     def set_limits(self, guild_id: int, limits: RunLimits) -> None:
         """A server changed its limits: waiting jobs follow the new ones at once."""
@@ -202,32 +363,37 @@ class RunQueue:
         line.limits = limits
         for user, queue in line.queues.items():
             self._list(line, user, queue)
+        if line.held:
+            self._unhold(line)
         self._admit(line)
         for _, _, waiter in line.sleepers:
             waiter.changed.set()  # what holds them may have changed
         line.sleepers.clear()
 
     def occupy(self, job_id: int, user_id: int, guild_id: int | None) -> None:
-        """Count a job that is already at kie.ai (resumed after a restart) as running."""
-        self._start(job_id, (guild_id, user_id))
+        """Count a job that is already at kie.ai (resumed after a restart, or taken over from
+        another process) as running, here and across the processes."""
+        if self._start(job_id, (guild_id, user_id)):
+            self._change_slot(job_id, "occupy")
 
     def leave(self, job_id: int) -> None:
-        entry = self._running.pop(job_id, None)
+        entry = self._stop(job_id)
         if entry is None:
+            if self._slots is not None:
+                # Cancelled while waiting: a slot its task took meanwhile, or its mark of
+                # wanting one (`bot.runslots`), goes too.
+                self._change_slot(job_id, "release")
             return
         member, started = entry
         ran = max(MIN_RUN_SECONDS, self._clock() - started)
         self._run_seconds += RUN_SECONDS_WEIGHT * (ran - self._run_seconds)
-        self._per_member[member] -= 1
-        if not self._per_member[member]:
-            del self._per_member[member]
         guild_id, user_id = member
-        if guild_id is not None:
-            self._per_server[guild_id] -= 1
-            if not self._per_server[guild_id]:
-                del self._per_server[guild_id]
         key: _LineKey = (guild_id, None) if guild_id is not None else (None, user_id)
         line = self._lines.get(key)
+        if self._slots is not None:
+            # Jobs here held by the shared limits ask again once this slot is free there too.
+            retry = None if line is None else (lambda: self._after_release(key, member))
+            self._change_slot(job_id, "release", retry)
         if line is None or self._closed:
             return
         queue = line.queues.get(user_id)
@@ -235,15 +401,23 @@ class RunQueue:
             self._list(line, user_id, queue)  # the member may be under their limit again
         self._admit(line)
 
+    def _after_release(self, key: _LineKey, member: _Member) -> None:
+        line = self._lines.get(key)
+        if line is not None and line.held and not self._closed:
+            self._held_lines.discard(line)
+            self._unhold(line, member)
+
     def waiting_jobs(self) -> set[int]:
         """The ids of the jobs still in a line (for shutdown: they have not started)."""
-        return {
+        waiting = {
             waiter.job_id
             for line in self._lines.values()
             for queue in line.queues.values()
             for waiter in queue
             if not waiter.gone
         }
+        waiting.update(w.job_id for line in self._lines.values() for w in line.trying)
+        return waiting
 
     # --- the line's bookkeeping -------------------------------------------------------------
 
@@ -265,7 +439,7 @@ class RunQueue:
     def _grow(line: _Line) -> None:
         """A bigger tree with the waiting jobs renumbered from 1, in the same order."""
         alive = sorted(
-            (w for queue in line.queues.values() for w in queue if not w.gone),
+            [w for queue in line.queues.values() for w in queue if not w.gone] + [*line.trying],
             key=lambda w: w.seq,
         )
         line.fenwick = _Fenwick(max(64, 2 * (len(alive) + 1)))
@@ -294,7 +468,7 @@ class RunQueue:
             line.listed.pop(user, None)
             return
         head = queue[0]
-        if self._member_full(line.limits, head.member):
+        if head.held is not None or self._member_full(line.limits, head.member):
             line.listed.pop(user, None)  # parked until one of their jobs ends
             return
         if line.listed.get(user) != head.seq:
@@ -313,7 +487,7 @@ class RunQueue:
 
     def _admit(self, line: _Line) -> None:
         """Let in the oldest jobs whose members are under their limit, while the server has room."""
-        if self._closed:
+        if self._closed or line.server_held:
             return
         while line.ready:
             seq, user = line.ready[0]
@@ -329,9 +503,15 @@ class RunQueue:
             if self._member_full(line.limits, waiter.member):
                 continue  # the limit was lowered meanwhile: parked
             queue.popleft()
-            self._remove(line, waiter)
             self._start(waiter.job_id, waiter.member)
-            waiter.admitted = True
+            if self._slots is None:
+                self._remove(line, waiter)
+                waiter.admitted = True
+            else:
+                # Its running slot across the processes is asked for by its own task; it is
+                # counted here meanwhile, and keeps its place in the line until it has one.
+                waiter.trying = True
+                line.trying.add(waiter)
             waiter.changed.set()
             self._list(line, user, queue)
 
@@ -366,23 +546,49 @@ class RunQueue:
             line.ready.clear()
             line.listed.clear()
             line.sleepers.clear()
+            line.held.clear()
+            line.server_held = False
 
-    def _start(self, job_id: int, member: _Member) -> None:
+    def _start(self, job_id: int, member: _Member) -> bool:
         if job_id in self._running:
-            return
+            return False
         self._running[job_id] = (member, self._clock())
         self._per_member[member] += 1
         if member[0] is not None:
             self._per_server[member[0]] += 1
+        return True
+
+    def _stop(self, job_id: int) -> tuple[_Member, float] | None:
+        """No longer counted as running here; its member and start time, if it was."""
+        entry = self._running.pop(job_id, None)
+        if entry is None:
+            return None
+        member = entry[0]
+        self._per_member[member] -= 1
+        if not self._per_member[member]:
+            del self._per_member[member]
+        if member[0] is not None:
+            self._per_server[member[0]] -= 1
+            if not self._per_server[member[0]]:
+                del self._per_server[member[0]]
+        return entry
 
     def _wait_of(self, line: _Line, waiter: _Waiter) -> Wait:
         """Where a waiting job stands now, what holds it and when it should leave the line."""
         position = line.fenwick.before(waiter.seq) + 1
         limits = line.limits
         run = self._run_seconds
-        member_held = self._member_full(limits, waiter.member) or (
-            limits.per_member is not None
-            and (limits.per_server is None or not self._server_full(limits, waiter.member[0]))
+        member_held = waiter.held is HeldBy.MEMBER_LIMIT or (
+            waiter.held is None
+            and (
+                self._member_full(limits, waiter.member)
+                or (
+                    limits.per_member is not None
+                    and (
+                        limits.per_server is None or not self._server_full(limits, waiter.member[0])
+                    )
+                )
+            )
         )
         if member_held and limits.per_member is not None:
             # Held by the member's own jobs: it goes when enough of them have ended.

@@ -68,6 +68,16 @@ EXPECTED_SCHEMA = {
     ),
     (
         "index",
+        "jobs_run_slots",
+        "CREATE INDEX jobs_run_slots ON jobs (guild_id, user_id) WHERE run_slot = 1",
+    ),
+    (
+        "index",
+        "jobs_run_wanted",
+        "CREATE INDEX jobs_run_wanted ON jobs (guild_id, id) WHERE run_wanted IS NOT NULL",
+    ),
+    (
+        "index",
         "jobs_member_day_spend",
         (
             "CREATE INDEX jobs_member_day_spend "
@@ -154,7 +164,8 @@ EXPECTED_SCHEMA = {
             "more_input_urls TEXT, image_url TEXT, delivered_at REAL, forgotten_at REAL, "
             "model TEXT NOT NULL DEFAULT 'flex', batch_id INTEGER, "
             "batch_index INTEGER NOT NULL DEFAULT 0, batch_size INTEGER NOT NULL DEFAULT 1, "
-            "private INTEGER NOT NULL DEFAULT 0, locale TEXT, lease_owner TEXT, lease_until REAL)"
+            "private INTEGER NOT NULL DEFAULT 0, locale TEXT, lease_owner TEXT, lease_until REAL, "
+            "run_slot INTEGER NOT NULL DEFAULT 0, run_wanted REAL)"
         ),
     ),
     (

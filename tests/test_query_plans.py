@@ -57,6 +57,7 @@ from bot.store.member_defaults import SqlMemberSettings
 from bot.store.meta import SqlKeyValues
 from bot.store.moderation import SqlModerationRecords
 from bot.store.operator import SqlOperatorRecords
+from bot.store.run_slots import SqlRunSlots
 from bot.store.server_settings import SqlServerSettings
 from bot.store.tray import SqlReferenceTrays
 from tests.conftest import StartBot
@@ -95,6 +96,7 @@ REPOSITORIES = (
     SqlMemberSettings,
     SqlDepartedServers,
     SqlJobLeases,
+    SqlRunSlots,
 )
 DAY = "2026-06-01"
 # SQLite's query plans and statistics, on its file.
@@ -275,6 +277,11 @@ def _calls(history: History) -> dict[str, Call]:
         "release": on_job(lambda s, i: s.leases.release(i, "p1")),
         "release_all": lambda s: s.leases.release_all("p1"),
         "holder": on_job(lambda s, i: s.leases.holder(i)),
+        # running slots (cluster mode): each admission, start and end of a job
+        "take_slot": on_job(lambda s, i: s.run_slots.take_slot(i, user, server, 2, 20, 3.0)),
+        "occupy_slot": on_job(lambda s, i: s.run_slots.occupy_slot(i)),
+        "release_slot": on_job(lambda s, i: s.run_slots.release_slot(i, "p1")),
+        "running_slots": lambda s: s.run_slots.running_slots(server, user),
     }
 
 
@@ -396,9 +403,9 @@ async def test_a_bot_started_on_a_year_of_history_analyses_it_before_it_is_ready
     with sqlite3.connect(path) as db:
         indexes = {row[1] for row in db.execute("PRAGMA index_list(jobs)")}
         analysed = {row[0] for row in db.execute("SELECT idx FROM sqlite_stat1 WHERE tbl='jobs'")}
-    # Every index with rows (no job is open and no batch was asked for, so the partial
-    # indexes are empty).
-    assert analysed == indexes - {"jobs_open", "jobs_batch"}
+    # Every index with rows (no job is open or running and no batch was asked for, so the
+    # partial indexes are empty).
+    assert analysed == indexes - {"jobs_open", "jobs_batch", "jobs_run_slots", "jobs_run_wanted"}
 
 
 async def _grown(path: Path) -> Storage:

@@ -25,6 +25,7 @@ from bot.store.interfaces import (
     ModerationRecords,
     OperatorRecords,
     ReferenceTrays,
+    RunSlots,
     ServerSettings,
     Storage,
     WakeChannel,
@@ -42,6 +43,7 @@ from bot.store.postgres import (
     PostgresTarget,
 )
 from bot.store.postgres.wakeups import PostgresWakeups
+from bot.store.run_slots import SqlRunSlots
 from bot.store.server_keys import SqlServerKeys
 from bot.store.server_settings import SqlServerSettings
 from bot.store.sql import SqlDatabase
@@ -62,6 +64,7 @@ __all__ = [
     "OperatorRecords",
     "PostgresTarget",
     "ReferenceTrays",
+    "RunSlots",
     "ServerSettings",
     "Storage",
     "WakeChannel",
@@ -111,6 +114,7 @@ async def open_storage(
         departures=SqlDepartedServers(database),
         server_keys=SqlServerKeys(database),
         leases=SqlJobLeases(database),
+        run_slots=SqlRunSlots(database),
         backend=backend,
         wakeups=wakeups,
     )

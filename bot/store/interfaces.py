@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bot.domain import (
     AdjustmentKind,
@@ -208,6 +208,26 @@ class JobLeases(Protocol):
     async def holder(self, job_id: int) -> str | None: ...
 
 
+class RunSlots(Protocol):
+    """Running slots shared by every process on the database (cluster mode, `bot.runslots`):
+    a job holds one from leaving its line until it stops running; one counts only while its
+    job's lease is live. `take_slot` returns which limit is full ("member" or "server"), or None
+    once the slot is the job's."""
+
+    async def take_slot(
+        self,
+        job_id: int,
+        user_id: int,
+        guild_id: int | None,
+        per_member: int | None,
+        per_server: int | None,
+        wanted_fresh: float,
+    ) -> Literal["member", "server"] | None: ...
+    async def occupy_slot(self, job_id: int) -> None: ...
+    async def release_slot(self, job_id: int, owner: str) -> None: ...
+    async def running_slots(self, guild_id: int | None, user_id: int | None = None) -> int: ...
+
+
 class ReferenceTrays(Protocol):
     """Each member's reference tray per server (guild_key 0: direct messages): images they
     picked with "Use as reference", for their next `/imagine`. Rows added at or before `since`
@@ -297,6 +317,7 @@ class Storage:
     departures: DepartedServers
     server_keys: ServerKeys
     leases: JobLeases
+    run_slots: RunSlots
     backend: Backend
     # Callbacks that reach another process (PostgreSQL); None where one process runs every job.
     wakeups: WakeChannel | None = None

@@ -7,7 +7,7 @@ from bot.domain import OPEN_STATES
 from bot.store.sql import SqlDatabase
 
 # Constants, so they are safe to write into SQL (and match the partial index `jobs_open`).
-_OPEN_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in OPEN_STATES) + ")"
+OPEN_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in OPEN_STATES) + ")"
 # An unleased open job (just charged, not yet claimed by the process that charged it) counts
 # as leased until `grace` after it was made; a released one (`lease_until` 0) at once.
 _EXPIRED_SQL = "COALESCE(lease_until, created_at + :grace) < :now"
@@ -25,7 +25,7 @@ class SqlJobLeases:
         """Lease one open job that nobody else holds (unleased, ours, or expired)."""
         return await self._db.changed(
             "UPDATE jobs SET lease_owner = :owner, lease_until = :until"
-            f" WHERE id = :id AND {_OPEN_SQL}"
+            f" WHERE id = :id AND {OPEN_SQL}"
             f" AND (lease_owner IS NULL OR lease_owner = :owner OR {_EXPIRED_SQL})",
             {
                 "owner": owner,
@@ -43,14 +43,18 @@ class SqlJobLeases:
         params = {"grace": grace, "now": self._db.clock(), "limit": limit}
         async with self._db.transaction() as transaction:
             rows = await self._db.rows(
-                f"SELECT id FROM jobs WHERE {_OPEN_SQL} AND {_EXPIRED_SQL}"
+                f"SELECT id FROM jobs WHERE {OPEN_SQL} AND {_EXPIRED_SQL}"
                 f" ORDER BY id LIMIT :limit{self._db.lock_rows}",
                 params,
             )
             ids = [int(row["id"]) for row in rows]
             for job_id in ids:
+                # A job kie.ai has not seen goes back into a line, so it holds no running slot
+                # (`bot.runslots`) until it is let in again; one at kie.ai keeps its slot.
                 await transaction.execute(
-                    "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                    "UPDATE jobs SET lease_owner = ?, lease_until = ?,"
+                    " run_slot = CASE WHEN state = 'reserved' THEN 0 ELSE run_slot END,"
+                    " run_wanted = NULL WHERE id = ?",
                     (owner, until, job_id),
                 )
         return ids
@@ -58,7 +62,7 @@ class SqlJobLeases:
     async def renew(self, owner: str, until: float) -> int:
         """Extend every open job this process holds; how many it holds."""
         return await self._db.changed_count(
-            f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND {_OPEN_SQL}",
+            f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND {OPEN_SQL}",
             (until, owner),
         )
 
@@ -74,11 +78,11 @@ class SqlJobLeases:
         if owner is None:
             return await self._db.changed_count(
                 f"UPDATE jobs SET lease_owner = NULL, lease_until = 0"
-                f" WHERE {_OPEN_SQL} AND lease_owner IS NOT NULL"
+                f" WHERE {OPEN_SQL} AND lease_owner IS NOT NULL"
             )
         return await self._db.changed_count(
             f"UPDATE jobs SET lease_owner = NULL, lease_until = 0"
-            f" WHERE {_OPEN_SQL} AND lease_owner = ?",
+            f" WHERE {OPEN_SQL} AND lease_owner = ?",
             (owner,),
         )
 

@@ -328,6 +328,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
         "ALTER TABLE jobs ADD COLUMN lease_until REAL",
     ),
+    # 20: global running slots (cluster mode, `bot.runslots`): `run_slot` is 1 while the job
+    # counts against its member's and server's running limits in every process, which it does
+    # only while its lease is live, so a dead process's slots free themselves; `run_wanted`,
+    # when a job last found its server full (older ones go first, whichever process asks).
+    # The partial indexes keep what admission reads to the few such rows of one server.
+    (
+        "ALTER TABLE jobs ADD COLUMN run_slot INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN run_wanted REAL",
+        "CREATE INDEX jobs_run_slots ON jobs (guild_id, user_id) WHERE run_slot = 1",
+        "CREATE INDEX jobs_run_wanted ON jobs (guild_id, id) WHERE run_wanted IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -163,6 +163,13 @@ class DiscordGateway:
         self._current_session = session
         await self._notify_state()
 
+    def send_events_to(self, session_number: int) -> None:
+        """Which connected bot gets the events injected from now on, by the order the sessions
+        identified (0: the first still open). Several bot processes each hold a session, and
+        Discord sends a server's events to the one serving its shard; by default the newest
+        session gets them."""
+        self._current_session = list(self._sessions.values())[session_number]
+
     async def _resume(self, conn: _GatewayConn, data: dict[str, Any]) -> None:
         session = self._sessions.get(str(data.get("session_id")))
         if session is None or not self._token_ok(data.get("token")):
