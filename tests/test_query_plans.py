@@ -270,6 +270,7 @@ def _calls(history: History) -> dict[str, Call]:
         "set": lambda s: s.meta.set("paused", "maintenance"),
         "delete": lambda s: s.meta.delete("paused"),
         "compare_and_set": lambda s: s.meta.compare_and_set("alert:x", None, "1.0"),
+        "with_prefix": lambda s: s.meta.with_prefix("changes:"),  # every second, cluster mode
         # job leases (cluster mode): each job's start and end, every few seconds per process
         "claim": on_job(lambda s, i: s.leases.claim(i, "p1", time.time() + 30, 30)),
         "renew": lambda s: s.leases.renew("p1", time.time() + 30),
