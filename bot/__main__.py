@@ -60,6 +60,7 @@ from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.quota import Costs, QuotaBook
+from bot.ratebudget import SharedWindows
 from bot.redelivery import RedeliveryPolicy
 from bot.retention import HistoryRetention
 from bot.settings import Settings, SettingsError, bind_host, load_settings, read_one
@@ -156,6 +157,11 @@ def build_bot(
     caller's to close; without one (tests), the bot gets its own, whose worker, if it was ever
     started, ends when the bot is garbage-collected or the process exits. `clock` is the
     reference tray's and the departures' (tests move it by an hour, or a month)."""
+    if storage.rate_windows is not None:
+        # Other processes may use the same keys: kie.ai's limits are spent together.
+        kie.share_limits(
+            SharedWindows(storage.rate_windows, request_timeout=settings.request_timeout)
+        )
     operator = OperatorControls(
         storage.operator,
         storage.meta,

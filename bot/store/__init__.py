@@ -24,6 +24,8 @@ from bot.store.interfaces import (
     MemberSettings,
     ModerationRecords,
     OperatorRecords,
+    RateTaken,
+    RateWindows,
     ReferenceTrays,
     ServerSettings,
     Storage,
@@ -40,6 +42,7 @@ from bot.store.postgres import (
     PostgresDatabase,
     PostgresTarget,
 )
+from bot.store.rate_windows import SqlRateWindows
 from bot.store.server_keys import SqlServerKeys
 from bot.store.server_settings import SqlServerSettings
 from bot.store.sql import SqlDatabase
@@ -59,6 +62,8 @@ __all__ = [
     "ModerationRecords",
     "OperatorRecords",
     "PostgresTarget",
+    "RateTaken",
+    "RateWindows",
     "ReferenceTrays",
     "ServerSettings",
     "Storage",
@@ -84,8 +89,10 @@ async def open_storage(
     """
     database: SqlDatabase
     backend: Backend
+    rate_windows: RateWindows | None = None
     if isinstance(target, PostgresTarget):
         database = backend = await PostgresDatabase.open(target, clock=clock, exclusive=exclusive)
+        rate_windows = SqlRateWindows(database)
     else:
         database = backend = sqlite = await Database.open(target, clock=clock)
         try:
@@ -105,4 +112,5 @@ async def open_storage(
         server_keys=SqlServerKeys(database),
         leases=SqlJobLeases(database),
         backend=backend,
+        rate_windows=rate_windows,
     )

@@ -328,6 +328,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
         "ALTER TABLE jobs ADD COLUMN lease_until REAL",
     ),
+    # 20: kie.ai's rate limits shared by every process (PostgreSQL only; `bot.ratebudget`):
+    # the calls each account (a hash of its key, never the key) made lately, per limit kind,
+    # each counted until `counts_until` (the database's clock); `on_wire` while still sent.
+    (
+        """
+        CREATE TABLE kie_rate_slots (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            account       TEXT    NOT NULL,
+            kind          TEXT    NOT NULL,
+            slots         INTEGER NOT NULL CHECK (slots > 0),
+            counts_until  REAL    NOT NULL,
+            on_wire       INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX kie_rate_slots_window ON kie_rate_slots (account, kind, counts_until)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
