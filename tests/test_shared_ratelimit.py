@@ -177,3 +177,18 @@ async def test_a_process_killed_mid_call_holds_its_slots_only_until_they_expire(
         if holder.returncode is None:
             holder.kill()
             await holder.wait()
+
+
+async def test_free_now_counts_what_other_processes_spent(processes: list[Storage]) -> None:
+    """The poll scheduler holds routine polls back by `free_now`: with a shared budget it must
+    see the other processes' queries, not assume the whole limit is its own."""
+    other = limiter_for(processes[0], 5, 5.0, kind="query")
+    for _ in range(3):
+        async with other.use():
+            pass
+    mine = limiter_for(processes[1], 5, 5.0, kind="query")
+    assert mine.free_now() == 5, "nothing seen yet"
+    async with mine.use():
+        pass
+    assert mine.free_now() == 1  # 5 - the other's 3 - its own 1, as of its last look
+    assert other.free_now() == 2  # it has not looked since: its own 3 only
