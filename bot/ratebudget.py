@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.kie.ratelimit import SlidingWindowLimiter
+from bot.kie.ratelimit import SharedSlot, SlidingWindowLimiter
 from bot.store.interfaces import RateWindows
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,13 @@ class SharedWindow:
         self._hold = hold
         self._clock = clock
         self._sleep = sleep
-        # The calls counted at the last look (ours too), as (when it may leave, slots): the
-        # poll scheduler's view of what is free between looks.
+        # The calls counted at the last look (ours too), as (when it may leave, slots), and
+        # our slots taken since, by id: the poll scheduler's view of what is free between looks.
         self._seen: list[tuple[float, int]] = []
+        self._mine: dict[int, float] = {}
 
-    async def take(self) -> int:
+    async def take(self) -> SharedSlot:
+        waited = False
         while True:
             try:
                 answer = await self._store.take(
@@ -93,13 +95,16 @@ class SharedWindow:
                     self._kind,
                     type(error).__name__,
                 )
+                waited = True
                 await self._sleep(RETRY_AFTER_ERROR)
                 continue
             now = self._clock()
             self._seen = [(now + seconds, slots) for seconds, slots in answer.counted]
+            self._mine.clear()  # counted in `_seen` now
             if answer.slot is not None:
-                self._seen.append((now + self._window, 1))
-                return answer.slot
+                self._mine[answer.slot] = now + self._window
+                return SharedSlot(answer.slot, waited)
+            waited = True
             await self._sleep(self._until_free(answer.counted) + WAKE_SLACK)
 
     def _until_free(self, counted: tuple[tuple[float, int], ...]) -> float:
@@ -112,12 +117,15 @@ class SharedWindow:
         return 0.0  # the window had room after all (a slot was given back meanwhile)
 
     async def finish(self, slot: int) -> None:
+        if slot in self._mine:
+            self._mine[slot] = self._clock() + self._window
         try:
             await self._store.finish(slot, self._window)
         except Exception as error:  # it counts until its hold ends: later, never sooner
             log.warning("could not end a shared kie.ai slot (%s)", type(error).__name__)
 
     async def give_back(self, slot: int) -> None:
+        self._mine.pop(slot, None)
         try:
             await self._store.give_back(slot)
         except Exception as error:  # it counts until its hold ends: a little waste at most
@@ -131,7 +139,9 @@ class SharedWindow:
 
     def free_now(self) -> int:
         now = self._clock()
-        return max(0, self._max_calls - sum(slots for at, slots in self._seen if at > now))
+        counted = sum(slots for at, slots in self._seen if at > now)
+        counted += sum(1 for at in self._mine.values() if at > now)
+        return max(0, self._max_calls - counted)
 
 
 class SharedWindows:

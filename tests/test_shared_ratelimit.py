@@ -168,8 +168,9 @@ async def test_a_process_killed_mid_call_holds_its_slots_only_until_they_expire(
             processes[0].rate_windows, account_fingerprint(KEY), "submit", 3, 0.3, hold=1.5
         )
         async with asyncio.timeout(10):
-            await window.take()
+            slot = await window.take()
         waited = time.monotonic() - killed_at
+        assert slot.waited
         # Not granted while the dead process's calls could still be on the wire, and granted
         # once their hold ran out (1.5 s after they were taken, shortly before the kill).
         assert 0.5 <= waited < 3.0
@@ -192,3 +193,11 @@ async def test_free_now_counts_what_other_processes_spent(processes: list[Storag
         pass
     assert mine.free_now() == 1  # 5 - the other's 3 - its own 1, as of its last look
     assert other.free_now() == 2  # it has not looked since: its own 3 only
+    async with mine.use() as slot:
+        assert mine.free_now() == 0
+        slot.unused = True  # the poll scheduler changed its mind: the slot is free again
+    assert mine.free_now() == 1
+    rows = await processes[0].backend.rows(  # type: ignore[attr-defined]
+        "SELECT sum(slots) FROM kie_rate_slots WHERE kind = 'query'"
+    )
+    assert rows[0][0] == 4, "given back in the database too"

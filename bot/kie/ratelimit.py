@@ -31,12 +31,19 @@ class Grant:
     at: float  # when the call counts from; infinity while it is still on the wire
     unused: bool = False  # set by a holder that decided not to make the call after all
     shared: int | None = None  # its slot in the shared window, when there is one
+    waited_shared: bool = False  # other processes' calls made it wait
+
+
+@dataclass(frozen=True)
+class SharedSlot:
+    id: int
+    waited: bool  # the shared window was full when first asked
 
 
 class SharedBudget(Protocol):
     """The same limit for one kie.ai key, shared with other processes (`bot.ratebudget`)."""
 
-    async def take(self) -> int:
+    async def take(self) -> SharedSlot:
         """Wait until the shared window has room, then take a slot in it (counted as on the
         wire until `finish`)."""
         ...
@@ -167,7 +174,7 @@ class SlidingWindowLimiter:
         must_wait = self.on_wait is not None and (bool(self._lines) or self._full())
         asked = self._clock()
         grant = await self._acquire(key)
-        if must_wait and self.on_wait is not None:
+        if (must_wait or grant.waited_shared) and self.on_wait is not None:
             self.on_wait(self._clock() - asked)
         grant.at = math.inf
         try:
@@ -236,8 +243,11 @@ class SlidingWindowLimiter:
             if len(self._granted) < self._max_calls:
                 # Our window has room; the shared one may make us wait for other processes'
                 # calls (meanwhile nothing here can fill ours: only this task grants).
-                shared = None if self._shared is None else await self._shared.take()
-                grant = Grant(self._clock(), shared=shared)
+                if self._shared is None:
+                    grant = Grant(self._clock())
+                else:
+                    slot = await self._shared.take()
+                    grant = Grant(self._clock(), shared=slot.id, waited_shared=slot.waited)
                 self._granted.append(grant)
                 return grant
             oldest = min(g.at for g in self._granted)
