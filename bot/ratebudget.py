@@ -122,14 +122,15 @@ class SharedWindow:
         try:
             await self._store.finish(slot, self._window)
         except Exception as error:  # it counts until its hold ends: later, never sooner
-            log.warning("could not end a shared kie.ai slot (%s)", type(error).__name__)
+            log.info("could not end a shared kie.ai slot (%s)", type(error).__name__)
 
     async def give_back(self, slot: int) -> None:
         self._mine.pop(slot, None)
         try:
             await self._store.give_back(slot)
         except Exception as error:  # it counts until its hold ends: a little waste at most
-            log.warning("could not give back a shared kie.ai slot (%s)", type(error).__name__)
+            # (Also at shutdown: a waiter cancelled after the database closed.)
+            log.info("could not give back a shared kie.ai slot (%s)", type(error).__name__)
 
     async def push_back(self, seconds: float) -> None:
         try:
