@@ -15,8 +15,8 @@ every slot from a window kept in the database (`RateWindows`, the `kie_rate_slot
   window), then no more; nothing is held forever.
 - A process refused sleeps until the soonest time a slot can free (a call on the wire frees a
   window after it ends, so not before a window from now), then asks again: no busy polling.
-  Refused processes retry at the computed time, so none starves; a finer order across
-  processes (who waited longest) is not kept.
+  Processes are served in the order they were first refused (the database remembers it), so
+  none starves; within a process, its own limiter's order (members take turns) holds.
 - A 429 pushes the window back for every process (a hold as large as the limit).
 - The account is a hash of its key, never the key.
 
@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from bot.kie.ratelimit import SharedSlot, SlidingWindowLimiter
@@ -42,6 +43,9 @@ RETRY_AFTER_ERROR = 1.0
 # Added to a computed wait: the slot frees by the database's clock, and our sleep may end a
 # hair early.
 WAKE_SLACK = 0.002
+# Seconds between looks while the window has room but a process refused earlier is still to
+# take it (it is due any moment: it was told the same time, or sooner).
+AHEAD_RECHECK = 0.02
 # Added to a call's longest time on the wire for a slot whose process died: the time between
 # the grant and the send (a job's "submitting" write), which a busy process makes longer.
 SEND_SLACK = 5.0
@@ -81,13 +85,19 @@ class SharedWindow:
         # our slots taken since, by id: the poll scheduler's view of what is free between looks.
         self._seen: list[tuple[float, int]] = []
         self._mine: dict[int, float] = {}
+        self._waiter = uuid.uuid4().hex  # this process's place in the line for the window
 
     async def take(self) -> SharedSlot:
         waited = False
         while True:
             try:
                 answer = await self._store.take(
-                    self._account, self._kind, self._max_calls, self._window, self._hold
+                    self._account,
+                    self._kind,
+                    self._waiter,
+                    self._max_calls,
+                    self._window,
+                    self._hold,
                 )
             except Exception as error:  # the database is down or busy: ask again later
                 log.warning(
@@ -105,7 +115,10 @@ class SharedWindow:
                 self._mine[answer.slot] = now + self._window
                 return SharedSlot(answer.slot, waited)
             waited = True
-            await self._sleep(self._until_free(answer.counted) + WAKE_SLACK)
+            if sum(slots for _, slots in answer.counted) < self._max_calls:
+                await self._sleep(AHEAD_RECHECK)  # room, but others were refused first
+            else:
+                await self._sleep(self._until_free(answer.counted) + WAKE_SLACK)
 
     def _until_free(self, counted: tuple[tuple[float, int], ...]) -> float:
         """Seconds until enough counted calls have left for one more."""

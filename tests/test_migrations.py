@@ -28,6 +28,13 @@ EXPECTED_SCHEMA = {
         "counts_until REAL NOT NULL, on_wire INTEGER NOT NULL )",
     ),
     (
+        "table",
+        "kie_rate_waiters",
+        "CREATE TABLE kie_rate_waiters ( account TEXT NOT NULL, kind TEXT NOT NULL, "
+        "waiter TEXT NOT NULL, since REAL NOT NULL, seen_until REAL NOT NULL, "
+        "PRIMARY KEY (account, kind, waiter) )",
+    ),
+    (
         "index",
         "kie_rate_slots_window",
         "CREATE INDEX kie_rate_slots_window ON kie_rate_slots (account, kind, counts_until)",

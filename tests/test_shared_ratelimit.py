@@ -201,3 +201,29 @@ async def test_free_now_counts_what_other_processes_spent(processes: list[Storag
         "SELECT sum(slots) FROM kie_rate_slots WHERE kind = 'query'"
     )
     assert rows[0][0] == 4, "given back in the database too"
+
+
+async def test_a_process_refused_first_is_served_first(processes: list[Storage]) -> None:
+    """Two processes refused while the window is full: the one refused first gets the next
+    slot, even when the other asks again sooner (no process starves behind quicker ones)."""
+    assert processes[0].rate_windows is not None and processes[1].rate_windows is not None
+    account = account_fingerprint(KEY)
+
+    async def late(seconds: float) -> None:  # this process's event loop is slow to wake
+        await asyncio.sleep(seconds + 0.3)
+
+    first = SharedWindow(processes[0].rate_windows, account, "submit", 1, 0.3, hold=5.0, sleep=late)
+    second = SharedWindow(processes[1].rate_windows, account, "submit", 1, 0.3, hold=5.0)
+    await second.finish((await second.take()).id)  # the window's one slot, used
+    served: list[str] = []
+
+    async def take(name: str, window: SharedWindow) -> None:
+        slot = await window.take()
+        served.append(name)
+        await window.finish(slot.id)
+
+    early = asyncio.create_task(take("first", first))
+    await asyncio.sleep(0.1)  # refused first
+    await take("second", second)  # wakes sooner, but must let the first go
+    await early
+    assert served == ["first", "second"]

@@ -222,8 +222,12 @@ class RateWindows(Protocol):
     died) counts until `hold` after it was taken, and then not at all."""
 
     async def take(
-        self, account: str, kind: str, max_calls: int, window: float, hold: float
-    ) -> RateTaken: ...
+        self, account: str, kind: str, waiter: str, max_calls: int, window: float, hold: float
+    ) -> RateTaken:
+        """A slot, unless the window is full or a `waiter` (process) refused earlier than this
+        one still waits; a refused `waiter` keeps its place for its next take."""
+        ...
+
     async def finish(self, slot: int, window: float) -> None: ...
     async def give_back(self, slot: int) -> None: ...
     async def push_back(self, account: str, kind: str, max_calls: int, seconds: float) -> None:

@@ -5,6 +5,10 @@ database's clock (`clock_timestamp()`), never a machine's: the processes' clocks
 the database's is the one they share. A take is one short transaction under an advisory lock
 per (account, kind), so two processes never both see the last free slot; rows that have left
 their window are deleted as it goes, so the table holds at most a window's calls per account.
+
+Processes refused a slot are remembered (`kie_rate_waiters`) in the order they were first
+refused: a free slot goes to a process only when no process refused before it still waits, so
+none starves behind processes that happen to ask at the right moment.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from bot.store.sql import SqlDatabase
 
 # Seconds since the epoch by the database's clock, now (not the transaction's start).
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
+# Seconds a refused process keeps its place after the time it was told to ask again.
+WAITER_GRACE = 2.0
 
 
 class SqlRateWindows:
@@ -24,8 +30,9 @@ class SqlRateWindows:
         self._db = database
 
     async def take(
-        self, account: str, kind: str, max_calls: int, window: float, hold: float
+        self, account: str, kind: str, waiter: str, max_calls: int, window: float, hold: float
     ) -> RateTaken:
+        mine = {"account": account, "kind": kind, "waiter": waiter}
         async with self._db.transaction() as transaction:
             await transaction.lock([f"kie-rate:{account}:{kind}"])
             await transaction.execute(
@@ -38,8 +45,24 @@ class SqlRateWindows:
                 " FROM kie_rate_slots WHERE account = ? AND kind = ?",
                 (account, kind),
             )
+            counted = sorted(
+                (
+                    min(float(row["counts_for"]), window) if row["on_wire"] else row["counts_for"],
+                    int(row["slots"]),
+                )
+                for row in rows
+            )
+            # Processes refused before this one (and still there) go first.
+            ahead = await self._db.rows(
+                "SELECT count(*) FROM kie_rate_waiters"
+                " WHERE account = :account AND kind = :kind AND waiter <> :waiter"
+                f" AND seen_until > {_NOW} AND since < COALESCE((SELECT since"
+                " FROM kie_rate_waiters WHERE account = :account AND kind = :kind"
+                f" AND waiter = :waiter), {_NOW})",
+                mine,
+            )
             slot: int | None = None
-            if sum(int(row["slots"]) for row in rows) < max_calls:
+            if sum(slots for _, slots in counted) + int(ahead[0][0]) < max_calls:
                 # Counted as on the wire until `finish`; if that never comes (the process
                 # died), until `hold` from now: no call lasts longer than that.
                 slot = await transaction.insert(
@@ -47,13 +70,22 @@ class SqlRateWindows:
                     f" VALUES (?, ?, 1, {_NOW} + ?, 1)",
                     (account, kind, hold),
                 )
-        counted = sorted(
-            (
-                min(float(row["counts_for"]), window) if row["on_wire"] else row["counts_for"],
-                int(row["slots"]),
-            )
-            for row in rows
-        )
+                await transaction.execute(
+                    # Only this account's and kind's rows: those the lock above covers.
+                    "DELETE FROM kie_rate_waiters WHERE account = :account AND kind = :kind"
+                    f" AND (waiter = :waiter OR seen_until <= {_NOW})",
+                    mine,
+                )
+            else:
+                # Keeps its place (first refusal) while it comes back in time.
+                patience = max((seconds for seconds, _ in counted), default=0.0) + WAITER_GRACE
+                await transaction.execute(
+                    "INSERT INTO kie_rate_waiters (account, kind, waiter, since, seen_until)"
+                    f" VALUES (:account, :kind, :waiter, {_NOW}, {_NOW} + :patience)"
+                    " ON CONFLICT (account, kind, waiter)"
+                    " DO UPDATE SET seen_until = excluded.seen_until",
+                    {**mine, "patience": patience},
+                )
         return RateTaken(slot, tuple(counted))
 
     async def finish(self, slot: int, window: float) -> None:
