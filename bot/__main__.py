@@ -61,6 +61,7 @@ from bot.netguard import FetchPolicy, guarded_session
 from bot.operator import Ceilings, OperatorControls, PauseGate
 from bot.policy import ServerAdmin
 from bot.quota import Costs, QuotaBook
+from bot.ratebudget import SharedWindows
 from bot.redelivery import RedeliveryPolicy
 from bot.relay import CallbackRelay
 from bot.retention import HistoryRetention
@@ -162,6 +163,11 @@ def build_bot(
     # What one process changes in the rules it keeps in memory, the others sharing the
     # database reload.
     changes = SharedChanges(storage.meta, shared=storage.backend.several_processes)
+    if storage.rate_windows is not None:
+        # Other processes may use the same keys: kie.ai's limits are spent together.
+        kie.share_limits(
+            SharedWindows(storage.rate_windows, request_timeout=settings.request_timeout)
+        )
     operator = OperatorControls(
         storage.operator,
         storage.meta,

@@ -22,6 +22,25 @@ from tests.helpers import bot_environment
 EXPECTED_SCHEMA = {
     (
         "table",
+        "kie_rate_slots",
+        "CREATE TABLE kie_rate_slots ( id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "account TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL CHECK (slots > 0), "
+        "counts_until REAL NOT NULL, on_wire INTEGER NOT NULL )",
+    ),
+    (
+        "table",
+        "kie_rate_waiters",
+        "CREATE TABLE kie_rate_waiters ( account TEXT NOT NULL, kind TEXT NOT NULL, "
+        "waiter TEXT NOT NULL, since REAL NOT NULL, seen_until REAL NOT NULL, "
+        "PRIMARY KEY (account, kind, waiter) )",
+    ),
+    (
+        "index",
+        "kie_rate_slots_window",
+        "CREATE INDEX kie_rate_slots_window ON kie_rate_slots (account, kind, counts_until)",
+    ),
+    (
+        "table",
         "server_kie_keys",
         "CREATE TABLE server_kie_keys ( guild_id INTEGER PRIMARY KEY, sealed TEXT NOT NULL, "
         "last_four TEXT NOT NULL, set_by INTEGER NOT NULL, set_at REAL NOT NULL )",

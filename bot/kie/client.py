@@ -39,7 +39,7 @@ from bot.kie.parsing import (
     parse_upload_url,
     sniff_image_type,
 )
-from bot.kie.ratelimit import Grant, SlidingWindowLimiter, Turn
+from bot.kie.ratelimit import Grant, SharedBudgets, SlidingWindowLimiter, Turn
 from bot.netguard import MAX_REDIRECTS, FetchPolicy, UrlRefused
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ class KieClient:
         self.breaker.set_probe(self.get_credits)
         # What downloads may reach; by default kie.ai's own configured hosts only.
         self._fetch_policy = fetch_policy or FetchPolicy.trusting((), base_url, upload_base_url)
+        self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._base = base_url.rstrip("/")
         self._upload_base = upload_base_url.rstrip("/")
@@ -135,6 +136,14 @@ class KieClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._observer: KieObserver | None = None
+        self._shared: SharedBudgets | None = None
+
+    def share_limits(self, budgets: SharedBudgets) -> None:
+        """Spend this key's limits together with other processes (PostgreSQL), from now on;
+        every client `with_key` makes from now on too."""
+        self._shared = budgets
+        self._submit_limiter.share(budgets.budget(self._api_key, "submit", self._submit_limiter))
+        self._query_limiter.share(budgets.budget(self._api_key, "query", self._query_limiter))
 
     def with_key(self, api_key: str) -> KieClient:
         """A client for another kie.ai account (a server's own key): the same session, hosts
@@ -155,6 +164,8 @@ class KieClient:
         )
         if self._observer is not None:
             client.observe(_OtherAccount(self._observer))
+        if self._shared is not None:
+            client.share_limits(self._shared)
         return client
 
     def observe(self, observer: KieObserver) -> None:
@@ -174,8 +185,11 @@ class KieClient:
         """After a restart: the previous run's recent calls still count at kie.ai.
 
         `submission_ages` are the ages in seconds of createTask calls it made; its status
-        queries were not recorded, so a full query window is assumed used.
+        queries were not recorded, so a full query window is assumed used. With limits shared
+        through the database, its calls are there, counted as long as they count at kie.ai.
         """
+        if self._submit_limiter.shared:
+            return
         self._submit_limiter.record_past(submission_ages)
         self._query_limiter.delay(self._query_limiter.period)
 
@@ -239,7 +253,7 @@ class KieClient:
             log.warning("kie.ai createTask rejected (%s); retrying in %.2fs", error, wait)
             if isinstance(error, KieRateLimited):
                 # Every submitter backs off, not just this one: the limit is per account.
-                self._submit_limiter.delay(wait)
+                await self._submit_limiter.push_back(wait)
             else:
                 await self._sleep(wait)
         raise error
@@ -268,7 +282,7 @@ class KieClient:
         try:
             return parse_task_info(envelope_data(body))
         except KieRateLimited:
-            self._query_limiter.delay(self._retry.delay(0, retry_after))
+            await self._query_limiter.push_back(self._retry.delay(0, retry_after))
             raise
 
     async def get_credits(self) -> float:

@@ -155,6 +155,8 @@ class PollScheduler:
                 await self._breaker.wait_closed()
                 continue
             due, urgent, wait = self._due()
+            # With the key's budget shared by several processes (PostgreSQL), the free slots
+            # are the shared window's as last seen, so the reserve is kept across them all.
             held_back = not urgent and self._kie.free_query_slots() <= self._reserve
             if due <= self._pending or self._pending >= MAX_QUERIES_IN_FLIGHT or held_back:
                 if held_back and due > self._pending:

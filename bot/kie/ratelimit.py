@@ -4,6 +4,11 @@ kie.ai rejects (rather than queues) calls over its limits, so the bot queues the
 Waiters are grouped by a key (a member, for submissions) and served round-robin across keys,
 first come first served within a key: one member firing twenty commands cannot push everyone
 else to the back of the line.
+
+With several processes on one kie.ai key (PostgreSQL), the limiter is also given the key's
+`SharedBudget` (`bot.ratebudget`): each slot it grants is then taken from the window every
+process shares too. The local line still decides which of this process's waiters goes next,
+and the local window still answers without a round trip whenever this process alone is full.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -24,6 +30,39 @@ Sleep = Callable[[float], Awaitable[None]]
 class Grant:
     at: float  # when the call counts from; infinity while it is still on the wire
     unused: bool = False  # set by a holder that decided not to make the call after all
+    shared: int | None = None  # its slot in the shared window, when there is one
+    waited_shared: bool = False  # other processes' calls made it wait
+
+
+@dataclass(frozen=True)
+class SharedSlot:
+    id: int
+    waited: bool  # the shared window was full when first asked
+
+
+class SharedBudget(Protocol):
+    """The same limit for one kie.ai key, shared with other processes (`bot.ratebudget`)."""
+
+    async def take(self) -> SharedSlot:
+        """Wait until the shared window has room, then take a slot in it (counted as on the
+        wire until `finish`)."""
+        ...
+
+    async def finish(self, slot: int) -> None:
+        """The call has ended: its slot counts for one window from now."""
+        ...
+
+    async def give_back(self, slot: int) -> None:
+        """The call was not made: its slot is free again."""
+        ...
+
+    async def push_back(self, seconds: float) -> None:
+        """No slot for any process for `seconds` (kie.ai said we were too fast)."""
+        ...
+
+    def free_now(self) -> int:
+        """Roughly how many slots the shared window has free now (as last seen)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +104,7 @@ class SlidingWindowLimiter:
         self._grants = 0
         self._dispatcher: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
+        self._shared: SharedBudget | None = None
         # Told how long a caller waited for its turn, when it had to (the bot's metrics).
         self.on_wait: Callable[[float], None] | None = None
 
@@ -73,6 +113,14 @@ class SlidingWindowLimiter:
         return SlidingWindowLimiter(
             self._max_calls, self._window, clock=self._clock, sleep=self._sleep
         )
+
+    def share(self, budget: SharedBudget) -> None:
+        """Take every slot from `budget` too: other processes spend the same limit."""
+        self._shared = budget
+
+    @property
+    def shared(self) -> bool:
+        return self._shared is not None
 
     @property
     def period(self) -> float:
@@ -85,7 +133,11 @@ class SlidingWindowLimiter:
     def free_now(self) -> int:
         """Slots that could be granted this instant, if nobody were waiting."""
         self._expire(self._clock())
-        return max(0, self._max_calls - len(self._granted) - self.waiting)
+        free = self._max_calls - len(self._granted)
+        if self._shared is not None:
+            # Our own calls are in the shared window too: it is never more free than we are.
+            free = min(free, self._shared.free_now())
+        return max(0, free - self.waiting)
 
     @property
     def waiting(self) -> int:
@@ -122,7 +174,7 @@ class SlidingWindowLimiter:
         must_wait = self.on_wait is not None and (bool(self._lines) or self._full())
         asked = self._clock()
         grant = await self._acquire(key)
-        if must_wait and self.on_wait is not None:
+        if (must_wait or grant.waited_shared) and self.on_wait is not None:
             self.on_wait(self._clock() - asked)
         grant.at = math.inf
         try:
@@ -133,6 +185,16 @@ class SlidingWindowLimiter:
             else:
                 grant.at = self._clock()
             self._slot_freed.set()
+            await self._settle_shared(grant)
+
+    async def _settle_shared(self, grant: Grant) -> None:
+        """Tell the shared window the call ended (or was not made)."""
+        if self._shared is None or grant.shared is None:
+            return
+        if grant.unused:
+            await self._shared.give_back(grant.shared)
+        else:
+            await self._shared.finish(grant.shared)
 
     async def _acquire(self, key: Hashable) -> Grant:
         granted: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
@@ -162,6 +224,8 @@ class SlidingWindowLimiter:
                 del self._lines[key], self._turns[key], self._last_served[key]
             if waiter.done():  # cancelled while waiting: give the slot back
                 self._granted.remove(grant)
+                grant.unused = True
+                await self._settle_shared(grant)
                 continue
             waiter.set_result(grant)
 
@@ -177,7 +241,13 @@ class SlidingWindowLimiter:
             now = self._clock()
             self._expire(now)
             if len(self._granted) < self._max_calls:
-                grant = Grant(now)
+                # Our window has room; the shared one may make us wait for other processes'
+                # calls (meanwhile nothing here can fill ours: only this task grants).
+                if self._shared is None:
+                    grant = Grant(self._clock())
+                else:
+                    slot = await self._shared.take()
+                    grant = Grant(self._clock(), shared=slot.id, waited_shared=slot.waited)
                 self._granted.append(grant)
                 return grant
             oldest = min(g.at for g in self._granted)
@@ -195,8 +265,20 @@ class SlidingWindowLimiter:
         newest = sorted([*past, *self._granted], key=lambda g: g.at)
         self._granted = newest[-self._max_calls :]
 
+    async def push_back(self, seconds: float) -> None:
+        """`delay`, for every process sharing the limit too."""
+        self.delay(seconds)
+        if self._shared is not None:
+            await self._shared.push_back(seconds)
+
     def delay(self, seconds: float) -> None:
         """Push the window forward after the server said we were too fast (e.g. a 429)."""
         # Fill the window so nothing is granted until `seconds` have passed.
         stamp = self._clock() + seconds - self._window
         self._granted = [Grant(stamp) for _ in range(self._max_calls)]
+
+
+class SharedBudgets(Protocol):
+    """Makes the shared budget of each kie.ai key and kind of call (`bot.ratebudget`)."""
+
+    def budget(self, api_key: str, kind: str, limiter: SlidingWindowLimiter) -> SharedBudget: ...

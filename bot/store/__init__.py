@@ -24,6 +24,8 @@ from bot.store.interfaces import (
     MemberSettings,
     ModerationRecords,
     OperatorRecords,
+    RateTaken,
+    RateWindows,
     ReferenceTrays,
     RunSlots,
     ServerSettings,
@@ -44,6 +46,7 @@ from bot.store.postgres import (
 )
 from bot.store.postgres.wakeups import PostgresWakeups
 from bot.store.run_slots import SqlRunSlots
+from bot.store.rate_windows import SqlRateWindows
 from bot.store.server_keys import SqlServerKeys
 from bot.store.server_settings import SqlServerSettings
 from bot.store.sql import SqlDatabase
@@ -63,6 +66,8 @@ __all__ = [
     "ModerationRecords",
     "OperatorRecords",
     "PostgresTarget",
+    "RateTaken",
+    "RateWindows",
     "ReferenceTrays",
     "RunSlots",
     "ServerSettings",
@@ -91,11 +96,13 @@ async def open_storage(
     database: SqlDatabase
     backend: Backend
     wakeups: WakeChannel | None = None
+    rate_windows: RateWindows | None = None
     if isinstance(target, PostgresTarget):
         database = backend = postgres = await PostgresDatabase.open(
             target, clock=clock, exclusive=exclusive
         )
         wakeups = PostgresWakeups(postgres, target)
+        rate_windows = SqlRateWindows(postgres)
     else:
         database = backend = sqlite = await Database.open(target, clock=clock)
         try:
@@ -117,4 +124,5 @@ async def open_storage(
         run_slots=SqlRunSlots(database),
         backend=backend,
         wakeups=wakeups,
+        rate_windows=rate_windows,
     )

@@ -228,6 +228,37 @@ class RunSlots(Protocol):
     async def running_slots(self, guild_id: int | None, user_id: int | None = None) -> int: ...
 
 
+@dataclass(frozen=True)
+class RateTaken:
+    """A shared rate window's answer (`RateWindows.take`): the slot taken, if there was room,
+    and the other calls (or holds) counted in it: for each, in how many seconds it leaves at
+    the earliest, and how many slots it fills, soonest first. A call still on the wire leaves
+    a window after it ends, so at the earliest in a window."""
+
+    slot: int | None
+    counted: tuple[tuple[float, int], ...]
+
+
+class RateWindows(Protocol):
+    """kie.ai's rate limits shared by every process (PostgreSQL): per account (a hash of its
+    key) and kind of call, the calls made lately, timed by the database's clock. A slot counts
+    from when it is taken until `window` after it is finished; one never finished (its process
+    died) counts until `hold` after it was taken, and then not at all."""
+
+    async def take(
+        self, account: str, kind: str, waiter: str, max_calls: int, window: float, hold: float
+    ) -> RateTaken:
+        """A slot, unless the window is full or a `waiter` (process) refused earlier than this
+        one still waits; a refused `waiter` keeps its place for its next take."""
+        ...
+
+    async def finish(self, slot: int, window: float) -> None: ...
+    async def give_back(self, slot: int) -> None: ...
+    async def push_back(self, account: str, kind: str, max_calls: int, seconds: float) -> None:
+        """kie.ai said we were too fast: no slot for anyone for `seconds`."""
+        ...
+
+
 class ReferenceTrays(Protocol):
     """Each member's reference tray per server (guild_key 0: direct messages): images they
     picked with "Use as reference", for their next `/imagine`. Rows added at or before `since`
@@ -321,6 +352,9 @@ class Storage:
     backend: Backend
     # Callbacks that reach another process (PostgreSQL); None where one process runs every job.
     wakeups: WakeChannel | None = None
+    # kie.ai's rate windows shared with other processes; None on SQLite (one process, whose
+    # in-memory limiter is the whole truth).
+    rate_windows: RateWindows | None = None
 
     async def writable(self) -> bool:
         return await self.backend.writable()

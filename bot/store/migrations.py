@@ -338,6 +338,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN run_wanted REAL",
         "CREATE INDEX jobs_run_slots ON jobs (guild_id, user_id) WHERE run_slot = 1",
         "CREATE INDEX jobs_run_wanted ON jobs (guild_id, id) WHERE run_wanted IS NOT NULL",
+    # 21: kie.ai's rate limits shared by every process (PostgreSQL only; `bot.ratebudget`):
+    # the calls each account (a hash of its key, never the key) made lately, per limit kind,
+    # each counted until `counts_until` (the database's clock); `on_wire` while still sent;
+    # and the processes waiting for a slot, in the order they were first refused.
+    (
+        """
+        CREATE TABLE kie_rate_slots (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            account       TEXT    NOT NULL,
+            kind          TEXT    NOT NULL,
+            slots         INTEGER NOT NULL CHECK (slots > 0),
+            counts_until  REAL    NOT NULL,
+            on_wire       INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX kie_rate_slots_window ON kie_rate_slots (account, kind, counts_until)",
+        # Processes refused a slot, since when: the one refused first goes first (a waiter
+        # not seen again by `seen_until` is gone).
+        """
+        CREATE TABLE kie_rate_waiters (
+            account     TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            waiter      TEXT NOT NULL,
+            since       REAL NOT NULL,
+            seen_until  REAL NOT NULL,
+            PRIMARY KEY (account, kind, waiter)
+        )
+        """,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
