@@ -45,8 +45,8 @@ from bot.store.postgres import (
     PostgresTarget,
 )
 from bot.store.postgres.wakeups import PostgresWakeups
-from bot.store.run_slots import SqlRunSlots
 from bot.store.rate_windows import SqlRateWindows
+from bot.store.run_slots import SqlRunSlots
 from bot.store.server_keys import SqlServerKeys
 from bot.store.server_settings import SqlServerSettings
 from bot.store.sql import SqlDatabase

@@ -338,6 +338,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE jobs ADD COLUMN run_wanted REAL",
         "CREATE INDEX jobs_run_slots ON jobs (guild_id, user_id) WHERE run_slot = 1",
         "CREATE INDEX jobs_run_wanted ON jobs (guild_id, id) WHERE run_wanted IS NOT NULL",
+    ),
     # 21: kie.ai's rate limits shared by every process (PostgreSQL only; `bot.ratebudget`):
     # the calls each account (a hash of its key, never the key) made lately, per limit kind,
     # each counted until `counts_until` (the database's clock); `on_wire` while still sent;
@@ -368,6 +369,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
