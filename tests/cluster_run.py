@@ -357,8 +357,22 @@ async def run_cluster(
                 takeover = await _kill_one(kie, connection, processes, plan)
             limit = patience or plan.jobs / 2 * 2 + 120
             await eventually(lambda: wire.scan() >= plan.jobs, limit, what="every final answer")
+            # An image can be on Discord a moment before its job is marked delivered (or, if
+            # its process died right then, until the job's next owner has checked it).
+            prompts = [s.prompt for s in sent]
+
+            async def settled() -> bool:
+                open_jobs = await connection.fetchval(
+                    "SELECT count(*) FROM jobs WHERE prompt = ANY($1::text[])"
+                    " AND state = ANY($2::text[])",
+                    prompts,
+                    list(_OPEN),
+                )
+                return int(open_jobs) == 0
+
+            await eventually(settled, 3 * plan.lease_seconds + 20, what="no job left open")
         except TimeoutError:
-            pass  # reported as unanswered
+            pass  # reported as unanswered, or as a job still open in the final read
         finally:
             await connection.close()
         wire.scan()
