@@ -130,6 +130,11 @@ async def test_the_newest_session_of_a_shard_gets_its_events_and_none_is_an_erro
         await dispatches(new)
         await fake.send_interaction("imagine", guild_id=guild.id, channel_id=guild.channel_id)
         assert [len(await dispatches(ws, 0.2)) for ws in (first, old, new)] == [0, 0, 1]
+        # A server joined now: its GUILD_CREATE goes to its shard's connection only.
+        joined = await fake.join_guild(guild_id=guild_on(0, 5))
+        got = [await dispatches(ws, 0.2) for ws in (first, old, new)]
+        assert [[e["t"] for e in events] for events in got] == [["GUILD_CREATE"], [], []]
+        assert got[0][0]["d"]["id"] == str(joined.id)
         for ws in (first, old, new):
             await ws.close()
 
