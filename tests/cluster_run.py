@@ -354,7 +354,8 @@ async def run_cluster(
         connection = await asyncpg.connect(database_url)
         try:
             if plan.kill:
-                takeover = await _kill_one(kie, connection, processes, plan)
+                prompts = [s.prompt for s in sent]
+                takeover = await _kill_one(kie, connection, processes, plan, prompts)
             limit = patience or plan.jobs / 2 * 2 + 120
             await eventually(lambda: wire.scan() >= plan.jobs, limit, what="every final answer")
             # An image can be on Discord a moment before its job is marked delivered (or, if
@@ -428,10 +429,27 @@ async def run_cluster(
 
 
 async def _kill_one(
-    kie: FakeKie, connection: asyncpg.Connection, processes: list[Process], plan: ClusterPlan
+    kie: FakeKie,
+    connection: asyncpg.Connection,
+    processes: list[Process],
+    plan: ClusterPlan,
+    prompts: list[str],
 ) -> Takeover:
-    """Mid-run (a third of the tasks sent to kie.ai), SIGKILL the process holding the most
-    jobs at kie.ai, then watch its jobs' leases until live processes hold them all."""
+    """Mid-run (every command a job in the database, a third of the tasks sent to kie.ai),
+    SIGKILL the process holding the most jobs at kie.ai, then watch its jobs' leases until
+    live processes hold them all.
+
+    Every command must be a job first: an interaction a process has received but not yet
+    charged dies with it (Discord does not send it again; the member sees "did not respond"),
+    which is not what the bar is about."""
+
+    async def admitted() -> bool:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM jobs WHERE prompt = ANY($1::text[])", prompts
+        )
+        return int(count) >= len(prompts)
+
+    await eventually(admitted, 120, what="every command charged as a job")
     mid = max(1, plan.jobs // 3)
 
     def created() -> int:
