@@ -59,6 +59,12 @@ def stop_postgres(cache: dict[str, object]) -> None:
         server.stop()
 
 
+def keep_logs(folder: Path, results: Path, stamp: str) -> None:
+    """The bots' logs, beside the JSON (the run's folder is deleted after)."""
+    for log in folder.glob("process-*.log"):
+        (results / f"{stamp}-{log.name}").write_bytes(log.read_bytes())
+
+
 async def one_setup(
     server: PostgresServer, plan: ClusterPlan, results: Path, stamp: str
 ) -> ClusterReport:
@@ -66,12 +72,12 @@ async def one_setup(
     try:
         async with fakes(credits=100.0 * plan.jobs) as world:
             with tempfile.TemporaryDirectory(prefix="imagine-bench-cluster-") as tmp:
-                report = await run_cluster(
-                    world.discord, world.kie, server.url(name), Path(tmp), plan
-                )
-                for n, log in enumerate(report.logs):  # keep the logs beside the JSON
-                    (results / f"{stamp}-{n}.log").write_bytes(log.read_bytes())
-        return report
+                try:
+                    return await run_cluster(
+                        world.discord, world.kie, server.url(name), Path(tmp), plan
+                    )
+                finally:
+                    keep_logs(Path(tmp), results, stamp)
     finally:
         server.drop_database(name)
 

@@ -225,7 +225,17 @@ async def cluster(
             )
             log = workdir / f"process-{n}.log"
             processes.append(Process(await start_process(env, home, log), log, shards))
-        await discord.wait_until_shards_ready(SHARDS, 90)
+        ready = asyncio.ensure_future(discord.wait_until_shards_ready(SHARDS, 90))
+        exited = [asyncio.ensure_future(p.process.wait()) for p in processes]
+        await asyncio.wait([ready, *exited], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in exited:
+            waiter.cancel()
+        if not ready.done():
+            ready.cancel()
+            dead = next(p for p in processes if p.process.returncode is not None)
+            tail = dead.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"a bot process exited while starting:\n{tail}")
+        ready.result()
         await eventually(lambda: bool(discord.synced_commands), 60, what="the commands synced")
         yield processes
     finally:
