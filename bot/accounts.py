@@ -122,6 +122,18 @@ class KieAccounts:
             log.info("%d servers use their own kie.ai key", len(stored))
         self._loaded = True
 
+    async def refresh(self) -> None:
+        """Read the stored keys again: another process may have set or removed a server's key
+        since this one loaded them, and a job taken over from it must use that server's key."""
+        if self._vault is None or not self._loaded:
+            return
+        stored = {k.guild_id: self._vault.open(k.sealed) for k in await self._keys.server_keys()}
+        for guild_id, key in stored.items():
+            if self._key_of.get(guild_id) != key:
+                self._remember(guild_id, key)
+        for guild_id in set(self._key_of) - set(stored):
+            del self._key_of[guild_id]
+
     def _remember(self, guild_id: int, key: str) -> None:
         add_secret(key)  # never in a log line, whatever logs it
         self._key_of[guild_id] = key

@@ -99,6 +99,7 @@ class ClusterReport:
     states: Counter[str]  # their states
     duplicate_jobs: int  # extra job rows for one prompt
     duplicate_tasks: int  # extra kie.ai tasks for one prompt
+    operator_tasks: int  # tasks on the operator's key while every server had its own
     submit_violations: dict[str, int]  # per kie.ai key (by its last four characters)
     query_violations: dict[str, int]
     takeover: Takeover | None
@@ -119,7 +120,8 @@ class ClusterReport:
         return (
             f"{self.plan}: drain {self.drain_s} s, images per interaction {dict(self.images)},"
             f" failed {self.failed}, unanswered {self.unanswered}, ledger {self.ledger_units},"
-            f" states {dict(self.states)}, violations {self.submit_violations}"
+            f" states {dict(self.states)}, operator-key tasks {self.operator_tasks},"
+            f" violations {self.submit_violations}"
             f" {self.query_violations}, takeover {self.takeover}, exits {self.exit_codes},"
             f" logs {[str(p) for p in self.logs]}"
         )
@@ -417,6 +419,12 @@ async def run_cluster(
         submit = {tail(kie.api_key): kie.submit_violations}
         query = {tail(kie.api_key): kie.query_violations}
     finals = [rec for rec in wire.finals.values()]
+    operator = f"Bearer {kie.api_key}"
+    operator_tasks = sum(
+        1
+        for c in kie.calls_to(CREATE)
+        if plan.server_keys and c.status == 200 and c.headers.get("authorization") == operator
+    )
     return ClusterReport(
         plan=plan,
         started=started,
@@ -430,6 +438,7 @@ async def run_cluster(
         states=Counter(str(r["state"]) for r in ours),
         duplicate_jobs=sum(n - 1 for n in job_prompts.values()),
         duplicate_tasks=sum(n - 1 for n in task_prompts.values()),
+        operator_tasks=operator_tasks,
         submit_violations=submit,
         query_violations=query,
         takeover=takeover,

@@ -41,6 +41,8 @@ def assert_the_bar(report: ClusterReport) -> None:
     assert report.states == {"delivered": plan.jobs}, why
     assert report.duplicate_jobs == 0 and report.duplicate_tasks == 0, why
     assert report.ledger_units == report.delivered, "quota used = images delivered: " + why
+    if plan.server_keys:
+        assert report.operator_tasks == 0, "each server's jobs on its own key: " + why
     assert set(report.submit_violations.values()) == {0}, "createTask 20 / 10 s per key: " + why
     assert set(report.query_violations.values()) == {0}, "recordInfo 10 / s per key: " + why
     if plan.kill:
