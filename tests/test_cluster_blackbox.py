@@ -113,7 +113,8 @@ async def test_the_full_bar_300_jobs_100_members_one_key_then_five(
     for report in (first, second):
         assert_the_bar(report)
     assert first.drain_s is not None and second.drain_s is not None
-    assert first.drain_s >= first.physical_limit_s, "never faster than kie.ai lets one key"
+    # Never faster than kie.ai lets one key: 20 at once, then 2 a second.
+    assert first.drain_s >= (one.jobs - 20) / 2, "faster than one key allows: a second key?"
     # "About a fifth": a fifth, plus one task's length and the kill's takeover (which both runs
     # pay once, so the ratio cannot be exactly 1/5).
     bound = first.drain_s / 5 + five.task_seconds[1] + TAKEOVER_BOUND
