@@ -180,6 +180,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[Scenari
     add("--line-members", type=int, default=60, help="line: members, one request each")
     add("--line-limit", type=int, default=5, help="line: its MAX_RUNNING_PER_SERVER")
     add("--crowd", type=int, default=200, help="crowd: members, one request each")
+    add("--cluster-jobs", type=int, default=300, help="cluster: /imagine commands per set-up")
+    add("--cluster-members", type=int, default=100, help="cluster: members sending them")
     add("--probes", type=int, default=50, help="/history and /quota calls timed per member")
     add("--image-kb", type=int, default=1024, help="size of each image")
     add("--gen-min", type=float, default=2.0, help="shortest generation on kie.ai, s")
@@ -204,6 +206,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[Scenari
         args.crowd,
         args.probes,
         args.runs,
+        args.cluster_jobs,
+        args.cluster_members,
     )
     if min(counts) < 1 or not 0 <= args.gen_min <= args.gen_max:
         parser.error("counts must be positive and --gen-min <= --gen-max")
@@ -236,6 +240,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[Scenari
         seed=args.seed,
         results=args.results,
         stamp=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        cluster_jobs=args.cluster_jobs,
+        cluster_members=args.cluster_members,
     )
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     return opts, chosen, args.runs

@@ -18,6 +18,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.cluster import SETUPS as CLUSTER_SETUPS
+from bench.cluster import TAKEOVER_BOUND as CLUSTER_TAKEOVER
+from bench.cluster import cluster as run_cluster_setups
+from bench.cluster import stop_postgres
 from bench.history_db import build_history
 from bench.world import (
     CALLBACK_MESSAGE,
@@ -72,6 +76,8 @@ class Options:
     seed: int
     results: Path  # folder for the bot logs
     stamp: str
+    cluster_jobs: int = 300  # cluster: /imagine commands per set-up
+    cluster_members: int = 100  # ... from this many members in 5 servers
 
 
 @dataclass(frozen=True)
@@ -522,6 +528,7 @@ def cleanup(cache: dict[str, object]) -> None:
     folder = cache.get("history_folder")
     if isinstance(folder, Path):
         shutil.rmtree(folder, ignore_errors=True)
+    stop_postgres(cache)
 
 
 # --- the scenarios ------------------------------------------------------------------------------
@@ -549,6 +556,70 @@ async def line(opts: Options, run: int, _: dict[str, object]) -> Figures:
 
 async def crowd(opts: Options, run: int, _: dict[str, object]) -> Figures:
     return await drain(opts, run, "crowd", Drain(opts.crowd, opts.crowd))
+
+
+async def cluster(opts: Options, run: int, cache: dict[str, object]) -> Figures:
+    gen = (opts.gen_min, opts.gen_max)
+    stamp = f"{opts.stamp}-{run}"
+    return await run_cluster_setups(
+        opts.cluster_jobs, opts.cluster_members, gen, opts.seed, opts.results, stamp, cache
+    )
+
+
+def cluster_figures() -> tuple[Figure, ...]:
+    rows: list[Figure] = []
+    for prefix, label, _, _, kill in CLUSTER_SETUPS:
+        rows += [
+            Figure(f"{prefix}_drain_s", f"{label}: drain time (s)", 1),
+            Figure(f"{prefix}_limit_s", f"{label}:   physical limit, N/2 s per key", 1),
+            Figure(
+                f"{prefix}_drain_ratio", f"{label}:   ÷ physical limit", 3, "≤ 1.10", at_most(1.1)
+            ),
+            Figure(f"{prefix}_c2i_p50_s", f"{label}: command-to-image p50 (s)", 1),
+            Figure(f"{prefix}_c2i_p95_s", f"{label}: command-to-image p95 (s)", 1),
+            Figure(f"{prefix}_lag_p50_s", f"{label}: callback-to-delivery p50 (s)", 2),
+            Figure(f"{prefix}_lag_p95_s", f"{label}: callback-to-delivery p95 (s)", 2),
+            Figure(
+                f"{prefix}_submit_violations",
+                f"{label}: createTask-limit violations (all keys)",
+                0,
+                "= 0",
+                zero,
+            ),
+            Figure(
+                f"{prefix}_query_violations",
+                f"{label}: recordInfo-limit violations (all keys)",
+                0,
+                "= 0",
+                zero,
+            ),
+            Figure(
+                f"{prefix}_not_once", f"{label}: jobs without exactly one image", 0, "= 0", zero
+            ),
+            Figure(
+                f"{prefix}_quota_minus_delivered",
+                f"{label}: quota used − images delivered",
+                0,
+                "= 0",
+                zero,
+            ),
+        ]
+        if kill:
+            rows += [
+                Figure(f"{prefix}_takeover_jobs", f"{label}: jobs of the killed process"),
+                Figure(
+                    f"{prefix}_takeover_max_s",
+                    f"{label}: takeover after SIGKILL, max (s)",
+                    2,
+                    f"≤ {CLUSTER_TAKEOVER:g}",
+                    at_most(CLUSTER_TAKEOVER),
+                ),
+            ]
+    rows += [
+        Figure("p3_vs_p1", "drain, 3 processes ÷ 1 process (one key)", 2),
+        Figure("k5_speedup", "drain, 1 key ÷ 5 keys (3 processes)", 2, "≥ 4", lambda v: v >= 4),
+    ]
+    return tuple(rows)
 
 
 def _mode(opts: Options) -> str:
@@ -601,5 +672,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         lambda o: f"{o.crowd} members × 1 request at once in one server ({_mode(o)})",
         (*outcome_figures(median=5), *c2i_figures(True), *cost_figures(20), *HEALTH),
         crowd,
+    ),
+    Scenario(
+        "cluster",
+        lambda o: (
+            f"{o.cluster_jobs} jobs at once from {o.cluster_members} members in 5 servers on"
+            " PostgreSQL, callbacks through one address: 1 process vs 3 (one SIGKILLed"
+            " mid-run), 1 key vs 5 (each server its own)"
+        ),
+        cluster_figures(),
+        cluster,
     ),
 )

@@ -244,7 +244,7 @@ def build_bot(
         owner_guild_id=settings.owner_guild_id,
         announce=changes.announce,
     )
-    changes.on(Topic.SERVER_KEYS, accounts.reload)
+    changes.on(Topic.SERVER_KEYS, accounts.refresh)
 
     async def alert_server(guild_id: int, kind: FailureKind) -> bool:
         return await bot.admin_events.kie_key_failed(guild_id, kind.value)

@@ -125,6 +125,19 @@ class KieAccounts:
             log.info("%d servers use their own kie.ai key", len(stored))
         self._loaded = True
 
+    async def refresh(self) -> None:
+        """Read the stored keys again: another process may have set or removed a server's key
+        since this one loaded them (`bot/changes.py` calls this within a second of it), and a
+        job taken over from it must use that server's key (the takeover calls it first)."""
+        if self._vault is None or not self._loaded:
+            return
+        stored = {k.guild_id: self._vault.open(k.sealed) for k in await self._keys.server_keys()}
+        for guild_id, key in stored.items():
+            if self._key_of.get(guild_id) != key:
+                self._remember(guild_id, key)
+        for guild_id in set(self._key_of) - set(stored):
+            del self._key_of[guild_id]
+
     def _remember(self, guild_id: int, key: str) -> None:
         add_secret(key)  # never in a log line, whatever logs it
         self._key_of[guild_id] = key
@@ -198,19 +211,6 @@ class KieAccounts:
         self._key_of.pop(guild_id, None)
         await self._announce(Topic.SERVER_KEYS)
         return removed
-
-    async def reload(self) -> None:
-        """Another process set or removed a server's key: this one's servers follow, so a
-        server's jobs never go out on the operator's account once it has its own key."""
-        if self._vault is None:
-            return
-        fresh = {sealed.guild_id: sealed.sealed for sealed in await self._keys.server_keys()}
-        for guild_id in set(self._key_of) - set(fresh):
-            del self._key_of[guild_id]
-        for guild_id, sealed in fresh.items():
-            key = self._vault.open(sealed)
-            if self._key_of.get(guild_id) != key:
-                self._remember(guild_id, key)
 
     def wake(self, job_id: int) -> bool:
         """A callback for this job arrived: whichever scheduler watches it looks next. False

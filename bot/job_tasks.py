@@ -99,6 +99,9 @@ class JobRunner:
         # Our own lease can run out only if this process stalled longer than the lease: the
         # task still running it carries on.
         jobs = await self._jobs.adopt([job_id for job_id in taken if job_id not in mine])
+        if jobs and self._jobs.accounts is not None:
+            # Keys set (or removed) through another process since this one started.
+            await self._jobs.accounts.refresh()
         for job in jobs:
             self.start(job)
         if jobs:

@@ -118,9 +118,8 @@ def test_only_the_first_bot_publishes_the_callback_port(compose: dict[str, Any])
     services = compose["services"]
     assert services["bot-1"]["ports"] == ["8080:8080"]
     assert "ports" not in services["bot-2"]
-    # Refused on a shared database until the cluster mode lands: not started by default.
-    assert services["bot-2"]["profiles"] == ["cluster"]
-    assert "profiles" not in services["bot-1"]
+    # Both processes start with `docker compose up`: neither is behind a profile.
+    assert "profiles" not in services["bot-1"] and "profiles" not in services["bot-2"]
 
 
 def test_settings_the_bot_does_not_know_yet_are_the_shard_ones_only(

@@ -119,7 +119,10 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
         self._outages: set[int] = set()  # servers unavailable (``start_outage``)
 
         self._sessions: dict[str, _GatewaySession] = {}
-        self._current_session: _GatewaySession | None = None
+        self._current_session: _GatewaySession | None = None  # the newest identified
+        self._shard_sessions: dict[tuple[int, int], _GatewaySession] = {}  # newest per shard
+        # GET /gateway/bot's recommended shard count.
+        self.recommended_shards = 1
         self._conns: set[_GatewayConn] = set()
 
     # ------------------------------------------------------------------ lifecycle

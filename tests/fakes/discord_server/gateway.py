@@ -66,6 +66,16 @@ class _GatewaySession:
     history: list[dict[str, Any]] = field(default_factory=list)
     conn: _GatewayConn | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # IDENTIFY's `shard: [shard_id, num_shards]`; an unsharded session is shard [0, 1].
+    shard: tuple[int, int] = (0, 1)
+
+    def serves(self, guild_id: int | None) -> bool:
+        """Discord's routing: a guild's events go to shard (guild_id >> 22) % num_shards, DMs
+        to shard 0."""
+        shard_id, count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return (guild_id >> 22) % count == shard_id
 
 
 class DiscordGateway:
@@ -97,8 +107,12 @@ class DiscordGateway:
                 # Client.close() asks for 1000 but its reader task sends 4000 first.)
                 if ws.close_code in (1000, 1001):
                     self._sessions.pop(session.session_id, None)
+                    if self._shard_sessions.get(session.shard) is session:
+                        del self._shard_sessions[session.shard]
                     if self._current_session is session:
-                        self._current_session = None
+                        # The newest session still open (another shard's), if any.
+                        remaining = list(self._shard_sessions.values())
+                        self._current_session = remaining[-1] if remaining else None
             await self._notify_state()
         return ws
 
@@ -131,18 +145,18 @@ class DiscordGateway:
             # Like a fresh application whose privileged intents are off in the portal.
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        shard = data.get("shard")
-        if shard is not None and list(shard) != [0, 1]:
+        shard = _valid_shard(data.get("shard", [0, 1]))
+        if shard is None:
             await conn.ws.close(code=4010, message=b"Invalid shard.")
             return
-        session = _GatewaySession(session_id=uuid.uuid4().hex, conn=conn)
+        session = _GatewaySession(session_id=uuid.uuid4().hex, conn=conn, shard=shard)
         conn.session = session
         self._sessions[session.session_id] = session
         self.identify_count += 1
         ready: dict[str, Any] = {
             "v": 10,
             "user": self._bot_user(full=True),
-            "guilds": self.ready_guild_entries(),
+            "guilds": [g for g in self.ready_guild_entries() if session.serves(int(g["id"]))],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -155,11 +169,15 @@ class DiscordGateway:
             "user_settings": {},
             "_trace": ["fake-gateway"],
         }
-        if shard is not None:
-            ready["shard"] = [0, 1]
+        if "shard" in data:
+            ready["shard"] = list(shard)
         await self._dispatch(session, "READY", ready)
         for guild in self.ready_guild_creates():  # each server READY listed, once available
-            await self._dispatch(session, "GUILD_CREATE", guild)
+            if session.serves(int(guild["id"])):
+                await self._dispatch(session, "GUILD_CREATE", guild)
+        # The newest session of a shard gets its events (an older one is being replaced).
+        self._shard_sessions.pop(shard, None)
+        self._shard_sessions[shard] = session
         self._current_session = session
         await self._notify_state()
 
@@ -169,6 +187,28 @@ class DiscordGateway:
         Discord sends a server's events to the one serving its shard; by default the newest
         session gets them."""
         self._current_session = list(self._sessions.values())[session_number]
+
+    def _session_for(self, guild_id: int | None) -> _GatewaySession | None:
+        """The session a guild's events (or, for None, a DM's) go to: the newest one whose
+        shard serves it; None if no client identified for that shard."""
+        for session in reversed(self._shard_sessions.values()):
+            if session.serves(guild_id):
+                return session
+        return None
+
+    def shards_ready(self, count: int) -> bool:
+        """Every shard of `count` has a connected session identified with that count."""
+        live = {
+            s.shard[0]
+            for s in self._shard_sessions.values()
+            if s.shard[1] == count and s.conn is not None
+        }
+        return live == set(range(count))
+
+    async def wait_until_shards_ready(self, count: int, timeout: float = 30) -> None:
+        """Wait until each of `count` shards has a connected READY session (several processes
+        each running some of them)."""
+        await self._wait_state(lambda: self.shards_ready(count), timeout, f"{count} shards READY")
 
     async def _resume(self, conn: _GatewayConn, data: dict[str, Any]) -> None:
         session = self._sessions.get(str(data.get("session_id")))
@@ -217,7 +257,7 @@ class DiscordGateway:
         object (served by the fake CDN under ``/attachments/<channel>/``), and the message is
         kept, so ``use_message_command`` can target it as Discord resolves messages.
         """
-        session = self._current_session
+        session = self._session_for(self.guild_id)
         if session is None:
             raise RuntimeError("FakeDiscord: no client is READY yet to receive a message")
         message_id = self._snowflake()
@@ -335,7 +375,7 @@ class DiscordGateway:
         locale: str = "en-US",
     ) -> FakeInteraction:
         """Build an INTERACTION_CREATE (guild member or DM user parts), register it, send it."""
-        session = self._current_session
+        session = self._session_for(guild)
         if session is None:
             raise RuntimeError("FakeDiscord: no client is READY yet to receive an interaction")
         if roles and guild != self.guild_id:
@@ -704,3 +744,14 @@ class DiscordGateway:
             locale=state.locale,
             message=message,
         )
+
+
+def _valid_shard(value: Any) -> tuple[int, int] | None:
+    """IDENTIFY's `shard` as (shard_id, num_shards), or None when Discord would close with
+    4010: not two integers, or not 0 <= shard_id < num_shards."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    shard_id, count = value
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (shard_id, count)):
+        return None
+    return (shard_id, count) if 0 <= shard_id < count else None

@@ -43,6 +43,7 @@ class DiscordJoins:
     _removed: set[int]  # servers the bot was removed from: no longer in READY
     _outages: set[int]  # servers unavailable: in READY as such, with no GUILD_CREATE after
     _current_session: Any
+    _session_for: Any
     _snowflake: Any
     _dispatch: Any
     _role_payload: Any
@@ -59,8 +60,9 @@ class DiscordJoins:
         self._known_guild(guild)
         self._removed.add(guild)
         self._outages.discard(guild)
-        if self._current_session is not None:
-            await self._dispatch(self._current_session, "GUILD_DELETE", {"id": str(guild)})
+        session = self._session_for(guild)
+        if session is not None:
+            await self._dispatch(session, "GUILD_DELETE", {"id": str(guild)})
 
     async def add_bot_back(self, guild_id: int | None = None) -> None:
         """The server invites the bot again after `remove_bot`: a GUILD_CREATE without
@@ -68,8 +70,9 @@ class DiscordJoins:
         guild = self.guild_id if guild_id is None else guild_id
         self._known_guild(guild)
         self._removed.discard(guild)
-        if self._current_session is not None:
-            await self._dispatch(self._current_session, "GUILD_CREATE", self._joining(guild))
+        session = self._session_for(guild)
+        if session is not None:
+            await self._dispatch(session, "GUILD_CREATE", self._joining(guild))
 
     async def start_outage(self, guild_id: int | None = None) -> None:
         """The server becomes unavailable (a Discord outage): GUILD_DELETE with `unavailable:
@@ -78,17 +81,19 @@ class DiscordJoins:
         guild = self.guild_id if guild_id is None else guild_id
         self._known_guild(guild)
         self._outages.add(guild)
-        if self._current_session is not None:
+        session = self._session_for(guild)
+        if session is not None:
             payload = {"id": str(guild), "unavailable": True}
-            await self._dispatch(self._current_session, "GUILD_DELETE", payload)
+            await self._dispatch(session, "GUILD_DELETE", payload)
 
     async def end_outage(self, guild_id: int | None = None) -> None:
         """The server is available again: GUILD_CREATE with `unavailable: false`."""
         guild = self.guild_id if guild_id is None else guild_id
         self._outages.discard(guild)
-        if self._current_session is not None:
+        session = self._session_for(guild)
+        if session is not None:
             payload = {**self._joining(guild), "unavailable": False}
-            await self._dispatch(self._current_session, "GUILD_CREATE", payload)
+            await self._dispatch(session, "GUILD_CREATE", payload)
 
     def ready_guild_entries(self) -> list[dict[str, Any]]:
         """READY's `guilds`: every server the bot is in, each as an unavailable guild (Discord
@@ -124,6 +129,8 @@ class DiscordJoins:
         bot_role: discord.Permissions | None = None,
         overwrites: list[tuple[str, discord.Permissions, discord.Permissions]] | None = None,
         preferred_locale: str = "en-US",
+        guild_id: int | None = None,
+        offline: bool = False,
     ) -> JoinedGuild:
         """Add the bot to a new server (GUILD_CREATE to the connected client) and return it.
 
@@ -131,12 +138,17 @@ class DiscordJoins:
         `everyone` is the @everyone role's permissions (default: Discord's defaults), `bot_role`
         the bot's managed role's (default: View Channel, Send Messages, Embed Links and Attach
         Files, as the invite asks). `overwrites` are the channel's, each `(target, allow,
-        deny)` with target "everyone" or "bot".
+        deny)` with target "everyone" or "bot". `guild_id` picks the server's id (which decides
+        its shard: `(guild_id >> 22) % num_shards`); the GUILD_CREATE goes to the session of
+        its shard. `offline`: the bot was added while no client ran, so nothing is sent and
+        the next READY of its shard lists it.
         """
-        session = self._current_session
-        if session is None:
+        guild_id = self._snowflake() if guild_id is None else guild_id
+        if guild_id == self.guild_id or guild_id in self._joined:
+            raise ValueError(f"FakeDiscord.join_guild: the bot is already in server {guild_id}")
+        session = None if offline else self._session_for(guild_id)
+        if session is None and not offline:
             raise RuntimeError("FakeDiscord.join_guild: no client is READY yet")
-        guild_id = self._snowflake()
         channel_id = self._snowflake()
         role_id = self._snowflake()
         default_everyone = discord.Permissions(
@@ -167,13 +179,14 @@ class DiscordJoins:
         )
         self._joined[guild_id] = guild
         self._joined_channels[channel_id] = guild
-        await self._dispatch(session, "GUILD_CREATE", self._joined_guild_create(guild))
+        if session is not None:
+            await self._dispatch(session, "GUILD_CREATE", self._joined_guild_create(guild))
         return guild
 
     async def rejoin_guild(self, guild: JoinedGuild) -> None:
         """The bot is removed from `guild` (GUILD_DELETE) and added back (GUILD_CREATE), as
         when a server kicks and re-invites it: discord.py fires `on_guild_join` again."""
-        session = self._current_session
+        session = self._session_for(guild.id)
         if session is None:
             raise RuntimeError("FakeDiscord.rejoin_guild: no client is READY yet")
         await self._dispatch(session, "GUILD_DELETE", {"id": str(guild.id)})

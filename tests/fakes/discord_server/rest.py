@@ -381,7 +381,11 @@ class DiscordRest:
 
     def _get_gateway_bot(self, rec: RecordedRequest, m: re.Match[str]) -> _Reply:
         limit = {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}
-        return _Reply(200, {"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        # `shards`: the count Discord recommends (set `recommended_shards` to change it).
+        shards = self.recommended_shards
+        return _Reply(
+            200, {"url": self.gateway_url, "shards": shards, "session_start_limit": limit}
+        )
 
     def _command_scope(self, m: re.Match[str]) -> int | None:
         if int(m["app_id"]) != self.application_id:

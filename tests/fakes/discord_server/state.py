@@ -187,7 +187,7 @@ class DiscordState:
             hoist=hoist,
             mentionable=mentionable,
         )
-        session = self._current_session
+        session = self._session_for(self.guild_id)
         if session is not None:
             event = {"guild_id": str(self.guild_id), "role": self._role(role_id)}
             await self._dispatch(session, "GUILD_ROLE_CREATE", event)
