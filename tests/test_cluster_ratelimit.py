@@ -49,7 +49,7 @@ class Cluster:
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
         self.bots: list[RunningBot] = []
-        self._sessions: list[Any] = []
+        self._sessions: list[int] = []
 
     async def start(self, start_bot: StartBot) -> None:
         identified = self.fake.identify_count + 1
@@ -57,10 +57,10 @@ class Cluster:
             await start_bot(submit_limit=SUBMIT, query_limit=QUERIES, max_running_per_server=0)
         )
         await eventually(lambda: self.fake.identify_count >= identified, 10, what="IDENTIFY")
-        self._sessions.append(self.fake._current_session)
+        self._sessions.append(len(self._sessions))
 
     async def imagine(self, n: int, **extra: Any) -> FakeInteraction:
-        self.fake._current_session = self._sessions[n % len(self._sessions)]
+        self.fake.send_events_to(self._sessions[n % len(self._sessions)])
         return await self.fake.send_interaction(
             "imagine", {"prompt": f"{PROMPT} #{n}"}, user_id=1000 + n, **extra
         )

@@ -120,6 +120,7 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
 
         self._sessions: dict[str, _GatewaySession] = {}
         self._current_session: _GatewaySession | None = None  # the newest identified
+        self._chosen_session: _GatewaySession | None = None  # `send_events_to`'s, if any
         self._shard_sessions: dict[tuple[int, int], _GatewaySession] = {}  # newest per shard
         # GET /gateway/bot's recommended shard count.
         self.recommended_shards = 1

@@ -185,12 +185,16 @@ class DiscordGateway:
         """Which connected bot gets the events injected from now on, by the order the sessions
         identified (0: the first still open). Several bot processes each hold a session, and
         Discord sends a server's events to the one serving its shard; by default the newest
-        session gets them."""
-        self._current_session = list(self._sessions.values())[session_number]
+        session gets them (a test of unsharded processes picks one here)."""
+        self._current_session = self._chosen_session = list(self._sessions.values())[session_number]
 
     def _session_for(self, guild_id: int | None) -> _GatewaySession | None:
         """The session a guild's events (or, for None, a DM's) go to: the newest one whose
-        shard serves it; None if no client identified for that shard."""
+        shard serves it, unless a test chose one (`send_events_to`); None if no client
+        identified for that shard."""
+        chosen = self._chosen_session
+        if chosen is not None and chosen.serves(guild_id) and chosen in self._sessions.values():
+            return chosen
         for session in reversed(self._shard_sessions.values()):
             if session.serves(guild_id):
                 return session
