@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 # After a restart, how long a job past its deadline waits for its first status answer.
 FIRST_LOOK_SECONDS = 120.0
+# How often a job whose createTask's answer was lost looks whether a callback named its task.
+ADOPT_CHECK_SECONDS = 1.0
 # A result that arrives just before the deadline still gets this long to download.
 MIN_DOWNLOAD = 15.0
 
@@ -647,11 +649,34 @@ class JobService:
     async def _ensure_submitted(self, job: Job, reporter: JobReporter, shown: LineShown) -> str:
         if job.state is JobState.SUBMITTING:
             # createTask may have reached kie.ai before the bot stopped; sending it again
-            # could make a second paid image, so the job is refunded instead.
-            raise JobFailed(FailureKind.INTERRUPTED)
+            # could make a second paid image, so it is never sent again.
+            return await self._adopted_task(job)
         if job.task_id is not None:
             return job.task_id
         return await self._submit(job, reporter, shown)
+
+    async def _adopted_task(self, job: Job) -> str:
+        """The task of a job whose createTask's answer was lost (a stop or crash while it was
+        on the wire). With callbacks on, kie.ai calls the job's own address when its task
+        ends, and the callback names the task (`WebhookServer` records it, in whichever
+        process receives it): the job waits for that, up to its usual deadline counted from
+        the send, and is refunded only if none comes. Without callbacks nothing can name it:
+        refunded at once."""
+        if self.callback_url(job) is None:
+            raise JobFailed(FailureKind.INTERRUPTED)
+        deadline = (job.submitted_at or self._clock()) + self._limits.job_timeout
+        while True:
+            current = await self._ledger.get_job(job.id)
+            if current is None:
+                raise JobTaken
+            if current.state is JobState.SUBMITTED and current.task_id is not None:
+                log.info("job %s resumes with the task kie.ai's callback named", job.id)
+                return current.task_id
+            if current.state is not JobState.SUBMITTING:
+                raise JobTaken  # settled elsewhere (cancelled, taken over)
+            if self._clock() >= deadline:
+                raise JobFailed(FailureKind.INTERRUPTED)
+            await asyncio.sleep(ADOPT_CHECK_SECONDS)
 
     async def _uploaded(self, job: Job) -> ImageRequest:
         """The job's request with its references on kie.ai's file host, each uploaded the

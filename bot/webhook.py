@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bot.domain import OPEN_STATES
+from bot.domain import OPEN_STATES, JobState
 from bot.kie import load_json, parse_credits
 from bot.metrics_endpoint import MetricsEndpoint
 from bot.store import JobLedger
@@ -407,6 +408,12 @@ class WebhookServer:
         credits = parse_credits(body.get("data")) if isinstance(body, dict) else None
         if credits is not None and job.credits is None:
             await self._ledger.set_job_credits(job.id, credits)
+        # A job whose createTask's answer was lost (a stop, a crash, a cut call) learns its
+        # task here, and goes on to its image instead of being refunded.
+        lost = job.state is JobState.SUBMITTING and job.task_id is None
+        if lost and await self._ledger.adopt_task(job.id, task_id):
+            log.info("job %s: kie.ai's callback named its task; it goes on", job.id)
+            job = dataclasses.replace(job, state=JobState.SUBMITTED, task_id=task_id)
         if job.state in OPEN_STATES:
             log.debug("callback for job %s (task %s): checking it now", job.id, task_id)
             # After the credits above are written: the process woken may read them.

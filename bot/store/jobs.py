@@ -624,6 +624,22 @@ class SqlJobLedger:
         return [float(row["submitted_at"]) for row in rows]
 
     async def mark_submitted(self, job_id: int, task_id: str) -> bool:
+        """True also when kie.ai's callback named this very task first (`adopt_task`): the
+        callback can outrun createTask's own answer."""
+        if await self._transition(
+            job_id, (JobState.SUBMITTING,), JobState.SUBMITTED, task_id=task_id
+        ):
+            return True
+        rows = await self._db.rows("SELECT state, task_id FROM jobs WHERE id = ?", (job_id,))
+        return (
+            bool(rows)
+            and rows[0]["state"] == JobState.SUBMITTED.value
+            and rows[0]["task_id"] == task_id
+        )
+
+    async def adopt_task(self, job_id: int, task_id: str) -> bool:
+        """A job whose createTask's answer was lost (its process stopped or died, the call
+        was cut) learns its task from kie.ai's callback, whose path is the job's secret."""
         return await self._transition(
             job_id, (JobState.SUBMITTING,), JobState.SUBMITTED, task_id=task_id
         )

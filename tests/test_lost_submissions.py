@@ -1,0 +1,96 @@
+"""A createTask whose answer was lost: the bot stopped or died while it was on the wire, or
+kie.ai's callback outran the answer. Sending it again could make a second paid image, so it is
+never sent again; with callbacks on, kie.ai's callback to the job's own address names the task
+and the job goes on to its image (in whichever process receives the callback and whichever
+runs the job). Without callbacks the job is refunded at once (tests/test_durability.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from bot.domain import JobState
+from bot.settings import Settings
+from bot.store import PostgresTarget
+from tests.conftest import RunningBot, StartBot
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.kie_server import CreateFault, FakeKie, TaskScript
+from tests.helpers import READY_TITLE, embed_title, eventually, final_answer, original_edits
+from tests.test_cluster import kill
+
+PROMPT = "a lighthouse in a storm, oil painting"
+CREATE = "/api/v1/jobs/createTask"
+LEASE = 1.5
+
+
+def images(fake_discord: FakeDiscord, interaction: object) -> int:
+    return sum(
+        embed_title(r) == READY_TITLE
+        for r in original_edits(fake_discord, interaction)  # type: ignore[arg-type]
+    )
+
+
+async def test_a_callback_that_outruns_create_tasks_answer_is_delivered_once(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    running = await start_bot(callbacks=True)
+    # kie.ai makes the task at once, finishes it and calls back, and answers createTask late.
+    fake_kie.fail_create_next(CreateFault(code=200, creates_task=True, delay=2.0))
+    fake_kie.script_next(TaskScript(step_seconds=0.05))
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+
+    assert embed_title(await final_answer(fake_discord, interaction, 20)) == READY_TITLE
+    await running.idle()
+    assert images(fake_discord, interaction) == 1
+    assert len(fake_kie.calls_to(CREATE)) == 1
+    assert await running.job_states() == {"delivered": 1}
+    assert await running.units_charged() == 1
+
+
+async def test_a_job_whose_process_died_during_create_task_is_named_by_the_callback(
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    fake_kie: FakeKie,
+    settings: Settings,
+    postgres_target: PostgresTarget,
+) -> None:
+    cluster = replace(settings, database_url=postgres_target.url, lease_seconds=LEASE)
+    bots: list[RunningBot] = []
+    for _ in range(2):
+        started = fake_discord.identify_count + 1
+        bots.append(await start_bot(callbacks=True, **_as_overrides(cluster)))
+        await eventually(lambda n=started: fake_discord.identify_count >= n, 10, what="IDENTIFY")
+    dying, survivor = bots
+    survivor_url = survivor.bot.settings.public_base_url
+    assert survivor_url is not None
+    fake_discord.send_events_to(0)  # the first process gets the command, and dies with it
+
+    # kie.ai makes the task but its answer never comes back to the dying process; the task's
+    # callback reaches the survivor (as a load balancer in front of both would send it).
+    fake_kie.fail_create_next(CreateFault(code=200, creates_task=True, delay=60.0))
+    fake_kie.script_next(
+        TaskScript(
+            states=["waiting"] * 8 + ["success"], step_seconds=0.5, callback_base=survivor_url
+        )
+    )
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+
+    async def on_the_wire() -> bool:
+        job = await survivor.storage.jobs.get_job(1)
+        return job is not None and job.state is JobState.SUBMITTING
+
+    await eventually(on_the_wire, 10, what="createTask to be on the wire")
+    await asyncio.sleep(0.2)
+    kill(dying)
+
+    assert embed_title(await final_answer(fake_discord, interaction, 30)) == READY_TITLE
+    await survivor.idle()
+    assert images(fake_discord, interaction) == 1, "delivered once"
+    assert len(fake_kie.calls_to(CREATE)) == 1, "never sent again"
+    job = await survivor.storage.jobs.get_job(1)
+    assert job is not None and job.state is JobState.DELIVERED
+    assert await survivor.storage.jobs.total_units_charged() == 1
+
+
+def _as_overrides(settings: Settings) -> dict[str, object]:
+    return {"database_url": settings.database_url, "lease_seconds": settings.lease_seconds}
