@@ -133,5 +133,5 @@ async def test_a_servers_own_key_keeps_its_own_budget_across_processes(
     assert fake_kie.accounts[SERVER_KEY].submit_violations == 0
     assert most_in_any(own, SUBMIT[1]) <= SUBMIT[0]
     assert most_in_any(operators, SUBMIT[1]) <= SUBMIT[0]
-    # Two budgets, not one: together more went out in one window than one key allows.
-    assert most_in_any([c.at for c in creates], SUBMIT[1]) > SUBMIT[0]
+    # That each key's window is its own is shown without timing in tests/test_shared_ratelimit.py
+    # (how much the two keys' streams overlap here depends on the machine's load).

@@ -189,6 +189,7 @@ def _calls(history: History) -> dict[str, Call]:
         "begin_submit": on_job(lambda s, i: s.jobs.begin_submit(i)),
         "submissions_since": lambda s: s.jobs.submissions_since(time.time() - 10),
         "mark_submitted": on_job(lambda s, i: s.jobs.mark_submitted(i, "task-1")),
+        "adopt_task": on_job(lambda s, i: s.jobs.adopt_task(i, "task-1")),
         "return_to_line": on_job(lambda s, i: s.jobs.return_to_line(i)),
         "begin_delivery": on_job(lambda s, i: s.jobs.begin_delivery(i)),
         "mark_delivered": on_job(
