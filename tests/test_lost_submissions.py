@@ -7,16 +7,14 @@ runs the job). Without callbacks the job is refunded at once (tests/test_durabil
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from bot.domain import JobState
-from bot.settings import Settings
 from bot.store import PostgresTarget
-from tests.conftest import RunningBot, StartBot
+from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import CreateFault, FakeKie, TaskScript
 from tests.helpers import READY_TITLE, embed_title, eventually, final_answer, original_edits
-from tests.test_cluster import kill
+from tests.test_cluster import kill, start_processes
 
 PROMPT = "a lighthouse in a storm, oil painting"
 CREATE = "/api/v1/jobs/createTask"
@@ -51,16 +49,16 @@ async def test_a_job_whose_process_died_during_create_task_is_named_by_the_callb
     start_bot: StartBot,
     fake_discord: FakeDiscord,
     fake_kie: FakeKie,
-    settings: Settings,
     postgres_target: PostgresTarget,
 ) -> None:
-    cluster = replace(settings, database_url=postgres_target.url, lease_seconds=LEASE)
-    bots: list[RunningBot] = []
-    for _ in range(2):
-        started = fake_discord.identify_count + 1
-        bots.append(await start_bot(callbacks=True, **_as_overrides(cluster)))
-        await eventually(lambda n=started: fake_discord.identify_count >= n, 10, what="IDENTIFY")
-    dying, survivor = bots
+    dying, survivor = await start_processes(
+        start_bot,
+        fake_discord,
+        2,
+        callbacks=True,
+        database_url=postgres_target.url,
+        lease_seconds=LEASE,
+    )
     survivor_url = survivor.bot.settings.public_base_url
     assert survivor_url is not None
     fake_discord.send_events_to(0)  # the first process gets the command, and dies with it
@@ -90,7 +88,3 @@ async def test_a_job_whose_process_died_during_create_task_is_named_by_the_callb
     job = await survivor.storage.jobs.get_job(1)
     assert job is not None and job.state is JobState.DELIVERED
     assert await survivor.storage.jobs.total_units_charged() == 1
-
-
-def _as_overrides(settings: Settings) -> dict[str, object]:
-    return {"database_url": settings.database_url, "lease_seconds": settings.lease_seconds}
