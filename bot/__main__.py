@@ -617,12 +617,22 @@ def main() -> None:
         sys.exit(2)
     configure_logging(settings)
     try:
-        asyncio.run(run(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(run(settings))
     except StartupError as error:
         print(f"imagine-bot: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (every platform but Windows), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def backup_command(args: list[str]) -> int:

@@ -23,6 +23,7 @@ from bot.__main__ import (
     build_kie_client,
     build_webhook_server,
     database_target,
+    event_loop_factory,
     http_session,
 )
 from bot.discord_bot import ImagineBot
@@ -35,6 +36,13 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import FakeKie
 from tests.helpers import eventually
 from tests.postgres import TEMPLATE, PostgresServer, find_binaries
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every async test runs on the event loop the bot ships with (`event_loop_factory`)."""
+    factory = event_loop_factory()
+    return {"uvloop": factory} if factory is not None else {"asyncio": asyncio.new_event_loop}
+
 
 # This machine and CI set PYTHONDONTWRITEBYTECODE. Then every xdist worker rewrites and compiles
 # every test module again (2 s of CPU each), every in-process bot start compiles its cogs from
