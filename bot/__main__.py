@@ -319,13 +319,11 @@ def build_bot(
         return batch_replies.member(job) if job.in_batch else discord_reply(job)
 
     # Each job is leased to the process running it: on PostgreSQL several processes share
-    # the jobs, and take over those of a process that dies.
-    leases = Leases(
-        storage.leases,
-        shared=storage.backend.several_processes,
-        seconds=settings.lease_seconds,
-    )
+    # the jobs, and take over those of a process that dies. SQLite has one process, which
+    # runs every open job: no lease is written (two fsynced writes a job, for nothing).
+    leases: Leases | None = None
     if storage.backend.several_processes:
+        leases = Leases(storage.leases, seconds=settings.lease_seconds)
         # Running limits count every process's jobs (`bot.runslots`); SQLite keeps them here.
         jobs.run_queue.share(SharedSlots(storage.run_slots, leases.owner))
     runner = JobRunner(

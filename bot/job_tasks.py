@@ -63,7 +63,7 @@ class JobRunner:
         self._running: dict[asyncio.Task[None], tuple[int, JobReply]] = {}  # -> job id, reply
         self._finishing: set[asyncio.Task[None]] = set()
         self.accepting = True  # False from the start of shutdown: no new job is admitted
-        # Which jobs this process runs, in the database (None: leases are not kept at all).
+        # Which jobs this process runs, in the database (None on SQLite: one process, no lease).
         self._leases = leases
         self._keeper: asyncio.Task[None] | None = None
 
@@ -76,12 +76,10 @@ class JobRunner:
         other processes on the database, only those whose lease ran out. Then keep this
         process's leases renewed, and take over the jobs of processes that die."""
         leases = self._leases
-        if leases is not None and leases.shared:
+        if leases is not None:
             await self._jobs.assume_recent_submissions()
             await self._take_over(leases, starting=True)
-        else:
-            if leases is not None:
-                await leases.forget_predecessor()  # the only process: every open job is ours
+        else:  # the only process: every open job is ours
             unfinished = await self._jobs.unfinished()
             for job in unfinished:
                 self.start(job)
@@ -112,7 +110,7 @@ class JobRunner:
             await asyncio.sleep(leases.every)
             try:
                 await leases.renew()
-                if leases.shared and self.accepting:
+                if self.accepting:
                     await self._take_over(leases)
             except Exception:
                 # The database is unreachable for a moment: the next round tries again (the

@@ -5,8 +5,8 @@ now + LEASE_SECONDS), renews its leases every third of that while it runs, and r
 when a job ends or the process stops. A process killed with `kill -9` renews nothing: once its
 leases run out, the other processes take its jobs over and run them from the state the database
 kept, as a restart would (the state machine's conditional transitions still keep a job from
-being submitted, delivered or refunded twice). On SQLite there is one process, which holds
-every open job: at start it clears the leases its predecessor left.
+being submitted, delivered or refunded twice). On SQLite there is one process, which runs
+every open job: no lease is kept there (the composition root builds none).
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ def process_id() -> str:
 
 @dataclass
 class Leases:
-    """This process's leases on jobs. One per process, built by the composition root and used
-    by `JobRunner`; `shared` is whether other processes may use the database."""
+    """This process's leases on jobs. One per process sharing a database, built by the
+    composition root and used by `JobRunner`."""
 
     store: JobLeases
-    shared: bool
     seconds: float = LEASE_SECONDS
     owner: str = field(default_factory=process_id)
     clock: Callable[[], float] = time.time
@@ -69,7 +68,3 @@ class Leases:
     async def release_mine(self) -> int:
         """On a clean stop: another process may take this one's open jobs at once."""
         return await self.store.release_all(self.owner)
-
-    async def forget_predecessor(self) -> int:
-        """SQLite at start: this is the only process, so no lease left behind stands."""
-        return await self.store.release_all()

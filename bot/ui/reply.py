@@ -86,7 +86,11 @@ class DiscordReply:
             else None
         )
         self._reply_usable = self._webhook is not None
-        self._last_edit = float("-inf")
+        # The deferral ("thinking…") counts as the reply's first edit: the first progress edit
+        # waits `min_interval` after the command like any other, so in a burst the commands
+        # still waiting for their acknowledgement go first, and a job that starts at once
+        # never shows a place in line at all.
+        self._last_edit = job.reply.created_at if job.reply else float("-inf")
         self._shown: tuple[dict[str, Any], bool] | None = None
         self._pending: tuple[discord.Embed, bool] | None = None  # the embed; Cancel shown
         self._flusher: asyncio.Task[None] | None = None
