@@ -72,10 +72,12 @@ class Moderation:
         # Terms per server, read once and dropped on every change: checks stay cheap.
         self._rules: dict[int, tuple[BlockRule, ...]] = {}
         self._global_rules: tuple[BlockRule, ...] | None = None  # the operator's
-        # Allowed channels and banned members per server, the same way (read on every request;
-        # only this class changes them; another process's change arrives as `reload`).
+        # Allowed channels, banned members and the audit channel per server, the same way (read
+        # on every request or job; only this class changes them; another process's change
+        # arrives as `reload`).
         self._channels: dict[int, list[int]] = {}
         self._bans: dict[int, set[int]] = {}
+        self._audit: dict[int, int | None] = {}
 
     async def check(
         self, guild_id: int | None, channel_id: int | None, user_id: int, prompt: str
@@ -191,6 +193,8 @@ class Moderation:
 
     async def set_audit_channel(self, guild_id: int, channel_id: int | None, actor: int) -> None:
         await self._settings.set_audit_channel(guild_id, channel_id)
+        self._audit.pop(guild_id, None)
+        await self._announce(Topic.MODERATION)
         detail = str(channel_id) if channel_id else "off"
         await self._records.log_moderation(guild_id, actor, LogKind.AUDIT_CHANNEL, detail, actor)
 
@@ -220,6 +224,7 @@ class Moderation:
         self._global_rules = None
         self._channels.clear()
         self._bans.clear()
+        self._audit.clear()
 
     async def allowed_channels(self, guild_id: int) -> list[int]:
         if guild_id not in self._channels:
@@ -232,7 +237,11 @@ class Moderation:
         return self._bans[guild_id]
 
     async def audit_channel(self, guild_id: int | None) -> int | None:
-        return None if guild_id is None else await self._settings.audit_channel(guild_id)
+        if guild_id is None:
+            return None
+        if guild_id not in self._audit:
+            self._audit[guild_id] = await self._settings.audit_channel(guild_id)
+        return self._audit[guild_id]
 
 
 def _canonical(term: str) -> str:

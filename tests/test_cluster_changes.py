@@ -127,6 +127,34 @@ async def test_a_term_blocked_through_one_process_is_refused_by_the_others(
     assert await serving.storage.jobs.total_units_charged() == 0
 
 
+async def test_an_audit_channel_set_through_one_process_gets_the_others_generations(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    changer, serving = await two_processes(start_bot, fake_discord)
+    guild = fake_discord.guild_id
+    audit = fake_discord.channel_id
+    assert await serving.bot.moderation.audit_channel(guild) is None  # read (and kept) before
+    await changer.bot.moderation.set_audit_channel(guild, audit, OWNER)
+
+    async def arrived() -> bool:
+        return await serving.bot.moderation.audit_channel(guild) == audit
+
+    await eventually(arrived, SEEN_WITHIN, what="the audit channel to arrive")
+    assert embed_title(await final_answer(fake_discord, await imagine(fake_discord))) == (
+        READY_TITLE
+    )
+
+    def audited() -> bool:
+        return any(
+            r.method == "POST"
+            and r.path == f"/channels/{audit}/messages"
+            and embed_title(r) == "🖼️ Image generated"
+            for r in fake_discord.requests
+        )
+
+    await eventually(audited, SEEN_WITHIN, what="the generation in the audit channel")
+
+
 async def test_a_server_key_set_through_one_process_pays_for_that_servers_jobs_everywhere(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:

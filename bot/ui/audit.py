@@ -39,22 +39,25 @@ class AuditLog:
         self._guild_locale = guild_locale
 
     async def generation(self, job: Job, link: str | None) -> None:
+        channel_id = await self._moderation.audit_channel(job.guild_id)
+        if channel_id is None:  # most servers: no embed is built for nobody
+            return
         with use_locale(self._guild_locale(job.guild_id)):
             embed = messages.audit_generation_embed(job, link)
-        await self._post(job.guild_id, embed)
+        await self._post(channel_id, embed)
 
     async def post(self, event: AuditEvent) -> None:
+        channel_id = await self._moderation.audit_channel(event.guild_id)
+        if channel_id is None:
+            return
         with use_locale(self._guild_locale(event.guild_id)):
             title = server_messages.audit_title(event.kind)
             detail = server_messages.audit_detail(event)
             embed = messages.audit_event_embed(title, event.member_id, detail, event.actor_id)
-        await self._post(event.guild_id, embed)
+        await self._post(channel_id, embed)
 
-    async def _post(self, guild_id: int | None, embed: discord.Embed) -> None:
+    async def _post(self, channel_id: int, embed: discord.Embed) -> None:
         # Best effort: a missing channel or permission must never fail a member's request.
-        channel_id = await self._moderation.audit_channel(guild_id)
-        if channel_id is None:
-            return
         try:
             channel = self._channel(channel_id)
             await channel.send(embed=embed, allowed_mentions=NO_PINGS)
