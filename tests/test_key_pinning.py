@@ -185,6 +185,40 @@ async def test_a_restart_after_the_key_was_removed_keeps_the_jobs_account(
     await eventually(lambda: no_retired_keys(second.storage), 5, what="the retired key deleted")
 
 
+async def test_a_job_still_waiting_for_its_turn_at_kie_ai_goes_with_the_new_key(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    fake_kie.add_account(SERVER_KEY, credits=500)
+    # One createTask per 3 s per key: the second job waits for the server key's next slot.
+    running = await start_bot(secret_key=SECRET, poll_interval=0.1, submit_limit=(1, 3.0))
+    await set_key(fake_discord, SERVER_KEY)
+    fake_kie.script_next(TaskScript(step_seconds=0.01), TaskScript(step_seconds=0.01))
+    first = await fake_discord.send_interaction("imagine", {"prompt": PROMPT}, user_id=401)
+    await fake_kie.wait_for_tasks(1, 10)
+    second = await fake_discord.send_interaction("imagine", {"prompt": PROMPT}, user_id=402)
+    await eventually(
+        lambda: any(embed_title(e).startswith("🕒") for e in original_edits(fake_discord, second)),
+        5,
+        what="the second job queued for kie.ai",
+    )
+    await key_command(fake_discord, "remove")
+
+    assert embed_title(await final_answer(fake_discord, first, 20)) == READY_TITLE
+    assert embed_title(await final_answer(fake_discord, second, 20)) == READY_TITLE
+    creates = fake_kie.calls_to(CREATE)
+    assert [c.headers["authorization"] for c in creates] == [
+        bearer(SERVER_KEY),
+        bearer(fake_kie.api_key),
+    ], "nothing new went out with the removed key"
+    jobs = [await running.storage.jobs.get_job(n) for n in (1, 2)]
+    assert [job.kie_account if job else None for job in jobs] == [
+        account_fingerprint(SERVER_KEY),
+        OPERATOR_ACCOUNT,
+    ]
+    assert await running.job_states() == {"delivered": 2}
+    await eventually(lambda: no_retired_keys(running.storage), 5, what="the retired key deleted")
+
+
 async def test_a_job_whose_account_is_not_stored_any_more_is_refunded_not_sent_elsewhere(
     start_bot: StartBot,
     fake_discord: FakeDiscord,
