@@ -552,8 +552,13 @@ async def _run_locked(settings: Settings) -> None:
                 else asyncio.create_task(beat(heartbeat_path(settings.database_path)))
             )
             statistics = asyncio.create_task(keep_statistics(storage))
+            accounts = bot.jobs.accounts
             retention = HistoryRetention(
-                storage.jobs, settings.history_days, time.time, departures=bot.departures
+                storage.jobs,
+                settings.history_days,
+                time.time,
+                departures=bot.departures,
+                retired_keys=accounts.sweep if accounts is not None else None,
             )
             expiring = asyncio.create_task(retention.keep())
             lag = LoopLagMonitor(observe=bot.metrics.loop_lag.observe)

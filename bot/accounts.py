@@ -7,6 +7,11 @@ characters). Each key gets its own `KieClient` (one per key, cached), so its own
 (kie.ai's limits are per account: 20 createTask per 10 s, 10 status queries per second) and its
 own circuit breaker, and its own poll scheduler. With REQUIRE_SERVER_KEYS the operator's key
 serves OWNER_GUILD_ID only. Built once by the composition root; lives as long as the bot.
+
+A job keeps the account it was sent with (`Job.kie_account`, its `Account.name`: "operator" or
+a hash of the key), whatever its server's key becomes: a replaced or removed key is retired,
+still sealed, and stays usable by name (`pinned`) until no open job was sent with it
+(`sweep`), then is deleted.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.changes import Announce, Topic, unshared
-from bot.domain import SealedKey
+from bot.domain import RetiredKey, SealedKey
 from bot.keyvault import KeyVault
 from bot.kie import KieClient
 from bot.kie.credits import CreditWatch
 from bot.kie.errors import KieAuthError, KieError
 from bot.kie.polling import PollScheduler
 from bot.logsafety import add_secret, forget_secret
+from bot.ratebudget import account_fingerprint
 from bot.store.interfaces import KeyValues, ServerKeys
 
 log = logging.getLogger(__name__)
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 CHECK_KEY = "secret_key_check"  # the `meta` row holding `KeyVault.check_value()`
 MIN_KEY_LENGTH = 8  # kie.ai keys are 32 hex characters; anything this short is a typo
 MAX_KEY_LENGTH = 200
+OPERATOR_ACCOUNT = "operator"  # `Job.kie_account` of a job sent with KIE_API_KEY
 
 
 class SecretKeyLost(Exception):
@@ -61,6 +68,7 @@ class Account:
     polls: PollScheduler
     own: bool = False
     credits: CreditWatch | None = None  # a server key's balance watch (low-balance alerts)
+    name: str = OPERATOR_ACCOUNT  # what a job sent with it records (a hash of its key)
 
 
 def last_four(key: str) -> str:
@@ -96,6 +104,9 @@ class KieAccounts:
         self._clock = clock
         self._by_key: dict[str, Account] = {}  # one client per key, whichever servers share it
         self._key_of: dict[int, str] = {}  # guild id -> its key, in clear, in memory only
+        # Account name -> key, for every key this process knew (current and retired): a job
+        # keeps the account it was sent with, whatever its server's key is now.
+        self._by_name: dict[str, str] = {}
         self._loaded = False
 
     async def load(self) -> None:
@@ -121,6 +132,7 @@ class KieAccounts:
             await self._meta.set(CHECK_KEY, self._vault.check_value())
         for sealed in stored:
             self._remember(sealed.guild_id, self._vault.open(sealed.sealed))
+        await self._open_retired()
         if stored:
             log.info("%d servers use their own kie.ai key", len(stored))
         self._loaded = True
@@ -137,17 +149,30 @@ class KieAccounts:
                 self._remember(guild_id, key)
         for guild_id in set(self._key_of) - set(stored):
             del self._key_of[guild_id]
+        await self._open_retired()
+
+    async def _open_retired(self) -> None:
+        """Keys replaced or removed while jobs sent with them were open: those jobs (resumed
+        after a restart, or taken over from another process) go on with them."""
+        assert self._vault is not None
+        for retired in await self._keys.retired_keys():
+            if retired.fingerprint not in self._by_name:
+                key = self._vault.open(retired.sealed)
+                add_secret(key)
+                self._by_name[account_fingerprint(key)] = key
 
     def _remember(self, guild_id: int, key: str) -> None:
         add_secret(key)  # never in a log line, whatever logs it
         self._key_of[guild_id] = key
+        self._by_name[account_fingerprint(key)] = key
 
     def _account(self, key: str) -> Account:
         account = self._by_key.get(key)
         if account is None:
             kie = self._new_client(key)
             watch = self._new_credits(kie) if self._new_credits else None
-            account = Account(kie, self._new_polls(kie), own=True, credits=watch)
+            name = account_fingerprint(key)
+            account = Account(kie, self._new_polls(kie), own=True, credits=watch, name=name)
             self._by_key[key] = account
         return account
 
@@ -155,6 +180,14 @@ class KieAccounts:
         """The account a job in this server uses (the operator's without a key of its own)."""
         key = self._key_of.get(guild_id) if guild_id is not None else None
         return self.operator if key is None else self._account(key)
+
+    def pinned(self, name: str) -> Account | None:
+        """The account a job was sent with, by the name it recorded; None when no key of that
+        name is known any more (its row was deleted by hand): never another account."""
+        if name == OPERATOR_ACCOUNT:
+            return self.operator
+        key = self._by_name.get(name)
+        return None if key is None else self._account(key)
 
     def has_key(self, guild_id: int | None) -> bool:
         return guild_id is not None and guild_id in self._key_of
@@ -191,13 +224,47 @@ class KieAccounts:
             self._forget_unused(key)
             return KeyRefusal.UNREACHABLE
         sealed = SealedKey(guild_id, self._vault.seal(key), last_four(key), actor, self._clock())
-        await self._keys.put_server_key(sealed)
+        if not await self._retire(guild_id, replacement=sealed, unless=key):
+            await self._keys.put_server_key(sealed)
         self._remember(guild_id, key)
         await self._announce(Topic.SERVER_KEYS)
+        await self.sweep()
         return KeySaved(last_four(key), credits)
 
+    async def _retire(
+        self, guild_id: int, replacement: SealedKey | None, unless: str | None = None
+    ) -> bool:
+        """Move the server's stored key (unless it is `unless`) to the retired keys, for the
+        jobs sent with it, and put `replacement` in its place, in one transaction. False when
+        it had no other key (nothing changed)."""
+        stored = await self._keys.server_key(guild_id)
+        if stored is None or self._vault is None:
+            return False
+        old = self._vault.open(stored.sealed)
+        if old == unless:
+            return False
+        name = account_fingerprint(old)
+        self._by_name[name] = old
+        retired = RetiredKey(name, guild_id, stored.sealed, self._clock())
+        return await self._keys.retire_server_key(retired, replacement)
+
+    async def sweep(self) -> int:
+        """Delete the retired keys no open job was sent with (at a key's change, at the end
+        of each job sent with a server's key, and with the retention pass): how many."""
+        if self._vault is None:
+            return 0
+        swept = await self._keys.sweep_retired_keys()
+        current = {account_fingerprint(key) for key in self._key_of.values()}
+        for name in swept:
+            if name not in current:
+                self._by_name.pop(name, None)
+        if swept:
+            log.info("forgot %d retired kie.ai keys no open job uses", len(swept))
+        return len(swept)
+
     def _forget_unused(self, key: str) -> None:
-        if key not in self._key_of.values():
+        # A retired key's client stays: jobs sent with it still poll through it.
+        if key not in self._key_of.values() and key not in self._by_name.values():
             self._by_key.pop(key, None)
             forget_secret(key)
 
@@ -206,10 +273,12 @@ class KieAccounts:
         return await self._keys.server_key(guild_id)
 
     async def remove(self, guild_id: int) -> bool:
-        removed = await self._keys.delete_server_key(guild_id)
-        # Its client stays cached: jobs already at kie.ai under it finish with it.
+        # Retired, not deleted: jobs already at kie.ai under it finish with it; the sweep
+        # deletes it once none is open (at once when none is).
+        removed = await self._retire(guild_id, replacement=None)
         self._key_of.pop(guild_id, None)
         await self._announce(Topic.SERVER_KEYS)
+        await self.sweep()
         return removed
 
     def wake(self, job_id: int) -> bool:

@@ -241,6 +241,9 @@ class Job:
 
     private: bool = False  # shown to its member only: ephemeral, or by DM, never in the channel
     locale: str | None = None  # the requester's Discord locale: every later text speaks it
+    # The kie.ai account it was sent with (`bot.accounts`): OPERATOR_ACCOUNT, or a hash of a
+    # server's own key; None until it is sent (and for jobs sent before this was recorded).
+    kie_account: str | None = None
 
     @property
     def in_batch(self) -> bool:
@@ -415,6 +418,17 @@ class Departure:
     guild_id: int
     left_at: float
     purged_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RetiredKey:
+    """A server's replaced or removed kie.ai key, still sealed, kept while jobs sent with it
+    are open (`bot.accounts`); `fingerprint` is what those jobs recorded."""
+
+    fingerprint: str
+    guild_id: int
+    sealed: str
+    retired_at: float
 
 
 @dataclass(frozen=True)

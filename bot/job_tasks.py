@@ -178,6 +178,11 @@ class JobRunner:
                 await self._alerts.alert(AlertKind.LOW_BALANCE, self._low_credits_text(low))
         except Exception:
             log.warning("job %s: the balance check after it failed", job.id, exc_info=True)
+        finally:
+            try:
+                await self._jobs.account_done(job)
+            except Exception:
+                log.warning("job %s: could not sweep retired kie.ai keys", job.id, exc_info=True)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)

@@ -233,6 +233,11 @@ class _KieDown(Exception):
     """kie.ai's circuit breaker opened before this job's createTask went out."""
 
 
+class _KeyChanged(Exception):
+    """The server's kie.ai key changed while this job waited for its turn: it is sent with
+    the new one (nothing went out yet)."""
+
+
 class JobFailed(Exception):
     def __init__(self, kind: FailureKind, detail: str | None = None) -> None:
         super().__init__(kind.value if detail is None else f"{kind.value}: {detail}")
@@ -316,6 +321,9 @@ class JobService:
         self.accounts = accounts
         self._alert_server = alert_server
         self._alert_server_low = alert_server_low
+        # The account each job running here was sent with (`Job.kie_account`): every later
+        # step uses it, whatever its server's key has become since.
+        self._pins: dict[int, Account] = {}
         self._callback_base = callback_base_url.rstrip("/") if callback_base_url else None
         self._clock = clock
         self._gate = gate or PauseGate()
@@ -334,10 +342,38 @@ class JobService:
         self._stopping = False
 
     def _account(self, job: Job) -> Account:
-        """The kie.ai account (client, rate budget, poll scheduler) this job's server uses."""
+        """The kie.ai account (client, rate budget, poll scheduler) of this job: the one it was
+        sent with, else (not sent yet) the one its server uses now."""
+        pinned = self._pins.get(job.id)
+        if pinned is not None:
+            return pinned
         if self.accounts is None:
             return Account(self._kie, self.polls)
         return self.accounts.for_guild(job.guild_id)
+
+    def _pin_recorded(self, job: Job) -> None:
+        """A job already sent (resumed after a restart, taken over) goes on with the account
+        its row names. One whose account is not known at all (its key's row deleted by hand)
+        is refunded rather than asked about with another account, which would not know it."""
+        if job.state is JobState.RESERVED or job.kie_account is None or self.accounts is None:
+            return  # not sent yet, or sent before accounts were recorded: its server's
+        account = self.accounts.pinned(job.kie_account)
+        if account is None:
+            log.error(
+                "job %s: the kie.ai account it was sent with (%s) is not stored any more;"
+                " refunding it",
+                job.id,
+                job.kie_account,
+            )
+            raise JobFailed(FailureKind.INTERNAL)
+        self._pins[job.id] = account
+
+    async def account_done(self, job: Job) -> None:
+        """The job ended here: forget its account, and a retired key it was the last open
+        job of (`KieAccounts.sweep`)."""
+        account = self._pins.pop(job.id, None)
+        if account is not None and account.own and self.accounts is not None:
+            await self.accounts.sweep()
 
     async def own_key_balance(self, job: Job, failure: FailureKind | None) -> bool:
         """After a job on a server's own key: its balance check, and a low-balance alert to that
@@ -478,6 +514,7 @@ class JobService:
         shown = LineShown()
         timeline = Timeline(job.created_at, job.submitted_at)
         try:
+            self._pin_recorded(job)
             await self._take_turn(job, reporter, shown)
             if job.state is JobState.RESERVED:
                 await self._while_paused(job, reporter)
@@ -741,7 +778,8 @@ class JobService:
         None when kie.ai went down before any task was made; the job is then reserved again
         and waits for kie.ai (`_wait_for_kie`)."""
         request = await self._uploaded(job)
-        kie = self._account(job).kie  # the same client for the whole call, whatever changes
+        account = self._account(job)  # the same for the whole call, and recorded with the claim
+        kie = account.kie
         turn = kie.submit_turn(job.user_id)
         now = self._clock()
         turn_at = now + turn.wait_seconds
@@ -762,13 +800,16 @@ class JobService:
                 raise _KieDown  # it went down while this job waited for its turn
             if self._stopping:  # still reserved: the next start sends it
                 raise asyncio.CancelledError
+            if self.accounts is not None and self.accounts.for_guild(job.guild_id) is not account:
+                raise _KeyChanged  # a key set or removed while it waited: sent with the new one
             # Counted as sending before the claim's own await: a shutdown arriving meanwhile
             # must wait for this createTask, not cut it off with the job already "submitting"
             # (it would be refunded at the next start instead of sent).
             self._sending.add(job.id)
             self._all_sent.clear()
-            if not await self._ledger.begin_submit(job.id):
+            if not await self._ledger.begin_submit(job.id, account.name):
                 raise JobTaken  # not "reserved" any more: never send it from here
+            self._pins[job.id] = account  # every later step of the job uses this account
             claimed = True
 
         try:
@@ -782,6 +823,9 @@ class JobService:
                 raise JobTaken
         except _KieDown:
             return None
+        except _KeyChanged:
+            log.info("job %s: its server's kie.ai key changed; sending it with the new one", job.id)
+            return None
         except (KieMaintenance, KieConnectionError):
             # Refused before any task existed (maintenance, or no connection at all). With
             # the breaker now open this is an outage, not the job's failure: it waits for
@@ -791,6 +835,7 @@ class JobService:
                 raise
             if not await self._ledger.return_to_line(job.id):
                 raise JobTaken from None
+            self._pins.pop(job.id, None)  # sent again later, with its server's key by then
             log.info("job %s: kie.ai is down; back in line until it answers", job.id)
             return None
         finally:

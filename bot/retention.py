@@ -2,14 +2,15 @@
 
 Only what a member said and linked to goes (as `/history forget` does); units, day, state and
 server stay, so every quota, budget and report reads the same afterwards. The same pass removes
-what is left of servers the bot was removed from (`bot.departures`), whatever HISTORY_DAYS says.
+what is left of servers the bot was removed from (`bot.departures`), whatever HISTORY_DAYS says,
+and the servers' retired kie.ai keys no open job uses any more (`KieAccounts.sweep`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from bot.departures import ServerDepartures
@@ -30,11 +31,14 @@ class HistoryRetention:
         days: int,
         clock: Callable[[], float],
         departures: ServerDepartures | None = None,
+        retired_keys: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._ledger = ledger
         self._days = days
         self._clock = clock
         self._departures = departures
+        # Normally each job's end deletes them; this catches what a crash left behind.
+        self._retired_keys = retired_keys
 
     async def expire(self) -> int:
         """One pass: how many jobs were blanked."""
@@ -59,6 +63,11 @@ class HistoryRetention:
                 await self._departures.sweep()
             except Exception:
                 log.warning("could not remove the data of servers the bot left", exc_info=True)
+        if self._retired_keys is not None:
+            try:
+                await self._retired_keys()
+            except Exception:
+                log.warning("could not delete retired kie.ai keys", exc_info=True)
 
     async def keep(self, every: float = CHECK_EVERY) -> None:
         """A pass now and every `every` seconds, until cancelled."""

@@ -22,6 +22,22 @@ from tests.helpers import bot_environment
 EXPECTED_SCHEMA = {
     (
         "table",
+        "retired_kie_keys",
+        "CREATE TABLE retired_kie_keys ( fingerprint TEXT PRIMARY KEY, guild_id INTEGER NOT NULL, "
+        "sealed TEXT NOT NULL, retired_at REAL NOT NULL )",
+    ),
+    (
+        "index",
+        "retired_kie_keys_guild",
+        "CREATE INDEX retired_kie_keys_guild ON retired_kie_keys (guild_id)",
+    ),
+    (
+        "index",
+        "jobs_kie_account",
+        "CREATE INDEX jobs_kie_account ON jobs (kie_account, state) WHERE kie_account IS NOT NULL",
+    ),
+    (
+        "table",
         "kie_rate_slots",
         "CREATE TABLE kie_rate_slots ( id INTEGER PRIMARY KEY AUTOINCREMENT, "
         "account TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL CHECK (slots > 0), "
@@ -184,7 +200,7 @@ EXPECTED_SCHEMA = {
             "model TEXT NOT NULL DEFAULT 'flex', batch_id INTEGER, "
             "batch_index INTEGER NOT NULL DEFAULT 0, batch_size INTEGER NOT NULL DEFAULT 1, "
             "private INTEGER NOT NULL DEFAULT 0, locale TEXT, lease_owner TEXT, lease_until REAL, "
-            "run_slot INTEGER NOT NULL DEFAULT 0, run_wanted REAL)"
+            "run_slot INTEGER NOT NULL DEFAULT 0, run_wanted REAL, kie_account TEXT)"
         ),
     ),
     (

@@ -26,6 +26,7 @@ from bot.domain import (
     MemberDefaults,
     NewJob,
     OverLimit,
+    RetiredKey,
     SealedKey,
     SpendLimits,
     TrayImage,
@@ -44,6 +45,7 @@ from tests.helpers import READY_TITLE, embed_title, final_answer
 
 DAY = "2026-12-03"
 GUILD = 10
+RETIRED = "5e1f" * 8  # a retired key's account name (a hash of the key)
 PASSWORD = "pg-Secret-8812"
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = SpendLimits(member=100)
@@ -104,7 +106,7 @@ async def _fill(path: Path) -> dict[JobState, int]:
         _reserved, submitting, submitted, delivering, delivered, refunded, cancelled = made
         assert await jobs.begin_submit(submitting)
         for job_id in (submitted, delivering, delivered):
-            assert await jobs.begin_submit(job_id)
+            assert await jobs.begin_submit(job_id, RETIRED)  # sent with a since retired key
             assert await jobs.mark_submitted(job_id, f"task-{job_id}")
         assert await jobs.begin_delivery(delivering, "https://tempfile.example/a.png")
         assert await jobs.begin_delivery(delivered, "https://tempfile.example/b.png")
@@ -135,7 +137,11 @@ async def _fill(path: Path) -> dict[JobState, int]:
         await storage.trays.add(2, GUILD, tray, now - 3600, 4)
         await storage.members.set_defaults(2, GUILD, MemberDefaults("16:9", "2K", True, None, 2))
         await storage.departures.record_departure(11, now - 60)
-        await storage.server_keys.put_server_key(SealedKey(GUILD, "gAAAA-sealed", "ab12", 9, now))
+        await storage.server_keys.put_server_key(SealedKey(GUILD, "gAAAA-old", "cd34", 9, now))
+        retired = RetiredKey(RETIRED, GUILD, "gAAAA-old", now)
+        await storage.server_keys.retire_server_key(
+            retired, SealedKey(GUILD, "gAAAA-sealed", "ab12", 9, now)
+        )
         return await jobs.count_by_state()
     finally:
         await storage.close()

@@ -405,9 +405,10 @@ async def test_a_bot_started_on_a_year_of_history_analyses_it_before_it_is_ready
     with sqlite3.connect(path) as db:
         indexes = {row[1] for row in db.execute("PRAGMA index_list(jobs)")}
         analysed = {row[0] for row in db.execute("SELECT idx FROM sqlite_stat1 WHERE tbl='jobs'")}
-    # Every index with rows (no job is open or running and no batch was asked for, so the
-    # partial indexes are empty).
-    assert analysed == indexes - {"jobs_open", "jobs_batch", "jobs_run_slots", "jobs_run_wanted"}
+    # Every index with rows (no job is open or running, no batch was asked for and the history
+    # predates recording each job's kie.ai account, so the partial indexes are empty).
+    empty = {"jobs_open", "jobs_batch", "jobs_run_slots", "jobs_run_wanted", "jobs_kie_account"}
+    assert analysed == indexes - empty
 
 
 async def _grown(path: Path) -> Storage:

@@ -27,6 +27,7 @@ _CONFIGURATION = (
     ("bans", "bans"),
     ("moderation log entries", "moderation_log"),
     ("kie.ai keys", "server_kie_keys"),  # the server's own key, sealed: not kept once it left
+    ("retired kie.ai keys", "retired_kie_keys"),  # its earlier keys, if its jobs kept any
 )
 # The distinct servers of a table, one index seek per server (the SELECT DISTINCT would read a
 # million index entries of `jobs`): each step asks for the next id above the last.

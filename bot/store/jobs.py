@@ -80,6 +80,7 @@ _JOB_FIELDS: dict[str, Callable[[Any], Any]] = {
     "batch_size": _same,
     "private": bool,
     "locale": _same,
+    "kie_account": _same,
 }
 # The interaction a job answers (`Job.reply`), kept in four columns.
 _REPLY_COLUMNS = ("application_id", "interaction_token", "interaction_at", "attachment_limit")
@@ -609,10 +610,15 @@ class SqlJobLedger:
         rows = await self._db.rows(f"{_SELECT_JOBS} WHERE {_OPEN_SQL} ORDER BY id")
         return [_job(row) for row in rows]
 
-    async def begin_submit(self, job_id: int) -> bool:
-        """Committed before createTask is sent: a crash after this must not resend it."""
+    async def begin_submit(self, job_id: int, account: str | None = None) -> bool:
+        """Committed before createTask is sent: a crash after this must not resend it.
+        `account`: the kie.ai account it is sent with; every later step uses that one."""
         return await self._transition(
-            job_id, (JobState.RESERVED,), JobState.SUBMITTING, submitted_at=self._db.clock()
+            job_id,
+            (JobState.RESERVED,),
+            JobState.SUBMITTING,
+            submitted_at=self._db.clock(),
+            kie_account=account,
         )
 
     async def submissions_since(self, since: float) -> list[float]:
@@ -729,6 +735,7 @@ class SqlJobLedger:
         submitted_at: float | None = None,
         result_url: str | None = None,
         image_url: str | None = None,
+        kie_account: str | None = None,
     ) -> bool:
         # The WHERE on the current state makes each transition happen at most once. A finished
         # job forgets its interaction token: it is a credential, kept only while needed.
@@ -740,6 +747,7 @@ class SqlJobLedger:
                    submitted_at = COALESCE(?, submitted_at),
                    result_url = COALESCE(?, result_url),
                    image_url = COALESCE(?, image_url),
+                   kie_account = COALESCE(?, kie_account),
                    delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END,
                    interaction_token = CASE WHEN ? THEN NULL ELSE interaction_token END,
                    updated_at = ?
@@ -752,6 +760,7 @@ class SqlJobLedger:
                 submitted_at,
                 result_url,
                 image_url,
+                kie_account,
                 to_state is JobState.DELIVERED,
                 now,
                 finished,

@@ -368,6 +368,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    # 22: the kie.ai account each job was sent with (`kie_account`: "operator", or a hash of a
+    # server's key, never the key), so its later steps use that one whatever the server's key
+    # is by then; and a server's replaced or removed key, still sealed, kept while jobs sent
+    # with it are open (`bot.accounts`). The index finds a retired key's open jobs.
+    (
+        "ALTER TABLE jobs ADD COLUMN kie_account TEXT",
+        "CREATE INDEX jobs_kie_account ON jobs (kie_account, state) WHERE kie_account IS NOT NULL",
+        """
+        CREATE TABLE retired_kie_keys (
+            fingerprint  TEXT PRIMARY KEY,
+            guild_id     INTEGER NOT NULL,
+            sealed       TEXT NOT NULL,
+            retired_at   REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX retired_kie_keys_guild ON retired_kie_keys (guild_id)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,7 +27,10 @@ Choices where the docs are silent or ambiguous (see ``FakeKie`` for the knobs):
 - Credits are charged when a task is created and never refunded.
 - Several accounts: ``add_account(key, credits)`` adds another API key with its own balance and
   its own rate-limit windows and violation counts (kie.ai's limits are per account/key); the
-  constructor's ``api_key`` is the first account, kept in the top-level attributes.
+  constructor's ``api_key`` is the first account, kept in the top-level attributes. A task
+  belongs to the account whose key created it: ``recordInfo`` with another key answers as for
+  an unknown task (404, "recordInfo is null"), as kie.ai does not know it under that account,
+  and ``common/download-url`` refuses its files ("not a generated file of this account").
 - Pro models cost 5/7 credits (1K/2K), flex models 14/24, as the third-party lists in the notes.
 
 Upload host (the docs list HTTP 400, 401 and 500 answers but show no error body):
@@ -307,6 +310,7 @@ class FakeTask:
     result_urls: list[str]
     # The downloaded input_urls, in order (image-to-image tasks whose inputs were all usable).
     input_images: list[bytes] = field(default_factory=list)
+    api_key: str | None = None  # the key that created it (None: tasks made outside a request)
 
     @property
     def input_urls(self) -> list[str]:
@@ -727,9 +731,10 @@ class FakeKie:
             self.credits -= cost
         else:
             account.credits -= cost
+        key = self.api_key if account is None else account.api_key
         if isinstance(inputs, str):
-            return self._new_task(body, cost, input_failure=inputs)
-        return self._new_task(body, cost, input_images=inputs)
+            return self._new_task(body, cost, input_failure=inputs, api_key=key)
+        return self._new_task(body, cost, input_images=inputs, api_key=key)
 
     async def _fetch_inputs(self, urls: list[str]) -> list[bytes] | str:
         """The input images, or why the service would refuse them."""
@@ -757,6 +762,7 @@ class FakeKie:
         *,
         input_images: list[bytes] | None = None,
         input_failure: str | None = None,
+        api_key: str | None = None,
     ) -> FakeTask:
         # Snapshot the default so later edits by a test do not rewrite running tasks.
         script = self._scripts.popleft() if self._scripts else copy.deepcopy(self.default_script)
@@ -786,6 +792,7 @@ class FakeKie:
                 f"{self.base_url}/files/{task_id}/{n}.{ext}" for n in range(script.result_url_count)
             ],
             input_images=input_images or [],
+            api_key=api_key,
         )
         self.tasks[task_id] = task
         self._task_created.set()
@@ -818,7 +825,8 @@ class FakeKie:
         if not task_id:
             return self._reply(request, 422, msg="taskId is required")
         task = self.tasks.get(task_id)
-        if task is None:
+        key = self.api_key if account is None else account.api_key
+        if task is None or (task.api_key is not None and task.api_key != key):
             return self._reply(request, 404, msg="recordInfo is null")
         return self._reply(request, 200, self.record_info(task, now))
 
@@ -935,8 +943,10 @@ class FakeKie:
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url:
             return self._reply(request, 422, msg="url is required")
+        account = self._account(request)
+        key = self.api_key if account is None else account.api_key
         for task in self.tasks.values():
-            if task.task_id in self._media_deleted:
+            if task.task_id in self._media_deleted or task.api_key not in (None, key):
                 continue
             for n, result_url in enumerate(task.result_urls):
                 if URL(url).with_query(None) == URL(result_url):
