@@ -68,6 +68,11 @@ log = logging.getLogger(__name__)
 FIRST_LOOK_SECONDS = 120.0
 # How often a job whose createTask's answer was lost looks whether a callback named its task.
 ADOPT_CHECK_SECONDS = 1.0
+# How long a job whose createTask was cut off (a crash, a kill) waits for kie.ai's callback
+# before concluding that kie.ai never got it and sending it again: three times the longest
+# recent task, and never less than this (or more than the job's own timeout).
+LOST_SEND_MIN_PATIENCE = 60.0
+LOST_SEND_TASK_MULTIPLE = 3.0
 # A result that arrives just before the deadline still gets this long to download.
 MIN_DOWNLOAD = 15.0
 
@@ -518,7 +523,7 @@ class JobService:
             await self._take_turn(job, reporter, shown)
             if job.state is JobState.RESERVED:
                 await self._while_paused(job, reporter)
-            task_id = await self._ensure_submitted(job, reporter, shown)
+            job, task_id = await self._ensure_submitted(job, reporter, shown)
             if timeline.submitted_at is None:  # sent by this run (not resumed at kie.ai)
                 self._outcomes.submitted(timeline, self._clock())
             info = await self._wait(job, task_id)
@@ -683,25 +688,37 @@ class JobService:
             return None
         return f"{self._callback_base}/kie/callback/{job.id}/{job.callback_token}"
 
-    async def _ensure_submitted(self, job: Job, reporter: JobReporter, shown: LineShown) -> str:
+    async def _ensure_submitted(
+        self, job: Job, reporter: JobReporter, shown: LineShown
+    ) -> tuple[Job, str]:
+        """The job (as it now stands, for what follows) and its kie.ai task."""
         if job.state is JobState.SUBMITTING:
-            # createTask may have reached kie.ai before the bot stopped; sending it again
-            # could make a second paid image, so it is never sent again.
-            return await self._adopted_task(job)
+            # createTask may have reached kie.ai before the bot stopped: its callback names the
+            # task; only a long silence sends it again (`_adopted_task`), as a fresh send.
+            adopted = await self._adopted_task(job)
+            if adopted is not None:
+                return job, adopted
+            job = dataclasses.replace(job, state=JobState.RESERVED, submitted_at=None)
+            return job, await self._submit(job, reporter, shown)
         if job.task_id is not None:
-            return job.task_id
-        return await self._submit(job, reporter, shown)
+            return job, job.task_id
+        return job, await self._submit(job, reporter, shown)
 
-    async def _adopted_task(self, job: Job) -> str:
+    async def _adopted_task(self, job: Job) -> str | None:
         """The task of a job whose createTask's answer was lost (a stop or crash while it was
         on the wire). With callbacks on, kie.ai calls the job's own address when its task
         ends, and the callback names the task (`WebhookServer` records it, in whichever
-        process receives it): the job waits for that, up to its usual deadline counted from
-        the send, and is refunded only if none comes. Without callbacks nothing can name it:
-        refunded at once."""
+        process receives it). Without callbacks nothing can name it: refunded at once.
+
+        None: no callback came within the patience (`_lost_send_patience`), so kie.ai most
+        likely never got the request (the process died between recording the send and the
+        request leaving); the job is back in line, to be sent again. Sending again is a bet:
+        had kie.ai got the first request after all and only called back very late, that
+        image is paid for and unused. The member is charged once and gets one image."""
         if self.callback_url(job) is None:
             raise JobFailed(FailureKind.INTERRUPTED)
-        deadline = (job.submitted_at or self._clock()) + self._limits.job_timeout
+        sent_at = job.submitted_at or self._clock()
+        deadline = sent_at + self._lost_send_patience(job)
         while True:
             current = await self._ledger.get_job(job.id)
             if current is None:
@@ -712,8 +729,22 @@ class JobService:
             if current.state is not JobState.SUBMITTING:
                 raise JobTaken  # settled elsewhere (cancelled, taken over)
             if self._clock() >= deadline:
-                raise JobFailed(FailureKind.INTERRUPTED)
+                if not await self._ledger.return_to_line(job.id):
+                    continue  # a callback named it at the last moment, or it was settled
+                self._pins.pop(job.id, None)  # sent again with its server's key by then
+                log.warning(
+                    "job %s: no callback %.0f s after a createTask cut off by a stop or crash;"
+                    " kie.ai most likely never got it, so it is sent again",
+                    job.id,
+                    self._clock() - sent_at,
+                )
+                return None
             await asyncio.sleep(ADOPT_CHECK_SECONDS)
+
+    def _lost_send_patience(self, job: Job) -> float:
+        longest = self._account(job).polls.durations.longest()
+        learned = LOST_SEND_TASK_MULTIPLE * longest if longest is not None else 0.0
+        return min(max(LOST_SEND_MIN_PATIENCE, learned), self._limits.job_timeout)
 
     async def _uploaded(self, job: Job) -> ImageRequest:
         """The job's request with its references on kie.ai's file host, each uploaded the

@@ -1,8 +1,10 @@
 """A createTask whose answer was lost: the bot stopped or died while it was on the wire, or
-kie.ai's callback outran the answer. Sending it again could make a second paid image, so it is
-never sent again; with callbacks on, kie.ai's callback to the job's own address names the task
-and the job goes on to its image (in whichever process receives the callback and whichever
-runs the job). Without callbacks the job is refunded at once (tests/test_durability.py)."""
+kie.ai's callback outran the answer. Sending it again could make a second paid image, so with
+callbacks on, kie.ai's callback to the job's own address names the task and the job goes on to
+its image (in whichever process receives the callback and whichever runs the job). Only when
+no callback comes within a patience (three times the longest recent task, at least a minute,
+at most the job's timeout) is it sent again: kie.ai most likely never got it. Without callbacks
+the job is refunded at once (tests/test_durability.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tests.test_cluster import kill, start_processes
 PROMPT = "a lighthouse in a storm, oil painting"
 CREATE = "/api/v1/jobs/createTask"
 LEASE = 1.5
+PATIENCE = 6.0  # seconds: the job timeout, which bounds the wait for a lost callback
 
 
 def images(fake_discord: FakeDiscord, interaction: object) -> int:
@@ -85,6 +88,48 @@ async def test_a_job_whose_process_died_during_create_task_is_named_by_the_callb
     await survivor.idle()
     assert images(fake_discord, interaction) == 1, "delivered once"
     assert len(fake_kie.calls_to(CREATE)) == 1, "never sent again"
+    job = await survivor.storage.jobs.get_job(1)
+    assert job is not None and job.state is JobState.DELIVERED
+    assert await survivor.storage.jobs.total_units_charged() == 1
+
+
+async def test_a_job_whose_create_task_never_reached_kie_is_sent_again_after_the_patience(
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    fake_kie: FakeKie,
+    postgres_target: PostgresTarget,
+) -> None:
+    dying, survivor = await start_processes(
+        start_bot,
+        fake_discord,
+        2,
+        callbacks=True,
+        database_url=postgres_target.url,
+        lease_seconds=LEASE,
+        job_timeout=PATIENCE,  # the patience is at most the job's timeout
+    )
+    fake_discord.send_events_to(0)
+    # The process dies with its createTask recorded as sent but not yet at kie.ai: the
+    # request is held (kie.ai would make its task only a minute later, long after the test),
+    # so nothing calls back.
+    fake_kie.fail_create_next(CreateFault(code=200, delay=60.0))
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+
+    async def on_the_wire() -> bool:
+        job = await survivor.storage.jobs.get_job(1)
+        return job is not None and job.state is JobState.SUBMITTING
+
+    await eventually(on_the_wire, 10, what="createTask to be on the wire")
+    await asyncio.sleep(0.2)
+    kill(dying)
+    killed = asyncio.get_running_loop().time()
+
+    assert embed_title(await final_answer(fake_discord, interaction, 30)) == READY_TITLE
+    assert asyncio.get_running_loop().time() - killed >= PATIENCE - 1, "not sent again at once"
+    await survivor.idle()
+    assert images(fake_discord, interaction) == 1, "delivered once"
+    assert len(fake_kie.created_tasks()) == 1, "one task made: the cut-off request made none"
+    assert len(fake_kie.calls_to(CREATE)) == 2
     job = await survivor.storage.jobs.get_job(1)
     assert job is not None and job.state is JobState.DELIVERED
     assert await survivor.storage.jobs.total_units_charged() == 1

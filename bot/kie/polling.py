@@ -56,6 +56,10 @@ class DurationModel:
         """The share of recent tasks that had finished `seconds` after submission."""
         return bisect.bisect_right(self._sorted, seconds) / len(self._sorted)
 
+    def longest(self) -> float | None:
+        """The longest recent duration; None until enough are known."""
+        return self._sorted[-1] if self.known else None
+
 
 @dataclass(eq=False)
 class TaskWatch:

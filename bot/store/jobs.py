@@ -651,8 +651,9 @@ class SqlJobLedger:
         )
 
     async def return_to_line(self, job_id: int) -> bool:
-        """kie.ai refused a claimed createTask before creating anything (maintenance, no
-        connection) and is down: the job is reserved again, to be sent when kie.ai is back."""
+        """The job is reserved again, to be sent later: kie.ai refused a claimed createTask
+        before creating anything (maintenance, no connection) and is down, or a createTask cut
+        off by a crash was never answered by a callback (`JobService._adopted_task`)."""
         return await self._transition(job_id, (JobState.SUBMITTING,), JobState.RESERVED)
 
     async def begin_delivery(self, job_id: int, image_url: str | None = None) -> bool:
