@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs import LOST_SEND_MIN_PATIENCE, LOST_SEND_TASK_MULTIPLE
 from bot.store import PostgresTarget
 from tests.cluster_run import ClusterPlan, ClusterReport, run_cluster
 from tests.fakes.discord_server import FakeDiscord
@@ -29,6 +30,20 @@ LEASE = 3.0
 # A lease runs out at most LEASE after the kill (renewed every LEASE / 3); a live process looks
 # for expired ones every LEASE / 3 too; plus the watch's own polling and a loaded machine.
 TAKEOVER_BOUND = LEASE + LEASE / 3 + 1.0
+
+
+def sent_again(report: ClusterReport) -> int:
+    """Jobs whose createTask the kill cut off before it reached kie.ai: no callback could
+    name their task, so they were sent again after the lost-send patience (`bot.jobs`)."""
+    return sum(log.read_text(errors="replace").count("so it is sent again") for log in report.logs)
+
+
+def lost_send_allowance(report: ClusterReport) -> float:
+    """What such jobs add to a drain: the patience, then their task."""
+    if not sent_again(report):
+        return 0.0
+    longest = report.plan.task_seconds[1]
+    return max(LOST_SEND_MIN_PATIENCE, LOST_SEND_TASK_MULTIPLE * longest) + longest
 
 
 def assert_the_bar(report: ClusterReport) -> None:
@@ -82,7 +97,9 @@ async def test_three_processes_five_server_keys_drain_at_five_times_the_pace(
     # One key needs N / 2 s (50 s here); five keys a fifth of that, plus one task's length
     # and the takeover the kill costs its jobs.
     assert report.drain_s is not None
+    # A createTask the kill cut off before it reached kie.ai is sent again after a patience.
     bound = report.physical_limit_s + plan.task_seconds[1] + TAKEOVER_BOUND + 5
+    bound += lost_send_allowance(report)
     assert report.drain_s <= bound, report.summary()
 
 
@@ -118,4 +135,5 @@ async def test_the_full_bar_300_jobs_100_members_one_key_then_five(
     # "About a fifth": a fifth, plus one task's length and the kill's takeover (which both runs
     # pay once, so the ratio cannot be exactly 1/5).
     bound = first.drain_s / 5 + five.task_seconds[1] + TAKEOVER_BOUND
+    bound += lost_send_allowance(second)
     assert second.drain_s <= bound, f"one key {first.drain_s:.1f} s, five {second.drain_s:.1f} s"
