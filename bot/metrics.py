@@ -122,7 +122,7 @@ class Metrics:
         )
         self.loop_lag = Histogram(
             "imagine_event_loop_lag_seconds",
-            "How late the event loop woke a 50 ms sleep: time it spent busy elsewhere.",
+            "How late the event loop ran a 50 ms timer: time it spent busy elsewhere.",
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
