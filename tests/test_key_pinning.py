@@ -245,7 +245,10 @@ async def test_a_job_whose_account_is_not_stored_any_more_is_refunded_not_sent_e
     assert embed_title(final) == FAILED_TITLE
     assert await second.job_states() == {"refunded": 1}
     assert await second.units_charged() == 0
-    assert status_checks(fake_kie, task.task_id, since=stopped_at) == set(), "no other account"
+    # A status query the first bot had on the wire as it closed may land after `stopped_at`,
+    # with the job's own key; what must never happen is a query with any other key.
+    asked_with = status_checks(fake_kie, task.task_id, since=stopped_at)
+    assert asked_with <= {bearer(SERVER_KEY)}, "no other account"
     lines = [r.getMessage() for r in caplog.records if "not stored any more" in r.getMessage()]
     assert len(lines) == 1, lines
     assert all(SERVER_KEY not in r.getMessage() for r in caplog.records)
