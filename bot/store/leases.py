@@ -72,14 +72,9 @@ class SqlJobLeases:
             (job_id, owner),
         )
 
-    async def release_all(self, owner: str | None = None) -> int:
-        """Give up this owner's open jobs (every open job's lease, for None): another process,
-        or the next start, takes them at once."""
-        if owner is None:
-            return await self._db.changed_count(
-                f"UPDATE jobs SET lease_owner = NULL, lease_until = 0"
-                f" WHERE {OPEN_SQL} AND lease_owner IS NOT NULL"
-            )
+    async def release_all(self, owner: str) -> int:
+        """Give up this owner's open jobs: another process, or the next start, takes them at
+        once."""
         return await self._db.changed_count(
             f"UPDATE jobs SET lease_owner = NULL, lease_until = 0"
             f" WHERE {OPEN_SQL} AND lease_owner = ?",
