@@ -12,7 +12,7 @@ import asyncio
 
 from bot.domain import JobState
 from bot.store import PostgresTarget
-from tests.conftest import StartBot
+from tests.conftest import RunningBot, StartBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.kie_server import CreateFault, FakeKie, TaskScript
 from tests.helpers import READY_TITLE, embed_title, eventually, final_answer, original_edits
@@ -22,6 +22,12 @@ PROMPT = "a lighthouse in a storm, oil painting"
 CREATE = "/api/v1/jobs/createTask"
 LEASE = 1.5
 PATIENCE = 6.0  # seconds: the job timeout, which bounds the wait for a lost callback
+
+
+async def on_the_wire(running: RunningBot) -> bool:
+    """The first job is recorded as sent (`submitting`) and kie.ai's answer not in yet."""
+    job = await running.storage.jobs.get_job(1)
+    return job is not None and job.state is JobState.SUBMITTING
 
 
 def images(fake_discord: FakeDiscord, interaction: object) -> int:
@@ -76,11 +82,7 @@ async def test_a_job_whose_process_died_during_create_task_is_named_by_the_callb
     )
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
 
-    async def on_the_wire() -> bool:
-        job = await survivor.storage.jobs.get_job(1)
-        return job is not None and job.state is JobState.SUBMITTING
-
-    await eventually(on_the_wire, 10, what="createTask to be on the wire")
+    await eventually(lambda: on_the_wire(survivor), 10, what="createTask to be on the wire")
     await asyncio.sleep(0.2)
     kill(dying)
 
@@ -115,11 +117,7 @@ async def test_a_job_whose_create_task_never_reached_kie_is_sent_again_after_the
     fake_kie.fail_create_next(CreateFault(code=200, delay=60.0))
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
 
-    async def on_the_wire() -> bool:
-        job = await survivor.storage.jobs.get_job(1)
-        return job is not None and job.state is JobState.SUBMITTING
-
-    await eventually(on_the_wire, 10, what="createTask to be on the wire")
+    await eventually(lambda: on_the_wire(survivor), 10, what="createTask to be on the wire")
     await asyncio.sleep(0.2)
     kill(dying)
     killed = asyncio.get_running_loop().time()
