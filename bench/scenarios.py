@@ -402,6 +402,10 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
     async with fakes(credits=30.0 * opts.burst) as world:
         world.kie.default_script = TaskScript(step_seconds=opts.gen_min / 2)
         guilds = [world.discord.guild_id + k for k in range(servers)]
+        for guild in guilds[1:]:
+            # Listed in READY: a server missing from it is one the bot left, and the restart's
+            # departures sweep would rightly blank its members' finished jobs.
+            await world.discord.join_guild(guild_id=guild, offline=True)
         commands = [
             Command(
                 f"bench burst picture {n} of a lighthouse at dusk",
