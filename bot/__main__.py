@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from bot.accounts import Account, KieAccounts, SecretKeyLost
 from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
+from bot.answering import AnswerBacklog
 from bot.changes import SharedChanges, Topic
 from bot.departures import ServerDepartures
 from bot.discord_bot import ImagineBot, bot_class
@@ -133,6 +135,8 @@ def build_kie_client(
 CREDITS_PER_1K_IMAGE = 14
 START_CHECK_SECONDS = 15.0
 OPTIMIZE_EVERY = 6 * 3600.0  # seconds between refreshes of the query planner's statistics
+# Allocations between collections of the young generation (CPython: 700): fewer, larger passes.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -303,6 +307,7 @@ def build_bot(
         needs_server_key=accounts.refuses,
     )
     reencoder = reencoder or Reencoder()  # shared by every job's reply
+    backlog = AnswerBacklog()  # commands not answered yet: progress edits let them go first
 
     def discord_reply(job: Job) -> DiscordReply:
         return DiscordReply(
@@ -311,6 +316,7 @@ def build_bot(
             min_interval=settings.progress_min_interval,
             audit=audit,
             reencoder=reencoder,
+            backlog=backlog,
         )
 
     batch_replies = BatchReplies(discord_reply)  # the jobs of a batch share one reply
@@ -353,7 +359,7 @@ def build_bot(
         operator=operator,
         alerts=alerts,
         admission=admission,
-        generation=Generation(admission, jobs, quota, runner),
+        generation=Generation(admission, jobs, quota, runner, backlog),
         admin_events=AdminEvents(admin, moderation, jobs, audit),
         runner=runner,
         tray=ReferenceTray(storage.trays, clock=clock),
@@ -563,6 +569,7 @@ async def _run_locked(settings: Settings) -> None:
             expiring = asyncio.create_task(retention.keep())
             lag = LoopLagMonitor(observe=bot.metrics.loop_lag.observe)
             lag.start()
+            tune_garbage_collector()
             try:
                 async with bot:
                     await bot.start(settings.discord_token)
@@ -583,6 +590,17 @@ async def _run_locked(settings: Settings) -> None:
                 await lag.stop()
     finally:
         await storage.close()
+
+
+def tune_garbage_collector() -> None:
+    """Once everything is built: what start-up made (modules, the command tree, translations)
+    lives as long as the bot, so it is set aside from collections (`gc.freeze`), and the young
+    generation is collected less often. Collections were about 4 % of the bot's CPU under
+    load; each request allocates thousands of short-lived objects, freed by reference counts
+    anyway."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def beat(path: Path) -> None:
