@@ -15,7 +15,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -364,7 +364,9 @@ def build_bot(
         runner=runner,
         tray=ReferenceTray(storage.trays, clock=clock),
         history=history,
-        departures=ServerDepartures(storage.departures, clock),
+        departures=ServerDepartures(
+            storage.departures, clock, forget_server=forgetting(moderation, accounts, changes)
+        ),
         # A callback that reaches another process (PostgreSQL) wakes the job here, and back;
         # without callbacks there is nothing to relay.
         relay=CallbackRelay(
@@ -590,6 +592,21 @@ async def _run_locked(settings: Settings) -> None:
                 await lag.stop()
     finally:
         await storage.close()
+
+
+def forgetting(
+    moderation: Moderation, accounts: KieAccounts, changes: SharedChanges
+) -> Callable[[int], Awaitable[None]]:
+    """What a server's configuration being removed drops from memory, in this process and,
+    announced, in the others: its rules and its kie.ai key (`ServerDepartures`)."""
+
+    async def forget_server(guild_id: int) -> None:
+        await moderation.reload()
+        await accounts.refresh()
+        for topic in (Topic.MODERATION, Topic.SERVER_KEYS):
+            await changes.announce(topic)
+
+    return forget_server
 
 
 def tune_garbage_collector() -> None:

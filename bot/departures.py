@@ -10,8 +10,9 @@ unavailable ones too, so an outage never looks like a departure). What goes and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from bot.store.interfaces import DepartedServers
 
@@ -34,13 +35,18 @@ class ServerDepartures:
         store: DepartedServers,
         clock: Callable[[], float],
         grace_days: int = GRACE_DAYS,
+        forget_server: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        # Drops what the processes keep in memory of a server (its rules, its key) once its
+        # configuration is removed: a server that invites the bot back starts afresh.
+        self._forget_server = forget_server
         self._clock = clock
         self._grace = grace_days * 86400.0
         # A configuration is removed only once this run has seen the servers Discord lists:
         # the bot may have been re-invited while it was offline.
         self._servers_known = False
+        self._reconciling: set[asyncio.Task[object]] = set()
 
     async def left(self, guild_id: int) -> None:
         """Discord removed the bot from the server."""
@@ -60,6 +66,10 @@ class ServerDepartures:
         grace period counts from now). `ours`: whether a server is on this process's shards
         (SHARD_IDS): another process's READY lists the others, so their absence says nothing."""
         present = set(present)
+        task = asyncio.current_task()
+        if task is not None:  # `stop` ends it: a quick restart may close the database under it
+            self._reconciling.add(task)
+            task.add_done_callback(self._reconciling.discard)
         recorded = {departure.guild_id for departure in await self._store.departures()}
         for guild_id in sorted(recorded & present):
             await self.returned(guild_id)
@@ -70,6 +80,14 @@ class ServerDepartures:
                 await self._purge_personal(guild_id, "left while the bot was offline", always=True)
         self._servers_known = True
         await self.sweep()
+
+    async def stop(self) -> None:
+        """Cancel a READY's reconcile still running (before the database closes). Whatever it
+        did not reach is done by the next start's."""
+        running = list(self._reconciling)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def sweep(self) -> None:
         """Blank the jobs of left servers that have finished since, and remove the
@@ -82,6 +100,8 @@ class ServerDepartures:
             await self._purge_personal(departure.guild_id, "jobs finished since it was left")
             if self._servers_known and departure.left_at <= expired:
                 counts = await self._store.purge_configuration(departure.guild_id, now)
+                if counts is not None and self._forget_server is not None:
+                    await self._forget_server(departure.guild_id)
                 if counts is not None:
                     log.info(
                         "removed the configuration of server %s, left %d days ago: %s",

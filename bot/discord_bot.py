@@ -297,6 +297,7 @@ class ImagineBot(commands.Bot):
         if self.changes is not None:
             await self.changes.stop()
         await self.relay.stop()
+        await self.departures.stop()
         await super().close()
 
     # --- command sync -------------------------------------------------------------------------

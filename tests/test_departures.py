@@ -5,6 +5,7 @@ ledger's totals stay. An outage (an unavailable server) is not a departure."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -143,6 +144,11 @@ async def test_a_server_that_removes_the_bot_loses_its_members_data_at_once_and_
     # A delivered job's interaction token is cleared at delivery already; a refunded one's
     # may stay, and any left is cleared below.
     assert all(n for what, n in before.items() if what != "interaction tokens"), before
+    blocked = await final_answer(
+        fake_discord, await fake_discord.send_interaction("imagine", {"prompt": "gore on a wall"})
+    )
+    assert is_private(blocked), "the server's term is in force (and its rules are in memory)"
+    await bot_is_idle()  # the refusal's moderation log entry is written after the answer
     configured = _configuration(path, guild)
     assert all(configured.values()), configured
     totals = _totals(path, guild)
@@ -165,6 +171,12 @@ async def test_a_server_that_removes_the_bot_loses_its_members_data_at_once_and_
     assert _totals(path, guild) == totals, "the ledger outlives the configuration"
     ((purged,),) = _rows(path, "SELECT purged_at FROM departed_servers WHERE guild_id = ?", guild)
     assert purged == clock()
+
+    await fake_discord.add_bot_back()  # invited again: a fresh start, no rule left in memory
+    again = await final_answer(
+        fake_discord, await fake_discord.send_interaction("imagine", {"prompt": "gore on a wall"})
+    )
+    assert embed_title(again) == READY_TITLE, answer_text(again)
 
 
 @pytest.mark.sqlite_only  # reads the SQLite file's rows directly
@@ -311,5 +323,31 @@ async def test_a_process_on_some_shards_leaves_the_other_shards_servers_alone(
         await departures.reconcile([], ours=lambda guild_id: (guild_id >> 22) % 2 == 0)
         assert [d.guild_id for d in await store.departures.departures()] == [mine]
         assert await store.moderation.blocked_terms(theirs) == ["gore"]
+    finally:
+        await store.close()
+
+
+async def test_a_stop_ends_a_ready_reconcile_still_running_before_the_database_closes(
+    tmp_path: Path,
+) -> None:
+    # A quick restart: the bot is told to stop while its READY's reconcile still reads.
+    store = await open_storage(tmp_path / "imagine.db")
+    reading = asyncio.Event()
+
+    class SlowDepartures:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store.departures, name)
+
+        async def servers_with_data(self) -> set[int]:
+            reading.set()
+            await asyncio.Event().wait()  # a read that takes longer than the stop
+            return set()
+
+    departures = ServerDepartures(SlowDepartures(), FakeClock(1_000_000.0))  # type: ignore[arg-type]
+    try:
+        reconciling = asyncio.create_task(departures.reconcile([]))
+        await asyncio.wait_for(reading.wait(), 5)
+        await departures.stop()
+        assert reconciling.cancelled(), "the reconcile no longer runs once stop returns"
     finally:
         await store.close()
