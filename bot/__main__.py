@@ -28,7 +28,6 @@ from bot.accounts import Account, KieAccounts, SecretKeyLost
 from bot.admin_events import AdminEvents
 from bot.admission import Admission
 from bot.alerts import AlertKind, OperatorAlerts
-from bot.answering import AnswerBacklog
 from bot.changes import SharedChanges, Topic
 from bot.departures import ServerDepartures
 from bot.discord_bot import ImagineBot, bot_class
@@ -307,7 +306,6 @@ def build_bot(
         needs_server_key=accounts.refuses,
     )
     reencoder = reencoder or Reencoder()  # shared by every job's reply
-    backlog = AnswerBacklog()  # commands not answered yet: progress edits let them go first
 
     def discord_reply(job: Job) -> DiscordReply:
         return DiscordReply(
@@ -316,7 +314,6 @@ def build_bot(
             min_interval=settings.progress_min_interval,
             audit=audit,
             reencoder=reencoder,
-            backlog=backlog,
         )
 
     batch_replies = BatchReplies(discord_reply)  # the jobs of a batch share one reply
@@ -359,7 +356,7 @@ def build_bot(
         operator=operator,
         alerts=alerts,
         admission=admission,
-        generation=Generation(admission, jobs, quota, runner, backlog),
+        generation=Generation(admission, jobs, quota, runner),
         admin_events=AdminEvents(admin, moderation, jobs, audit),
         runner=runner,
         tray=ReferenceTray(storage.trays, clock=clock),

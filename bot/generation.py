@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.admission import Admission, Asker, Refusal, RefusalReason
-from bot.answering import AnswerBacklog
 from bot.domain import Hold, Job, OverLimit
 from bot.job_tasks import JobRunner
 from bot.jobs import JobRequest, JobService
@@ -39,9 +38,8 @@ class Turn:
     until it is answered. `arrived` is when it asked for the turn: Discord's 3 s count from
     then."""
 
-    def __init__(self, gate: asyncio.Semaphore, arrived: float, backlog: AnswerBacklog) -> None:
+    def __init__(self, gate: asyncio.Semaphore, arrived: float) -> None:
         self._gate = gate
-        self._backlog = backlog
         self.arrived = arrived
         self._held = True
 
@@ -49,7 +47,6 @@ class Turn:
         if self._held:
             self._held = False
             self._gate.release()
-            self._backlog.answered()
 
 
 # The turn the current command holds, if any (a context variable: one per command's task).
@@ -118,15 +115,9 @@ class Generation:
     """
 
     def __init__(
-        self,
-        admission: Admission,
-        jobs: JobService,
-        quota: QuotaBook,
-        runner: JobRunner,
-        backlog: AnswerBacklog | None = None,
+        self, admission: Admission, jobs: JobService, quota: QuotaBook, runner: JobRunner
     ) -> None:
         self._admission = admission
-        self.backlog = backlog or AnswerBacklog()  # commands not answered yet, turns included
         self._jobs = jobs
         self._quota = quota
         self._runner = runner
@@ -161,13 +152,8 @@ class Generation:
             yield held
             return
         arrived = time.monotonic()
-        self.backlog.arrived()
-        try:
-            await self._admitting.acquire()
-        except BaseException:
-            self.backlog.answered()
-            raise
-        taken = Turn(self._admitting, arrived, self.backlog)
+        await self._admitting.acquire()
+        taken = Turn(self._admitting, arrived)
         token = _turn.set(taken)
         try:
             yield taken

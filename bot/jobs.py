@@ -741,6 +741,21 @@ class JobService:
                 return None
             await asyncio.sleep(ADOPT_CHECK_SECONDS)
 
+    async def _named_meanwhile(self, job_id: int) -> str:
+        """The task a callback recorded while this createTask was on the wire: a job sent again
+        after the lost-send patience (`_adopted_task`) whose first request reached kie.ai after
+        all, and called back just now. That task is the job's; the one just made is paid and
+        unused. Raises `JobTaken` when the job was settled elsewhere instead."""
+        current = await self._ledger.get_job(job_id)
+        if current is None or current.state is not JobState.SUBMITTED or not current.task_id:
+            raise JobTaken
+        log.warning(
+            "job %s: the callback of its first createTask came while it was sent again; that"
+            " task is used, and the second one's image is unused",
+            job_id,
+        )
+        return current.task_id
+
     def _lost_send_patience(self, job: Job) -> float:
         longest = self._account(job).polls.durations.longest()
         learned = LOST_SEND_TASK_MULTIPLE * longest if longest is not None else 0.0
@@ -851,7 +866,7 @@ class JobService:
                 queue_key=job.user_id,
             )
             if not await self._ledger.mark_submitted(job.id, task_id):
-                raise JobTaken
+                task_id = await self._named_meanwhile(job.id)
         except _KieDown:
             return None
         except _KeyChanged:

@@ -22,7 +22,6 @@ from tests.helpers import (
     final_answer,
     is_final,
     nothing_else_happens,
-    original_edits,
 )
 from tests.test_crash import BotProcess, final_prompts
 
@@ -293,27 +292,3 @@ async def test_a_stop_during_a_burst_charges_or_refuses_every_command_it_answere
     assert jobs, "some commands were charged before the stop"
     states = await running.job_states()
     assert set(states) <= {"reserved", "submitting", "submitted"}, states
-
-
-async def test_progress_edits_wait_while_a_command_still_waits_for_its_answer(
-    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
-) -> None:
-    # In a burst, a place-in-line edit costs the event loop what an acknowledgement costs:
-    # the commands not yet answered go first, and the edit follows once they are.
-    await start_bot(submit_limit=(1, 5.0), progress_min_interval=0.05)
-    first = await fake_discord.send_interaction("imagine", {"prompt": "first in line"}, user_id=1)
-    await eventually(lambda: len(fake_kie.created_tasks()) == 1, what="the first task")
-    slow = fake_discord.hold_next("POST", "/callback")  # Discord is slow to take one answer
-    unanswered = await fake_discord.send_interaction(
-        "imagine", {"prompt": "answered late"}, user_id=2
-    )
-    await asyncio.wait_for(slow.arrived.wait(), 5)
-    queued = await fake_discord.send_interaction("imagine", {"prompt": "waits its turn"}, user_id=3)
-    await eventually(lambda: bool(fake_discord.calls_for(queued)), what="the deferral")
-    await asyncio.sleep(1.0)  # progress shows 0.05 s after the command, were it not waiting
-    assert [r.method for r in fake_discord.calls_for(queued)] == ["POST"], "no edit yet"
-    slow.release()
-    for interaction in (first, unanswered, queued):
-        assert embed_title(await final_answer(fake_discord, interaction, 30)) == READY_TITLE
-    titles = [embed_title(edit) for edit in original_edits(fake_discord, queued)]
-    assert titles[0] == "🕒 Queued…", titles

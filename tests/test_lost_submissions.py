@@ -9,6 +9,9 @@ the job is refunded at once (tests/test_durability.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from bot.domain import JobState
 from bot.store import PostgresTarget
@@ -131,3 +134,59 @@ async def test_a_job_whose_create_task_never_reached_kie_is_sent_again_after_the
     job = await survivor.storage.jobs.get_job(1)
     assert job is not None and job.state is JobState.DELIVERED
     assert await survivor.storage.jobs.total_units_charged() == 1
+
+
+async def test_a_late_callback_of_the_first_request_during_the_second_is_delivered_once(
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    fake_kie: FakeKie,
+    postgres_target: PostgresTarget,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The bet of sending again, lost: the cut-off request did reach kie.ai, and its task's
+    # callback arrives while the second createTask is on the wire. The job goes on with the
+    # task the callback named (the second one's image is paid and unused), not stuck.
+    dying, survivor = await start_processes(
+        start_bot,
+        fake_discord,
+        2,
+        callbacks=True,
+        database_url=postgres_target.url,
+        lease_seconds=LEASE,
+        job_timeout=PATIENCE,
+        request_timeout=10.0,  # the second createTask's answer takes 4 s
+    )
+    survivor_url = survivor.bot.settings.public_base_url
+    assert survivor_url is not None
+    fake_discord.send_events_to(0)
+    fake_kie.fail_create_next(
+        # The first: kie.ai makes the task but its answer never reaches the dying process.
+        CreateFault(code=200, creates_task=True, delay=60.0),
+        # The second (after the patience, about 6 s on): on the wire from then for 4 s.
+        CreateFault(code=200, delay=4.0),
+    )
+    # The first task ends 8.5 s after it was made, in the middle of the second createTask.
+    fake_kie.script_next(
+        TaskScript(
+            states=["waiting"] * 17 + ["success"], step_seconds=0.5, callback_base=survivor_url
+        )
+    )
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+
+    await eventually(lambda: on_the_wire(survivor), 10, what="createTask to be on the wire")
+    await asyncio.sleep(0.2)
+    kill(dying)
+
+    assert embed_title(await final_answer(fake_discord, interaction, 40)) == READY_TITLE
+    await survivor.idle()
+    assert images(fake_discord, interaction) == 1, "delivered once"
+    assert len(fake_kie.calls_to(CREATE)) == 2, "sent again once"
+    first = fake_kie.created_tasks()[0]
+    downloads = [c.path for c in fake_kie.calls if c.path.startswith("/files/")]
+    assert downloads and all(first.task_id in path for path in downloads), "the named task's"
+    job = await survivor.storage.jobs.get_job(1)
+    assert job is not None and job.state is JobState.DELIVERED
+    assert await survivor.storage.jobs.total_units_charged() == 1
+    # The run that sent it again goes on with the named task: no run gives up on the job.
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], errors

@@ -28,7 +28,6 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.answering import AnswerBacklog
 from bot.batches import BatchOutcome
 from bot.domain import DeliveryRoute, Job
 from bot.i18n import use_locale
@@ -73,10 +72,8 @@ class DiscordReply:
         clock: Callable[[], float] = time.time,
         audit: AuditLog | None = None,
         reencoder: Reencoder,
-        backlog: AnswerBacklog | None = None,
     ) -> None:
         self._client = client
-        self._backlog = backlog  # progress waits for commands still unanswered
         self._reencoder = reencoder  # shared by every job: one worker process for them all
         self._job = job
         self._audit = audit
@@ -122,8 +119,6 @@ class DiscordReply:
             wait = self._last_edit + self._min_interval - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if self._backlog is not None:
-                await self._backlog.clear()  # a burst's acknowledgements first
             pending, self._pending = self._pending, None
             if pending is None:
                 continue

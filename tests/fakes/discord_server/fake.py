@@ -26,7 +26,7 @@ from tests.fakes.discord_server.records import (
     GATEWAY_PATH,
     RecordedRequest,
 )
-from tests.fakes.discord_server.rest import DiscordRest, _Fault, _Hold, _Window
+from tests.fakes.discord_server.rest import DiscordRest, _Fault, _Window
 from tests.fakes.discord_server.state import DiscordState, _InteractionState
 
 
@@ -90,7 +90,6 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
         self._runner: web.AppRunner | None = None
         self._routes = self._build_routes()
         self._faults: list[_Fault] = []
-        self._holds: list[_Hold] = []
         self._windows: dict[str, _Window] = {}
         self._waiters: list[
             tuple[Callable[[RecordedRequest], bool], asyncio.Future[RecordedRequest]]

@@ -3,7 +3,6 @@ authentication, rate-limit buckets, fault injection, and one handler per route."
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
@@ -75,17 +74,6 @@ class _Fault:
 
 
 @dataclass
-class _Hold:
-    method: str
-    path_contains: str
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def release(self) -> None:
-        self.released.set()
-
-
-@dataclass
 class _Window:
     started: float
     used: int = 0
@@ -137,22 +125,6 @@ class DiscordRest:
         self._faults.append(
             _Fault(method.upper(), path_contains, count, lambda: _Reply(_DROPPED_STATUS))
         )
-
-    def hold_next(self, method: str, path_contains: str) -> _Hold:
-        """Keep the next matching request unanswered until `release()` is called on what this
-        returns (its `arrived` event is set once that request came in), as a slow Discord
-        would."""
-        hold = _Hold(method.upper(), path_contains)
-        self._holds.append(hold)
-        return hold
-
-    async def _held(self, method: str, path: str) -> None:
-        for hold in self._holds:
-            if hold.method in (method, "*") and hold.path_contains in path:
-                self._holds.remove(hold)
-                hold.arrived.set()
-                await hold.released.wait()
-                return
 
     def expire_token(self, interaction: FakeInteraction) -> None:
         """From now on, webhook and callback calls with this token answer 401 / 50027."""
@@ -346,7 +318,6 @@ class DiscordRest:
         received = time.monotonic()
         path = request.path[len(API_PREFIX) :] or "/"
         payload, files, bad_json = await self._read_body(request)
-        await self._held(request.method, path)
         rec = RecordedRequest(
             method=request.method,
             path=path,
