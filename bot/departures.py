@@ -100,9 +100,9 @@ class ServerDepartures:
             await self._purge_personal(departure.guild_id, "jobs finished since it was left")
             if self._servers_known and departure.left_at <= expired:
                 counts = await self._store.purge_configuration(departure.guild_id, now)
-                if counts is not None and self._forget_server is not None:
-                    await self._forget_server(departure.guild_id)
                 if counts is not None:
+                    if self._forget_server is not None:
+                        await self._forget_server(departure.guild_id)
                     log.info(
                         "removed the configuration of server %s, left %d days ago: %s",
                         departure.guild_id,

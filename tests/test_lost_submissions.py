@@ -33,6 +33,41 @@ async def on_the_wire(running: RunningBot) -> bool:
     return job is not None and job.state is JobState.SUBMITTING
 
 
+async def two_processes(
+    start_bot: StartBot, fake_discord: FakeDiscord, target: PostgresTarget, **overrides: object
+) -> list[RunningBot]:
+    """Two processes sharing `target` with callbacks on; the first gets the commands."""
+    bots = await start_processes(
+        start_bot,
+        fake_discord,
+        2,
+        callbacks=True,
+        database_url=target.url,
+        lease_seconds=LEASE,
+        **overrides,
+    )
+    fake_discord.send_events_to(0)  # the first process gets the command, and dies with it
+    return bots
+
+
+async def kill_while_on_the_wire(dying: RunningBot, survivor: RunningBot) -> None:
+    """Kill `dying` once its createTask is recorded as sent and kie.ai's answer is not in."""
+    await eventually(lambda: on_the_wire(survivor), 10, what="createTask to be on the wire")
+    await asyncio.sleep(0.2)
+    kill(dying)
+
+
+async def assert_delivered_once(
+    survivor: RunningBot, fake_discord: FakeDiscord, interaction: object
+) -> None:
+    """One image in the reply, the job delivered, one unit charged."""
+    await survivor.idle()
+    assert images(fake_discord, interaction) == 1, "delivered once"
+    job = await survivor.storage.jobs.get_job(1)
+    assert job is not None and job.state is JobState.DELIVERED
+    assert await survivor.storage.jobs.total_units_charged() == 1
+
+
 def images(fake_discord: FakeDiscord, interaction: object) -> int:
     return sum(
         embed_title(r) == READY_TITLE
@@ -63,17 +98,9 @@ async def test_a_job_whose_process_died_during_create_task_is_named_by_the_callb
     fake_kie: FakeKie,
     postgres_target: PostgresTarget,
 ) -> None:
-    dying, survivor = await start_processes(
-        start_bot,
-        fake_discord,
-        2,
-        callbacks=True,
-        database_url=postgres_target.url,
-        lease_seconds=LEASE,
-    )
+    dying, survivor = await two_processes(start_bot, fake_discord, postgres_target)
     survivor_url = survivor.bot.settings.public_base_url
     assert survivor_url is not None
-    fake_discord.send_events_to(0)  # the first process gets the command, and dies with it
 
     # kie.ai makes the task but its answer never comes back to the dying process; the task's
     # callback reaches the survivor (as a load balancer in front of both would send it).
@@ -85,17 +112,11 @@ async def test_a_job_whose_process_died_during_create_task_is_named_by_the_callb
     )
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
 
-    await eventually(lambda: on_the_wire(survivor), 10, what="createTask to be on the wire")
-    await asyncio.sleep(0.2)
-    kill(dying)
+    await kill_while_on_the_wire(dying, survivor)
 
     assert embed_title(await final_answer(fake_discord, interaction, 30)) == READY_TITLE
-    await survivor.idle()
-    assert images(fake_discord, interaction) == 1, "delivered once"
+    await assert_delivered_once(survivor, fake_discord, interaction)
     assert len(fake_kie.calls_to(CREATE)) == 1, "never sent again"
-    job = await survivor.storage.jobs.get_job(1)
-    assert job is not None and job.state is JobState.DELIVERED
-    assert await survivor.storage.jobs.total_units_charged() == 1
 
 
 async def test_a_job_whose_create_task_never_reached_kie_is_sent_again_after_the_patience(
@@ -104,36 +125,26 @@ async def test_a_job_whose_create_task_never_reached_kie_is_sent_again_after_the
     fake_kie: FakeKie,
     postgres_target: PostgresTarget,
 ) -> None:
-    dying, survivor = await start_processes(
+    dying, survivor = await two_processes(
         start_bot,
         fake_discord,
-        2,
-        callbacks=True,
-        database_url=postgres_target.url,
-        lease_seconds=LEASE,
+        postgres_target,
         job_timeout=PATIENCE,  # the patience is at most the job's timeout
     )
-    fake_discord.send_events_to(0)
     # The process dies with its createTask recorded as sent but not yet at kie.ai: the
     # request is held (kie.ai would make its task only a minute later, long after the test),
     # so nothing calls back.
     fake_kie.fail_create_next(CreateFault(code=200, delay=60.0))
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
 
-    await eventually(lambda: on_the_wire(survivor), 10, what="createTask to be on the wire")
-    await asyncio.sleep(0.2)
-    kill(dying)
+    await kill_while_on_the_wire(dying, survivor)
     killed = asyncio.get_running_loop().time()
 
     assert embed_title(await final_answer(fake_discord, interaction, 30)) == READY_TITLE
     assert asyncio.get_running_loop().time() - killed >= PATIENCE - 1, "not sent again at once"
-    await survivor.idle()
-    assert images(fake_discord, interaction) == 1, "delivered once"
+    await assert_delivered_once(survivor, fake_discord, interaction)
     assert len(fake_kie.created_tasks()) == 1, "one task made: the cut-off request made none"
     assert len(fake_kie.calls_to(CREATE)) == 2
-    job = await survivor.storage.jobs.get_job(1)
-    assert job is not None and job.state is JobState.DELIVERED
-    assert await survivor.storage.jobs.total_units_charged() == 1
 
 
 async def test_a_late_callback_of_the_first_request_during_the_second_is_delivered_once(
@@ -146,19 +157,15 @@ async def test_a_late_callback_of_the_first_request_during_the_second_is_deliver
     # The bet of sending again, lost: the cut-off request did reach kie.ai, and its task's
     # callback arrives while the second createTask is on the wire. The job goes on with the
     # task the callback named (the second one's image is paid and unused), not stuck.
-    dying, survivor = await start_processes(
+    dying, survivor = await two_processes(
         start_bot,
         fake_discord,
-        2,
-        callbacks=True,
-        database_url=postgres_target.url,
-        lease_seconds=LEASE,
+        postgres_target,
         job_timeout=PATIENCE,
         request_timeout=10.0,  # the second createTask's answer takes 4 s
     )
     survivor_url = survivor.bot.settings.public_base_url
     assert survivor_url is not None
-    fake_discord.send_events_to(0)
     fake_kie.fail_create_next(
         # The first: kie.ai makes the task but its answer never reaches the dying process.
         CreateFault(code=200, creates_task=True, delay=60.0),
@@ -173,20 +180,14 @@ async def test_a_late_callback_of_the_first_request_during_the_second_is_deliver
     )
     interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
 
-    await eventually(lambda: on_the_wire(survivor), 10, what="createTask to be on the wire")
-    await asyncio.sleep(0.2)
-    kill(dying)
+    await kill_while_on_the_wire(dying, survivor)
 
     assert embed_title(await final_answer(fake_discord, interaction, 40)) == READY_TITLE
-    await survivor.idle()
-    assert images(fake_discord, interaction) == 1, "delivered once"
+    await assert_delivered_once(survivor, fake_discord, interaction)
     assert len(fake_kie.calls_to(CREATE)) == 2, "sent again once"
     first = fake_kie.created_tasks()[0]
     downloads = [c.path for c in fake_kie.calls if c.path.startswith("/files/")]
     assert downloads and all(first.task_id in path for path in downloads), "the named task's"
-    job = await survivor.storage.jobs.get_job(1)
-    assert job is not None and job.state is JobState.DELIVERED
-    assert await survivor.storage.jobs.total_units_charged() == 1
     # The run that sent it again goes on with the named task: no run gives up on the job.
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], errors
