@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bot.blocklist import BlockMatch, BlockRule, UnusableTerm, find_blocked, normalize_term
 from bot.changes import Announce, Topic, unshared
 from bot.domain import ChangeRefused, LogKind, RefusedChange
+from bot.readthrough import ReadThrough
 from bot.store import ModerationRecords, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,14 @@ class Moderation:
         self._settings = settings
         self._announce = announce  # tells the other processes sharing the database
         # Terms per server, read once and dropped on every change: checks stay cheap.
-        self._rules: dict[int, tuple[BlockRule, ...]] = {}
-        self._global_rules: tuple[BlockRule, ...] | None = None  # the operator's
+        self._rules = ReadThrough(self._read_rules)
+        self._global_rules = ReadThrough(self._read_global_rules)  # the operator's (key None)
         # Allowed channels, banned members and the audit channel per server, the same way (read
         # on every request or job; only this class changes them; another process's change
         # arrives as `reload`).
-        self._channels: dict[int, list[int]] = {}
-        self._bans: dict[int, set[int]] = {}
-        self._audit: dict[int, int | None] = {}
+        self._channels = ReadThrough(settings.allowed_channels)
+        self._bans = ReadThrough(records.banned_members)
+        self._audit = ReadThrough(settings.audit_channel)
 
     async def check(
         self, guild_id: int | None, channel_id: int | None, user_id: int, prompt: str
@@ -115,11 +116,10 @@ class Moderation:
         return Refusal(RefusalKind.BLOCKED_TERM, match.rule.term, match.excerpt)
 
     async def _global_rules_now(self) -> tuple[BlockRule, ...]:
-        if self._global_rules is None:
-            self._global_rules = tuple(
-                BlockRule(term) for term in await self._records.global_terms()
-            )
-        return self._global_rules
+        return await self._global_rules.get(None)
+
+    async def _read_global_rules(self, _: None) -> tuple[BlockRule, ...]:
+        return tuple(BlockRule(term) for term in await self._records.global_terms())
 
     async def add_global_term(self, term: str) -> bool:
         """The operator blocks `term` everywhere. False if it was already blocked."""
@@ -127,13 +127,13 @@ class Moderation:
         if len(await self._global_rules_now()) >= MAX_TERMS:
             raise ModerationError(RefusedChange.BOT_TERMS_FULL, limit=MAX_TERMS)
         added = await self._records.add_global_term(canonical, term.strip())
-        self._global_rules = None
+        self._global_rules.drop()
         await self._announce(Topic.MODERATION)
         return added
 
     async def remove_global_term(self, term: str) -> bool:
         removed = await self._records.remove_global_term(_canonical(term))
-        self._global_rules = None
+        self._global_rules.drop()
         await self._announce(Topic.MODERATION)
         return removed
 
@@ -141,11 +141,10 @@ class Moderation:
         return [rule.term for rule in await self._global_rules_now()]
 
     async def _rules_for(self, guild_id: int) -> tuple[BlockRule, ...]:
-        rules = self._rules.get(guild_id)
-        if rules is None:
-            rules = tuple(BlockRule(term) for term in await self._records.blocked_terms(guild_id))
-            self._rules[guild_id] = rules
-        return rules
+        return await self._rules.get(guild_id)
+
+    async def _read_rules(self, guild_id: int) -> tuple[BlockRule, ...]:
+        return tuple(BlockRule(term) for term in await self._records.blocked_terms(guild_id))
 
     async def add_term(self, guild_id: int, term: str, actor: int) -> bool:
         """Block `term` in this server. False if it (or a spelling of it) was already blocked."""
@@ -154,7 +153,7 @@ class Moderation:
             raise ModerationError(RefusedChange.SERVER_TERMS_FULL, limit=MAX_TERMS)
         added = await self._records.add_blocked_term(guild_id, canonical, term.strip(), actor)
         if added:
-            self._rules.pop(guild_id, None)
+            self._rules.drop(guild_id)
             await self._announce(Topic.MODERATION)
             await self._records.log_moderation(guild_id, actor, LogKind.TERM_ADDED, term, actor)
         return added
@@ -163,7 +162,7 @@ class Moderation:
         canonical = _canonical(term)
         removed = await self._records.remove_blocked_term(guild_id, canonical)
         if removed:
-            self._rules.pop(guild_id, None)
+            self._rules.drop(guild_id)
             await self._announce(Topic.MODERATION)
             await self._records.log_moderation(guild_id, actor, LogKind.TERM_REMOVED, term, actor)
         return removed
@@ -175,7 +174,7 @@ class Moderation:
         if user_id == actor:
             raise ModerationError(RefusedChange.BAN_SELF)
         banned = await self._records.ban(guild_id, user_id, actor, reason)
-        self._bans.pop(guild_id, None)
+        self._bans.drop(guild_id)
         await self._announce(Topic.MODERATION)
         if banned:
             await self._records.log_moderation(
@@ -185,7 +184,7 @@ class Moderation:
 
     async def unban(self, guild_id: int, user_id: int, actor: int) -> bool:
         unbanned = await self._records.unban(guild_id, user_id)
-        self._bans.pop(guild_id, None)
+        self._bans.drop(guild_id)
         await self._announce(Topic.MODERATION)
         if unbanned:
             await self._records.log_moderation(guild_id, user_id, LogKind.UNBANNED, "", actor)
@@ -193,14 +192,14 @@ class Moderation:
 
     async def set_audit_channel(self, guild_id: int, channel_id: int | None, actor: int) -> None:
         await self._settings.set_audit_channel(guild_id, channel_id)
-        self._audit.pop(guild_id, None)
+        self._audit.drop(guild_id)
         await self._announce(Topic.MODERATION)
         detail = str(channel_id) if channel_id else "off"
         await self._records.log_moderation(guild_id, actor, LogKind.AUDIT_CHANNEL, detail, actor)
 
     async def allow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
         added = await self._settings.allow_channel(guild_id, channel_id)
-        self._channels.pop(guild_id, None)
+        self._channels.drop(guild_id)
         await self._announce(Topic.MODERATION)
         if added:
             await self._records.log_moderation(
@@ -210,7 +209,7 @@ class Moderation:
 
     async def disallow_channel(self, guild_id: int, channel_id: int, actor: int) -> bool:
         removed = await self._settings.disallow_channel(guild_id, channel_id)
-        self._channels.pop(guild_id, None)
+        self._channels.drop(guild_id)
         await self._announce(Topic.MODERATION)
         if removed:
             await self._records.log_moderation(
@@ -220,28 +219,19 @@ class Moderation:
 
     async def reload(self) -> None:
         """Another process changed some server's rules (or the operator's terms)."""
-        self._rules.clear()
-        self._global_rules = None
-        self._channels.clear()
-        self._bans.clear()
-        self._audit.clear()
+        for cache in (self._rules, self._global_rules, self._channels, self._bans, self._audit):
+            cache.drop()
 
     async def allowed_channels(self, guild_id: int) -> list[int]:
-        if guild_id not in self._channels:
-            self._channels[guild_id] = await self._settings.allowed_channels(guild_id)
-        return self._channels[guild_id]
+        return await self._channels.get(guild_id)
 
     async def _banned_in(self, guild_id: int) -> set[int]:
-        if guild_id not in self._bans:
-            self._bans[guild_id] = await self._records.banned_members(guild_id)
-        return self._bans[guild_id]
+        return await self._bans.get(guild_id)
 
     async def audit_channel(self, guild_id: int | None) -> int | None:
         if guild_id is None:
             return None
-        if guild_id not in self._audit:
-            self._audit[guild_id] = await self._settings.audit_channel(guild_id)
-        return self._audit[guild_id]
+        return await self._audit.get(guild_id)
 
 
 def _canonical(term: str) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from bot.changes import Announce, Topic, unshared
 from bot.domain import OwnerAction
+from bot.readthrough import ReadThrough
 from bot.store import BanList, KeyValues, OperatorRecords
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,14 @@ class OperatorControls:
         self.ceilings = ceilings
         self.gate = gate
         self._announce = announce  # tells the other processes sharing the database
-        self._banned: dict[BanList, set[int]] = {}  # list -> keys, once read
-        self._caps: dict[int, int] | None = None
+        self._banned = ReadThrough(records.banned_everywhere)  # list -> keys, once read
+        self._caps = ReadThrough(self._read_caps)  # (key None) server -> its own daily cap
 
     async def _bans(self, table: BanList) -> set[int]:
-        if table not in self._banned:
-            self._banned[table] = await self._records.banned_everywhere(table)
-        return self._banned[table]
+        return await self._banned.get(table)
+
+    async def _read_caps(self, _: None) -> dict[int, int]:
+        return await self._records.server_caps()
 
     async def load(self) -> None:
         """Restore the pause after a restart. Call once at start-up."""
@@ -102,8 +104,8 @@ class OperatorControls:
 
     async def reload(self) -> None:
         """Another process changed a ban, a cap or the pause: read them again."""
-        self._banned.clear()
-        self._caps = None
+        self._banned.drop()
+        self._caps.drop()
         reason = await self._meta.get(_PAUSE_KEY)
         if reason is not None and (not self.gate.paused or self.gate.reason != reason):
             self.gate.close(reason)
@@ -117,9 +119,7 @@ class OperatorControls:
     async def server_cap(self, guild_id: int | None) -> int | None:
         """Units the server (or all DMs) may spend a day: the owner's own cap for it, else
         SERVER_DAILY_CAP; None: no cap."""
-        if self._caps is None:
-            self._caps = await self._records.server_caps()
-        own = self._caps.get(guild_key(guild_id))
+        own = (await self._caps.get(None)).get(guild_key(guild_id))
         if own is not None:
             return own or None
         return self.ceilings.server_daily
@@ -127,7 +127,7 @@ class OperatorControls:
     async def set_cap(self, actor: int, key: int, units: int | None) -> None:
         """`units` None: back to SERVER_DAILY_CAP; 0: no cap for this server."""
         await self._records.set_server_cap(key, units)
-        self._caps = None  # read again on the next request
+        self._caps.drop()  # read again on the next request
         await self._announce(Topic.OPERATOR)
         shown = "default" if units is None else ("no cap" if units == 0 else str(units))
         await self._log(actor, "cap", "DMs" if key == DM_KEY else str(key), shown)
@@ -156,7 +156,7 @@ class OperatorControls:
         self, actor: int, table: BanList, action: str, key: int, reason: str | None
     ) -> bool:
         banned = await self._records.ban_everywhere(table, key, reason)
-        self._banned.pop(table, None)
+        self._banned.drop(table)
         await self._announce(Topic.OPERATOR)
         if banned:
             await self._log(actor, action, str(key), reason or "")
@@ -164,7 +164,7 @@ class OperatorControls:
 
     async def _unban(self, actor: int, table: BanList, action: str, key: int) -> bool:
         unbanned = await self._records.unban_everywhere(table, key)
-        self._banned.pop(table, None)
+        self._banned.drop(table)
         await self._announce(Topic.OPERATOR)
         if unbanned:
             await self._log(actor, action, str(key), "")

@@ -11,6 +11,7 @@ from pathlib import Path
 from bot.domain import Job, JobState, NewJob, OverLimit, SpendLimits
 from bot.kie import ImageRequest
 from bot.store import DatabaseTarget, PostgresTarget, open_storage
+from bot.store.server_settings import SqlServerSettings
 from tests.conftest import StartBot, free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -175,6 +176,48 @@ async def test_a_burst_from_many_members_is_answered_charged_once_and_never_over
         assert fake_kie.violations == 0
     finally:
         await fake_kie.stop()
+
+
+# What a command's checks read that is the same for every member of the server (or everyone).
+SHARED_READS = (
+    "FROM guild_settings WHERE",  # the server's policy
+    "FROM role_quotas",
+    "FROM allowed_channels",
+    "FROM bans",
+    "FROM blocked_terms",
+    "FROM global_terms",
+    "FROM banned_users",
+    "FROM banned_servers",
+    "FROM server_caps",
+)
+
+
+async def test_a_burst_in_one_server_reads_the_servers_rules_once(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    """Every command of a burst needs the server's rules at the same moment: one read serves
+    them all, instead of one each until the first comes back."""
+    running = await start_bot(max_running_per_server=0, daily_quota=5)
+    statements: list[str] = []
+    await running.storage.backend.trace(statements.append)
+    started = asyncio.get_running_loop().time()
+    interactions = await asyncio.gather(
+        *(
+            fake_discord.send_interaction("imagine", {"prompt": f"rules {n}"}, user_id=4000 + n)
+            for n in range(60)
+        )
+    )
+    finals = await asyncio.gather(*(final_answer(fake_discord, i, 60) for i in interactions))
+    elapsed = asyncio.get_running_loop().time() - started
+    await running.storage.backend.trace(None)
+    assert all(embed_title(f) == READY_TITLE for f in finals)
+    selects = [sql for sql in statements if sql.startswith("SELECT")]
+    reads = {what: sum(what in sql for sql in selects) for what in SHARED_READS}
+    # The policy is kept 2 s at a time (another process may change it); the rest until changed.
+    policy_reads = 1 + int(elapsed / SqlServerSettings.POLICY_KEPT_SECONDS)
+    assert reads.pop("FROM guild_settings WHERE") <= policy_reads
+    assert reads.pop("FROM role_quotas") <= policy_reads
+    assert set(reads.values()) == {1}, reads
 
 
 async def test_sigkill_during_a_burst_leaves_every_unit_delivered_or_refunded_once(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from bot.domain import Model, ServerPolicy, parse_model
+from bot.readthrough import ReadThrough
 from bot.store.interfaces import NSFW_SETTINGS, POLICY_SETTINGS
 from bot.store.sql import SqlDatabase
 
@@ -26,18 +26,12 @@ class SqlServerSettings:
 
     def __init__(self, database: SqlDatabase) -> None:
         self._db = database
-        self._policies: dict[int, tuple[float, ServerPolicy]] = {}  # guild -> (read at, policy)
+        self._policies = ReadThrough(
+            self._read_policy, max_age=self.POLICY_KEPT_SECONDS, max_keys=self.POLICIES_KEPT
+        )
 
     async def server_policy(self, guild_id: int) -> ServerPolicy:
-        kept = self._policies.get(guild_id)
-        now = time.monotonic()
-        if kept is not None and now - kept[0] < self.POLICY_KEPT_SECONDS:
-            return kept[1]
-        policy = await self._read_policy(guild_id)
-        if len(self._policies) >= self.POLICIES_KEPT:
-            self._policies.clear()
-        self._policies[guild_id] = (now, policy)
-        return policy
+        return await self._policies.get(guild_id)
 
     async def _read_policy(self, guild_id: int) -> ServerPolicy:
         # The setting names are `ServerPolicy`'s fields and the table's columns alike.
@@ -80,7 +74,7 @@ class SqlServerSettings:
             (guild_id, value),
         )
         # After the write: a read under way before it could otherwise keep the old policy.
-        self._policies.pop(guild_id, None)
+        self._policies.drop(guild_id)
 
     async def set_role_quota(self, guild_id: int, role_id: int, units: int | None) -> bool:
         """Set (or, with None, remove) a role's daily quota; False when nothing changed."""
@@ -97,7 +91,7 @@ class SqlServerSettings:
                 (guild_id, role_id, units),
             )
         finally:
-            self._policies.pop(guild_id, None)
+            self._policies.drop(guild_id)
 
     async def set_audit_channel(self, guild_id: int, channel_id: int | None) -> None:
         await self._db.execute(
