@@ -94,6 +94,10 @@ class Phase(enum.StrEnum):
 LINE_EDITS = 2
 # An ETA that moved by less than this is not news, whatever the fraction.
 ETA_SLACK_SECONDS = 10.0
+# A halved position is news only while the start is at least this far off (or when the job is
+# next in line): nearer, the live countdown already tells the member what they want to know,
+# and the edit would cost a call.
+POSITION_NEWS_MIN_WAIT = 60.0
 # After a restart: how much later than its recorded `submitted_at` a previous run's createTask
 # may have reached kie.ai (a loaded event loop sends it late); see `JobService.unfinished`.
 SUBMIT_ARRIVAL_SLACK = 5.0
@@ -102,7 +106,8 @@ SUBMIT_ARRIVAL_SLACK = 5.0
 @dataclass
 class LineShown:
     """What one job has shown of its place in line, to decide when another edit is worth it:
-    when the position has halved or the expected start moved by more than a third."""
+    when the position has halved (to the front of the line, or while the start is still a
+    minute off or more) or the expected start moved by more than a third."""
 
     edits: int = 0
     position: int = 0
@@ -114,7 +119,9 @@ class LineShown:
             return True
         if self.edits >= LINE_EDITS:
             return False
-        if position <= self.position // 2:
+        if position <= self.position // 2 and (
+            position == 1 or eta - now >= POSITION_NEWS_MIN_WAIT
+        ):
             return True
         drift = abs(eta - self.eta)
         return drift > ETA_SLACK_SECONDS and drift > max(self.eta - self.at, 0.0) / 3

@@ -94,6 +94,23 @@ def test_task_info_reads_failure_fields() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("times", "seconds"),
+    [
+        ({"createTime": 1_700_000_000_000, "completeTime": 1_700_000_012_500}, 12.5),
+        ({"createTime": 1_700_000_000_000, "completeTime": None}, None),  # still running
+        ({"createTime": 1_700_000_000_000}, None),
+        ({"createTime": 1_700_000_012_500, "completeTime": 1_700_000_000_000}, None),  # backwards
+        ({"createTime": 0, "completeTime": 90_000_000_000}, None),  # over a day: a clock's error
+        ({"createTime": True, "completeTime": 5}, None),
+        ({"createTime": "1700000000000", "completeTime": "1700000001000"}, None),
+    ],
+)
+def test_run_seconds_come_from_kies_own_clock(times: dict[str, Any], seconds: float | None) -> None:
+    info = kie.parse_task_info({"taskId": "t1", "state": "success", **times})
+    assert info.run_seconds == seconds
+
+
 def test_unknown_state_is_treated_as_still_running() -> None:
     info = kie.parse_task_info({"taskId": "t1", "state": "rendering"})
     assert not info.finished

@@ -211,6 +211,17 @@ def test_a_place_is_shown_again_when_it_halved_or_its_time_moved_by_a_third(
     assert shown.worth_showing(position, NOW + eta_in, NOW) is worth
 
 
+def test_a_halved_place_is_not_news_once_the_start_is_near() -> None:
+    shown = LineShown()
+    shown.note(40, NOW + 90, NOW)
+    # 50 s later, on time: the countdown says "in 40 seconds"; the new place is not worth a call.
+    assert not shown.worth_showing(20, NOW + 90, NOW + 50)
+    assert shown.worth_showing(20, NOW + 90, NOW + 25), "65 s ahead: still news"
+    near = LineShown()
+    near.note(2, NOW + 10, NOW)
+    assert near.worth_showing(1, NOW + 10, NOW + 5), "next in line is always news"
+
+
 def test_a_short_wait_is_not_edited_for_a_few_seconds_of_drift() -> None:
     shown = LineShown()
     shown.note(3, NOW + 6, NOW)

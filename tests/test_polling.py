@@ -45,6 +45,30 @@ def test_chance_done_follows_recent_durations() -> None:
     )
 
 
+def test_a_task_is_looked_at_once_it_may_well_have_finished() -> None:
+    durations = DurationModel()
+    for seconds in (10, 12, 14, 16, 18, 20, 22, 24, 26, 28):
+        durations.add(seconds)
+    assert durations.done_within(0.2) == 12
+    first = TaskWatch(1, "first", submitted_at=0.0, last_polled=1.0)
+    # A fifth of recent tasks had finished by 12 s: not worth a query before, although the
+    # interval (5 s) would allow one at 6 s.
+    assert first.due_at(durations, min_interval=5.0) == 12.0
+    # With a short interval, no longer than three of them between looks, whatever the model.
+    assert first.due_at(durations, min_interval=1.0) == 4.0
+    # Seen running at 19 s (half of recent tasks took longer): a fifth of those had finished
+    # by 20 s, so it is worth a query then, or once the interval allows.
+    assert TaskWatch(2, "later", 0.0, last_polled=19.0).due_at(durations, 5.0) == 24.0
+    assert TaskWatch(3, "mid", 0.0, last_polled=19.0).due_at(durations, 0.5) == 20.0
+    # Longer than every recent task: every interval.
+    assert TaskWatch(4, "long", 0.0, last_polled=30.0).due_at(durations, 5.0) == 35.0
+    # Never asked, or called back: at once.
+    assert TaskWatch(5, "new", 0.0).due_at(durations, 5.0) == float("-inf")
+    assert TaskWatch(6, "woken", 0.0, 19.0, urgent=True).due_at(durations, 5.0) == float("-inf")
+    # Until enough durations are known: every interval.
+    assert TaskWatch(7, "cold", 0.0, 1.0).due_at(DurationModel(), 5.0) == 6.0
+
+
 def test_the_model_forgets_old_durations() -> None:
     durations = DurationModel(max_samples=5)
     for seconds in (100, 100, 100, 100, 100, 1, 1, 1, 1, 1):
@@ -82,6 +106,44 @@ async def test_due_tasks_are_asked_about_in_order_of_likely_completion() -> None
         await eventually(lambda: kie.asked, 1, what="the first status query")
         assert kie.asked[:1] == ["old"]
         assert (await old.updates.get()).state == "generating"
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_task_unlikely_to_have_finished_is_not_asked_about_yet() -> None:
+    kie = RecordingKie()
+    clock = FakeClock()
+    scheduler = PollScheduler(kie, min_interval=1.0, clock=clock)  # type: ignore[arg-type]
+    for seconds in (20, 21, 22, 23, 24, 25):
+        scheduler.durations.add(seconds)
+    try:
+        young = scheduler.watch(1, "young", age=3.0, look_now=False)
+        young.last_polled = clock.now - 1.5
+        await asyncio.sleep(0.05)
+        assert kie.asked == [], "one second has passed, but it has almost surely not finished"
+        clock.advance(1.6)  # three intervals since its last query: asked anyway
+        scheduler.watch(2, "just-sent", look_now=False)  # (makes the scheduler look again)
+        await eventually(lambda: kie.asked, 1, what="the query after three intervals")
+        assert kie.asked == ["young"]
+    finally:
+        await scheduler.stop()
+
+
+async def test_the_model_learns_kies_run_time_not_when_a_query_saw_the_result() -> None:
+    kie = RecordingKie()
+    clock = FakeClock()
+    scheduler = PollScheduler(kie, min_interval=1.0, clock=clock)  # type: ignore[arg-type]
+
+    async def finished(task_id: str, *, slot_held: bool = False) -> TaskInfo:
+        kie.asked.append(task_id)
+        return TaskInfo(task_id=task_id, state="success", run_seconds=7.5)
+
+    kie.get_task = finished  # type: ignore[method-assign]
+    try:
+        scheduler.watch(1, "done", age=30.0, look_now=True)
+        await eventually(lambda: kie.asked, 1, what="the status query")
+        await eventually(lambda: scheduler.durations.done_by(7.5) == 1.0, 1, what="learning")
+        assert scheduler.durations.done_by(7.4) == 0.0, "not 30 s: the age it was seen at"
     finally:
         await scheduler.stop()
 

@@ -69,6 +69,8 @@ class TaskInfo:
     fail_code: str | None = None
     fail_message: str | None = None
     credits: float | None = None  # what the task cost, where kie.ai says so
+    # createTime to completeTime on kie.ai's own clock, once finished (where it says so)
+    run_seconds: float | None = None
 
     @property
     def finished(self) -> bool:

@@ -146,7 +146,22 @@ def parse_task_info(data: Any) -> TaskInfo:
         fail_code=str(fail_code) if fail_code not in (None, "") else None,
         fail_message=str(fail_message) if fail_message not in (None, "") else None,
         credits=parse_credits(data),
+        run_seconds=parse_run_seconds(data),
     )
+
+
+# A task that ran longer than a day is a clock's mistake, not a duration to learn from.
+_LONGEST_RUN_MS = 24 * 3600 * 1000
+
+
+def parse_run_seconds(data: Mapping[str, Any]) -> float | None:
+    """How long the task took on kie.ai (`completeTime` − `createTime`, both ms epoch), or None
+    when either is missing or the difference is implausible."""
+    created, completed = data.get("createTime"), data.get("completeTime")
+    if type(created) is not int or type(completed) is not int:  # not bool, not float
+        return None
+    took = completed - created
+    return took / 1000 if 0 < took <= _LONGEST_RUN_MS else None
 
 
 IMAGE_OR_BINARY = ("image/", "application/octet-stream", "binary/octet-stream")

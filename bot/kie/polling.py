@@ -8,6 +8,11 @@ decides which task to query next:
 - then, among tasks not queried in the last `min_interval` seconds, the one with the highest
   chance of having finished since it was last queried, judged from how long recent tasks took;
 - until enough durations are known, the task queried longest ago.
+
+Once durations are known, a task is not asked about merely because `min_interval` has passed:
+only when at least `WORTH_A_LOOK` of the tasks still running at its last query had finished
+by its age (or after `LOOK_AT_LEAST_EVERY` intervals, or past every recent duration). Early
+queries that almost surely answer "still generating" cost the bot and the budget for nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ MIN_SAMPLES = 5
 MAX_SAMPLES = 200
 MAX_QUERIES_IN_FLIGHT = 10
 RESERVE_RECHECK = 0.05  # seconds between looks at the budget while routine polls hold back
+# A routine query is worth it once recent durations give the task this chance of having
+# finished since its last query: about one task in five answers "done" at its first look...
+WORTH_A_LOOK = 0.2
+# ...and none goes longer than this many `min_interval`s without one, whatever the model says.
+LOOK_AT_LEAST_EVERY = 3
 
 
 class DurationModel:
@@ -60,6 +70,11 @@ class DurationModel:
         """The longest recent duration; None until enough are known."""
         return self._sorted[-1] if self.known else None
 
+    def done_within(self, share: float) -> float:
+        """The shortest duration by which `share` (0..1) of recent tasks had finished."""
+        index = min(max(math.ceil(share * len(self._sorted)) - 1, 0), len(self._sorted) - 1)
+        return self._sorted[index]
+
 
 @dataclass(eq=False)
 class TaskWatch:
@@ -77,6 +92,21 @@ class TaskWatch:
         before = durations.done_by(self.last_polled - self.submitted_at)
         after = durations.done_by(now - self.submitted_at)
         return (after - before) / max(1.0 - before, 1e-6)
+
+    def due_at(self, durations: DurationModel, min_interval: float) -> float:
+        """When a query of this task is next worth it (the scheduler's clock): at once when
+        kie.ai called back or it was never asked; else `min_interval` after the last query at
+        the earliest, and later while recent durations say it is most likely still running."""
+        if self.urgent or self.last_polled == -math.inf:
+            return -math.inf
+        earliest = self.last_polled + min_interval
+        if not durations.known:
+            return earliest
+        seen = durations.done_by(self.last_polled - self.submitted_at)
+        if seen >= 1.0:  # already longer than every recent task: look every interval
+            return earliest
+        likely = self.submitted_at + durations.done_within(seen + WORTH_A_LOOK * (1.0 - seen))
+        return min(max(earliest, likely), self.last_polled + LOOK_AT_LEAST_EVERY * min_interval)
 
 
 class PollScheduler:
@@ -184,8 +214,8 @@ class PollScheduler:
         due = urgent = 0
         soonest: float | None = None
         for watch in self._watches.values():
-            due_in = watch.last_polled + self._min_interval - now
-            if watch.urgent or due_in <= 0:
+            due_in = watch.due_at(self.durations, self._min_interval) - now
+            if due_in <= 0:
                 due += 1
                 urgent += watch.urgent
             else:
@@ -198,7 +228,7 @@ class PollScheduler:
         best: TaskWatch | None = None
         best_key: tuple[bool, float, float] | None = None
         for watch in self._watches.values():
-            if not watch.urgent and watch.last_polled + self._min_interval > now:
+            if watch.due_at(self.durations, self._min_interval) > now:
                 continue
             key = (watch.urgent, watch.chance_done(now, self.durations), now - watch.last_polled)
             if best_key is None or key > best_key:
@@ -230,5 +260,9 @@ class PollScheduler:
             log.warning("kie.ai answered for another task than %s; ignored", watch.task_id)
             return
         if info.succeeded:
-            self.durations.add(self._clock() - watch.submitted_at)
+            # kie.ai's own run time where it says: the age at which a query saw the result is
+            # later by however long the task waited for that query, and learning from it would
+            # push the first looks ever later.
+            seen = self._clock() - watch.submitted_at
+            self.durations.add(info.run_seconds if info.run_seconds is not None else seen)
         watch.updates.put_nowait(info)

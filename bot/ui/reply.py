@@ -94,6 +94,7 @@ class DiscordReply:
         self._shown: tuple[dict[str, Any], bool] | None = None
         self._pending: tuple[discord.Embed, bool] | None = None  # the embed; Cancel shown
         self._flusher: asyncio.Task[None] | None = None
+        self._cancel_view: discord.ui.View | None = None
         self._editing = False
         self._outcome_started = False
         self._nonce: str | None = None  # a batch's: its first job's, whichever job sends it
@@ -128,8 +129,8 @@ class DiscordReply:
                 continue
             self._editing = True
             try:
-                view = cancel_view(self._job.id) if cancellable else discord.ui.View()
-                await self._edit_reply(embed=embed, view=view)
+                # None takes the button away; the Cancel view is built once per reply.
+                await self._edit_reply(embed=embed, view=self._cancel() if cancellable else None)
                 self._shown = shown
             except discord.HTTPException as error:
                 log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
@@ -139,6 +140,11 @@ class DiscordReply:
             finally:
                 self._editing = False
                 self._last_edit = self._clock()
+
+    def _cancel(self) -> discord.ui.View:
+        if self._cancel_view is None:
+            self._cancel_view = cancel_view(self._job.id)
+        return self._cancel_view
 
     async def _stop_progress(self) -> None:
         """Drop pending progress; let an edit already on the wire finish so it lands first."""
