@@ -216,6 +216,8 @@ class Drain:
     settings: dict[str, str] = field(default_factory=dict)
     database: Path | None = None  # copied in for the run, else a fresh database
     probe_members: dict[str, tuple[int, int]] = field(default_factory=dict)  # who: (guild, user)
+    # The servers the database has jobs in: the bot is in them, so Discord's READY lists them.
+    guilds: tuple[int, ...] = ()
 
 
 async def probe(
@@ -259,6 +261,11 @@ async def drain(opts: Options, run: int, name: str, plan: Drain) -> Figures:
     draws = [rng.uniform(opts.gen_min, opts.gen_max) for _ in range(plan.jobs)]
     out: Figures = {}
     async with fakes(credits=30.0 * plan.jobs) as world:
+        for guild in plan.guilds:
+            # A server with data missing from READY is one the bot left: the departures sweep
+            # would rightly blank its members' jobs (a million rows), during the measurement.
+            if guild != world.discord.guild_id:
+                await world.discord.join_guild(guild_id=guild, offline=True)
         with tempfile.TemporaryDirectory(prefix="imagine-bench-") as tmp:
             database = Path(tmp) / "imagine.db"
             if plan.database is not None:
@@ -499,9 +506,9 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
 
 def prepare_history(
     opts: Options, cache: dict[str, object]
-) -> tuple[Path, dict[str, tuple[int, int]]]:
-    """Build the pre-filled database once (kept in `cache`), and pick the members to probe:
-    the one with the most jobs in one server, and the median one."""
+) -> tuple[Path, dict[str, tuple[int, int]], tuple[int, ...]]:
+    """Build the pre-filled database once (kept in `cache`), pick the members to probe (the
+    one with the most jobs in one server, and the median one), and list its servers."""
     if "history_db" not in cache:
         folder = Path(tempfile.mkdtemp(prefix="imagine-bench-history-"))
         path = folder / "history.db"
@@ -525,7 +532,14 @@ def prepare_history(
             "typical": (typical[0], typical[1]),
         }
         cache["history_folder"] = folder
-    return cache["history_db"], cache["history_members"]  # type: ignore[return-value]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT DISTINCT guild_id FROM jobs WHERE guild_id IS NOT NULL")
+            cache["history_guilds"] = tuple(int(row[0]) for row in rows)
+    return (
+        cache["history_db"],  # type: ignore[return-value]
+        cache["history_members"],  # type: ignore[return-value]
+        cache["history_guilds"],  # type: ignore[return-value]
+    )
 
 
 def cleanup(cache: dict[str, object]) -> None:
@@ -544,8 +558,8 @@ async def fair_use(opts: Options, run: int, _: dict[str, object]) -> Figures:
 
 
 async def history(opts: Options, run: int, cache: dict[str, object]) -> Figures:
-    path, members = await asyncio.to_thread(prepare_history, opts, cache)
-    plan = Drain(opts.jobs, opts.users, database=path, probe_members=members)
+    path, members, guilds = await asyncio.to_thread(prepare_history, opts, cache)
+    plan = Drain(opts.jobs, opts.users, database=path, probe_members=members, guilds=guilds)
     return await drain(opts, run, "history", plan)
 
 
