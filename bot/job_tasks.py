@@ -75,6 +75,7 @@ class JobRunner:
         """Pick up every job a previous run left open (a restart, a crash, a deploy); with
         other processes on the database, only those whose lease ran out. Then keep this
         process's leases renewed, and take over the jobs of processes that die."""
+        await self._jobs.recall_run_times()
         leases = self._leases
         if leases is not None:
             await self._jobs.assume_recent_submissions()

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,10 @@ class Phase(enum.StrEnum):
 # With the first answer, "generating" and the result, a job costs at most 5 Discord calls, 6 when
 # the result has to be posted in the channel instead. The ETA is a live timestamp: no edits.
 LINE_EDITS = 2
+# At start-up, the line's run time is recalled from this many of the latest delivered jobs,
+# sent within this many seconds (an older pace says little about today's).
+RECALLED_RUNS = 50
+RECALL_RUNS_WITHIN = 24 * 3600.0
 # An ETA that moved by less than this is not news, whatever the fraction.
 ETA_SLACK_SECONDS = 10.0
 # A halved position is news only while the start is at least this far off (or when the job is
@@ -474,6 +479,14 @@ class JobService:
     async def limits_changed(self, guild_id: int) -> None:
         """Apply a server's new running limits to the jobs already waiting there."""
         self.run_queue.set_limits(guild_id, await self.run_limits(guild_id))
+
+    async def recall_run_times(self) -> None:
+        """At start-up: the line's expected starts begin from the last day's jobs (the median
+        time from createTask to delivery of the latest RECALLED_RUNS), not from a guess."""
+        since = self._clock() - RECALL_RUNS_WITHIN
+        took = await self._ledger.recent_run_seconds(since, RECALLED_RUNS)
+        if took:
+            self.run_queue.recall(statistics.median(took))
 
     async def unfinished(self) -> list[Job]:
         """Jobs a previous run left open. Call once at start-up, before any new work."""

@@ -177,6 +177,12 @@ class RunQueue:
         """How long a job has lately taken from leaving the line to its end."""
         return self._run_seconds
 
+    def recall(self, seconds: float) -> None:
+        """Start from how long jobs took before this start (the previous run's, from the
+        database) instead of DEFAULT_RUN_SECONDS, so a restart's first waiting members see an
+        expected start learned from the bot's own history, not a guess."""
+        self._run_seconds = max(MIN_RUN_SECONDS, seconds)
+
     def close(self) -> None:
         """Shutting down: nobody else is let in, and departures cost no more than bookkeeping."""
         self._closed = True

@@ -17,6 +17,7 @@ import pytest
 
 from bot.domain import JobState
 from bot.jobs import LINE_EDITS, LineShown
+from bot.runqueue import DEFAULT_RUN_SECONDS
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction
 from tests.fakes.kie_server import FakeKie, TaskScript
@@ -133,6 +134,31 @@ async def test_a_waiting_reply_shows_its_true_place_and_a_live_expected_start(
         assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
     for interaction in waiting:
         assert len(fake_discord.calls_for(interaction)) <= MOST_CALLS
+
+
+async def test_after_a_restart_the_expected_start_comes_from_the_last_runs_not_a_guess(
+    start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
+) -> None:
+    """Before this start, jobs took about a second from createTask to delivery: the first member
+    waiting behind a running job expects their turn in seconds, not in DEFAULT_RUN_SECONDS."""
+    before = await start_bot(max_running_per_server=1, poll_interval=0.1)
+    earlier = [
+        await fake_discord.send_interaction("imagine", {"prompt": f"earlier {n}"}, user_id=n)
+        for n in (1, 2, 3)
+    ]
+    for interaction in earlier:
+        assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
+    await before.bot.close()
+
+    await start_bot(max_running_per_server=1, poll_interval=0.1)
+    fake_kie.script_next(slow(5.0))  # the running job is long: the member behind it waits
+    await fake_discord.send_interaction("imagine", {"prompt": "running"}, user_id=4)
+    await fake_kie.wait_for_tasks(4)
+    behind = await fake_discord.send_interaction("imagine", {"prompt": "behind"}, user_id=5)
+    shown = await shown_waiting(fake_discord, behind, 1)
+    expected = re.search(r"expected <t:(\d+):R>", field(shown, "Queue"))
+    assert expected, field(shown, "Queue")
+    assert int(expected[1]) - time.time() < DEFAULT_RUN_SECONDS / 2, field(shown, "Queue")
 
 
 async def test_a_shutdown_with_a_long_line_edits_only_started_jobs_and_loses_nothing(

@@ -84,6 +84,7 @@ EXPECTED_INDEX = {
     "purge_personal": "jobs_guild_day_spend",  # a server left: its own jobs only
     "open_jobs": "jobs_open",  # start-up: the few open jobs
     "submissions_since": "jobs_submitted_at",  # start-up: the last seconds' submissions
+    "recent_run_seconds": "jobs_submitted_at",  # start-up: the last day's run times
     "batch_jobs": "jobs_batch",  # a batch's jobs, when it is delivered
 }
 REPOSITORIES = (
@@ -188,6 +189,7 @@ def _calls(history: History) -> dict[str, Call]:
         "open_jobs": lambda s: s.jobs.open_jobs(),
         "begin_submit": on_job(lambda s, i: s.jobs.begin_submit(i)),
         "submissions_since": lambda s: s.jobs.submissions_since(time.time() - 10),
+        "recent_run_seconds": lambda s: s.jobs.recent_run_seconds(time.time() - 86400, 50),
         "mark_submitted": on_job(lambda s, i: s.jobs.mark_submitted(i, "task-1")),
         "adopt_task": on_job(lambda s, i: s.jobs.adopt_task(i, "task-1")),
         "return_to_line": on_job(lambda s, i: s.jobs.return_to_line(i)),

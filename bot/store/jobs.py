@@ -629,6 +629,17 @@ class SqlJobLedger:
         )
         return [float(row["submitted_at"]) for row in rows]
 
+    async def recent_run_seconds(self, since: float, limit: int) -> list[float]:
+        """From createTask to the image delivered, for the latest `limit` jobs sent after
+        `since` (Unix time) and delivered, newest first."""
+        rows = await self._db.rows(
+            """SELECT delivered_at - submitted_at AS took FROM jobs
+               WHERE submitted_at >= ? AND delivered_at IS NOT NULL
+               ORDER BY submitted_at DESC LIMIT ?""",
+            (since, limit),
+        )
+        return [float(row["took"]) for row in rows]
+
     async def mark_submitted(self, job_id: int, task_id: str) -> bool:
         """True also when kie.ai's callback named this very task first (`adopt_task`): the
         callback can outrun createTask's own answer."""
