@@ -277,6 +277,8 @@ async def drain(opts: Options, run: int, name: str, plan: Drain) -> Figures:
             try:
                 await bot.until_ready(world.discord)
                 out["ready_s"], out["startup_cpu_s"] = bot.ready_s, bot.ready_cpu_s
+                if plan.probe_members:
+                    await bot.until_settled(int(env["WEBHOOK_PORT"]))
                 for who, (guild, user) in plan.probe_members.items():
                     guild = guild or world.discord.guild_id
                     for command in ("history", "quota"):

@@ -9,6 +9,7 @@ for the bot's CPU time and memory, and the bot's database file once it has stopp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -22,6 +23,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
 
 from bot.domain import CHARGED_STATES
 from tests.conftest import free_port
@@ -187,6 +190,23 @@ class BotProcess:
         self.ready_s = time.monotonic() - self.started
         figures = self.figures()
         self.ready_cpu_s = figures.cpu_s if figures else None
+
+    async def until_settled(self, port: int, patience: float = 60, settle: float = 1.0) -> None:
+        """Wait until discord.py itself is ready (`/healthz` says connected: every server's
+        GUILD_CREATE handled, which READY on the wire does not mean), then `settle` seconds
+        for the start's own work after it (the departures reconcile), so a timed probe measures
+        the command, not the end of the start."""
+        url = f"http://127.0.0.1:{port}/healthz"
+        deadline = time.monotonic() + patience
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
+                    async with session.get(url) as response:
+                        if (await response.json()).get("discord_connected"):
+                            await asyncio.sleep(settle)
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"the bot's /healthz never said connected: {self.log}")
 
     def figures(self) -> ProcFigures | None:
         return proc_figures(self.process.pid)
