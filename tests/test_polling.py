@@ -31,6 +31,17 @@ class RecordingKie:
         return TaskInfo(task_id=task_id, state="generating")
 
 
+def learned_scheduler(
+    *durations: float, min_interval: float = 1.0
+) -> tuple[RecordingKie, FakeClock, PollScheduler]:
+    """A scheduler on a fake clock that has already seen tasks take `durations` seconds."""
+    kie, clock = RecordingKie(), FakeClock()
+    scheduler = PollScheduler(kie, min_interval=min_interval, clock=clock)  # type: ignore[arg-type]
+    for seconds in durations:
+        scheduler.durations.add(seconds)
+    return kie, clock, scheduler
+
+
 def test_chance_done_follows_recent_durations() -> None:
     durations = DurationModel()
     for seconds in (10, 12, 14, 16, 18, 20, 22, 24, 26, 28):
@@ -93,11 +104,7 @@ async def test_a_called_back_task_is_asked_about_before_the_others() -> None:
 
 
 async def test_due_tasks_are_asked_about_in_order_of_likely_completion() -> None:
-    kie = RecordingKie()
-    clock = FakeClock()
-    scheduler = PollScheduler(kie, min_interval=1.0, clock=clock)  # type: ignore[arg-type]
-    for seconds in (20, 21, 22, 23, 24, 25):
-        scheduler.durations.add(seconds)
+    kie, clock, scheduler = learned_scheduler(20, 21, 22, 23, 24, 25)
     try:
         young = scheduler.watch(1, "young", age=3.0, look_now=False)
         old = scheduler.watch(2, "old", age=21.0, look_now=False)
@@ -111,11 +118,7 @@ async def test_due_tasks_are_asked_about_in_order_of_likely_completion() -> None
 
 
 async def test_a_task_unlikely_to_have_finished_is_not_asked_about_yet() -> None:
-    kie = RecordingKie()
-    clock = FakeClock()
-    scheduler = PollScheduler(kie, min_interval=1.0, clock=clock)  # type: ignore[arg-type]
-    for seconds in (20, 21, 22, 23, 24, 25):
-        scheduler.durations.add(seconds)
+    kie, clock, scheduler = learned_scheduler(20, 21, 22, 23, 24, 25)
     try:
         young = scheduler.watch(1, "young", age=3.0, look_now=False)
         young.last_polled = clock.now - 1.5
@@ -130,9 +133,7 @@ async def test_a_task_unlikely_to_have_finished_is_not_asked_about_yet() -> None
 
 
 async def test_the_model_learns_kies_run_time_not_when_a_query_saw_the_result() -> None:
-    kie = RecordingKie()
-    clock = FakeClock()
-    scheduler = PollScheduler(kie, min_interval=1.0, clock=clock)  # type: ignore[arg-type]
+    kie, _, scheduler = learned_scheduler()
 
     async def finished(task_id: str, *, slot_held: bool = False) -> TaskInfo:
         kie.asked.append(task_id)
