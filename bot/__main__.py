@@ -55,6 +55,7 @@ from bot.kie.ratelimit import SlidingWindowLimiter
 from bot.leases import Leases
 from bot.logsafety import configure_logging
 from bot.looplag import LoopLagMonitor
+from bot.memory import keep_freed_memory
 from bot.metrics import Metrics
 from bot.metrics_endpoint import MetricsEndpoint, MetricsServer
 from bot.moderation import Moderation
@@ -651,6 +652,7 @@ def main() -> None:
         print(f"imagine-bot: {error}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings)
+    keep_freed_memory()
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(run(settings))
