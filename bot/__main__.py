@@ -32,7 +32,7 @@ from bot.changes import SharedChanges, Topic
 from bot.departures import ServerDepartures
 from bot.discord_bot import ImagineBot, bot_class
 from bot.domain import Job
-from bot.generation import Generation
+from bot.generation import Generation, Unanswered
 from bot.healthcheck import HEARTBEAT_EVERY, heartbeat_path, touch
 from bot.history import History
 from bot.images import Reencoder
@@ -307,6 +307,7 @@ def build_bot(
         needs_server_key=accounts.refuses,
     )
     reencoder = reencoder or Reencoder()  # shared by every job's reply
+    unanswered = Unanswered()  # commands waiting for their first answer go before progress
 
     def discord_reply(job: Job) -> DiscordReply:
         return DiscordReply(
@@ -315,6 +316,7 @@ def build_bot(
             min_interval=settings.progress_min_interval,
             audit=audit,
             reencoder=reencoder,
+            until_answered=unanswered.quiet,
         )
 
     batch_replies = BatchReplies(discord_reply)  # the jobs of a batch share one reply
@@ -357,7 +359,7 @@ def build_bot(
         operator=operator,
         alerts=alerts,
         admission=admission,
-        generation=Generation(admission, jobs, quota, runner),
+        generation=Generation(admission, jobs, quota, runner, unanswered),
         admin_events=AdminEvents(admin, moderation, jobs, audit),
         runner=runner,
         tray=ReferenceTray(storage.trays, clock=clock),

@@ -33,13 +33,45 @@ SETTLE_SECONDS = 3.0
 ADMISSIONS_AT_ONCE = 32
 
 
+class Unanswered:
+    """How many commands are still waiting for their first answer (from asking for their turn
+    until answered). Progress edits wait until there are none (`quiet`): in a burst, Discord's
+    3 s for an acknowledgement is a deadline, a place in line shown a few seconds later is
+    not, and both cost the same CPU."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def arrived(self) -> None:
+        self._count += 1
+        self._none.clear()
+
+    def answered(self) -> None:
+        self._count -= 1
+        if not self._count:
+            self._none.set()
+
+    async def quiet(self, within: float) -> None:
+        """Return once every command has been answered, or after `within` seconds."""
+        if self._count:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._none.wait()
+
+
 class Turn:
     """A command's turn at admission (`Generation.turn`): held from before its first read
     until it is answered. `arrived` is when it asked for the turn: Discord's 3 s count from
     then."""
 
-    def __init__(self, gate: asyncio.Semaphore, arrived: float) -> None:
+    def __init__(self, gate: asyncio.Semaphore, arrived: float, unanswered: Unanswered) -> None:
         self._gate = gate
+        self._unanswered = unanswered
         self.arrived = arrived
         self._held = True
 
@@ -47,6 +79,7 @@ class Turn:
         if self._held:
             self._held = False
             self._gate.release()
+            self._unanswered.answered()
 
 
 # The turn the current command holds, if any (a context variable: one per command's task).
@@ -115,9 +148,16 @@ class Generation:
     """
 
     def __init__(
-        self, admission: Admission, jobs: JobService, quota: QuotaBook, runner: JobRunner
+        self,
+        admission: Admission,
+        jobs: JobService,
+        quota: QuotaBook,
+        runner: JobRunner,
+        unanswered: Unanswered | None = None,
     ) -> None:
         self._admission = admission
+        # Shared with the job replies, whose progress edits wait for it (`Unanswered.quiet`).
+        self.unanswered = unanswered if unanswered is not None else Unanswered()
         self._jobs = jobs
         self._quota = quota
         self._runner = runner
@@ -152,8 +192,13 @@ class Generation:
             yield held
             return
         arrived = time.monotonic()
-        await self._admitting.acquire()
-        taken = Turn(self._admitting, arrived)
+        self.unanswered.arrived()
+        try:
+            await self._admitting.acquire()
+        except BaseException:
+            self.unanswered.answered()
+            raise
+        taken = Turn(self._admitting, arrived, self.unanswered)
         token = _turn.set(taken)
         try:
             yield taken

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from bot.domain import Job, JobState, NewJob, OverLimit, SpendLimits
+from bot.generation import Unanswered
 from bot.kie import ImageRequest
 from bot.store import DatabaseTarget, PostgresTarget, open_storage
 from bot.store.server_settings import SqlServerSettings
@@ -178,6 +179,36 @@ async def test_a_burst_from_many_members_is_answered_charged_once_and_never_over
         await fake_kie.stop()
 
 
+async def test_a_burst_is_answered_before_any_place_in_line_is_shown(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    """An acknowledgement has Discord's 3 s; a place in line can wait: while commands of a
+    burst are still unanswered, no job's progress edit takes the bot's time."""
+    await start_bot(max_running_per_server=1, daily_quota=5)
+    interactions = await asyncio.gather(
+        *(
+            fake_discord.send_interaction("imagine", {"prompt": f"line {n}"}, user_id=5000 + n)
+            for n in range(80)
+        )
+    )
+
+    def progress_edits() -> list[int]:
+        return [
+            at
+            for at, r in enumerate(fake_discord.requests)
+            if r.method == "PATCH" and r.path.endswith("/messages/@original")
+        ]
+
+    await eventually(
+        lambda: len(progress_edits()) >= 10, 30, what="the line's places are shown after all"
+    )
+    answers = [at for at, r in enumerate(fake_discord.requests) if r.path.endswith("/callback")]
+    assert len(answers) == len(interactions)
+    assert max(answers) < min(progress_edits()), (
+        "a place was shown before every command was answered"
+    )
+
+
 # What a command's checks read that is the same for every member of the server (or everyone).
 SHARED_READS = (
     "FROM guild_settings WHERE",  # the server's policy
@@ -335,3 +366,16 @@ async def test_a_stop_during_a_burst_charges_or_refuses_every_command_it_answere
     assert jobs, "some commands were charged before the stop"
     states = await running.job_states()
     assert set(states) <= {"reserved", "submitting", "submitted"}, states
+
+
+async def test_a_steady_stream_of_commands_holds_progress_back_a_while_at_most() -> None:
+    unanswered = Unanswered()
+    unanswered.arrived()
+    # Still unanswered: the wait ends at its bound all the same.
+    await asyncio.wait_for(unanswered.quiet(0.1), 5)
+    waiting = asyncio.create_task(unanswered.quiet(60))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    unanswered.answered()
+    await asyncio.wait_for(waiting, 5)
+    assert len(unanswered) == 0

@@ -22,7 +22,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -48,6 +48,9 @@ TOKEN_LIFETIME = 15 * 60.0
 TOKEN_MARGIN = 30.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # Phases in which the job has not reached kie.ai: its reply carries a Cancel button.
+# The longest a progress edit waits for the commands still unanswered (a steady stream of
+# commands must not hide every job's progress).
+PROGRESS_YIELDS_AT_MOST = 10.0
 CANCELLABLE = frozenset({Phase.WAITING, Phase.QUEUED, Phase.PAUSED, Phase.KIE_DOWN})
 # Discord error codes that mean "this reply cannot be edited any more".
 _REPLY_GONE_CODES = {10008, 10015, 50027}
@@ -72,8 +75,12 @@ class DiscordReply:
         clock: Callable[[], float] = time.time,
         audit: AuditLog | None = None,
         reencoder: Reencoder,
+        until_answered: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
+        # Progress edits wait (a while at most) for the commands still unanswered: their
+        # acknowledgements have Discord's 3 s deadline (`Unanswered.quiet`).
+        self._until_answered = until_answered
         self._reencoder = reencoder  # shared by every job: one worker process for them all
         self._job = job
         self._audit = audit
@@ -120,6 +127,8 @@ class DiscordReply:
             wait = self._last_edit + self._min_interval - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if self._until_answered is not None:
+                await self._until_answered(PROGRESS_YIELDS_AT_MOST)
             pending, self._pending = self._pending, None
             if pending is None:
                 continue
