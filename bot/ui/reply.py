@@ -99,7 +99,9 @@ class DiscordReply:
         # never shows a place in line at all.
         self._last_edit = job.reply.created_at if job.reply else float("-inf")
         self._shown: tuple[dict[str, Any], bool] | None = None
-        self._pending: tuple[discord.Embed, bool] | None = None  # the embed; Cancel shown
+        # The latest progress not shown yet; its embed is built only when it is sent (in a
+        # burst, most progress is replaced before its edit's turn comes).
+        self._pending: tuple[Progress, str | None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._cancel_view: discord.ui.View | None = None
         self._editing = False
@@ -111,15 +113,11 @@ class DiscordReply:
     async def progress(self, progress: Progress, images: str | None = None) -> None:
         """Show `progress` (a batch's: its least advanced job's, with `images` counting where
         each of them is)."""
-        with use_locale(self._job.locale):
-            if not self._token_alive():
-                return  # no live reply to update; the outcome will be posted
-            job = self._job
-            embed = messages.progress_embed(progress, job, images)
-            # Cancel only while kie.ai has not got the job: after that the image is paid for.
-            self._pending = (embed, progress.phase in CANCELLABLE)
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._flush(), name=f"progress-{job.id}")
+        if not self._token_alive():
+            return  # no live reply to update; the outcome will be posted
+        self._pending = (progress, images)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"progress-{self._job.id}")
 
     async def _flush(self) -> None:
         # Loops: progress that arrives while an edit is on the wire is shown after it.
@@ -132,7 +130,11 @@ class DiscordReply:
             pending, self._pending = self._pending, None
             if pending is None:
                 continue
-            embed, cancellable = pending
+            progress, images = pending
+            with use_locale(self._job.locale):
+                embed = messages.progress_embed(progress, self._job, images)
+            # Cancel only while kie.ai has not got the job: after that the image is paid for.
+            cancellable = progress.phase in CANCELLABLE
             shown = (dict(embed.to_dict()), cancellable)
             if shown == self._shown:
                 continue
