@@ -281,6 +281,9 @@ async def test_a_tray_job_waiting_in_line_survives_a_restart(
     running_one = await imagine(fake_discord)
     await use_as_reference(fake_discord, await post_images(fake_discord, png(1), png(2)))
     waiting = await imagine(fake_discord)
+    # The first job is at kie.ai before the stop (under a loaded machine its createTask can
+    # still be on its way; after the restart it would then be sent after the tray's job).
+    await eventually(lambda: len(fake_kie.created_tasks()) == 1, what="the first job at kie.ai")
 
     async def charged() -> bool:
         job = await first.storage.jobs.get_job(2)
