@@ -279,10 +279,12 @@ async def test_a_tray_job_waiting_in_line_survives_a_restart(
     first = await start_bot(max_running_per_member=1, poll_interval=0.15)
     fake_kie.script_next(SLOW)
     running_one = await imagine(fake_discord)
+    # Answered, so it has read the (empty) tray: the images below are the second job's.
+    await eventually(
+        lambda: fake_discord.ack_latency(running_one) is not None, what="the first answer"
+    )
     await use_as_reference(fake_discord, await post_images(fake_discord, png(1), png(2)))
     waiting = await imagine(fake_discord)
-    # The first job is at kie.ai before the stop (under a loaded machine its createTask can
-    # still be on its way; after the restart it would then be sent after the tray's job).
     await eventually(lambda: len(fake_kie.created_tasks()) == 1, what="the first job at kie.ai")
 
     async def charged() -> bool:

@@ -148,6 +148,12 @@ class DiscordReply:
                 self._note_reply_error(error)
             except _UNREACHABLE as error:  # best effort: the next progress or the outcome follows
                 log.info("job %s: progress edit failed (%s)", self._job.id, type(error).__name__)
+            except RuntimeError:
+                if not self._client.is_closed():
+                    raise
+                # The bot closed its HTTP session under this edit: the job resumes, and shows
+                # its progress again, at the next start.
+                return
             finally:
                 self._editing = False
                 self._last_edit = self._clock()
