@@ -153,11 +153,11 @@ class Generation:
         jobs: JobService,
         quota: QuotaBook,
         runner: JobRunner,
-        unanswered: Unanswered | None = None,
+        unanswered: Unanswered,
     ) -> None:
         self._admission = admission
         # Shared with the job replies, whose progress edits wait for it (`Unanswered.quiet`).
-        self.unanswered = unanswered if unanswered is not None else Unanswered()
+        self.unanswered = unanswered
         self._jobs = jobs
         self._quota = quota
         self._runner = runner

@@ -47,10 +47,10 @@ TOKEN_LIFETIME = 15 * 60.0
 # Stop using a token a little early: a request sent at 14:59 may arrive after 15:00.
 TOKEN_MARGIN = 30.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-# Phases in which the job has not reached kie.ai: its reply carries a Cancel button.
 # The longest a progress edit waits for the commands still unanswered (a steady stream of
 # commands must not hide every job's progress).
 PROGRESS_YIELDS_AT_MOST = 10.0
+# Phases in which the job has not reached kie.ai: its reply carries a Cancel button.
 CANCELLABLE = frozenset({Phase.WAITING, Phase.QUEUED, Phase.PAUSED, Phase.KIE_DOWN})
 # Discord error codes that mean "this reply cannot be edited any more".
 _REPLY_GONE_CODES = {10008, 10015, 50027}
