@@ -37,6 +37,7 @@ from bot.settings import Settings
 from bot.store import Storage
 from bot.tray import ReferenceTray
 from bot.ui import messages, server_messages
+from bot.ui.deferral import Deferrals
 from bot.ui.locale import CatalogueTranslator, localize
 from bot.ui.reply import NO_PINGS
 
@@ -171,11 +172,15 @@ class ImagineBot(commands.Bot):
         self.departures = departures
         self.relay = relay  # kie.ai's callbacks, to whichever process runs the job
         self._operators: tuple[float, tuple[int, ...]] | None = None
+        # The first answer to image requests, lean (see the module): Route.BASE is read per
+        # call, as discord.py reads it.
+        self.deferrals = Deferrals(lambda: discord.http.Route.BASE, self.metrics.discord_call)
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Messages are never commands here: the bot answers slash commands and buttons only."""
 
     async def setup_hook(self) -> None:
+        self.deferrals.start()
         await self.operator.load()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -299,6 +304,7 @@ class ImagineBot(commands.Bot):
         await self.relay.stop()
         await self.departures.stop()
         await super().close()
+        await self.deferrals.close()
 
     # --- command sync -------------------------------------------------------------------------
 

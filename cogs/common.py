@@ -106,7 +106,9 @@ class InteractionRequester:
         """The "thinking…" reply, which becomes the job's reply: public, or shown to the
         member alone when their results are private (every edit of it stays so)."""
         if not self._interaction.response.is_done():
-            await self._interaction.response.defer(thinking=True, ephemeral=self._private)
+            await self._interaction.client.deferrals.defer(
+                self._interaction, ephemeral=self._private
+            )
 
     async def refuse(self, refusal: Refusal) -> None:
         """Privately, and as the first answer where possible, so nothing public appears."""

@@ -1,0 +1,75 @@
+"""The "thinking…" answer to an image request (`bot/ui/deferral.py`), read at the wire: what
+it sends, what it retries within Discord's 3 s, and what it leaves to the caller."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import StartBot
+from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.helpers import READY_TITLE, embed_title, eventually, final_answer
+
+PROMPT = "a lighthouse in a storm, oil painting"
+
+
+def deferrals(fake: FakeDiscord, interaction: FakeInteraction) -> list[RecordedRequest]:
+    return [
+        r
+        for r in fake.calls_for(interaction)
+        if r.path.endswith("/callback") and (r.json or {}).get("type") == 5
+    ]
+
+
+async def test_the_deferral_is_a_plain_thinking_answer_and_the_image_edits_it(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    running = await start_bot()
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    final = await final_answer(fake_discord, interaction)
+    (deferral,) = deferrals(fake_discord, interaction)
+    assert deferral.method == "POST" and deferral.json == {"type": 5}
+    assert deferral.status == 200
+    assert "authorization" not in deferral.headers, "an interaction's token is its credential"
+    # discord.py took the deferral as its own: the image is an edit of the same reply.
+    assert final.method == "PATCH" and final.path.endswith("/messages/@original")
+    assert embed_title(final) == READY_TITLE
+    assert await running.job_states() == {"delivered": 1}
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["server error", "rate limited", "connection dropped"],
+)
+async def test_a_deferral_that_fails_for_a_moment_is_sent_again_and_the_job_runs_once(
+    start_bot: StartBot, fake_discord: FakeDiscord, fault: str
+) -> None:
+    running = await start_bot()
+    if fault == "server error":
+        fake_discord.fail_next("POST", "/callback", status=503, code=0, message="unavailable")
+    elif fault == "rate limited":
+        fake_discord.rate_limit_next("POST", "/callback", retry_after=0.2)
+    else:
+        fake_discord.drop_next("POST", "/callback")
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    final = await final_answer(fake_discord, interaction)
+    failed, answered = deferrals(fake_discord, interaction)
+    assert failed.status != 200 and answered.status == 200
+    assert final.path.endswith("/messages/@original")
+    assert await running.job_states() == {"delivered": 1}
+    assert len(fake_discord.calls_for(interaction)) <= 6
+
+
+async def test_an_expired_interaction_is_not_deferred_twice(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    running = await start_bot()
+    fake_discord.fail_next("POST", "/callback", status=404, code=10062)
+    interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+    await eventually(lambda: bool(deferrals(fake_discord, interaction)), what="the deferral")
+    await running.idle()
+    (deferral,) = deferrals(fake_discord, interaction)
+    assert deferral.status == 404
+    # Charged before the answer failed: the job still runs, and its image is delivered or
+    # its units refunded, never lost.
+    states = await running.job_states()
+    assert sum(states.values()) == 1 and set(states) <= {"delivered", "refunded"}
