@@ -8,7 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from bot.domain import ImageRequest, parse_resolution
+from bot.admission import Asker, Refusal
+from bot.domain import Hold, ImageRequest, parse_resolution
 from bot.jobs import JobRequest
 from bot.kie import ASPECT_RATIOS
 from tests.conftest import StartBot
@@ -202,8 +203,17 @@ async def test_a_refusal_is_still_shown_if_the_placeholder_cannot_be_removed(
     start_bot: StartBot, fake_discord: FakeDiscord, fake_kie: FakeKie
 ) -> None:
     running = await start_bot(daily_quota=1)
-    # A database too slow for Discord's 3 s: the bot answers publicly first, then refuses.
-    running.bot.admission.answer_within = 0.0
+    # Checks too slow for Discord's 3 s (here: 0.1 s, where the bot allows them 0.05 s): the
+    # bot answers publicly first, then refuses.
+    admission = running.bot.admission
+    check = admission.check
+
+    async def slow_check(asker: Asker, hold: Hold | None = None) -> Refusal | None:
+        await asyncio.sleep(0.1)
+        return await check(asker, hold)
+
+    admission.check = slow_check  # type: ignore[method-assign]
+    admission.answer_within = 0.05
     fake_discord.fail_next("DELETE", "/messages/@original", status=404, code=0, count=5)
     await final_answer(
         fake_discord, await fake_discord.send_interaction("imagine", {"prompt": PROMPT})

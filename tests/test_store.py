@@ -4,6 +4,8 @@ backends (`storage_target`), WAL and SQLite's own migrations on SQLite."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -361,3 +363,42 @@ async def test_settings_trays_defaults_and_values_keep_what_they_are_given(
     await store.members.set_defaults(1, None, MemberDefaults(resolution="2K", count=2))
     assert await store.members.defaults(1, None) == MemberDefaults(resolution="2K", count=2)
     assert await store.members.clear_defaults(1, None)
+
+
+# --- lookups: the hot path's small reads ---------------------------------------------------------
+
+
+async def test_a_lookup_reads_the_last_commit_and_inside_a_transaction_its_own_writes(
+    store: Storage,
+) -> None:
+    db = store.backend
+    await db.execute("INSERT INTO meta (key, value) VALUES ('lookup', 'one')")
+    read = "SELECT value FROM meta WHERE key = 'lookup'"
+    assert [row["value"] for row in await db.lookup(read)] == ["one"]
+    async with db.transaction() as tx:
+        await tx.execute("UPDATE meta SET value = 'two' WHERE key = 'lookup'")
+        assert [row["value"] for row in await db.lookup(read)] == ["two"]
+    assert [row["value"] for row in await db.lookup(read)] == ["two"]
+
+
+async def test_sqlite_answers_a_lookup_on_the_loops_thread_and_other_reads_off_it(
+    tmp_path: Path,
+) -> None:
+    store = await open_storage(tmp_path / "imagine.db")
+    try:
+        ran_on: dict[str, int] = {}
+        await store.backend.trace(
+            lambda sql: (
+                ran_on.setdefault(sql.split("'")[1], threading.get_ident()) if "'" in sql else None
+            )
+        )
+        await store.backend.lookup("SELECT 'looked up'")
+        await store.backend.rows("SELECT 'read'")
+        # A lookup the reader must answer (here: a statement SQLite refuses) still raises.
+        with pytest.raises(sqlite3.OperationalError):
+            await store.backend.lookup("SELECT * FROM no_such_table")
+        await store.backend.trace(None)
+    finally:
+        await store.close()
+    assert ran_on["looked up"] == threading.get_ident(), "no trip to aiosqlite's thread"
+    assert ran_on["read"] != threading.get_ident()

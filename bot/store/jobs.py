@@ -405,7 +405,11 @@ class SqlJobLedger:
         need_server = (limits.server_budget is not None and guild_id is not None) or (
             limits.server_cap is not None
         )
-        rows = await self._db.rows(
+        # The member's and their server's sums read as many rows as their day's jobs (bounded
+        # by their quota and the server's cap): a `lookup`. The whole day's total grows with
+        # the deployment: off the loop.
+        read = self._db.rows if limits.total_cap is not None else self._db.lookup
+        rows = await read(
             f"""SELECT {_MEMBER_USED_SQL} AS used, {_MEMBER_GRANTED_SQL} AS granted,
                        CASE WHEN :server THEN {_SERVER_SPENT_SQL} ELSE 0 END AS server,
                        CASE WHEN :total THEN {_DAY_SPENT_SQL} ELSE 0 END AS total""",
@@ -545,7 +549,7 @@ class SqlJobLedger:
         ids = [i for outcome in outcomes if not isinstance(outcome, OverLimit) for i in outcome]
         found: dict[int, Job] = {}
         if ids:
-            rows = await self._db.rows(
+            rows = await self._db.lookup(
                 f"{_SELECT_JOBS} WHERE id IN ({', '.join('?' * len(ids))})", ids
             )
             found = {row["id"]: _job(row) for row in rows}
@@ -553,7 +557,7 @@ class SqlJobLedger:
 
     async def usage(self, user_id: int, guild_id: int | None, day: str) -> Usage:
         """A member's charged units in one server (None: direct messages) on one day."""
-        rows = await self._db.rows(
+        rows = await self._db.lookup(
             f"SELECT {_MEMBER_USED_SQL} AS used, {_MEMBER_GRANTED_SQL} AS granted",
             {"user": user_id, "guild": guild_id, "day": day},
         )
@@ -596,7 +600,7 @@ class SqlJobLedger:
     # --- job states ---------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        rows = await self._db.rows(f"{_SELECT_JOBS} WHERE id = ?", (job_id,))
+        rows = await self._db.lookup(f"{_SELECT_JOBS} WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
     async def batch_jobs(self, batch_id: int) -> list[Job]:

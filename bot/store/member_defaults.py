@@ -37,7 +37,7 @@ class SqlMemberSettings:
         self._clock = clock
 
     async def defaults(self, user_id: int, guild_id: int | None) -> MemberDefaults:
-        rows = await self._db.rows(
+        rows = await self._db.lookup(
             "SELECT aspect_ratio, resolution, private, model, count FROM member_defaults"
             " WHERE user_id = ? AND guild_key = ?",
             (user_id, _key(guild_id)),

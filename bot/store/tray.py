@@ -31,7 +31,7 @@ class SqlReferenceTrays:
         self._db = database
 
     async def tray(self, user_id: int, guild_key: int, since: float) -> list[TrayImage]:
-        rows = await self._db.rows(_SELECT, (user_id, guild_key, since))
+        rows = await self._db.lookup(_SELECT, (user_id, guild_key, since))
         return [_image(row) for row in rows]
 
     async def add(

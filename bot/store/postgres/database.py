@@ -202,6 +202,10 @@ class PostgresDatabase:
             return list(await connection.fetch(text, *values))
         return list(await self._pool.fetch(text, *values))
 
+    async def lookup(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
+        """A read like any other: asyncpg is asynchronous throughout (no thread to skip)."""
+        return await self.rows(sql, params)
+
     async def _status(self, sql: str, params: Params) -> str:
         text, values = dialect.statement(sql, params)
         connection = _current.get()
