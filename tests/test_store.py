@@ -365,6 +365,38 @@ async def test_settings_trays_defaults_and_values_keep_what_they_are_given(
     assert await store.members.clear_defaults(1, None)
 
 
+async def test_a_claim_to_send_a_job_does_not_wait_for_a_whole_burst_of_charges(
+    tmp_path: Path,
+) -> None:
+    # SQLite's one writing connection: PostgreSQL's writes never wait for each other's rows.
+    store = await open_storage(tmp_path / "imagine.db")
+    try:
+        first = await store.jobs.reserve(_job(), SpendLimits(1))
+        assert isinstance(first, Job)
+        loop = asyncio.get_running_loop()
+        charging = asyncio.Event()
+        await store.backend.trace(
+            lambda sql: loop.call_soon_threadsafe(charging.set) if "INSERT" in sql else None
+        )
+        # 200 members at once: one group of charges, one transaction, under way when the
+        # claim to send the first job asks for the database.
+        charges = [
+            asyncio.ensure_future(store.jobs.reserve(_job(user_id=100 + n), SpendLimits(1)))
+            for n in range(200)
+        ]
+        await charging.wait()
+        assert await store.jobs.begin_submit(first.id)
+        charged_by_then = sum(charge.done() for charge in charges)
+        results = await asyncio.gather(*charges)
+        await store.backend.trace(None)
+        assert charged_by_then < len(charges), "the claim went between the charges"
+        assert all(isinstance(result, Job) for result in results), "none lost or refused"
+        assert len({result.id for result in results if isinstance(result, Job)}) == 200
+        assert await _used(store, DAY, user_id=150) == 1
+    finally:
+        await store.close()
+
+
 # --- lookups: the hot path's small reads ---------------------------------------------------------
 
 

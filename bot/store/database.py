@@ -88,6 +88,7 @@ class Database:
         # One connection is shared by all coroutines; a transaction spanning several awaits
         # must not interleave with another coroutine's statements.
         self._write = asyncio.Lock()
+        self._writers_waiting = 0  # for `writers_waiting`
 
     @classmethod
     async def open(
@@ -145,7 +146,7 @@ class Database:
         with contextlib.suppress(sqlite3.Error):
             await self.optimize()
         # A transaction under way (a batch of charges) ends first: it commits or rolls back.
-        async with self._write:
+        async with self._writing():
             if self._on_loop is not None:
                 self._on_loop.close()
                 self._on_loop = None
@@ -232,20 +233,39 @@ class Database:
             # other error is raised again there.
             return await self.rows(sql, params)
 
+    def writers_waiting(self) -> bool:
+        """Whether a write waits for the writing connection. A group of charges commits early
+        for it (`SqlJobLedger`): in a burst each statement of a long transaction waits a turn
+        of the busy event loop, and a job's claim to be sent would wait for all of them."""
+        return self._writers_waiting > 0
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """The writing connection, alone; counted in `writers_waiting` until it is ours."""
+        self._writers_waiting += 1
+        try:
+            await self._write.acquire()
+        finally:
+            self._writers_waiting -= 1
+        try:
+            yield
+        finally:
+            self._write.release()
+
     async def execute(self, sql: str, params: Params = ()) -> None:
         """Run one write on its own (SQLite makes a single statement atomic)."""
-        async with self._write:
+        async with self._writing():
             await self._db.execute(sql, params)
 
     async def changed(self, sql: str, params: Params = ()) -> bool:
         """Run one write; True when it changed exactly one row."""
-        async with self._write:
+        async with self._writing():
             cursor = await self._db.execute(sql, params)
         return cursor.rowcount == 1
 
     async def changed_count(self, sql: str, params: Params = ()) -> int:
         """Run one write; how many rows it changed."""
-        async with self._write:
+        async with self._writing():
             cursor = await self._db.execute(sql, params)
         return max(cursor.rowcount, 0)
 
@@ -255,7 +275,7 @@ class Database:
         it yields (`rows` may be used too: reads take no lock)."""
         # IMMEDIATE takes the write lock up front (waiting up to busy_timeout for another
         # process), so the reads inside the transaction see what the write will be based on.
-        async with self._write:
+        async with self._writing():
             await self._db.execute("BEGIN IMMEDIATE")
             inside = _in_transaction.set(True)
             try:

@@ -483,6 +483,10 @@ class SqlJobLedger:
             del self._waiting[:MAX_CHARGES_PER_COMMIT]
             try:
                 results = await self._charge(group)
+                # Those the transaction did not reach (it ended early for another write) are
+                # next, in their order.
+                self._waiting[:0] = group[len(results) :]
+                group = group[: len(results)]
             except Exception as error:
                 if len(group) == 1:
                     _settle(group, None, error, self._uncommitted)
@@ -507,14 +511,24 @@ class SqlJobLedger:
         the charges before it in the group, then inserted; no other writer can charge what
         these checks read in between (SQLite: the IMMEDIATE transaction's database lock;
         PostgreSQL: the group's advisory locks), so any number of simultaneous commands, in
-        any number of processes, cannot overspend a limit."""
+        any number of processes, cannot overspend a limit.
+
+        Returns the outcomes of the group's first charges: all of them, unless another write
+        (a job's claim to be sent, say) waited for the database meanwhile. Then the transaction
+        commits after the charge under way, and the rest are left for the next; at least one
+        is always charged.
+        """
         outcomes: list[list[int] | OverLimit] = []
+        reached: list[_Waiting] = []
         try:
             async with self._db.transaction() as db:
                 # Another process charging the same member, server (or day, under a total
                 # cap) waits here until this COMMIT, so the sums read below stay true.
                 await db.lock(sorted({k for w in group for k in _lock_keys(w.job, w.limits)}))
                 for waiting in group:
+                    if reached and self._db.writers_waiting():
+                        break
+                    reached.append(waiting)
                     job, limits = waiting.job, waiting.limits
                     sums = await self._sums(job.user_id, job.guild_id, job.day, limits)
                     refusal = _over(sums, job.total_units, limits, job.guild_id)
@@ -539,10 +553,10 @@ class SqlJobLedger:
                     outcomes.append(ids)
                 # The COMMIT is the next statement: from here a read may see these rows, so
                 # the checks stop adding them (counting them twice could refuse what fits).
-                for waiting in group:
+                for waiting in reached:
                     self._uncommitted.forget(waiting)
         except BaseException:
-            for waiting in group:  # rolled back: not charged, still asked for
+            for waiting in reached:  # rolled back: not charged, still asked for
                 self._uncommitted.remember(waiting, waiting.job)
             raise
         # Committed: only now may anyone see (and submit) these jobs.

@@ -202,6 +202,11 @@ class PostgresDatabase:
             return list(await connection.fetch(text, *values))
         return list(await self._pool.fetch(text, *values))
 
+    def writers_waiting(self) -> bool:
+        """Never: writes here run on connections of their own, waiting only for the rows
+        (or advisory keys) they touch."""
+        return False
+
     async def lookup(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
         """A read like any other: asyncpg is asynchronous throughout (no thread to skip)."""
         return await self.rows(sql, params)
