@@ -44,6 +44,20 @@ def _private_files(path: Path) -> None:
             os.chmod(file, 0o600)
 
 
+def _connect_on_loop(path: Path) -> sqlite3.Connection:
+    """`Database.lookup`'s connection: read-only, opened on the event loop's thread and only
+    ever used there (sqlite3 checks), and never waiting for a lock (the reader does that)."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA busy_timeout=0")
+        connection.execute("PRAGMA query_only=1")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 class SqliteTransaction:
     """Statements inside one of `Database.transaction`'s IMMEDIATE transactions."""
 
@@ -63,8 +77,8 @@ class SqliteTransaction:
 
 
 class Database:
-    """The bot's SQLite file, the one writing connection every repository shares, and a
-    read-only connection beside it.
+    """The bot's SQLite file, the one writing connection every repository shares, and two
+    read-only connections beside it (one on aiosqlite's thread, one for `lookup` on the loop's).
 
     It owns the connections, the write lock that keeps one coroutine's transaction from
     interleaving with another's statements, and the schema's version. Reads outside a
@@ -127,21 +141,15 @@ class Database:
         except BaseException:
             await reader.close()
             raise
-        self._reader = reader
-        # Opened on the event loop's thread, and only ever used there (sqlite3 checks).
-        on_loop = sqlite3.connect(self._path, isolation_level=None)
         try:
-            on_loop.row_factory = sqlite3.Row
-            # Never wait for a lock on the loop: `lookup` goes to the reader instead.
-            on_loop.execute("PRAGMA busy_timeout=0")
-            on_loop.execute("PRAGMA query_only=1")
+            self._on_loop = _connect_on_loop(self._path)
         except BaseException:
-            on_loop.close()
+            await reader.close()
             raise
-        self._on_loop = on_loop
+        self._reader = reader
 
     async def close(self) -> None:
-        """Close both connections, bringing the planner's statistics up to date first (best
+        """Close every connection, bringing the planner's statistics up to date first (best
         effort: a database that cannot take a write now still closes)."""
         with contextlib.suppress(sqlite3.Error):
             await self.optimize()
