@@ -95,7 +95,7 @@ class Database:
 
     def __init__(self, db: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
         self._db = db
-        self._reader = db  # until `_open_reader`: one connection (and always for ":memory:")
+        self._reader = db  # until `_open_readers`: one connection (and always for ":memory:")
         self._on_loop: sqlite3.Connection | None = None  # `lookup`'s (not for ":memory:")
         self._path = path
         self.clock = clock
@@ -126,22 +126,18 @@ class Database:
             database = cls(db, path, clock)
             await database._migrate(migrations)
             if str(path) != ":memory:":
-                await database._open_reader()
+                await database._open_readers()
         except BaseException:
             await db.close()
             raise
         return database
 
-    async def _open_reader(self) -> None:
+    async def _open_readers(self) -> None:
         reader = await aiosqlite.connect(self._path, isolation_level=None)
         try:
             reader.row_factory = sqlite3.Row
             await reader.execute("PRAGMA busy_timeout=5000")
             await reader.execute("PRAGMA query_only=1")
-        except BaseException:
-            await reader.close()
-            raise
-        try:
             self._on_loop = _connect_on_loop(self._path)
         except BaseException:
             await reader.close()

@@ -41,12 +41,9 @@ class Deferrals:
         self,
         api_base: Callable[[], str],
         count: Callable[[str, str], None],
-        *,
-        give_up_after: float = GIVE_UP_AFTER,
     ) -> None:
         self._api_base = api_base  # read per call: discord.py's Route.BASE (a fake, in tests)
         self._count = count  # (method, status) for /metrics, as the REST trace counts
-        self._give_up_after = give_up_after
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
@@ -71,7 +68,7 @@ class Deferrals:
         if ephemeral:
             body["data"] = {"flags": EPHEMERAL}
         url = f"{self._api_base()}/interactions/{interaction.id}/{interaction.token}/callback"
-        deadline = time.monotonic() + self._give_up_after
+        deadline = time.monotonic() + GIVE_UP_AFTER
         retried = False
         while True:
             try:
