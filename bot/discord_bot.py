@@ -174,7 +174,9 @@ class ImagineBot(commands.Bot):
         self._operators: tuple[float, tuple[int, ...]] | None = None
         # The first answer to image requests, lean (see the module): Route.BASE is read per
         # call, as discord.py reads it.
-        self.deferrals = Deferrals(lambda: discord.http.Route.BASE, self.metrics.discord_call)
+        self.deferrals = Deferrals(
+            lambda: discord.http.Route.BASE, self.metrics.discord_call, self.http.user_agent
+        )
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Messages are never commands here: the bot answers slash commands and buttons only."""

@@ -3,9 +3,9 @@
 Discord gives an interaction 3 s for its first answer, and in a burst thousands wait for theirs
 on one event loop. discord.py's `InteractionResponse.defer` goes through its general webhook
 path (a lock per token, a query string, the callback's whole resource asked for and parsed):
-about 0.8 ms of CPU a command in a 3,000-command burst, where this plain POST of the same body
-costs about 0.3 ms (bench/README.md). What follows the deferral (edits, followups, the images)
-stays discord.py's.
+about 0.8 ms of CPU a command in a 3,000-command burst, where a plain POST of the same body
+through aiohttp costs about 0.3 ms, and through `PlainPosts` (bot/ui/plainpost.py) less again
+(bench/README.md). What follows the deferral (edits, followups, the images) stays discord.py's.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import discord
+
+from bot.ui.plainpost import Answer, PlainPosts
 
 if TYPE_CHECKING:
     from bot.discord_bot import ImagineBot
@@ -30,50 +32,53 @@ RETRY_PAUSE = 0.25  # before retrying a 5xx or a connection reset, while time is
 ALREADY_ACKNOWLEDGED = 40060  # Discord's code: a retry after an answer lost on its way back
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer, read for its message; never more
 CONNECTIONS = 64  # kept open to Discord for deferrals: a burst reuses them
+PUBLIC_BODY = json.dumps({"type": DEFERRED_CHANNEL_MESSAGE}).encode()
+EPHEMERAL_BODY = json.dumps(
+    {"type": DEFERRED_CHANNEL_MESSAGE, "data": {"flags": EPHEMERAL}}
+).encode()
 
 
 class Deferrals:
-    """Sends deferrals for one bot, on a session of its own (opened by `start`, closed by
+    """Sends deferrals for one bot, on connections of its own (opened by `start`, closed by
     `close`, both the bot's). Failures raise discord.py's own exceptions (`NotFound`,
-    `Forbidden`, `DiscordServerError`, `HTTPException`), so callers handle them as before."""
+    `Forbidden`, `DiscordServerError`, `HTTPException`), so callers handle them as before; a
+    connection that fails for good raises `OSError` or `TimeoutError`."""
 
     def __init__(
         self,
         api_base: Callable[[], str],
         count: Callable[[str, str], None],
+        user_agent: str,
     ) -> None:
         self._api_base = api_base  # read per call: discord.py's Route.BASE (a fake, in tests)
         self._count = count  # (method, status) for /metrics, as the REST trace counts
-        self._session: aiohttp.ClientSession | None = None
+        self._user_agent = user_agent
+        self._posts: PlainPosts | None = None
 
     def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=CONNECTIONS),
-                # JSON in, nothing read back on success: no cookies, no redirects to follow.
-                cookie_jar=aiohttp.DummyCookieJar(),
+        if self._posts is None:
+            self._posts = PlainPosts(
+                user_agent=self._user_agent, connections=CONNECTIONS, body_bytes=ERROR_BODY_BYTES
             )
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._posts is not None:
+            posts, self._posts = self._posts, None
+            await posts.close()
 
     async def defer(self, interaction: discord.Interaction[ImagineBot], *, ephemeral: bool) -> None:
         """Answer "thinking…" (shown to the member alone when `ephemeral`) and mark the
         interaction answered, as `interaction.response.defer(thinking=True)` would."""
-        if self._session is None:
+        if self._posts is None:
             raise RuntimeError("Deferrals.start was not called")
-        body: dict[str, Any] = {"type": DEFERRED_CHANNEL_MESSAGE}
-        if ephemeral:
-            body["data"] = {"flags": EPHEMERAL}
+        body = EPHEMERAL_BODY if ephemeral else PUBLIC_BODY
         url = f"{self._api_base()}/interactions/{interaction.id}/{interaction.token}/callback"
         deadline = time.monotonic() + GIVE_UP_AFTER
         retried = False
         while True:
             try:
-                retry_in = await self._post(self._session, url, body, deadline, retried)
-            except (aiohttp.ClientConnectionError, TimeoutError):
+                retry_in = await self._post(self._posts, url, body, deadline, retried)
+            except (OSError, TimeoutError):
                 self._count("POST", "error")
                 if time.monotonic() + RETRY_PAUSE >= deadline:
                     raise
@@ -88,46 +93,43 @@ class Deferrals:
         interaction.response._response_type = deferred
 
     async def _post(
-        self,
-        session: aiohttp.ClientSession,
-        url: str,
-        body: dict[str, Any],
-        deadline: float,
-        retried: bool,
+        self, posts: PlainPosts, url: str, body: bytes, deadline: float, retried: bool
     ) -> float | None:
         """One attempt: None once answered; else seconds to wait before the next (raises
         where there is no time left for one)."""
         # Each attempt ends by the deadline, however slowly Discord answers.
-        timeout = aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), RETRY_PAUSE))
-        async with session.post(url, json=body, timeout=timeout) as response:
-            self._count("POST", str(response.status))
-            if 200 <= response.status < 300:
-                return None
-            data = await _error_body(response)
-            left = deadline - time.monotonic()
-            if response.status == 429:
-                retry_after = _retry_after(data)
-                if retry_after is not None and retry_after < left:
-                    return retry_after
-                raise discord.HTTPException(response, data)
-            if response.status >= 500:
-                if left > RETRY_PAUSE:
-                    return RETRY_PAUSE
-                raise discord.DiscordServerError(response, data)
-            if retried and isinstance(data, dict) and data.get("code") == ALREADY_ACKNOWLEDGED:
-                return None  # the attempt whose answer was lost did land
-            if response.status == 404:
-                raise discord.NotFound(response, data)
-            if response.status == 403:
-                raise discord.Forbidden(response, data)
+        async with asyncio.timeout(max(deadline - time.monotonic(), RETRY_PAUSE)):
+            answer = await posts.post(url, body)
+        self._count("POST", str(answer.status))
+        if 200 <= answer.status < 300:
+            return None
+        data = _error_body(answer)
+        left = deadline - time.monotonic()
+        # discord.py's exceptions read a response's `status` and `reason`, which Answer has.
+        response = cast(aiohttp.ClientResponse, answer)
+        if answer.status == 429:
+            retry_after = _retry_after(data)
+            if retry_after is not None and retry_after < left:
+                return retry_after
             raise discord.HTTPException(response, data)
+        if answer.status >= 500:
+            if left > RETRY_PAUSE:
+                return RETRY_PAUSE
+            raise discord.DiscordServerError(response, data)
+        if retried and isinstance(data, dict) and data.get("code") == ALREADY_ACKNOWLEDGED:
+            return None  # the attempt whose answer was lost did land
+        if answer.status == 404:
+            raise discord.NotFound(response, data)
+        if answer.status == 403:
+            raise discord.Forbidden(response, data)
+        raise discord.HTTPException(response, data)
 
 
-async def _error_body(response: aiohttp.ClientResponse) -> dict[str, Any] | str:
-    """Discord's JSON error (code and message), read to a bound; its text if not JSON."""
-    raw = await response.content.read(ERROR_BODY_BYTES)
-    text = raw.decode("utf-8", errors="replace")
-    if response.content_type == "application/json":
+def _error_body(answer: Answer) -> dict[str, Any] | str:
+    """Discord's JSON error (code and message); its text if not JSON (read to a bound by
+    `PlainPosts`)."""
+    text = answer.body.decode("utf-8", errors="replace")
+    if answer.content_type == "application/json":
         try:
             parsed = json.loads(text)
         except ValueError:
