@@ -101,6 +101,7 @@ class Metrics:
             ["method", "status"],
             registry=r,
         )
+        self._discord_children: dict[tuple[str, str], Counter] = {}
         self.kie_balance = Gauge(
             "imagine_kie_balance_credits",
             "The kie.ai balance when last read, in credits (NaN until read).",
@@ -182,7 +183,13 @@ class Metrics:
         self.kie_balance.set(credits)
 
     def discord_call(self, method: str, status: str) -> None:
-        self.discord_requests.labels(method, status).inc()
+        # One child per method and status, looked up once: a burst counts thousands a second.
+        child = self._discord_children.get((method, status))
+        if child is None:
+            child = self._discord_children[method, status] = self.discord_requests.labels(
+                method, status
+            )
+        child.inc()
 
     def discord_trace(self) -> aiohttp.TraceConfig:
         """For discord.py's `Client(http_trace=...)`: counts every REST request it makes by

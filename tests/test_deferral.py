@@ -3,8 +3,11 @@ it sends, what it retries within Discord's 3 s, and what it leaves to the caller
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from bot import generation
 from bot.domain import JobState
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
@@ -77,3 +80,43 @@ async def test_an_expired_interaction_is_not_deferred_twice(
     (deferral,) = deferrals(fake_discord, interaction)
     assert deferral.status == 404
     assert sum((await running.job_states()).values()) == 1
+
+
+@pytest.mark.parametrize(("ahead", "charge_waits"), [(0, True), (40, False)])
+async def test_a_charge_far_back_in_line_waits_for_the_commands_still_unanswered(
+    start_bot: StartBot,
+    fake_discord: FakeDiscord,
+    monkeypatch: pytest.MonkeyPatch,
+    ahead: int,
+    charge_waits: bool,
+) -> None:
+    # With `ahead` jobs already running, a new charge waits while any command is still
+    # waiting for its first answer; the first command's deferral is held up a whole second.
+    monkeypatch.setattr(generation, "CHARGE_AHEAD", ahead)
+    running = await start_bot()
+    fake_discord.rate_limit_next("POST", "/callback", retry_after=1.0)
+    sent = [
+        await fake_discord.send_interaction("imagine", {"prompt": PROMPT}),
+        await fake_discord.send_interaction("imagine", {"prompt": PROMPT + ", at dawn"}),
+    ]
+    # Whichever deferral reached Discord first was the one held up.
+    await eventually(
+        lambda: any(fake_discord.ack_latency(i) is not None for i in sent), what="a deferral"
+    )
+    quick, slow = sorted(sent, key=lambda i: fake_discord.ack_latency(i) is None)
+    assert [r.status for r in deferrals(fake_discord, slow)] == [429]
+
+    async def charged() -> int:
+        return sum((await running.storage.jobs.count_by_state()).values())
+
+    if charge_waits:
+        await asyncio.sleep(0.3)
+        assert fake_discord.ack_latency(slow) is None, "the first command is still unanswered"
+        assert await charged() == 0, "nothing is charged while a command waits for its answer"
+    else:
+        await eventually(lambda: charged(), what="the quick command's charge")
+        assert fake_discord.ack_latency(slow) is None
+    # Either way both are charged once, and both images delivered.
+    for interaction in (slow, quick):
+        assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
+    assert await running.job_states() == {"delivered": 2}
