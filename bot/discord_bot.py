@@ -181,6 +181,17 @@ class ImagineBot(commands.Bot):
     async def on_message(self, message: discord.Message, /) -> None:
         """Messages are never commands here: the bot answers slash commands and buttons only."""
 
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        """discord.py's, plus `form_submitted` for a form's submission (the Edit form's, read
+        by cogs/results.py even after a restart). Listening for every `interaction` instead
+        would make discord.py start a task per interaction: in a burst, thousands of tasks that
+        return at once, on the loop that owes each command its acknowledgement."""
+        super().dispatch(event_name, *args, **kwargs)
+        if event_name == "interaction":
+            (interaction,) = args
+            if interaction.type is discord.InteractionType.modal_submit:
+                super().dispatch("form_submitted", interaction)
+
     async def setup_hook(self) -> None:
         self.deferrals.start()
         await self.operator.load()

@@ -97,9 +97,10 @@ class ResultsCog(commands.Cog):
         await interaction.response.send_modal(edit_form(job.id, job.image, PROMPT_MIN_LENGTH))
 
     @commands.Cog.listener()
-    async def on_interaction(self, interaction: discord.Interaction[ImagineBot]) -> None:
-        # Every interaction passes here; only the Edit form's submissions are ours. They are
-        # read from the interaction itself, so forms opened before a restart work too.
+    async def on_form_submitted(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        # Every form's submission passes here (`ImagineBot.dispatch`); only the Edit form's are
+        # ours. They are read from the interaction itself, so forms opened before a restart
+        # work too.
         submission = read_submission(interaction)
         if submission is None:
             return

@@ -4,6 +4,7 @@ it sends, what it retries within Discord's 3 s, and what it leaves to the caller
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,31 @@ async def test_a_charge_far_back_in_line_waits_for_the_commands_still_unanswered
     for interaction in (slow, quick):
         assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
     assert await running.job_states() == {"delivered": 2}
+
+
+async def test_a_command_starts_no_listener_task_of_its_own(
+    start_bot: StartBot, fake_discord: FakeDiscord
+) -> None:
+    # discord.py starts a task per `on_interaction` listener for every interaction; the Edit
+    # form listens for form submissions alone (`form_submitted`), so a command starts none.
+    running = await start_bot()
+    assert not running.bot.extra_events.get("on_interaction")
+    assert running.bot.extra_events.get("on_form_submitted")
+    started: list[str] = []
+    loop = asyncio.get_running_loop()
+    default_factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        started.append(kwargs.get("name") or "")
+        if default_factory is not None:
+            return default_factory(loop, coro, **kwargs)  # type: ignore[no-any-return]
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        interaction = await fake_discord.send_interaction("imagine", {"prompt": PROMPT})
+        await final_answer(fake_discord, interaction)
+    finally:
+        loop.set_task_factory(default_factory)
+    assert started, "the command's own tasks were seen"
+    assert not [name for name in started if "on_interaction" in name]
