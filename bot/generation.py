@@ -256,12 +256,17 @@ class Generation:
                     return await self._refuse(asker, checked, requester)
                 # The charge is asked for while the acknowledgement is on its way (in a burst
                 # it joins the next group commit sooner); the job starts once both are done.
-                charging = asyncio.ensure_future(self._charge(request, requester, hold))
+                # A job far back in line is charged once answered (`_charge_later`).
+                charging: asyncio.Future[list[Job] | OverLimit] | None = None
+                if self._runner.running < CHARGE_AHEAD:
+                    charging = asyncio.ensure_future(self._charge(request, requester, hold))
                 try:
                     await requester.acknowledge()
                 except BaseException:
                     # No public reply: the job, charged or about to be, still runs (its reply
                     # falls back to the channel), so its units are delivered or refunded.
+                    if charging is None:
+                        charging = asyncio.ensure_future(self._charge(request, requester, hold))
                     jobs = await asyncio.shield(charging)
                     if not isinstance(jobs, OverLimit):
                         for job in jobs:
@@ -271,6 +276,8 @@ class Generation:
         except BaseException:
             self._jobs.release(hold)  # no-op once the charge was asked for
             raise
+        if charging is None:
+            charging = await self._charge_later(request, requester, hold)
         jobs = await charging
         if isinstance(jobs, OverLimit):  # someone else's charge got there first
             over = await self._admission.over_limit(asker, jobs)
@@ -307,14 +314,25 @@ class Generation:
             await answering
         return refusal
 
+    async def _charge_later(
+        self, request: JobRequest, requester: Requester, hold: Hold
+    ) -> asyncio.Future[list[Job] | OverLimit]:
+        """The charge of an answered request far back in line, asked for once no command is
+        waiting for its first answer (`CHARGE_AHEAD`). Its place among the member's commands is
+        held meanwhile (`hold`): limits count it, and the charge checks them again. Waiting
+        here, in the command's own task, rather than in a charge task of its own spares a
+        burst thousands of tasks; the charge is asked for even if this wait is cancelled (the
+        member was told the image is on its way)."""
+        try:
+            await self.unanswered.quiet(CHARGE_WAITS_AT_MOST)
+        finally:
+            charging = asyncio.ensure_future(self._charge(request, requester, hold))
+        return charging
+
     async def _charge(
         self, request: JobRequest, requester: Requester, hold: Hold
     ) -> list[Job] | OverLimit:
         try:
-            if self._runner.running >= CHARGE_AHEAD:
-                # Its place among the member's commands is held meanwhile (`hold`): limits
-                # count it, and the charge checks them again.
-                await self.unanswered.quiet(CHARGE_WAITS_AT_MOST)
             restricted = await requester.age_restricted()
             request = dataclasses.replace(request, age_restricted=restricted)
             return await self._jobs.reserve(request, hold)
