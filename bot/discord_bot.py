@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import discord
 from discord import app_commands
@@ -69,9 +69,10 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
     error in one place (`answer_error`)."""
 
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:
-        command = interaction.command
-        root = getattr(command, "root_parent", None) or command
-        if root is not None and root.name == OWNER_GROUP:
+        # The command's top-level name as Discord sent it (a group's name for its
+        # subcommands): `interaction.command` would look the command up a second time.
+        data = cast("dict[str, Any]", interaction.data or {})
+        if data.get("name") == OWNER_GROUP:
             return True  # the operator's own commands check their user instead (in English)
         localize(interaction)  # the command, its checks and its error answer speak it
         return await interaction.client.gate_passed(interaction)

@@ -31,6 +31,8 @@ class TooManyReferences:
 
 def with_tray(image: ImageRequest, tray: Sequence[TrayImage]) -> ImageRequest | TooManyReferences:
     """`image` with the tray's images after its own references, or why not (too many)."""
+    if not tray:
+        return image
     given = len(image.reference_urls)
     if given + len(tray) > REFERENCES_MAX:
         return TooManyReferences(given, len(tray))

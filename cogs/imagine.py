@@ -8,7 +8,6 @@ admitted.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -204,11 +203,15 @@ def _image_request(
         return messages.prompt_length_error(len(prompt))
     try:
         request = ImageRequest(
-            prompt, parse_aspect_ratio(ratio), parse_resolution(size), parse_model(model)
+            prompt,
+            parse_aspect_ratio(ratio),
+            parse_resolution(size),
+            parse_model(model),
+            reference_urls=urls,
         )
     except ValueError:  # Discord offers only the choices; a forged interaction may not
         return messages.option_not_offered()
-    joined = with_tray(dataclasses.replace(request, reference_urls=urls), tray)
+    joined = with_tray(request, tray)
     if isinstance(joined, TooManyReferences):
         return reference_messages.too_many_references(joined)
     if not joined.image_to_image and joined.aspect_ratio == AUTO_ASPECT_RATIO:

@@ -82,7 +82,9 @@ def always(*pieces: bytes, close: bool = False) -> Script:
 async def test_it_writes_one_json_post_and_reuses_the_connection(posts: PlainPosts) -> None:
     async with serve(always(JSON_204)) as server:
         for n in range(3):
-            answer = await posts.post(f"{server.url}/api/v10/i/1/tok/callback?x=1", b'{"n":%d}' % n)
+            answer = await posts.post(
+                f"{server.url}/api/v10/i/1/tok/callback?x=1", b'{"n":%d}' % n, within=5
+            )
             assert (answer.status, answer.body) == (204, b"")
         assert server.connections == 1, "kept alive: one connection for all three"
         head, _, body = server.requests[0].partition(b"\r\n\r\n")
@@ -117,11 +119,11 @@ async def test_an_error_body_is_read_whole_however_it_is_framed(
     posts: PlainPosts, pieces: list[bytes]
 ) -> None:
     async with serve(always(*pieces)) as server:
-        answer = await posts.post(server.url + "/cb", b"{}")
+        answer = await posts.post(server.url + "/cb", b"{}", within=5)
         assert (answer.status, answer.reason) == (400, "Bad Request")
         assert answer.content_type == "application/json"
         assert answer.body.replace(b" ", b"") == b'{"code":40060,"m":1}\n'
-        await posts.post(server.url + "/cb", b"{}")
+        await posts.post(server.url + "/cb", b"{}", within=5)
         assert server.connections == 1
 
 
@@ -129,9 +131,9 @@ async def test_a_body_without_a_length_runs_until_the_close(posts: PlainPosts) -
     async with serve(
         always(b"HTTP/1.1 502 Bad Gateway\r\n\r\nupstream", b" down", close=True)
     ) as s:
-        answer = await posts.post(s.url + "/cb", b"{}")
+        answer = await posts.post(s.url + "/cb", b"{}", within=5)
         assert (answer.status, answer.body) == (502, b"upstream down")
-        await posts.post(s.url + "/cb", b"{}")
+        await posts.post(s.url + "/cb", b"{}", within=5)
         assert s.connections == 2, "a connection closed by its answer is not reused"
 
 
@@ -149,7 +151,7 @@ async def test_a_connection_is_not_reused_unless_the_answer_allows_it(
 ) -> None:
     async with serve(always(answer)) as server:
         for _ in range(2):
-            assert (await posts.post(server.url + "/cb", b"{}")).status == 204
+            assert (await posts.post(server.url + "/cb", b"{}", within=5)).status == 204
         assert server.connections == 2
 
 
@@ -170,17 +172,23 @@ async def test_a_broken_or_oversized_answer_fails_as_a_connection_error(
 ) -> None:
     async with serve(always(*pieces, close=True)) as server:
         with pytest.raises(PlainPostError, match=why) as raised:
-            await posts.post(server.url + "/cb", b"{}")
+            await posts.post(server.url + "/cb", b"{}", within=5)
         assert isinstance(raised.value, OSError), "Deferrals retries OSErrors"
 
 
-async def test_a_server_that_never_answers_is_left_when_the_caller_stops_waiting(
-    posts: PlainPosts,
+@pytest.mark.parametrize("given_up_by", ["its own time limit", "the caller"])
+async def test_a_server_that_never_answers_is_left_in_time(
+    posts: PlainPosts, given_up_by: str
 ) -> None:
     async with serve(always()) as server:
+        started = asyncio.get_running_loop().time()
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await posts.post(server.url + "/cb", b"{}")
+            if given_up_by == "the caller":
+                async with asyncio.timeout(0.2):
+                    await posts.post(server.url + "/cb", b"{}", within=5)
+            else:
+                await posts.post(server.url + "/cb", b"{}", within=0.2)
+        assert asyncio.get_running_loop().time() - started < 2
         for _ in range(100):
             if server.closed_by_client:
                 break
@@ -188,9 +196,27 @@ async def test_a_server_that_never_answers_is_left_when_the_caller_stops_waiting
         assert server.closed_by_client == 1, "the abandoned connection is closed"
 
 
+async def test_a_request_waiting_for_a_connection_slot_times_out_too() -> None:
+    one = PlainPosts(user_agent="t", connections=1, body_bytes=BODY_BYTES)
+    try:
+        async with serve(always()) as server:
+            hung = asyncio.ensure_future(one.post(server.url + "/cb", b"{}", within=5))
+            await asyncio.sleep(0.05)
+            with pytest.raises(TimeoutError):
+                await one.post(server.url + "/cb", b"{}", within=0.2)
+            assert server.connections == 1, "it never got a connection"
+            hung.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await hung
+    finally:
+        await one.close()
+
+
 async def test_requests_at_once_share_at_most_the_connections_allowed(posts: PlainPosts) -> None:
     async with serve(always(JSON_204)) as server:
-        answers = await asyncio.gather(*(posts.post(server.url + "/cb", b"{}") for _ in range(20)))
+        answers = await asyncio.gather(
+            *(posts.post(server.url + "/cb", b"{}", within=5) for _ in range(20))
+        )
         assert {a.status for a in answers} == {204}
         assert server.connections == 4
 
@@ -243,11 +269,11 @@ async def test_https_is_tls_with_the_host_name_checked(tmp_path: Path) -> None:
         async with serve(always(JSON_204), tls=server_tls) as server:
             assert server.url.startswith("https://localhost:")
             for _ in range(2):
-                assert (await trusting.post(server.url + "/cb", b"{}")).status == 204
+                assert (await trusting.post(server.url + "/cb", b"{}", within=5)).status == 204
             assert server.connections == 1
             assert server.requests[0].startswith(b"POST /cb HTTP/1.1\r\n")
             with pytest.raises(ssl.SSLCertVerificationError):
-                await default.post(server.url + "/cb", b"{}")  # not a trusted certificate
+                await default.post(server.url + "/cb", b"{}", within=5)  # not a trusted certificate
     finally:
         await trusting.close()
         await default.close()

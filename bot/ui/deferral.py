@@ -98,8 +98,7 @@ class Deferrals:
         """One attempt: None once answered; else seconds to wait before the next (raises
         where there is no time left for one)."""
         # Each attempt ends by the deadline, however slowly Discord answers.
-        async with asyncio.timeout(max(deadline - time.monotonic(), RETRY_PAUSE)):
-            answer = await posts.post(url, body)
+        answer = await posts.post(url, body, within=max(deadline - time.monotonic(), RETRY_PAUSE))
         self._count("POST", str(answer.status))
         if 200 <= answer.status < 300:
             return None

@@ -172,6 +172,11 @@ class _Exchange(asyncio.Protocol):
         self._answer.set_result(Answer(head.status, head.reason, head.headers, body))
 
 
+def _expire(answering: asyncio.Future[Answer]) -> None:
+    if not answering.done():
+        answering.set_exception(TimeoutError())
+
+
 def _length(value: str) -> int:
     if not value.isdigit():
         raise PlainPostError("the answer's Content-Length is not a number")
@@ -225,27 +230,43 @@ class PlainPosts:
         self._slots: dict[Origin, asyncio.Semaphore] = {}
         self._open: set[_Exchange] = set()
 
-    async def post(self, url: str, body: bytes) -> Answer:
-        """The answer to one POST of `body` (JSON); raises `OSError` (this module's
-        `PlainPostError` among them). Waits as long as it is let: callers bound it
-        (`asyncio.timeout`), and a cancelled request's connection is closed."""
+    async def post(self, url: str, body: bytes, *, within: float) -> Answer:
+        """The answer to one POST of `body` (JSON) within `within` seconds; raises `OSError`
+        (this module's `PlainPostError` among them) or `TimeoutError`. A request given up
+        (timed out or cancelled) has its connection closed."""
         origin, target = _split(url)
         request = self._request(origin, target, body)
         slots = self._slots.setdefault(origin, asyncio.Semaphore(self._connections))
-        async with slots:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        # asyncio.timeout only where there is a wait (a free connection slot, a connection to
+        # open); the answer itself is bounded by one timer, a fifth of the cost in a burst.
+        if slots.locked():
+            async with asyncio.timeout_at(deadline):
+                await slots.acquire()
+        else:
+            await slots.acquire()
+        try:
             exchange = self._take(origin)
             if exchange is None:
-                exchange = await self._connect(origin)
+                async with asyncio.timeout_at(deadline):
+                    exchange = await self._connect(origin)
+            answering = exchange.send(request)
+            expiry = loop.call_at(deadline, _expire, answering)
             try:
-                answer = await exchange.send(request)
+                answer = await answering
             except BaseException:
                 self._discard(exchange)
                 raise
+            finally:
+                expiry.cancel()
             if exchange.reusable and not exchange.closed:
                 self._idle.setdefault(origin, collections.deque()).append(exchange)
             else:
                 self._discard(exchange)
             return answer
+        finally:
+            slots.release()
 
     async def close(self) -> None:
         for exchange in list(self._open):
