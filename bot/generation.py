@@ -31,10 +31,11 @@ SETTLE_SECONDS = 3.0
 # Commands checked and answered at the same time. Enough to keep the database and Discord busy
 # (a check is a few indexed reads); few enough that a burst keeps a few warm connections.
 ADMISSIONS_AT_ONCE = 32
-# Jobs started and not finished past which a new charge waits for the commands still waiting
-# for their first answer (at most CHARGE_WAITS_AT_MOST seconds): kie.ai takes 20 tasks per 10 s,
-# so a job behind 40 others is submitted 10 s later or more whenever it is charged, while in a
-# burst every charge made now takes the event loop from an acknowledgement due within 3 s.
+# Jobs started and not finished past which a new request's charge waits until no command is
+# waiting for its first answer (at most CHARGE_WAITS_AT_MOST seconds). In a burst every charge
+# made now takes the event loop from an acknowledgement due within 3 s, while a job with 40
+# ahead of it starts no sooner for being charged sooner (kie.ai takes 20 tasks per 10 s). With
+# fewer running, charges go at once: a burst's first jobs are submitted straight away.
 CHARGE_AHEAD = 40
 CHARGE_WAITS_AT_MOST = 1.5
 
