@@ -130,7 +130,9 @@ def report(opts: Options, scenarios: Sequence[Scenario], runs: int, results: lis
     command = " ".join(["python -m bench.run", *sys.argv[1:]])
     print(
         f"\n`{command}`: {runs} run(s) of each scenario, medians; {opts.image_kb} KB images, "
-        f"generation {opts.gen_min:g}–{opts.gen_max:g} s, seed {opts.seed}; {info['cpus']} CPUs, "
+        f"generation {opts.gen_min:g}–{opts.gen_max:g} s, seed {opts.seed}; "
+        + (f"Discord replies after {opts.discord_rtt * 1000:g} ms; " if opts.discord_rtt else "")
+        + f"{info['cpus']} CPUs, "
         f"Python {info['python']}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; bot (git/sources): "
         f"{', '.join(sorted({r.bot_version for r in results}))}"
     )
@@ -184,6 +186,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[Scenari
     add("--cluster-members", type=int, default=100, help="cluster: members sending them")
     add("--probes", type=int, default=50, help="/history and /quota calls timed per member")
     add("--image-kb", type=int, default=1024, help="size of each image")
+    add(
+        "--discord-rtt",
+        type=float,
+        default=0.0,
+        help="seconds the fake Discord takes to reply to an interaction callback (0: loopback)",
+    )
     add("--gen-min", type=float, default=2.0, help="shortest generation on kie.ai, s")
     add("--gen-max", type=float, default=6.0, help="longest generation on kie.ai, s")
     add(
@@ -236,6 +244,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[Scenari
         image_kb=args.image_kb,
         gen_min=args.gen_min,
         gen_max=args.gen_max,
+        discord_rtt=args.discord_rtt,
         mode=args.mode,
         seed=args.seed,
         results=args.results,

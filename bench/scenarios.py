@@ -76,6 +76,9 @@ class Options:
     seed: int
     results: Path  # folder for the bot logs
     stamp: str
+    # Seconds the fake Discord takes to reply to an interaction callback: 0 is loopback; a real
+    # network's round trip is tens of milliseconds (the callback is recorded on arrival).
+    discord_rtt: float = 0.0
     cluster_jobs: int = 300  # cluster: /imagine commands per set-up
     cluster_members: int = 100  # ... from this many members in 5 servers
 
@@ -260,7 +263,7 @@ async def drain(opts: Options, run: int, name: str, plan: Drain) -> Figures:
     image = image_of(opts.image_kb * 1024, rng)
     draws = [rng.uniform(opts.gen_min, opts.gen_max) for _ in range(plan.jobs)]
     out: Figures = {}
-    async with fakes(credits=30.0 * plan.jobs) as world:
+    async with fakes(credits=30.0 * plan.jobs, discord_rtt=opts.discord_rtt) as world:
         for guild in plan.guilds:
             # A server with data missing from READY is one the bot left: the departures sweep
             # would rightly blank its members' jobs (a million rows), during the measurement.
@@ -408,7 +411,7 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
     name = "burst"
     out: Figures = {}
     servers = opts.burst_servers
-    async with fakes(credits=30.0 * opts.burst) as world:
+    async with fakes(credits=30.0 * opts.burst, discord_rtt=opts.discord_rtt) as world:
         world.kie.default_script = TaskScript(step_seconds=opts.gen_min / 2)
         guilds = [world.discord.guild_id + k for k in range(servers)]
         for guild in guilds[1:]:

@@ -89,11 +89,12 @@ async def _watch_loop_lag(worst: list[float], tick: float = 0.05) -> None:
 
 
 @asynccontextmanager
-async def fakes(credits: float) -> AsyncIterator[Fakes]:
+async def fakes(credits: float, discord_rtt: float = 0.0) -> AsyncIterator[Fakes]:
     # FakeTask times and kie.ai calls are on the loop clock, Discord's on time.monotonic().
     if abs(asyncio.get_running_loop().time() - time.monotonic()) > 0.01:
         raise RuntimeError("the event loop's clock is not time.monotonic(); times would be wrong")
     discord, kie = FakeDiscord(), FakeKie(credits=credits)
+    discord.callback_reply_delay = discord_rtt
     await discord.start()
     await kie.start()
     stall = [0.0]

@@ -72,6 +72,9 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
         # The fake guild's preferred locale (its GUILD_CREATE and interactions' guild_locale);
         # set it before the bot connects.
         self.preferred_locale = "en-US"
+        # Seconds an interaction callback's reply takes to come back (a real network's round
+        # trip; loopback's is well under a millisecond). The callback is recorded on arrival.
+        self.callback_reply_delay = 0.0
 
         self.api_base = ""
         self.gateway_url = ""

@@ -3,6 +3,7 @@ authentication, rate-limit buckets, fault injection, and one handler per route."
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -342,6 +343,8 @@ class DiscordRest:
             return web.Response(status=500)  # never reaches the client
         self.requests.append(rec)
         self._notify_waiters(rec)
+        if self.callback_reply_delay and path.endswith("/callback"):
+            await asyncio.sleep(self.callback_reply_delay)
         if reply.body is None:
             return web.Response(status=reply.status, headers=reply.headers)
         # Exactly "application/json": discord.py treats anything else (even "; charset=utf-8",
