@@ -84,11 +84,19 @@ class Turn:
         self._unanswered = unanswered
         self.arrived = arrived
         self._held = True
+        self._counted = True  # among the unanswered commands
 
-    def release(self) -> None:
+    def give_way(self) -> None:
+        """Let the next command in while this one's answer waits for Discord's reply; it
+        still counts as unanswered (`Unanswered`) until `release`."""
         if self._held:
             self._held = False
             self._gate.release()
+
+    def release(self) -> None:
+        self.give_way()
+        if self._counted:
+            self._counted = False
             self._unanswered.answered()
 
 
@@ -269,7 +277,7 @@ class Generation:
                 # (tens of ms), and turns held through it would cap a burst at
                 # ADMISSIONS_AT_ONCE answers per round trip.
                 letting_go = asyncio.get_running_loop().call_later(
-                    TURN_WAITS_FOR_REPLY, turn.release
+                    TURN_WAITS_FOR_REPLY, turn.give_way
                 )
                 try:
                     await requester.acknowledge()
