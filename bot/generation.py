@@ -31,9 +31,6 @@ SETTLE_SECONDS = 3.0
 # Commands checked and answered at the same time. Enough to keep the database and Discord busy
 # (a check is a few indexed reads); few enough that a burst keeps a few warm connections.
 ADMISSIONS_AT_ONCE = 32
-# How long a turn waits for Discord's reply to its command's answer before the next command
-# takes it: on loopback the reply is back sooner; over a network, a round trip later.
-TURN_WAITS_FOR_REPLY = 0.01
 # Jobs started and not finished past which a new request's charge waits until no command is
 # waiting for its first answer (at most CHARGE_WAITS_AT_MOST seconds). In a burst every charge
 # made now takes the event loop from an acknowledgement due within 3 s, while a job with 40
@@ -76,27 +73,19 @@ class Unanswered:
 
 class Turn:
     """A command's turn at admission (`Generation.turn`): held from before its first read
-    until it is answered, or its answer has waited `TURN_WAITS_FOR_REPLY` for Discord's reply.
-    `arrived` is when it asked for the turn: Discord's 3 s count from then."""
+    until it is answered. `arrived` is when it asked for the turn: Discord's 3 s count from
+    then."""
 
     def __init__(self, gate: asyncio.Semaphore, arrived: float, unanswered: Unanswered) -> None:
         self._gate = gate
         self._unanswered = unanswered
         self.arrived = arrived
         self._held = True
-        self._counted = True  # among the unanswered commands
 
-    def give_way(self) -> None:
-        """Let the next command in while this one's answer waits for Discord's reply; it
-        still counts as unanswered (`Unanswered`) until `release`."""
+    def release(self) -> None:
         if self._held:
             self._held = False
             self._gate.release()
-
-    def release(self) -> None:
-        self.give_way()
-        if self._counted:
-            self._counted = False
             self._unanswered.answered()
 
 
@@ -272,13 +261,6 @@ class Generation:
                 charging: asyncio.Future[list[Job] | OverLimit] | None = None
                 if self._runner.running < CHARGE_AHEAD:
                     charging = asyncio.ensure_future(self._charge(request, requester, hold))
-                # The turn is held while Discord's reply to the answer comes back, but no longer
-                # than TURN_WAITS_FOR_REPLY: over a real network that reply is a round trip away
-                # (tens of ms), and turns held through it would cap a burst at
-                # ADMISSIONS_AT_ONCE answers per round trip.
-                letting_go = asyncio.get_running_loop().call_later(
-                    TURN_WAITS_FOR_REPLY, turn.give_way
-                )
                 try:
                     await requester.acknowledge()
                 except BaseException:
@@ -291,8 +273,6 @@ class Generation:
                         for job in jobs:
                             self._runner.start(job)
                     raise
-                finally:
-                    letting_go.cancel()
                 turn.release()  # answered: the charge is waited for outside the turns
         except BaseException:
             self._jobs.release(hold)  # no-op once the charge was asked for

@@ -31,9 +31,7 @@ GIVE_UP_AFTER = 3.0
 RETRY_PAUSE = 0.25  # before retrying a 5xx or a connection reset, while time is left
 ALREADY_ACKNOWLEDGED = 40060  # Discord's code: a retry after an answer lost on its way back
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer, read for its message; never more
-# Kept open to Discord for deferrals, and how many may wait for Discord's reply at once: one
-# process answers at most this many commands per round trip (at 50 ms, 5,000 a second).
-CONNECTIONS = 256
+CONNECTIONS = 64  # kept open to Discord for deferrals: a burst reuses them
 PUBLIC_BODY = json.dumps({"type": DEFERRED_CHANNEL_MESSAGE}).encode()
 EPHEMERAL_BODY = json.dumps(
     {"type": DEFERRED_CHANNEL_MESSAGE, "data": {"flags": EPHEMERAL}}
