@@ -164,8 +164,23 @@ async def test_a_connection_is_not_reused_unless_the_answer_allows_it(
         ([b"HTTP/1.1 400 Bad\r\nContent-Length: -1\r\n\r\n"], "not a number"),
         ([b"SSH-2.0-OpenSSH_9.6\r\n\r\n"], "not HTTP"),
         ([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"], "closed before"),
+        ([b"HTTP/1.1 400 Bad\r\nContent-Length: \xb2\r\n\r\n"], "not a number"),
+        ([b"HTTP/1.1 \xb200 OK\r\n\r\n"], "not HTTP"),
+        ([b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n-9\r\nabc\r\n"], "chunk"),
+        ([b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nabcde\r\n"], "chunk"),
     ],
-    ids=["huge head", "huge body", "huge chunk", "bad length", "not http", "cut short"],
+    ids=[
+        "huge head",
+        "huge body",
+        "huge chunk",
+        "bad length",
+        "not http",
+        "cut short",
+        "superscript length",
+        "superscript status",
+        "negative chunk",
+        "prefixed chunk",
+    ],
 )
 async def test_a_broken_or_oversized_answer_fails_as_a_connection_error(
     posts: PlainPosts, pieces: list[bytes], why: str

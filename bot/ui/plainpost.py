@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from urllib.parse import urlsplit
 
 HEAD_BYTES = 16 * 1024  # status line and headers of an answer; never more
 NO_BODY = frozenset({204, 304})
+# ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class PlainPostError(ConnectionError):
@@ -152,7 +156,7 @@ class _Exchange(asyncio.Protocol):
     def _read_head(raw: bytes) -> _Head:
         lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _DECIMAL.fullmatch(parts[1]):
             raise PlainPostError("the answer is not HTTP/1.x")
         headers: dict[str, str] = {}
         for line in lines[1:]:
@@ -178,7 +182,7 @@ def _expire(answering: asyncio.Future[Answer]) -> None:
 
 
 def _length(value: str) -> int:
-    if not value.isdigit():
+    if not _DECIMAL.fullmatch(value):
         raise PlainPostError("the answer's Content-Length is not a number")
     return int(value)
 
@@ -193,10 +197,11 @@ def _dechunk(buffer: bytearray, limit: int) -> tuple[bytes, int] | None:
         if end < 0:
             return None
         size_text = bytes(buffer[at:end]).split(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise PlainPostError("a chunk's size is not a number") from None
+        # Hex digits only: int() would also take a sign, "0x" or "_", and a negative size
+        # would send the reader backwards.
+        if not _HEX.fullmatch(size_text):
+            raise PlainPostError("a chunk's size is not a number")
+        size = int(size_text, 16)
         if size == 0:
             # Trailers (none expected) end with an empty line.
             last = buffer.find(b"\r\n\r\n", end)
@@ -287,7 +292,9 @@ class PlainPosts:
         loop = asyncio.get_running_loop()
         context: ssl.SSLContext | None = None
         if origin.scheme == "https":
-            context = self._ssl or ssl.create_default_context()
+            if self._ssl is None:  # loading the system's certificates once, not per connection
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
         _, exchange = await loop.create_connection(
             lambda: _Exchange(self._body_bytes),
             origin.host,
@@ -317,12 +324,8 @@ class PlainPosts:
 def _split(url: str) -> tuple[Origin, str]:
     """The origin and the request target of a URL (the origin parsed once per base URL)."""
     scheme, _, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    origin = _origin(f"{scheme}://{netloc}")
-    query = ""
-    if "?" in path:
-        path, _, query = path.partition("?")
-    return origin, (slash + path or "/") + (f"?{query}" if query else "")
+    netloc, slash, target = rest.partition("/")
+    return _origin(f"{scheme}://{netloc}"), slash + target or "/"
 
 
 @functools.lru_cache(maxsize=16)
