@@ -13,7 +13,7 @@ import contextvars
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,19 +73,29 @@ class Unanswered:
 
 class Turn:
     """A command's turn at admission (`Generation.turn`): held from before its first read
-    until it is answered. `arrived` is when it asked for the turn: Discord's 3 s count from
-    then."""
+    until its answer is written (`give_way`), or until it is answered where the answer has no
+    such moment. `arrived` is when it asked for the turn: Discord's 3 s count from then."""
 
     def __init__(self, gate: asyncio.Semaphore, arrived: float, unanswered: Unanswered) -> None:
         self._gate = gate
         self._unanswered = unanswered
         self.arrived = arrived
         self._held = True
+        self._counted = True  # among the unanswered commands
 
-    def release(self) -> None:
+    def give_way(self) -> None:
+        """Let the next command in while this one's answer waits for Discord's reply, a round
+        trip away on a real network: turns held through it would cap a burst at
+        ADMISSIONS_AT_ONCE answers per round trip. The command still counts as unanswered
+        (`Unanswered`) until `release`."""
         if self._held:
             self._held = False
             self._gate.release()
+
+    def release(self) -> None:
+        self.give_way()
+        if self._counted:
+            self._counted = False
             self._unanswered.answered()
 
 
@@ -118,8 +128,9 @@ class _SlowAnswers:
 class Requester(Protocol):
     """The member's side of one request: how the front end answers them (an interaction)."""
 
-    async def acknowledge(self) -> None:
-        """Answer publicly that the image is on its way, unless already answered."""
+    async def acknowledge(self, sent: Callable[[], None] | None = None) -> None:
+        """Answer publicly that the image is on its way, unless already answered; `sent` is
+        called once the answer is written, before Discord's reply to it."""
         ...
 
     async def refuse(self, refusal: Refusal) -> None:
@@ -262,7 +273,7 @@ class Generation:
                 if self._runner.running < CHARGE_AHEAD:
                     charging = asyncio.ensure_future(self._charge(request, requester, hold))
                 try:
-                    await requester.acknowledge()
+                    await requester.acknowledge(sent=turn.give_way)
                 except BaseException:
                     # No public reply: the job, charged or about to be, still runs (its reply
                     # falls back to the channel), so its units are delivered or refunded.

@@ -6,6 +6,7 @@ import asyncio
 import enum
 import logging
 import mimetypes
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -102,12 +103,12 @@ class InteractionRequester:
         self._interaction = interaction
         self._private = private  # the member's results are for them alone (/settings)
 
-    async def acknowledge(self) -> None:
+    async def acknowledge(self, sent: Callable[[], None] | None = None) -> None:
         """The "thinking…" reply, which becomes the job's reply: public, or shown to the
         member alone when their results are private (every edit of it stays so)."""
         if not self._interaction.response.is_done():
             await self._interaction.client.deferrals.defer(
-                self._interaction, ephemeral=self._private
+                self._interaction, ephemeral=self._private, sent=sent
             )
 
     async def refuse(self, refusal: Refusal) -> None:

@@ -151,3 +151,31 @@ async def test_a_command_starts_no_listener_task_of_its_own(
         loop.set_task_factory(default_factory)
     assert started, "the command's own tasks were seen"
     assert not [name for name in started if "on_interaction" in name]
+
+
+async def test_a_turn_gives_way_once_its_answer_is_written_not_when_discord_replies(
+    start_bot: StartBot, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One command checked at a time, and Discord's replies held back (a network's round trip,
+    # made as long as the test likes): every command's answer still reaches Discord, because
+    # a turn is given up once its answer is written. Held through the reply, the first turn
+    # would keep the other four from ever being answered.
+    monkeypatch.setattr(generation, "ADMISSIONS_AT_ONCE", 1)
+    running = await start_bot()
+    replies = asyncio.Event()
+    fake_discord.callback_replies_wait_for = replies
+    sent = [
+        await fake_discord.send_interaction("imagine", {"prompt": f"{PROMPT}, take {n}"})
+        for n in range(5)
+    ]
+
+    def all_deferred() -> bool:
+        return all(fake_discord.ack_latency(i) is not None for i in sent)
+
+    await eventually(all_deferred, what="every deferral on the wire before any reply")
+    assert running.bot.generation.unanswered, "none counts as answered before Discord replies"
+    replies.set()
+    for interaction in sent:
+        assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
+    assert not running.bot.generation.unanswered
+    assert await running.job_states() == {"delivered": 5}

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bot.ui.plainpost import HEAD_BYTES, PlainPostError, PlainPosts
+from bot.ui.plainpost import HEAD_BYTES, OPENS_AT_ONCE, Origin, PlainPostError, PlainPosts
 
 BODY_BYTES = 1024
 JSON_204 = b"HTTP/1.1 204 No Content\r\nContent-Type: application/json\r\n\r\n"
@@ -37,7 +38,10 @@ class Server:
 
 
 @asynccontextmanager
-async def serve(script: Script, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+async def serve(
+    script: Script, tls: ssl.SSLContext | None = None, answers: asyncio.Event | None = None
+) -> AsyncIterator[Server]:
+    """A server answering by `script`; with `answers`, each answer waits until it is set."""
     server = Server(url="")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,6 +52,8 @@ async def serve(script: Script, tls: ssl.SSLContext | None = None) -> AsyncItera
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                 server.requests.append(head + await reader.readexactly(length))
                 pieces, close = script(len(server.requests))
+                if answers is not None:
+                    await answers.wait()
                 for piece in pieces:
                     writer.write(piece)
                     await writer.drain()
@@ -234,6 +240,86 @@ async def test_requests_at_once_share_at_most_the_connections_allowed(posts: Pla
         )
         assert {a.status for a in answers} == {204}
         assert server.connections == 4
+
+
+class RecordingOpens(PlainPosts):
+    """Records when it opens each connection (the loop's clock)."""
+
+    opened_at: list[float]
+
+    async def _connect(self, origin: Origin) -> Any:
+        self.opened_at.append(asyncio.get_running_loop().time())
+        return await super()._connect(origin)
+
+
+async def test_connections_are_opened_a_few_at_a_time_up_to_the_limit() -> None:
+    # Twenty requests at once, with every answer held: sixteen connections are needed, and a
+    # burst of them is opened at once (OPENS_AT_ONCE), then the rest one per 1/rate seconds.
+    rate = 50.0
+    gradual = RecordingOpens(
+        user_agent="t", connections=16, body_bytes=BODY_BYTES, opens_per_second=rate
+    )
+    gradual.opened_at = []
+    answers = asyncio.Event()
+    try:
+        async with serve(always(JSON_204), answers=answers) as server:
+            posting = asyncio.gather(
+                *(gradual.post(server.url + "/cb", b"{}", within=5) for _ in range(20))
+            )
+            for _ in range(300):
+                if server.connections == 16:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.connections == 16, "every connection allowed is opened, when needed"
+            answers.set()
+            assert {a.status for a in await posting} == {204}
+            assert server.connections == 16, "the four requests left over reuse them"
+        first = gradual.opened_at[0]
+        late = [
+            (n, at - first)
+            for n, at in enumerate(gradual.opened_at)
+            if at - first < (n + 1 - OPENS_AT_ONCE) / rate - 0.005
+        ]
+        assert not late, f"opened sooner than the rate allows: {late}"
+    finally:
+        await gradual.close()
+
+
+async def test_sent_is_told_once_the_request_is_written_before_its_answer() -> None:
+    client = PlainPosts(user_agent="t", connections=1, body_bytes=BODY_BYTES)
+    answers = asyncio.Event()
+    written = asyncio.Event()
+    try:
+        async with serve(always(JSON_204), answers=answers) as server:
+            posting = asyncio.ensure_future(
+                client.post(server.url + "/cb", b"{}", within=5, sent=written.set)
+            )
+            async with asyncio.timeout(5):
+                await written.wait()
+            assert not posting.done(), "told before the answer came"
+            answers.set()
+            assert (await posting).status == 204
+    finally:
+        await client.close()
+
+
+async def test_a_request_that_gave_up_waiting_for_a_connection_leaves_it_to_the_next() -> None:
+    one = PlainPosts(user_agent="t", connections=1, body_bytes=BODY_BYTES)
+    answers = asyncio.Event()
+    try:
+        async with serve(always(JSON_204), answers=answers) as server:
+            first = asyncio.ensure_future(one.post(server.url + "/cb", b"{}", within=5))
+            await asyncio.sleep(0.05)
+            with pytest.raises(TimeoutError):
+                await one.post(server.url + "/cb", b"{}", within=0.1)
+            third = asyncio.ensure_future(one.post(server.url + "/cb", b"{}", within=5))
+            await asyncio.sleep(0.05)
+            answers.set()
+            assert (await first).status == 204
+            assert (await third).status == 204
+            assert server.connections == 1, "handed from the first to the third, kept alive"
+    finally:
+        await one.close()
 
 
 def certificate(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -31,7 +31,10 @@ GIVE_UP_AFTER = 3.0
 RETRY_PAUSE = 0.25  # before retrying a 5xx or a connection reset, while time is left
 ALREADY_ACKNOWLEDGED = 40060  # Discord's code: a retry after an answer lost on its way back
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer, read for its message; never more
-CONNECTIONS = 64  # kept open to Discord for deferrals: a burst reuses them
+# Kept open to Discord for deferrals (opened a few at a time, as a burst needs them), and so
+# how many may wait for Discord's reply at once: one process answers at most this many
+# commands per round trip (at 50 ms, 5,000 a second).
+CONNECTIONS = 256
 PUBLIC_BODY = json.dumps({"type": DEFERRED_CHANNEL_MESSAGE}).encode()
 EPHEMERAL_BODY = json.dumps(
     {"type": DEFERRED_CHANNEL_MESSAGE, "data": {"flags": EPHEMERAL}}
@@ -66,9 +69,16 @@ class Deferrals:
             posts, self._posts = self._posts, None
             await posts.close()
 
-    async def defer(self, interaction: discord.Interaction[ImagineBot], *, ephemeral: bool) -> None:
+    async def defer(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        *,
+        ephemeral: bool,
+        sent: Callable[[], None] | None = None,
+    ) -> None:
         """Answer "thinking…" (shown to the member alone when `ephemeral`) and mark the
-        interaction answered, as `interaction.response.defer(thinking=True)` would."""
+        interaction answered, as `interaction.response.defer(thinking=True)` would; `sent` is
+        called once the answer is written, before Discord's reply."""
         if self._posts is None:
             raise RuntimeError("Deferrals.start was not called")
         body = EPHEMERAL_BODY if ephemeral else PUBLIC_BODY
@@ -77,7 +87,7 @@ class Deferrals:
         retried = False
         while True:
             try:
-                retry_in = await self._post(self._posts, url, body, deadline, retried)
+                retry_in = await self._post(self._posts, url, body, deadline, retried, sent)
             except (OSError, TimeoutError):
                 self._count("POST", "error")
                 if time.monotonic() + RETRY_PAUSE >= deadline:
@@ -93,12 +103,19 @@ class Deferrals:
         interaction.response._response_type = deferred
 
     async def _post(
-        self, posts: PlainPosts, url: str, body: bytes, deadline: float, retried: bool
+        self,
+        posts: PlainPosts,
+        url: str,
+        body: bytes,
+        deadline: float,
+        retried: bool,
+        sent: Callable[[], None] | None,
     ) -> float | None:
         """One attempt: None once answered; else seconds to wait before the next (raises
         where there is no time left for one)."""
         # Each attempt ends by the deadline, however slowly Discord answers.
-        answer = await posts.post(url, body, within=max(deadline - time.monotonic(), RETRY_PAUSE))
+        within = max(deadline - time.monotonic(), RETRY_PAUSE)
+        answer = await posts.post(url, body, within=within, sent=sent)
         self._count("POST", str(answer.status))
         if 200 <= answer.status < 300:
             return None

@@ -75,6 +75,9 @@ class FakeDiscord(DiscordGateway, DiscordRest, DiscordState, DiscordJoins):
         # Seconds an interaction callback's reply takes to come back (a real network's round
         # trip; loopback's is well under a millisecond). The callback is recorded on arrival.
         self.callback_reply_delay = 0.0
+        # While set and not yet set free, callback replies wait for it (recorded on arrival):
+        # a test can see what the bot sends before any reply to its answers is back.
+        self.callback_replies_wait_for: asyncio.Event | None = None
 
         self.api_base = ""
         self.gateway_url = ""

@@ -343,8 +343,11 @@ class DiscordRest:
             return web.Response(status=500)  # never reaches the client
         self.requests.append(rec)
         self._notify_waiters(rec)
-        if self.callback_reply_delay and path.endswith("/callback"):
-            await asyncio.sleep(self.callback_reply_delay)
+        if path.endswith("/callback"):
+            if self.callback_replies_wait_for is not None:
+                await self.callback_replies_wait_for.wait()
+            if self.callback_reply_delay:
+                await asyncio.sleep(self.callback_reply_delay)
         if reply.body is None:
             return web.Response(status=reply.status, headers=reply.headers)
         # Exactly "application/json": discord.py treats anything else (even "; charset=utf-8",
