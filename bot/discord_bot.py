@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any, cast
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -59,6 +60,11 @@ EXTENSIONS = (
     "cogs.owner",  # registers nothing unless OWNER_GUILD_ID is set
 )
 OWNER_GROUP = "owner"
+# REST connections to Discord for discord.py's own calls (edits, followups, images), per host.
+# Its default has no limit: a burst's hundreds of waiting edits, let go at once, would open
+# hundreds of TLS connections in the same moment (and overflow a server's accept queue, which
+# drops them for a second). Past this many at once they wait for a free one instead.
+DISCORD_CONNECTIONS_PER_HOST = 64
 OPERATORS_TTL = 600.0
 READINESS_DB_SECONDS = 2.0
 
@@ -192,6 +198,13 @@ class ImagineBot(commands.Bot):
             (interaction,) = args
             if interaction.type is discord.InteractionType.modal_submit:
                 super().dispatch("form_submitted", interaction)
+
+    async def login(self, token: str) -> None:
+        if self.http.connector is discord.utils.MISSING:  # not given by a test or a caller
+            self.http.connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=DISCORD_CONNECTIONS_PER_HOST
+            )
+        await super().login(token)
 
     async def setup_hook(self) -> None:
         self.deferrals.start()
