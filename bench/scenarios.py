@@ -378,6 +378,14 @@ BURST_FIGURES = (
     Figure("calls_max", "Discord calls per job so far, max", target="≤ 6", met=at_most(6)),
     Figure("cpu_ms_per_command", "bot CPU per command, admission (ms)", 1),
     Figure(
+        "gc_pause_max_ms",
+        "bot's longest garbage-collector pause in the burst (ms)",
+        1,
+        target="< 50",
+        met=below(50),
+    ),
+    Figure("gc_pauses_over_50_ms", "bot's garbage-collector pauses over 50 ms", 0, "= 0", zero),
+    Figure(
         "peak_rss_mb",
         "bot peak RSS with every command waiting (MB)",
         1,
@@ -458,12 +466,16 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
                 )
                 await asyncio.sleep(2)  # let admission settle: every command waiting
                 after = bot.figures()
+                burst_ended = time.monotonic()
                 if before and after:
                     out["cpu_ms_per_command"] = (after.cpu_s - before.cpu_s) * 1000 / opts.burst
                     out["peak_rss_mb"] = after.peak_rss_mb
             finally:
                 await bot.stop()
             out["shutdown_s"], out["exit_code"] = bot.shutdown_s, bot.exit_code
+            pauses = bot.gc_pauses(started, burst_ended)
+            out["gc_pause_max_ms"] = max(pauses, default=0.0) * 1000
+            out["gc_pauses_over_50_ms"] = sum(1 for p in pauses if p > 0.05)
             recorded.scan()
             outcomes = {t: recorded.outcome(t) for t in recorded.sent}
             acks = [o.ack_s * 1000 for o in outcomes.values() if o.ack_s is not None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import random
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.gcwatch import GC_PAUSES_FILE
 from bot.domain import CHARGED_STATES
 from tests.conftest import free_port
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
@@ -161,21 +163,33 @@ class BotProcess:
     ready_cpu_s: float | None = None  # CPU time used by then
     exit_code: int | None = None
     shutdown_s: float | None = None  # SIGTERM -> the process has exited
+    pauses_file: Path | None = None  # the garbage collector's pauses, once it has exited
 
     @classmethod
     async def start(cls, env: dict[str, str], workdir: Path, log: Path) -> BotProcess:
+        """`python -m bot`, through `bench/gcwatch.py`, which records the garbage collector's
+        pauses without changing the bot."""
+        pauses = log.with_suffix(".gc.json")
+        pauses.unlink(missing_ok=True)
         with log.open("wb") as sink:  # the child keeps its own copy of the descriptor
             started = time.monotonic()
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "bot",
-                env=env,
+                str(Path(__file__).with_name("gcwatch.py")),
+                env={**env, GC_PAUSES_FILE: str(pauses)},
                 cwd=workdir,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=sink,
             )
-        return cls(process, log, started)
+        return cls(process, log, started, pauses_file=pauses)
+
+    def gc_pauses(self, since: float, until: float) -> list[float]:
+        """The garbage collector's pauses (seconds) that ended between two `time.monotonic()`
+        readings, read once the bot has exited."""
+        if self.pauses_file is None or not self.pauses_file.exists():
+            return []
+        pauses = json.loads(self.pauses_file.read_text())
+        return [seconds for ended, seconds, _ in pauses if since <= ended <= until]
 
     async def until_ready(self, discord: FakeDiscord, patience: float = 120) -> None:
         """Wait for the bot's gateway session: start-up, migrations, resume scan and command
