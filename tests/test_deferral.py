@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from bot import generation
 from bot.admission import Asker, Refusal
+from bot.discord_bot import DISCORD_CONNECTIONS_PER_HOST
 from bot.domain import Hold, JobState
 from tests.conftest import StartBot
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, RecordedRequest
@@ -179,3 +182,48 @@ async def test_a_turn_gives_way_once_its_answer_is_written_not_when_discord_repl
         assert embed_title(await final_answer(fake_discord, interaction)) == READY_TITLE
     assert not running.bot.generation.unanswered
     assert await running.job_states() == {"delivered": 5}
+
+
+async def test_discord_py_s_calls_share_a_bounded_number_of_connections(
+    start_bot: StartBot,
+) -> None:
+    # discord.py's default connector opens as many connections as there are calls at once; a
+    # burst's waiting edits, let go together, would open hundreds in one moment. The bot's
+    # connector (the one its REST calls use) holds them to DISCORD_CONNECTIONS_PER_HOST: here
+    # 100 requests at once to a server that holds every answer reach it on that many.
+    running = await start_bot()
+    connector = running.bot.http.connector
+    assert isinstance(connector, aiohttp.BaseConnector)
+    held = asyncio.Event()
+    connections: set[object] = set()
+
+    async def hold(request: web.Request) -> web.Response:
+        connections.add(request.transport)
+        await held.wait()
+        return web.Response(text="{}", content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/held", hold)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession(connector=connector, connector_owner=False) as session:
+
+            async def get() -> int:
+                async with session.get(f"http://127.0.0.1:{port}/held") as response:
+                    return response.status
+
+            calls = asyncio.gather(*(get() for _ in range(100)))
+            await eventually(
+                lambda: len(connections) >= DISCORD_CONNECTIONS_PER_HOST, what="connections"
+            )
+            await asyncio.sleep(0.2)  # time for any more to arrive
+            assert len(connections) == DISCORD_CONNECTIONS_PER_HOST
+            held.set()
+            assert set(await calls) == {200}
+    finally:
+        held.set()
+        await runner.cleanup()
