@@ -33,6 +33,7 @@ from bench.world import (
     bot_env,
     createtask_times,
     fakes,
+    harness_collector_off,
     image_of,
     percentile,
     say,
@@ -446,15 +447,18 @@ async def burst(opts: Options, run: int, _: dict[str, object]) -> Figures:
                 out["ready_s"] = bot.ready_s
                 before = bot.figures()
                 say(f"  {name} #{run}: READY after {bot.ready_s:.2f} s; sending {opts.burst}")
-                sent = await send_all(world.discord, commands)
-                started = sent[0].at
-                recorded = Recorded(world.discord, sent)
+                with harness_collector_off():
+                    sent = await send_all(world.discord, commands)
+                    started = sent[0].at
+                    recorded = Recorded(world.discord, sent)
 
-                def acked() -> bool:
-                    recorded.scan()
-                    return all(world.discord.ack_latency(s.interaction) is not None for s in sent)
+                    def acked() -> bool:
+                        recorded.scan()
+                        return all(
+                            world.discord.ack_latency(s.interaction) is not None for s in sent
+                        )
 
-                await wait_until(acked, 60, "every acknowledgement", bot)
+                    await wait_until(acked, 60, "every acknowledgement", bot)
                 first = min(FIRST_TASKS, opts.burst)
                 await wait_until(
                     lambda: (
