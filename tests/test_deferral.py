@@ -206,9 +206,8 @@ async def test_discord_py_s_calls_share_a_bounded_number_of_connections(
     app.router.add_get("/held", hold)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession(connector=connector, connector_owner=False) as session:
 

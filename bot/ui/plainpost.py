@@ -248,6 +248,14 @@ class _Pool:
         self._credit -= 1
         self.size += 1
 
+    def opened(self, exchange: _Exchange) -> None:
+        self.open.add(exchange)
+        self.wake()  # the next waiting request may open another, credit allowing
+
+    def not_opened(self) -> None:
+        self.size -= 1
+        self.wake()  # its room is free again
+
     def wake_when_it_may_open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Room but no credit: a waiting request is woken once the next open is allowed."""
         if self.size < self.limit and self._waking is None:
@@ -268,12 +276,8 @@ class _Pool:
 
     def put(self, exchange: _Exchange) -> None:
         """A connection free for another request: the longest-waiting one's, else idle."""
-        while self.waiting:
-            waiter = self.waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(exchange)
-                return
-        self.idle.append(exchange)
+        if not self._hand(exchange):
+            self.idle.append(exchange)
 
     def lost(self, exchange: _Exchange) -> None:
         """A connection closed: room for another, so a waiting request may open one."""
@@ -283,11 +287,18 @@ class _Pool:
         self.wake()
 
     def wake(self) -> None:
+        """The longest-waiting request looks again: it may open a connection now."""
+        self._hand(None)
+
+    def _hand(self, exchange: _Exchange | None) -> bool:
+        """Give `exchange` (None: a chance to open one) to the longest-waiting request still
+        waiting; False if none is."""
         while self.waiting:
             waiter = self.waiting.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(exchange)
+                return True
+        return False
 
     def close(self) -> None:
         if self._waking is not None:
@@ -400,11 +411,9 @@ class PlainPosts:
         try:
             exchange = await self._connect(origin)
         except BaseException:
-            pool.size -= 1
-            pool.wake()  # its room is free again
+            pool.not_opened()
             raise
-        pool.open.add(exchange)
-        pool.wake()  # the next waiting request may open another, credit allowing
+        pool.opened(exchange)
         return exchange
 
     async def _connect(self, origin: Origin) -> _Exchange:
