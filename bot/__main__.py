@@ -86,6 +86,7 @@ from bot.ui import messages
 from bot.ui.audit import AuditLog
 from bot.ui.batch_reply import BatchReplies
 from bot.ui.locale import guild_locale
+from bot.ui.progress_edits import ProgressEdits
 from bot.ui.reply import DiscordReply
 from bot.webhook import WebhookServer
 
@@ -316,6 +317,7 @@ def build_bot(
     )
     reencoder = reencoder or Reencoder()  # shared by every job's reply
     unanswered = Unanswered()  # commands waiting for their first answer go before progress
+    progress_edits = ProgressEdits(until_answered=unanswered.quiet)
 
     def discord_reply(job: Job) -> DiscordReply:
         return DiscordReply(
@@ -324,7 +326,7 @@ def build_bot(
             min_interval=settings.progress_min_interval,
             audit=audit,
             reencoder=reencoder,
-            until_answered=unanswered.quiet,
+            edits=progress_edits,
         )
 
     batch_replies = BatchReplies(discord_reply)  # the jobs of a batch share one reply
@@ -352,7 +354,11 @@ def build_bot(
     def reshow_reply_for(job: Job) -> DiscordReply:
         # No audit post: the image was audited when it was made, and a re-post costs nothing.
         return DiscordReply(
-            bot, job, min_interval=settings.progress_min_interval, reencoder=reencoder
+            bot,
+            job,
+            min_interval=settings.progress_min_interval,
+            reencoder=reencoder,
+            edits=progress_edits,
         )
 
     history = History(storage.jobs, admission, quota, kie, limits, reply_for=reshow_reply_for)
@@ -380,6 +386,7 @@ def build_bot(
         relay=CallbackRelay(
             jobs, storage.wakeups if settings.public_base_url else None, metrics=metrics
         ),
+        progress_edits=progress_edits,
         metrics=metrics,
         changes=changes,
     )

@@ -40,6 +40,7 @@ from bot.tray import ReferenceTray
 from bot.ui import messages, server_messages
 from bot.ui.deferral import Deferrals
 from bot.ui.locale import CatalogueTranslator, localize
+from bot.ui.progress_edits import ProgressEdits
 from bot.ui.reply import NO_PINGS
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class ImagineBot(commands.Bot):
         tray: ReferenceTray,
         departures: ServerDepartures,
         relay: CallbackRelay,
+        progress_edits: ProgressEdits,
         metrics: Metrics | None = None,
         changes: SharedChanges | None = None,
     ) -> None:
@@ -178,6 +180,7 @@ class ImagineBot(commands.Bot):
         self.tray = tray
         self.departures = departures
         self.relay = relay  # kie.ai's callbacks, to whichever process runs the job
+        self.progress_edits = progress_edits  # every reply's "position N" and "generating" edits
         self._operators: tuple[float, tuple[int, ...]] | None = None
         # The first answer to image requests, lean (see the module): Route.BASE is read per
         # call, as discord.py reads it.
@@ -326,6 +329,7 @@ class ImagineBot(commands.Bot):
         self.runner.stop_accepting()
         await self.generation.settle()  # commands between their checks and their charge
         await self.runner.shutdown()
+        await self.progress_edits.close()  # the waiting replies already say they are waiting
         if self.changes is not None:
             await self.changes.stop()
         await self.relay.stop()

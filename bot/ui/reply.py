@@ -22,7 +22,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -37,6 +37,7 @@ from bot.redelivery import DiscordUnavailable
 from bot.ui import messages
 from bot.ui.audit import AuditLog
 from bot.ui.buttons import batch_view, cancel_view, result_view
+from bot.ui.progress_edits import ProgressEdits
 
 log = logging.getLogger(__name__)
 # Discord not reachable at all (a dropped connection, a timeout): no HTTP status to act on.
@@ -47,9 +48,6 @@ TOKEN_LIFETIME = 15 * 60.0
 # Stop using a token a little early: a request sent at 14:59 may arrive after 15:00.
 TOKEN_MARGIN = 30.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-# The longest a progress edit waits for the commands still unanswered (a steady stream of
-# commands must not hide every job's progress).
-PROGRESS_YIELDS_AT_MOST = 10.0
 # Phases in which the job has not reached kie.ai: its reply carries a Cancel button.
 CANCELLABLE = frozenset({Phase.WAITING, Phase.QUEUED, Phase.PAUSED, Phase.KIE_DOWN})
 # Discord error codes that mean "this reply cannot be edited any more".
@@ -75,24 +73,19 @@ class DiscordReply:
         clock: Callable[[], float] = time.time,
         audit: AuditLog | None = None,
         reencoder: Reencoder,
-        until_answered: Callable[[float], Awaitable[None]] | None = None,
+        edits: ProgressEdits,
     ) -> None:
         self._client = client
-        # Progress edits wait (a while at most) for the commands still unanswered: their
-        # acknowledgements have Discord's 3 s deadline (`Unanswered.quiet`).
-        self._until_answered = until_answered
+        # Progress edits are sent by the bot's one dispatcher, a few at a time, after the
+        # commands still unanswered (`ProgressEdits`): a reply waiting to be edited is no task.
+        self._edits = edits
         self._reencoder = reencoder  # shared by every job: one worker process for them all
         self._job = job
         self._audit = audit
         self._posted_url: str | None = None
         self._min_interval = min_interval
         self._clock = clock
-        self._webhook = (
-            discord.Webhook.partial(job.reply.application_id, job.reply.token, client=client)
-            if job.reply
-            else None
-        )
-        self._reply_usable = self._webhook is not None
+        self._reply_usable = job.reply is not None
         # The deferral ("thinking…") counts as the reply's first edit: the first progress edit
         # waits `min_interval` after the command like any other, so in a burst the commands
         # still waiting for their acknowledgement go first, and a job that starts at once
@@ -102,9 +95,8 @@ class DiscordReply:
         # The latest progress not shown yet; its embed is built only when it is sent (in a
         # burst, most progress is replaced before its edit's turn comes).
         self._pending: tuple[Progress, str | None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
-        self._cancel_view: discord.ui.View | None = None
-        self._editing = False
+        self._queued = False  # waiting in `ProgressEdits` for its turn
+        self._on_wire: asyncio.Event | None = None  # set once the progress edit sent has ended
         self._outcome_started = False
         self._nonce: str | None = None  # a batch's: its first job's, whichever job sends it
 
@@ -116,62 +108,62 @@ class DiscordReply:
         if not self._token_alive():
             return  # no live reply to update; the outcome will be posted
         self._pending = (progress, images)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name=f"progress-{self._job.id}")
+        self._queue_edit()
 
-    async def _flush(self) -> None:
-        # Loops: progress that arrives while an edit is on the wire is shown after it.
-        while self._pending is not None and self._token_alive():
-            wait = self._last_edit + self._min_interval - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if self._until_answered is not None:
-                await self._until_answered(PROGRESS_YIELDS_AT_MOST)
-            pending, self._pending = self._pending, None
-            if pending is None:
-                continue
-            progress, images = pending
-            with use_locale(self._job.locale):
-                embed = messages.progress_embed(progress, self._job, images)
-            # Cancel only while kie.ai has not got the job: after that the image is paid for.
-            cancellable = progress.phase in CANCELLABLE
-            shown = (dict(embed.to_dict()), cancellable)
-            if shown == self._shown:
-                continue
-            self._editing = True
-            try:
-                # None takes the button away; the Cancel view is built once per reply.
-                await self._edit_reply(embed=embed, view=self._cancel() if cancellable else None)
-                self._shown = shown
-            except discord.HTTPException as error:
-                log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
-                self._note_reply_error(error)
-            except _UNREACHABLE as error:  # best effort: the next progress or the outcome follows
-                log.info("job %s: progress edit failed (%s)", self._job.id, type(error).__name__)
-            except RuntimeError:
-                if not self._client.is_closed():
-                    raise
-                # The bot closed its HTTP session under this edit: the job resumes, and shows
-                # its progress again, at the next start.
-                return
-            finally:
-                self._editing = False
-                self._last_edit = self._clock()
+    def _queue_edit(self) -> None:
+        """Ask for an edit turn, `min_interval` after the last edit, unless one is asked for
+        or on the wire (its end asks again for the progress that arrived meanwhile)."""
+        if self._queued or self._on_wire is not None or self._pending is None:
+            return
+        if not self._token_alive():
+            return
+        self._queued = True
+        self._edits.schedule(self, self._last_edit + self._min_interval - self._clock())
 
-    def _cancel(self) -> discord.ui.View:
-        if self._cancel_view is None:
-            self._cancel_view = cancel_view(self._job.id)
-        return self._cancel_view
+    async def send_progress(self) -> None:
+        """This reply's edit turn (`ProgressEdits`): show the newest progress, if it changes
+        what the reply shows."""
+        self._queued = False
+        pending, self._pending = self._pending, None
+        if pending is None or not self._token_alive():
+            return
+        progress, images = pending
+        with use_locale(self._job.locale):
+            embed = messages.progress_embed(progress, self._job, images)
+        # Cancel only while kie.ai has not got the job: after that the image is paid for.
+        cancellable = progress.phase in CANCELLABLE
+        shown = (dict(embed.to_dict()), cancellable)
+        if shown == self._shown:
+            return
+        on_wire = self._on_wire = asyncio.Event()
+        try:
+            # None takes the button away. The view is built for the edit, not kept: a waiting
+            # reply holds no view objects (discord.py keeps none of a fully dynamic view).
+            view = cancel_view(self._job.id) if cancellable else None
+            await self._edit_reply(embed=embed, view=view)
+            self._shown = shown
+        except discord.HTTPException as error:
+            log.info("job %s: progress edit failed (%s)", self._job.id, error.status)
+            self._note_reply_error(error)
+        except _UNREACHABLE as error:  # best effort: the next progress or the outcome follows
+            log.info("job %s: progress edit failed (%s)", self._job.id, type(error).__name__)
+        except RuntimeError:
+            if not self._client.is_closed():
+                raise
+            # The bot closed its HTTP session under this edit: the job resumes, and shows
+            # its progress again, at the next start.
+            self._pending = None
+        finally:
+            self._on_wire = None
+            on_wire.set()
+            self._last_edit = self._clock()
+        self._queue_edit()  # progress that arrived while this edit was on the wire
 
     async def _stop_progress(self) -> None:
         """Drop pending progress; let an edit already on the wire finish so it lands first."""
-        self._pending = None
-        flusher = self._flusher
-        if flusher is None or flusher.done():
-            return
-        if not self._editing:
-            flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
+        self._pending = None  # a turn still to come finds nothing to send
+        if self._on_wire is not None:
+            await self._on_wire.wait()
 
     async def stop(self) -> None:
         """The job was cancelled: nothing more is shown from here (the press answers)."""
@@ -425,9 +417,12 @@ class DiscordReply:
             self._reply_usable = False
 
     async def _edit_reply(self, **fields: Any) -> discord.WebhookMessage:
-        assert self._webhook is not None
+        reply = self._job.reply
+        assert reply is not None
+        # Built for each edit rather than kept: thousands of waiting replies hold none.
+        webhook = discord.Webhook.partial(reply.application_id, reply.token, client=self._client)
         # "@original" is Discord's documented alias for the interaction's reply.
-        message: discord.WebhookMessage = await self._webhook.edit_message(  # type: ignore[call-overload]
+        message: discord.WebhookMessage = await webhook.edit_message(  # type: ignore[call-overload]
             "@original",
             content=None,
             allowed_mentions=NO_PINGS,
