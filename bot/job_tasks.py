@@ -8,13 +8,15 @@ there is one place to count them, one to cancel them and one to wait for them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from bot.alerts import AlertKind, OperatorAlerts
 from bot.domain import Job
-from bot.jobs import FailureKind, JobReporter, JobService
+from bot.jobs import FailureKind, JobReporter, JobService, LineShown
 from bot.kie.credits import Balance, CreditWatch
 from bot.leases import Leases
 
@@ -61,6 +63,8 @@ class JobRunner:
         self._low_credits_text = low_credits_text
         self._notice_seconds = notice_seconds
         self._running: dict[asyncio.Task[None], tuple[int, JobReply]] = {}  # -> job id, reply
+        # Jobs waiting in the fair-use line, which holds them (no task): job id -> reply.
+        self._waiting: dict[int, JobReply] = {}
         self._finishing: set[asyncio.Task[None]] = set()
         self.accepting = True  # False from the start of shutdown: no new job is admitted
         # Which jobs this process runs, in the database (None on SQLite: one process, no lease).
@@ -69,7 +73,8 @@ class JobRunner:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Jobs this process has started and not ended: running, or waiting in line."""
+        return len(self._running) + len(self._waiting)
 
     async def resume(self) -> None:
         """Pick up every job a previous run left open (a restart, a crash, a deploy); with
@@ -94,7 +99,7 @@ class JobRunner:
     async def _take_over(self, leases: Leases, *, starting: bool = False) -> None:
         """Run the jobs whose process stopped renewing their leases (killed, or cut off)."""
         taken = await leases.take_expired(starting=starting)
-        mine = {job_id for job_id, _reply in self._running.values()}
+        mine = {job_id for job_id, _reply in self._running.values()} | self._waiting.keys()
         # Our own lease can run out only if this process stalled longer than the lease: the
         # task still running it carries on.
         jobs = await self._jobs.adopt([job_id for job_id in taken if job_id not in mine])
@@ -130,8 +135,13 @@ class JobRunner:
         if not self.accepting:
             return
         reply = self._reply_for(job)
-        task = asyncio.create_task(self._run(job, reply), name=f"job-{job.id}")
-        self._running[task] = (job.id, reply)
+        self._spawn(job.id, reply, self._line_up(job, reply))
+
+    def _spawn(self, job_id: int, reply: JobReply, work: Coroutine[Any, Any, None]) -> None:
+        # A context of its own: the job does not carry the command's (its turn at admission,
+        # its locale), which would keep them alive as long as the job.
+        task = asyncio.create_task(work, name=f"job-{job_id}", context=contextvars.Context())
+        self._running[task] = (job_id, reply)
         task.add_done_callback(self._forget)
 
     async def cancel(self, job_id: int, by_user: int) -> bool:
@@ -140,6 +150,9 @@ class JobRunner:
         (the ledger decides, atomically, against a racing submission or a second press)."""
         if not await self._jobs.cancel(job_id, by_user):
             return False
+        waiting = self._waiting.pop(job_id, None)  # out of the line already (`JobService`)
+        if waiting is not None:
+            await waiting.stop()
         for task, (running_id, reply) in list(self._running.items()):
             if running_id == job_id:
                 # Safe: the job can no longer reach kie.ai (it is not "reserved" any more), so
@@ -155,12 +168,31 @@ class JobRunner:
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
-    async def _run(self, job: Job, reply: JobReply) -> None:
+    async def _line_up(self, job: Job, reply: JobReply) -> None:
+        """Claim the job (several processes), then its turn in the fair-use line: a job that
+        must wait ends this task and waits as an entry in the line (`_waiting`), its task
+        started again once it may run."""
         leases = self._leases
         if leases is not None and not await leases.claim(job.id):
             log.info("job %s is leased by another process; leaving it to that one", job.id)
             return
-        failure = await self._jobs.run(job, reply, keep=self.keep_finishing)
+        shown = LineShown()
+        admitted = functools.partial(self._admitted, job, reply, shown)
+        if await self._jobs.line_up(job, reply, shown, admitted):
+            self._waiting[job.id] = reply
+            return
+        await self._run(job, reply, shown)
+
+    def _admitted(self, job: Job, reply: JobReply, shown: LineShown) -> None:
+        self._waiting.pop(job.id, None)
+        if not self.accepting:  # stopping: it stays open in the database for the next start
+            self._jobs.run_queue.leave(job.id)
+            return
+        self._spawn(job.id, reply, self._run(job, reply, shown))
+
+    async def _run(self, job: Job, reply: JobReply, shown: LineShown) -> None:
+        leases = self._leases
+        failure = await self._jobs.run(job, reply, keep=self.keep_finishing, shown=shown)
         if leases is not None:
             try:
                 await leases.release(job.id)
@@ -203,7 +235,8 @@ class JobRunner:
             keeper.cancel()  # waited for below: no pause here before the line closes
         line = self._jobs.run_queue
         line.close()  # nobody else is let in while the running jobs are cancelled
-        waiting = line.waiting_jobs()
+        waiting = line.waiting_jobs() | self._waiting.keys()
+        self._waiting.clear()  # they wait in the database now, for the next start
         # createTask calls on the wire end first: cut off, they would be refunded at the next
         # start (kie.ai may have the task), not resumed.
         await self._jobs.finish_submissions(within=self._notice_seconds)
@@ -212,9 +245,10 @@ class JobRunner:
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+        if running or waiting:
             log.info(
                 "left %d unfinished jobs to the next start (%d of them waiting in line)",
-                len(running),
+                len({job_id for job_id, _reply in running.values()} | waiting),
                 len(waiting),
             )
             notices = [

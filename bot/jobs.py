@@ -228,7 +228,8 @@ class DeliveryError(Exception):
 
 
 class JobReporter(Protocol):
-    async def progress(self, progress: Progress) -> None: ...
+    def progress(self, progress: Progress) -> None:
+        """Note the newest progress; it is shown when its edit's turn comes (never waits)."""
 
     async def deliver(self, finished: Finished) -> Delivery:
         """Show the image; say where it went."""
@@ -527,20 +528,26 @@ class JobService:
             adopted.append(job)
         return adopted
 
-    async def run(self, job: Job, reporter: JobReporter, *, keep: KeepTask) -> FailureKind | None:
+    async def run(
+        self, job: Job, reporter: JobReporter, *, keep: KeepTask, shown: LineShown | None = None
+    ) -> FailureKind | None:
         """Take a job from whatever state it is in to a delivered image, or to a refund.
 
         Used for new jobs and, after a restart, for every unfinished one: each state says what
-        is already done, so nothing is submitted, delivered or charged twice. Returns why the
-        job failed, or None when it was delivered. A refund, once begun, runs as its own task,
-        handed to `keep` (the `JobRunner`), which waits for it on shutdown.
+        is already done, so nothing is submitted, delivered or charged twice. A job kie.ai has
+        not seen must have had its turn in the fair-use line first (`line_up`); `shown` is what
+        it showed there. Returns why the job failed, or None when it was delivered. A refund,
+        once begun, runs as its own task, handed to `keep` (the `JobRunner`), which waits for
+        it on shutdown.
         """
         error: Exception | None = None
-        shown = LineShown()
+        shown = shown or LineShown()
         timeline = Timeline(job.created_at, job.submitted_at)
         try:
             self._pin_recorded(job)
-            await self._take_turn(job, reporter, shown)
+            if job.state is not JobState.RESERVED:
+                # Already at kie.ai (resumed after a restart): it runs, and counts as running.
+                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
             if job.state is JobState.RESERVED:
                 await self._while_paused(job, reporter)
             job, task_id = await self._ensure_submitted(job, reporter, shown)
@@ -610,32 +617,44 @@ class JobService:
         if not self._gate.paused:
             return
         progress = Progress(Phase.PAUSED, job.created_at, note=self._gate.reason)
-        await _report(reporter, progress)
+        _report(reporter, progress)
         await self._gate.wait_open()
 
-    async def _take_turn(self, job: Job, reporter: JobReporter, shown: LineShown) -> None:
-        """Wait while the member or the server has as many jobs running as allowed."""
+    async def line_up(
+        self, job: Job, reporter: JobReporter, shown: LineShown, admitted: Callable[[], None]
+    ) -> bool:
+        """Put a job kie.ai has not seen yet in the fair-use line. True when it waits there, as
+        an entry with no task (`RunQueue.join`): `admitted` is called once it may run. False
+        when it may run at once (or needs no turn: it is at kie.ai already).
+
+        Call `run` once it may run; `leave` (through `run`, or `cancel`) frees its place."""
         if job.state is not JobState.RESERVED:
-            # Already at kie.ai (resumed after a restart): it runs, and counts as running.
-            self.run_queue.occupy(job.id, job.user_id, job.guild_id)
+            return False
+        try:
+            limits = await self.run_limits(job.guild_id)
+        except Exception:
+            # The server's own limits could not be read (the database, for a moment): the
+            # deployment's apply, rather than the job failing for it.
+            log.warning("job %s: its server's running limits could not be read", job.id)
+            defaults = self._limits
+            limits = RunLimits(
+                defaults.max_running_per_member or None, defaults.max_running_per_server or None
+            )
+        place = _PlaceInLine(self, job, reporter, shown, admitted)
+        return not self.run_queue.join(job.id, job.user_id, job.guild_id, limits, place)
+
+    def _show_place(self, job: Job, reporter: JobReporter, shown: LineShown, wait: Wait) -> None:
+        """One place and one time for both lines: the fair-use line, then kie.ai's."""
+        now = self._clock()
+        kie = self._account(job).kie
+        turn = kie.submit_turn(job.user_id)
+        position = wait.position + turn.position - 1
+        kie_seconds = turn.wait_seconds + wait.position * kie.submit_spacing
+        eta = now + max(wait.eta_seconds, kie_seconds)
+        if not shown.worth_showing(position, eta, now):
             return
-
-        async def show(wait: Wait) -> None:
-            # One place and one time for both lines: the fair-use line, then kie.ai's.
-            now = self._clock()
-            kie = self._account(job).kie
-            turn = kie.submit_turn(job.user_id)
-            position = wait.position + turn.position - 1
-            kie_seconds = turn.wait_seconds + wait.position * kie.submit_spacing
-            eta = now + max(wait.eta_seconds, kie_seconds)
-            if not shown.worth_showing(position, eta, now):
-                return
-            shown.note(position, eta, now)
-            progress = Progress(Phase.WAITING, job.created_at, position, eta, wait=wait)
-            await _report(reporter, progress)
-
-        limits = await self.run_limits(job.guild_id)
-        await self.run_queue.enter(job.id, job.user_id, job.guild_id, limits, show)
+        shown.note(position, eta, now)
+        _report(reporter, Progress(Phase.WAITING, job.created_at, position, eta, wait=wait))
 
     async def _deliver(
         self,
@@ -816,7 +835,7 @@ class JobService:
         if log.isEnabledFor(logging.DEBUG):
             context = job_context(job, task_id, None)
             log.debug("job %s submitted as task %s", job.id, task_id, extra=context)
-        await _report(reporter, Progress(Phase.GENERATING, job.created_at))
+        _report(reporter, Progress(Phase.GENERATING, job.created_at))
         return task_id
 
     async def _wait_for_kie(
@@ -830,7 +849,7 @@ class JobService:
             return down_since
         now = self._clock()
         down_since = now if down_since is None else down_since
-        await _report(reporter, Progress(Phase.KIE_DOWN, job.created_at))
+        _report(reporter, Progress(Phase.KIE_DOWN, job.created_at))
         remaining = down_since + self._limits.job_timeout - now
         try:
             async with asyncio.timeout(max(remaining, 0.0)):
@@ -851,7 +870,7 @@ class JobService:
         turn_at = now + turn.wait_seconds
         if turn.wait_seconds > 0 and shown.worth_showing(turn.position, turn_at, now):
             shown.note(turn.position, turn_at, now)
-            await _report(reporter, Progress(Phase.QUEUED, job.created_at, turn.position, turn_at))
+            _report(reporter, Progress(Phase.QUEUED, job.created_at, turn.position, turn_at))
 
         claimed = False  # a retry after 429/455 (nothing was created) is this run's own
 
@@ -1019,9 +1038,27 @@ class JobService:
             log.exception("job %s: could not tell the user about the failure", job.id)
 
 
-async def _report(reporter: JobReporter, progress: Progress) -> None:
+@dataclass(eq=False, slots=True)
+class _PlaceInLine:
+    """A waiting job's entry in the fair-use line (`RunQueue.Seat`): one small object per
+    waiting job, where a task would hold a stack of coroutines and their futures."""
+
+    service: JobService
+    job: Job
+    reporter: JobReporter
+    shown: LineShown
+    go: Callable[[], None]
+
+    def waiting(self, wait: Wait) -> None:
+        self.service._show_place(self.job, self.reporter, self.shown, wait)
+
+    def admitted(self) -> None:
+        self.go()
+
+
+def _report(reporter: JobReporter, progress: Progress) -> None:
     # Progress is cosmetic: a failed edit must never fail the job.
     try:
-        await reporter.progress(progress)
+        reporter.progress(progress)
     except Exception:
         log.warning("could not show progress %s", progress.phase, exc_info=True)

@@ -10,12 +10,14 @@ Lines are counted per server (in direct messages, per member). Nothing here walk
   under their own limit (the others are parked until one of their jobs ends), so letting the
   next job in costs O(log n);
 - a Fenwick tree over arrival numbers gives any job's position in O(log n), on demand;
-- a waiting job sleeps until the line has moved by half its position (or its expected start
-  has come), so one departure wakes O(1) waiters on average, not every one.
+- a waiting job is an entry, not a task: it is looked at again (`_review`) only when the line
+  has moved by half its position or its expected start has come, so one departure wakes O(1)
+  waiters on average, not every one, and thousands waiting cost the event loop nothing.
 
 When several processes share the database (`share`), a job the line lets in also takes a
 running slot there (`bot.runslots`) before it runs; refused, it goes back to its place, held
-until a slot may have freed. Without that (SQLite, one process), nothing here awaits anything.
+until a slot may have freed (a task asks, only while it asks). Without that (SQLite, one
+process), nothing here awaits anything.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import collections
 import contextlib
 import enum
 import heapq
+import itertools
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bot.runslots import SharedSlots
 
@@ -63,6 +67,29 @@ class Wait:
     # Seconds until the job is expected to leave the line, learned from recent run times.
     # An estimate, so two waits at the same place compare equal whatever it says.
     eta_seconds: float = field(default=0.0, compare=False)
+
+
+class Seat(Protocol):
+    """A waiting job, as its line sees it (`RunQueue.join`)."""
+
+    def waiting(self, wait: Wait) -> None:
+        """Its place now (told at first, then when it may have changed much)."""
+
+    def admitted(self) -> None:
+        """It may run now (called once)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Awaited:
+    """The seat of a job whose caller awaits its turn (`RunQueue.enter`)."""
+
+    told: asyncio.Queue[Wait | None]  # None: admitted
+
+    def waiting(self, wait: Wait) -> None:
+        self.told.put_nowait(wait)
+
+    def admitted(self) -> None:
+        self.told.put_nowait(None)
 
 
 _Member = tuple[int | None, int]  # (guild id, user id)
@@ -100,9 +127,15 @@ class _Waiter:
     job_id: int
     member: _Member
     seq: int  # arrival number in its line, from 1
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    line: _Line
+    seat: Seat
     admitted: bool = False
     gone: bool = False  # left the line: admitted or cancelled
+    told: bool = False  # `on_admitted` was called, or the job was withdrawn: nothing more
+    reported: Wait | None = None  # the place last told
+    mark: int = -1  # the departures count its entry in `line.sleepers` waits for (-1: none)
+    due: float = math.inf  # when (loop time) its expected start comes, and it is told again
+    woken: bool = False  # a review is scheduled
     # Shared database only: let in here and asking for a running slot there (out of its
     # member's queue meanwhile, still counted in the line); or refused one, and which limit
     # held it (back at its place, passed over until a slot may have freed).
@@ -159,6 +192,14 @@ class RunQueue:
         self._held_lines: set[_Line] = set()
         self._retrier: asyncio.Task[None] | None = None
         self._slot_changes: dict[int, asyncio.Task[None]] = {}
+        # The jobs waiting in a line, by id; their shared-slot asks in flight; and when the
+        # waiting jobs' expected starts come (loop time, a heap with stale entries skipped),
+        # watched by one timer for them all.
+        self._seats: dict[int, _Waiter] = {}
+        self._asking: dict[int, asyncio.Task[None]] = {}
+        self._dues: list[tuple[float, int, _Waiter]] = []
+        self._due_order = itertools.count()
+        self._due_timer: asyncio.TimerHandle | None = None
 
     def share(self, slots: SharedSlots) -> None:
         """Other processes share the database: running limits count their jobs too."""
@@ -184,11 +225,18 @@ class RunQueue:
         self._run_seconds = max(MIN_RUN_SECONDS, seconds)
 
     def close(self) -> None:
-        """Shutting down: nobody else is let in, and departures cost no more than bookkeeping."""
+        """Shutting down: nobody else is let in, and departures cost no more than bookkeeping.
+        The waiting jobs stay where they are (open in the database, resumed at the next
+        start); those asking for a shared slot stop asking and give back what they took."""
         self._closed = True
         if self._retrier is not None:
             self._retrier.cancel()
             self._retrier = None
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+        for job_id in list(self._asking):
+            self.withdraw(job_id)
 
     async def settle(self, within: float) -> None:
         """Let the slot releases under way reach the database (at shutdown), for at most
@@ -200,6 +248,38 @@ class RunQueue:
             async with asyncio.timeout(within):
                 await asyncio.gather(*pending, return_exceptions=True)
 
+    def join(
+        self,
+        job_id: int,
+        user_id: int,
+        guild_id: int | None,
+        limits: RunLimits,
+        seat: Seat,
+    ) -> bool:
+        """Put a charged job in its line. True when it may run at once; otherwise it waits as
+        an entry, with no task of its own: its `seat` hears its place at first, and again when
+        it may have changed much (after the line moved by half the position, or when the
+        expected start has come), and is told once it may run. The seat decides what is worth
+        showing.
+
+        The caller must `leave(job_id)` when the job is over, whether or not it ran (a job
+        cancelled while waiting leaves the line then).
+        """
+        key: _LineKey = (guild_id, None) if guild_id is not None else (None, user_id)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _Line(limits)
+        line.limits = limits
+        waiter = self._join(line, job_id, (guild_id, user_id), seat)
+        self._seats[job_id] = waiter
+        self._admit(line)
+        if waiter.admitted:
+            waiter.told = True
+            del self._seats[job_id]
+            return True
+        self._review(waiter)
+        return False
+
     async def enter(
         self,
         job_id: int,
@@ -208,50 +288,111 @@ class RunQueue:
         limits: RunLimits,
         on_wait: Callable[[Wait], Awaitable[None]],
     ) -> None:
-        """Return once the job may run. Until then `on_wait` hears the job's place at first,
-        and again when it may have changed much: after the line moved by half the position, or
-        when the expected start has come. The caller decides what is worth showing.
-
-        The caller must `leave(job_id)` when the job is over, whether or not it ran.
-        """
-        key: _LineKey = (guild_id, None) if guild_id is not None else (None, user_id)
-        line = self._lines.get(key)
-        if line is None:
-            line = self._lines[key] = _Line(limits)
-        line.limits = limits
-        waiter = self._join(line, job_id, (guild_id, user_id))
-        self._admit(line)
-        reported: Wait | None = None
+        """`join`, awaited: return once the job may run, each place told through `on_wait` on
+        the way. Cancelled, the job leaves the line. The caller must `leave(job_id)` when the
+        job is over, whether or not it ran."""
+        told: asyncio.Queue[Wait | None] = asyncio.Queue()
+        if self.join(job_id, user_id, guild_id, limits, _Awaited(told)):
+            return
         try:
-            while not waiter.admitted:
-                if waiter.trying:
-                    await self._ask_slot(line, waiter)
-                    continue
-                wait = self._wait_of(line, waiter)
-                timed_out = False
-                if wait != reported:
-                    reported = wait
-                    await on_wait(wait)
-                    if waiter.admitted or waiter.trying:
-                        continue
-                mark = line.departures + max(1, (wait.position + 1) // 2)
-                heapq.heappush(line.sleepers, (mark, waiter.seq, waiter))
-                waiter.changed.clear()
-                try:
-                    async with asyncio.timeout(max(1.0, wait.eta_seconds)):
-                        await waiter.changed.wait()
-                except TimeoutError:
-                    timed_out = True
-                if timed_out and not waiter.admitted:
-                    reported = None  # the expected start came and went: say so again
+            while (wait := await told.get()) is not None:
+                await on_wait(wait)
+        except BaseException:
+            self.withdraw(job_id)
+            raise
+
+    def withdraw(self, job_id: int) -> None:
+        """A waiting job leaves the line without running (cancelled, or the bot is stopping
+        while it asks for a shared slot); nothing more is told about it."""
+        waiter = self._seats.pop(job_id, None)
+        if waiter is None:
+            return
+        waiter.told = True
+        asking = self._asking.pop(job_id, None)
+        if asking is not None:
+            asking.cancel()
+        line = waiter.line
+        if waiter.trying:  # withdrawn while asking: the slot may have been taken
+            waiter.trying = False
+            line.trying.discard(waiter)
+            self._stop(job_id)
+            self._change_slot(job_id, "release")
+        elif self._slots is not None and not waiter.admitted:
+            self._change_slot(job_id, "release")  # its mark of wanting one (`bot.runslots`)
+        if not waiter.admitted:
+            self._drop(line, waiter)
+
+    def _wake(self, waiter: _Waiter) -> None:
+        """Look at a waiting job again soon (once, however many times it is woken meanwhile)."""
+        if waiter.woken or waiter.told:
+            return
+        waiter.woken = True
+        asyncio.get_running_loop().call_soon(self._review, waiter)
+
+    def _review(self, waiter: _Waiter) -> None:
+        """What a waiting job does when woken: go, if let in; ask for its shared slot, if let
+        in here; else tell its place if it changed, and sleep until the line has moved by half
+        of it or its expected start has come."""
+        waiter.woken = False
+        if waiter.told:
+            return
+        if waiter.admitted:
+            waiter.told = True
+            self._seats.pop(waiter.job_id, None)
+            waiter.seat.admitted()
+            return
+        if waiter.gone or self._closed:
+            return
+        if waiter.trying:
+            if waiter.job_id not in self._asking:
+                self._asking[waiter.job_id] = asyncio.create_task(
+                    self._ask(waiter), name=f"run-slot-ask-{waiter.job_id}"
+                )
+            return
+        line = waiter.line
+        wait = self._wait_of(line, waiter)
+        if wait != waiter.reported:
+            waiter.reported = wait
+            waiter.seat.waiting(wait)
+        mark = line.departures + max(1, (wait.position + 1) // 2)
+        if mark != waiter.mark:
+            waiter.mark = mark
+            heapq.heappush(line.sleepers, (mark, waiter.seq, waiter))
+        self._sleep_until(waiter, max(1.0, wait.eta_seconds))
+
+    def _sleep_until(self, waiter: _Waiter, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = waiter.due = loop.time() + seconds
+        heapq.heappush(self._dues, (due, next(self._due_order), waiter))
+        timer = self._due_timer
+        if timer is None or due < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._due_timer = loop.call_at(due, self._expected_starts)
+
+    def _expected_starts(self) -> None:
+        """The expected start of some waiting jobs came and went: they say so again."""
+        self._due_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        dues = self._dues
+        while dues and dues[0][0] <= now:
+            due, _, waiter = heapq.heappop(dues)
+            if due != waiter.due or waiter.told or waiter.gone:
+                continue  # stale: looked at again since
+            waiter.due = math.inf
+            waiter.reported = None
+            self._wake(waiter)
+        if dues and not self._closed:
+            self._due_timer = loop.call_at(dues[0][0], self._expected_starts)
+
+    async def _ask(self, waiter: _Waiter) -> None:
+        try:
+            await self._ask_slot(waiter.line, waiter)
         finally:
-            if waiter.trying:  # cancelled while asking: the slot may have been taken
-                waiter.trying = False
-                line.trying.discard(waiter)
-                self._stop(waiter.job_id)
-                self._change_slot(waiter.job_id, "release")
-            if not waiter.admitted:  # cancelled while waiting
-                self._drop(line, waiter)
+            if self._asking.get(waiter.job_id) is asyncio.current_task():
+                del self._asking[waiter.job_id]
+        self._wake(waiter)
 
     async def _ask_slot(self, line: _Line, waiter: _Waiter) -> None:
         """Take the job's running slot across the processes; refused, it goes back to its
@@ -373,7 +514,8 @@ class RunQueue:
             self._unhold(line)
         self._admit(line)
         for _, _, waiter in line.sleepers:
-            waiter.changed.set()  # what holds them may have changed
+            waiter.mark = -1
+            self._wake(waiter)  # what holds them may have changed
         line.sleepers.clear()
 
     def occupy(self, job_id: int, user_id: int, guild_id: int | None) -> None:
@@ -383,6 +525,9 @@ class RunQueue:
             self._change_slot(job_id, "occupy")
 
     def leave(self, job_id: int) -> None:
+        if job_id in self._seats:  # cancelled while waiting
+            self.withdraw(job_id)
+            return
         entry = self._stop(job_id)
         if entry is None:
             if self._slots is not None:
@@ -427,11 +572,17 @@ class RunQueue:
 
     # --- the line's bookkeeping -------------------------------------------------------------
 
-    def _join(self, line: _Line, job_id: int, member: _Member) -> _Waiter:
+    def _join(
+        self,
+        line: _Line,
+        job_id: int,
+        member: _Member,
+        seat: Seat,
+    ) -> _Waiter:
         line.arrivals += 1
         if line.arrivals > line.fenwick.size:
             self._grow(line)
-        waiter = _Waiter(job_id, member, line.arrivals)
+        waiter = _Waiter(job_id, member, line.arrivals, line, seat)
         line.fenwick.add(waiter.seq, 1)
         line.waiting += 1
         self._waiting += 1
@@ -518,7 +669,7 @@ class RunQueue:
                 # counted here meanwhile, and keeps its place in the line until it has one.
                 waiter.trying = True
                 line.trying.add(waiter)
-            waiter.changed.set()
+            self._wake(waiter)
             self._list(line, user, queue)
 
     def _drop(self, line: _Line, waiter: _Waiter) -> None:
@@ -540,10 +691,11 @@ class RunQueue:
         line.departures += 1
         sleepers = line.sleepers
         while sleepers and sleepers[0][0] <= line.departures and not self._closed:
-            _, _, sleeper = heapq.heappop(sleepers)
-            if not sleeper.gone:
+            mark, _, sleeper = heapq.heappop(sleepers)
+            if not sleeper.gone and sleeper.mark == mark:
+                sleeper.mark = -1
                 self.wakeups += 1
-                sleeper.changed.set()
+                self._wake(sleeper)
         if line.waiting == 0 and not self._closed:
             # An empty line starts afresh: arrival numbers (and the tree) stay small.
             line.fenwick = _Fenwick()

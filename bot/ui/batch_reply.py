@@ -57,12 +57,12 @@ class BatchMemberReply:
         self._job = job
         self._shared = shared
 
-    async def progress(self, progress: Progress) -> None:
+    def progress(self, progress: Progress) -> None:
         shared = self._shared
         shared.progress[self._job.id] = progress
-        await self._show()
+        self._show()
 
-    async def _show(self) -> None:
+    def _show(self) -> None:
         shared = self._shared
         shown = [p for job_id, p in shared.progress.items() if job_id in shared.members]
         if not shown:
@@ -71,7 +71,7 @@ class BatchMemberReply:
         counts = {phase: sum(p.phase is phase for p in shown) for phase in _ORDER}
         with use_locale(self._job.locale):  # the batch's request's language, as its reply's
             images = messages.batch_progress_text(counts)
-        await shared.reply.progress(least, images)
+        shared.reply.progress(least, images)
 
     async def deliver(self, finished: Finished) -> Delivery:
         return await self._shared.reply.deliver(finished)  # not used: batches deliver whole
@@ -98,4 +98,4 @@ class BatchMemberReply:
         if not shared.members:
             await shared.reply.stop()
         else:
-            await self._show()  # the Cancel button goes if none of the others is waiting
+            self._show()  # the Cancel button goes if none of the others is waiting

@@ -102,7 +102,7 @@ class DiscordReply:
 
     # --- progress ---------------------------------------------------------------------------
 
-    async def progress(self, progress: Progress, images: str | None = None) -> None:
+    def progress(self, progress: Progress, images: str | None = None) -> None:
         """Show `progress` (a batch's: its least advanced job's, with `images` counting where
         each of them is)."""
         if not self._token_alive():
