@@ -199,7 +199,8 @@ class RunQueue:
         self._asking: dict[int, asyncio.Task[None]] = {}
         self._dues: list[tuple[float, int, _Waiter]] = []
         self._due_order = itertools.count()
-        self._due_timer: asyncio.TimerHandle | None = None
+        self._due_timer: asyncio.Handle | None = None  # uvloop's call_at may give a Handle
+        self._due_at = math.inf  # when it fires
 
     def share(self, slots: SharedSlots) -> None:
         """Other processes share the database: running limits count their jobs too."""
@@ -364,10 +365,10 @@ class RunQueue:
         loop = asyncio.get_running_loop()
         due = waiter.due = loop.time() + seconds
         heapq.heappush(self._dues, (due, next(self._due_order), waiter))
-        timer = self._due_timer
-        if timer is None or due < timer.when():
-            if timer is not None:
-                timer.cancel()
+        if self._due_timer is None or due < self._due_at:
+            if self._due_timer is not None:
+                self._due_timer.cancel()
+            self._due_at = due
             self._due_timer = loop.call_at(due, self._expected_starts)
 
     def _expected_starts(self) -> None:
@@ -384,7 +385,8 @@ class RunQueue:
             waiter.reported = None
             self._wake(waiter)
         if dues and not self._closed:
-            self._due_timer = loop.call_at(dues[0][0], self._expected_starts)
+            self._due_at = dues[0][0]
+            self._due_timer = loop.call_at(self._due_at, self._expected_starts)
 
     async def _ask(self, waiter: _Waiter) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -253,6 +254,67 @@ async def test_a_waiting_job_says_when_it_should_start(line: Line) -> None:
     etas = [e.waits[0].eta_seconds for e in waiting]
     run = line.queue.run_seconds
     assert etas == [run, run, 2 * run], "two places free up every run, learned from recent runs"
+
+
+@dataclass
+class Seat:
+    """A waiting job as the bot puts it in line (`RunQueue.join`): what it was told, in order."""
+
+    told: list[Wait | str] = field(default_factory=list)
+
+    def waiting(self, wait: Wait) -> None:
+        self.told.append(wait)
+
+    def admitted(self) -> None:
+        self.told.append("admitted")
+
+
+async def test_waiting_jobs_are_told_again_when_their_expected_start_has_come() -> None:
+    """No task waits for them: one timer for the whole line wakes each job whose expected start
+    came and went, and it hears its place again (the same place: it is still true). Their
+    expected starts fall a millisecond or less apart, as in a burst (uvloop runs a timer due
+    within half a millisecond at once, as a plain callback)."""
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+    queue = RunQueue()
+    queue.recall(1.0003)  # learned run times are not whole milliseconds
+    limits = RunLimits(per_member=None, per_server=10)
+    for job in range(10):
+        assert queue.join(job, job, GUILD, limits, Seat())
+    seats = {job: Seat() for job in range(10, 16)}
+    for job, seat in seats.items():
+        assert not queue.join(job, job, GUILD, limits, seat)
+        # Blocking on purpose: the loop's clock moves on (by a millisecond at most) before the
+        # next job joins, so its expected start is that much later.
+        time.sleep(0.0006)  # noqa: ASYNC251
+        await asyncio.sleep(0)
+
+    await asyncio.sleep(1.6)  # past every expected start (1 s), not the next ones (2 s)
+
+    for place, seat in enumerate(seats.values(), start=1):
+        assert seat.told == [wait(place, HeldBy.SERVER_LIMIT, 10)] * 2
+    assert errors == [], "no callback of the line failed"
+    queue.leave(0)
+    await settle()
+    assert seats[10].told[-1] == "admitted" and seats[11].told[-1] != "admitted"
+    queue.close()
+
+
+async def test_a_job_joins_the_line_as_an_entry_and_is_told_when_it_may_run() -> None:
+    """`join`, as the bot uses it: no task waits; the seat hears its place, then its turn."""
+    queue = RunQueue()
+    seat = Seat()
+    limits = RunLimits(per_member=1, per_server=None)
+    tasks_before = len(asyncio.all_tasks())
+    assert queue.join(1, ALICE, GUILD, limits, Seat()) is True, "room: it runs at once"
+    assert queue.join(2, ALICE, GUILD, limits, seat) is False
+    assert seat.told == [wait(1, HeldBy.MEMBER_LIMIT, 1)]
+    assert len(asyncio.all_tasks()) == tasks_before, "a waiting job holds no task"
+    queue.leave(1)
+    await settle()
+    assert seat.told[-1] == "admitted"
+    assert queue.running() == 1 and queue.waiting() == 0
+    queue.close()
 
 
 # --- leaving the line -----------------------------------------------------------------------------
