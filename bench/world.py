@@ -189,8 +189,20 @@ class BotProcess:
         readings, read once the bot has exited."""
         if self.pauses_file is None or not self.pauses_file.exists():
             return []
-        pauses = json.loads(self.pauses_file.read_text())
+        pauses = json.loads(self.pauses_file.read_text())["pauses"]
         return [seconds for ended, seconds, _ in pauses if since <= ended <= until]
+
+    async def collect_fully(self, settle: float = 1.0) -> None:
+        """Have the bot run one full garbage collection now (`bench/gcwatch.py`)."""
+        self.process.send_signal(signal.SIGUSR2)
+        await asyncio.sleep(settle)
+
+    def full_collections(self) -> list[float]:
+        """How long (seconds) each full collection asked for took, read once the bot exited."""
+        if self.pauses_file is None or not self.pauses_file.exists():
+            return []
+        full: list[float] = json.loads(self.pauses_file.read_text())["full"]
+        return full
 
     async def until_ready(self, discord: FakeDiscord, patience: float = 120) -> None:
         """Wait for the bot's gateway session: start-up, migrations, resume scan and command
