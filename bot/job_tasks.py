@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -65,6 +64,7 @@ class JobRunner:
         self._running: dict[asyncio.Task[None], tuple[int, JobReply]] = {}  # -> job id, reply
         # Jobs waiting in the fair-use line, which holds them (no task): job id -> reply.
         self._waiting: dict[int, JobReply] = {}
+        self._on_admitted = self._admitted  # one bound method for every waiting job
         self._finishing: set[asyncio.Task[None]] = set()
         self.accepting = True  # False from the start of shutdown: no new job is admitted
         # Which jobs this process runs, in the database (None on SQLite: one process, no lease).
@@ -177,14 +177,16 @@ class JobRunner:
             log.info("job %s is leased by another process; leaving it to that one", job.id)
             return
         shown = LineShown()
-        admitted = functools.partial(self._admitted, job, reply, shown)
-        if await self._jobs.line_up(job, reply, shown, admitted):
-            self._waiting[job.id] = reply
+        self._waiting[job.id] = reply
+        if await self._jobs.line_up(job, reply, shown, self._on_admitted):
             return
+        del self._waiting[job.id]
         await self._run(job, reply, shown)
 
-    def _admitted(self, job: Job, reply: JobReply, shown: LineShown) -> None:
-        self._waiting.pop(job.id, None)
+    def _admitted(self, job: Job, shown: LineShown) -> None:
+        reply = self._waiting.pop(job.id, None)
+        if reply is None:
+            return  # cancelled meanwhile
         if not self.accepting:  # stopping: it stays open in the database for the next start
             self._jobs.run_queue.leave(job.id)
             return

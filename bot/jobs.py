@@ -621,10 +621,15 @@ class JobService:
         await self._gate.wait_open()
 
     async def line_up(
-        self, job: Job, reporter: JobReporter, shown: LineShown, admitted: Callable[[], None]
+        self,
+        job: Job,
+        reporter: JobReporter,
+        shown: LineShown,
+        admitted: Callable[[Job, LineShown], None],
     ) -> bool:
         """Put a job kie.ai has not seen yet in the fair-use line. True when it waits there, as
-        an entry with no task (`RunQueue.join`): `admitted` is called once it may run. False
+        an entry with no task (`RunQueue.join`): `admitted(job, shown)` is called once it may
+        run (one callable for every job: a waiting job holds no closure of its own). False
         when it may run at once (or needs no turn: it is at kie.ai already).
 
         Call `run` once it may run; `leave` (through `run`, or `cancel`) frees its place."""
@@ -1047,13 +1052,13 @@ class _PlaceInLine:
     job: Job
     reporter: JobReporter
     shown: LineShown
-    go: Callable[[], None]
+    go: Callable[[Job, LineShown], None]
 
     def waiting(self, wait: Wait) -> None:
         self.service._show_place(self.job, self.reporter, self.shown, wait)
 
     def admitted(self) -> None:
-        self.go()
+        self.go(self.job, self.shown)
 
 
 def _report(reporter: JobReporter, progress: Progress) -> None:

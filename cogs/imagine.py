@@ -33,6 +33,7 @@ from cogs.common import (
     MODEL_CHOICES,
     RESOLUTION_CHOICES,
     InteractionRequester,
+    let_go,
     private,
     reference_problem,
     reply_target,
@@ -114,6 +115,33 @@ class ImagineCog(commands.Cog):
         image4: discord.Attachment | None = None,
         model: str | None = None,
         count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
+    ) -> None:
+        await self._imagine(
+            interaction,
+            prompt,
+            aspect_ratio,
+            resolution,
+            image,
+            image2,
+            image3,
+            image4,
+            model,
+            count,
+        )
+        let_go(interaction)
+
+    async def _imagine(
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        prompt: str,
+        aspect_ratio: str | None,
+        resolution: str | None,
+        image: discord.Attachment | None,
+        image2: discord.Attachment | None,
+        image3: discord.Attachment | None,
+        image4: discord.Attachment | None,
+        model: str | None,
+        count: int | None,
     ) -> None:
         prompt = prompt.strip()
         options = {"image": image, "image2": image2, "image3": image3, "image4": image4}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -91,7 +92,9 @@ class DiscordReply:
         # still waiting for their acknowledgement go first, and a job that starts at once
         # never shows a place in line at all.
         self._last_edit = job.reply.created_at if job.reply else float("-inf")
-        self._shown: tuple[dict[str, Any], bool] | None = None
+        # What the reply shows, as text: one string per waiting reply, where the embed's
+        # nested dicts were several objects each for the garbage collector to walk.
+        self._shown: str | None = None
         # The latest progress not shown yet; its embed is built only when it is sent (in a
         # burst, most progress is replaced before its edit's turn comes).
         self._pending: tuple[Progress, str | None] | None = None
@@ -132,7 +135,7 @@ class DiscordReply:
             embed = messages.progress_embed(progress, self._job, images)
         # Cancel only while kie.ai has not got the job: after that the image is paid for.
         cancellable = progress.phase in CANCELLABLE
-        shown = (dict(embed.to_dict()), cancellable)
+        shown = json.dumps([embed.to_dict(), cancellable], sort_keys=True)
         if shown == self._shown:
             return
         on_wire = self._on_wire = asyncio.Event()
