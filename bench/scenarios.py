@@ -180,6 +180,13 @@ def cost_figures(cpu_limit: float | None, ready_limit: float | None = None) -> t
         if cpu_limit is not None
         else Figure("cpu_ms_per_job", cpu, 1),
         Figure("peak_rss_mb", "bot peak RSS (MB)", 1, "< 200", below(200)),
+        Figure(
+            "gc_pause_max_ms",
+            "bot's longest garbage-collector pause, commands to last image (ms)",
+            1,
+            "< 50",
+            below(50),
+        ),
     )
 
 
@@ -308,6 +315,7 @@ async def drain(opts: Options, run: int, name: str, plan: Drain) -> Figures:
                 await wait_until(
                     lambda: recorded.scan() >= plan.jobs, timeout, "every final answer", bot
                 )
+                drained = time.monotonic()
                 after = bot.figures()
                 if before and after:
                     out["cpu_ms_per_job"] = (after.cpu_s - before.cpu_s) * 1000 / plan.jobs
@@ -316,6 +324,7 @@ async def drain(opts: Options, run: int, name: str, plan: Drain) -> Figures:
                 await bot.stop()
             recorded.scan()
             measure_drain(out, world, recorded, sent[0].at)
+            out["gc_pause_max_ms"] = max(bot.gc_pauses(sent[0].at, drained), default=0.0) * 1000
             ledger = LedgerRows.read(database, (c.prompt for c in commands), since - 1)
             out["quota_minus_delivered"] = ledger.charged_units - (out["delivered"] or 0)
             levels = bot.log_levels()
