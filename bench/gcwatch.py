@@ -32,7 +32,10 @@ GC_PAUSES_FILE = "IMAGINE_BENCH_GC_PAUSES"  # the environment variable naming th
 def main() -> None:
     target = Path(os.environ.pop(GC_PAUSES_FILE))
     pauses: list[tuple[float, float, int]] = []  # (monotonic end, seconds, generation)
-    full: list[float] = []  # seconds each full collection asked for with SIGUSR2 took
+    # Each full collection asked for with SIGUSR2: (seconds, CPU seconds of the loop's thread).
+    # The two differ when this 2-core machine's other processes (the harness, the fakes) took
+    # the core meanwhile.
+    full: list[tuple[float, float]] = []
     began = 0.0
 
     def watch(phase: str, info: dict[str, int]) -> None:
@@ -46,9 +49,9 @@ def main() -> None:
         target.write_text(json.dumps({"pauses": pauses, "full": full}))
 
     def collect_fully() -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         gc.collect()
-        full.append(time.perf_counter() - started)
+        full.append((time.perf_counter() - started, time.thread_time() - cpu))
 
     def on_signal(_signal: int, _frame: object) -> None:
         # A signal handler may run inside a collection's own callbacks, where gc.collect()

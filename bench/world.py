@@ -197,12 +197,12 @@ class BotProcess:
         self.process.send_signal(signal.SIGUSR2)
         await asyncio.sleep(settle)
 
-    def full_collections(self) -> list[float]:
-        """How long (seconds) each full collection asked for took, read once the bot exited."""
+    def full_collections(self) -> list[tuple[float, float]]:
+        """How long each full collection asked for took, and the CPU it used (seconds), read
+        once the bot exited."""
         if self.pauses_file is None or not self.pauses_file.exists():
             return []
-        full: list[float] = json.loads(self.pauses_file.read_text())["full"]
-        return full
+        return [(took, cpu) for took, cpu in json.loads(self.pauses_file.read_text())["full"]]
 
     async def until_ready(self, discord: FakeDiscord, patience: float = 120) -> None:
         """Wait for the bot's gateway session: start-up, migrations, resume scan and command
