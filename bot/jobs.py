@@ -545,11 +545,11 @@ class JobService:
         timeline = Timeline(job.created_at, job.submitted_at)
         try:
             self._pin_recorded(job)
-            if job.state is not JobState.RESERVED:
-                # Already at kie.ai (resumed after a restart): it runs, and counts as running.
-                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
             if job.state is JobState.RESERVED:
                 await self._while_paused(job, reporter)
+            else:
+                # Already at kie.ai (resumed after a restart): it runs, and counts as running.
+                self.run_queue.occupy(job.id, job.user_id, job.guild_id)
             job, task_id = await self._ensure_submitted(job, reporter, shown)
             if timeline.submitted_at is None:  # sent by this run (not resumed at kie.ai)
                 self._outcomes.submitted(timeline, self._clock())
@@ -1055,7 +1055,11 @@ class _PlaceInLine:
     go: Callable[[Job, LineShown], None]
 
     def waiting(self, wait: Wait) -> None:
-        self.service._show_place(self.job, self.reporter, self.shown, wait)
+        try:
+            self.service._show_place(self.job, self.reporter, self.shown, wait)
+        except Exception:
+            # Showing a place is cosmetic: the job keeps it, and is told its turn all the same.
+            log.warning("job %s: could not show its place in line", self.job.id, exc_info=True)
 
     def admitted(self) -> None:
         self.go(self.job, self.shown)

@@ -131,7 +131,7 @@ class _Waiter:
     seat: Seat
     admitted: bool = False
     gone: bool = False  # left the line: admitted or cancelled
-    told: bool = False  # `on_admitted` was called, or the job was withdrawn: nothing more
+    told: bool = False  # its seat was told it may run, or it was withdrawn: nothing more
     reported: Wait | None = None  # the place last told
     mark: int = -1  # the departures count its entry in `line.sleepers` waits for (-1: none)
     due: float = math.inf  # when (loop time) its expected start comes, and it is told again
