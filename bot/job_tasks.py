@@ -177,10 +177,10 @@ class JobRunner:
             log.info("job %s is leased by another process; leaving it to that one", job.id)
             return
         shown = LineShown()
-        self._waiting[job.id] = reply
         if await self._jobs.line_up(job, reply, shown, self._on_admitted):
+            # Admission comes later, from the loop: the reply is found here by then.
+            self._waiting[job.id] = reply
             return
-        del self._waiting[job.id]
         await self._run(job, reply, shown)
 
     def _admitted(self, job: Job, shown: LineShown) -> None:

@@ -31,7 +31,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,19 +77,6 @@ class Seat(Protocol):
 
     def admitted(self) -> None:
         """It may run now (called once)."""
-
-
-@dataclass(eq=False, slots=True)
-class _Awaited:
-    """The seat of a job whose caller awaits its turn (`RunQueue.enter`)."""
-
-    told: asyncio.Queue[Wait | None]  # None: admitted
-
-    def waiting(self, wait: Wait) -> None:
-        self.told.put_nowait(wait)
-
-    def admitted(self) -> None:
-        self.told.put_nowait(None)
 
 
 _Member = tuple[int | None, int]  # (guild id, user id)
@@ -167,12 +154,13 @@ class _Line:
 class RunQueue:
     """The fair-use line: which charged jobs may run now and where the others wait.
 
-    One per process, created at start-up and shared by every job. `JobService` calls `enter`
-    for each charged job before submitting it and `leave` when the job ends (delivered or
-    refunded); it knows nothing of kie.ai's own rate limit, which is the next line. Limits come
-    per job (`RunLimits`); a line follows the newest it was given, so a server's change applies
-    to every job waiting there. With other processes on the database, the composition root
-    calls `share`, and the limits count their running jobs too (`bot.runslots`).
+    One per process, created at start-up and shared by every job. `JobService` calls `join`
+    for each charged job before submitting it and `leave` when the job ends (delivered,
+    refunded or cancelled while waiting); it knows nothing of kie.ai's own rate limit, which
+    is the next line. Limits come per job (`RunLimits`); a line follows the newest it was
+    given, so a server's change applies to every job waiting there. With other processes on
+    the database, the composition root calls `share`, and the limits count their running jobs
+    too (`bot.runslots`).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -280,27 +268,6 @@ class RunQueue:
             return True
         self._review(waiter)
         return False
-
-    async def enter(
-        self,
-        job_id: int,
-        user_id: int,
-        guild_id: int | None,
-        limits: RunLimits,
-        on_wait: Callable[[Wait], Awaitable[None]],
-    ) -> None:
-        """`join`, awaited: return once the job may run, each place told through `on_wait` on
-        the way. Cancelled, the job leaves the line. The caller must `leave(job_id)` when the
-        job is over, whether or not it ran."""
-        told: asyncio.Queue[Wait | None] = asyncio.Queue()
-        if self.join(job_id, user_id, guild_id, limits, _Awaited(told)):
-            return
-        try:
-            while (wait := await told.get()) is not None:
-                await on_wait(wait)
-        except BaseException:
-            self.withdraw(job_id)
-            raise
 
     def withdraw(self, job_id: int) -> None:
         """A waiting job leaves the line without running (cancelled, or the bot is stopping

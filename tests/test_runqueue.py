@@ -17,25 +17,38 @@ OTHER_GUILD = 2
 ALICE, BOB, CAROL, DAVE = 11, 12, 13, 14
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
-    """One job's `enter()` running as a task, with every position it was told."""
+    """One job in the line as the bot puts it there (`RunQueue.join`), with every position it
+    was told."""
 
     job_id: int
-    task: asyncio.Task[None]
     waits: list[Wait] = field(default_factory=list)
-
-    @property
-    def admitted(self) -> bool:
-        return self.task.done() and not self.task.cancelled()
+    admitted: bool = False
+    cancelled: bool = False
 
     @property
     def last_wait(self) -> Wait | None:
         return self.waits[-1] if self.waits else None
 
 
+@dataclass(eq=False)
+class EntrySeat:
+    """An entry's seat in the line: what it is told lands on the entry."""
+
+    entry: Entry
+    order: list[int]  # the line's job ids in the order they were let in
+
+    def waiting(self, wait: Wait) -> None:
+        self.entry.waits.append(wait)
+
+    def admitted(self) -> None:
+        self.entry.admitted = True
+        self.order.append(self.entry.job_id)
+
+
 class Line:
-    """A RunQueue plus the jobs a test sent into it, each entering as the bot does."""
+    """A RunQueue plus the jobs a test sent into it, each joining as the bot does."""
 
     def __init__(self) -> None:
         self.queue = RunQueue()
@@ -45,19 +58,18 @@ class Line:
     async def enter(
         self, job_id: int, user_id: int, guild_id: int | None, limits: RunLimits
     ) -> Entry:
-        waits: list[Wait] = []
-
-        async def on_wait(wait: Wait) -> None:
-            waits.append(wait)
-
-        async def run() -> None:
-            await self.queue.enter(job_id, user_id, guild_id, limits, on_wait)
-            self.admitted.append(job_id)
-
-        entry = Entry(job_id, asyncio.create_task(run(), name=f"enter-{job_id}"), waits)
+        entry = Entry(job_id)
+        seat = EntrySeat(entry, self.admitted)
+        if self.queue.join(job_id, user_id, guild_id, limits, seat):
+            seat.admitted()  # room: it runs at once, and is never told it waits
         self.entries.append(entry)
         await settle()
         return entry
+
+    def cancel(self, entry: Entry) -> None:
+        """The member cancels a waiting job, as the bot does it (`JobService.cancel`)."""
+        entry.cancelled = True
+        self.queue.leave(entry.job_id)
 
 
 async def settle() -> None:
@@ -70,9 +82,7 @@ async def settle() -> None:
 async def line() -> AsyncIterator[Line]:
     line = Line()
     yield line
-    for entry in line.entries:
-        entry.task.cancel()
-    await asyncio.gather(*(e.task for e in line.entries), return_exceptions=True)
+    line.queue.close()
 
 
 def wait(position: int, held_by: HeldBy, limit: int) -> Wait:
@@ -229,9 +239,9 @@ async def test_a_long_line_wakes_few_waiters_per_departure_and_shows_true_places
     assert [e.waits[0].position for e in waiting] == list(range(1, n + 1))
     # A few leave while waiting: those behind them are a place further on, when next told.
     for gone in waiting[10:20]:
-        gone.task.cancel()
+        line.cancel(gone)
     await settle()
-    staying = [e for e in waiting if not e.task.cancelled()]
+    staying = [e for e in waiting if not e.cancelled]
     for job in [0, *(e.job_id for e in staying)]:
         line.queue.leave(job)
         await settle()
@@ -328,9 +338,9 @@ async def test_a_job_cancelled_while_waiting_leaves_the_line_and_the_next_moves_
     bob = await line.enter(2, BOB, GUILD, limits)
     carol = await line.enter(3, CAROL, GUILD, limits)
 
-    bob.task.cancel()
+    line.cancel(bob)
     await settle()
-    assert bob.task.cancelled()
+    assert not bob.admitted
     assert line.queue.waiting() == 1
     assert carol.last_wait == wait(1, HeldBy.SERVER_LIMIT, 1)
     # JobService.run always leaves, whether or not the job ran: harmless for a waiter.

@@ -81,9 +81,6 @@ async def lines(shared: SharedRunning) -> AsyncIterator[tuple[Line, Line]]:
     yield first, second
     for line in (first, second):
         line.queue.close()
-        for entry in line.entries:
-            entry.task.cancel()
-        await asyncio.gather(*(e.task for e in line.entries), return_exceptions=True)
 
 
 def last(entry: Entry) -> Wait | None:
@@ -152,9 +149,9 @@ async def test_a_job_cancelled_while_asking_gives_its_slot_back(
     shared.gate = asyncio.Event()
     asking = await here.enter(1, ALICE, GUILD, ONE_EACH)
     assert shared.asked == [1] and not asking.admitted
-    asking.task.cancel()
+    here.cancel(asking)
     shared.gate.set()  # the database answers after all: the slot was taken
-    await asyncio.gather(asking.task, return_exceptions=True)
+    await settle()
     await here.queue.settle(within=1)
     assert shared.slots == {}, "given back"
     assert here.queue.waiting() == 0 and here.queue.running() == 0
@@ -168,5 +165,4 @@ async def test_one_process_alone_never_asks_the_database(shared: SharedRunning) 
     await settle()
     assert entries[1].admitted
     assert shared.asked == []
-    for entry in entries:
-        entry.task.cancel()
+    alone.queue.close()
